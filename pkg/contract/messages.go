@@ -1,0 +1,230 @@
+package contract
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
+// Versioned message type names.
+const (
+	TypeSnapshotCreateRequest = "chromadb-rollback.v1.snapshot_create_request"
+	TypeSnapshotCreateReply   = "chromadb-rollback.v1.snapshot_create_reply"
+	TypeSnapshotCommand       = "chromadb-rollback.v1.snapshot_command"
+	TypeSnapshotRef           = "chromadb-rollback.v1.snapshot_ref"
+	TypeSnapshotManifest      = "chromadb-rollback.v1.snapshot_manifest"
+	TypeSnapshotList          = "chromadb-rollback.v1.snapshot_list"
+	TypeVerifyReport          = "chromadb-rollback.v1.verify_report"
+	TypeOperation             = "chromadb-rollback.v1.operation"
+	TypeProgress              = "chromadb-rollback.v1.progress"
+	TypeAuditEvent            = "chromadb-rollback.v1.audit_event"
+	TypeHealth                = "chromadb-rollback.v1.health"
+	TypeError                 = "chromadb-rollback.v1.error"
+)
+
+// Envelope is the header every message starts with.
+type Envelope struct {
+	Type string    `json:"type"`
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+}
+
+// NewEnvelope stamps a message of type typ with a fresh id and the current UTC time.
+func NewEnvelope(typ string) Envelope {
+	return Envelope{Type: typ, ID: NewID(""), Time: time.Now().UTC().Truncate(time.Millisecond)}
+}
+
+// NewID returns prefix followed by a UTC timestamp and 48 random bits, e.g.
+// "snap_20251130T143022Z_9f2c1a3b4d5e". The result sorts by creation time and
+// is a valid subject token and KV key.
+func NewID(prefix string) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return prefix + time.Now().UTC().Format("20060102T150405Z") + "_" + hex.EncodeToString(b[:])
+}
+
+// SnapshotCreateRequest asks for a snapshot of a tenant/database, or of some
+// of its collections. Sent to chroma.api.snapshot.create.
+type SnapshotCreateRequest struct {
+	Envelope
+	Name        string   `json:"name"`
+	Tenant      string   `json:"tenant,omitempty"`
+	Database    string   `json:"database,omitempty"`
+	Collections []string `json:"collections,omitempty"`
+	Actor       string   `json:"actor,omitempty"`
+	Reason      string   `json:"reason,omitempty"`
+}
+
+// SnapshotCreateReply says which snapshot was enqueued.
+type SnapshotCreateReply struct {
+	Envelope
+	SnapshotID string `json:"snapshot_id"`
+	OpID       string `json:"op_id"`
+	Status     string `json:"status"`
+	Progress   string `json:"progress_subject"`
+}
+
+// SnapshotCommand is the durable job on the command stream. Its message id
+// (Nats-Msg-Id) is the snapshot id, so a resent request is enqueued once.
+type SnapshotCommand struct {
+	Envelope
+	SnapshotID  string   `json:"snapshot_id"`
+	OpID        string   `json:"op_id"`
+	Name        string   `json:"name"`
+	Tenant      string   `json:"tenant"`
+	Database    string   `json:"database"`
+	Collections []string `json:"collections,omitempty"`
+	Actor       string   `json:"actor,omitempty"`
+	Reason      string   `json:"reason,omitempty"`
+}
+
+// SnapshotRef names a snapshot by id or by its human name.
+type SnapshotRef struct {
+	Envelope
+	Snapshot string `json:"snapshot"`
+	Actor    string `json:"actor,omitempty"`
+}
+
+// CollectionSummary is one collection of a snapshot manifest.
+type CollectionSummary struct {
+	ID            string   `json:"id"`
+	Name          string   `json:"name"`
+	Count         int64    `json:"count"`
+	CountBefore   int64    `json:"count_before"`
+	CountAfter    int64    `json:"count_after"`
+	Dimension     *int     `json:"dimension,omitempty"`
+	Batches       []string `json:"batches"`
+	ContentDigest string   `json:"content_digest"`
+}
+
+// SnapshotManifest is the KV record that makes a snapshot exist. It is
+// written only after the archive was stored and read back verified.
+type SnapshotManifest struct {
+	Envelope
+	SnapshotID    string              `json:"snapshot_id"`
+	Name          string              `json:"name"`
+	Tenant        string              `json:"tenant"`
+	Database      string              `json:"database"`
+	ChromaURL     string              `json:"chroma_url,omitempty"`
+	ChromaVersion string              `json:"chroma_version"`
+	Format        string              `json:"format"`
+	Object        string              `json:"object"`
+	Size          int64               `json:"size"`
+	SHA256        string              `json:"sha256"`
+	RawBytes      int64               `json:"raw_bytes"`
+	TotalRecords  int64               `json:"total_records"`
+	Collections   []CollectionSummary `json:"collections"`
+	Consistent    bool                `json:"consistent"`
+	Inconsistency string              `json:"inconsistency,omitempty"`
+	Partial       bool                `json:"partial"`
+	StartedAt     time.Time           `json:"started_at"`
+	CompletedAt   time.Time           `json:"completed_at"`
+	VerifiedAt    time.Time           `json:"verified_at"`
+	Keep          bool                `json:"keep,omitempty"`
+	Actor         string              `json:"actor,omitempty"`
+}
+
+// SnapshotList answers chroma.api.snapshot.list, newest first.
+type SnapshotList struct {
+	Envelope
+	Snapshots []SnapshotManifest `json:"snapshots"`
+}
+
+// VerifyReport answers chroma.api.snapshot.verify.
+type VerifyReport struct {
+	Envelope
+	SnapshotID   string              `json:"snapshot_id"`
+	OK           bool                `json:"ok"`
+	Problem      string              `json:"problem,omitempty"`
+	Size         int64               `json:"size"`
+	SHA256       string              `json:"sha256"`
+	TotalRecords int64               `json:"total_records"`
+	Collections  []CollectionSummary `json:"collections"`
+}
+
+// Operation is the status of a long job, kept in the state bucket under
+// "op.<op_id>".
+type Operation struct {
+	Envelope
+	OpID       string    `json:"op_id"`
+	Kind       string    `json:"kind"`
+	SnapshotID string    `json:"snapshot_id,omitempty"`
+	Status     string    `json:"status"`
+	Error      string    `json:"error,omitempty"`
+	Attempt    int       `json:"attempt"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	Warnings   []string  `json:"warnings,omitempty"`
+}
+
+// Operation statuses.
+const (
+	StatusQueued    = "queued"
+	StatusRunning   = "running"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+)
+
+// Progress is published on chroma.progress.<op_id> while a job runs.
+type Progress struct {
+	Envelope
+	OpID         string  `json:"op_id"`
+	Phase        string  `json:"phase"`
+	Collection   string  `json:"collection,omitempty"`
+	DoneRecords  int64   `json:"done_records"`
+	TotalRecords int64   `json:"total_records"`
+	Bytes        int64   `json:"bytes"`
+	RatePerSec   float64 `json:"records_per_second"`
+	ETASeconds   float64 `json:"eta_seconds"`
+	Done         bool    `json:"done"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// AuditEvent records who did what, why, and how it ended. Published on
+// chroma.audit.<service>.<action> into the audit stream.
+type AuditEvent struct {
+	Envelope
+	Service    string         `json:"service"`
+	Action     string         `json:"action"`
+	Outcome    string         `json:"outcome"`
+	Actor      string         `json:"actor,omitempty"`
+	Reason     string         `json:"reason,omitempty"`
+	Error      string         `json:"error,omitempty"`
+	SnapshotID string         `json:"snapshot_id,omitempty"`
+	OpID       string         `json:"op_id,omitempty"`
+	Tenant     string         `json:"tenant,omitempty"`
+	Database   string         `json:"database,omitempty"`
+	Figures    map[string]any `json:"figures,omitempty"`
+}
+
+// Audit outcomes.
+const (
+	OutcomeStarted   = "started"
+	OutcomeCompleted = "completed"
+	OutcomeFailed    = "failed"
+	OutcomeRejected  = "rejected"
+)
+
+// Health answers chroma.api.health.
+type Health struct {
+	Envelope
+	OK     bool          `json:"ok"`
+	Checks []HealthCheck `json:"checks"`
+}
+
+// HealthCheck is one line of a health report.
+type HealthCheck struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// ErrorBody is the JSON body of an error reply; its Code is also in the
+// Nats-Service-Error-Code header.
+type ErrorBody struct {
+	Type  string `json:"type"`
+	Code  int    `json:"code"`
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}

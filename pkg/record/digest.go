@@ -1,0 +1,82 @@
+package record
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"hash"
+	"math"
+)
+
+// Digest is a SHA-256 over records in order, independent of batch
+// boundaries: the same records give the same sum however they were paged.
+// Each record contributes its id, document, URI, canonical metadata JSON and
+// embedding bits, each length-prefixed and null-flagged, so no two different
+// records encode alike.
+type Digest struct {
+	h   hash.Hash
+	n   int64
+	buf []byte
+}
+
+// NewDigest returns an empty content digest.
+func NewDigest() *Digest { return &Digest{h: sha256.New()} }
+
+// Add hashes every record of b. Metadata that cannot be encoded is reported.
+func (d *Digest) Add(b *Batch) error {
+	for i := range b.IDs {
+		buf := d.buf[:0]
+		buf = appendString(buf, &b.IDs[i])
+		buf = appendString(buf, column(b.Documents, i))
+		buf = appendString(buf, column(b.URIs, i))
+		var md Metadata
+		if b.Metadatas != nil {
+			md = b.Metadatas[i]
+		}
+		mj, err := md.AppendJSON(nil)
+		if err != nil {
+			return err
+		}
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(len(mj)))
+		buf = append(buf, mj...)
+		var e []float32
+		if b.Embeddings != nil {
+			e = b.Embeddings[i]
+		}
+		if e == nil {
+			buf = append(buf, 0)
+		} else {
+			buf = append(buf, 1)
+			buf = binary.LittleEndian.AppendUint64(buf, uint64(len(e)))
+			for _, f := range e {
+				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(f))
+			}
+		}
+		d.h.Write(buf)
+		d.buf = buf
+		d.n++
+	}
+	return nil
+}
+
+// Count is the number of records added.
+func (d *Digest) Count() int64 { return d.n }
+
+// Sum is the hex SHA-256 of everything added so far.
+func (d *Digest) Sum() string { return hex.EncodeToString(d.h.Sum(nil)) }
+
+func column(c []*string, i int) *string {
+	if c == nil {
+		return nil
+	}
+	return c[i]
+}
+
+func appendString(buf []byte, s *string) []byte {
+	if s == nil {
+		return append(buf, 0)
+	}
+	buf = append(buf, 1)
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(len(*s)))
+	return append(buf, *s...)
+}
