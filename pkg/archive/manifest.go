@@ -1,0 +1,32 @@
+package archive
+
+// Manifest is manifest.json, the last entry: what the archive must contain.
+type Manifest struct {
+	Format string `json:"format"`
+	// Entries lists every entry before manifest.json, in order.
+	Entries []ManifestEntry `json:"entries"`
+	// Collections has one element per collection of the metadata, in order.
+	Collections  []ManifestCollection `json:"collections"`
+	TotalRecords int64                `json:"total_records"`
+}
+
+// ManifestEntry is one tar entry: its name, uncompressed size and the hex
+// SHA-256 of its uncompressed bytes.
+type ManifestEntry struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// ManifestCollection is what was archived of one collection.
+type ManifestCollection struct {
+	Index int    `json:"index"`
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	// Count is the number of records archived.
+	Count int64 `json:"count"`
+	// Batches are the batch names in order ("batch_000000", ...).
+	Batches []string `json:"batches"`
+	// ContentDigest is record.Digest's Sum over the records in order.
+	ContentDigest string `json:"content_digest"`
+}
