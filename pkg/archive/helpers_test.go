@@ -3,6 +3,8 @@ package archive
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"math"
@@ -230,4 +232,23 @@ func strp(s *string) any {
 		return nil
 	}
 	return *s
+}
+
+func sha256hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func decompress(t testing.TB, archive []byte) []byte {
+	t.Helper()
+	zr, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	out, err := zr.DecodeAll(archive, nil)
+	if err != nil {
+		t.Fatalf("decompress: %v", err)
+	}
+	return out
 }

@@ -138,7 +138,7 @@ func (r *Reader) next() (*Batch, error) {
 			return nil, fmt.Errorf("%w: archive ends before %s", ErrTruncated, manifestEntry)
 		}
 		if err != nil {
-			return nil, r.readErr("entry header", err)
+			return nil, r.readErr("reading the entry after "+r.entries[len(r.entries)-1].Name, err)
 		}
 		data, err := r.readEntry(hdr)
 		if err != nil {
@@ -200,7 +200,7 @@ func (r *Reader) readMetadata() error {
 		if errors.Is(err, zstd.ErrMagicMismatch) {
 			return fmt.Errorf("%w: not a zstd stream (a seed .tar.gz archive needs the importer): %w", ErrFormat, err)
 		}
-		return r.readErr(metadataEntry, err)
+		return r.readErr("reading "+metadataEntry, err)
 	}
 	if hdr.Name != metadataEntry {
 		return fmt.Errorf("%w: first entry is %q, want %s", ErrCorrupt, hdr.Name, metadataEntry)
@@ -253,7 +253,7 @@ func (r *Reader) readEntry(hdr *tar.Header) ([]byte, error) {
 	r.buf.Grow(int(min(hdr.Size, 1<<20)))
 	n, err := r.buf.ReadFrom(io.LimitReader(r.tr, hdr.Size))
 	if err != nil {
-		return nil, r.readErr("entry "+hdr.Name, err)
+		return nil, r.readErr("reading "+hdr.Name, err)
 	}
 	if n != hdr.Size {
 		return nil, fmt.Errorf("%w: entry %s: %d of %d bytes", ErrTruncated, hdr.Name, n, hdr.Size)
@@ -335,7 +335,7 @@ func (r *Reader) checkEnd() error {
 		return fmt.Errorf("%w: entry %q after %s", ErrCorrupt, hdr.Name, manifestEntry)
 	}
 	if !errors.Is(err, io.EOF) || r.src.err != nil {
-		return r.readErr("end of archive", err)
+		return r.readErr("reading past "+manifestEntry, err)
 	}
 	var buf [4096]byte
 	var trailing int
@@ -349,20 +349,21 @@ func (r *Reader) checkEnd() error {
 			return nil
 		}
 		if err != nil {
-			return r.readErr("end of archive", err)
+			return r.readErr("reading past "+manifestEntry, err)
 		}
 	}
 }
 
-// readErr classifies an error from the tar or zstd layers.
+// readErr classifies an error from the tar or zstd layers. zstd decodes a
+// block ahead, so the damage may lie after the entry being read.
 func (r *Reader) readErr(what string, err error) error {
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		return fmt.Errorf("%w: %s: %w", ErrTruncated, what, err)
+		return fmt.Errorf("%w: stream ends early, %s: %w", ErrTruncated, what, err)
 	case r.src.err != nil && errors.Is(err, r.src.err):
-		return fmt.Errorf("archive: read %s: %w", what, err)
+		return fmt.Errorf("archive: %s: %w", what, err)
 	default:
-		return fmt.Errorf("%w: %s: %w", ErrCorrupt, what, err)
+		return fmt.Errorf("%w: compressed stream, %s: %w", ErrCorrupt, what, err)
 	}
 }
 
