@@ -1,0 +1,84 @@
+package archive
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+const benchRecords = 1000
+
+// BenchmarkWriter measures writing one batch of 1,000 records (500-byte
+// documents, four metadata keys) per op; MB/s counts uncompressed bytes.
+func BenchmarkWriter(b *testing.B) {
+	for _, dim := range []int{384, 768} {
+		b.Run(fmt.Sprintf("dim=%d", dim), func(b *testing.B) {
+			batch := randomBatch(rand.New(rand.NewPCG(1, uint64(dim))), "id", benchRecords, dim, 500)
+			w, err := NewWriter(io.Discard, testMetadata(1))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := w.WriteBatch(0, batch); err != nil {
+				b.Fatal(err)
+			}
+			_, before := w.Stats()
+			if err := w.WriteBatch(0, batch); err != nil {
+				b.Fatal(err)
+			}
+			_, after := w.Stats()
+			b.SetBytes(after - before)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := w.WriteBatch(0, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if _, err := w.Close(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// BenchmarkReader measures reading and fully verifying an archive of 20
+// batches of 1,000 records; MB/s counts uncompressed bytes.
+func BenchmarkReader(b *testing.B) {
+	for _, dim := range []int{384, 768} {
+		b.Run(fmt.Sprintf("dim=%d", dim), func(b *testing.B) {
+			batch := randomBatch(rand.New(rand.NewPCG(1, uint64(dim))), "id", benchRecords, dim, 500)
+			var ws []written
+			for range 20 {
+				ws = append(ws, written{0, batch})
+			}
+			data := writeArchive(b, testMetadata(1), ws)
+			rep, err := Verify(bytes.NewReader(data))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(rep.RawBytes)
+			b.ReportMetric(float64(len(data))/float64(rep.RawBytes), "ratio")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				r, err := NewReader(bytes.NewReader(data))
+				if err != nil {
+					b.Fatal(err)
+				}
+				for {
+					_, err := r.Next()
+					if errors.Is(err, io.EOF) {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
