@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) healthCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "health-check",
+		Short: "Check NATS, JetStream, Chroma, the store and free disk",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			h := contract.Health{Envelope: contract.NewEnvelope(contract.TypeHealth), OK: true}
+			add := func(c contract.HealthCheck) {
+				h.Checks = append(h.Checks, c)
+				h.OK = h.OK && c.OK
+			}
+			nc, err := a.connect()
+			if err != nil {
+				add(contract.HealthCheck{Name: "nats", Detail: err.Error()})
+			} else {
+				defer nc.Close()
+				add(contract.HealthCheck{Name: "nats", OK: true, Detail: "connected to " + nc.ConnectedUrlRedacted()})
+				var remote contract.Health
+				if err := a.request(cmd.Context(), nc, a.subj.API("health"), contract.NewEnvelope("chromadb-rollback.v1.health_request"), &remote, 15*time.Second); err != nil {
+					add(contract.HealthCheck{Name: "services", Detail: err.Error()})
+				} else {
+					for _, c := range remote.Checks {
+						add(c)
+					}
+				}
+				if js, err := jetstream.New(nc); err == nil {
+					ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+					_, err = js.Stream(ctx, contract.StreamAudit)
+					cancel()
+					c := contract.HealthCheck{Name: "audit_stream", OK: err == nil, Detail: contract.StreamAudit + " present"}
+					if err != nil {
+						c.Detail = err.Error()
+					}
+					add(c)
+				}
+			}
+			if a.json {
+				if err := a.printJSON(h); err != nil {
+					return err
+				}
+			} else {
+				w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				for _, c := range h.Checks {
+					mark := "OK"
+					if !c.OK {
+						mark = "FAIL"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\n", mark, c.Name, c.Detail)
+				}
+				w.Flush()
+			}
+			if !h.OK {
+				return fmt.Errorf("health check failed")
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes, documented in the README.
+const (
+	exitOK           = 0
+	exitFailed       = 1
+	exitUsage        = 2
+	exitVerification = 3
+)
+
+// exitError carries the exit code a failure maps to.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// app is the state shared by every command.
+type app struct {
+	natsURL string
+	prefix  string
+	json    bool
+	timeout time.Duration
+	actor   string
+
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	subj           contract.Subjects
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "chromadb-rollback",
+		Short:         "Snapshots and verified rollbacks of ChromaDB, on NATS JetStream",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := contract.NewSubjects(a.prefix)
+			if err != nil {
+				return usageErr("--prefix: %v", err)
+			}
+			a.subj = s
+			return nil
+		},
+	}
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
+	pf.StringVar(&a.prefix, "prefix", envOr("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
+	pf.BoolVar(&a.json, "json", false, "print JSON instead of text")
+	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of one API request")
+	pf.StringVar(&a.actor, "actor", defaultActor(), "who is asking, recorded in the audit trail")
+
+	root.AddCommand(a.serveCmd(), a.snapshotCmd(), a.healthCmd())
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "error:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if isCobraUsage(err) {
+		return exitUsage
+	}
+	return exitFailed
+}
+
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "accepts ", "requires at least", "required flag"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func defaultActor() string {
+	u := envOr("USER", "unknown")
+	h, _ := os.Hostname()
+	return u + "@" + h
+}
+
+// connect opens a NATS connection for one command.
+func (a *app) connect() (*nats.Conn, error) {
+	nc, err := nats.Connect(a.natsURL, nats.Name("chromadb-rollback-cli"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (is `chromadb-rollback serve` running? set --nats-url or NATS_URL)", a.natsURL, err)
+	}
+	return nc, nil
+}
+
+// apiError is an error reply of a service.
+type apiError struct {
+	Code int
+	Msg  string
+	Body []byte
+}
+
+func (e *apiError) Error() string { return e.Msg }
+
+// request sends req to subject and decodes the reply into out, turning
+// Nats-Service-Error headers into an *apiError.
+func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, req, out any, timeout time.Duration) error {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	if timeout <= 0 {
+		timeout = a.timeout
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	msg, err := nc.RequestMsgWithContext(rctx, &nats.Msg{Subject: subject, Data: data})
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("no service answers on %s: is `chromadb-rollback serve` (or the service) running?", subject)
+		}
+		return fmt.Errorf("request %s: %w", subject, err)
+	}
+	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
+		n, _ := strconv.Atoi(code)
+		var body contract.ErrorBody
+		text := msg.Header.Get("Nats-Service-Error")
+		if json.Unmarshal(msg.Data, &body) == nil && body.Error != "" {
+			text = body.Error
+		}
+		return &apiError{Code: n, Msg: text, Body: msg.Data}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(msg.Data, out); err != nil {
+		return fmt.Errorf("decode reply from %s: %w", subject, err)
+	}
+	return nil
+}
+
+// printJSON writes v indented.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsembed"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+)
+
+// chromaFlags are the Chroma connection settings shared by serve and services.
+type chromaFlags struct {
+	url, token, authHeader string
+}
+
+func (f *chromaFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.url, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL (env CHROMA_URL)")
+	cmd.Flags().StringVar(&f.token, "chroma-token", "", "Chroma auth token (env CHROMA_TOKEN; never logged)")
+	cmd.Flags().StringVar(&f.authHeader, "chroma-auth-header", envOr("CHROMA_AUTH_HEADER", "x-chroma-token"), "how the token is sent: x-chroma-token or bearer (env CHROMA_AUTH_HEADER)")
+}
+
+func (f *chromaFlags) client(log *slog.Logger) (*chroma.Client, error) {
+	if f.url == "" {
+		return nil, usageErr("--chroma-url (or CHROMA_URL) is required")
+	}
+	opts := []chroma.Option{chroma.WithLogger(log)}
+	if f.token == "" {
+		f.token = os.Getenv("CHROMA_TOKEN")
+	}
+	if f.token != "" {
+		opts = append(opts, chroma.WithToken(f.token))
+		switch strings.ToLower(f.authHeader) {
+		case "x-chroma-token", "":
+			opts = append(opts, chroma.WithAuthHeader(chroma.AuthXChromaToken))
+		case "bearer", "authorization":
+			opts = append(opts, chroma.WithAuthHeader(chroma.AuthBearer))
+		default:
+			return nil, usageErr("--chroma-auth-header %q: want x-chroma-token or bearer", f.authHeader)
+		}
+	}
+	return chroma.New(f.url, opts...)
+}
+
+func newLogger(w *os.File) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	var cf chromaFlags
+	var dataDir, listen string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run an embedded JetStream server and the services in one process",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := newLogger(os.Stderr)
+			cc, err := cf.client(log)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(dataDir, 0o755); err != nil {
+				return fmt.Errorf("data dir: %w", err)
+			}
+			store := filepath.Join(dataDir, "jetstream")
+			ns, err := natsembed.Start(natsembed.Options{Listen: listen, StoreDir: store})
+			if err != nil {
+				return err
+			}
+			defer func() {
+				ns.Shutdown()
+				ns.WaitForShutdown()
+			}()
+			log.Info("embedded NATS ready", "url", ns.ClientURL(), "store", store)
+			nc, err := nats.Connect(ns.ClientURL(), nats.Name("chromadb-rollback-serve"), nats.InProcessServer(ns))
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ctx := cmd.Context()
+			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			v, err := cc.Version(hctx)
+			cancel()
+			if err != nil {
+				log.Warn("chroma not reachable yet; snapshots will fail until it is", "chroma_url", cf.url, "err", err)
+			} else {
+				log.Info("chroma reachable", "chroma_url", cf.url, "version", v)
+			}
+			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), DataDir: dataDir}, nc, a.subj, cc, log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stderr, "chromadb-rollback serving: NATS %s, Chroma %s, data %s (Ctrl-C to stop)\n", ns.ClientURL(), cf.url, dataDir)
+			return snap.Run(ctx)
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("DATA_DIR", "./data"), "where the embedded JetStream keeps its data (env DATA_DIR)")
+	cmd.Flags().StringVar(&listen, "listen", envOr("NATS_LISTEN", "127.0.0.1:4222"), "host:port of the embedded NATS server (env NATS_LISTEN)")
+	return cmd
+}
+
+func hostInstance(service string) string {
+	h, _ := os.Hostname()
+	return fmt.Sprintf("%s-%s-%d", service, h, os.Getpid())
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+func (a *app) snapshotCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Create, verify, list, inspect, delete and export snapshots"}
+	cmd.AddCommand(a.snapshotCreateCmd(), a.snapshotVerifyCmd(), a.snapshotListCmd(), a.snapshotInfoCmd(),
+		a.snapshotDeleteCmd(), a.snapshotExportCmd())
+	return cmd
+}
+
+func (a *app) snapshotCreateCmd() *cobra.Command {
+	var req contract.SnapshotCreateRequest
+	var collections string
+	var noWait bool
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "create --name NAME",
+		Short: "Snapshot a tenant/database (or some collections) into the object store",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := contract.ValidateSnapshotName(req.Name); err != nil {
+				return usageErr("--name: %v", err)
+			}
+			if collections != "" {
+				for _, c := range strings.Split(collections, ",") {
+					if c = strings.TrimSpace(c); c != "" {
+						req.Collections = append(req.Collections, c)
+					}
+				}
+			}
+			req.Envelope = contract.NewEnvelope(contract.TypeSnapshotCreateRequest)
+			req.Actor = a.actor
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ctx := cmd.Context()
+			var reply contract.SnapshotCreateReply
+			if err := a.request(ctx, nc, a.subj.API("snapshot", "create"), &req, &reply, 0); err != nil {
+				return err
+			}
+			if noWait {
+				if a.json {
+					return a.printJSON(reply)
+				}
+				fmt.Fprintln(a.stdout, reply.SnapshotID)
+				return nil
+			}
+			op, err := a.waitOperation(ctx, nc, reply.OpID, wait)
+			if err != nil {
+				return err
+			}
+			if op.Status != contract.StatusCompleted {
+				return fmt.Errorf("snapshot %s failed: %s", reply.SnapshotID, op.Error)
+			}
+			var m contract.SnapshotManifest
+			if err := a.request(ctx, nc, a.subj.API("snapshot", "info"), contract.SnapshotRef{Snapshot: reply.SnapshotID}, &m, 0); err != nil {
+				return err
+			}
+			if !m.Consistent {
+				fmt.Fprintf(a.stderr, "warning: snapshot %s is not consistent: %s\n", m.SnapshotID, m.Inconsistency)
+			}
+			if a.json {
+				return a.printJSON(m)
+			}
+			fmt.Fprintln(a.stdout, m.SnapshotID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Name, "name", "", "human name, e.g. pre_migration_2025-11-30 (required)")
+	f.StringVar(&req.Tenant, "tenant", envOr("CHROMA_TENANT", "default_tenant"), "Chroma tenant (env CHROMA_TENANT)")
+	f.StringVar(&req.Database, "database", envOr("CHROMA_DATABASE", "default_database"), "Chroma database (env CHROMA_DATABASE)")
+	f.StringVar(&collections, "collections", "", "comma-separated collection names (default: all)")
+	f.StringVar(&req.Reason, "reason", "", "why, recorded in the audit trail")
+	f.BoolVar(&noWait, "no-wait", false, "print the snapshot id once queued, without waiting")
+	f.DurationVar(&wait, "wait-timeout", 6*time.Hour, "give up waiting after this long (the snapshot goes on)")
+	return cmd
+}
+
+// waitOperation follows an operation's status in the state bucket until it
+// ends, drawing a progress bar from its progress subject on a terminal.
+func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, limit time.Duration) (*contract.Operation, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, contract.BucketState)
+	if err != nil {
+		return nil, fmt.Errorf("open state bucket: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+
+	var bar *progressbar.ProgressBar
+	if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !a.json {
+		bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(a.stderr), progressbar.OptionSetDescription("starting"),
+			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("records"),
+			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+		sub, err := nc.Subscribe(a.subj.Progress(opID), func(m *nats.Msg) {
+			var p contract.Progress
+			if json.Unmarshal(m.Data, &p) != nil {
+				return
+			}
+			if p.TotalRecords > 0 {
+				bar.ChangeMax64(p.TotalRecords)
+			}
+			bar.Describe(strings.TrimSpace(p.Phase + " " + p.Collection))
+			_ = bar.Set64(p.DoneRecords)
+		})
+		if err == nil {
+			defer sub.Unsubscribe()
+		}
+		defer bar.Finish()
+	}
+
+	w, err := kv.Watch(ctx, "op."+opID)
+	if err != nil {
+		return nil, fmt.Errorf("watch operation %s: %w", opID, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("stopped waiting for operation %s: %w (it goes on; see `snapshot list`)", opID, ctx.Err())
+		case e := <-w.Updates():
+			if e == nil {
+				continue // initial values delivered
+			}
+			var op contract.Operation
+			if json.Unmarshal(e.Value(), &op) != nil {
+				continue
+			}
+			if op.Status == contract.StatusCompleted || op.Status == contract.StatusFailed {
+				return &op, nil
+			}
+		}
+	}
+}
+
+func (a *app) snapshotRefCmd(use, short, verb string, print func(data []byte) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " SNAPSHOT",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			var raw json.RawMessage
+			timeout := a.timeout
+			if verb == "verify" {
+				timeout = max(timeout, time.Hour)
+			}
+			err = a.request(cmd.Context(), nc, a.subj.API("snapshot", verb),
+				contract.SnapshotRef{Envelope: contract.NewEnvelope(contract.TypeSnapshotRef), Snapshot: args[0], Actor: a.actor}, &raw, timeout)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(raw)
+			}
+			return print(raw)
+		},
+	}
+}
+
+func (a *app) snapshotVerifyCmd() *cobra.Command {
+	cmd := a.snapshotRefCmd("verify", "Check a snapshot's archive against its manifest, byte for byte", "verify", func(data []byte) error {
+		var rep contract.VerifyReport
+		if err := json.Unmarshal(data, &rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "OK: snapshot %s verified: %d records in %d collections, %d bytes, sha256 %s\n",
+			rep.SnapshotID, rep.TotalRecords, len(rep.Collections), rep.Size, rep.SHA256)
+		return nil
+	})
+	inner := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		err := inner(c, args)
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Code == contract.CodeVerificationFailed {
+			if a.json {
+				_ = a.printJSON(json.RawMessage(ae.Body))
+			}
+			return &exitError{code: exitVerification, err: err}
+		}
+		return err
+	}
+	return cmd
+}
+
+func (a *app) snapshotInfoCmd() *cobra.Command {
+	return a.snapshotRefCmd("info", "Show a snapshot's manifest: collections, counts and batches", "info", func(data []byte) error {
+		var m contract.SnapshotManifest
+		if err := json.Unmarshal(data, &m); err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "id:\t%s\nname:\t%s\nsource:\t%s/%s (Chroma %s)\ncreated:\t%s\nrecords:\t%d\nsize:\t%d bytes (raw %d)\nsha256:\t%s\nconsistent:\t%v %s\n",
+			m.SnapshotID, m.Name, m.Tenant, m.Database, m.ChromaVersion, m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.RawBytes, m.SHA256, m.Consistent, m.Inconsistency)
+		w.Flush()
+		fmt.Fprintln(a.stdout, "\ncollections:")
+		w = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "NAME\tID\tRECORDS\tBATCHES\tDIGEST")
+		for _, c := range m.Collections {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%.16s\n", c.Name, c.ID, c.Count, batchRange(c.Batches), c.ContentDigest)
+		}
+		return w.Flush()
+	})
+}
+
+func batchRange(b []string) string {
+	switch len(b) {
+	case 0:
+		return "-"
+	case 1:
+		return b[0]
+	}
+	return fmt.Sprintf("%s..%s (%d)", b[0], b[len(b)-1], len(b))
+}
+
+func (a *app) snapshotDeleteCmd() *cobra.Command {
+	return a.snapshotRefCmd("delete", "Delete a snapshot (manifest and archive)", "delete", func(data []byte) error {
+		var m contract.SnapshotManifest
+		if err := json.Unmarshal(data, &m); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "deleted snapshot %s (%s)\n", m.SnapshotID, m.Name)
+		return nil
+	})
+}
+
+func (a *app) snapshotListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List snapshots, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			var list contract.SnapshotList
+			if err := a.request(cmd.Context(), nc, a.subj.API("snapshot", "list"), contract.NewEnvelope("chromadb-rollback.v1.snapshot_list_request"), &list, 0); err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(list)
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tNAME\tSOURCE\tCREATED\tRECORDS\tSIZE\tCONSISTENT")
+			for _, m := range list.Snapshots {
+				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%d\t%d\t%v\n", m.SnapshotID, m.Name, m.Tenant, m.Database,
+					m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.Consistent)
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func (a *app) snapshotExportCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "export SNAPSHOT -o FILE",
+		Short: "Copy a snapshot's archive to a file, checking its SHA-256",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return usageErr("-o FILE is required")
+			}
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ctx := cmd.Context()
+			var m contract.SnapshotManifest
+			if err := a.request(ctx, nc, a.subj.API("snapshot", "info"), contract.SnapshotRef{Snapshot: args[0]}, &m, 0); err != nil {
+				return err
+			}
+			n, err := a.exportObject(ctx, nc, &m, out)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"snapshot_id": m.SnapshotID, "file": out, "bytes": n, "sha256": m.SHA256})
+			}
+			fmt.Fprintf(a.stdout, "exported %s to %s (%d bytes, sha256 %s)\n", m.SnapshotID, out, n, m.SHA256)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "file to write (written to FILE.partial, renamed when complete)")
+	return cmd
+}
+
+// exportObject streams the archive into out.partial, checks size and
+// SHA-256 against the manifest, then renames it into place.
+func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.SnapshotManifest, out string) (int64, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	obs, err := js.ObjectStore(ctx, contract.ObjectSnapshots)
+	if err != nil {
+		return 0, fmt.Errorf("open object store: %w", err)
+	}
+	r, err := obs.Get(ctx, m.Object)
+	if err != nil {
+		return 0, fmt.Errorf("open archive %s: %w", m.Object, err)
+	}
+	defer r.Close()
+	tmp := out + ".partial"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp)
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, fmt.Errorf("export %s: %w", m.Object, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != m.SHA256 || n != m.Size {
+		return n, &exitError{code: exitVerification, err: fmt.Errorf("export %s: got %d bytes with sha256 %s, manifest says %d bytes with %s", m.Object, n, got, m.Size, m.SHA256)}
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return n, err
+	}
+	return n, syncDir(filepath.Dir(out))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,336 @@
+package snapshotter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/disk"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Chroma's defaults, used when a request names no tenant or database.
+const (
+	DefaultTenant   = "default_tenant"
+	DefaultDatabase = "default_database"
+)
+
+// apiError is an error reply: what went wrong and which field to fix.
+type apiError struct {
+	code  int
+	msg   string
+	field string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(field, format string, args ...any) *apiError {
+	return &apiError{code: contract.CodeBadRequest, msg: fmt.Sprintf(format, args...), field: field}
+}
+
+// decode parses a request body, bounding its size.
+func decode(r micro.Request, v any) *apiError {
+	data := r.Data()
+	if len(data) > contract.MaxRequestBytes {
+		return &apiError{code: contract.CodeTooLarge, msg: fmt.Sprintf("request is %d bytes; at most %d", len(data), contract.MaxRequestBytes)}
+	}
+	if len(data) == 0 {
+		return badRequest("", "empty request: send a JSON object")
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return badRequest("", "malformed JSON request: %v", err)
+	}
+	return nil
+}
+
+// reject answers with e and records the rejected command in the audit trail.
+func (s *Service) reject(ctx context.Context, r micro.Request, action string, e *apiError, ev contract.AuditEvent) {
+	respondError(r, e.code, e.msg, e.field)
+	ev.Action, ev.Outcome, ev.Error = action, contract.OutcomeRejected, e.msg
+	_ = s.audit.Emit(ctx, ev)
+}
+
+// chromaError turns an error from Chroma into an API error.
+func chromaError(what string, err error) *apiError {
+	if errors.Is(err, chroma.ErrNotFound) {
+		return &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("%s not found in Chroma", what)}
+	}
+	return &apiError{code: contract.CodeUnavailable, msg: fmt.Sprintf("check %s in Chroma: %v", what, err)}
+}
+
+func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
+	var req contract.SnapshotCreateRequest
+	if e := decode(r, &req); e != nil {
+		s.reject(ctx, r, "snapshot.create", e, contract.AuditEvent{})
+		return
+	}
+	if req.Tenant == "" {
+		req.Tenant = DefaultTenant
+	}
+	if req.Database == "" {
+		req.Database = DefaultDatabase
+	}
+	ev := contract.AuditEvent{Actor: req.Actor, Reason: req.Reason, Tenant: req.Tenant, Database: req.Database}
+	if e := s.validateCreate(ctx, &req); e != nil {
+		s.reject(ctx, r, "snapshot.create", e, ev)
+		return
+	}
+	cmd := contract.SnapshotCommand{
+		Envelope:    contract.NewEnvelope(contract.TypeSnapshotCommand),
+		SnapshotID:  contract.NewID("snap_"),
+		OpID:        contract.NewID("op_"),
+		Name:        req.Name,
+		Tenant:      req.Tenant,
+		Database:    req.Database,
+		Collections: req.Collections,
+		Actor:       req.Actor,
+		Reason:      req.Reason,
+	}
+	if err := s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusQueued}); err != nil {
+		s.reject(ctx, r, "snapshot.create", &apiError{code: contract.CodeUnavailable, msg: err.Error()}, ev)
+		return
+	}
+	data, _ := json.Marshal(cmd)
+	msg := nats.NewMsg(s.subj.Command("snapshot"))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, cmd.SnapshotID)
+	if _, err := s.assets.JS.PublishMsg(ctx, msg); err != nil {
+		s.reject(ctx, r, "snapshot.create", &apiError{code: contract.CodeUnavailable, msg: "enqueue snapshot: " + err.Error()}, ev)
+		return
+	}
+	s.log.Info("snapshot queued", "snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "name", cmd.Name)
+	respondJSON(r, contract.SnapshotCreateReply{
+		Envelope:   contract.NewEnvelope(contract.TypeSnapshotCreateReply),
+		SnapshotID: cmd.SnapshotID,
+		OpID:       cmd.OpID,
+		Status:     contract.StatusQueued,
+		Progress:   s.subj.Progress(cmd.OpID),
+	})
+}
+
+// validateCreate checks the request against Chroma before anything is enqueued.
+func (s *Service) validateCreate(ctx context.Context, req *contract.SnapshotCreateRequest) *apiError {
+	if err := contract.ValidateSnapshotName(req.Name); err != nil {
+		return badRequest("name", "%v", err)
+	}
+	if err := contract.ValidateChromaName("tenant", req.Tenant); err != nil {
+		return badRequest("tenant", "%v", err)
+	}
+	if err := contract.ValidateChromaName("database", req.Database); err != nil {
+		return badRequest("database", "%v", err)
+	}
+	seen := map[string]bool{}
+	for _, c := range req.Collections {
+		if err := contract.ValidateChromaName("collection", c); err != nil {
+			return badRequest("collections", "%v", err)
+		}
+		if seen[c] {
+			return badRequest("collections", "collection %q is named twice", c)
+		}
+		seen[c] = true
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := s.chroma.GetTenant(cctx, req.Tenant); err != nil {
+		return chromaError(fmt.Sprintf("tenant %q", req.Tenant), err)
+	}
+	if _, err := s.chroma.GetDatabase(cctx, req.Tenant, req.Database); err != nil {
+		return chromaError(fmt.Sprintf("database %q of tenant %q", req.Database, req.Tenant), err)
+	}
+	for _, c := range req.Collections {
+		if _, err := s.chroma.GetCollection(cctx, req.Tenant, req.Database, c); err != nil {
+			return chromaError(fmt.Sprintf("collection %q in %s/%s", c, req.Tenant, req.Database), err)
+		}
+	}
+	return nil
+}
+
+func (s *Service) putOperation(ctx context.Context, op contract.Operation) error {
+	op.Envelope = contract.NewEnvelope(contract.TypeOperation)
+	op.UpdatedAt = op.Time
+	data, _ := json.Marshal(op)
+	if _, err := s.assets.State.Put(ctx, "op."+op.OpID, data); err != nil {
+		return fmt.Errorf("record operation %s: %w", op.OpID, err)
+	}
+	return nil
+}
+
+// lookup finds a manifest by snapshot id, or by name (the newest of that name).
+func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotManifest, *apiError) {
+	if ref == "" {
+		return nil, badRequest("snapshot", "snapshot is required: give a snapshot id or name")
+	}
+	if contract.ValidToken(ref) == nil {
+		if e, err := s.assets.Manifests.Get(ctx, ref); err == nil {
+			var m contract.SnapshotManifest
+			if err := json.Unmarshal(e.Value(), &m); err != nil {
+				return nil, &apiError{code: contract.CodeInternal, msg: fmt.Sprintf("manifest %s is unreadable: %v", ref, err)}
+			}
+			return &m, nil
+		} else if !bus.IsNotFound(err) {
+			return nil, &apiError{code: contract.CodeUnavailable, msg: fmt.Sprintf("read manifest %s: %v", ref, err)}
+		}
+	}
+	all, err := s.listManifests(ctx)
+	if err != nil {
+		return nil, &apiError{code: contract.CodeUnavailable, msg: err.Error()}
+	}
+	for i := range all {
+		if all[i].Name == ref {
+			return &all[i], nil
+		}
+	}
+	return nil, &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("no snapshot with id or name %q (see `snapshot list`)", ref), field: "snapshot"}
+}
+
+// listManifests returns every manifest, newest first.
+func (s *Service) listManifests(ctx context.Context) ([]contract.SnapshotManifest, error) {
+	lister, err := s.assets.Manifests.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list manifests: %w", err)
+	}
+	var out []contract.SnapshotManifest
+	for key := range lister.Keys() {
+		e, err := s.assets.Manifests.Get(ctx, key)
+		if err != nil {
+			if bus.IsNotFound(err) {
+				continue // deleted while listing
+			}
+			return nil, fmt.Errorf("read manifest %s: %w", key, err)
+		}
+		var m contract.SnapshotManifest
+		if err := json.Unmarshal(e.Value(), &m); err != nil {
+			s.log.Warn("unreadable manifest skipped", "key", key, "err", err)
+			continue
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].StartedAt.Equal(out[j].StartedAt) {
+			return out[i].StartedAt.After(out[j].StartedAt)
+		}
+		return out[i].SnapshotID > out[j].SnapshotID
+	})
+	return out, nil
+}
+
+func (s *Service) handleList(ctx context.Context, r micro.Request) {
+	all, err := s.listManifests(ctx)
+	if err != nil {
+		respondError(r, contract.CodeUnavailable, err.Error(), "")
+		return
+	}
+	if all == nil {
+		all = []contract.SnapshotManifest{}
+	}
+	respondJSON(r, contract.SnapshotList{Envelope: contract.NewEnvelope(contract.TypeSnapshotList), Snapshots: all})
+}
+
+func (s *Service) handleInfo(ctx context.Context, r micro.Request) {
+	var ref contract.SnapshotRef
+	if e := decode(r, &ref); e != nil {
+		respondError(r, e.code, e.msg, e.field)
+		return
+	}
+	m, e := s.lookup(ctx, ref.Snapshot)
+	if e != nil {
+		respondError(r, e.code, e.msg, e.field)
+		return
+	}
+	respondJSON(r, m)
+}
+
+func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
+	var ref contract.SnapshotRef
+	if e := decode(r, &ref); e != nil {
+		s.reject(ctx, r, "snapshot.delete", e, contract.AuditEvent{})
+		return
+	}
+	ev := contract.AuditEvent{Actor: ref.Actor}
+	m, e := s.lookup(ctx, ref.Snapshot)
+	if e != nil {
+		s.reject(ctx, r, "snapshot.delete", e, ev)
+		return
+	}
+	ev.SnapshotID, ev.Tenant, ev.Database = m.SnapshotID, m.Tenant, m.Database
+	// The manifest goes first: without it the snapshot no longer exists, and
+	// an object left by a crash here is only an orphan for cleanup.
+	if err := s.assets.Manifests.Purge(ctx, m.SnapshotID); err != nil {
+		s.reject(ctx, r, "snapshot.delete", &apiError{code: contract.CodeUnavailable, msg: "delete manifest: " + err.Error()}, ev)
+		return
+	}
+	if err := s.assets.Snapshots.Delete(ctx, m.Object); err != nil && !bus.IsNotFound(err) {
+		s.log.Warn("archive object left behind", "object", m.Object, "err", err)
+	}
+	ev.Action, ev.Outcome = "snapshot.delete", contract.OutcomeCompleted
+	ev.Figures = map[string]any{"size": m.Size, "records": m.TotalRecords}
+	_ = s.audit.Emit(ctx, ev)
+	respondJSON(r, m)
+}
+
+func (s *Service) handleVerify(ctx context.Context, r micro.Request) {
+	var ref contract.SnapshotRef
+	if e := decode(r, &ref); e != nil {
+		respondError(r, e.code, e.msg, e.field)
+		return
+	}
+	m, e := s.lookup(ctx, ref.Snapshot)
+	if e != nil {
+		respondError(r, e.code, e.msg, e.field)
+		return
+	}
+	rep := s.verifyStored(ctx, m)
+	outcome := contract.OutcomeCompleted
+	if !rep.OK {
+		outcome = contract.OutcomeFailed
+	}
+	_ = s.audit.Emit(ctx, contract.AuditEvent{Action: "snapshot.verify", Outcome: outcome, Actor: ref.Actor, SnapshotID: m.SnapshotID,
+		Tenant: m.Tenant, Database: m.Database, Error: rep.Problem, Figures: map[string]any{"records": rep.TotalRecords, "size": rep.Size}})
+	if !rep.OK {
+		body, _ := json.Marshal(rep)
+		_ = r.Error(fmt.Sprint(contract.CodeVerificationFailed), "verification failed: "+rep.Problem, body)
+		return
+	}
+	respondJSON(r, rep)
+}
+
+func (s *Service) handleHealth(ctx context.Context, r micro.Request) {
+	h := contract.Health{Envelope: contract.NewEnvelope(contract.TypeHealth), OK: true}
+	add := func(name string, err error, detail string) {
+		c := contract.HealthCheck{Name: name, OK: err == nil, Detail: detail}
+		if err != nil {
+			c.Detail = err.Error()
+			h.OK = false
+		}
+		h.Checks = append(h.Checks, c)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	v, err := s.chroma.Version(cctx)
+	add("chroma", err, fmt.Sprintf("%s reachable, version %s", s.cfg.ChromaURL, v))
+	info, err := s.assets.JS.AccountInfo(cctx)
+	detail := ""
+	if err == nil {
+		detail = fmt.Sprintf("JetStream ready: %d streams, %d bytes stored", info.Streams, info.Store)
+	}
+	add("jetstream", err, detail)
+	key := "health." + s.cfg.Instance
+	_, err = s.assets.State.Put(cctx, key, []byte(time.Now().UTC().Format(time.RFC3339)))
+	if err == nil {
+		err = s.assets.State.Purge(cctx, key)
+	}
+	add("store_writable", err, "state bucket accepts writes")
+	if s.cfg.DataDir != "" {
+		free, err := disk.Free(s.cfg.DataDir)
+		add("disk_free", err, fmt.Sprintf("%d MiB free under %s", free>>20, s.cfg.DataDir))
+	}
+	respondJSON(r, h)
+}

@@ -1,0 +1,82 @@
+// Command snapshotter runs one snapshotter instance against an existing NATS
+// server (or cluster) and Chroma.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/nats-io/nats.go"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "snapshotter:", err)
+		os.Exit(1)
+	}
+}
+
+func env(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("snapshotter", flag.ContinueOnError)
+	natsURL := fs.String("nats-url", env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
+	prefix := fs.String("prefix", env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
+	var cfg snapshotter.Config
+	fs.StringVar(&cfg.ChromaURL, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL (env CHROMA_URL)")
+	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "snapshotter"), "instance name (env INSTANCE)")
+	fs.StringVar(&cfg.DataDir, "data-dir", os.Getenv("DATA_DIR"), "path whose free space health reports (env DATA_DIR)")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
+	fs.IntVar(&cfg.FetchWorkers, "fetch-workers", 2, "pages fetched from Chroma in parallel")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(env("LOG_LEVEL", "info"))); err != nil {
+		return fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	subj, err := contract.NewSubjects(*prefix)
+	if err != nil {
+		return err
+	}
+	var opts []chroma.Option
+	if tok := os.Getenv("CHROMA_TOKEN"); tok != "" {
+		opts = append(opts, chroma.WithToken(tok))
+	}
+	opts = append(opts, chroma.WithLogger(log))
+	if cfg.ChromaURL == "" {
+		return fmt.Errorf("--chroma-url (or CHROMA_URL) is required")
+	}
+	cc, err := chroma.New(cfg.ChromaURL, opts...)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*natsURL, nats.Name(cfg.Instance), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	svc, err := snapshotter.New(cfg, nc, subj, cc, log)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}

@@ -1,0 +1,60 @@
+package snapshotter
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config configures a snapshotter instance.
+type Config struct {
+	// ChromaURL is the Chroma server snapshots are taken from.
+	ChromaURL string
+	// Instance names this instance in logs, audit events and micro stats.
+	Instance string
+	// DataDir is where free disk space is reported for (the JetStream store).
+	DataDir string
+	// AckWait is how long a job may go without an in-progress ack before it
+	// is given to another instance.
+	AckWait time.Duration
+	// MaxDeliver bounds how often a job is tried after workers died.
+	MaxDeliver int
+	// FetchWorkers fetch pages of a collection in parallel.
+	FetchWorkers int
+	// PageBytes is the target size of one page of records as Chroma sends it.
+	PageBytes int
+	// MaxPageRecords caps records per page (and so per archive batch).
+	MaxPageRecords int
+}
+
+func (c *Config) setDefaults() {
+	if c.Instance == "" {
+		c.Instance = "snapshotter"
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if c.FetchWorkers <= 0 {
+		c.FetchWorkers = 2
+	}
+	if c.PageBytes <= 0 {
+		c.PageBytes = 16 << 20
+	}
+	if c.MaxPageRecords <= 0 {
+		c.MaxPageRecords = 2500
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	if c.ChromaURL == "" {
+		return errors.New("chroma URL is required (--chroma-url or CHROMA_URL)")
+	}
+	if c.AckWait < time.Second {
+		return fmt.Errorf("ack wait %s is too short: at least 1s", c.AckWait)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package snapshotter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Version is the snapshotter's SemVer, as `nats micro ls` shows it.
+const Version = "0.1.0"
+
+// ServiceName is the micro service name.
+const ServiceName = "chromadb-snapshotter"
+
+const consumerName = "snapshotter"
+
+// Service is one snapshotter instance.
+type Service struct {
+	cfg    Config
+	nc     *nats.Conn
+	subj   contract.Subjects
+	chroma *chroma.Client
+	log    *slog.Logger
+
+	assets *bus.Assets
+	audit  *bus.Auditor
+}
+
+// New returns a Service; Run starts it.
+func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, log *slog.Logger) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg, nc: nc, subj: subj, chroma: cc, log: log.With("service", "snapshotter", "instance", cfg.Instance)}, nil
+}
+
+// Run bootstraps JetStream, serves the API and takes snapshot jobs until ctx
+// is done.
+func (s *Service) Run(ctx context.Context) error {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	s.assets, err = bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj})
+	cancel()
+	if err != nil {
+		return err
+	}
+	s.audit = bus.NewAuditor(js, s.subj, "snapshotter", s.log)
+
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:        ServiceName,
+		Version:     Version,
+		Description: "snapshots of Chroma into the JetStream object store",
+		Metadata:    map[string]string{"instance": s.cfg.Instance},
+	})
+	if err != nil {
+		return fmt.Errorf("add micro service: %w", err)
+	}
+	defer svc.Stop()
+	g := svc.AddGroup(s.subj.APIGroup("snapshot"))
+	for name, h := range map[string]func(context.Context, micro.Request){
+		"create": s.handleCreate,
+		"verify": s.handleVerify,
+		"list":   s.handleList,
+		"info":   s.handleInfo,
+		"delete": s.handleDelete,
+	} {
+		if err := g.AddEndpoint(name, s.handler(ctx, h)); err != nil {
+			return fmt.Errorf("add endpoint %s: %w", name, err)
+		}
+	}
+	if err := svc.AddEndpoint("health", s.handler(ctx, s.handleHealth), micro.WithEndpointSubject(s.subj.API("health"))); err != nil {
+		return fmt.Errorf("add endpoint health: %w", err)
+	}
+
+	cons, err := s.assets.Commands.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       consumerName,
+		FilterSubject: s.subj.Command("snapshot"),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.cfg.AckWait,
+		MaxDeliver:    s.cfg.MaxDeliver,
+		MaxAckPending: 64,
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer: %w", err)
+	}
+	s.log.Info("snapshotter started", "chroma_url", s.cfg.ChromaURL)
+	return s.consume(ctx, cons)
+}
+
+// consume takes one job at a time: a snapshot already keeps two cores busy.
+func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			s.log.Warn("fetch job failed", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			s.handleJob(ctx, msg)
+		}
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) {
+			s.log.Debug("fetch ended", "err", err)
+		}
+	}
+	s.log.Info("snapshotter stopped")
+	return nil
+}
+
+// handler wraps an endpoint so it runs in its own goroutine: verify can take
+// minutes and must not hold up list or info.
+func (s *Service) handler(ctx context.Context, h func(context.Context, micro.Request)) micro.Handler {
+	return micro.HandlerFunc(func(r micro.Request) {
+		go func() {
+			defer func() {
+				if p := recover(); p != nil {
+					s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
+					respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p), "")
+				}
+			}()
+			h(ctx, r)
+		}()
+	})
+}
+
+// respondError sends an error reply: the code and text in the
+// Nats-Service-Error headers and an ErrorBody that says what to fix.
+func respondError(r micro.Request, code int, msg, field string) {
+	body, _ := json.Marshal(contract.ErrorBody{Type: contract.TypeError, Code: code, Error: msg, Field: field})
+	_ = r.Error(fmt.Sprint(code), msg, body)
+}
+
+func respondJSON(r micro.Request, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		respondError(r, contract.CodeInternal, "encode reply: "+err.Error(), "")
+		return
+	}
+	_ = r.Respond(data)
+}

@@ -1,0 +1,202 @@
+package snapshotter
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// snapshot exports, stores, reads back and verifies, then writes the manifest.
+func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, progress *bus.ProgressPublisher, log *slog.Logger) (*contract.SnapshotManifest, error) {
+	started := time.Now().UTC()
+	progress.Update(contract.Progress{Phase: "listing"})
+	version, err := s.chroma.Version(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read Chroma version: %w", err)
+	}
+	colls, err := s.resolveCollections(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	md := &archive.Metadata{
+		Format: archive.FormatV1, SnapshotID: cmd.SnapshotID, Name: cmd.Name, CreatedAt: started,
+		ChromaVersion: version, Tenant: cmd.Tenant, Database: cmd.Database,
+	}
+	var total int64
+	for i, c := range colls {
+		n, err := s.chroma.Count(ctx, cmd.Tenant, cmd.Database, c.ID)
+		if err != nil {
+			return nil, fmt.Errorf("count collection %q: %w", c.Name, err)
+		}
+		md.Collections = append(md.Collections, archive.CollectionInfo{
+			Index: i, ID: c.ID, Name: c.Name, Metadata: c.Metadata, Configuration: c.Configuration,
+			Dimension: c.Dimension, ExpectedCount: int64(n),
+		})
+		total += int64(n)
+	}
+
+	obj := objectName(cmd.SnapshotID)
+	// A previous attempt of this command may have left a partial object.
+	s.discard(obj, log)
+
+	pr, pw := io.Pipe()
+	sum := sha256.New()
+	type result struct {
+		man   *archive.Manifest
+		stats exportStats
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		man, st, err := s.export(ctx, md, io.MultiWriter(pw, sum), total, progress)
+		pw.CloseWithError(err)
+		done <- result{man, st, err}
+	}()
+	info, putErr := s.assets.Snapshots.Put(ctx, jetstream.ObjectMeta{
+		Name:        obj,
+		Description: fmt.Sprintf("snapshot %s (%s) of %s/%s", cmd.SnapshotID, cmd.Name, cmd.Tenant, cmd.Database),
+	}, pr)
+	pr.CloseWithError(fmt.Errorf("object store put ended: %v", putErr)) // unblocks the exporter if the put failed first
+	res := <-done
+	if res.err != nil {
+		return nil, res.err
+	}
+	if putErr != nil {
+		return nil, fmt.Errorf("store archive %s: %w", obj, putErr)
+	}
+	digest := hex.EncodeToString(sum.Sum(nil))
+
+	progress.Update(contract.Progress{Phase: "counting", DoneRecords: res.man.TotalRecords, TotalRecords: total})
+	after := make([]int64, len(colls))
+	for i, c := range colls {
+		n, err := s.chroma.Count(ctx, cmd.Tenant, cmd.Database, c.ID)
+		if err != nil {
+			return nil, fmt.Errorf("count collection %q after export: %w", c.Name, err)
+		}
+		after[i] = int64(n)
+	}
+
+	progress.Update(contract.Progress{Phase: "verifying", DoneRecords: res.man.TotalRecords, TotalRecords: total, Bytes: int64(info.Size)})
+	if err := s.readBack(ctx, obj, digest, res.man); err != nil {
+		return nil, err
+	}
+
+	m := &contract.SnapshotManifest{
+		Envelope:   contract.NewEnvelope(contract.TypeSnapshotManifest),
+		SnapshotID: cmd.SnapshotID, Name: cmd.Name, Tenant: cmd.Tenant, Database: cmd.Database,
+		ChromaURL: s.cfg.ChromaURL, ChromaVersion: version, Format: archive.FormatV1,
+		Object: obj, Size: int64(info.Size), SHA256: digest, RawBytes: res.stats.rawBytes,
+		TotalRecords: res.man.TotalRecords, Consistent: true, Partial: len(cmd.Collections) > 0,
+		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: cmd.Actor,
+	}
+	var moved []string
+	for i, mc := range res.man.Collections {
+		ci := md.Collections[i]
+		m.Collections = append(m.Collections, contract.CollectionSummary{
+			ID: mc.ID, Name: mc.Name, Count: mc.Count, CountBefore: ci.ExpectedCount, CountAfter: after[i],
+			Dimension: ci.Dimension, Batches: mc.Batches, ContentDigest: mc.ContentDigest,
+		})
+		if mc.Count != ci.ExpectedCount || after[i] != ci.ExpectedCount {
+			moved = append(moved, fmt.Sprintf("%q: %d before, %d exported, %d after", mc.Name, ci.ExpectedCount, mc.Count, after[i]))
+		}
+	}
+	if len(moved) > 0 {
+		m.Consistent = false
+		m.Inconsistency = fmt.Sprintf("%v (writers were active): %s", errNotConsistent, strings.Join(moved, "; "))
+	}
+	m.VerifiedAt = time.Now().UTC()
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	if _, err := s.assets.Manifests.Create(ctx, cmd.SnapshotID, data); err != nil {
+		return nil, fmt.Errorf("write manifest %s: %w", cmd.SnapshotID, err)
+	}
+	return m, nil
+}
+
+// resolveCollections lists the collections the command names (all of the
+// database when it names none), in Chroma's list order.
+func (s *Service) resolveCollections(ctx context.Context, cmd *contract.SnapshotCommand) ([]chroma.Collection, error) {
+	if len(cmd.Collections) == 0 {
+		colls, err := s.chroma.ListCollections(ctx, cmd.Tenant, cmd.Database)
+		if err != nil {
+			return nil, fmt.Errorf("list collections of %s/%s: %w", cmd.Tenant, cmd.Database, err)
+		}
+		return colls, nil
+	}
+	out := make([]chroma.Collection, 0, len(cmd.Collections))
+	for _, name := range cmd.Collections {
+		c, err := s.chroma.GetCollection(ctx, cmd.Tenant, cmd.Database, name)
+		if err != nil {
+			return nil, fmt.Errorf("collection %q of %s/%s: %w", name, cmd.Tenant, cmd.Database, err)
+		}
+		out = append(out, *c)
+	}
+	return out, nil
+}
+
+// readBack streams the stored object through the archive verifier and checks
+// it is exactly what was written.
+func (s *Service) readBack(ctx context.Context, obj, digest string, want *archive.Manifest) error {
+	rep, gotDigest, err := s.verifyObject(ctx, obj)
+	if err != nil {
+		return fmt.Errorf("read-back verification of %s: %w", obj, err)
+	}
+	if gotDigest != digest {
+		return fmt.Errorf("read-back verification of %s: sha256 %s, written %s", obj, gotDigest, digest)
+	}
+	return compareCollections(rep, want.Collections)
+}
+
+// verifyObject reads an archive object, checking the object store's digest,
+// every archive entry and content digest; it returns the report and the
+// SHA-256 of the object's bytes.
+func (s *Service) verifyObject(ctx context.Context, obj string) (*archive.Report, string, error) {
+	res, err := s.assets.Snapshots.Get(ctx, obj)
+	if err != nil {
+		if bus.IsNotFound(err) {
+			return nil, "", fmt.Errorf("archive object %s is missing from %s", obj, contract.ObjectSnapshots)
+		}
+		return nil, "", fmt.Errorf("open archive object %s: %w", obj, err)
+	}
+	defer res.Close()
+	h := sha256.New()
+	rep, err := archive.Verify(io.TeeReader(res, h))
+	if err != nil {
+		return nil, "", err
+	}
+	// Drain so the object store checks its own digest at EOF.
+	if _, err := io.Copy(h, res); err != nil {
+		return nil, "", fmt.Errorf("archive object %s: %w", obj, err)
+	}
+	return rep, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// compareCollections checks a verified archive against the collections a
+// manifest promises.
+func compareCollections(rep *archive.Report, want []archive.ManifestCollection) error {
+	if len(rep.Collections) != len(want) {
+		return fmt.Errorf("archive holds %d collections, manifest says %d", len(rep.Collections), len(want))
+	}
+	for i, w := range want {
+		g := rep.Collections[i]
+		if g.ID != w.ID || g.Count != w.Count || g.ContentDigest != w.ContentDigest || g.Batches != len(w.Batches) {
+			return fmt.Errorf("collection %q: archive has %d records in %d batches (digest %s), manifest says %d in %d (digest %s)",
+				w.Name, g.Count, g.Batches, g.ContentDigest, w.Count, len(w.Batches), w.ContentDigest)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,52 @@
+package snapshotter
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+// verifyStored checks a snapshot end to end: the object exists with the
+// manifest's size, its bytes hash to the manifest's SHA-256 (and to the object
+// store's own digest), every archive entry matches its checksum, and each
+// collection's count and content digest match the manifest.
+func (s *Service) verifyStored(ctx context.Context, m *contract.SnapshotManifest) *contract.VerifyReport {
+	rep := &contract.VerifyReport{Envelope: contract.NewEnvelope(contract.TypeVerifyReport), SnapshotID: m.SnapshotID}
+	fail := func(format string, args ...any) *contract.VerifyReport {
+		rep.Problem = fmt.Sprintf(format, args...)
+		return rep
+	}
+	info, err := s.assets.Snapshots.GetInfo(ctx, m.Object)
+	if err != nil {
+		if bus.IsNotFound(err) {
+			return fail("archive object %s is missing from the object store %s", m.Object, contract.ObjectSnapshots)
+		}
+		return fail("read archive object info %s: %v", m.Object, err)
+	}
+	rep.Size = int64(info.Size)
+	if rep.Size != m.Size {
+		return fail("archive object %s is %d bytes, manifest says %d (truncated or replaced)", m.Object, rep.Size, m.Size)
+	}
+	ar, digest, err := s.verifyObject(ctx, m.Object)
+	rep.SHA256 = digest
+	if err != nil {
+		return fail("archive %s is corrupt: %v", m.Object, err)
+	}
+	if digest != m.SHA256 {
+		return fail("archive %s has sha256 %s, manifest says %s", m.Object, digest, m.SHA256)
+	}
+	want := make([]archive.ManifestCollection, len(m.Collections))
+	for i, c := range m.Collections {
+		want[i] = archive.ManifestCollection{Index: i, ID: c.ID, Name: c.Name, Count: c.Count, Batches: c.Batches, ContentDigest: c.ContentDigest}
+	}
+	if err := compareCollections(ar, want); err != nil {
+		return fail("archive %s does not match its manifest: %v", m.Object, err)
+	}
+	rep.TotalRecords = ar.TotalRecords
+	rep.Collections = m.Collections
+	rep.OK = true
+	return rep
+}
