@@ -107,7 +107,8 @@ func missing(b *record.Batch, inc Include) bool {
 }
 
 // DecodeGetResponse decodes the body of a get answer into a batch and checks
-// that every column has one entry per id. Embeddings are parsed as float32
+// that every column has one entry per id. Empty metadata is returned as
+// nil, as Chroma cannot store it. Embeddings are parsed as float32
 // directly, so they are bit-exact; metadata keeps int64 and float64 apart.
 func DecodeGetResponse(r io.Reader) (*record.Batch, error) {
 	var resp struct {
@@ -122,6 +123,14 @@ func DecodeGetResponse(r io.Reader) (*record.Batch, error) {
 	}
 	if resp.IDs == nil {
 		return nil, errors.New("get answer has no ids")
+	}
+	// Chroma cannot keep empty metadata apart from none: it stores {} as
+	// null, yet answers {} for a record with a URI and no metadata (the URI
+	// lives in a hidden metadata key). Both mean "no metadata": nil.
+	for i, m := range resp.Metadatas {
+		if m != nil && len(m) == 0 {
+			resp.Metadatas[i] = nil
+		}
 	}
 	b := &record.Batch{
 		IDs:        resp.IDs,
