@@ -310,4 +310,3 @@ func TestVerifyDetectsDamage(t *testing.T) {
 		t.Errorf("%d failed verify audit events, want %d", len(failed), len(cases))
 	}
 }
-

@@ -1,0 +1,205 @@
+package snapshotter_test
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/nats-io/nats.go"
+)
+
+
+// TestChromaKilledDuringSnapshot: the snapshot fails after bounded retries,
+// leaves no manifest and no object, is audited, and the next one succeeds
+// once Chroma is back.
+func TestChromaKilledDuringSnapshot(t *testing.T) {
+	e := newEnv(t)
+	if err := testenv.SeedWorkload(t.Context(), e.cc, "default_tenant", "default_database", 1, 4000, 64, 100); err != nil {
+		t.Fatal(err)
+	}
+	e.startService(t, snapshotter.Config{MaxPageRecords: 20})
+
+	// Subscribe before the job can start: the reply and the first page race.
+	killed := make(chan struct{})
+	var once sync.Once
+	sub, err := e.nats.Conn.Subscribe(e.subj.Progress("*"), func(m *nats.Msg) {
+		var p contract.Progress
+		if json.Unmarshal(m.Data, &p) == nil && p.Phase == "exporting" && p.DoneRecords > 0 {
+			once.Do(func() { e.chroma.Stop(); close(killed) })
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := e.create(t, contract.SnapshotCreateRequest{Name: "chroma_dies"})
+	op := e.waitOp(t, rep.OpID, time.Minute)
+	_ = sub.Unsubscribe()
+	select {
+	case <-killed:
+	default:
+		t.Fatal("the snapshot ended before Chroma could be killed; make the workload larger")
+	}
+	if op.Status != contract.StatusFailed {
+		t.Fatalf("snapshot with Chroma killed ended %s, want failed", op.Status)
+	}
+	if !strings.Contains(op.Error, "read collection") {
+		t.Errorf("error %q does not say what failed", op.Error)
+	}
+	if _, ok := e.manifest(t, rep.SnapshotID); ok {
+		t.Errorf("a failed snapshot left a manifest")
+	}
+	if objs := e.objects(t); len(objs) != 0 {
+		t.Errorf("a failed snapshot left objects %v", objs)
+	}
+	failed := findAudit(e.auditEvents(t), "snapshot.create", contract.OutcomeFailed)
+	if len(failed) != 1 || failed[0].SnapshotID != rep.SnapshotID || failed[0].Error == "" {
+		t.Errorf("want one failed audit event for %s with the error, got %+v", rep.SnapshotID, failed)
+	}
+
+	e.chroma.Restart(t)
+	rep2 := e.create(t, contract.SnapshotCreateRequest{Name: "chroma_back"})
+	if op := e.waitOp(t, rep2.OpID, time.Minute); op.Status != contract.StatusCompleted {
+		t.Fatalf("snapshot after Chroma came back: %s %s", op.Status, op.Error)
+	}
+	m, ok := e.manifest(t, rep2.SnapshotID)
+	if !ok || m.TotalRecords != 4000 {
+		t.Fatalf("snapshot after restart: manifest %v, %+v", ok, m)
+	}
+}
+
+// TestSnapshotterKilledMidSnapshot: a worker dies mid-export; the command is
+// redelivered to another instance and yields exactly one verified snapshot.
+func TestSnapshotterKilledMidSnapshot(t *testing.T) {
+	e := newEnv(t)
+	if err := testenv.SeedWorkload(t.Context(), e.cc, "default_tenant", "default_database", 1, 4000, 64, 100); err != nil {
+		t.Fatal(err)
+	}
+	cfg := snapshotter.Config{MaxPageRecords: 20, AckWait: 2 * time.Second, Instance: "a"}
+	stopA := e.startService(t, cfg)
+
+	died := make(chan struct{})
+	var once sync.Once
+	sub, err := e.nats.Conn.Subscribe(e.subj.Progress("*"), func(m *nats.Msg) {
+		var p contract.Progress
+		if json.Unmarshal(m.Data, &p) == nil && p.Phase == "exporting" && p.DoneRecords > 0 {
+			once.Do(func() { close(died) })
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := e.create(t, contract.SnapshotCreateRequest{Name: "worker_dies"})
+	select {
+	case <-died:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no export progress within 30s")
+	}
+	_ = sub.Unsubscribe()
+	stopA()
+	if _, ok := e.manifest(t, rep.SnapshotID); ok {
+		t.Fatal("the snapshot finished before its worker was stopped; make the workload larger")
+	}
+
+	cfg.Instance = "b"
+	e.startService(t, cfg)
+	op := e.waitOp(t, rep.OpID, time.Minute)
+	if op.Status != contract.StatusCompleted || op.Attempt < 2 {
+		t.Fatalf("redelivered snapshot: status %s attempt %d (%s)", op.Status, op.Attempt, op.Error)
+	}
+	m, ok := e.manifest(t, rep.SnapshotID)
+	if !ok || m.TotalRecords != 4000 {
+		t.Fatalf("manifest after redelivery: %v %+v", ok, m)
+	}
+	keys, err := e.nats.Assets.Manifests.Keys(t.Context())
+	if err != nil || len(keys) != 1 {
+		t.Errorf("manifests %v (%v), want exactly one", keys, err)
+	}
+	if objs := e.objects(t); len(objs) != 1 || objs[0] != m.Object {
+		t.Errorf("objects %v, want only %s", objs, m.Object)
+	}
+	code, data := e.request(t, e.subj.API("snapshot", "verify"), mustJSON(t, contract.SnapshotRef{Snapshot: rep.SnapshotID}))
+	if code != 0 {
+		t.Errorf("verify after redelivery: %d %s", code, data)
+	}
+	evs := e.auditEvents(t)
+	if n := len(findAudit(evs, "snapshot.create", contract.OutcomeCompleted)); n != 1 {
+		t.Errorf("%d completed audit events, want 1", n)
+	}
+	if n := len(findAudit(evs, "snapshot.create", contract.OutcomeStarted)); n < 2 {
+		t.Errorf("%d started audit events, want one per attempt (>= 2)", n)
+	}
+}
+
+// TestBadRequests: every bad request gets an error naming the problem and an
+// audit event, and nothing is enqueued or created.
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	if _, err := testenv.SeedFixture(ctx, e.cc); err != nil {
+		t.Fatal(err)
+	}
+	e.startService(t, snapshotter.Config{})
+	create := e.subj.API("snapshot", "create")
+	cases := []struct {
+		name     string
+		body     string
+		wantCode int
+		wantText string
+	}{
+		{"malformed JSON", `{"name":`, contract.CodeBadRequest, "malformed JSON"},
+		{"not an object", `[1,2]`, contract.CodeBadRequest, "malformed JSON"},
+		{"empty body", ``, contract.CodeBadRequest, "empty request"},
+		{"missing name", `{"tenant":"acme","database":"prod"}`, contract.CodeBadRequest, "name is required"},
+		{"invalid name", `{"name":"bad name!","tenant":"acme","database":"prod"}`, contract.CodeBadRequest, `name "bad name!" is invalid`},
+		{"unknown tenant", `{"name":"x","tenant":"nobody","database":"prod"}`, contract.CodeNotFound, `tenant "nobody" not found`},
+		{"unknown database", `{"name":"x","tenant":"acme","database":"nope"}`, contract.CodeNotFound, `database "nope" of tenant "acme" not found`},
+		{"unknown collection", `{"name":"x","tenant":"acme","database":"prod","collections":["corpus.v1","ghost"]}`, contract.CodeNotFound, `collection "ghost"`},
+		{"collection twice", `{"name":"x","tenant":"acme","database":"prod","collections":["empty","empty"]}`, contract.CodeBadRequest, "named twice"},
+		{"oversized payload", `{"name":"x","reason":"` + strings.Repeat("a", contract.MaxRequestBytes) + `"}`, contract.CodeTooLarge, "at most"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, data := e.request(t, create, []byte(tc.body))
+			var body contract.ErrorBody
+			if err := json.Unmarshal(data, &body); err != nil {
+				t.Fatalf("error body %q: %v", data, err)
+			}
+			if code != tc.wantCode || body.Code != tc.wantCode {
+				t.Errorf("code %d (body %d), want %d: %s", code, body.Code, tc.wantCode, body.Error)
+			}
+			if !strings.Contains(body.Error, tc.wantText) {
+				t.Errorf("error %q does not say %q", body.Error, tc.wantText)
+			}
+		})
+	}
+	if n := len(findAudit(e.auditEvents(t), "snapshot.create", contract.OutcomeRejected)); n != len(cases) {
+		t.Errorf("%d rejected audit events, want %d", n, len(cases))
+	}
+	info, err := e.nats.Assets.Commands.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 || info.State.LastSeq != 0 {
+		t.Errorf("bad requests enqueued %d commands", info.State.LastSeq)
+	}
+	if keys, _ := e.nats.Assets.Manifests.Keys(ctx); len(keys) != 0 {
+		t.Errorf("bad requests created manifests %v", keys)
+	}
+	if objs := e.objects(t); len(objs) != 0 {
+		t.Errorf("bad requests created objects %v", objs)
+	}
+
+	t.Run("unknown snapshot", func(t *testing.T) {
+		for _, verb := range []string{"info", "verify", "delete"} {
+			code, data := e.request(t, e.subj.API("snapshot", verb), []byte(`{"snapshot":"snap_nope"}`))
+			if code != contract.CodeNotFound || !strings.Contains(string(data), "no snapshot with id or name") {
+				t.Errorf("%s of an unknown snapshot: %d %s", verb, code, data)
+			}
+		}
+	})
+}
