@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+)
+
+type cli struct {
+	t   *testing.T
+	url string
+}
+
+// run executes the CLI in-process and returns exit code, stdout and stderr.
+func (c cli) run(args ...string) (int, string, string) {
+	c.t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(c.t.Context(), 2*time.Minute)
+	defer cancel()
+	code := run(ctx, append([]string{"--nats-url", c.url}, args...), strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func startStack(t *testing.T) (cli, *testenv.NATS) {
+	t.Helper()
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	if err := testenv.SeedWorkload(t.Context(), cc, "default_tenant", "default_database", 2, 300, 32, 100); err != nil {
+		t.Fatal(err)
+	}
+	n := testenv.StartNATS(t)
+	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return cli{t: t, url: n.URL}, n
+}
+
+func TestCLISnapshotLifecycle(t *testing.T) {
+	c, n := startStack(t)
+	// The service may still be registering; health-check retries are the user's job, the test waits.
+	var code int
+	var stdout, stderr string
+	for i := 0; i < 100; i++ {
+		if code, stdout, stderr = c.run("health-check", "--json"); code == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != exitOK {
+		t.Fatalf("health-check: exit %d\n%s%s", code, stdout, stderr)
+	}
+	var h contract.Health
+	if err := json.Unmarshal([]byte(stdout), &h); err != nil || !h.OK {
+		t.Fatalf("health-check output %q: %v", stdout, err)
+	}
+	for _, want := range []string{"nats", "chroma", "jetstream", "store_writable", "disk_free", "audit_stream"} {
+		found := false
+		for _, ch := range h.Checks {
+			found = found || (ch.Name == want && ch.OK)
+		}
+		if !found {
+			t.Errorf("health-check lacks a passing %q check: %+v", want, h.Checks)
+		}
+	}
+
+	code, stdout, stderr = c.run("snapshot", "create", "--name", "pre_migration_2025-11-30", "--json")
+	if code != exitOK {
+		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
+		t.Fatalf("create --json output %q: %v", stdout, err)
+	}
+	if m.Name != "pre_migration_2025-11-30" || m.TotalRecords != 300 || len(m.Collections) != 2 {
+		t.Errorf("created manifest: name %q, %d records in %d collections; want 300 in 2", m.Name, m.TotalRecords, len(m.Collections))
+	}
+
+	code, stdout, _ = c.run("snapshot", "create", "--name", "plain")
+	if code != exitOK || !strings.HasPrefix(strings.TrimSpace(stdout), "snap_") {
+		t.Errorf("snapshot create without --json: exit %d, output %q, want the id", code, stdout)
+	}
+
+	code, stdout, _ = c.run("snapshot", "list")
+	if code != exitOK || !strings.Contains(stdout, m.SnapshotID) || !strings.Contains(stdout, "pre_migration_2025-11-30") {
+		t.Errorf("snapshot list: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = c.run("snapshot", "info", "pre_migration_2025-11-30")
+	if code != exitOK || !strings.Contains(stdout, m.SnapshotID) || !strings.Contains(stdout, "batch_000000") {
+		t.Errorf("snapshot info by name: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = c.run("snapshot", "verify", m.SnapshotID)
+	if code != exitOK || !strings.HasPrefix(stdout, "OK") {
+		t.Errorf("snapshot verify: exit %d\n%s", code, stdout)
+	}
+
+	file := filepath.Join(t.TempDir(), "snap.tar.zst")
+	code, _, stderr = c.run("snapshot", "export", m.SnapshotID, "-o", file)
+	if code != exitOK {
+		t.Fatalf("snapshot export: exit %d: %s", code, stderr)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != m.SHA256 {
+		t.Errorf("exported file sha256 differs from the manifest")
+	}
+	if rep, err := archive.Verify(bytes.NewReader(data)); err != nil || rep.TotalRecords != 300 {
+		t.Errorf("exported archive: %v, %+v", err, rep)
+	}
+
+	// A damaged archive: verify exits with the verification code.
+	bad := bytes.Clone(data)
+	bad[len(bad)/2] ^= 0xff
+	if _, err := n.Assets.Snapshots.PutBytes(t.Context(), m.Object, bad); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = c.run("snapshot", "verify", m.SnapshotID, "--json")
+	if code != exitVerification || !strings.Contains(stderr, "verification failed") {
+		t.Errorf("verify of a damaged archive: exit %d, want %d; stderr %q", code, exitVerification, stderr)
+	}
+	var vr contract.VerifyReport
+	if err := json.Unmarshal([]byte(stdout), &vr); err != nil || vr.OK || vr.Problem == "" {
+		t.Errorf("verify --json of a damaged archive printed %q", stdout)
+	}
+
+	code, stdout, _ = c.run("snapshot", "delete", m.SnapshotID)
+	if code != exitOK || !strings.Contains(stdout, "deleted") {
+		t.Errorf("snapshot delete: exit %d %s", code, stdout)
+	}
+	code, _, stderr = c.run("snapshot", "info", m.SnapshotID)
+	if code != exitFailed || !strings.Contains(stderr, "no snapshot with id or name") {
+		t.Errorf("info after delete: exit %d %s", code, stderr)
+	}
+}
+
+func TestCLIUsageAndErrors(t *testing.T) {
+	c := cli{t: t, url: "nats://127.0.0.1:1"}
+	cases := []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
+		{"unknown flag", []string{"snapshot", "list", "--bogus"}, exitUsage, "unknown flag"},
+		{"create without name", []string{"snapshot", "create"}, exitUsage, "name is required"},
+		{"create with bad name", []string{"snapshot", "create", "--name", "a b"}, exitUsage, "invalid"},
+		{"verify without id", []string{"snapshot", "verify"}, exitUsage, "accepts 1 arg"},
+		{"export without -o", []string{"snapshot", "export", "x"}, exitUsage, "-o FILE"},
+		{"no NATS", []string{"snapshot", "list"}, exitFailed, "connect to NATS"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := c.run(tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.msg) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.msg)
+			}
+		})
+	}
+}
