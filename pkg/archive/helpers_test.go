@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,14 +137,19 @@ func tarBytes(t testing.TB, entries []tarEntry) []byte {
 	return buf.Bytes()
 }
 
-func compress(t testing.TB, raw []byte) []byte {
-	t.Helper()
+// encoder is shared: EncodeAll is safe for concurrent use, and a new
+// encoder per call would dominate fuzzing time.
+var encoder = sync.OnceValue(func() *zstd.Encoder {
 	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
-	defer zw.Close()
-	return zw.EncodeAll(raw, nil)
+	return zw
+})
+
+func compress(t testing.TB, raw []byte) []byte {
+	t.Helper()
+	return encoder().EncodeAll(raw, nil)
 }
 
 // retar builds an archive from entries by hand.

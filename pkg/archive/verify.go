@@ -29,7 +29,12 @@ type CollectionReport struct {
 // while holding one batch at a time. It returns a report only if the archive
 // is valid.
 func Verify(r io.Reader) (*Report, error) {
-	ar, err := NewReader(r)
+	return VerifyWithLimits(r, Limits{})
+}
+
+// VerifyWithLimits is Verify with explicit reader limits.
+func VerifyWithLimits(r io.Reader, lim Limits) (*Report, error) {
+	ar, err := NewReaderWithLimits(r, lim)
 	if err != nil {
 		return nil, err
 	}
