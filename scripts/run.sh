@@ -2,6 +2,7 @@
 # `make run`: serve against $CHROMA_URL, or start a local Chroma dev server
 # first (data under ./data/chroma, port 8000) when CHROMA_URL is unset.
 set -euo pipefail
+chroma_pid=
 cd "$(dirname "$0")/.."
 pkg=".tools/node_modules/chromadb-js-bindings-linux-x64-gnu"
 if [ -z "${CHROMA_URL:-}" ]; then
@@ -21,4 +22,9 @@ if [ -z "${CHROMA_URL:-}" ]; then
 	done
 	export CHROMA_URL=http://127.0.0.1:8000
 fi
-bin/chromadb-rollback serve --data-dir ./data "$@"
+# serve runs in the background so that Ctrl-C or a TERM reaches both it and Chroma.
+bin/chromadb-rollback serve --data-dir ./data "$@" &
+serve_pid=$!
+trap 'kill -TERM $serve_pid 2>/dev/null || true' INT TERM
+wait $serve_pid || true
+wait $serve_pid
