@@ -18,15 +18,6 @@ import (
 // maxTrailing bounds the zero padding accepted after the tar end marker.
 const maxTrailing = 64 << 10
 
-// Batch is one batch read from an archive.
-type Batch struct {
-	// Collection is the index into Metadata.Collections.
-	Collection int
-	// Name is the batch name, "batch_000000" and so on.
-	Name    string
-	Records *record.Batch
-}
-
 // Reader reads an archive as a stream, checking it as it goes. It is not
 // safe for concurrent use.
 //
