@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-
 // TestChromaKilledDuringSnapshot: the snapshot fails after bounded retries,
 // leaves no manifest and no object, is audited, and the next one succeeds
 // once Chroma is back.
