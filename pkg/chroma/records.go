@@ -113,7 +113,7 @@ func missing(b *record.Batch, inc Include) bool {
 func DecodeGetResponse(r io.Reader) (*record.Batch, error) {
 	var resp struct {
 		IDs        []string          `json:"ids"`
-		Embeddings [][]float32       `json:"embeddings"`
+		Embeddings float32Rows       `json:"embeddings"`
 		Documents  []*string         `json:"documents"`
 		URIs       []*string         `json:"uris"`
 		Metadatas  []record.Metadata `json:"metadatas"`
