@@ -234,15 +234,25 @@ func (s *Service) handleList(ctx context.Context, r micro.Request) {
 	respondJSON(r, contract.SnapshotList{Envelope: contract.NewEnvelope(contract.TypeSnapshotList), Snapshots: all})
 }
 
-func (s *Service) handleInfo(ctx context.Context, r micro.Request) {
+// resolveRef decodes a SnapshotRef request and finds its manifest, answering
+// the error itself when it cannot.
+func (s *Service) resolveRef(ctx context.Context, r micro.Request) (*contract.SnapshotRef, *contract.SnapshotManifest, bool) {
 	var ref contract.SnapshotRef
-	if e := decode(r, &ref); e != nil {
-		respondError(r, e.code, e.msg, e.field)
-		return
+	e := decode(r, &ref)
+	var m *contract.SnapshotManifest
+	if e == nil {
+		m, e = s.lookup(ctx, ref.Snapshot)
 	}
-	m, e := s.lookup(ctx, ref.Snapshot)
 	if e != nil {
 		respondError(r, e.code, e.msg, e.field)
+		return nil, nil, false
+	}
+	return &ref, m, true
+}
+
+func (s *Service) handleInfo(ctx context.Context, r micro.Request) {
+	_, m, ok := s.resolveRef(ctx, r)
+	if !ok {
 		return
 	}
 	respondJSON(r, m)
@@ -277,14 +287,8 @@ func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
 }
 
 func (s *Service) handleVerify(ctx context.Context, r micro.Request) {
-	var ref contract.SnapshotRef
-	if e := decode(r, &ref); e != nil {
-		respondError(r, e.code, e.msg, e.field)
-		return
-	}
-	m, e := s.lookup(ctx, ref.Snapshot)
-	if e != nil {
-		respondError(r, e.code, e.msg, e.field)
+	ref, m, ok := s.resolveRef(ctx, r)
+	if !ok {
 		return
 	}
 	rep := s.verifyStored(ctx, m)
