@@ -1,0 +1,567 @@
+package snapshotter_test
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/nats-io/nats.go"
+)
+
+// benchWorkload is one database the benchmark seeds and snapshots.
+type benchWorkload struct {
+	name        string // figure prefix and database name
+	collections int
+	records     int
+	dim         int
+	docChars    int
+}
+
+// benchWorkloads are the seed's workload (4 collections, 9,832 records of
+// 384-d with ~500-char documents) and a scale workload (one collection of
+// 50,000 x 768-d).
+var benchWorkloads = []benchWorkload{
+	{name: "seed", collections: 4, records: 9832, dim: 384, docChars: 500},
+	{name: "scale", collections: 1, records: 50000, dim: 768, docChars: 500},
+}
+
+const benchTenant = "default_tenant"
+
+// BenchmarkSnapshotWorkloads seeds both workloads into one real Chroma, then
+// for each measures the raw read limit (a minimal paginated get with two
+// workers), a snapshot end to end through a separate snapshotter process
+// (its peak RSS included), and the archive's size against the floor
+// (float32 bytes plus gzip of the other columns' JSON) and against a plain
+// JSON export. Figures are printed as "bench: NAME value=X unit=U"; nothing
+// is asserted about them. The whole run happens once per call, whatever b.N.
+func BenchmarkSnapshotWorkloads(b *testing.B) {
+	workloads := benchWorkloads
+	if only := os.Getenv("BENCH_WORKLOADS"); only != "" { // e.g. "seed" while iterating
+		workloads = slices.DeleteFunc(slices.Clone(workloads), func(w benchWorkload) bool {
+			return !slices.Contains(strings.Split(only, ","), w.name)
+		})
+	}
+	bin := snapshotterBinary(b)
+	ch := testenv.StartChroma(b)
+	nt := testenv.StartNATS(b)
+	cc := ch.Client(b)
+	ctx := b.Context()
+	b.StopTimer()
+
+	for _, w := range workloads {
+		if err := cc.CreateDatabase(ctx, benchTenant, w.name); err != nil && !errors.Is(err, chroma.ErrAlreadyExists) {
+			b.Fatalf("create database %s: %v", w.name, err)
+		}
+		start := time.Now()
+		if err := testenv.SeedWorkload(ctx, cc, benchTenant, w.name, w.collections, w.records, w.dim, w.docChars); err != nil {
+			b.Fatalf("seed %s: %v", w.name, err)
+		}
+		d := time.Since(start)
+		emit(w.name+"_seeding", d.Seconds(), "s")
+		emit(w.name+"_seeding_rate", float64(w.records)/d.Seconds(), "records/s")
+	}
+
+	rounds := 3
+	if v, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	emit("rounds", float64(rounds), "count")
+	emit("loadavg_before", loadAvg(), "load")
+
+	var measured time.Duration
+	peaks := map[string]float64{}
+	for _, w := range workloads {
+		colls, err := cc.ListCollections(ctx, benchTenant, w.name)
+		if err != nil {
+			b.Fatalf("list %s: %v", w.name, err)
+		}
+		limit := benchPageSize(w.dim)
+		p := w.name + "_"
+		emit(p+"page_records", float64(limit), "records")
+		emit(p+"page_wire_bytes", float64(pageWireBytes(b, ch.URL, w.name, colls[0].ID, limit)), "bytes")
+
+		// A first pass warms Chroma's caches for the timed reads and keeps
+		// the records for the size comparisons.
+		pages, _, err := rawGet(ctx, cc, w.name, colls, limit, true)
+		if err != nil {
+			b.Fatalf("%s: warm-up get: %v", w.name, err)
+		}
+		floor, jsonSize := sizeFloor(b, pages)
+		pages = nil
+		runtime.GC()
+
+		// Rounds of (raw get, snapshot), each snapshot by a fresh process;
+		// medians damp the noise of a shared machine.
+		var raws, snaps []time.Duration
+		var snap snapshotRun
+		var peakKB int64
+		phases := map[string][]time.Duration{}
+		for r := range rounds {
+			_, rawDur, err := rawGet(ctx, cc, w.name, colls, limit, false)
+			if err != nil {
+				b.Fatalf("%s: raw get: %v", w.name, err)
+			}
+			raws = append(raws, rawDur)
+			b.StartTimer()
+			snap = runSnapshot(b, bin, nt, ch.URL, w.name, r)
+			b.StopTimer()
+			measured += snap.dur
+			snaps = append(snaps, snap.dur)
+			peakKB = max(peakKB, snap.hwmKB)
+			for ph, d := range snap.phases {
+				phases[ph] = append(phases[ph], d)
+			}
+			if snap.manifest.TotalRecords != int64(w.records) {
+				b.Errorf("%s: snapshot holds %d records, seeded %d", w.name, snap.manifest.TotalRecords, w.records)
+			}
+			emit(fmt.Sprintf("%sround%d_raw_get_seconds", p, r+1), rawDur.Seconds(), "s")
+			emit(fmt.Sprintf("%sround%d_snapshot_seconds", p, r+1), snap.dur.Seconds(), "s")
+			emit(fmt.Sprintf("%sround%d_snapshotter_peak_rss", p, r+1), float64(snap.hwmKB)/1024, "MB")
+		}
+		rawDur, snapDur := median(raws), median(snaps)
+		rawRate := float64(w.records) / rawDur.Seconds()
+		snapRate := float64(w.records) / snapDur.Seconds()
+		peakMB := float64(peakKB) / 1024
+		peaks[w.name] = peakMB
+		size := float64(snap.manifest.Size)
+
+		emit(p+"raw_get", rawRate, "records/s")
+		emit(p+"raw_get_seconds", rawDur.Seconds(), "s")
+		emit(p+"snapshot", snapRate, "records/s")
+		emit(p+"snapshot_seconds", snapDur.Seconds(), "s")
+		emit(p+"snapshot_vs_raw_get", snapDur.Seconds()/rawDur.Seconds(), "ratio")
+		for _, ph := range slices.Sorted(maps.Keys(phases)) {
+			emit(p+"phase_"+ph+"_seconds", median(phases[ph]).Seconds(), "s")
+		}
+		emit(p+"archive_bytes", size, "bytes")
+		emit(p+"archive_raw_bytes", float64(snap.manifest.RawBytes), "bytes")
+		emit(p+"floor_bytes", float64(floor), "bytes")
+		emit(p+"json_bytes", float64(jsonSize), "bytes")
+		emit(p+"archive_vs_floor", size/float64(floor), "ratio")
+		emit(p+"archive_vs_json", size/float64(jsonSize), "ratio")
+		emit(p+"snapshotter_peak_rss", peakMB, "MB")
+
+		b.ReportMetric(rawRate, p+"raw_get_records/s")
+		b.ReportMetric(snapRate, p+"snapshot_records/s")
+		b.ReportMetric(snapDur.Seconds()/rawDur.Seconds(), p+"snapshot/raw")
+		b.ReportMetric(size/float64(floor), p+"archive/floor")
+		b.ReportMetric(size/float64(jsonSize), p+"archive/json")
+		b.ReportMetric(peakMB, p+"peak_rss_MB")
+	}
+	if peaks["scale"] > 0 && peaks["seed"] > 0 {
+		growth := peaks["scale"] / peaks["seed"]
+		emit("rss_growth_scale_vs_seed", growth, "ratio")
+		b.ReportMetric(growth, "rss_scale/seed")
+	}
+	emit("loadavg_after", loadAvg(), "load")
+	b.ReportMetric(float64(measured.Nanoseconds())/float64(b.N), "ns/op")
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// loadAvg is the one-minute load average, to tell a busy machine's figures
+// apart (0 when unknown).
+func loadAvg() float64 {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(strings.Fields(string(data) + " 0")[0], 64)
+	return f
+}
+
+// pageWireBytes is the size of the body of one get answer of limit records
+// as Chroma sends it (what the client's decoder has to hold).
+func pageWireBytes(b *testing.B, base, db, collID string, limit int) int64 {
+	body := fmt.Sprintf(`{"limit":%d,"offset":0,"include":["embeddings","documents","metadatas","uris"]}`, limit)
+	u := fmt.Sprintf("%s/api/v2/tenants/%s/databases/%s/collections/%s/get", base, benchTenant, db, collID)
+	resp, err := http.Post(u, "application/json", strings.NewReader(body))
+	if err != nil {
+		b.Fatalf("get page: %v", err)
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("get page: status %d, %v", resp.StatusCode, err)
+	}
+	return n
+}
+
+// emit prints one figure in the format the bench report is grepped for.
+func emit(name string, v float64, unit string) {
+	fmt.Printf("bench: %s value=%s unit=%s\n", name, strconv.FormatFloat(v, 'f', -1, 64), unit)
+}
+
+// benchPageSize is the snapshotter's default page size (16 MiB pages as
+// Chroma sends them, at most 2,500 records), so both reads page alike.
+func benchPageSize(dim int) int {
+	return min(max((16<<20)/(1024+dim*11), 50), 2500)
+}
+
+type pageJob struct {
+	idx    int
+	collID string
+	offset int
+}
+
+// rawGet reads every record of colls with two workers in parallel, pages of
+// limit records with every column, and returns the pages (when keep) in get
+// order and how long it took.
+func rawGet(ctx context.Context, cc *chroma.Client, db string, colls []chroma.Collection, limit int, keep bool) ([]*record.Batch, time.Duration, error) {
+	start := time.Now()
+	var jobs []pageJob
+	for _, c := range colls {
+		n, err := cc.Count(ctx, benchTenant, db, c.ID)
+		if err != nil {
+			return nil, 0, err
+		}
+		for off := 0; off < n; off += limit {
+			jobs = append(jobs, pageJob{len(jobs), c.ID, off})
+		}
+	}
+	out := make([]*record.Batch, len(jobs))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ch := make(chan pageJob)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for j := range ch {
+				p, err := cc.Get(ctx, benchTenant, db, j.collID, chroma.GetRequest{Limit: limit, Offset: j.offset, Include: chroma.IncludeAll})
+				if err != nil {
+					cancel(err)
+					return
+				}
+				if keep {
+					out[j.idx] = p
+				}
+			}
+		})
+	}
+feed:
+	for _, j := range jobs {
+		select {
+		case ch <- j:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(ch)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, 0, err
+	}
+	return out, time.Since(start), nil
+}
+
+// sizeFloor returns the smallest size an archive of pages could reasonably
+// have, float32 embeddings plus gzip (default level) of the JSON of the
+// other columns as the archive stores them, and the size of a plain JSON
+// export (the get answers with embeddings as JSON numbers).
+func sizeFloor(b *testing.B, pages []*record.Batch) (floor, jsonSize int64) {
+	var gz countWriter
+	zw := gzip.NewWriter(&gz)
+	for _, p := range pages {
+		for _, e := range p.Embeddings {
+			floor += int64(len(e)) * 4
+		}
+		cols, err := json.Marshal(struct {
+			IDs       []string          `json:"ids"`
+			Documents []*string         `json:"documents"`
+			Metadatas []record.Metadata `json:"metadatas"`
+			URIs      []*string         `json:"uris"`
+		}{p.IDs, p.Documents, p.Metadatas, p.URIs})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := zw.Write(cols); err != nil {
+			b.Fatal(err)
+		}
+		all, err := json.Marshal(struct {
+			IDs        []string          `json:"ids"`
+			Embeddings [][]float32       `json:"embeddings"`
+			Documents  []*string         `json:"documents"`
+			Metadatas  []record.Metadata `json:"metadatas"`
+			URIs       []*string         `json:"uris"`
+		}{p.IDs, p.Embeddings, p.Documents, p.Metadatas, p.URIs})
+		if err != nil {
+			b.Fatal(err)
+		}
+		jsonSize += int64(len(all))
+	}
+	if err := zw.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return floor + gz.n, jsonSize
+}
+
+type countWriter struct{ n int64 }
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	w.n += int64(len(p))
+	return len(p), nil
+}
+
+// snapshotterBinary is bin/snapshotter at the repo root (`make build`),
+// else one built from this module into a temp dir.
+func snapshotterBinary(b *testing.B) string {
+	b.Helper()
+	if p, err := filepath.Abs(filepath.Join("..", "..", "bin", "snapshotter")); err == nil {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+	}
+	p := filepath.Join(b.TempDir(), "snapshotter")
+	cmd := exec.Command("go", "build", "-o", p, "./cmd/snapshotter")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build snapshotter: %v\n%s", err, out)
+	}
+	return p
+}
+
+type snapshotRun struct {
+	dur      time.Duration
+	manifest contract.SnapshotManifest
+	hwmKB    int64
+	// phases is how long each progress phase lasted, "queued" being the
+	// time from the request to the first progress message.
+	phases map[string]time.Duration
+}
+
+// phaseTimer records when each progress phase was first seen.
+type phaseTimer struct {
+	mu     sync.Mutex
+	start  time.Time
+	order  []string
+	firsts map[string]time.Time
+	end    time.Time
+}
+
+func (pt *phaseTimer) seen(phase string, at time.Time) {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if _, ok := pt.firsts[phase]; !ok {
+		pt.firsts[phase] = at
+		pt.order = append(pt.order, phase)
+	}
+}
+
+// durations returns each phase's length, up to the next phase or end.
+func (pt *phaseTimer) durations() map[string]time.Duration {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	out := map[string]time.Duration{}
+	prev, prevAt := "queued", pt.start
+	for _, ph := range pt.order {
+		out[prev] += pt.firsts[ph].Sub(prevAt)
+		prev, prevAt = ph, pt.firsts[ph]
+	}
+	out[prev] += pt.end.Sub(prevAt)
+	return out
+}
+
+// runSnapshot starts a fresh snapshotter process, asks it for a snapshot of
+// db over NATS, waits for the operation to complete and returns how long
+// that took, the manifest and the process's peak RSS; the process is
+// stopped before returning.
+func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db string, round int) snapshotRun {
+	b.Helper()
+	ctx := b.Context()
+	logDir := os.Getenv("BENCH_LOG_DIR") // keeps the children's logs
+	if logDir == "" {
+		logDir = b.TempDir()
+	}
+	logPath := filepath.Join(logDir, fmt.Sprintf("snapshotter-%s-%d.log", db, round+1))
+	logf, err := os.Create(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "--nats-url", nt.URL, "--chroma-url", chromaURL, "--instance", "bench-"+db)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start snapshotter: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	fail := func(format string, args ...any) {
+		stop()
+		logTail(b, logPath)
+		b.Fatalf(format, args...)
+	}
+	defer stop()
+
+	subj := contract.Subjects{Prefix: contract.DefaultPrefix}
+	if err := waitAnswer(nt.Conn, subj.API("snapshot", "list"), 30*time.Second, exited); err != nil {
+		fail("snapshotter for %s: %v", db, err)
+	}
+
+	req, err := json.Marshal(contract.SnapshotCreateRequest{
+		Envelope: contract.NewEnvelope(contract.TypeSnapshotCreateRequest),
+		Name:     fmt.Sprintf("bench-%s-%d", db, round+1), Tenant: benchTenant, Database: db, Actor: "bench",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pt := &phaseTimer{firsts: map[string]time.Time{}}
+	sub, err := nt.Conn.Subscribe(subj.Progress("*"), func(m *nats.Msg) {
+		at := time.Now()
+		var pr contract.Progress
+		if json.Unmarshal(m.Data, &pr) == nil && pr.Phase != "" && !pr.Done {
+			pt.seen(pr.Phase, at)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nt.Conn.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	pt.start = start
+	msg, err := nt.Conn.Request(subj.API("snapshot", "create"), req, 60*time.Second)
+	if err != nil {
+		fail("create snapshot of %s: %v", db, err)
+	}
+	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
+		fail("create snapshot of %s: error %s: %s", db, code, msg.Data)
+	}
+	var rep contract.SnapshotCreateReply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+		fail("decode create reply: %v", err)
+	}
+	var op contract.Operation
+	for {
+		entry, err := nt.Assets.State.Get(ctx, "op."+rep.OpID)
+		if err == nil {
+			if err := json.Unmarshal(entry.Value(), &op); err != nil {
+				fail("decode operation: %v", err)
+			}
+			if op.Status == contract.StatusCompleted || op.Status == contract.StatusFailed {
+				break
+			}
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			fail("snapshotter exited during the snapshot of %s: %v", db, err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Since(start) > 30*time.Minute {
+			fail("snapshot of %s did not end within 30m", db)
+		}
+	}
+	dur := time.Since(start)
+	pt.mu.Lock()
+	pt.end = start.Add(dur)
+	pt.mu.Unlock()
+	if op.Status != contract.StatusCompleted {
+		fail("snapshot of %s ended %s: %s", db, op.Status, op.Error)
+	}
+	hwm, err := vmHWM(cmd.Process.Pid)
+	if err != nil {
+		fail("read peak RSS: %v", err)
+	}
+	entry, err := nt.Assets.Manifests.Get(ctx, rep.SnapshotID)
+	if err != nil {
+		fail("get manifest %s: %v", rep.SnapshotID, err)
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal(entry.Value(), &m); err != nil {
+		fail("decode manifest: %v", err)
+	}
+	return snapshotRun{dur: dur, manifest: m, hwmKB: hwm, phases: pt.durations()}
+}
+
+// waitAnswer waits until a service answers on subject, or the process exits.
+func waitAnswer(nc *nats.Conn, subject string, timeout time.Duration, exited chan error) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := nc.Request(subject, []byte(`{}`), time.Second); err == nil {
+			return nil
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			return fmt.Errorf("process exited: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("no answer on %s within %s", subject, timeout)
+}
+
+// vmHWM reads a process's peak resident set size in KiB.
+func vmHWM(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
+
+// logTail logs the end of a child's log.
+func logTail(b *testing.B, path string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	if len(data) > 16<<10 {
+		data = data[len(data)-16<<10:]
+	}
+	b.Logf("snapshotter output (%s):\n%s", path, bytes.TrimSpace(data))
+}
