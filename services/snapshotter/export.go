@@ -24,19 +24,18 @@ func (s *Service) export(ctx context.Context, md *archive.Metadata, w io.Writer,
 		return nil, exportStats{}, fmt.Errorf("start archive: %w", err)
 	}
 	var done int64
-	for i, c := range md.Collections {
-		err := s.exportCollection(ctx, md.Tenant, md.Database, c, func(b *record.Batch) error {
-			if err := aw.WriteBatch(i, b); err != nil {
-				return fmt.Errorf("write collection %q: %w", c.Name, err)
-			}
-			done += int64(b.Len())
-			recs, raw := aw.Stats()
-			progress.Update(contract.Progress{Phase: "exporting", Collection: c.Name, DoneRecords: recs, TotalRecords: max(total, done), Bytes: raw})
-			return nil
-		})
-		if err != nil {
-			return nil, exportStats{}, err
+	err = s.exportPages(ctx, md.Tenant, md.Database, md.Collections, func(i int, b *record.Batch) error {
+		c := md.Collections[i]
+		if err := aw.WriteBatch(i, b); err != nil {
+			return fmt.Errorf("write collection %q: %w", c.Name, err)
 		}
+		done += int64(b.Len())
+		recs, raw := aw.Stats()
+		progress.Update(contract.Progress{Phase: "exporting", Collection: c.Name, DoneRecords: recs, TotalRecords: max(total, done), Bytes: raw})
+		return nil
+	})
+	if err != nil {
+		return nil, exportStats{}, err
 	}
 	man, err := aw.Close()
 	if err != nil {
@@ -62,84 +61,99 @@ type pageResult struct {
 	err   error
 }
 
-// exportCollection reads a collection page by page with FetchWorkers
-// requests in flight and hands pages to emit in get order. Pages are planned
-// from the count taken before; if the last planned page comes back full,
-// reading continues until a short page, so records added meanwhile are kept
-// (and the snapshot is flagged as not consistent by the counts).
-func (s *Service) exportCollection(ctx context.Context, tenant, db string, c archive.CollectionInfo, emit func(*record.Batch) error) error {
-	limit := s.pageSize(c.Dimension)
-	get := func(offset int) (*record.Batch, error) {
-		b, err := s.chroma.Get(ctx, tenant, db, c.ID, chroma.GetRequest{Limit: limit, Offset: offset, Include: chroma.IncludeAll})
+// exportPages reads every collection page by page with FetchWorkers
+// requests in flight and hands pages to emit in collection and get order.
+// Pages are planned across all collections at once, so small collections
+// (one page each) are read in parallel too, and the order channel's
+// capacity bounds how many fetched pages wait in memory. Pages are planned
+// from the counts taken before; if a collection's last planned page comes
+// back full, reading continues until a short page, so records added
+// meanwhile are kept (and the counts flag the snapshot as not consistent).
+func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []archive.CollectionInfo, emit func(int, *record.Batch) error) error {
+	limits := make([]int, len(colls))
+	planned := make([]int, len(colls))
+	for i, c := range colls {
+		limits[i] = s.pageSize(c.Dimension)
+		planned[i] = int((c.ExpectedCount + int64(limits[i]) - 1) / int64(limits[i]))
+	}
+	get := func(i, offset int) (*record.Batch, error) {
+		c := colls[i]
+		b, err := s.chroma.Get(ctx, tenant, db, c.ID, chroma.GetRequest{Limit: limits[i], Offset: offset, Include: chroma.IncludeAll})
 		if err != nil {
 			return nil, fmt.Errorf("read collection %q at offset %d: %w", c.Name, offset, err)
 		}
 		return b, nil
 	}
-	pages := int((c.ExpectedCount + int64(limit) - 1) / int64(limit))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// order holds one result channel per page, in page order; its capacity
-	// bounds how many fetched pages wait in memory.
-	order := make(chan chan pageResult, s.cfg.FetchWorkers*2)
+	order := make(chan chan pageResult, s.cfg.FetchWorkers)
 	sem := make(chan struct{}, s.cfg.FetchWorkers)
 	go func() {
 		defer close(order)
-		for p := 0; p < pages; p++ {
-			ch := make(chan pageResult, 1)
-			select {
-			case order <- ch:
-			case <-ctx.Done():
-				return
+		for i := range colls {
+			for p := range planned[i] {
+				ch := make(chan pageResult, 1)
+				select {
+				case order <- ch:
+				case <-ctx.Done():
+					return
+				}
+				select {
+				case sem <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				go func(offset int) {
+					defer func() { <-sem }()
+					b, err := get(i, offset)
+					ch <- pageResult{b, err}
+				}(p * limits[i])
 			}
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			go func(offset int) {
-				defer func() { <-sem }()
-				b, err := get(offset)
-				ch <- pageResult{b, err}
-			}(p * limit)
 		}
 	}()
-	last := -1 // size of the last page, -1 before any
-	for ch := range order {
-		var r pageResult
-		select {
-		case r = <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if r.err != nil {
-			return r.err
-		}
-		last = r.batch.Len()
-		if last > 0 {
-			if err := emit(r.batch); err != nil {
-				return err
+	for i := range colls {
+		last := -1 // size of the last page, -1 before any
+		for range planned[i] {
+			var r pageResult
+			select {
+			case ch, ok := <-order:
+				if !ok {
+					return ctx.Err()
+				}
+				select {
+				case r = <-ch:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if r.err != nil {
+				return r.err
+			}
+			last = r.batch.Len()
+			if last > 0 {
+				if err := emit(i, r.batch); err != nil {
+					return err
+				}
 			}
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	offset := pages * limit
-	for last == -1 || last == limit {
-		b, err := get(offset)
-		if err != nil {
-			return err
+		offset := planned[i] * limits[i]
+		for last == -1 || last == limits[i] {
+			b, err := get(i, offset)
+			if err != nil {
+				return err
+			}
+			last = b.Len()
+			if last == 0 {
+				break
+			}
+			if err := emit(i, b); err != nil {
+				return err
+			}
+			offset += last
 		}
-		last = b.Len()
-		if last == 0 {
-			break
-		}
-		if err := emit(b); err != nil {
-			return err
-		}
-		offset += last
 	}
 	return nil
 }

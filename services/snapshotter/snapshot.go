@@ -59,9 +59,25 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 		err   error
 	}
 	done := make(chan result, 1)
+	// The archive is verified as it is written, by a reader that knows
+	// nothing of the writer: every entry's checksum, every record decoded,
+	// every content digest recomputed. The read-back after the put then
+	// only has to show that the stored bytes are these bytes.
+	vr, vw := io.Pipe()
+	type verified struct {
+		rep *archive.Report
+		err error
+	}
+	checked := make(chan verified, 1)
 	go func() {
-		man, st, err := s.export(ctx, md, io.MultiWriter(pw, sum), total, progress)
+		rep, err := archive.Verify(vr)
+		_, _ = io.Copy(io.Discard, vr) // never block the writer, even after a failure
+		checked <- verified{rep, err}
+	}()
+	go func() {
+		man, st, err := s.export(ctx, md, io.MultiWriter(pw, sum, vw), total, progress)
 		pw.CloseWithError(err)
+		vw.CloseWithError(err)
 		done <- result{man, st, err}
 	}()
 	info, putErr := s.assets.Snapshots.Put(ctx, jetstream.ObjectMeta{
@@ -70,8 +86,15 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 	}, pr)
 	pr.CloseWithError(fmt.Errorf("object store put ended: %v", putErr)) // unblocks the exporter if the put failed first
 	res := <-done
+	ver := <-checked
 	if res.err != nil {
 		return nil, res.err
+	}
+	if ver.err != nil {
+		return nil, fmt.Errorf("verify archive as written: %w", ver.err)
+	}
+	if err := compareCollections(ver.rep, res.man.Collections); err != nil {
+		return nil, fmt.Errorf("verify archive as written: %w", err)
 	}
 	if putErr != nil {
 		return nil, fmt.Errorf("store archive %s: %w", obj, putErr)
@@ -89,7 +112,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 	}
 
 	progress.Update(contract.Progress{Phase: "verifying", DoneRecords: res.man.TotalRecords, TotalRecords: total, Bytes: int64(info.Size)})
-	if err := s.readBack(ctx, obj, digest, res.man); err != nil {
+	if err := s.readBack(ctx, obj, digest); err != nil {
 		return nil, err
 	}
 
@@ -148,17 +171,23 @@ func (s *Service) resolveCollections(ctx context.Context, cmd *contract.Snapshot
 	return out, nil
 }
 
-// readBack streams the stored object through the archive verifier and checks
-// it is exactly what was written.
-func (s *Service) readBack(ctx context.Context, obj, digest string, want *archive.Manifest) error {
-	rep, gotDigest, err := s.verifyObject(ctx, obj)
+// readBack reads the stored object back and checks that it is, byte for
+// byte, the archive that was verified as it was written: the same SHA-256,
+// and the object store's own chunk digest checked at EOF.
+func (s *Service) readBack(ctx context.Context, obj, digest string) error {
+	res, err := s.assets.Snapshots.Get(ctx, obj)
 	if err != nil {
 		return fmt.Errorf("read-back verification of %s: %w", obj, err)
 	}
-	if gotDigest != digest {
-		return fmt.Errorf("read-back verification of %s: sha256 %s, written %s", obj, gotDigest, digest)
+	defer res.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, res); err != nil {
+		return fmt.Errorf("read-back verification of %s: %w", obj, err)
 	}
-	return compareCollections(rep, want.Collections)
+	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
+		return fmt.Errorf("read-back verification of %s: sha256 %s, written %s", obj, got, digest)
+	}
+	return nil
 }
 
 // verifyObject reads an archive object, checking the object store's digest,
