@@ -136,7 +136,7 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 		defer bar.Finish()
 	}
 
-	w, err := kv.Watch(ctx, "op."+opID)
+	w, err := kv.Watch(ctx, contract.OperationKey(opID))
 	if err != nil {
 		return nil, fmt.Errorf("watch operation %s: %w", opID, err)
 	}

@@ -156,6 +156,13 @@ type Operation struct {
 	Attempt    int       `json:"attempt"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	Warnings   []string  `json:"warnings,omitempty"`
+	// Fields below are set by rollbacks.
+	Phase    string         `json:"phase,omitempty"`
+	Tenant   string         `json:"tenant,omitempty"`
+	Database string         `json:"database,omitempty"`
+	Actor    string         `json:"actor,omitempty"`
+	Plan     *RollbackPlan  `json:"plan,omitempty"`
+	Restore  *RestoreReport `json:"restore,omitempty"`
 }
 
 // Operation statuses.

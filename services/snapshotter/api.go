@@ -157,7 +157,7 @@ func (s *Service) putOperation(ctx context.Context, op contract.Operation) error
 	op.Envelope = contract.NewEnvelope(contract.TypeOperation)
 	op.UpdatedAt = op.Time
 	data, _ := json.Marshal(op)
-	if _, err := s.assets.State.Put(ctx, "op."+op.OpID, data); err != nil {
+	if _, err := s.assets.State.Put(ctx, contract.OperationKey(op.OpID), data); err != nil {
 		return fmt.Errorf("record operation %s: %w", op.OpID, err)
 	}
 	return nil

@@ -1,0 +1,265 @@
+package contract
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Versioned message types of the restorer, the fence and job control.
+const (
+	TypeRollbackRequest = "chromadb-rollback.v1.rollback_request"
+	TypeRollbackPlan    = "chromadb-rollback.v1.rollback_plan"
+	TypeRollbackReply   = "chromadb-rollback.v1.rollback_reply"
+	TypeRollbackCommand = "chromadb-rollback.v1.rollback_command"
+	TypeOperationRef    = "chromadb-rollback.v1.operation_ref"
+	TypeLease           = "chromadb-rollback.v1.lease"
+	TypeFence           = "chromadb-rollback.v1.fence"
+	TypeControl         = "chromadb-rollback.v1.control"
+	TypeMigrationRecord = "chromadb-rollback.v1.migration_record"
+	TypeImportRequest   = "chromadb-rollback.v1.snapshot_import_request"
+)
+
+// RollbackRequest asks for a rollback (chroma.api.rollback.start) or for its
+// plan only (chroma.api.rollback.plan). Without Collections and Batches it is
+// a full rollback of the snapshot's database.
+type RollbackRequest struct {
+	Envelope
+	// SnapshotID is a snapshot id or name (the newest snapshot of that name).
+	SnapshotID string `json:"snapshot_id"`
+	// Collections, when set, makes a partial rollback: only these
+	// collections (names as in the snapshot) are touched.
+	Collections []string `json:"collections,omitempty"`
+	// Batches, when set, makes a batch-level rollback: the records of these
+	// batches (collection name in the snapshot -> batch names such as
+	// "batch_000001") are upserted; nothing else is touched.
+	Batches map[string][]string `json:"batches,omitempty"`
+	// DropExtra deletes collections that exist in the target but not in the
+	// snapshot (full rollback only). By default they are kept and listed.
+	DropExtra bool `json:"drop_extra,omitempty"`
+	// InPlace restores into the live collection instead of staging one and
+	// swapping it in by renames.
+	InPlace bool `json:"in_place,omitempty"`
+	// NoSafetySnapshot skips the snapshot of what will be overwritten.
+	NoSafetySnapshot bool `json:"no_safety_snapshot,omitempty"`
+	// TargetTenant and TargetDatabase restore elsewhere (default: the
+	// snapshot's own tenant and database).
+	TargetTenant   string `json:"target_tenant,omitempty"`
+	TargetDatabase string `json:"target_database,omitempty"`
+	// Rename maps a snapshot collection name to the name it gets in the target.
+	Rename map[string]string `json:"rename,omitempty"`
+	// ChromaURL restores into another Chroma server (default: the restorer's).
+	ChromaURL string `json:"chroma_url,omitempty"`
+	// Confirm must be true for start; without it the reply carries the plan
+	// and the reason it was refused.
+	Confirm bool   `json:"confirm"`
+	Actor   string `json:"actor,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	// Job is the migration job that caused the rollback, if any (the
+	// watchdog sets it); its id also makes the command's dedup id.
+	Job string `json:"job,omitempty"`
+	// OpID, when set by the caller, is the operation id to use; a request
+	// with an OpID already enqueued is not enqueued twice.
+	OpID string `json:"op_id,omitempty"`
+}
+
+// Plan actions, per collection.
+const (
+	PlanCreate    = "create"    // absent in the target: created from the snapshot
+	PlanReplace   = "replace"   // present: replaced by the snapshot's content
+	PlanUpsert    = "upsert"    // batch-level: the named batches are upserted
+	PlanUntouched = "untouched" // in the snapshot, not selected (partial or batch-level)
+	PlanExtra     = "extra"     // in the target, not in the snapshot: kept
+	PlanDrop      = "drop"      // in the target, not in the snapshot: deleted (drop_extra)
+)
+
+// PlanItem is what a rollback will do to one collection.
+type PlanItem struct {
+	// Collection is the name in the snapshot ("" for extra collections).
+	Collection string `json:"collection,omitempty"`
+	// Target is the collection's name in the target database.
+	Target          string   `json:"target"`
+	Action          string   `json:"action"`
+	SnapshotRecords int64    `json:"snapshot_records"`
+	CurrentRecords  int64    `json:"current_records"` // -1 when absent
+	WriteRecords    int64    `json:"write_records"`
+	Batches         []string `json:"batches,omitempty"`
+	Space           string   `json:"space,omitempty"`
+}
+
+// RollbackPlan is the verified plan of a rollback; nothing is changed to make it.
+type RollbackPlan struct {
+	Envelope
+	SnapshotID     string     `json:"snapshot_id"`
+	SnapshotName   string     `json:"snapshot_name"`
+	SourceTenant   string     `json:"source_tenant"`
+	SourceDatabase string     `json:"source_database"`
+	Tenant         string     `json:"tenant"`
+	Database       string     `json:"database"`
+	ChromaURL      string     `json:"chroma_url,omitempty"`
+	Mode           string     `json:"mode"` // full, partial or batches
+	Items          []PlanItem `json:"items"`
+	WriteRecords   int64      `json:"write_records"`
+	// AddRate is the records/s the estimate assumes (measured on this
+	// restorer when it has restored before, else a conservative default).
+	AddRate          float64  `json:"add_rate"`
+	EstimatedSeconds float64  `json:"estimated_seconds"`
+	ArchiveVerified  bool     `json:"archive_verified"`
+	SafetySnapshot   bool     `json:"safety_snapshot"`
+	InPlace          bool     `json:"in_place"`
+	DropExtra        bool     `json:"drop_extra"`
+	Warnings         []string `json:"warnings,omitempty"`
+}
+
+// RollbackReply answers plan and start. For start, OpID names the enqueued
+// operation; Refused says why nothing was started (e.g. no confirmation).
+type RollbackReply struct {
+	Envelope
+	OpID     string        `json:"op_id,omitempty"`
+	Status   string        `json:"status,omitempty"`
+	Progress string        `json:"progress_subject,omitempty"`
+	Refused  string        `json:"refused,omitempty"`
+	Plan     *RollbackPlan `json:"plan,omitempty"`
+}
+
+// RollbackCommand is the durable job on chroma.cmd.rollback; its message id
+// is the op id.
+type RollbackCommand struct {
+	Envelope
+	OpID    string          `json:"op_id"`
+	Request RollbackRequest `json:"request"`
+}
+
+// OperationRef names an operation (chroma.api.rollback.status, cancel).
+type OperationRef struct {
+	Envelope
+	OpID  string `json:"op_id"`
+	Actor string `json:"actor,omitempty"`
+}
+
+// RestoreReport is the post-restore verification of a rollback, kept in
+// the operation record.
+type RestoreReport struct {
+	SafetySnapshotID string                    `json:"safety_snapshot_id,omitempty"`
+	Collections      []RestoreCollectionReport `json:"collections"`
+	Verified         bool                      `json:"verified"`
+	RecordsWritten   int64                     `json:"records_written"`
+	Seconds          float64                   `json:"seconds"`
+}
+
+// RestoreCollectionReport is one collection's verification after restore.
+type RestoreCollectionReport struct {
+	Collection string `json:"collection"`
+	Target     string `json:"target"`
+	Action     string `json:"action"`
+	Records    int64  `json:"records"`
+	Verified   bool   `json:"verified"`
+	// EmbeddingCheck is "bit-exact" or, in cosine spaces, "tolerance" with
+	// MaxAbsDiff the largest difference seen.
+	EmbeddingCheck string   `json:"embedding_check,omitempty"`
+	MaxAbsDiff     float64  `json:"max_abs_diff,omitempty"`
+	Differences    []string `json:"differences,omitempty"`
+}
+
+// Lease is the value of a lease key in the state bucket: one mutating
+// operation per tenant/database at a time.
+type Lease struct {
+	Envelope
+	Tenant     string    `json:"tenant"`
+	Database   string    `json:"database"`
+	Holder     string    `json:"holder"` // the op id holding it
+	Kind       string    `json:"kind"`   // e.g. "rollback"
+	Actor      string    `json:"actor,omitempty"`
+	AcquiredAt time.Time `json:"acquired_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// Fence is the value of a fence key in the state bucket: while it exists,
+// writes to the tenant/database are refused by the gate and jobs are paused.
+type Fence struct {
+	Envelope
+	Tenant   string    `json:"tenant"`
+	Database string    `json:"database"`
+	OpID     string    `json:"op_id"`
+	Reason   string    `json:"reason"`
+	Actor    string    `json:"actor,omitempty"`
+	RaisedAt time.Time `json:"raised_at"`
+}
+
+// Control commands sent to migration jobs on chroma.control.<job>.
+const (
+	ControlPause  = "pause"
+	ControlResume = "resume"
+	ControlAbort  = "abort"
+)
+
+// Control is a command to a migration job.
+type Control struct {
+	Envelope
+	Job     string `json:"job"`
+	Command string `json:"command"`
+	Reason  string `json:"reason"`
+	OpID    string `json:"op_id,omitempty"`
+}
+
+// Migration statuses.
+const (
+	MigrationRunning    = "running"
+	MigrationPaused     = "paused"
+	MigrationCompleted  = "completed"
+	MigrationFailed     = "failed"
+	MigrationRolledBack = "rolled_back"
+)
+
+// MigrationRecord is a migration job's state under "migration.<job>" in the
+// state bucket.
+type MigrationRecord struct {
+	Envelope
+	Job        string    `json:"job"`
+	Tenant     string    `json:"tenant"`
+	Database   string    `json:"database"`
+	Status     string    `json:"status"`
+	SnapshotID string    `json:"snapshot_id,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	Deadline   time.Time `json:"deadline,omitempty"`
+}
+
+// SnapshotImportRequest asks the snapshotter to import an archive that the
+// caller has put into the object store under Object (chroma.api.snapshot.import).
+// Format is "native" or "seed" ("" detects it). Manifest is the seed tool's
+// manifest JSON, if any; its checksum is checked against the object.
+type SnapshotImportRequest struct {
+	Envelope
+	Object   string `json:"object"`
+	Name     string `json:"name,omitempty"`
+	Format   string `json:"format,omitempty"`
+	Manifest []byte `json:"manifest,omitempty"`
+	Tenant   string `json:"tenant,omitempty"`
+	Database string `json:"database,omitempty"`
+	Actor    string `json:"actor,omitempty"`
+}
+
+// Keys in the state bucket. Tenant and database names cannot hold '/', so
+// "<tenant>/<database>" is unambiguous even when they hold dots.
+func LeaseKey(tenant, database string) string { return "lease." + tenant + "/" + database }
+
+// FenceKey is the key of the write fence of a tenant/database.
+func FenceKey(tenant, database string) string { return "fence." + tenant + "/" + database }
+
+// OperationKey is the key of an operation's status.
+func OperationKey(opID string) string { return "op." + opID }
+
+// MigrationKey is the key of a migration job's record.
+func MigrationKey(job string) string { return "migration." + job }
+
+// ParseScopedKey splits a lease or fence key into tenant and database.
+func ParseScopedKey(key string) (kind, tenant, database string, err error) {
+	kind, rest, ok := strings.Cut(key, ".")
+	if ok {
+		tenant, database, ok = strings.Cut(rest, "/")
+	}
+	if !ok || tenant == "" || database == "" {
+		return "", "", "", fmt.Errorf("state key %q is not <kind>.<tenant>/<database>", key)
+	}
+	return kind, tenant, database, nil
+}
