@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of one API request")
 	pf.StringVar(&a.actor, "actor", defaultActor(), "who is asking, recorded in the audit trail")
 
-	root.AddCommand(a.serveCmd(), a.snapshotCmd(), a.healthCmd())
+	root.AddCommand(a.serveCmd(), a.snapshotCmd(), a.rollbackCmd(), a.rollbackStatusCmd(), a.healthCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/spf13/cobra"
+)
+
+// planTimeout bounds a plan request: the restorer verifies the whole archive
+// before it answers.
+const planTimeout = time.Hour
+
+func (a *app) rollbackCmd() *cobra.Command {
+	var (
+		req            contract.RollbackRequest
+		dryRun, yes    bool
+		partial        bool
+		failed, rename string
+		batches        []string
+		noWait         bool
+		wait           time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "rollback SNAPSHOT",
+		Short: "Restore a snapshot: full, partial (--partial --failed-collections) or batch-level (--batches)",
+		Long: `Restore a snapshot (id or name) into Chroma.
+
+The archive is verified and the plan printed first; nothing changes until you
+type 'yes' (or pass --yes). --dry-run stops after the plan.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.SnapshotID = args[0]
+			if err := a.buildRollback(&req, partial, failed, rename, batches); err != nil {
+				return err
+			}
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ctx := cmd.Context()
+
+			req.Envelope = contract.NewEnvelope(contract.TypeRollbackRequest)
+			req.Actor = a.actor
+			var plan contract.RollbackPlan
+			if err := a.request(ctx, nc, a.subj.API("rollback", "plan"), &req, &plan, max(a.timeout, planTimeout)); err != nil {
+				return err
+			}
+			if dryRun {
+				if a.json {
+					return a.printJSON(plan)
+				}
+				a.printPlan(&plan)
+				fmt.Fprintln(a.stdout, "Dry run: nothing was changed.")
+				return nil
+			}
+			if !a.json {
+				a.printPlan(&plan)
+			}
+			if !yes {
+				ok, err := a.confirm()
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return errors.New("rollback not confirmed; nothing was changed")
+				}
+			}
+
+			req.Envelope = contract.NewEnvelope(contract.TypeRollbackRequest)
+			req.Confirm = true
+			var reply contract.RollbackReply
+			if err := a.request(ctx, nc, a.subj.API("rollback", "start"), &req, &reply, max(a.timeout, planTimeout)); err != nil {
+				return err
+			}
+			if reply.Refused != "" {
+				return fmt.Errorf("rollback refused: %s", reply.Refused)
+			}
+			if noWait {
+				if a.json {
+					return a.printJSON(reply)
+				}
+				fmt.Fprintln(a.stdout, reply.OpID)
+				return nil
+			}
+			op, err := a.waitOperation(ctx, nc, reply.OpID, wait)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if err := a.printJSON(op); err != nil {
+					return err
+				}
+			} else {
+				a.printOperation(op)
+			}
+			return rollbackOutcome(op)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&dryRun, "dry-run", false, "verify the archive and print the plan; change nothing")
+	f.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	f.BoolVar(&partial, "partial", false, "restore only --failed-collections; leave every other collection as it is")
+	f.StringVar(&failed, "failed-collections", "", "comma-separated collection names (with --partial)")
+	f.StringArrayVar(&batches, "batches", nil, "COLLECTION:batch_000000,batch_000001 (repeatable): upsert just these batches")
+	f.BoolVar(&req.DropExtra, "drop-extra", false, "delete collections that are not in the snapshot (full rollback)")
+	f.BoolVar(&req.InPlace, "in-place", false, "restore into the live collections instead of staging and swapping")
+	f.BoolVar(&req.NoSafetySnapshot, "no-safety-snapshot", false, "skip the snapshot of what will be overwritten")
+	f.StringVar(&req.TargetTenant, "target-tenant", "", "restore into this tenant (default: the snapshot's)")
+	f.StringVar(&req.TargetDatabase, "target-database", "", "restore into this database (default: the snapshot's)")
+	f.StringVar(&rename, "rename", "", "comma-separated old:new collection renames")
+	f.StringVar(&req.ChromaURL, "chroma-url", "", "restore into another Chroma server (default: the restorer's)")
+	f.StringVar(&req.Reason, "reason", "", "why, recorded in the audit trail")
+	f.BoolVar(&noWait, "no-wait", false, "print the operation id once queued, without waiting")
+	f.DurationVar(&wait, "wait-timeout", 6*time.Hour, "give up waiting after this long (the rollback goes on)")
+	return cmd
+}
+
+// buildRollback validates the flags before anything is asked of the server.
+func (a *app) buildRollback(req *contract.RollbackRequest, partial bool, failed, rename string, batches []string) error {
+	names := splitList(failed)
+	switch {
+	case partial && len(names) == 0:
+		return usageErr("--partial needs --failed-collections a,b")
+	case !partial && len(names) > 0:
+		return usageErr("--failed-collections needs --partial")
+	case partial && len(batches) > 0:
+		return usageErr("--partial and --batches cannot be combined: --batches already touches only what it names")
+	case req.DropExtra && (partial || len(batches) > 0):
+		return usageErr("--drop-extra applies to a full rollback only")
+	}
+	req.Collections = names
+	for _, spec := range batches {
+		coll, list, ok := strings.Cut(spec, ":")
+		ids := splitList(list)
+		if !ok || strings.TrimSpace(coll) == "" || len(ids) == 0 {
+			return usageErr("--batches %q: want COLLECTION:batch_000000[,batch_000001...]", spec)
+		}
+		if req.Batches == nil {
+			req.Batches = map[string][]string{}
+		}
+		coll = strings.TrimSpace(coll)
+		req.Batches[coll] = append(req.Batches[coll], ids...)
+	}
+	for _, pair := range splitList(rename) {
+		from, to, ok := strings.Cut(pair, ":")
+		if !ok || from == "" || to == "" {
+			return usageErr("--rename %q: want old:new", pair)
+		}
+		if err := contract.ValidateChromaName("--rename", to); err != nil {
+			return usageErr("%v", err)
+		}
+		if req.Rename == nil {
+			req.Rename = map[string]string{}
+		}
+		if _, dup := req.Rename[from]; dup {
+			return usageErr("--rename names %q twice", from)
+		}
+		req.Rename[from] = to
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// confirm asks as the seed tool did and accepts only "yes".
+func (a *app) confirm() (bool, error) {
+	fmt.Fprint(a.stderr, "Type 'yes' to confirm: ")
+	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, fmt.Errorf("read confirmation: %w", err)
+	}
+	if strings.TrimSpace(line) == "" && errors.Is(err, io.EOF) {
+		return false, usageErr("no confirmation on stdin; type 'yes' or pass --yes (nothing was changed)")
+	}
+	return strings.TrimSpace(line) == "yes", nil
+}
+
+func (a *app) printPlan(p *contract.RollbackPlan) {
+	var modes []string
+	modes = append(modes, p.Mode)
+	if p.InPlace {
+		modes = append(modes, "in place")
+	} else {
+		modes = append(modes, "stage and swap")
+	}
+	if p.SafetySnapshot {
+		modes = append(modes, "safety snapshot first")
+	}
+	target := p.Tenant + "/" + p.Database
+	if p.ChromaURL != "" {
+		target += " on " + p.ChromaURL
+	}
+	fmt.Fprintf(a.stdout, "Rollback plan: snapshot %s (%s) of %s/%s -> %s [%s]\n",
+		p.SnapshotID, p.SnapshotName, p.SourceTenant, p.SourceDatabase, target, strings.Join(modes, ", "))
+	verified := "NOT verified"
+	if p.ArchiveVerified {
+		verified = "verified"
+	}
+	fmt.Fprintf(a.stdout, "Archive: %s\n", verified)
+	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  COLLECTION\tTARGET\tACTION\tIN SNAPSHOT\tNOW\tTO WRITE\tBATCHES")
+	for _, it := range p.Items {
+		now := fmt.Sprint(it.CurrentRecords)
+		if it.CurrentRecords < 0 {
+			now = "absent"
+		}
+		coll := it.Collection
+		if coll == "" {
+			coll = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\n", coll, it.Target, it.Action, it.SnapshotRecords, now, it.WriteRecords, strings.Join(it.Batches, ","))
+	}
+	tw.Flush()
+	fmt.Fprintf(a.stdout, "Records to write: %d; estimated time %s at %.0f records/s\n",
+		p.WriteRecords, (time.Duration(p.EstimatedSeconds * float64(time.Second))).Round(time.Second), p.AddRate)
+	for _, w := range p.Warnings {
+		fmt.Fprintln(a.stdout, "warning:", w)
+	}
+}
+
+func (a *app) printOperation(op *contract.Operation) {
+	fmt.Fprintf(a.stdout, "Rollback %s: %s\n", op.OpID, op.Status)
+	if op.Error != "" {
+		fmt.Fprintf(a.stdout, "Error: %s\n", op.Error)
+	}
+	r := op.Restore
+	if r == nil {
+		return
+	}
+	if r.SafetySnapshotID != "" {
+		fmt.Fprintf(a.stdout, "Safety snapshot: %s (roll back to it to undo this rollback)\n", r.SafetySnapshotID)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  COLLECTION\tTARGET\tACTION\tRECORDS\tVERIFIED\tEMBEDDINGS")
+	for _, c := range r.Collections {
+		check := c.EmbeddingCheck
+		if c.MaxAbsDiff > 0 {
+			check += fmt.Sprintf(" (max diff %.3g)", c.MaxAbsDiff)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%v\t%s\n", c.Collection, c.Target, c.Action, c.Records, c.Verified, check)
+		for _, d := range c.Differences {
+			fmt.Fprintf(tw, "    difference: %s\n", d)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(a.stdout, "Records written: %d in %.1fs; verified: %v\n", r.RecordsWritten, r.Seconds, r.Verified)
+}
+
+// rollbackOutcome maps a finished operation to the exit code: 0 when it
+// completed and verified, 3 when the restored data did not verify, 1 otherwise.
+func rollbackOutcome(op *contract.Operation) error {
+	if op.Status == contract.StatusCompleted && (op.Restore == nil || op.Restore.Verified) {
+		return nil
+	}
+	if op.Restore != nil && !op.Restore.Verified && len(op.Restore.Collections) > 0 {
+		return &exitError{code: exitVerification, err: fmt.Errorf("rollback %s did not verify: %s", op.OpID, op.Error)}
+	}
+	return fmt.Errorf("rollback %s failed: %s", op.OpID, op.Error)
+}
+
+func (a *app) rollbackStatusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rollback-status OP_ID",
+		Short: "Show a rollback operation's status, plan and verification report",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			var op contract.Operation
+			ref := contract.OperationRef{Envelope: contract.NewEnvelope(contract.TypeOperationRef), OpID: args[0], Actor: a.actor}
+			if err := a.request(cmd.Context(), nc, a.subj.API("rollback", "status"), ref, &op, 0); err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(op)
+			}
+			a.printOperation(&op)
+			if op.Status == contract.StatusRunning || op.Status == contract.StatusQueued {
+				fmt.Fprintf(a.stdout, "Phase: %s\n", op.Phase)
+			}
+			return nil
+		},
+	}
+}
