@@ -406,7 +406,11 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 		b.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, "--nats-url", nt.URL, "--chroma-url", chromaURL, "--instance", "bench-"+db)
+	args := []string{"--nats-url", nt.URL, "--chroma-url", chromaURL, "--instance", "bench-" + db}
+	if os.Getenv("BENCH_CPUPROFILE") != "" { // profiles land next to the logs
+		args = append(args, "--cpuprofile", filepath.Join(logDir, fmt.Sprintf("snapshotter-%s-%d.pprof", db, round+1)))
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
 	if err := cmd.Start(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -45,8 +46,20 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.DataDir, "data-dir", os.Getenv("DATA_DIR"), "path whose free space health reports (env DATA_DIR)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
 	fs.IntVar(&cfg.FetchWorkers, "fetch-workers", 2, "pages fetched from Chroma in parallel")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(env("LOG_LEVEL", "info"))); err != nil {
