@@ -124,6 +124,8 @@ type SnapshotManifest struct {
 	VerifiedAt    time.Time           `json:"verified_at"`
 	Keep          bool                `json:"keep,omitempty"`
 	Actor         string              `json:"actor,omitempty"`
+	// ImportedFrom is set on snapshots made by chroma.api.snapshot.import.
+	ImportedFrom *ImportOrigin `json:"imported_from,omitempty"`
 }
 
 // SnapshotList answers chroma.api.snapshot.list, newest first.

@@ -237,6 +237,11 @@ type SnapshotImportRequest struct {
 	Tenant   string `json:"tenant,omitempty"`
 	Database string `json:"database,omitempty"`
 	Actor    string `json:"actor,omitempty"`
+	// FileName is the base name of the file imported; it names the snapshot
+	// when neither Name nor the seed manifest does, and is kept in
+	// SnapshotManifest.ImportedFrom.
+	FileName string `json:"file_name,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // Keys in the state bucket. Tenant and database names cannot hold '/', so
