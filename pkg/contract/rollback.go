@@ -145,6 +145,10 @@ type RestoreReport struct {
 	Verified         bool                      `json:"verified"`
 	RecordsWritten   int64                     `json:"records_written"`
 	Seconds          float64                   `json:"seconds"`
+	// AddRate is the records/s written to Chroma during this restore.
+	AddRate float64 `json:"add_rate,omitempty"`
+	// Cancelled says the restore stopped early on a cancel request.
+	Cancelled bool `json:"cancelled,omitempty"`
 }
 
 // RestoreCollectionReport is one collection's verification after restore.
@@ -268,3 +272,15 @@ func ParseScopedKey(key string) (kind, tenant, database string, err error) {
 	}
 	return kind, tenant, database, nil
 }
+
+// StatusCancelled is the final status of an operation stopped by a cancel
+// request (chroma.api.rollback.cancel).
+const StatusCancelled = "cancelled"
+
+// CancelKey is the key under which a cancel request for an operation is
+// kept (an OperationRef naming who asked); the job checks it between batches.
+func CancelKey(opID string) string { return "cancel." + opID }
+
+// CheckpointKey is the key of a rollback's checkpoint: which collections are
+// done and how far the current one got, so a redelivered command resumes.
+func CheckpointKey(opID string) string { return "checkpoint." + opID }
