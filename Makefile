@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 GO ?= go
 TOOLS := $(CURDIR)/.tools
-MODULES := pkg services/snapshotter cmd/chromadb-rollback
+MODULES := pkg services/snapshotter services/restorer cmd/chromadb-rollback
 CHROMA_NPM := chromadb-js-bindings-linux-x64-gnu@1.0.5
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
@@ -18,6 +18,7 @@ build:
 	@mkdir -p bin
 	cd cmd/chromadb-rollback && $(GO) build -o $(CURDIR)/bin/chromadb-rollback .
 	cd services/snapshotter && $(GO) build -o $(CURDIR)/bin/snapshotter ./cmd/snapshotter
+	cd services/restorer && $(GO) build -o $(CURDIR)/bin/restorer ./cmd/restorer
 
 run: build
 	@scripts/run.sh

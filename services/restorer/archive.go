@@ -1,0 +1,176 @@
+package restorer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// errArchive marks an archive that is missing, corrupt or does not match
+// its manifest: nothing may be restored from it.
+var errArchive = errors.New("archive failed verification")
+
+// archiveReadTimeout bounds one read of an archive, however slow.
+const archiveReadTimeout = 24 * time.Hour
+
+// verifiedArchive is what a full read of a snapshot's archive found.
+type verifiedArchive struct {
+	md *archive.Metadata
+	// sizes[c][k] is the record count of batch k of collection c.
+	sizes [][]int
+}
+
+// archiveStream reads a stored archive while hashing its bytes, so the end
+// of a read can be checked against the manifest's SHA-256.
+type archiveStream struct {
+	obj    jetstream.ObjectResult
+	cancel context.CancelFunc
+	hash   hash.Hash
+	r      *archive.Reader
+	m      *contract.SnapshotManifest
+}
+
+// openArchive opens the archive object of m for reading.
+func (s *Service) openArchive(ctx context.Context, m *contract.SnapshotManifest) (*archiveStream, error) {
+	if m.Format != archive.FormatV1 {
+		return nil, fmt.Errorf("%w: snapshot %s is in format %q; this restorer reads %q (import it first)", errArchive, m.SnapshotID, m.Format, archive.FormatV1)
+	}
+	info, err := s.assets.Snapshots.GetInfo(ctx, m.Object)
+	if err != nil {
+		if bus.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: archive object %s of snapshot %s is missing from %s", errArchive, m.Object, m.SnapshotID, contract.ObjectSnapshots)
+		}
+		return nil, fmt.Errorf("read archive object info %s: %w", m.Object, err)
+	}
+	if int64(info.Size) != m.Size {
+		return nil, fmt.Errorf("%w: archive object %s is %d bytes, its manifest says %d (truncated or replaced)", errArchive, m.Object, info.Size, m.Size)
+	}
+	// Without a deadline the object store gives the whole read its default
+	// timeout (5s); a restore reads the archive as slowly as Chroma adds.
+	rctx, cancel := context.WithTimeout(ctx, archiveReadTimeout)
+	obj, err := s.assets.Snapshots.Get(rctx, m.Object)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("open archive object %s: %w", m.Object, err)
+	}
+	st := &archiveStream{obj: obj, cancel: cancel, hash: sha256.New(), m: m}
+	st.r, err = archive.NewReader(io.TeeReader(obj, st.hash))
+	if err == nil {
+		err = checkMetadata(m, st.r.Metadata())
+	}
+	if err != nil {
+		st.close()
+		return nil, classifyArchiveErr(m, err)
+	}
+	return st, nil
+}
+
+// next returns the next batch, or io.EOF once the whole archive was read
+// and every check passed: entry checksums and content digests (the archive
+// reader), the object store's digest, and the manifest's SHA-256, counts,
+// batches and digests.
+func (st *archiveStream) next() (*archive.Batch, error) {
+	b, err := st.r.Next()
+	if err == nil {
+		return b, nil
+	}
+	if !errors.Is(err, io.EOF) {
+		return nil, classifyArchiveErr(st.m, err)
+	}
+	// Drain: the object store checks its digest at EOF.
+	if _, err := io.Copy(st.hash, st.obj); err != nil {
+		return nil, classifyArchiveErr(st.m, err)
+	}
+	if sum := hex.EncodeToString(st.hash.Sum(nil)); sum != st.m.SHA256 {
+		return nil, fmt.Errorf("%w: archive %s has sha256 %s, its manifest says %s", errArchive, st.m.Object, sum, st.m.SHA256)
+	}
+	if err := checkManifest(st.m, st.r.Manifest()); err != nil {
+		return nil, err
+	}
+	return nil, io.EOF
+}
+
+func (st *archiveStream) close() {
+	st.obj.Close()
+	st.cancel()
+}
+
+// verifyArchive reads a snapshot's archive in full and checks it (see next).
+func (s *Service) verifyArchive(ctx context.Context, m *contract.SnapshotManifest) (*verifiedArchive, error) {
+	st, err := s.openArchive(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+	va := &verifiedArchive{md: st.r.Metadata(), sizes: make([][]int, len(m.Collections))}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		b, err := st.next()
+		if errors.Is(err, io.EOF) {
+			return va, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		va.sizes[b.Collection] = append(va.sizes[b.Collection], b.Records.Len())
+	}
+}
+
+// classifyArchiveErr tells damage (errArchive) from a failure to read.
+func classifyArchiveErr(m *contract.SnapshotManifest, err error) error {
+	if errors.Is(err, errArchive) {
+		return err
+	}
+	if errors.Is(err, archive.ErrChecksumMismatch) || errors.Is(err, archive.ErrCorrupt) || errors.Is(err, archive.ErrTruncated) ||
+		errors.Is(err, archive.ErrFormat) || errors.Is(err, jetstream.ErrDigestMismatch) {
+		return fmt.Errorf("%w: archive %s of snapshot %s: %w", errArchive, m.Object, m.SnapshotID, err)
+	}
+	return fmt.Errorf("read archive %s: %w", m.Object, err)
+}
+
+// checkMetadata compares the archive's metadata.json with the manifest.
+func checkMetadata(m *contract.SnapshotManifest, md *archive.Metadata) error {
+	if md.SnapshotID != m.SnapshotID || md.Tenant != m.Tenant || md.Database != m.Database {
+		return fmt.Errorf("%w: archive %s holds snapshot %s of %s/%s, its manifest says %s of %s/%s",
+			errArchive, m.Object, md.SnapshotID, md.Tenant, md.Database, m.SnapshotID, m.Tenant, m.Database)
+	}
+	if len(md.Collections) != len(m.Collections) {
+		return fmt.Errorf("%w: archive %s has %d collections, its manifest %d", errArchive, m.Object, len(md.Collections), len(m.Collections))
+	}
+	for i, c := range md.Collections {
+		if c.ID != m.Collections[i].ID || c.Name != m.Collections[i].Name {
+			return fmt.Errorf("%w: archive %s collection %d is %q (%s), its manifest says %q (%s)",
+				errArchive, m.Object, i, c.Name, c.ID, m.Collections[i].Name, m.Collections[i].ID)
+		}
+	}
+	return nil
+}
+
+// checkManifest compares the archive's verified manifest.json with the
+// snapshot manifest in KV.
+func checkManifest(m *contract.SnapshotManifest, am *archive.Manifest) error {
+	if am.TotalRecords != m.TotalRecords {
+		return fmt.Errorf("%w: archive %s holds %d records, its manifest says %d", errArchive, m.Object, am.TotalRecords, m.TotalRecords)
+	}
+	for i, w := range m.Collections {
+		g := am.Collections[i]
+		if g.Count != w.Count || g.ContentDigest != w.ContentDigest || !slices.Equal(g.Batches, w.Batches) {
+			return fmt.Errorf("%w: collection %q: archive has %d records in %d batches (digest %s), manifest says %d in %d (digest %s)",
+				errArchive, w.Name, g.Count, len(g.Batches), g.ContentDigest, w.Count, len(w.Batches), w.ContentDigest)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+// Command restorer runs one restorer instance against an existing NATS
+// server (or cluster) and Chroma.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+	"github.com/nats-io/nats.go"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "restorer:", err)
+		os.Exit(1)
+	}
+}
+
+func env(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("restorer", flag.ContinueOnError)
+	natsURL := fs.String("nats-url", env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
+	prefix := fs.String("prefix", env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
+	authHeader := fs.String("chroma-auth-header", env("CHROMA_AUTH_HEADER", "x-chroma-token"), "how the token is sent: x-chroma-token or bearer (env CHROMA_AUTH_HEADER)")
+	allow := fs.String("allow-chroma-url", os.Getenv("ALLOW_CHROMA_URLS"), "comma-separated other Chroma servers a rollback may restore into, or * (env ALLOW_CHROMA_URLS)")
+	var cfg restorer.Config
+	fs.StringVar(&cfg.ChromaURL, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL (env CHROMA_URL)")
+	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "restorer"), "instance name (env INSTANCE)")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 2*time.Minute, "a lease outlives its holder's last renewal this long")
+	fs.IntVar(&cfg.AddWorkers, "add-workers", 1, "add requests in flight per collection (1 keeps insertion order)")
+	fs.Float64Var(&cfg.DefaultAddRate, "default-add-rate", 1000, "records/s a plan's estimate assumes before one was measured")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(env("LOG_LEVEL", "info"))); err != nil {
+		return fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	subj, err := contract.NewSubjects(*prefix)
+	if err != nil {
+		return err
+	}
+	if cfg.ChromaURL == "" {
+		return fmt.Errorf("--chroma-url (or CHROMA_URL) is required")
+	}
+	switch strings.ToLower(*authHeader) {
+	case "x-chroma-token", "":
+		cfg.ChromaAuthHeader = chroma.AuthXChromaToken
+	case "bearer", "authorization":
+		cfg.ChromaAuthHeader = chroma.AuthBearer
+	default:
+		return fmt.Errorf("--chroma-auth-header %q: want x-chroma-token or bearer", *authHeader)
+	}
+	cfg.ChromaToken = os.Getenv("CHROMA_TOKEN")
+	for _, u := range strings.Split(*allow, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.AllowedChromaURLs = append(cfg.AllowedChromaURLs, u)
+		}
+	}
+	opts := []chroma.Option{chroma.WithLogger(log), chroma.WithAuthHeader(cfg.ChromaAuthHeader)}
+	if cfg.ChromaToken != "" {
+		opts = append(opts, chroma.WithToken(cfg.ChromaToken))
+	}
+	cc, err := chroma.New(cfg.ChromaURL, opts...)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*natsURL, nats.Name(cfg.Instance), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	svc, err := restorer.New(cfg, nc, subj, cc, log)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}

@@ -1,0 +1,9 @@
+package restorer
+
+import "context"
+
+// HookPoint exposes hookPoint to the tests.
+type HookPoint = hookPoint
+
+// SetHook makes s call h at named points of its jobs; set it before Run.
+func SetHook(s *Service, h func(ctx context.Context, p HookPoint) error) { s.hook = h }

@@ -1,0 +1,533 @@
+package restorer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Phases of a rollback, in its operation record and progress messages.
+const (
+	phaseVerifying        = "verifying"
+	phaseSafetySnapshot   = "safety_snapshot"
+	phaseRestoring        = "restoring"
+	phaseSwapping         = "swapping"
+	phaseDropping         = "dropping"
+	phaseVerifyingRestore = "verifying_restore"
+)
+
+// Job-ending errors with their own handling.
+var (
+	errCancelled = errors.New("rollback cancelled")
+	errVerify    = errors.New("restored data does not match the snapshot")
+	errLeaseLost = errors.New("lease lost")
+)
+
+// job is one attempt at a rollback command.
+type job struct {
+	s        *Service
+	cmd      contract.RollbackCommand
+	attempt  int
+	log      *slog.Logger
+	progress *bus.ProgressPublisher
+	ev       contract.AuditEvent
+
+	sp    *spec
+	lease *fence.Lease
+
+	mu       sync.Mutex // guards op, ck and report
+	op       contract.Operation
+	ck       *checkpoint
+	report   contract.RestoreReport
+	canceler *contract.OperationRef
+	current  *collWriter
+	mark     time.Time        // when write time was last counted
+	diffs    map[int][]string // differences found, by archive collection index
+}
+
+// handleJob runs one rollback command to its end: ack when it completed,
+// failed or was cancelled; nothing when the service shuts down, so the
+// command is redelivered and resumed from its checkpoint.
+func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
+	var cmd contract.RollbackCommand
+	if err := json.Unmarshal(msg.Data(), &cmd); err != nil || contract.ValidToken(cmd.OpID) != nil {
+		if err == nil {
+			err = fmt.Errorf("op id %q is not a valid token", cmd.OpID)
+		}
+		s.log.Error("malformed rollback command dropped", "err", err, "subject", msg.Subject())
+		_ = s.audit.Emit(ctx, contract.AuditEvent{Action: "rollback", Outcome: contract.OutcomeRejected,
+			Error: fmt.Sprintf("malformed rollback command on %s: %v", msg.Subject(), err)})
+		_ = msg.Term()
+		return
+	}
+	attempt := 1
+	if md, err := msg.Metadata(); err == nil {
+		attempt = int(md.NumDelivered)
+	}
+	j := &job{
+		s: s, cmd: cmd, attempt: attempt,
+		log:      s.log.With("op_id", cmd.OpID, "attempt", attempt),
+		progress: bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID),
+		ev: contract.AuditEvent{Action: "rollback", Actor: cmd.Request.Actor, Reason: cmd.Request.Reason, OpID: cmd.OpID,
+			SnapshotID: cmd.Request.SnapshotID},
+	}
+	op, err := s.getOperation(ctx, cmd.OpID)
+	if err != nil {
+		j.log.Warn("cannot read the operation; the command will be redelivered", "err", err)
+		_ = msg.NakWithDelay(s.cfg.AckWait)
+		return
+	}
+	if op != nil && terminal(op.Status) {
+		j.log.Info("rollback already ended; redelivered command acknowledged", "status", op.Status)
+		_ = msg.Ack()
+		return
+	}
+	if op == nil {
+		op = &contract.Operation{OpID: cmd.OpID, SnapshotID: cmd.Request.SnapshotID, Actor: cmd.Request.Actor}
+	}
+	j.op = *op
+	j.op.Attempt = attempt
+
+	// Keep the job and the lease while it runs; a dead worker stops both.
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go j.keepAlive(jobCtx, cancel, msg)
+
+	start := time.Now()
+	err = j.run(jobCtx)
+	if ctx.Err() != nil {
+		j.log.Warn("rollback interrupted by shutdown; it will be redelivered and resumed", "err", err)
+		return
+	}
+	if err == nil {
+		err = context.Cause(jobCtx)
+	}
+	j.finish(ctx, err, time.Since(start))
+	if err != nil && !errors.Is(err, errCancelled) {
+		_ = msg.Term()
+		return
+	}
+	if err := msg.DoubleAck(ctx); err != nil {
+		j.log.Warn("ack failed; a redelivery will find the operation ended", "err", err)
+	}
+}
+
+// keepAlive sends in-progress acks and renews the lease until ctx ends. A
+// lost lease cancels the job.
+func (j *job) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, msg jetstream.Msg) {
+	ack := time.NewTicker(j.s.cfg.AckWait / 3)
+	defer ack.Stop()
+	renew := time.NewTicker(j.s.cfg.LeaseTTL / 3)
+	defer renew.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ack.C:
+			_ = msg.InProgress()
+		case <-renew.C:
+			j.mu.Lock()
+			l := j.lease
+			j.mu.Unlock()
+			if l == nil {
+				continue
+			}
+			if err := l.Renew(ctx, j.s.cfg.LeaseTTL); err != nil {
+				if errors.Is(err, fence.ErrLost) {
+					cancel(fmt.Errorf("%w: %v", errLeaseLost, err))
+					return
+				}
+				j.log.Warn("lease renewal failed; retrying", "err", err)
+			}
+		}
+	}
+}
+
+// run does the rollback; every step is idempotent, so a redelivered
+// command runs it again from its checkpoint.
+func (j *job) run(ctx context.Context) error {
+	s := j.s
+	ck, err := s.loadCheckpoint(ctx, j.cmd.OpID)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	j.ck = ck
+	j.mu.Unlock()
+	if err := j.checkCancel(ctx); err != nil {
+		return err
+	}
+	req := j.cmd.Request
+	if req.SnapshotID == "" {
+		req.SnapshotID = j.op.SnapshotID
+	}
+	j.setPhase(ctx, phaseVerifying)
+	j.progress.Update(contract.Progress{Phase: phaseVerifying})
+	sp, e := s.resolve(ctx, &req)
+	if e != nil {
+		return errors.New(e.msg)
+	}
+	j.sp = sp
+	j.ev.SnapshotID, j.ev.Tenant, j.ev.Database = sp.m.SnapshotID, sp.tenant, sp.database
+
+	lease, err := fence.Acquire(ctx, s.assets.State, contract.Lease{Tenant: sp.tenant, Database: sp.database, Holder: j.cmd.OpID,
+		Kind: "rollback", Actor: req.Actor}, s.cfg.LeaseTTL)
+	if err != nil {
+		return fmt.Errorf("take the lease: %w", err)
+	}
+	j.mu.Lock()
+	j.lease = lease
+	j.mu.Unlock()
+
+	if ck == nil {
+		// The first attempt fixes the plan against what it finds now; a
+		// redelivered one must not re-plan over its own half-done work.
+		plan, e := s.plan(ctx, sp)
+		if e != nil {
+			return errors.New(e.msg)
+		}
+		ck = &checkpoint{OpID: j.cmd.OpID, Plan: plan, Collections: map[int]*collCheckpoint{}, StartedAt: time.Now().UTC()}
+		if err := s.saveCheckpoint(ctx, ck); err != nil {
+			return err
+		}
+	}
+	j.mu.Lock()
+	j.ck = ck
+	j.op.Status, j.op.Plan = contract.StatusRunning, ck.Plan
+	j.op.SnapshotID, j.op.Tenant, j.op.Database = sp.m.SnapshotID, sp.tenant, sp.database
+	j.op.Warnings = ck.Plan.Warnings
+	j.report.SafetySnapshotID = ck.SafetySnapshotID
+	j.mu.Unlock()
+	j.putOp(ctx)
+	ev := j.ev
+	ev.Outcome = contract.OutcomeStarted
+	ev.Figures = map[string]any{"attempt": j.attempt, "mode": ck.Plan.Mode, "write_records": ck.Plan.WriteRecords,
+		"in_place": ck.Plan.InPlace, "drop_extra": ck.Plan.DropExtra}
+	if req.Job != "" {
+		ev.Figures["job"] = req.Job
+	}
+	_ = s.audit.Emit(ctx, ev)
+
+	if err := fence.Raise(ctx, s.assets.State, contract.Fence{Tenant: sp.tenant, Database: sp.database, OpID: j.cmd.OpID,
+		Reason: fmt.Sprintf("rollback %s to snapshot %s (%s)", j.cmd.OpID, sp.m.SnapshotID, sp.m.Name), Actor: req.Actor}); err != nil {
+		return err
+	}
+	if err := j.pauseJobs(ctx); err != nil {
+		return err
+	}
+	j.step(ctx, "fence raised", map[string]any{"paused_jobs": ck.Paused})
+
+	if ck.Plan.SafetySnapshot && !ck.SafetyDone {
+		j.setPhase(ctx, phaseSafetySnapshot)
+		if err := j.safetySnapshot(ctx); err != nil {
+			return err
+		}
+	}
+	if err := j.ensureDatabase(ctx); err != nil {
+		return err
+	}
+	if err := j.restoreAll(ctx); err != nil {
+		return err
+	}
+	if err := j.dropExtras(ctx); err != nil {
+		return err
+	}
+	return j.verifyRestore(ctx)
+}
+
+// scope is the tenant/database the job guards, as far as it is known.
+func (j *job) scope() (tenant, database string, ok bool) {
+	switch {
+	case j.sp != nil:
+		return j.sp.tenant, j.sp.database, true
+	case j.ck != nil && j.ck.Plan != nil:
+		return j.ck.Plan.Tenant, j.ck.Plan.Database, true
+	case j.op.Plan != nil:
+		return j.op.Plan.Tenant, j.op.Plan.Database, true
+	}
+	return "", "", false
+}
+
+// finish records how the job ended, then lowers the fence, resumes the
+// paused jobs and releases the lease.
+func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
+	s := j.s
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	status, outcome := contract.StatusCompleted, contract.OutcomeCompleted
+	switch {
+	case errors.Is(jobErr, errCancelled):
+		status, outcome = contract.StatusCancelled, contract.OutcomeFailed
+		j.cleanup(cctx)
+	case jobErr != nil:
+		status, outcome = contract.StatusFailed, contract.OutcomeFailed
+		j.cleanup(cctx)
+	}
+	j.mu.Lock()
+	tenant, database, scoped := j.scope()
+	ck := j.ck
+	if ck != nil && j.sp != nil {
+		j.report.RecordsWritten = ck.RecordsWritten
+		if ck.WriteSeconds > 0 {
+			j.report.AddRate = float64(ck.RecordsWritten) / ck.WriteSeconds
+		}
+		j.report.Seconds = time.Since(ck.StartedAt).Seconds()
+		j.report.Collections = j.collectionReports()
+	}
+	j.report.Verified = status == contract.StatusCompleted
+	j.report.Cancelled = status == contract.StatusCancelled
+	rep := j.report
+	j.op.Status, j.op.Phase = status, status
+	if ck != nil {
+		j.op.Restore = &rep
+	}
+	if jobErr != nil {
+		j.op.Error = jobErr.Error()
+		if status == contract.StatusCancelled && j.canceler != nil && j.canceler.Actor != "" {
+			j.op.Error = fmt.Sprintf("%v by %s", jobErr, j.canceler.Actor)
+		}
+	}
+	opErr := j.op.Error
+	lease := j.lease
+	j.mu.Unlock()
+
+	if scoped {
+		// Lower only removes this op's own fence: a no-op if it was never raised.
+		if err := fence.Lower(cctx, s.assets.State, tenant, database, j.cmd.OpID); err != nil {
+			j.log.Warn("could not lower the fence", "err", err)
+		}
+	}
+	j.resumeJobs(cctx)
+	j.putOp(cctx)
+	switch {
+	case lease != nil:
+		err := lease.Release(cctx)
+		if err != nil {
+			j.log.Warn("could not release the lease", "err", err)
+		}
+	case scoped:
+		// The lease taken when the rollback was started.
+		_ = fence.Release(cctx, s.assets.State, tenant, database, j.cmd.OpID)
+	}
+	if status == contract.StatusCompleted && ck != nil {
+		s.recordAddRate(ck.RecordsWritten, ck.WriteSeconds)
+	}
+	_ = s.assets.State.Purge(cctx, contract.CheckpointKey(j.cmd.OpID))
+	_ = s.assets.State.Purge(cctx, contract.CancelKey(j.cmd.OpID))
+
+	j.progress.Update(contract.Progress{Phase: status, Done: true, Error: opErr, DoneRecords: rep.RecordsWritten, TotalRecords: planWrite(j.op.Plan)})
+	ev := j.ev
+	ev.Outcome, ev.Error = outcome, opErr
+	ev.Figures = map[string]any{"attempt": j.attempt, "status": status, "records_written": rep.RecordsWritten,
+		"seconds": took.Seconds(), "collections": len(rep.Collections), "verified": rep.Verified}
+	if rep.SafetySnapshotID != "" {
+		ev.Figures["safety_snapshot_id"] = rep.SafetySnapshotID
+	}
+	if rep.AddRate > 0 {
+		ev.Figures["records_per_second"] = rep.AddRate
+	}
+	if d := maxDiff(rep.Collections); d > 0 {
+		ev.Figures["cosine_max_abs_diff"] = d
+	}
+	_ = s.audit.Emit(cctx, ev)
+	if jobErr != nil {
+		j.log.Error("rollback ended", "status", status, "err", jobErr)
+	} else {
+		j.log.Info("rollback completed", "records", rep.RecordsWritten, "seconds", took.Seconds())
+	}
+}
+
+func planWrite(p *contract.RollbackPlan) int64 {
+	if p == nil {
+		return 0
+	}
+	return p.WriteRecords
+}
+
+func maxDiff(cs []contract.RestoreCollectionReport) float64 {
+	d := 0.0
+	for _, c := range cs {
+		d = max(d, c.MaxAbsDiff)
+	}
+	return d
+}
+
+// collectionReports lists every written collection, in archive order, then
+// the drops. Callers hold j.mu.
+func (j *job) collectionReports() []contract.RestoreCollectionReport {
+	var out []contract.RestoreCollectionReport
+	for i := range j.sp.m.Collections {
+		cs, ok := j.ck.Collections[i]
+		if !ok {
+			continue
+		}
+		info := j.sp.arc.md.Collections[i]
+		r := contract.RestoreCollectionReport{Collection: cs.Collection, Target: cs.Target, Action: cs.Action, Records: cs.Records,
+			Verified: cs.Stage == stageDone && len(j.diffs[i]) == 0, MaxAbsDiff: cs.MaxDiff, EmbeddingCheck: "bit-exact",
+			Differences: j.diffs[i]}
+		if spaceOf(info.Configuration, info.Metadata) == "cosine" {
+			r.EmbeddingCheck = "tolerance"
+		}
+		out = append(out, r)
+	}
+	for _, name := range j.ck.Dropped {
+		out = append(out, contract.RestoreCollectionReport{Target: name, Action: contract.PlanDrop, Verified: true})
+	}
+	return out
+}
+
+// addDiffs keeps the differences found in archive collection i.
+func (j *job) addDiffs(i int, diffs []string, total int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.diffs == nil {
+		j.diffs = map[int][]string{}
+	}
+	d := append(j.diffs[i], diffs...)
+	if len(d) > maxListedDiffs {
+		d = d[:maxListedDiffs]
+	}
+	if total > len(diffs) {
+		d = append(d, fmt.Sprintf("... %d differences in all", total))
+	}
+	j.diffs[i] = d
+}
+
+// cleanup, after a failure or cancel, takes back what would leave the
+// target worse than before: a staging collection is deleted and a swap cut
+// short is undone. Collections already swapped in stay restored.
+func (j *job) cleanup(ctx context.Context) {
+	j.mu.Lock()
+	w := j.current
+	j.mu.Unlock()
+	if w == nil || j.sp == nil {
+		return
+	}
+	if err := w.undo(ctx); err != nil {
+		j.log.Error("cleanup after the rollback stopped failed", "collection", w.cs.Target, "err", err)
+		j.mu.Lock()
+		j.op.Warnings = append(j.op.Warnings, "cleanup failed: "+err.Error())
+		j.mu.Unlock()
+	}
+}
+
+// checkCancel returns errCancelled once a cancel was requested.
+func (j *job) checkCancel(ctx context.Context) error {
+	c, err := j.s.cancelRequest(ctx, j.cmd.OpID)
+	if err != nil || c == nil {
+		return nil // a read failure must not stop a restore; the next check will see it
+	}
+	j.mu.Lock()
+	j.canceler = c
+	j.mu.Unlock()
+	return errCancelled
+}
+
+func (j *job) setPhase(ctx context.Context, phase string) {
+	j.mu.Lock()
+	j.op.Phase = phase
+	if j.op.Status == "" || j.op.Status == contract.StatusQueued {
+		j.op.Status = contract.StatusRunning
+	}
+	j.mu.Unlock()
+	j.putOp(ctx)
+}
+
+func (j *job) putOp(ctx context.Context) {
+	j.mu.Lock()
+	op := j.op
+	j.mu.Unlock()
+	if err := j.s.putOperation(ctx, op); err != nil {
+		j.log.Warn("could not record the operation", "err", err)
+	}
+}
+
+// step audits a completed step of the rollback.
+func (j *job) step(ctx context.Context, what string, figures map[string]any) {
+	ev := j.ev
+	ev.Action, ev.Outcome, ev.Reason = "rollback.step", contract.OutcomeCompleted, what
+	ev.Figures = figures
+	_ = j.s.audit.Emit(ctx, ev)
+}
+
+// ensureDatabase creates the target tenant and database when missing.
+func (j *job) ensureDatabase(ctx context.Context) error {
+	c, sp := j.sp.target, j.sp
+	if _, err := c.GetDatabase(ctx, sp.tenant, sp.database); err == nil {
+		return nil
+	}
+	if err := c.CreateTenant(ctx, sp.tenant); err != nil && !errors.Is(err, chroma.ErrAlreadyExists) {
+		return fmt.Errorf("create tenant %q: %w", sp.tenant, err)
+	}
+	if err := c.CreateDatabase(ctx, sp.tenant, sp.database); err != nil && !errors.Is(err, chroma.ErrAlreadyExists) {
+		return fmt.Errorf("create database %s/%s: %w", sp.tenant, sp.database, err)
+	}
+	return nil
+}
+
+// dropExtras deletes the collections the plan drops.
+func (j *job) dropExtras(ctx context.Context) error {
+	var names []string
+	for _, it := range j.ck.Plan.Items {
+		if it.Action == contract.PlanDrop {
+			names = append(names, it.Target)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	j.setPhase(ctx, phaseDropping)
+	for _, name := range names {
+		if slices.Contains(j.ck.Dropped, name) {
+			continue
+		}
+		if err := j.checkCancel(ctx); err != nil {
+			return err
+		}
+		err := j.sp.target.DeleteCollection(ctx, j.sp.tenant, j.sp.database, name)
+		if err != nil && !errors.Is(err, chroma.ErrNotFound) {
+			return fmt.Errorf("drop extra collection %q: %w", name, err)
+		}
+		j.mu.Lock()
+		j.ck.Dropped = append(j.ck.Dropped, name)
+		ck := *j.ck
+		j.mu.Unlock()
+		if err := j.s.saveCheckpoint(ctx, &ck); err != nil {
+			return err
+		}
+	}
+	j.step(ctx, "extra collections dropped", map[string]any{"dropped": names})
+	return nil
+}
+
+// shortID is a short, name-safe token of an op id for staging names.
+func shortID(opID string) string {
+	var h uint32 = 2166136261
+	for i := 0; i < len(opID); i++ {
+		h ^= uint32(opID[i])
+		h *= 16777619
+	}
+	return fmt.Sprintf("%08x", h)
+}
+
+// workName returns "<target><sep><short>", cutting the target so the name
+// stays within Chroma's 512 characters.
+func workName(target, sep, opID string) string {
+	suffix := sep + shortID(opID)
+	if len(target)+len(suffix) > 512 {
+		target = strings.TrimRight(target[:512-len(suffix)], "._-")
+	}
+	return target + suffix
+}

@@ -1,0 +1,381 @@
+package restorer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+// Rollback modes.
+const (
+	modeFull    = "full"
+	modePartial = "partial"
+	modeBatches = "batches"
+)
+
+// spec is a validated rollback request resolved against its snapshot and
+// the target: which archive collections go where.
+type spec struct {
+	req *contract.RollbackRequest
+	m   *contract.SnapshotManifest
+	arc *verifiedArchive
+
+	target    *chroma.Client
+	targetURL string
+	own       bool // the target is the restorer's own Chroma
+	tenant    string
+	database  string
+	mode      string
+
+	// Per archive collection, by index.
+	restore []bool            // full or partial: restored
+	batches []map[string]bool // batch-level: the batches upserted (nil: none)
+	names   []string          // the collection's name in the target
+}
+
+var collectionNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$`)
+
+// validCollectionName applies Chroma's rules before anything is sent.
+func validCollectionName(name string) error {
+	if !collectionNameRE.MatchString(name) || strings.Contains(name, "..") {
+		return fmt.Errorf("%q is not a valid Chroma collection name: use 3-512 letters, digits, '.', '_' or '-', starting and ending with a letter or digit, without '..'", name)
+	}
+	return nil
+}
+
+// resolve validates a request, finds its snapshot and verifies the archive
+// in full. Cheap checks come first, the archive read last.
+func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest) (*spec, *apiError) {
+	switch {
+	case len(req.Collections) > 0 && len(req.Batches) > 0:
+		return nil, badRequest("batches", "give collections (a partial rollback) or batches (a batch-level rollback), not both")
+	case req.DropExtra && (len(req.Collections) > 0 || len(req.Batches) > 0):
+		return nil, badRequest("drop_extra", "drop_extra applies to full rollbacks only; partial and batch-level rollbacks never delete collections")
+	case req.InPlace && len(req.Batches) > 0:
+		return nil, badRequest("in_place", "in_place applies to full and partial rollbacks; a batch-level rollback always upserts into the live collection")
+	}
+	m, e := s.lookup(ctx, req.SnapshotID)
+	if e != nil {
+		return nil, e
+	}
+	sp := &spec{req: req, m: m, tenant: m.Tenant, database: m.Database, mode: modeFull}
+	if req.TargetTenant != "" {
+		if err := contract.ValidateChromaName("target_tenant", req.TargetTenant); err != nil {
+			return nil, badRequest("target_tenant", "%v", err)
+		}
+		sp.tenant = req.TargetTenant
+	}
+	if req.TargetDatabase != "" {
+		if err := contract.ValidateChromaName("target_database", req.TargetDatabase); err != nil {
+			return nil, badRequest("target_database", "%v", err)
+		}
+		sp.database = req.TargetDatabase
+	}
+	if strings.Contains(sp.tenant+sp.database, "/") {
+		return nil, badRequest("target_database", "tenant and database names cannot contain '/'")
+	}
+
+	byName := map[string]int{}
+	var names []string
+	for i, c := range m.Collections {
+		byName[c.Name] = i
+		names = append(names, c.Name)
+	}
+	unknown := func(field string, got []string) *apiError {
+		return badRequest(field, "not in snapshot %s (%s): %s; it holds %s", m.SnapshotID, m.Name, quoteList(got), quoteList(names))
+	}
+	n := len(m.Collections)
+	sp.restore = make([]bool, n)
+	sp.batches = make([]map[string]bool, n)
+	sp.names = slices.Clone(names)
+	switch {
+	case len(req.Collections) > 0:
+		sp.mode = modePartial
+		var missing []string
+		for _, c := range req.Collections {
+			i, ok := byName[c]
+			if !ok {
+				missing = append(missing, c)
+				continue
+			}
+			if sp.restore[i] {
+				return nil, badRequest("collections", "collection %q is named twice", c)
+			}
+			sp.restore[i] = true
+		}
+		if len(missing) > 0 {
+			return nil, unknown("collections", missing)
+		}
+	case len(req.Batches) > 0:
+		sp.mode = modeBatches
+		var missing, badBatches []string
+		for c, bs := range req.Batches {
+			i, ok := byName[c]
+			if !ok {
+				missing = append(missing, c)
+				continue
+			}
+			if len(bs) == 0 {
+				return nil, badRequest("batches", "collection %q names no batches; list them (see `snapshot info %s`)", c, m.SnapshotID)
+			}
+			sel := map[string]bool{}
+			for _, b := range bs {
+				if !slices.Contains(m.Collections[i].Batches, b) {
+					badBatches = append(badBatches, c+":"+b)
+				}
+				sel[b] = true
+			}
+			sp.batches[i] = sel
+		}
+		if len(missing) > 0 {
+			sort.Strings(missing)
+			return nil, unknown("batches", missing)
+		}
+		if len(badBatches) > 0 {
+			sort.Strings(badBatches)
+			return nil, badRequest("batches", "batches not in snapshot %s: %s (see `snapshot info %s` for each collection's batches)", m.SnapshotID, quoteList(badBatches), m.SnapshotID)
+		}
+	default:
+		for i := range sp.restore {
+			sp.restore[i] = true
+		}
+	}
+
+	var badRename []string
+	for from, to := range req.Rename {
+		i, ok := byName[from]
+		if !ok {
+			badRename = append(badRename, from)
+			continue
+		}
+		if err := validCollectionName(to); err != nil {
+			return nil, badRequest("rename", "rename %q: %v", from, err)
+		}
+		sp.names[i] = to
+	}
+	if len(badRename) > 0 {
+		sort.Strings(badRename)
+		return nil, unknown("rename", badRename)
+	}
+	seen := map[string]string{}
+	for i, name := range sp.names {
+		if !sp.touched(i) {
+			continue
+		}
+		if prev, dup := seen[name]; dup {
+			return nil, badRequest("rename", "collections %q and %q would both be restored as %q", prev, m.Collections[i].Name, name)
+		}
+		seen[name] = m.Collections[i].Name
+	}
+	// A renamed collection must not land on one this rollback leaves alone
+	// (only partial and batch-level rollbacks leave any).
+	for i, name := range sp.names {
+		if sp.touched(i) && name != m.Collections[i].Name && sp.tenant == m.Tenant && sp.database == m.Database {
+			if j, ok := byName[name]; ok && !sp.touched(j) {
+				return nil, badRequest("rename", "rename %q to %q would overwrite collection %q, which this rollback does not restore", m.Collections[i].Name, name, m.Collections[j].Name)
+			}
+		}
+	}
+
+	var ae *apiError
+	sp.target, sp.targetURL, ae = s.targetClient(req.ChromaURL)
+	if ae != nil {
+		return nil, ae
+	}
+	sp.own = sp.targetURL == s.ownURL
+
+	arc, err := s.verifyArchive(ctx, m)
+	if err != nil {
+		if errors.Is(err, errArchive) {
+			return nil, &apiError{code: contract.CodeVerificationFailed, msg: fmt.Sprintf("refusing to restore snapshot %s: %v; nothing was changed", m.SnapshotID, err), field: "snapshot_id"}
+		}
+		return nil, unavailable("verify the archive of snapshot %s: %v", m.SnapshotID, err)
+	}
+	sp.arc = arc
+	return sp, nil
+}
+
+// touched reports whether archive collection i is written by the rollback.
+func (sp *spec) touched(i int) bool { return sp.restore[i] || sp.batches[i] != nil }
+
+// targetState is what the target database holds now.
+type targetState struct {
+	tenantExists, databaseExists bool
+	collections                  map[string]chroma.Collection
+}
+
+func (s *Service) inspectTarget(ctx context.Context, sp *spec) (*targetState, *apiError) {
+	st := &targetState{collections: map[string]chroma.Collection{}}
+	if _, err := sp.target.GetTenant(ctx, sp.tenant); err != nil {
+		if errors.Is(err, chroma.ErrNotFound) {
+			return st, nil
+		}
+		return nil, chromaError(fmt.Sprintf("tenant %q on %s", sp.tenant, sp.targetURL), err)
+	}
+	st.tenantExists = true
+	if _, err := sp.target.GetDatabase(ctx, sp.tenant, sp.database); err != nil {
+		if errors.Is(err, chroma.ErrNotFound) {
+			return st, nil
+		}
+		return nil, chromaError(fmt.Sprintf("database %s/%s on %s", sp.tenant, sp.database, sp.targetURL), err)
+	}
+	st.databaseExists = true
+	cols, err := sp.target.ListCollections(ctx, sp.tenant, sp.database)
+	if err != nil {
+		return nil, chromaError(fmt.Sprintf("collections of %s/%s", sp.tenant, sp.database), err)
+	}
+	for _, c := range cols {
+		st.collections[c.Name] = c
+	}
+	return st, nil
+}
+
+// plan computes what the rollback will do; it changes nothing.
+func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *apiError) {
+	st, e := s.inspectTarget(ctx, sp)
+	if e != nil {
+		return nil, e
+	}
+	m := sp.m
+	p := &contract.RollbackPlan{
+		Envelope:   contract.NewEnvelope(contract.TypeRollbackPlan),
+		SnapshotID: m.SnapshotID, SnapshotName: m.Name,
+		SourceTenant: m.Tenant, SourceDatabase: m.Database,
+		Tenant: sp.tenant, Database: sp.database,
+		Mode: sp.mode, ArchiveVerified: true,
+		InPlace: sp.req.InPlace, DropExtra: sp.req.DropExtra,
+	}
+	if !sp.own {
+		p.ChromaURL = sp.targetURL
+	}
+	count := func(c chroma.Collection) (int64, *apiError) {
+		n, err := sp.target.Count(ctx, sp.tenant, sp.database, c.ID)
+		if err != nil {
+			return 0, chromaError(fmt.Sprintf("count of collection %q", c.Name), err)
+		}
+		return int64(n), nil
+	}
+	targets := map[string]bool{}
+	for i, c := range m.Collections {
+		ci := sp.arc.md.Collections[i]
+		it := contract.PlanItem{Collection: c.Name, Target: sp.names[i], SnapshotRecords: c.Count, CurrentRecords: -1, Space: spaceOf(ci.Configuration, ci.Metadata)}
+		live, exists := st.collections[it.Target]
+		if exists {
+			n, e := count(live)
+			if e != nil {
+				return nil, e
+			}
+			it.CurrentRecords = n
+		}
+		switch {
+		case sp.restore[i]:
+			it.Action = contract.PlanReplace
+			if !exists {
+				it.Action = contract.PlanCreate
+			}
+			it.WriteRecords = c.Count
+			targets[it.Target] = true
+		case sp.batches[i] != nil:
+			it.Action = contract.PlanUpsert
+			for k, name := range c.Batches {
+				if sp.batches[i][name] {
+					it.Batches = append(it.Batches, name)
+					it.WriteRecords += int64(sp.arc.sizes[i][k])
+				}
+			}
+			if !exists {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("collection %q does not exist in %s/%s: it is created with the snapshot's configuration and metadata, then the batches are upserted", it.Target, sp.tenant, sp.database))
+			}
+		default:
+			it.Action = contract.PlanUntouched
+		}
+		p.WriteRecords += it.WriteRecords
+		p.Items = append(p.Items, it)
+	}
+	if sp.mode == modeFull {
+		var extras []string
+		for name := range st.collections {
+			if !targets[name] {
+				extras = append(extras, name)
+			}
+		}
+		sort.Strings(extras)
+		for _, name := range extras {
+			n, e := count(st.collections[name])
+			if e != nil {
+				return nil, e
+			}
+			it := contract.PlanItem{Target: name, Action: contract.PlanExtra, CurrentRecords: n, SnapshotRecords: 0,
+				Space: spaceOf(st.collections[name].Configuration, st.collections[name].Metadata)}
+			if sp.req.DropExtra {
+				it.Action = contract.PlanDrop
+			}
+			p.Items = append(p.Items, it)
+		}
+		if len(extras) > 0 && !sp.req.DropExtra {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("%d collections in %s/%s are not in the snapshot and are kept: %s (drop_extra deletes them)",
+				len(extras), sp.tenant, sp.database, quoteList(extras)))
+		}
+	}
+	for _, it := range p.Items {
+		overwrites := (it.Action == contract.PlanReplace || it.Action == contract.PlanDrop || it.Action == contract.PlanUpsert) && it.CurrentRecords >= 0
+		if overwrites && !sp.req.NoSafetySnapshot {
+			p.SafetySnapshot = true
+		}
+	}
+	if p.SafetySnapshot && !sp.own {
+		return nil, badRequest("no_safety_snapshot", "a safety snapshot can only be taken of the restorer's own Chroma (%s), and this rollback overwrites collections on %s; set no_safety_snapshot to go ahead without one", s.ownURL, sp.targetURL)
+	}
+	if !m.Consistent {
+		p.Warnings = append(p.Warnings, "snapshot is not consistent: "+m.Inconsistency)
+	}
+	if !st.databaseExists {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("database %s/%s does not exist on %s: it will be created", sp.tenant, sp.database, sp.targetURL))
+	}
+	if sp.req.InPlace {
+		p.Warnings = append(p.Warnings, "in_place: each collection is deleted and refilled where readers see it; a failure or cancel leaves it partly restored (the safety snapshot holds what was there)")
+	}
+	if sp.mode == modeBatches {
+		p.Warnings = append(p.Warnings, "batch-level: the named batches' records are overwritten with the snapshot's; records added or changed elsewhere are kept")
+	}
+	p.AddRate = s.measuredAddRate()
+	p.EstimatedSeconds = float64(p.WriteRecords) / p.AddRate
+	return p, nil
+}
+
+// spaceOf reads the distance space from a configuration (hnsw or spann),
+// falling back to the hnsw:space metadata key and then Chroma's default.
+func spaceOf(cfg json.RawMessage, md map[string]any) string {
+	var c struct {
+		HNSW  *struct{ Space string } `json:"hnsw"`
+		SPANN *struct{ Space string } `json:"spann"`
+	}
+	if json.Unmarshal(cfg, &c) == nil {
+		if c.HNSW != nil && c.HNSW.Space != "" {
+			return c.HNSW.Space
+		}
+		if c.SPANN != nil && c.SPANN.Space != "" {
+			return c.SPANN.Space
+		}
+	}
+	if sp, ok := md["hnsw:space"].(string); ok && sp != "" {
+		return sp
+	}
+	return "l2"
+}
+
+func quoteList(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = fmt.Sprintf("%q", x)
+	}
+	return strings.Join(q, ", ")
+}

@@ -1,0 +1,698 @@
+package restorer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
+)
+
+// How a collection is written.
+const (
+	writeStage   = "stage"    // into a staging collection, swapped in by renames
+	writeInPlace = "in_place" // the target is deleted, recreated and filled
+	writeUpsert  = "upsert"   // the named batches' records are replaced in the target
+)
+
+// Name separators of the work collections; the op's short id follows.
+const (
+	stagingSep = "__rb_"
+	oldSep     = "__old_"
+)
+
+var errAborted = errors.New("collection writer aborted")
+
+// needs reports whether archive collection i still has work to do.
+func (j *job) needs(i int) bool {
+	if !j.sp.touched(i) {
+		return false
+	}
+	cs := j.ck.Collections[i]
+	return cs == nil || cs.Stage != stageDone
+}
+
+// restoreAll reads the archive once, in order, and writes each collection
+// the plan restores: a collection is finished (verified and swapped in)
+// when the archive moves on to the next one.
+func (j *job) restoreAll(ctx context.Context) error {
+	n := len(j.sp.m.Collections)
+	pending := false
+	for i := range n {
+		pending = pending || j.needs(i)
+	}
+	if !pending {
+		return nil
+	}
+	j.setPhase(ctx, phaseRestoring)
+	st, err := j.s.openArchive(ctx, j.sp.m)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	j.mark = time.Now()
+
+	cur, batchNo := -1, 0
+	var w *collWriter
+	// enter finishes the collections before `to` and begins `to`.
+	enter := func(to int) error {
+		for cur < to {
+			if w != nil {
+				if err := w.finish(ctx); err != nil {
+					return err
+				}
+				j.setCurrent(nil)
+				if err := j.s.callHook(ctx, j.hookPoint("collection", w)); err != nil {
+					return err
+				}
+				w = nil
+			}
+			cur++
+			batchNo = 0
+			if cur < n && j.needs(cur) {
+				nw, err := j.begin(ctx, cur)
+				if err != nil {
+					return err
+				}
+				w = nw
+				j.setCurrent(w)
+			}
+		}
+		return nil
+	}
+	for {
+		b, err := st.next()
+		if errors.Is(err, io.EOF) {
+			return enter(n)
+		}
+		if err == nil {
+			err = enter(b.Collection)
+		}
+		if err == nil && w != nil && w.wants(batchNo, b.Name) {
+			if err = j.checkCancel(ctx); err == nil {
+				err = w.submit(batchNo, b.Records)
+			}
+		}
+		batchNo++
+		if err != nil {
+			if w != nil {
+				w.abort()
+			}
+			return err
+		}
+	}
+}
+
+func (j *job) setCurrent(w *collWriter) {
+	j.mu.Lock()
+	j.current = w
+	j.mu.Unlock()
+}
+
+func (j *job) hookPoint(name string, w *collWriter) hookPoint {
+	p := hookPoint{Name: name, OpID: j.cmd.OpID, Attempt: j.attempt, Client: j.sp.target, Tenant: j.sp.tenant, Database: j.sp.database}
+	if w != nil {
+		j.mu.Lock()
+		p.Collection, p.Batch, p.WorkID = w.cs.Collection, w.cs.NextBatch, w.cs.WorkID
+		j.mu.Unlock()
+	}
+	return p
+}
+
+// saveCheckpoint saves a copy of the checkpoint taken under j.mu.
+func (j *job) saveCheckpoint(ctx context.Context, change func(ck *checkpoint)) error {
+	j.mu.Lock()
+	if change != nil {
+		change(j.ck)
+	}
+	now := time.Now()
+	if !j.mark.IsZero() {
+		j.ck.WriteSeconds += now.Sub(j.mark).Seconds()
+		j.mark = now
+	}
+	data := *j.ck
+	cols := make(map[int]*collCheckpoint, len(j.ck.Collections))
+	for k, v := range j.ck.Collections {
+		c := *v
+		cols[k] = &c
+	}
+	data.Collections = cols
+	j.mu.Unlock()
+	return j.s.saveCheckpoint(ctx, &data)
+}
+
+// collWriter writes one collection: adders send batches to Chroma, a
+// verifier reads each batch back and compares it with the archive, and
+// batches are checkpointed in archive order once verified.
+type collWriter struct {
+	j    *job
+	idx  int
+	info archive.CollectionInfo
+	want contract.CollectionSummary
+	cs   *collCheckpoint
+	how  string
+	sel  map[string]bool // batch-level: the batches to upsert
+	dim  int
+
+	staging, old string
+	stage0       string // the collection's stage when the writer started
+	from         int    // the first batch still to write
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	in     chan writeItem
+	added  chan writeItem
+	adders sync.WaitGroup
+	vdone  chan struct{}
+	closed bool
+
+	mu    sync.Mutex
+	order []int       // batch numbers submitted, in order
+	done  map[int]int // verified batch numbers and their record counts
+	err   error
+}
+
+type writeItem struct {
+	k int
+	b *record.Batch
+}
+
+// begin prepares the collection written to and starts the writer.
+func (j *job) begin(ctx context.Context, i int) (*collWriter, error) {
+	sp := j.sp
+	j.mu.Lock()
+	cs := j.ck.Collections[i]
+	if cs == nil {
+		cs = &collCheckpoint{Collection: sp.m.Collections[i].Name, Target: sp.names[i], Action: j.ck.Plan.Items[i].Action}
+		j.ck.Collections[i] = cs
+	}
+	j.mu.Unlock()
+	w := &collWriter{j: j, idx: i, info: sp.arc.md.Collections[i], want: sp.m.Collections[i], cs: cs,
+		staging: workName(cs.Target, stagingSep, j.cmd.OpID), old: workName(cs.Target, oldSep, j.cmd.OpID),
+		done: map[int]int{}}
+	switch {
+	case sp.batches[i] != nil:
+		w.how, w.sel = writeUpsert, sp.batches[i]
+	case sp.req.InPlace:
+		w.how = writeInPlace
+	default:
+		w.how = writeStage
+	}
+	if w.info.Dimension != nil {
+		w.dim = *w.info.Dimension
+	}
+	if cs.Stage == "" || cs.Stage == stageWriting {
+		var err error
+		switch w.how {
+		case writeStage:
+			err = w.prepareStaging(ctx)
+		case writeInPlace:
+			err = w.prepareInPlace(ctx)
+		default:
+			err = w.prepareUpsert(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	w.start(ctx)
+	return w, nil
+}
+
+func (w *collWriter) client() *chroma.Client { return w.j.sp.target }
+
+// get returns a collection by name, nil if there is none.
+func (w *collWriter) get(ctx context.Context, name string) (*chroma.Collection, error) {
+	c, err := w.client().GetCollection(ctx, w.j.sp.tenant, w.j.sp.database, name)
+	if errors.Is(err, chroma.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get collection %q: %w", name, err)
+	}
+	return c, nil
+}
+
+// create makes a collection with the archived configuration, then sets the
+// archived metadata by a separate update: created together, hnsw:* keys
+// would make Chroma derive the configuration from the metadata.
+func (w *collWriter) create(ctx context.Context, name string) (*chroma.Collection, error) {
+	c, err := w.client().CreateCollection(ctx, w.j.sp.tenant, w.j.sp.database, chroma.CreateCollection{
+		Name: name, Configuration: w.info.Configuration, Metadata: w.info.Metadata, GetOrCreate: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create collection %q: %w", name, err)
+	}
+	if len(w.info.Metadata) > 0 && !metadataEqual(c.Metadata, w.info.Metadata) {
+		// An earlier attempt created it and died before the metadata update.
+		if err := w.client().ModifyCollection(ctx, w.j.sp.tenant, w.j.sp.database, c.ID, nil, w.info.Metadata); err != nil {
+			return nil, fmt.Errorf("set metadata of collection %q: %w", name, err)
+		}
+	}
+	return c, nil
+}
+
+// resetProgress forgets the batches written to a work collection that is
+// gone or replaced. Callers hold no lock.
+func (w *collWriter) resetProgress(ctx context.Context, workID string) error {
+	return w.j.saveCheckpoint(ctx, func(ck *checkpoint) {
+		ck.RecordsWritten -= w.cs.Records
+		w.cs.WorkID, w.cs.NextBatch, w.cs.Records, w.cs.MaxDiff = workID, 0, 0, 0
+		w.cs.Stage = stageWriting
+	})
+}
+
+// prepareStaging creates the staging collection, or finds the one an
+// earlier attempt of this op was writing.
+func (w *collWriter) prepareStaging(ctx context.Context) error {
+	s, err := w.get(ctx, w.staging)
+	if err != nil {
+		return err
+	}
+	if s != nil && w.cs.WorkID == s.ID {
+		return nil // resume at NextBatch
+	}
+	// Either nothing was written yet, or an earlier attempt created it and
+	// died before checkpointing: re-adding what it holds is harmless.
+	c, err := w.create(ctx, w.staging)
+	if err != nil {
+		return err
+	}
+	return w.resetProgress(ctx, c.ID)
+}
+
+// prepareInPlace deletes and recreates the target, unless an earlier
+// attempt of this op already recreated it.
+func (w *collWriter) prepareInPlace(ctx context.Context) error {
+	live, err := w.get(ctx, w.cs.Target)
+	if err != nil {
+		return err
+	}
+	if live != nil && w.cs.WorkID == live.ID {
+		return nil
+	}
+	if live != nil {
+		if err := w.client().DeleteCollection(ctx, w.j.sp.tenant, w.j.sp.database, w.cs.Target); err != nil && !errors.Is(err, chroma.ErrNotFound) {
+			return fmt.Errorf("delete collection %q to restore it in place: %w", w.cs.Target, err)
+		}
+	}
+	c, err := w.create(ctx, w.cs.Target)
+	if err != nil {
+		return err
+	}
+	return w.resetProgress(ctx, c.ID)
+}
+
+// prepareUpsert finds the live target, creating it if it is missing.
+func (w *collWriter) prepareUpsert(ctx context.Context) error {
+	live, err := w.get(ctx, w.cs.Target)
+	if err != nil {
+		return err
+	}
+	if live == nil {
+		if live, err = w.create(ctx, w.cs.Target); err != nil {
+			return err
+		}
+	}
+	if live.ID == w.cs.WorkID {
+		return nil
+	}
+	return w.resetProgress(ctx, live.ID)
+}
+
+// wants reports whether batch k (named name) is still to be written.
+func (w *collWriter) wants(k int, name string) bool {
+	if w.stage0 != stageWriting || k < w.from {
+		return false
+	}
+	return w.sel == nil || w.sel[name]
+}
+
+func (w *collWriter) start(ctx context.Context) {
+	w.j.mu.Lock()
+	w.stage0, w.from = w.cs.Stage, w.cs.NextBatch
+	w.j.mu.Unlock()
+	w.ctx, w.cancel = context.WithCancelCause(ctx)
+	workers := w.j.s.cfg.AddWorkers
+	w.in = make(chan writeItem, 1)
+	w.added = make(chan writeItem, workers)
+	w.vdone = make(chan struct{})
+	for range workers {
+		w.adders.Go(w.addLoop)
+	}
+	go func() {
+		w.adders.Wait()
+		close(w.added)
+	}()
+	go w.verifyLoop()
+}
+
+func (w *collWriter) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+	w.cancel(err)
+}
+
+func (w *collWriter) submit(k int, b *record.Batch) error {
+	w.mu.Lock()
+	w.order = append(w.order, k)
+	w.mu.Unlock()
+	select {
+	case w.in <- writeItem{k: k, b: b}:
+		return nil
+	case <-w.ctx.Done():
+		return w.failure()
+	}
+}
+
+func (w *collWriter) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	return context.Cause(w.ctx)
+}
+
+func (w *collWriter) addLoop() {
+	for it := range w.in {
+		if w.ctx.Err() != nil {
+			continue
+		}
+		b, err := w.fillNullEmbeddings(it.b)
+		if err == nil {
+			if w.how == writeUpsert {
+				// Chroma's upsert merges metadata and keeps a document or
+				// URI sent as null, so each record is replaced as a whole:
+				// deleted, then added. Both steps repeat harmlessly.
+				err = w.client().Delete(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, b.IDs)
+			}
+			if err == nil {
+				err = w.client().Add(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, b)
+			}
+		}
+		if err != nil {
+			w.fail(fmt.Errorf("write %s batch %d of collection %q: %w", w.how, it.k, w.cs.Collection, err))
+			continue
+		}
+		select {
+		case w.added <- it:
+		case <-w.ctx.Done():
+		}
+	}
+}
+
+// fillNullEmbeddings turns null embeddings (which Chroma gives for zero
+// vectors in cosine spaces) into zero vectors, which Chroma stores as null
+// again; it refuses a null embedding on add.
+func (w *collWriter) fillNullEmbeddings(b *record.Batch) (*record.Batch, error) {
+	if b.Embeddings == nil {
+		return nil, fmt.Errorf("batch of collection %q has no embeddings", w.cs.Collection)
+	}
+	dim := w.dim
+	var nulls bool
+	for _, e := range b.Embeddings {
+		if e == nil {
+			nulls = true
+		} else if dim == 0 {
+			dim = len(e)
+		}
+	}
+	if !nulls {
+		return b, nil
+	}
+	if dim == 0 {
+		return nil, fmt.Errorf("collection %q: records with null embeddings and no known dimension cannot be written", w.cs.Collection)
+	}
+	cp := *b
+	cp.Embeddings = make([][]float32, len(b.Embeddings))
+	for i, e := range b.Embeddings {
+		if e == nil {
+			e = make([]float32, dim)
+		}
+		cp.Embeddings[i] = e
+	}
+	return &cp, nil
+}
+
+func (w *collWriter) verifyLoop() {
+	defer close(w.vdone)
+	cosine := spaceOf(w.info.Configuration, w.info.Metadata) == "cosine"
+	for it := range w.added {
+		if w.ctx.Err() != nil {
+			continue
+		}
+		got, err := w.client().Get(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, chroma.GetRequest{IDs: it.b.IDs})
+		if err != nil {
+			w.fail(fmt.Errorf("read back batch %d of collection %q: %w", it.k, w.cs.Collection, err))
+			continue
+		}
+		chk := batchCheck{cosine: cosine}
+		chk.compare(it.b, got)
+		if chk.total > 0 {
+			w.j.addDiffs(w.idx, chk.diffs, chk.total)
+			w.fail(fmt.Errorf("%w: collection %q, batch %d: %d differences, first: %s", errVerify, w.cs.Collection, it.k, chk.total, chk.diffs[0]))
+			continue
+		}
+		if err := w.commit(it, chk.maxDiff); err != nil {
+			w.fail(err)
+		}
+	}
+}
+
+// commit checkpoints the verified batches that continue the run of
+// verified batches in archive order.
+func (w *collWriter) commit(it writeItem, maxDiff float64) error {
+	w.mu.Lock()
+	w.done[it.k] = it.b.Len()
+	next, recs := -1, 0
+	for len(w.order) > 0 {
+		n, ok := w.done[w.order[0]]
+		if !ok {
+			break
+		}
+		next = w.order[0] + 1
+		recs += n
+		delete(w.done, w.order[0])
+		w.order = w.order[1:]
+	}
+	w.mu.Unlock()
+	if next < 0 {
+		return nil
+	}
+	j := w.j
+	if err := j.saveCheckpoint(w.ctx, func(ck *checkpoint) {
+		w.cs.NextBatch = next
+		w.cs.Records += int64(recs)
+		w.cs.MaxDiff = max(w.cs.MaxDiff, maxDiff)
+		ck.RecordsWritten += int64(recs)
+	}); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	done, total := j.ck.RecordsWritten, j.ck.Plan.WriteRecords
+	j.mu.Unlock()
+	j.progress.Update(contract.Progress{Phase: phaseRestoring, Collection: w.cs.Collection, DoneRecords: done, TotalRecords: total})
+	return j.s.callHook(w.ctx, j.hookPoint("batch", w))
+}
+
+// stop closes the input and waits for the writer's goroutines.
+func (w *collWriter) stop() error {
+	if !w.closed {
+		w.closed = true
+		close(w.in)
+	}
+	<-w.vdone
+	return w.failure()
+}
+
+// abort stops the writer after an error elsewhere.
+func (w *collWriter) abort() {
+	w.cancel(errAborted)
+	_ = w.stop()
+}
+
+// finish waits for the last batches, then checks the whole collection and,
+// when staging, swaps it in.
+func (w *collWriter) finish(ctx context.Context) error {
+	if err := w.stop(); err != nil {
+		return err
+	}
+	w.cancel(nil)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	j := w.j
+	if w.how == writeUpsert {
+		return w.done_(ctx)
+	}
+	if w.cs.Stage == stageWriting {
+		name := w.cs.Target
+		if w.how == writeStage {
+			name = w.staging
+		}
+		if err := j.checkCollection(ctx, w.idx, name, w.cs.WorkID); err != nil {
+			return err
+		}
+		if w.how == writeInPlace {
+			return w.done_(ctx)
+		}
+		if err := j.saveCheckpoint(ctx, func(*checkpoint) { w.cs.Stage = stageStaged }); err != nil {
+			return err
+		}
+	}
+	j.setPhase(ctx, phaseSwapping)
+	if err := w.swap(ctx); err != nil {
+		return err
+	}
+	j.setPhase(ctx, phaseRestoring)
+	return w.done_(ctx)
+}
+
+func (w *collWriter) done_(ctx context.Context) error {
+	if err := w.j.saveCheckpoint(ctx, func(*checkpoint) { w.cs.Stage = stageDone }); err != nil {
+		return err
+	}
+	w.j.step(ctx, "collection restored", map[string]any{"collection": w.cs.Collection, "target": w.cs.Target,
+		"action": w.cs.Action, "how": w.how, "records": w.cs.Records})
+	return nil
+}
+
+// checkCollection compares a written collection as a whole with archive
+// collection i: it is the collection written to (workID), holds exactly the
+// archived number of records (each of which was verified as it was
+// written, so no id is missing and none is extra), and has the archived
+// metadata and configuration.
+func (j *job) checkCollection(ctx context.Context, i int, name, workID string) error {
+	sp := j.sp
+	info, want := sp.arc.md.Collections[i], sp.m.Collections[i]
+	c, err := sp.target.GetCollection(ctx, sp.tenant, sp.database, name)
+	if err != nil && !errors.Is(err, chroma.ErrNotFound) {
+		return fmt.Errorf("get collection %q: %w", name, err)
+	}
+	var diffs []string
+	switch {
+	case c == nil:
+		diffs = append(diffs, fmt.Sprintf("collection %q does not exist", name))
+	case c.ID != workID:
+		diffs = append(diffs, fmt.Sprintf("collection %q is %s, not the collection written (%s)", name, c.ID, workID))
+	default:
+		n, err := sp.target.Count(ctx, sp.tenant, sp.database, c.ID)
+		if err != nil {
+			return fmt.Errorf("count collection %q: %w", name, err)
+		}
+		if int64(n) != want.Count {
+			diffs = append(diffs, fmt.Sprintf("%d records, the snapshot has %d", n, want.Count))
+		}
+		if !metadataEqual(c.Metadata, info.Metadata) {
+			diffs = append(diffs, fmt.Sprintf("collection metadata %s, the snapshot has %s", metaJSON(c.Metadata), metaJSON(info.Metadata)))
+		}
+		if !jsonEqual(c.Configuration, info.Configuration) {
+			diffs = append(diffs, fmt.Sprintf("configuration %s, the snapshot has %s", c.Configuration, info.Configuration))
+		}
+	}
+	if len(diffs) > 0 {
+		j.addDiffs(i, diffs, len(diffs))
+		return fmt.Errorf("%w: collection %q restored as %q: %s", errVerify, want.Name, name, diffs[0])
+	}
+	return nil
+}
+
+// swap puts the staging collection in the target's place by renames:
+// target -> old, staging -> target, then deletes old. Readers see the old
+// collection or the restored one, never a half-written one. Each step is
+// recognised by the names that exist, so a redelivered command finishes a
+// swap its predecessor was cut short in.
+func (w *collWriter) swap(ctx context.Context) error {
+	sp := w.j.sp
+	if w.cs.Stage == stageStaged {
+		live, err := w.get(ctx, w.cs.Target)
+		if err != nil {
+			return err
+		}
+		if live == nil || live.ID != w.cs.WorkID {
+			staging, err := w.get(ctx, w.staging)
+			if err != nil {
+				return err
+			}
+			if staging == nil || staging.ID != w.cs.WorkID {
+				return fmt.Errorf("staging collection %q (%s) of %q is gone; nothing was swapped in", w.staging, w.cs.WorkID, w.cs.Target)
+			}
+			if live != nil {
+				old, err := w.get(ctx, w.old)
+				if err != nil {
+					return err
+				}
+				if old != nil {
+					return fmt.Errorf("cannot swap %q in: both %q and %q exist; rename or delete one of them and retry", w.cs.Target, w.cs.Target, w.old)
+				}
+				if err := w.rename(ctx, live.ID, w.old); err != nil {
+					return err
+				}
+				if err := w.j.s.callHook(ctx, w.j.hookPoint("swap_renamed_old", w)); err != nil {
+					return err
+				}
+			}
+			if err := w.rename(ctx, w.cs.WorkID, w.cs.Target); err != nil {
+				return err
+			}
+		}
+		if err := w.j.saveCheckpoint(ctx, func(*checkpoint) { w.cs.Stage = stageSwapped }); err != nil {
+			return err
+		}
+	}
+	err := w.client().DeleteCollection(ctx, sp.tenant, sp.database, w.old)
+	if err != nil && !errors.Is(err, chroma.ErrNotFound) {
+		return fmt.Errorf("delete the replaced collection (now %q): %w", w.old, err)
+	}
+	return nil
+}
+
+func (w *collWriter) rename(ctx context.Context, id, name string) error {
+	if err := w.client().ModifyCollection(ctx, w.j.sp.tenant, w.j.sp.database, id, &name, nil); err != nil {
+		return fmt.Errorf("rename collection %s to %q: %w", id, name, err)
+	}
+	return nil
+}
+
+// undo takes back a collection's unfinished work after a failure or cancel:
+// a swap cut short is reversed and the staging collection deleted, so the
+// target holds what it held before. In place and batch-level writes cannot
+// be undone; the safety snapshot holds what was there.
+func (w *collWriter) undo(ctx context.Context) error {
+	if w.how != writeStage || w.cs.Stage == stageDone || w.cs.Stage == stageSwapped {
+		return nil
+	}
+	sp := w.j.sp
+	live, err := w.get(ctx, w.cs.Target)
+	if err != nil {
+		return err
+	}
+	if live == nil {
+		old, err := w.get(ctx, w.old)
+		if err != nil {
+			return err
+		}
+		if old != nil {
+			if err := w.rename(ctx, old.ID, w.cs.Target); err != nil {
+				return fmt.Errorf("put %q back: %w", w.cs.Target, err)
+			}
+		}
+	} else if live.ID == w.cs.WorkID {
+		return nil // swapped in after all: it is restored and verified
+	}
+	err = w.client().DeleteCollection(ctx, sp.tenant, sp.database, w.staging)
+	if err != nil && !errors.Is(err, chroma.ErrNotFound) {
+		return fmt.Errorf("delete staging collection %q: %w", w.staging, err)
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package restorer_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestFullRollbackRoundTrip: snapshot the full fixture, damage it as a bad
+// migration does, plan (nothing changes), start without confirmation
+// (nothing changes), roll back (with a running migration paused and
+// resumed, and a second rollback refused meanwhile), then every record of
+// every collection equals the pre-migration state. Then the rollback's
+// safety snapshot brings back the damaged state, and a rollback with
+// drop_extra the exact pre-migration one.
+func TestFullRollbackRoundTrip(t *testing.T) {
+	e := seeded(t)
+	ctx := t.Context()
+
+	// Two running migrations; only the one on acme/prod is paused.
+	for _, m := range []contract.MigrationRecord{
+		{Job: "reindex", Tenant: "acme", Database: "prod", Status: contract.MigrationRunning},
+		{Job: "elsewhere", Tenant: "beta", Database: "main", Status: contract.MigrationRunning},
+	} {
+		m.Envelope = contract.NewEnvelope(contract.TypeMigrationRecord)
+		m.StartedAt = time.Now().UTC()
+		if _, err := e.nats.Assets.State.Put(ctx, contract.MigrationKey(m.Job), []byte(mustJSON(t, m))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var cmu sync.Mutex
+	var controls []contract.Control
+	sub, err := e.nats.Conn.Subscribe(e.subj.Control("*"), func(m *nats.Msg) {
+		var c contract.Control
+		if err := json.Unmarshal(m.Data, &c); err != nil {
+			t.Errorf("control message %s: %v", m.Data, err)
+		}
+		cmu.Lock()
+		controls = append(controls, c)
+		cmu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	var armed atomic.Bool
+	reached := make(chan restorer.HookPoint, 1)
+	release := make(chan struct{})
+	e.startRestorer(t, restorer.Config{}, func(ctx context.Context, p restorer.HookPoint) error {
+		if p.Name == "batch" && armed.CompareAndSwap(true, false) {
+			reached <- p
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+
+	pre := e.dump(t, "acme", "prod")
+	staging, beta := e.dump(t, "acme", "staging"), e.dump(t, "beta", "main")
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	damage(t, e.cc, 1)
+	damaged := e.dump(t, "acme", "prod")
+
+	t.Run("plan changes nothing", func(t *testing.T) {
+		p := e.plan(t, contract.RollbackRequest{SnapshotID: "pre_migration"})
+		if p.SnapshotID != snap || !p.ArchiveVerified || p.Mode != "full" || !p.SafetySnapshot {
+			t.Errorf("plan %s", mustJSON(t, p))
+		}
+		want := map[string]struct {
+			action       string
+			current, snp int64
+		}{
+			"corpus.v1":       {contract.PlanReplace, 370, 400},
+			"personality":     {contract.PlanReplace, 200, 200},
+			"cosine_768":      {contract.PlanReplace, 100, 150},
+			"empty":           {contract.PlanReplace, 1, 0},
+			"hnsw_meta":       {contract.PlanCreate, -1, 50},
+			"migration_added": {contract.PlanExtra, 2, 0},
+		}
+		if len(p.Items) != len(want) {
+			t.Errorf("plan has %d items, want %d: %s", len(p.Items), len(want), mustJSON(t, p.Items))
+		}
+		for _, it := range p.Items {
+			w, ok := want[it.Target]
+			if !ok || it.Action != w.action || it.CurrentRecords != w.current || it.SnapshotRecords != w.snp {
+				t.Errorf("plan item %+v, want %+v", it, w)
+			}
+		}
+		if p.WriteRecords != 800 || p.AddRate <= 0 || p.EstimatedSeconds <= 0 {
+			t.Errorf("plan writes %d records at %.0f/s in %.1fs; want 800 and an estimate", p.WriteRecords, p.AddRate, p.EstimatedSeconds)
+		}
+		if !slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "migration_added") }) {
+			t.Errorf("plan does not warn about the extra collection: %q", p.Warnings)
+		}
+		compareDB(t, "after plan", e.dump(t, "acme", "prod"), damaged, nil)
+	})
+
+	t.Run("start without confirmation changes nothing", func(t *testing.T) {
+		r := e.start(t, contract.RollbackRequest{SnapshotID: snap})
+		if r.Status != "refused" || r.OpID != "" || !strings.Contains(r.Refused, `"confirm": true`) || r.Plan == nil {
+			t.Errorf("unconfirmed start: %s", mustJSON(t, r))
+		}
+		if keys := e.stateKeys(t, "op."); len(keys) != 1 { // the snapshot's
+			t.Errorf("operations %v after an unconfirmed start", keys)
+		}
+		if n := e.commands(t, "rollback"); n != 0 {
+			t.Errorf("%d rollback commands enqueued without confirmation", n)
+		}
+		compareDB(t, "after unconfirmed start", e.dump(t, "acme", "prod"), damaged, nil)
+	})
+
+	var first contract.Operation
+	t.Run("full rollback", func(t *testing.T) {
+		armed.Store(true)
+		r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true, Actor: "alice", Reason: "bad migration"})
+		if r.OpID == "" || r.Status != contract.StatusQueued || r.Progress != e.subj.Progress(r.OpID) {
+			t.Fatalf("start reply %s", mustJSON(t, r))
+		}
+		select {
+		case <-reached:
+		case <-time.After(time.Minute):
+			t.Fatal("the rollback never wrote a batch")
+		}
+		// While it runs: the fence is raised and a second rollback is refused.
+		entry, err := e.nats.Assets.State.Get(ctx, contract.FenceKey("acme", "prod"))
+		if err != nil || !strings.Contains(string(entry.Value()), r.OpID) {
+			t.Errorf("fence while restoring: %v %v", entry, err)
+		}
+		code, data := e.request(t, e.subj.API("rollback", "start"), contract.RollbackRequest{SnapshotID: snap, Collections: []string{"empty"}, Confirm: true, Actor: "bob"})
+		if code != contract.CodeConflict || !strings.Contains(string(data), r.OpID) || !strings.Contains(string(data), "alice") {
+			t.Errorf("second rollback: %d %s; want 409 naming %s and alice", code, data, r.OpID)
+		}
+		code, data = e.request(t, e.subj.API("rollback", "status"), contract.OperationRef{OpID: r.OpID})
+		var running contract.Operation
+		if code != 0 || json.Unmarshal(data, &running) != nil || running.Status != contract.StatusRunning || running.Phase != "restoring" {
+			t.Errorf("status while restoring: %d %s", code, data)
+		}
+		close(release)
+		first = e.waitOp(t, r.OpID, 2*time.Minute)
+		if first.Status != contract.StatusCompleted {
+			t.Fatalf("rollback ended %s: %s", first.Status, first.Error)
+		}
+		rep := first.Restore
+		if rep == nil || !rep.Verified || rep.SafetySnapshotID == "" || rep.RecordsWritten != 800 {
+			t.Fatalf("report %s", mustJSON(t, rep))
+		}
+		for _, c := range rep.Collections {
+			wantCheck := "bit-exact"
+			if c.Collection == "cosine_768" {
+				wantCheck = "tolerance"
+			}
+			if !c.Verified || c.EmbeddingCheck != wantCheck || len(c.Differences) > 0 {
+				t.Errorf("collection report %+v", c)
+			}
+		}
+		want := pre.clone()
+		want["migration_added"] = damaged["migration_added"] // extra collections are kept
+		compareDB(t, "after rollback", e.dump(t, "acme", "prod"), want, nil)
+		compareDB(t, "acme/staging", e.dump(t, "acme", "staging"), staging, nil)
+		compareDB(t, "beta/main", e.dump(t, "beta", "main"), beta, nil)
+		e.assertReleased(t)
+
+		cmu.Lock()
+		got := slices.Clone(controls)
+		cmu.Unlock()
+		var seq []string
+		for _, c := range got {
+			seq = append(seq, c.Job+":"+c.Command)
+			if c.OpID != r.OpID || c.Reason == "" {
+				t.Errorf("control %+v lacks the op id or a reason", c)
+			}
+		}
+		if !slices.Equal(seq, []string{"reindex:pause", "reindex:resume"}) {
+			t.Errorf("control messages %q, want reindex:pause then reindex:resume", seq)
+		}
+		evs := e.auditEvents(t)
+		for _, outcome := range []string{contract.OutcomeStarted, contract.OutcomeCompleted} {
+			found := findAudit(evs, "rollback", outcome)
+			if len(found) != 1 || found[0].OpID != r.OpID || found[0].Actor != "alice" || found[0].Reason != "bad migration" {
+				t.Errorf("%s audit events %+v", outcome, found)
+			}
+		}
+		if steps := findAudit(evs, "rollback.step", contract.OutcomeCompleted); len(steps) < 6 {
+			t.Errorf("%d step audit events, want fence, safety snapshot and one per collection", len(steps))
+		}
+	})
+	if first.Restore == nil {
+		t.FailNow()
+	}
+
+	t.Run("safety snapshot restores the state before the rollback", func(t *testing.T) {
+		e.rollback(t, contract.RollbackRequest{SnapshotID: first.Restore.SafetySnapshotID, NoSafetySnapshot: true})
+		want := damaged.clone()
+		want["hnsw_meta"] = pre["hnsw_meta"] // created by the rollback, not in its safety snapshot: kept as extra
+		compareDB(t, "after undoing the rollback", e.dump(t, "acme", "prod"), want, nil)
+	})
+
+	t.Run("drop_extra", func(t *testing.T) {
+		op := e.rollback(t, contract.RollbackRequest{SnapshotID: snap, DropExtra: true})
+		compareDB(t, "after rollback with drop_extra", e.dump(t, "acme", "prod"), pre, nil)
+		if !slices.ContainsFunc(op.Restore.Collections, func(c contract.RestoreCollectionReport) bool {
+			return c.Target == "migration_added" && c.Action == contract.PlanDrop
+		}) {
+			t.Errorf("report does not list the drop: %s", mustJSON(t, op.Restore))
+		}
+		e.assertReleased(t)
+	})
+}
+
+// commands counts the commands ever enqueued on chroma.cmd.<kind>.
+func (e *env) commands(t *testing.T, kind string) int {
+	t.Helper()
+	info, err := e.nats.Assets.Commands.Info(t.Context(), jetstream.WithSubjectFilter(e.subj.Command(kind)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n
+}
+
+// auditEvents returns every event in the audit stream so far.
+func (e *env) auditEvents(t *testing.T) []contract.AuditEvent {
+	t.Helper()
+	ctx := t.Context()
+	info, err := e.nats.Assets.Audit.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(info.State.Msgs)
+	if n == 0 {
+		return nil
+	}
+	cons, err := e.nats.Assets.Audit.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []contract.AuditEvent
+	for m := range batch.Messages() {
+		var ev contract.AuditEvent
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			t.Fatalf("audit event %s: %v", m.Data(), err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func findAudit(evs []contract.AuditEvent, action, outcome string) []contract.AuditEvent {
+	var out []contract.AuditEvent
+	for _, ev := range evs {
+		if ev.Action == action && ev.Outcome == outcome {
+			out = append(out, ev)
+		}
+	}
+	return out
+}

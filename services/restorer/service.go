@@ -1,0 +1,266 @@
+package restorer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Version is the restorer's SemVer, as `nats micro ls` shows it.
+const Version = "0.1.0"
+
+// ServiceName is the micro service name.
+const ServiceName = "chromadb-restorer"
+
+// consumerName is the durable consumer of rollback commands.
+const consumerName = "restorer"
+
+// auditService names the restorer in audit subjects and events.
+const auditService = "restorer"
+
+// Service is one restorer instance.
+type Service struct {
+	cfg    Config
+	nc     *nats.Conn
+	subj   contract.Subjects
+	chroma *chroma.Client
+	log    *slog.Logger
+	ownURL string
+
+	assets *bus.Assets
+	audit  *bus.Auditor
+
+	mu      sync.Mutex
+	addRate float64                   // measured records/s, 0 until a restore ran
+	clients map[string]*chroma.Client // other Chroma servers, by normalized URL
+
+	// hook, set only by tests, is called at named points of a job.
+	hook func(ctx context.Context, p hookPoint) error
+}
+
+// hookPoint says where a job is, for tests that stop it there.
+type hookPoint struct {
+	Name       string // "batch", "collection", "swap_renamed_old", "safety_snapshot"
+	OpID       string
+	Attempt    int
+	Collection string // snapshot name
+	Batch      int    // batches of the collection written and verified
+	Client     *chroma.Client
+	Tenant     string
+	Database   string
+	WorkID     string // the staging (or in-place) collection's id
+}
+
+// New returns a Service; Run starts it. cc is the client for cfg.ChromaURL.
+func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, log *slog.Logger) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil || cc == nil {
+		return nil, errors.New("restorer: a NATS connection and a Chroma client are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	own, _ := normalizeURL(cfg.ChromaURL)
+	return &Service{
+		cfg: cfg, nc: nc, subj: subj, chroma: cc, ownURL: own,
+		log:     log.With("service", auditService, "instance", cfg.Instance),
+		clients: map[string]*chroma.Client{},
+	}, nil
+}
+
+// Run bootstraps JetStream, serves the rollback API and takes rollback jobs
+// until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	s.assets, err = bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj})
+	cancel()
+	if err != nil {
+		return err
+	}
+	s.audit = bus.NewAuditor(js, s.subj, auditService, s.log)
+
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:        ServiceName,
+		Version:     Version,
+		Description: "verified rollbacks of Chroma from snapshots: plan, start, status, cancel",
+		Metadata:    map[string]string{"instance": s.cfg.Instance},
+	})
+	if err != nil {
+		return fmt.Errorf("add micro service: %w", err)
+	}
+	defer svc.Stop()
+	g := svc.AddGroup(s.subj.APIGroup("rollback"))
+	for name, h := range map[string]func(context.Context, micro.Request){
+		"plan":   s.handlePlan,
+		"start":  s.handleStart,
+		"status": s.handleStatus,
+		"cancel": s.handleCancel,
+	} {
+		if err := g.AddEndpoint(name, s.handler(ctx, h)); err != nil {
+			return fmt.Errorf("add endpoint %s: %w", name, err)
+		}
+	}
+
+	cons, err := s.assets.Commands.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       consumerName,
+		Description:   "rollback jobs for the restorer",
+		FilterSubject: s.subj.Command("rollback"),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.cfg.AckWait,
+		MaxDeliver:    s.cfg.MaxDeliver,
+		MaxAckPending: 64,
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer: %w", err)
+	}
+	s.log.Info("restorer started", "chroma_url", s.cfg.ChromaURL)
+	return s.consume(ctx, cons)
+}
+
+// consume takes one job at a time: a restore keeps Chroma busy on its own.
+func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			if ctx.Err() != nil {
+				break
+			}
+			s.log.Warn("fetch job failed", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			s.handleJob(ctx, msg)
+		}
+		cancel()
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			s.log.Debug("fetch ended", "err", err)
+		}
+	}
+	s.log.Info("restorer stopped")
+	return nil
+}
+
+// handler runs an endpoint in its own goroutine: a plan verifies a whole
+// archive and must not hold up status or cancel.
+func (s *Service) handler(ctx context.Context, h func(context.Context, micro.Request)) micro.Handler {
+	return micro.HandlerFunc(func(r micro.Request) {
+		go func() {
+			defer func() {
+				if p := recover(); p != nil {
+					s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
+					respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p), "")
+				}
+			}()
+			h(ctx, r)
+		}()
+	})
+}
+
+// respondError sends an error reply: the code and text in the
+// Nats-Service-Error headers and an ErrorBody that says what to fix.
+func respondError(r micro.Request, code int, msg, field string) {
+	body, _ := json.Marshal(contract.ErrorBody{Type: contract.TypeError, Code: code, Error: msg, Field: field})
+	_ = r.Error(fmt.Sprint(code), msg, body)
+}
+
+func respondJSON(r micro.Request, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		respondError(r, contract.CodeInternal, "encode reply: "+err.Error(), "")
+		return
+	}
+	_ = r.Respond(data)
+}
+
+// targetClient returns the client for a request's chroma_url: the
+// restorer's own for "" or its own URL, else a client for an allowed URL.
+func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
+	if raw == "" {
+		return s.chroma, s.ownURL, nil
+	}
+	u, err := normalizeURL(raw)
+	if err != nil {
+		return nil, "", badRequest("chroma_url", "chroma_url: %v", err)
+	}
+	if u == s.ownURL {
+		return s.chroma, u, nil
+	}
+	if !slices.Contains(s.cfg.AllowedChromaURLs, "*") && !slices.ContainsFunc(s.cfg.AllowedChromaURLs, func(a string) bool {
+		n, _ := normalizeURL(a)
+		return n == u
+	}) {
+		return nil, "", badRequest("chroma_url", "chroma_url %s is not allowed: this restorer writes to %s and to the servers it was started with in --allow-chroma-url", u, s.ownURL)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.clients[u]; ok {
+		return c, u, nil
+	}
+	opts := []chroma.Option{chroma.WithLogger(s.log), chroma.WithAuthHeader(s.cfg.ChromaAuthHeader)}
+	if s.cfg.ChromaToken != "" {
+		opts = append(opts, chroma.WithToken(s.cfg.ChromaToken))
+	}
+	c, err := chroma.New(u, opts...)
+	if err != nil {
+		return nil, "", badRequest("chroma_url", "%v", err)
+	}
+	s.clients[u] = c
+	return c, u, nil
+}
+
+// measuredAddRate is the add rate a plan's estimate assumes.
+func (s *Service) measuredAddRate() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.addRate > 0 {
+		return s.addRate
+	}
+	return s.cfg.DefaultAddRate
+}
+
+// recordAddRate keeps what a restore measured; small restores are noise.
+func (s *Service) recordAddRate(records int64, seconds float64) {
+	if records < 500 || seconds <= 0 {
+		return
+	}
+	rate := float64(records) / seconds
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.addRate == 0 {
+		s.addRate = rate
+	} else {
+		s.addRate = 0.5*s.addRate + 0.5*rate
+	}
+}
+
+func (s *Service) callHook(ctx context.Context, p hookPoint) error {
+	if s.hook == nil {
+		return nil
+	}
+	return s.hook(ctx, p)
+}
