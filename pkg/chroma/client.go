@@ -302,7 +302,7 @@ func (c *Client) attempt(ctx context.Context, op, method, path string, body []by
 	if decode == nil {
 		return nil
 	}
-	br := &errReader{r: resp.Body}
+	br := &errReader{r: resp.Body, size: resp.ContentLength}
 	if err := decode(br); err != nil {
 		if br.err != nil || errors.Is(err, io.ErrUnexpectedEOF) || isTimeout(err) {
 			// The connection broke mid-body: worth another try.
@@ -316,9 +316,13 @@ func (c *Client) attempt(ctx context.Context, op, method, path string, body []by
 // errReader remembers a read error other than EOF, telling a broken
 // connection apart from a malformed answer.
 type errReader struct {
-	r   io.Reader
-	err error
+	r    io.Reader
+	err  error
+	size int64 // Content-Length, -1 when unknown
 }
+
+// ContentLength is the body's announced size, -1 when unknown.
+func (e *errReader) ContentLength() int64 { return e.size }
 
 func (e *errReader) Read(p []byte) (int, error) {
 	n, err := e.r.Read(p)

@@ -118,7 +118,11 @@ func DecodeGetResponse(r io.Reader) (*record.Batch, error) {
 		URIs       []*string         `json:"uris"`
 		Metadatas  []record.Metadata `json:"metadatas"`
 	}
-	if err := json.NewDecoder(r).Decode(&resp); err != nil {
+	data, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, &resp); err != nil {
 		return nil, err
 	}
 	if resp.IDs == nil {
@@ -143,6 +147,33 @@ func DecodeGetResponse(r io.Reader) (*record.Batch, error) {
 		return nil, fmt.Errorf("get answer: %w", err)
 	}
 	return b, nil
+}
+
+// maxPresize bounds the buffer allocated up front from a Content-Length.
+const maxPresize = 256 << 20
+
+// readBody reads a whole answer into one buffer, sized from the
+// Content-Length when the reader knows it: a get page is tens of MB, and a
+// buffer grown by doubling costs twice the memory and a copy per doubling.
+func readBody(r io.Reader) ([]byte, error) {
+	cl, ok := r.(interface{ ContentLength() int64 })
+	if !ok || cl.ContentLength() <= 0 || cl.ContentLength() > maxPresize {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, 0, cl.ContentLength()+1) // +1 sees EOF without growing
+	for {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+		if len(buf) == cap(buf) { // longer than announced: let append grow it
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
 }
 
 // Add inserts the records of b. Ids the collection already holds are

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -36,6 +38,13 @@ func env(key, def string) string {
 	return def
 }
 
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return v
+	}
+	return def
+}
+
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("snapshotter", flag.ContinueOnError)
 	natsURL := fs.String("nats-url", env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
@@ -46,9 +55,15 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.DataDir, "data-dir", os.Getenv("DATA_DIR"), "path whose free space health reports (env DATA_DIR)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
 	fs.IntVar(&cfg.FetchWorkers, "fetch-workers", 2, "pages fetched from Chroma in parallel")
+	memLimit := fs.Int("memory-limit-mib", envInt("MEMORY_LIMIT_MIB", 100), "soft limit of the Go heap in MiB, 0 for none; GOMEMLIMIT wins when set (env MEMORY_LIMIT_MIB)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	// Pages of tens of MB come and go quickly; without a soft limit the
+	// collector lets the heap grow to twice the live set.
+	if *memLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(*memLimit) << 20)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
