@@ -393,3 +393,16 @@ func countField(obj map[string]json.RawMessage, key string) (*int64, error) {
 	}
 	return &n, nil
 }
+
+// CheckNative compares the manifest with a file that is not a seed archive
+// (a native archive given with a manifest): its checksum, and the counts
+// and collection names when the manifest has them.
+func (m *SeedManifest) CheckNative(sum string, collections []string, total int64) error {
+	colls := make([]collInfo, len(collections))
+	for i, n := range collections {
+		colls[i].name = n
+	}
+	cp := *m
+	cp.Batches = nil // native batch names are not the seed's
+	return cp.check(sum, colls, total, nil)
+}

@@ -80,6 +80,7 @@ func (s *Service) Run(ctx context.Context) error {
 		"list":   s.handleList,
 		"info":   s.handleInfo,
 		"delete": s.handleDelete,
+		"import": s.handleImport,
 	} {
 		if err := g.AddEndpoint(name, s.handler(ctx, h)); err != nil {
 			return fmt.Errorf("add endpoint %s: %w", name, err)
