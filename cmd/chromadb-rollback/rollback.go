@@ -49,10 +49,14 @@ type 'yes' (or pass --yes). --dry-run stops after the plan.`,
 
 			req.Envelope = contract.NewEnvelope(contract.TypeRollbackRequest)
 			req.Actor = a.actor
-			var plan contract.RollbackPlan
-			if err := a.request(ctx, nc, a.subj.API("rollback", "plan"), &req, &plan, max(a.timeout, planTimeout)); err != nil {
+			var planned contract.RollbackReply
+			if err := a.request(ctx, nc, a.subj.API("rollback", "plan"), &req, &planned, max(a.timeout, planTimeout)); err != nil {
 				return err
 			}
+			if planned.Plan == nil {
+				return fmt.Errorf("the restorer answered without a plan (status %q)", planned.Status)
+			}
+			plan := *planned.Plan
 			if dryRun {
 				if a.json {
 					return a.printJSON(plan)

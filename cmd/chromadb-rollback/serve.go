@@ -2,17 +2,23 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/gate"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsembed"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 )
 
@@ -59,7 +65,7 @@ func newLogger(w *os.File) *slog.Logger {
 
 func (a *app) serveCmd() *cobra.Command {
 	var cf chromaFlags
-	var dataDir, listen string
+	var dataDir, listen, gateListen, allowURLs string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run an embedded JetStream server and the services in one process",
@@ -101,14 +107,80 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			rcfg := restorer.Config{ChromaURL: cf.url, Instance: hostInstance("restorer"), ChromaToken: cf.token, AllowedChromaURLs: splitList(allowURLs)}
+			if strings.EqualFold(cf.authHeader, "bearer") || strings.EqualFold(cf.authHeader, "authorization") {
+				rcfg.ChromaAuthHeader = chroma.AuthBearer
+			}
+			rest, err := restorer.New(rcfg, nc, a.subj, cc, log)
+			if err != nil {
+				return err
+			}
+			services := []func(context.Context) error{snap.Run, rest.Run}
+			if gateListen != "" {
+				run, err := a.gateRunner(ctx, nc, cf.url, gateListen, log)
+				if err != nil {
+					return err
+				}
+				services = append(services, run)
+			}
 			fmt.Fprintf(a.stderr, "chromadb-rollback serving: NATS %s, Chroma %s, data %s (Ctrl-C to stop)\n", ns.ClientURL(), cf.url, dataDir)
-			return snap.Run(ctx)
+			return runAll(ctx, services...)
 		},
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("DATA_DIR", "./data"), "where the embedded JetStream keeps its data (env DATA_DIR)")
 	cmd.Flags().StringVar(&listen, "listen", envOr("NATS_LISTEN", "127.0.0.1:4222"), "host:port of the embedded NATS server (env NATS_LISTEN)")
+	cmd.Flags().StringVar(&gateListen, "gate-listen", os.Getenv("GATE_LISTEN"), "host:port of the read-only gate, an HTTP proxy to Chroma that refuses writes while a rollback fences the database (env GATE_LISTEN; off when empty)")
+	cmd.Flags().StringVar(&allowURLs, "allow-chroma-url", os.Getenv("ALLOW_CHROMA_URLS"), "comma-separated other Chroma servers a rollback may restore into, or * (env ALLOW_CHROMA_URLS)")
 	return cmd
+}
+
+// gateRunner opens the fence watch and returns the gate's serve loop.
+func (a *app) gateRunner(ctx context.Context, nc *nats.Conn, chromaURL, listen string, log *slog.Logger) (func(context.Context) error, error) {
+	upstream, err := url.Parse(chromaURL)
+	if err != nil {
+		return nil, usageErr("--chroma-url %q: %v", chromaURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	assets, err := bus.Bootstrap(bctx, js, bus.Config{Subjects: a.subj})
+	if err != nil {
+		return nil, err
+	}
+	fences, err := gate.WatchFences(ctx, assets.State, gate.FencesLogger(log), gate.FencesConn(nc))
+	if err != nil {
+		return nil, err
+	}
+	g := gate.New(upstream, fences, gate.WithLogger(log))
+	return func(ctx context.Context) error { return g.Serve(ctx, listen) }, nil
+}
+
+// runAll runs the services until ctx ends or one of them fails, which
+// stops the others; it returns the first failure.
+func runAll(ctx context.Context, services ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(services))
+	for _, run := range services {
+		go func() {
+			err := run(ctx)
+			if err != nil && ctx.Err() == nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range services {
+		if err := <-errs; err != nil && first == nil && !errors.Is(err, context.Canceled) {
+			first = err
+		}
+	}
+	return first
 }
 
 func hostInstance(service string) string {

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+)
+
+const (
+	tTenant = "default_tenant"
+	tDB     = "default_database"
+)
+
+// runIn executes the CLI with stdin.
+func (c cli) runIn(stdin string, args ...string) (int, string, string) {
+	c.t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(c.t.Context(), 3*time.Minute)
+	defer cancel()
+	code := run(ctx, append([]string{"--nats-url", c.url}, args...), strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// startRollbackStack runs what `serve` runs (snapshotter and restorer) on a
+// real Chroma with two seeded collections and an embedded JetStream.
+func startRollbackStack(t *testing.T) (cli, *chroma.Client) {
+	t.Helper()
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	if err := testenv.SeedWorkload(t.Context(), cc, tTenant, tDB, 2, 400, 16, 80); err != nil {
+		t.Fatal(err)
+	}
+	n := testenv.StartNATS(t)
+	subj := contract.Subjects{Prefix: "chroma"}
+	snap, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), subj, cc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, err := restorer.New(restorer.Config{ChromaURL: ch.URL}, n.Connect(t), subj, cc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- runAll(ctx, snap.Run, rest.Run) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c := cli{t: t, url: n.URL}
+	// Both services answer once their endpoints are registered.
+	for _, subject := range []string{subj.API("snapshot", "list"), subj.API("rollback", "status")} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			_, err := n.Conn.Request(subject, []byte(`{}`), time.Second)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v", subject, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return c, cc
+}
+
+// state reads every record of every collection, by name.
+func state(t *testing.T, cc *chroma.Client) map[string]*record.Batch {
+	t.Helper()
+	colls, err := cc.ListCollections(t.Context(), tTenant, tDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*record.Batch{}
+	for _, c := range colls {
+		b, err := testenv.ReadAll(t.Context(), cc, tTenant, tDB, c.ID, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[c.Name] = b
+	}
+	return out
+}
+
+func sameState(t *testing.T, what string, got, want map[string]*record.Batch) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d collections, want %d", what, len(got), len(want))
+	}
+	for name, w := range want {
+		g, ok := got[name]
+		if !ok {
+			t.Fatalf("%s: collection %q missing", what, name)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("%s: collection %q differs (%d records, want %d)", what, name, g.Len(), w.Len())
+		}
+	}
+}
+
+func TestCLIRollback(t *testing.T) {
+	c, cc := startRollbackStack(t)
+	code, stdout, stderr := c.run("snapshot", "create", "--name", "pre_migration", "--json")
+	if code != exitOK {
+		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	before := state(t, cc)
+
+	// A bad migration: half of one collection deleted, the other dropped.
+	ctx := t.Context()
+	w0, err := cc.GetCollection(ctx, tTenant, tDB, "workload_00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Delete(ctx, tTenant, tDB, w0.ID, before["workload_00"].IDs[:200]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.DeleteCollection(ctx, tTenant, tDB, "workload_01"); err != nil {
+		t.Fatal(err)
+	}
+	damaged := state(t, cc)
+
+	t.Run("flags are checked before anything is asked", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"rollback", "pre_migration", "--partial"},
+			{"rollback", "pre_migration", "--failed-collections", "a"},
+			{"rollback", "pre_migration", "--batches", "workload_00"},
+			{"rollback", "pre_migration", "--partial", "--failed-collections", "a", "--drop-extra"},
+			{"rollback", "pre_migration", "--rename", "workload_00"},
+		} {
+			if code, _, stderr := c.run(args...); code != exitUsage {
+				t.Errorf("%v: exit %d (%s), want %d", args, code, stderr, exitUsage)
+			}
+		}
+	})
+
+	code, stdout, stderr = c.run("rollback", "pre_migration", "--dry-run")
+	if code != exitOK {
+		t.Fatalf("dry run: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{m.SnapshotID, "verified", "workload_00", "replace", "workload_01", "create", "Dry run: nothing was changed"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("dry-run output lacks %q:\n%s", want, stdout)
+		}
+	}
+	sameState(t, "after dry run", state(t, cc), damaged)
+
+	if code, _, stderr = c.runIn("no\n", "rollback", "pre_migration"); code != exitFailed || !strings.Contains(stderr, "not confirmed") {
+		t.Errorf("answered no: exit %d, stderr %q", code, stderr)
+	}
+	if code, _, stderr = c.runIn("", "rollback", "pre_migration"); code != exitUsage || !strings.Contains(stderr, "--yes") {
+		t.Errorf("no answer: exit %d, stderr %q", code, stderr)
+	}
+	sameState(t, "after refused confirmations", state(t, cc), damaged)
+
+	code, stdout, stderr = c.runIn("yes\n", "rollback", "pre_migration", "--no-safety-snapshot", "--reason", "bad migration")
+	if code != exitOK {
+		t.Fatalf("rollback: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "Type 'yes' to confirm") || !strings.Contains(stdout, "completed") {
+		t.Errorf("rollback output:\n%s\n%s", stdout, stderr)
+	}
+	sameState(t, "after rollback", state(t, cc), before)
+
+	// The operation id is on the status line; rollback-status reports it.
+	var opID string
+	for _, f := range strings.Fields(stdout) {
+		if strings.HasPrefix(f, "op_") {
+			opID = strings.TrimSuffix(f, ":")
+			break
+		}
+	}
+	if opID == "" {
+		t.Fatalf("no operation id in %q", stdout)
+	}
+	code, stdout, stderr = c.run("rollback-status", opID, "--json")
+	if code != exitOK {
+		t.Fatalf("rollback-status: exit %d: %s", code, stderr)
+	}
+	var op contract.Operation
+	if err := json.Unmarshal([]byte(stdout), &op); err != nil {
+		t.Fatal(err)
+	}
+	if op.Status != contract.StatusCompleted || op.Restore == nil || !op.Restore.Verified || op.Actor == "" {
+		t.Errorf("status of %s: %+v", opID, op)
+	}
+	if code, _, stderr = c.run("rollback-status", "op_nonexistent"); code != exitFailed {
+		t.Errorf("status of an unknown op: exit %d: %s", code, stderr)
+	}
+}
