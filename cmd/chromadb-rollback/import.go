@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+)
+
+// maxManifestBytes keeps the manifest, base64 in the JSON request, under
+// contract.MaxRequestBytes.
+const maxManifestBytes = 40 << 10
+
+func (a *app) snapshotImportCmd() *cobra.Command {
+	var req contract.SnapshotImportRequest
+	var manifestPath string
+	var noManifest bool
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Import an archive: the old tool's .tar.gz (checked against its manifest) or an exported .tar.zst",
+		Long: `Import an archive file as a new snapshot that verifies and restores like any other.
+
+FILE is either the old Python tool's archive (snapshots/<id>.tar.gz holding
+collections.json and metadata.json) or a native archive written by
+'snapshot export'. The old tool kept a manifest JSON with the archive's SHA-256
+beside it (manifests/<id>.json): give it with --manifest, or it is found
+next to FILE (<id>.json) or in ../manifests/<id>.json; the checksum and the
+counts must then agree. Old archives have no tenant or database: they go to
+--tenant/--database (default_tenant/default_database unless given).
+
+The file is uploaded to the object store under a staging name, converted
+and verified by the snapshotter, and the staging object is removed. The new
+snapshot id is printed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			file := args[0]
+			if req.Name != "" {
+				if err := contract.ValidateSnapshotName(req.Name); err != nil {
+					return usageErr("--name: %v", err)
+				}
+			}
+			for flag, v := range map[string]string{"tenant": req.Tenant, "database": req.Database} {
+				if v != "" {
+					if err := contract.ValidateChromaName(flag, v); err != nil {
+						return usageErr("--%s: %v", flag, err)
+					}
+				}
+			}
+			if noManifest && manifestPath != "" {
+				return usageErr("--manifest and --no-manifest contradict each other")
+			}
+			f, err := os.Open(file)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			head := make([]byte, legacy.SniffLen)
+			n, err := io.ReadFull(f, head)
+			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read %s: %w", file, err)
+			}
+			format, err := legacy.Sniff(head[:n])
+			if err != nil {
+				return &exitError{code: exitVerification, err: fmt.Errorf("%s: %w", file, err)}
+			}
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			if manifestPath == "" && !noManifest && format == legacy.FormatSeed {
+				manifestPath = findSeedManifest(file)
+				if manifestPath != "" {
+					fmt.Fprintf(a.stderr, "using manifest %s (--no-manifest to skip it)\n", manifestPath)
+				}
+			}
+			if manifestPath != "" {
+				data, err := readSmall(manifestPath, maxManifestBytes)
+				if err != nil {
+					return usageErr("--manifest: %v", err)
+				}
+				if _, err := legacy.ParseManifest(data); err != nil {
+					return usageErr("--manifest %s: %v", manifestPath, err)
+				}
+				req.Manifest = data
+			} else if format == legacy.FormatSeed {
+				fmt.Fprintln(a.stderr, "warning: no manifest: the archive's checksum cannot be checked (give --manifest)")
+			}
+
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ctx := cmd.Context()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			obs, err := js.ObjectStore(ctx, contract.ObjectSnapshots)
+			if err != nil {
+				return fmt.Errorf("open object store %s: %w (is `chromadb-rollback serve` running?)", contract.ObjectSnapshots, err)
+			}
+			staging := contract.ImportStagingPrefix + contract.NewID("")
+			// Whatever happens from here, the staging object goes.
+			defer func() {
+				dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := obs.Delete(dctx, staging); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+					fmt.Fprintf(a.stderr, "warning: could not remove the staging object %s: %v\n", staging, err)
+				}
+			}()
+			if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: staging, Description: "import staging: " + filepath.Base(file)}, f); err != nil {
+				return fmt.Errorf("upload %s: %w", file, err)
+			}
+
+			req.Envelope = contract.NewEnvelope(contract.TypeImportRequest)
+			req.Object = staging
+			req.FileName = filepath.Base(file)
+			req.Actor = a.actor
+			var m contract.SnapshotManifest
+			if err := a.request(ctx, nc, a.subj.API("snapshot", "import"), &req, &m, max(a.timeout, wait)); err != nil {
+				var ae *apiError
+				if errors.As(err, &ae) {
+					switch ae.Code {
+					case contract.CodeVerificationFailed, contract.CodeTooLarge:
+						return &exitError{code: exitVerification, err: err}
+					case contract.CodeBadRequest:
+						return &exitError{code: exitUsage, err: err}
+					}
+				}
+				return err
+			}
+			if m.ImportedFrom != nil {
+				for _, w := range m.ImportedFrom.Warnings {
+					fmt.Fprintln(a.stderr, "warning:", w)
+				}
+			}
+			if a.json {
+				return a.printJSON(m)
+			}
+			fmt.Fprintf(a.stderr, "imported %s as %s (%q): %d records in %d collections of %s/%s, verified\n",
+				filepath.Base(file), m.SnapshotID, m.Name, m.TotalRecords, len(m.Collections), m.Tenant, m.Database)
+			fmt.Fprintln(a.stdout, m.SnapshotID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&manifestPath, "manifest", "", "the old tool's manifest JSON for FILE (default: found beside FILE or in ../manifests)")
+	f.BoolVar(&noManifest, "no-manifest", false, "do not look for a manifest")
+	f.StringVar(&req.Name, "name", "", "snapshot name (default: the manifest's, the archive's, or FILE's name)")
+	f.StringVar(&req.Tenant, "tenant", "", "tenant the snapshot belongs to (old archives: default_tenant; native: its own)")
+	f.StringVar(&req.Database, "database", "", "database the snapshot belongs to (old archives: default_database; native: its own)")
+	f.StringVar(&req.Reason, "reason", "", "why, recorded in the audit trail")
+	f.DurationVar(&wait, "wait-timeout", 2*time.Hour, "how long to wait for the conversion")
+	return cmd
+}
+
+// findSeedManifest looks for the old tool's manifest of an archive:
+// <dir>/<id>.json beside it, or <dir>/../manifests/<id>.json as the tool
+// laid them out (snapshots/ and manifests/ side by side).
+func findSeedManifest(file string) string {
+	base := filepath.Base(file)
+	for _, ext := range []string{".tar.gz", ".tgz"} {
+		if s, ok := strings.CutSuffix(base, ext); ok {
+			base = s
+			break
+		}
+	}
+	dir := filepath.Dir(file)
+	for _, p := range []string{
+		filepath.Join(dir, base+".json"),
+		filepath.Join(dir, "..", "manifests", base+".json"),
+		filepath.Join(dir, "manifests", base+".json"),
+	} {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
+}
+
+func readSmall(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes; a manifest is a small JSON file", path, limit)
+	}
+	return data, nil
+}

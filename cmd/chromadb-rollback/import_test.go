@@ -1,0 +1,161 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
+)
+
+// writeSeedLayout writes a seed archive and its manifest as the old tool
+// laid them out: <dir>/snapshots/<id>.tar.gz and <dir>/manifests/<id>.json.
+func writeSeedLayout(t *testing.T, dir string) (archivePath, manifestPath string) {
+	t.Helper()
+	b := &record.Batch{}
+	for i := range 120 {
+		doc := "chunk text"
+		b.IDs = append(b.IDs, "chunk_"+string(rune('a'+i%26))+strings.Repeat("x", i/26))
+		b.Documents = append(b.Documents, &doc)
+		b.Embeddings = append(b.Embeddings, []float32{float32(i) / 7, -0.5, 1e-7})
+		b.Metadatas = append(b.Metadatas, record.Metadata{"chunk": int64(i), "source": "a.md"})
+	}
+	a := &legacy.SeedArchive{Dir: "snapshot_20251130_143022", ChromaVersion: "0.3.21", Timestamp: "2025-11-30T14:30:22",
+		Collections: []legacy.SeedCollection{legacy.SeedCollectionFromBatch("sergio_corpus", b, 50)}}
+	data, manifest, err := legacy.BuildSeedArchive(a, "snapshot_20251130_143022", "pre_migration_2025-11-30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	archivePath = filepath.Join(dir, "snapshots", "snapshot_20251130_143022.tar.gz")
+	manifestPath = filepath.Join(dir, "manifests", "snapshot_20251130_143022.json")
+	for p, d := range map[string][]byte{archivePath: data, manifestPath: manifest} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, d, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return archivePath, manifestPath
+}
+
+func TestCLIImport(t *testing.T) {
+	c, n := startStack(t)
+	for i := 0; i < 100; i++ {
+		if code, _, _ := c.run("snapshot", "list"); code == exitOK {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	dir := t.TempDir()
+	arc, man := writeSeedLayout(t, dir)
+	stagingLeft := func() []string {
+		var left []string
+		list, _ := n.Assets.Snapshots.List(t.Context())
+		for _, o := range list {
+			if strings.HasPrefix(o.Name, contract.ImportStagingPrefix) {
+				left = append(left, o.Name)
+			}
+		}
+		return left
+	}
+
+	// The manifest is found in ../manifests as the old tool laid it out.
+	code, stdout, stderr := c.run("snapshot", "import", arc, "--json")
+	if code != exitOK {
+		t.Fatalf("import: exit %d: %s", code, stderr)
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
+		t.Fatalf("import --json output %q: %v", stdout, err)
+	}
+	if !strings.Contains(stderr, "using manifest "+man) || m.ImportedFrom == nil || !m.ImportedFrom.ManifestChecked ||
+		m.Name != "pre_migration_2025-11-30" || m.TotalRecords != 120 || m.Tenant != "default_tenant" {
+		t.Errorf("import: %+v\nstderr %s", m, stderr)
+	}
+	if code, stdout, _ := c.run("snapshot", "verify", "pre_migration_2025-11-30"); code != exitOK || !strings.HasPrefix(stdout, "OK") {
+		t.Errorf("verify the imported snapshot: exit %d %s", code, stdout)
+	}
+	if code, stdout, _ := c.run("snapshot", "info", m.SnapshotID); code != exitOK || !strings.Contains(stdout, "batch_000000..batch_000002 (3)") {
+		t.Errorf("info: exit %d\n%s", code, stdout)
+	}
+
+	// Plain output is the id; name, tenant and database from the flags.
+	code, stdout, stderr = c.run("snapshot", "import", arc, "--no-manifest", "--name", "old_copy", "--tenant", "t2", "--database", "d2")
+	id := strings.TrimSpace(stdout)
+	if code != exitOK || !strings.HasPrefix(id, "snap_") || !strings.Contains(stderr, "no manifest") {
+		t.Fatalf("import --no-manifest: exit %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+	code, stdout, _ = c.run("snapshot", "info", id, "--json")
+	if err := json.Unmarshal([]byte(stdout), &m); code != exitOK || err != nil || m.Name != "old_copy" || m.Tenant != "t2" || m.Database != "d2" || m.ImportedFrom.ManifestChecked {
+		t.Errorf("info of the second import: %+v", m)
+	}
+
+	// A native archive exported and imported again (the stack's Chroma
+	// holds two workload collections of 150 records).
+	code, stdout, stderr = c.run("snapshot", "create", "--name", "live")
+	if code != exitOK {
+		t.Fatalf("create: %s", stderr)
+	}
+	exported := filepath.Join(dir, "live.tar.zst")
+	if code, _, stderr := c.run("snapshot", "export", strings.TrimSpace(stdout), "-o", exported); code != exitOK {
+		t.Fatalf("export: %s", stderr)
+	}
+	code, stdout, stderr = c.run("snapshot", "import", exported, "--name", "live_again")
+	if code != exitOK {
+		t.Fatalf("import native: exit %d: %s", code, stderr)
+	}
+	if code, out, _ := c.run("snapshot", "verify", strings.TrimSpace(stdout)); code != exitOK || !strings.Contains(out, "300 records") {
+		t.Errorf("verify the re-imported native archive: exit %d %s", code, out)
+	}
+
+	// Refusals: nothing created, nothing staged left behind.
+	before, _ := n.Assets.Manifests.ListKeys(t.Context())
+	nBefore := 0
+	for range before.Keys() {
+		nBefore++
+	}
+	badManifest := filepath.Join(dir, "bad.json")
+	os.WriteFile(badManifest, []byte(`{"checksum": "`+strings.Repeat("0", 64)+`", "total_chunks": 120}`), 0o644)
+	noChecksum := filepath.Join(dir, "nochecksum.json")
+	os.WriteFile(noChecksum, []byte(`{"total_chunks": 120}`), 0o644)
+	text := filepath.Join(dir, "notes.txt")
+	os.WriteFile(text, []byte("not an archive"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"checksum mismatch", []string{arc, "--manifest", badManifest}, exitVerification, "checksum mismatch"},
+		{"manifest without checksum", []string{arc, "--manifest", noChecksum}, exitUsage, "no SHA-256 checksum"},
+		{"not an archive", []string{text}, exitVerification, "neither gzip"},
+		{"missing file", []string{filepath.Join(dir, "nope.tar.gz")}, exitFailed, "no such file"},
+		{"bad name", []string{arc, "--name", "a b"}, exitUsage, "--name"},
+		{"contradiction", []string{arc, "--manifest", man, "--no-manifest"}, exitUsage, "contradict"},
+		{"no file", nil, exitUsage, "accepts 1 arg"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := c.run(append([]string{"snapshot", "import"}, tc.args...)...)
+			if code != tc.code || !strings.Contains(stderr, tc.msg) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.msg)
+			}
+		})
+	}
+	after, _ := n.Assets.Manifests.ListKeys(t.Context())
+	nAfter := 0
+	for range after.Keys() {
+		nAfter++
+	}
+	if nAfter != nBefore {
+		t.Errorf("%d manifests after refused imports, %d before", nAfter, nBefore)
+	}
+	if left := stagingLeft(); len(left) > 0 {
+		t.Errorf("staging objects left behind: %q", left)
+	}
+}
