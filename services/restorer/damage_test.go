@@ -1,6 +1,7 @@
 package restorer_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
@@ -68,7 +69,7 @@ func damage(t *testing.T, cc *chroma.Client, round int) {
 	empty := get("empty")
 	must(cc.Add(ctx, tenant, db, empty.ID, &record.Batch{IDs: []string{"not-empty-anymore"}, Embeddings: [][]float32{{1, 2, 3}}}))
 
-	if err := cc.DeleteCollection(ctx, tenant, db, "hnsw_meta"); err != nil {
+	if err := cc.DeleteCollection(ctx, tenant, db, "hnsw_meta"); err != nil && !errors.Is(err, chroma.ErrNotFound) {
 		t.Fatalf("damage: %v", err)
 	}
 	added, err := cc.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: "migration_added", GetOrCreate: true,

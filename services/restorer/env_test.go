@@ -516,3 +516,18 @@ func (s dbState) clone() dbState {
 	}
 	return out
 }
+
+// requestError sends a request that must fail and returns its error body.
+func (e *env) requestError(t *testing.T, subject string, body any) (int, contract.ErrorBody) {
+	t.Helper()
+	code, data := e.request(t, subject, body)
+	var eb contract.ErrorBody
+	if code == 0 {
+		t.Errorf("request to %s succeeded: %s", subject, data)
+		return 0, eb
+	}
+	if err := json.Unmarshal(data, &eb); err != nil || eb.Code != code {
+		t.Errorf("error body %s (code %d): %v", data, code, err)
+	}
+	return code, eb
+}

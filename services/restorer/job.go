@@ -418,7 +418,12 @@ func (j *job) cleanup(ctx context.Context) {
 	if err := w.undo(ctx); err != nil {
 		j.log.Error("cleanup after the rollback stopped failed", "collection", w.cs.Target, "err", err)
 		j.mu.Lock()
-		j.op.Warnings = append(j.op.Warnings, "cleanup failed: "+err.Error())
+		msg := fmt.Sprintf("cleanup failed: %v", err)
+		if w.how == writeStage {
+			msg += fmt.Sprintf("; %q in %s/%s holds what it held before", w.cs.Target, j.sp.tenant, j.sp.database)
+			msg += fmt.Sprintf(" unless it is missing and %q exists (rename that back); delete the staging collection %q if it is left", w.old, w.staging)
+		}
+		j.op.Warnings = append(j.op.Warnings, msg)
 		j.mu.Unlock()
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
 )
 
 // Rollback modes.
@@ -90,7 +91,7 @@ func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest) (*
 		names = append(names, c.Name)
 	}
 	unknown := func(field string, got []string) *apiError {
-		return badRequest(field, "not in snapshot %s (%s): %s; it holds %s", m.SnapshotID, m.Name, quoteList(got), quoteList(names))
+		return badRequest(field, "collections not in snapshot %s (%s): %s; it holds %s", m.SnapshotID, m.Name, quoteList(got), quoteList(names))
 	}
 	n := len(m.Collections)
 	sp.restore = make([]bool, n)
@@ -345,6 +346,9 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	}
 	if sp.mode == modeBatches {
 		p.Warnings = append(p.Warnings, "batch-level: the named batches' records are overwritten with the snapshot's; records added or changed elsewhere are kept")
+	}
+	if err := fence.Check(ctx, s.assets.State, sp.tenant, sp.database, sp.req.OpID); err != nil && errors.Is(err, fence.ErrHeld) {
+		p.Warnings = append(p.Warnings, err.Error()+": starting this rollback is refused until it is released")
 	}
 	p.AddRate = s.measuredAddRate()
 	p.EstimatedSeconds = float64(p.WriteRecords) / p.AddRate

@@ -234,7 +234,7 @@ func (w *collWriter) get(ctx context.Context, name string) (*chroma.Collection, 
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("get collection %q: %w", name, err)
+		return nil, err // names the collection already
 	}
 	return c, nil
 }

@@ -1,0 +1,133 @@
+package restorer_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+)
+
+// TestRestorerKilledMidRestore stops a restorer at chosen points of a full
+// rollback (its context cancelled and its connection closed, unacked, as a
+// killed process), starts another, and checks that the redelivered command
+// resumes from the checkpoint and ends in the exact pre-migration state
+// with no duplicates, after one safety snapshot.
+func TestRestorerKilledMidRestore(t *testing.T) {
+	e := seeded(t)
+	pre := e.dump(t, "acme", "prod")
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	cases := []struct {
+		name    string
+		inPlace bool
+		stopAt  func(p restorer.HookPoint) bool
+	}{
+		{"in the middle of a collection", false, func(p restorer.HookPoint) bool {
+			return p.Name == "batch" && p.Collection == "corpus.v1" && p.Batch == 3
+		}},
+		{"between collections", false, func(p restorer.HookPoint) bool { return p.Name == "collection" && p.Batch > 0 }},
+		{"between the renames of a swap", false, func(p restorer.HookPoint) bool {
+			return p.Name == "swap_renamed_old" && p.Collection == "corpus.v1"
+		}},
+		{"in place, in the middle of a collection", true, func(p restorer.HookPoint) bool {
+			return p.Name == "batch" && p.Collection == "corpus.v1" && p.Batch == 2
+		}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			damage(t, e.cc, i+1)
+			damaged := e.dump(t, "acme", "prod")
+			reached := make(chan restorer.HookPoint, 1)
+			var once atomic.Bool
+			stopA := e.startRestorer(t, restorer.Config{Instance: "a"}, func(ctx context.Context, p restorer.HookPoint) error {
+				if p.Attempt == 1 && tc.stopAt(p) && once.CompareAndSwap(false, true) {
+					reached <- p
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				return nil
+			})
+			r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true, InPlace: tc.inPlace})
+			var stop restorer.HookPoint
+			select {
+			case stop = <-reached:
+				t.Logf("stopping instance a at %s of %q (batch %d)", stop.Name, stop.Collection, stop.Batch)
+			case <-time.After(time.Minute):
+				t.Fatal("the rollback never reached the stop point")
+			}
+			stopA()
+			if op, _ := e.op(t, r.OpID); op.Status != contract.StatusRunning {
+				t.Fatalf("after the kill the op is %s, want running", op.Status)
+			}
+			if keys := e.stateKeys(t, "fence."); len(keys) != 1 {
+				t.Errorf("fence keys after the kill: %v; the fence must stay raised", keys)
+			}
+
+			var mu sync.Mutex
+			var seen []restorer.HookPoint
+			stopB := e.startRestorer(t, restorer.Config{Instance: "b"}, func(_ context.Context, p restorer.HookPoint) error {
+				mu.Lock()
+				seen = append(seen, p)
+				mu.Unlock()
+				return nil
+			})
+			defer stopB()
+			op := e.waitOp(t, r.OpID, 2*time.Minute)
+			if op.Status != contract.StatusCompleted || op.Attempt < 2 {
+				t.Fatalf("resumed rollback: %s attempt %d: %s", op.Status, op.Attempt, op.Error)
+			}
+			if op.Restore.RecordsWritten != op.Plan.WriteRecords || !op.Restore.Verified {
+				t.Errorf("report after resume: %s", mustJSON(t, op.Restore))
+			}
+			want := pre.clone()
+			want["migration_added"] = damaged["migration_added"]
+			compareDB(t, "after the resumed rollback", e.dump(t, "acme", "prod"), want, nil)
+			e.assertReleased(t)
+			// Instance b resumed: it wrote nothing instance a had finished.
+			mu.Lock()
+			for _, p := range seen {
+				switch {
+				case stop.Name == "batch" && p.Name == "batch" && p.Collection == stop.Collection && p.Batch <= stop.Batch:
+					t.Errorf("instance b wrote batch %d of %q again; a had checkpointed %d", p.Batch-1, p.Collection, stop.Batch)
+				case stop.Name == "collection" && p.Collection == stop.Collection:
+					t.Errorf("instance b wrote %q again (%s %d) after a had finished it", p.Collection, p.Name, p.Batch)
+				case stop.Name == "swap_renamed_old" && p.Name == "batch" && p.Collection == stop.Collection:
+					t.Errorf("instance b wrote batch %d of %q again; it was staged", p.Batch, p.Collection)
+				}
+			}
+			mu.Unlock()
+			if n := e.safetySnapshots(t, r.OpID); n != 1 {
+				t.Errorf("%d safety snapshots for one rollback, want 1", n)
+			}
+		})
+	}
+}
+
+// safetySnapshots counts the safety snapshots taken for a rollback.
+func (e *env) safetySnapshots(t *testing.T, opID string) int {
+	t.Helper()
+	keys, err := e.nats.Assets.Manifests.Keys(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, k := range keys {
+		entry, err := e.nats.Assets.Manifests.Get(t.Context(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m contract.SnapshotManifest
+		if err := json.Unmarshal(entry.Value(), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Name == "safety_"+strings.TrimPrefix(opID, "op_") {
+			n++
+		}
+	}
+	return n
+}
