@@ -93,6 +93,10 @@ type Gate struct {
 	inflight map[scopeKey]int
 }
 
+type noFences struct{}
+
+func (noFences) Fenced(string, string) (contract.Fence, bool) { return contract.Fence{}, false }
+
 // scopeKey counts admitted writes in flight by what they touch.
 type scopeKey struct {
 	scope            Scope
@@ -100,8 +104,12 @@ type scopeKey struct {
 }
 
 // New returns a gate forwarding to upstream (Chroma's base URL; a path
-// prefix is kept) that asks fences whether a database is fenced.
+// prefix is kept) that asks fences whether a database is fenced (nil: no
+// database is ever fenced).
 func New(upstream *url.URL, fences FenceSource, opts ...Option) *Gate {
+	if fences == nil {
+		fences = noFences{}
+	}
 	u := *upstream
 	u.User = nil
 	g := &Gate{
@@ -289,13 +297,18 @@ func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, c Class, ref refus
 		if op == "" {
 			op = "(unknown operation)"
 		}
-		what := fmt.Sprintf("database %q of tenant %q", f.Database, f.Tenant)
-		msg := fmt.Sprintf("%s is read-only: rollback %s holds the write fence", what, op)
+		held := fmt.Sprintf("rollback %s holds the write fence of database %q of tenant %q", op, f.Database, f.Tenant)
 		if f.Reason != "" {
-			msg += " (" + f.Reason + ")"
+			held += " (" + f.Reason + ")"
 		}
-		if c.Scope != ScopeDatabase || c.Tenant != f.Tenant || c.Database != f.Database {
-			msg += fmt.Sprintf("; this %s write reaches beyond one database, so it waits too", c.Endpoint)
+		var msg string
+		switch {
+		case c.Scope == ScopeDatabase && c.Tenant == f.Tenant && c.Database == f.Database:
+			msg = fmt.Sprintf("database %q of tenant %q is read-only: %s", f.Database, f.Tenant, held)
+		case c.Scope == ScopeTenant || c.Scope == ScopeServer:
+			msg = fmt.Sprintf("this %s write reaches beyond one database and %s", c.Endpoint, held)
+		default:
+			msg = "the gate refuses every write while any fence is raised, and " + held
 		}
 		body.Message = msg + fmt.Sprintf("; reads still work; retry after %d s", g.retryAfter)
 	}

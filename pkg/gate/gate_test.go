@@ -346,6 +346,17 @@ func TestGateWritesBeyondOneDatabase(t *testing.T) {
 	fences.raise("acme", "prod", "op_9", "manual")
 	run(gw.URL, true)
 	run(all.URL, true)
+	for _, m := range []struct{ base, method, path, want string }{
+		{gw.URL, "POST", "/api/v2/reset", "this server.reset write reaches beyond one database and rollback op_9 holds the write fence of database \"prod\" of tenant \"acme\" (manual)"},
+		{all.URL, "POST", acmeStage + "/collections/c/add", "the gate refuses every write while any fence is raised, and rollback op_9"},
+		{all.URL, "POST", acmeProd + "/collections/c/add", "database \"prod\" of tenant \"acme\" is read-only: rollback op_9"},
+	} {
+		_, body := do(t, m.method, m.base+m.path, "{}", nil)
+		var ref Refusal
+		if err := json.Unmarshal(body, &ref); err != nil || !strings.Contains(ref.Message, m.want) || ref.OpID != "op_9" {
+			t.Errorf("%s %s: message %q, want it to contain %q", m.method, m.path, ref.Message, m.want)
+		}
+	}
 	// Bodies read to classify reach upstream whole.
 	for _, r := range up.requests()[before:] {
 		if strings.HasSuffix(r.URI, "/databases") && r.Method == "POST" && len(r.Body) != len(big) {
@@ -354,9 +365,14 @@ func TestGateWritesBeyondOneDatabase(t *testing.T) {
 	}
 }
 
-// A source without Fences (not a FenceLister) fences single databases only.
+// A source without Fences (not a FenceLister) fences single databases only;
+// no source fences nothing.
 func TestGateMinimalFenceSource(t *testing.T) {
 	up := newFakeChroma(t)
+	_, open := startGate(t, up.URL, nil)
+	if resp, _ := do(t, "POST", open.URL+prodAdd, `{}`, nil); resp.StatusCode != 200 {
+		t.Errorf("write without a fence source: %d", resp.StatusCode)
+	}
 	fences := newMapFences()
 	fences.raise("acme", "prod", "op_1", "")
 	_, gw := startGate(t, up.URL, struct{ FenceSource }{fences})
