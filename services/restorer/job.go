@@ -111,8 +111,8 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		j.log.Warn("rollback interrupted by shutdown; it will be redelivered and resumed", "err", err)
 		return
 	}
-	if err == nil {
-		err = context.Cause(jobCtx)
+	if cause := context.Cause(jobCtx); cause != nil && (err == nil || errors.Is(cause, errLeaseLost)) {
+		err = cause // the lease was lost: say so rather than "context canceled"
 	}
 	j.finish(ctx, err, time.Since(start))
 	if err != nil && !errors.Is(err, errCancelled) {
@@ -174,7 +174,6 @@ func (j *job) run(ctx context.Context) error {
 		req.SnapshotID = j.op.SnapshotID
 	}
 	j.setPhase(ctx, phaseVerifying)
-	j.progress.Update(contract.Progress{Phase: phaseVerifying})
 	sp, e := s.resolve(ctx, &req)
 	if e != nil {
 		return errors.New(e.msg)
@@ -442,12 +441,21 @@ func (j *job) checkCancel(ctx context.Context) error {
 
 func (j *job) setPhase(ctx context.Context, phase string) {
 	j.mu.Lock()
+	if j.op.Phase == phase {
+		j.mu.Unlock()
+		return
+	}
 	j.op.Phase = phase
 	if j.op.Status == "" || j.op.Status == contract.StatusQueued {
 		j.op.Status = contract.StatusRunning
 	}
+	p := contract.Progress{Phase: phase}
+	if j.ck != nil {
+		p.DoneRecords, p.TotalRecords = j.ck.RecordsWritten, j.ck.Plan.WriteRecords
+	}
 	j.mu.Unlock()
 	j.putOp(ctx)
+	j.progress.Update(p)
 }
 
 func (j *job) putOp(ctx context.Context) {

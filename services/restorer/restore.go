@@ -81,7 +81,6 @@ func (j *job) restoreAll(ctx context.Context) error {
 					return err
 				}
 				w = nw
-				j.setCurrent(w)
 			}
 		}
 		return nil
@@ -207,6 +206,8 @@ func (j *job) begin(ctx context.Context, i int) (*collWriter, error) {
 	if w.info.Dimension != nil {
 		w.dim = *w.info.Dimension
 	}
+	// Current from here: if preparing fails, cleanup removes what it made.
+	j.setCurrent(w)
 	if cs.Stage == "" || cs.Stage == stageWriting {
 		var err error
 		switch w.how {

@@ -120,11 +120,6 @@ func (j *job) safetySnapshot(ctx context.Context) error {
 // metadata and configuration, and that dropped collections are gone.
 func (j *job) verifyRestore(ctx context.Context) error {
 	j.setPhase(ctx, phaseVerifyingRestore)
-	j.mu.Lock()
-	total := j.ck.Plan.WriteRecords
-	done := j.ck.RecordsWritten
-	j.mu.Unlock()
-	j.progress.Update(contract.Progress{Phase: phaseVerifyingRestore, DoneRecords: done, TotalRecords: total})
 	for i := range j.sp.m.Collections {
 		j.mu.Lock()
 		cs, ok := j.ck.Collections[i]
