@@ -29,6 +29,8 @@ type verifiedArchive struct {
 	md *archive.Metadata
 	// sizes[c][k] is the record count of batch k of collection c.
 	sizes [][]int
+	// nulls[c] counts the records of collection c without an embedding.
+	nulls []int64
 }
 
 // archiveStream reads a stored archive while hashing its bytes, so the end
@@ -113,7 +115,7 @@ func (s *Service) verifyArchive(ctx context.Context, m *contract.SnapshotManifes
 		return nil, err
 	}
 	defer st.close()
-	va := &verifiedArchive{md: st.r.Metadata(), sizes: make([][]int, len(m.Collections))}
+	va := &verifiedArchive{md: st.r.Metadata(), sizes: make([][]int, len(m.Collections)), nulls: make([]int64, len(m.Collections))}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -126,6 +128,11 @@ func (s *Service) verifyArchive(ctx context.Context, m *contract.SnapshotManifes
 			return nil, err
 		}
 		va.sizes[b.Collection] = append(va.sizes[b.Collection], b.Records.Len())
+		for i := range b.Records.IDs {
+			if b.Records.Embeddings == nil || b.Records.Embeddings[i] == nil {
+				va.nulls[b.Collection]++
+			}
+		}
 	}
 }
 

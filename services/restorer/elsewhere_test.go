@@ -1,11 +1,16 @@
 package restorer_test
 
 import (
+	"encoding/json"
+	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 )
@@ -62,5 +67,69 @@ func TestRestoreElsewhere(t *testing.T) {
 		e.rollback(t, req)
 		compareDB(t, "other Chroma after a second restore", dump(t, occ, "acme", "prod"), pre, nil)
 		compareDB(t, "acme/prod", e.dump(t, "acme", "prod"), pre, nil)
+	})
+
+	t.Run("archive imported from the seed tool", func(t *testing.T) {
+		want := map[string]*record.Batch{}
+		a := &legacy.SeedArchive{Dir: "snapshot_20251130_143022", ChromaVersion: "0.3.21", Timestamp: "2025-11-30T14:30:22", Indent: 2}
+		for k, name := range []string{"sergio_corpus", "sergio_personality"} {
+			b := &record.Batch{}
+			for i := range 120 - 100*k {
+				b.IDs = append(b.IDs, fmt.Sprintf("chunk_%d_%04d_é", k, i))
+				e := make([]float32, 16)
+				for j := range e {
+					e[j] = float32(math.Sin(float64(i*16+j))) / 3
+				}
+				if i%17 == 5 {
+					e = nil // the seed tool kept records without an embedding
+				}
+				b.Embeddings = append(b.Embeddings, e)
+				doc := fmt.Sprintf("document %d of %s", i, name)
+				b.Documents = append(b.Documents, &doc)
+				var md record.Metadata
+				if i%4 != 0 {
+					md = record.Metadata{"source": fmt.Sprintf("file_%d.md", i%9), "chunk": int64(i), "score": float64(i) / 8}
+				}
+				b.Metadatas = append(b.Metadatas, md)
+				b.URIs = append(b.URIs, nil)
+			}
+			want[name] = b
+			a.Collections = append(a.Collections, legacy.SeedCollectionFromBatch(name, b, 50))
+		}
+		data, manifest, err := legacy.BuildSeedArchive(a, "snapshot_20251130_143022", "pre_migration_2025-11-30")
+		if err != nil {
+			t.Fatal(err)
+		}
+		staged := contract.ImportStagingPrefix + contract.NewID("")
+		if _, err := e.nats.Assets.Snapshots.PutBytes(t.Context(), staged, data); err != nil {
+			t.Fatal(err)
+		}
+		code, reply := e.request(t, e.subj.API("snapshot", "import"), contract.SnapshotImportRequest{
+			Envelope: contract.NewEnvelope(contract.TypeImportRequest), Object: staged, Manifest: manifest,
+			Tenant: "seed", Database: "main", FileName: "snapshot_20251130_143022.tar.gz"})
+		var m contract.SnapshotManifest
+		if code != 0 || json.Unmarshal(reply, &m) != nil || m.SnapshotID == "" {
+			t.Fatalf("import: %d %s", code, reply)
+		}
+		p := e.plan(t, contract.RollbackRequest{SnapshotID: m.SnapshotID})
+		if !slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "zero vectors") }) {
+			t.Errorf("plan does not warn of records without embeddings: %q", p.Warnings)
+		}
+		e.rollback(t, contract.RollbackRequest{SnapshotID: m.SnapshotID})
+		got := e.dump(t, "seed", "main")
+		if names := got.names(); !slices.Equal(names, []string{"sergio_corpus", "sergio_personality"}) {
+			t.Fatalf("collections %q", names)
+		}
+		for name, b := range want {
+			// Records without an embedding come back with zero vectors.
+			w := *b
+			w.Embeddings = slices.Clone(b.Embeddings)
+			for i, v := range w.Embeddings {
+				if v == nil {
+					w.Embeddings[i] = make([]float32, 16)
+				}
+			}
+			compareCollection(t, "seed/main/"+name, got[name], &collState{Metadata: got[name].Metadata, Configuration: got[name].Configuration, Records: &w})
+		}
 	})
 }

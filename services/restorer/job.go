@@ -454,6 +454,7 @@ func (j *job) setPhase(ctx context.Context, phase string) {
 		p.DoneRecords, p.TotalRecords = j.ck.RecordsWritten, j.ck.Plan.WriteRecords
 	}
 	j.mu.Unlock()
+	j.log.Debug("rollback phase", "phase", phase)
 	j.putOp(ctx)
 	j.progress.Update(p)
 }

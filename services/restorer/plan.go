@@ -300,6 +300,9 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 		}
 		p.WriteRecords += it.WriteRecords
 		p.Items = append(p.Items, it)
+		if n := sp.arc.nulls[i]; n > 0 && it.WriteRecords > 0 && it.Space != "cosine" {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("collection %q: %d records have no embedding in the snapshot; Chroma needs one, so they are written with zero vectors", c.Name, n))
+		}
 	}
 	if sp.mode == modeFull {
 		var extras []string

@@ -1,7 +1,9 @@
 package restorer
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -243,9 +245,14 @@ func (w *collWriter) get(ctx context.Context, name string) (*chroma.Collection, 
 // create makes a collection with the archived configuration, then sets the
 // archived metadata by a separate update: created together, hnsw:* keys
 // would make Chroma derive the configuration from the metadata.
+//
+// An archive without a configuration (one imported from the seed tool's
+// format) leaves it to Chroma, with the metadata sent on create as the
+// original application did, so hnsw:* keys still shape the index.
 func (w *collWriter) create(ctx context.Context, name string) (*chroma.Collection, error) {
+	cfg := archivedConfig(w.info.Configuration)
 	c, err := w.client().CreateCollection(ctx, w.j.sp.tenant, w.j.sp.database, chroma.CreateCollection{
-		Name: name, Configuration: w.info.Configuration, Metadata: w.info.Metadata, GetOrCreate: true,
+		Name: name, Configuration: cfg, Metadata: w.info.Metadata, GetOrCreate: true, MetadataOnCreate: cfg == nil,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create collection %q: %w", name, err)
@@ -257,6 +264,15 @@ func (w *collWriter) create(ctx context.Context, name string) (*chroma.Collectio
 		}
 	}
 	return c, nil
+}
+
+// archivedConfig is an archived configuration, nil when the snapshot holds
+// none.
+func archivedConfig(cfg json.RawMessage) json.RawMessage {
+	if t := bytes.TrimSpace(cfg); len(t) == 0 || bytes.Equal(t, []byte("null")) {
+		return nil
+	}
+	return cfg
 }
 
 // resetProgress forgets the batches written to a work collection that is
@@ -597,7 +613,7 @@ func (j *job) checkCollection(ctx context.Context, i int, name, workID string) e
 		if !metadataEqual(c.Metadata, info.Metadata) {
 			diffs = append(diffs, fmt.Sprintf("collection metadata %s, the snapshot has %s", metaJSON(c.Metadata), metaJSON(info.Metadata)))
 		}
-		if !jsonEqual(c.Configuration, info.Configuration) {
+		if cfg := archivedConfig(info.Configuration); cfg != nil && !jsonEqual(c.Configuration, cfg) {
 			diffs = append(diffs, fmt.Sprintf("configuration %s, the snapshot has %s", c.Configuration, info.Configuration))
 		}
 	}
@@ -651,10 +667,12 @@ func (w *collWriter) swap(ctx context.Context) error {
 			return err
 		}
 	}
+	w.j.log.Debug("swapped", "collection", w.cs.Target)
 	err := w.client().DeleteCollection(ctx, sp.tenant, sp.database, w.old)
 	if err != nil && !errors.Is(err, chroma.ErrNotFound) {
 		return fmt.Errorf("delete the replaced collection (now %q): %w", w.old, err)
 	}
+	w.j.log.Debug("old deleted", "collection", w.cs.Target)
 	return nil
 }
 
