@@ -226,6 +226,57 @@ type MigrationRecord struct {
 	SnapshotID string    `json:"snapshot_id,omitempty"`
 	StartedAt  time.Time `json:"started_at"`
 	Deadline   time.Time `json:"deadline,omitempty"`
+
+	// Fields below are kept by the watchdog (services/watchdog), which
+	// writes the record only by compare-and-set on its revision.
+
+	// Run is the CHROMA_MIGRATIONS stream sequence of the started event: it
+	// tells runs of the same job name apart (events stored before it belong
+	// to an earlier run) and makes the rollback's op id.
+	Run uint64 `json:"run,omitempty"`
+	// TimeLimitSeconds is the limit Deadline was computed from.
+	TimeLimitSeconds float64  `json:"time_limit_seconds,omitempty"`
+	Collections      []string `json:"collections,omitempty"`
+	// TakeSnapshot says the watchdog takes the pre-migration snapshot
+	// (named "pre_migration_<job>"); SnapshotOpID is its operation.
+	// SnapshotID is set only once that snapshot is verified, so a job
+	// waiting for it watches this key for SnapshotID or SnapshotError.
+	TakeSnapshot        bool      `json:"take_snapshot,omitempty"`
+	SnapshotOpID        string    `json:"snapshot_op_id,omitempty"`
+	SnapshotPendingID   string    `json:"snapshot_pending_id,omitempty"`
+	SnapshotRequestedAt time.Time `json:"snapshot_requested_at,omitzero"`
+	SnapshotError       string    `json:"snapshot_error,omitempty"`
+	// LastHeartbeat, Phase and DoneRecords are from the latest heartbeat.
+	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
+	Phase         string    `json:"phase,omitempty"`
+	DoneRecords   int64     `json:"done_records,omitempty"`
+	// Validation holds the latest validation figures and the verdict.
+	Validation *MigrationValidation `json:"validation,omitempty"`
+	// Trigger names the trigger that fired (TriggerValidation, TriggerTime,
+	// TriggerFailure); at most one fires per run. TriggerReason says why,
+	// with the figures.
+	Trigger       string    `json:"trigger,omitempty"`
+	TriggerReason string    `json:"trigger_reason,omitempty"`
+	TriggeredAt   time.Time `json:"triggered_at,omitzero"`
+	// AbortSentAt is when the time trigger sent abort to the job.
+	AbortSentAt time.Time `json:"abort_sent_at,omitzero"`
+	// RollbackOpID is the deterministic op id of the triggered rollback;
+	// RollbackStatus is one of the Rollback* states; RollbackCollections
+	// is set for a partial rollback; RollbackCommand is the CLI command an
+	// operator runs when automatic rollback is disabled.
+	RollbackOpID        string   `json:"rollback_op_id,omitempty"`
+	RollbackStatus      string   `json:"rollback_status,omitempty"`
+	RollbackCollections []string `json:"rollback_collections,omitempty"`
+	RollbackError       string   `json:"rollback_error,omitempty"`
+	RollbackCommand     string   `json:"rollback_command,omitempty"`
+	// PausedBy are the conditions for which the watchdog paused the job;
+	// it resumes the job when the last one clears.
+	PausedBy []PauseReason `json:"paused_by,omitempty"`
+	// EndedAt is when the job reported completed or failed; Error is a
+	// failed event's error.
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	Error     string    `json:"error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
 // SnapshotImportRequest asks the snapshotter to import an archive that the
