@@ -302,6 +302,8 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	lease := j.lease
 	j.mu.Unlock()
 
+	// Everything else first: whoever sees the final status sees the fence
+	// lowered, the lease released and the outcome audited.
 	if scoped {
 		// Lower only removes this op's own fence: a no-op if it was never raised.
 		if err := fence.Lower(cctx, s.assets.State, tenant, database, j.cmd.OpID); err != nil {
@@ -309,11 +311,9 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		}
 	}
 	j.resumeJobs(cctx)
-	j.putOp(cctx)
 	switch {
 	case lease != nil:
-		err := lease.Release(cctx)
-		if err != nil {
+		if err := lease.Release(cctx); err != nil {
 			j.log.Warn("could not release the lease", "err", err)
 		}
 	case scoped:
@@ -323,10 +323,6 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	if status == contract.StatusCompleted && ck != nil {
 		s.recordAddRate(ck.RecordsWritten, ck.WriteSeconds)
 	}
-	_ = s.assets.State.Purge(cctx, contract.CheckpointKey(j.cmd.OpID))
-	_ = s.assets.State.Purge(cctx, contract.CancelKey(j.cmd.OpID))
-
-	j.progress.Update(contract.Progress{Phase: status, Done: true, Error: opErr, DoneRecords: rep.RecordsWritten, TotalRecords: planWrite(j.op.Plan)})
 	ev := j.ev
 	ev.Outcome, ev.Error = outcome, opErr
 	ev.Figures = map[string]any{"attempt": j.attempt, "status": status, "records_written": rep.RecordsWritten,
@@ -341,6 +337,12 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		ev.Figures["cosine_max_abs_diff"] = d
 	}
 	_ = s.audit.Emit(cctx, ev)
+	j.progress.Update(contract.Progress{Phase: status, Done: true, Error: opErr, DoneRecords: rep.RecordsWritten, TotalRecords: planWrite(j.op.Plan)})
+	j.putOp(cctx)
+	// Only once the operation is final: a redelivery now finds it ended
+	// instead of starting over without a checkpoint.
+	_ = s.assets.State.Purge(cctx, contract.CheckpointKey(j.cmd.OpID))
+	_ = s.assets.State.Purge(cctx, contract.CancelKey(j.cmd.OpID))
 	if jobErr != nil {
 		j.log.Error("rollback ended", "status", status, "err", jobErr)
 	} else {

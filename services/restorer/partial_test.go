@@ -16,7 +16,8 @@ import (
 // compared in full before and after.
 func TestPartialAndBatchRollback(t *testing.T) {
 	e := seeded(t)
-	e.startRestorer(t, restorer.Config{}, nil)
+	// Two adders: batches complete out of order and are checkpointed in order.
+	e.startRestorer(t, restorer.Config{AddWorkers: 2}, nil)
 	pre := e.dump(t, "acme", "prod")
 	staging, beta := e.dump(t, "acme", "staging"), e.dump(t, "beta", "main")
 	snap := e.snapshot(t, "acme", "prod", "pre_migration")

@@ -70,7 +70,7 @@ func TestRestorerKilledMidRestore(t *testing.T) {
 
 			var mu sync.Mutex
 			var seen []restorer.HookPoint
-			stopB := e.startRestorer(t, restorer.Config{Instance: "b"}, func(_ context.Context, p restorer.HookPoint) error {
+			stopB := e.startRestorer(t, restorer.Config{Instance: "b", AddWorkers: 2}, func(_ context.Context, p restorer.HookPoint) error {
 				mu.Lock()
 				seen = append(seen, p)
 				mu.Unlock()

@@ -174,9 +174,16 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 		compareDB(t, "beta/main", e.dump(t, "beta", "main"), beta, nil)
 		e.assertReleased(t)
 
-		cmu.Lock()
-		got := slices.Clone(controls)
-		cmu.Unlock()
+		// Control messages are core NATS: give the last one time to arrive.
+		var got []contract.Control
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			cmu.Lock()
+			got = slices.Clone(controls)
+			cmu.Unlock()
+			if len(got) >= 2 || time.Now().After(deadline) {
+				break
+			}
+		}
 		var seq []string
 		for _, c := range got {
 			seq = append(seq, c.Job+":"+c.Command)

@@ -52,7 +52,7 @@ type Service struct {
 
 // hookPoint says where a job is, for tests that stop it there.
 type hookPoint struct {
-	Name       string // "batch", "collection", "swap_renamed_old", "safety_snapshot"
+	Name       string // "batch", "collection" (finished), "swap_renamed_old"
 	OpID       string
 	Attempt    int
 	Collection string // snapshot name
