@@ -49,6 +49,7 @@ test: tools
 ## bench: seeds the seed's and a scale workload, measures raw get vs snapshot
 bench: tools build
 	cd services/snapshotter && $(GO) test -run '^$$' -bench 'BenchmarkSnapshotWorkloads' -benchtime 1x -timeout 60m .
+	cd services/restorer && $(GO) test -run '^$$' -bench 'BenchmarkRollbackWorkloads' -benchtime 1x -timeout 60m ./bench/
 
 lint: $(TOOLS)/bin/staticcheck
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
