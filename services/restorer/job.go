@@ -173,6 +173,13 @@ func (j *job) run(ctx context.Context) error {
 	if req.SnapshotID == "" {
 		req.SnapshotID = j.op.SnapshotID
 	}
+	// The lease first: verifying a large archive can outlast the lease
+	// taken when the rollback was started.
+	if p := j.op.Plan; p != nil {
+		if err := j.takeLease(ctx, p.Tenant, p.Database); err != nil {
+			return err
+		}
+	}
 	j.setPhase(ctx, phaseVerifying)
 	sp, e := s.resolve(ctx, &req)
 	if e != nil {
@@ -180,15 +187,9 @@ func (j *job) run(ctx context.Context) error {
 	}
 	j.sp = sp
 	j.ev.SnapshotID, j.ev.Tenant, j.ev.Database = sp.m.SnapshotID, sp.tenant, sp.database
-
-	lease, err := fence.Acquire(ctx, s.assets.State, contract.Lease{Tenant: sp.tenant, Database: sp.database, Holder: j.cmd.OpID,
-		Kind: "rollback", Actor: req.Actor}, s.cfg.LeaseTTL)
-	if err != nil {
-		return fmt.Errorf("take the lease: %w", err)
+	if err := j.takeLease(ctx, sp.tenant, sp.database); err != nil {
+		return err
 	}
-	j.mu.Lock()
-	j.lease = lease
-	j.mu.Unlock()
 
 	if ck == nil {
 		// The first attempt fixes the plan against what it finds now; a
@@ -244,6 +245,28 @@ func (j *job) run(ctx context.Context) error {
 		return err
 	}
 	return j.verifyRestore(ctx)
+}
+
+// takeLease takes (or re-takes) the lease of tenant/database for the op.
+func (j *job) takeLease(ctx context.Context, tenant, database string) error {
+	j.mu.Lock()
+	held := j.lease
+	j.mu.Unlock()
+	if held != nil {
+		if v := held.Value(); v.Tenant != tenant || v.Database != database {
+			return fmt.Errorf("the rollback was planned for %s/%s but now resolves to %s/%s", v.Tenant, v.Database, tenant, database)
+		}
+		return nil
+	}
+	lease, err := fence.Acquire(ctx, j.s.assets.State, contract.Lease{Tenant: tenant, Database: database, Holder: j.cmd.OpID,
+		Kind: "rollback", Actor: j.cmd.Request.Actor}, j.s.cfg.LeaseTTL)
+	if err != nil {
+		return fmt.Errorf("take the lease: %w", err)
+	}
+	j.mu.Lock()
+	j.lease = lease
+	j.mu.Unlock()
+	return nil
 }
 
 // scope is the tenant/database the job guards, as far as it is known.
