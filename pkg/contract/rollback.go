@@ -245,6 +245,7 @@ type MigrationRecord struct {
 	SnapshotOpID        string    `json:"snapshot_op_id,omitempty"`
 	SnapshotPendingID   string    `json:"snapshot_pending_id,omitempty"`
 	SnapshotRequestedAt time.Time `json:"snapshot_requested_at,omitzero"`
+	SnapshotRequestedBy string    `json:"snapshot_requested_by,omitempty"`
 	SnapshotError       string    `json:"snapshot_error,omitempty"`
 	// LastHeartbeat, Phase and DoneRecords are from the latest heartbeat.
 	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
@@ -269,6 +270,10 @@ type MigrationRecord struct {
 	RollbackCollections []string `json:"rollback_collections,omitempty"`
 	RollbackError       string   `json:"rollback_error,omitempty"`
 	RollbackCommand     string   `json:"rollback_command,omitempty"`
+	// RollbackRequestedAt and RollbackRequestedBy claim the request to the
+	// restorer, so that one watchdog instance asks at a time.
+	RollbackRequestedAt time.Time `json:"rollback_requested_at,omitzero"`
+	RollbackRequestedBy string    `json:"rollback_requested_by,omitempty"`
 	// PausedBy are the conditions for which the watchdog paused the job;
 	// it resumes the job when the last one clears.
 	PausedBy []PauseReason `json:"paused_by,omitempty"`

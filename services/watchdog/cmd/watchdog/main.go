@@ -1,0 +1,153 @@
+// Command watchdog runs one watchdog instance against an existing NATS
+// server (or cluster) and Chroma.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
+	"github.com/nats-io/nats.go"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "watchdog:", err)
+		os.Exit(1)
+	}
+}
+
+func env(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// envParse reads key with parse, keeping def when unset; a value that does
+// not parse is an error naming the variable.
+func envParse[T any](errs *[]error, key string, def T, parse func(string) (T, error)) T {
+	v := os.Getenv(key)
+	if v == "" {
+		return def
+	}
+	out, err := parse(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q: %w", key, v, err))
+		return def
+	}
+	return out
+}
+
+func parseFloat(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
+
+func splitPaths(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func run(ctx context.Context, args []string) error {
+	var errs []error
+	fs := flag.NewFlagSet("watchdog", flag.ContinueOnError)
+	natsURL := fs.String("nats-url", env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
+	prefix := fs.String("prefix", env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
+	var cfg watchdog.Config
+	fs.StringVar(&cfg.ChromaURL, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL whose heartbeat is watched (env CHROMA_URL; token in CHROMA_TOKEN)")
+	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "watchdog"), "instance name (env INSTANCE)")
+	fs.Float64Var(&cfg.ValidationThreshold, "validation-threshold", envParse(&errs, "VALIDATION_THRESHOLD", watchdog.DefaultValidationThreshold, parseFloat),
+		"valid/total chunks under this fire the validation trigger (env VALIDATION_THRESHOLD)")
+	fs.BoolVar(&cfg.PartialOnCollectionFailure, "partial-on-collection-failure", envParse(&errs, "PARTIAL_ON_COLLECTION_FAILURE", false, strconv.ParseBool),
+		"roll back only the collections under the threshold when the job reports per-collection figures (env PARTIAL_ON_COLLECTION_FAILURE)")
+	fs.DurationVar(&cfg.DefaultTimeLimit, "time-limit", envParse(&errs, "MIGRATION_TIME_LIMIT", watchdog.DefaultTimeLimit, time.ParseDuration),
+		"time limit of a migration whose started event sets none (env MIGRATION_TIME_LIMIT)")
+	fs.DurationVar(&cfg.AbortGrace, "abort-grace", envParse(&errs, "ABORT_GRACE", 5*time.Second, time.ParseDuration),
+		"after abort, wait this long for the job to stop before the rollback (env ABORT_GRACE)")
+	automatic := fs.Bool("automatic-rollback", envParse(&errs, "AUTOMATIC_ROLLBACK_ENABLED", true, strconv.ParseBool),
+		"roll back when a trigger fires; false raises an alert naming the command instead (env AUTOMATIC_ROLLBACK_ENABLED)")
+	fs.BoolVar(&cfg.RollbackOnFailure, "rollback-on-failure", envParse(&errs, "ROLLBACK_ON_FAILURE", false, strconv.ParseBool),
+		"roll back a migration whose job reports failed (env ROLLBACK_ON_FAILURE)")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", envParse(&errs, "HEARTBEAT_INTERVAL", watchdog.DefaultHeartbeatInterval, time.ParseDuration),
+		"how often Chroma's heartbeat is checked (env HEARTBEAT_INTERVAL)")
+	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", envParse(&errs, "HEARTBEAT_TIMEOUT", time.Duration(0), time.ParseDuration),
+		"bound of one heartbeat check; 0 is the interval, at most 5s (env HEARTBEAT_TIMEOUT)")
+	fs.IntVar(&cfg.HeartbeatFailures, "heartbeat-failures", envParse(&errs, "HEARTBEAT_FAILURES", watchdog.DefaultHeartbeatFailures, strconv.Atoi),
+		"failed heartbeats in a row that pause running migrations (env HEARTBEAT_FAILURES)")
+	watch := fs.String("watch-paths", os.Getenv("WATCH_PATHS"), "comma-separated paths whose free space is watched; default the JetStream store and Chroma data dirs (env WATCH_PATHS)")
+	jsDir := fs.String("jetstream-store-dir", os.Getenv("JETSTREAM_STORE_DIR"), "the JetStream store directory, watched by default (env JETSTREAM_STORE_DIR)")
+	chromaDir := fs.String("chroma-data-dir", os.Getenv("CHROMA_DATA_DIR"), "Chroma's persist directory, watched by default (env CHROMA_DATA_DIR)")
+	minFreeMiB := fs.Uint64("disk-min-free-mb", envParse(&errs, "DISK_MIN_FREE_MB", uint64(watchdog.DefaultDiskMinFree>>20), func(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) }),
+		"free space in MiB under which running migrations are paused (env DISK_MIN_FREE_MB)")
+	fs.DurationVar(&cfg.DiskInterval, "disk-interval", envParse(&errs, "DISK_INTERVAL", watchdog.DefaultDiskInterval, time.ParseDuration),
+		"how often disk space and JetStream storage are checked (env DISK_INTERVAL)")
+	fs.Float64Var(&cfg.JetStreamNear, "jetstream-near", envParse(&errs, "JETSTREAM_NEAR", watchdog.DefaultJetStreamNear, parseFloat),
+		"share of a JetStream account or stream limit counted as nearly full; negative disables (env JETSTREAM_NEAR)")
+	fs.DurationVar(&cfg.TickInterval, "tick", envParse(&errs, "TICK_INTERVAL", time.Second, time.ParseDuration),
+		"how often deadlines and pending work are checked (env TICK_INTERVAL)")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", envParse(&errs, "REQUEST_TIMEOUT", 30*time.Minute, time.ParseDuration),
+		"bound of a snapshot or rollback request; a rollback start verifies the archive first (env REQUEST_TIMEOUT)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	cfg.AutomaticRollbackDisabled = !*automatic
+	cfg.DiskMinFree = *minFreeMiB << 20
+	cfg.DiskPaths = splitPaths(*watch)
+	if len(cfg.DiskPaths) == 0 {
+		cfg.DiskPaths = splitPaths(*jsDir + "," + *chromaDir)
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(env("LOG_LEVEL", "info"))); err != nil {
+		return fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	subj, err := contract.NewSubjects(*prefix)
+	if err != nil {
+		return err
+	}
+	if cfg.ChromaURL == "" {
+		return fmt.Errorf("--chroma-url (or CHROMA_URL) is required")
+	}
+	// One attempt per check: the watchdog counts failures itself.
+	opts := []chroma.Option{chroma.WithLogger(log), chroma.WithRetryMaxElapsed(0)}
+	if tok := os.Getenv("CHROMA_TOKEN"); tok != "" {
+		opts = append(opts, chroma.WithToken(tok))
+		if strings.EqualFold(os.Getenv("CHROMA_AUTH_HEADER"), "bearer") {
+			opts = append(opts, chroma.WithAuthHeader(chroma.AuthBearer))
+		}
+	}
+	cc, err := chroma.New(cfg.ChromaURL, opts...)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*natsURL, nats.Name(cfg.Instance), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	svc, err := watchdog.New(cfg, nc, subj, cc, log)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}

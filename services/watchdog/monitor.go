@@ -1,0 +1,289 @@
+package watchdog
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/disk"
+)
+
+// condition is what this instance sees of one pause reason.
+type condition struct {
+	reason  string // the pause reason (contract.Pause*)
+	name    string // the alert's name: connectivity, disk, jetstream_storage
+	known   bool   // observed at least once since the start
+	active  bool   // failing: running jobs are paused for it
+	healthy bool   // the latest observation passed: its pauses may be lifted
+	detail  string
+	since   time.Time
+	figures map[string]any
+}
+
+// setCondition records an observation; a change between failing and not
+// is audited as an alert or its recovery, and the ticker applies it to
+// the running jobs at once.
+func (s *Service) setCondition(ctx context.Context, reason, name string, active, healthy bool, detail string, figures map[string]any) {
+	s.mu.Lock()
+	c := s.conds[reason]
+	if c == nil {
+		c = &condition{reason: reason, name: name}
+		s.conds[reason] = c
+	}
+	changed := c.active != active
+	if changed && active {
+		c.since = time.Now().UTC()
+	}
+	c.known, c.active, c.healthy, c.detail, c.figures = true, active, healthy, detail, figures
+	since := c.since
+	s.mu.Unlock()
+	if !changed {
+		return
+	}
+	ev := contract.AuditEvent{Action: "alert." + name, Outcome: contract.OutcomeAlert, Reason: detail, Figures: maps.Clone(figures)}
+	if ev.Figures == nil {
+		ev.Figures = map[string]any{}
+	}
+	if active {
+		s.log.Warn("alert raised", "alert", name, "detail", detail)
+		ev.Reason += "; running migrations are paused until it recovers"
+	} else {
+		s.log.Info("alert recovered", "alert", name, "detail", detail)
+		ev.Outcome = contract.OutcomeCompleted
+		ev.Reason = "recovered: " + detail
+		ev.Figures["alert_seconds"] = time.Since(since).Seconds()
+	}
+	s.emit(ctx, "", ev)
+	s.wake()
+}
+
+// heartbeatLoop checks Chroma's heartbeat every HeartbeatInterval;
+// HeartbeatFailures failures in a row raise the connectivity alert, the
+// next success lifts it.
+func (s *Service) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	failures := 0
+	for {
+		hctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatTimeout)
+		err := s.chroma.Heartbeat(hctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		figures := map[string]any{"chroma_url": s.cfg.ChromaURL, "threshold": s.cfg.HeartbeatFailures,
+			"interval_seconds": s.cfg.HeartbeatInterval.Seconds()}
+		if err == nil {
+			figures["failures_before"] = failures
+			s.setCondition(ctx, contract.PauseConnectivity, "connectivity", false, true,
+				fmt.Sprintf("Chroma at %s answers its heartbeat", s.cfg.ChromaURL), figures)
+			failures = 0
+		} else {
+			failures++
+			figures["consecutive_failures"], figures["error"] = failures, err.Error()
+			s.setCondition(ctx, contract.PauseConnectivity, "connectivity", failures >= s.cfg.HeartbeatFailures, false,
+				fmt.Sprintf("Chroma at %s failed %d heartbeats in a row (threshold %d, one every %s): %v",
+					s.cfg.ChromaURL, failures, s.cfg.HeartbeatFailures, s.cfg.HeartbeatInterval, err), figures)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// diskLoop checks the watched paths and JetStream's storage every
+// DiskInterval.
+func (s *Service) diskLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.DiskInterval)
+	defer t.Stop()
+	for {
+		s.checkDisk(ctx)
+		s.checkJetStream(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// checkDisk compares the free space of every watched path with the
+// threshold. A path that cannot be read is logged, not counted as full.
+func (s *Service) checkDisk(ctx context.Context) {
+	if len(s.cfg.DiskPaths) == 0 {
+		return
+	}
+	minFree := s.diskMinFree.Load()
+	free := map[string]uint64{}
+	var low []string
+	for _, p := range s.cfg.DiskPaths {
+		n, err := disk.Free(p)
+		if err != nil {
+			s.log.Warn("cannot read free disk space", "path", p, "err", err)
+			continue
+		}
+		free[p] = n
+		if n < minFree {
+			low = append(low, fmt.Sprintf("%s (%s free)", p, bytesText(n)))
+		}
+	}
+	if len(free) == 0 {
+		return
+	}
+	figures := map[string]any{"free_bytes": free, "min_free_bytes": minFree, "paths": s.cfg.DiskPaths}
+	detail := fmt.Sprintf("free disk space is at least %s on every watched path (%s)", bytesText(minFree), strings.Join(s.cfg.DiskPaths, ", "))
+	if len(low) > 0 {
+		figures["low_paths"] = low
+		detail = fmt.Sprintf("free disk space under the threshold of %s on %s", bytesText(minFree), strings.Join(low, ", "))
+	}
+	s.setCondition(ctx, contract.PauseDiskPrefix+s.cfg.Instance, "disk", len(low) > 0, len(low) == 0, detail, figures)
+}
+
+// checkJetStream compares JetStream's file storage with the account's
+// limit and every stream's byte limit.
+func (s *Service) checkJetStream(ctx context.Context) {
+	if s.cfg.JetStreamNear < 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ai, err := s.js.AccountInfo(cctx)
+	if err != nil {
+		s.log.Warn("cannot read JetStream account usage", "err", err)
+		return
+	}
+	near := s.cfg.JetStreamNear
+	var full []string
+	figures := map[string]any{"near_share": near, "account_store_bytes": ai.Store, "account_max_store_bytes": ai.Limits.MaxStore}
+	if ai.Limits.MaxStore > 0 {
+		if share := float64(ai.Store) / float64(ai.Limits.MaxStore); share >= near {
+			full = append(full, fmt.Sprintf("account storage %s of %s (%.0f%%)", bytesText(ai.Store), bytesText(uint64(ai.Limits.MaxStore)), 100*share))
+		}
+	}
+	streams := map[string]float64{}
+	lister := s.js.ListStreams(cctx)
+	for info := range lister.Info() {
+		if info.Config.MaxBytes <= 0 {
+			continue
+		}
+		share := float64(info.State.Bytes) / float64(info.Config.MaxBytes)
+		streams[info.Config.Name] = share
+		if share >= near {
+			full = append(full, fmt.Sprintf("stream %s %s of %s (%.0f%%)", info.Config.Name, bytesText(info.State.Bytes), bytesText(uint64(info.Config.MaxBytes)), 100*share))
+		}
+	}
+	if err := lister.Err(); err != nil {
+		s.log.Warn("cannot list JetStream streams", "err", err)
+		return
+	}
+	figures["stream_shares"] = streams
+	detail := fmt.Sprintf("JetStream storage is under %.0f%% of every limit", 100*near)
+	if len(full) > 0 {
+		figures["near_limit"] = full
+		detail = fmt.Sprintf("JetStream storage is near its limit (%.0f%% or more): %s", 100*near, strings.Join(full, "; "))
+	}
+	s.setCondition(ctx, contract.PauseJetStream, "jetstream_storage", len(full) > 0, len(full) == 0, detail, figures)
+}
+
+// reconcilePauses pauses every pausable run for each failing condition it
+// is not yet paused for, and lifts the reasons this instance sees healthy
+// again; a run is resumed when its last reason is lifted. Each change is a
+// compare-and-set, so of several instances one sends each command.
+func (s *Service) reconcilePauses(ctx context.Context, recs []contract.MigrationRecord) {
+	s.mu.Lock()
+	conds := map[string]condition{}
+	for k, c := range s.conds {
+		conds[k] = *c
+	}
+	s.mu.Unlock()
+	keys := slices.Sorted(maps.Keys(conds))
+	for i := range recs {
+		r := &recs[i]
+		if !pausable(r) {
+			continue
+		}
+		for _, k := range keys {
+			if c := conds[k]; c.active && !hasReason(r, k) {
+				s.pause(ctx, r.Job, c)
+			}
+		}
+		for _, p := range r.PausedBy {
+			if c, ok := conds[p.Reason]; ok && c.known && c.healthy && !c.active {
+				s.unpause(ctx, r.Job, c)
+			}
+		}
+	}
+}
+
+func hasReason(r *contract.MigrationRecord, reason string) bool {
+	return slices.ContainsFunc(r.PausedBy, func(p contract.PauseReason) bool { return p.Reason == reason })
+}
+
+func (s *Service) pause(ctx context.Context, job string, c condition) {
+	var first bool
+	next, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if cur == nil || !pausable(cur) || hasReason(cur, c.reason) {
+			return nil
+		}
+		n := *cur
+		first = len(cur.PausedBy) == 0
+		n.PausedBy = append(slices.Clone(cur.PausedBy), contract.PauseReason{Reason: c.reason, Instance: s.cfg.Instance, Detail: c.detail, Since: time.Now().UTC()})
+		n.Status = contract.MigrationPaused
+		return &n
+	})
+	if err != nil {
+		s.log.Warn("cannot record a pause", "job", job, "reason", c.reason, "err", err)
+		return
+	}
+	if !written {
+		return
+	}
+	if first {
+		s.control(ctx, next, contract.ControlPause, c.detail, "")
+		return
+	}
+	s.log.Info("paused job also held for another reason", "job", job, "reason", c.reason)
+}
+
+func (s *Service) unpause(ctx context.Context, job string, c condition) {
+	var resume bool
+	next, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if cur == nil || !hasReason(cur, c.reason) {
+			return nil
+		}
+		n := *cur
+		n.PausedBy = slices.DeleteFunc(slices.Clone(cur.PausedBy), func(p contract.PauseReason) bool { return p.Reason == c.reason })
+		resume = len(n.PausedBy) == 0 && pausable(cur)
+		if resume {
+			n.Status = contract.MigrationRunning
+		}
+		return &n
+	})
+	if err != nil {
+		s.log.Warn("cannot record a resume", "job", job, "reason", c.reason, "err", err)
+		return
+	}
+	if written && resume {
+		s.control(ctx, next, contract.ControlResume, "recovered: "+c.detail, "")
+	}
+}
+
+// bytesText prints a byte count for people.
+func bytesText(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

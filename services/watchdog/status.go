@@ -1,0 +1,157 @@
+package watchdog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// maxProgress bounds the progress kept for the status report.
+const maxProgress = 1024
+
+// onProgress keeps the latest progress of every running operation.
+func (s *Service) onProgress(m *nats.Msg) {
+	var p contract.Progress
+	if json.Unmarshal(m.Data, &p) != nil || p.OpID == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.Done {
+		delete(s.progress, p.OpID)
+		return
+	}
+	if _, ok := s.progress[p.OpID]; !ok && len(s.progress) >= maxProgress {
+		return // operations that never said done; the report prunes them
+	}
+	s.progress[p.OpID] = p
+}
+
+func (s *Service) handleStatus(ctx context.Context, r micro.Request) {
+	if len(r.Data()) > contract.MaxRequestBytes {
+		respondError(r, contract.CodeTooLarge, fmt.Sprintf("request is %d bytes; at most %d", len(r.Data()), contract.MaxRequestBytes))
+		return
+	}
+	rep, err := s.Status(ctx)
+	if err != nil {
+		respondError(r, contract.CodeUnavailable, err.Error())
+		return
+	}
+	respondJSON(r, rep)
+}
+
+// Status builds the report chroma.api.status answers with.
+func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
+	rep := &contract.StatusReport{
+		Envelope:   contract.NewEnvelope(contract.TypeStatusReport),
+		Watchdog:   s.cfg.Instance,
+		Migrations: []contract.MigrationRecord{},
+		Fences:     []contract.Fence{},
+		Operations: []contract.OperationStatus{},
+		Snapshots:  []contract.DatabaseSnapshot{},
+		Alerts:     []contract.StatusAlert{},
+	}
+	for _, r := range s.cached() {
+		if busy(&r) {
+			rep.Migrations = append(rep.Migrations, r)
+		}
+	}
+	kv := s.assets.State
+	if err := eachValue(ctx, kv, "fence.>", func(key string, data []byte) {
+		var f contract.Fence
+		if json.Unmarshal(data, &f) == nil {
+			rep.Fences = append(rep.Fences, f)
+		}
+	}); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(rep.Fences, func(a, b contract.Fence) int { return a.RaisedAt.Compare(b.RaisedAt) })
+
+	running := map[string]bool{}
+	if err := eachValue(ctx, kv, "op.>", func(key string, data []byte) {
+		var op contract.Operation
+		if json.Unmarshal(data, &op) != nil {
+			return
+		}
+		switch op.Status {
+		case contract.StatusCompleted, contract.StatusFailed, contract.StatusCancelled:
+			return
+		}
+		running[op.OpID] = true
+		os := contract.OperationStatus{Operation: op}
+		s.mu.Lock()
+		if p, ok := s.progress[op.OpID]; ok {
+			os.Progress = &p
+		}
+		s.mu.Unlock()
+		rep.Operations = append(rep.Operations, os)
+	}); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(rep.Operations, func(a, b contract.OperationStatus) int {
+		return strings.Compare(a.Operation.OpID, b.Operation.OpID)
+	})
+	s.mu.Lock()
+	for id := range s.progress {
+		if !running[id] {
+			delete(s.progress, id)
+		}
+	}
+	s.mu.Unlock()
+
+	newest := map[string]contract.DatabaseSnapshot{}
+	if err := eachValue(ctx, s.assets.Manifests, ">", func(key string, data []byte) {
+		var m contract.SnapshotManifest
+		if json.Unmarshal(data, &m) != nil || m.VerifiedAt.IsZero() {
+			return
+		}
+		k := m.Tenant + "/" + m.Database
+		if cur, ok := newest[k]; ok && (cur.StartedAt.After(m.StartedAt) || (cur.StartedAt.Equal(m.StartedAt) && cur.SnapshotID > m.SnapshotID)) {
+			return
+		}
+		newest[k] = contract.DatabaseSnapshot{Tenant: m.Tenant, Database: m.Database, SnapshotID: m.SnapshotID, Name: m.Name,
+			TotalRecords: m.TotalRecords, Size: m.Size, StartedAt: m.StartedAt, VerifiedAt: m.VerifiedAt}
+	}); err != nil {
+		return nil, err
+	}
+	for _, k := range slices.Sorted(maps.Keys(newest)) {
+		rep.Snapshots = append(rep.Snapshots, newest[k])
+	}
+
+	s.mu.Lock()
+	for _, k := range slices.Sorted(maps.Keys(s.conds)) {
+		if c := s.conds[k]; c.active {
+			rep.Alerts = append(rep.Alerts, contract.StatusAlert{Name: c.name, Detail: c.detail, Since: c.since, Figures: maps.Clone(c.figures)})
+		}
+	}
+	s.mu.Unlock()
+	return rep, nil
+}
+
+// eachValue calls fn with every value of the keys matching filter.
+func eachValue(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(key string, data []byte)) error {
+	lister, err := kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return fmt.Errorf("list %s keys: %w", filter, err)
+	}
+	for key := range lister.Keys() {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue // deleted while listing
+		}
+		fn(key, e.Value())
+	}
+	return nil
+}

@@ -1,0 +1,604 @@
+package watchdog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// tick fires the time trigger of runs past their deadline, starts the
+// pending work of every run and applies pauses and resumes. Deadlines are
+// absolute times in the records, so a restarted watchdog (or another
+// instance) fires them as punctually as the one that recorded them.
+func (s *Service) tick(ctx context.Context) {
+	now := time.Now()
+	recs := s.cached()
+	for i := range recs {
+		r := &recs[i]
+		if r.Trigger == "" && !ended(r) && !r.Deadline.IsZero() && !now.Before(r.Deadline) {
+			s.fireTime(ctx, r.Job)
+			continue
+		}
+		if needsAct(r) {
+			s.startAct(ctx, r.Job)
+		}
+	}
+	s.reconcilePauses(ctx, recs)
+}
+
+// needsAct says a run has work pending: a snapshot to take or to wait for,
+// or a triggered rollback to ask for or to follow.
+func needsAct(r *contract.MigrationRecord) bool {
+	return rollbackPending(r) || (r.TakeSnapshot && r.SnapshotID == "" && r.SnapshotError == "" && !ended(r))
+}
+
+// fireTime records the time trigger of a run past its deadline.
+func (s *Service) fireTime(ctx context.Context, job string) {
+	_, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if cur == nil || cur.Trigger != "" || ended(cur) || cur.Deadline.IsZero() || time.Now().Before(cur.Deadline) {
+			return nil
+		}
+		next := *cur
+		limit := time.Duration(cur.TimeLimitSeconds * float64(time.Second))
+		s.fire(&next, contract.TriggerTime, fmt.Sprintf("the run exceeded its time limit of %s (deadline %s)",
+			limit, cur.Deadline.Format(time.RFC3339Nano)), nil)
+		return &next
+	})
+	if err != nil {
+		s.log.Warn("cannot record the time trigger; retrying at the next tick", "job", job, "err", err)
+		return
+	}
+	if written {
+		s.startAct(ctx, job)
+	}
+}
+
+// startAct runs act for job in the background unless it already runs here
+// or waits for a retry.
+func (s *Service) startAct(ctx context.Context, job string) {
+	s.mu.Lock()
+	if s.inflight[job] || time.Now().Before(s.retryAt[job]) || ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.inflight[job] = true
+	s.mu.Unlock()
+	s.acts.Go(func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("act panic", "job", job, "panic", p)
+			}
+			s.mu.Lock()
+			delete(s.inflight, job)
+			s.mu.Unlock()
+		}()
+		s.act(ctx, job)
+	})
+}
+
+// later holds off the next request for job by RetryInterval.
+func (s *Service) later(job string) {
+	s.mu.Lock()
+	s.retryAt[job] = time.Now().Add(s.cfg.RetryInterval)
+	s.mu.Unlock()
+}
+
+// act moves a run's pending work one step on. Every step re-reads the
+// record and writes it by compare-and-set, and every request it sends is
+// idempotent or claimed in the record first, so running it again (after a
+// crash, from another instance) repeats nothing.
+func (s *Service) act(ctx context.Context, job string) {
+	rec, _, err := s.get(ctx, job)
+	if err != nil || rec == nil {
+		if err != nil {
+			s.log.Warn("cannot read the migration record", "job", job, "err", err)
+		}
+		return
+	}
+	if rec.TakeSnapshot && rec.SnapshotID == "" && rec.SnapshotError == "" {
+		s.actSnapshot(ctx, rec)
+		if rec, _, err = s.get(ctx, job); err != nil || rec == nil {
+			return
+		}
+	}
+	if rollbackPending(rec) {
+		s.actRollback(ctx, rec)
+	}
+}
+
+// claimable says a request claim (at, by) may be taken by this instance:
+// nobody holds it, this instance does (a restarted instance of the same
+// name; act runs once per job here), or the holder has gone quiet.
+func (s *Service) claimable(at time.Time, by string) bool {
+	return at.IsZero() || by == s.cfg.Instance || time.Since(at) > s.cfg.RequestTimeout+time.Minute
+}
+
+// actSnapshot asks for the pre-migration snapshot a started event asked
+// the watchdog to take, then follows it until it is verified.
+func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord) {
+	job, run := rec.Job, rec.Run
+	same := func(cur *contract.MigrationRecord) bool {
+		return cur != nil && cur.Run == run && cur.SnapshotID == "" && cur.SnapshotError == ""
+	}
+	if rec.SnapshotOpID == "" {
+		_, claimed, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+			if !same(cur) || cur.SnapshotOpID != "" || !s.claimable(cur.SnapshotRequestedAt, cur.SnapshotRequestedBy) {
+				return nil
+			}
+			next := *cur
+			next.SnapshotRequestedAt, next.SnapshotRequestedBy = time.Now().UTC(), s.cfg.Instance
+			return &next
+		})
+		if err != nil || !claimed {
+			return
+		}
+		req := contract.SnapshotCreateRequest{Envelope: contract.NewEnvelope(contract.TypeSnapshotCreateRequest), Name: snapshotName(job),
+			Tenant: rec.Tenant, Database: rec.Database, Collections: rec.Collections, Actor: "watchdog",
+			Reason: "pre-migration snapshot of migration " + job}
+		var reply contract.SnapshotCreateReply
+		code, err := s.request(ctx, s.subj.API("snapshot", "create"), req, &reply, s.cfg.RequestTimeout)
+		if err != nil && !permanent(code) {
+			s.log.Warn("pre-migration snapshot request failed; retrying", "job", job, "err", err)
+			_, _, _ = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+				if !same(cur) || cur.SnapshotOpID != "" || cur.SnapshotRequestedBy != s.cfg.Instance {
+					return nil
+				}
+				next := *cur
+				next.SnapshotRequestedAt, next.SnapshotRequestedBy = time.Time{}, ""
+				return &next
+			})
+			s.later(job)
+			return
+		}
+		if err != nil {
+			s.snapshotFailed(ctx, rec, "the snapshotter refused it: "+err.Error())
+			return
+		}
+		_, _, err = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+			if !same(cur) || cur.SnapshotOpID != "" {
+				return nil
+			}
+			next := *cur
+			next.SnapshotOpID, next.SnapshotPendingID = reply.OpID, reply.SnapshotID
+			return &next
+		})
+		if err != nil {
+			s.log.Warn("cannot record the snapshot operation", "job", job, "op_id", reply.OpID, "err", err)
+			return
+		}
+		s.emit(ctx, fmt.Sprintf("snap_%s_%d", job, run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeStarted,
+			Tenant: rec.Tenant, Database: rec.Database, SnapshotID: reply.SnapshotID, OpID: reply.OpID,
+			Reason:  fmt.Sprintf("pre-migration snapshot %s of %s/%s requested for migration %s", snapshotName(job), rec.Tenant, rec.Database, job),
+			Figures: map[string]any{"job": job, "run": run}})
+		return
+	}
+	op, err := s.getOperation(ctx, rec.SnapshotOpID)
+	if err != nil || op == nil {
+		return // not recorded yet, or unreadable now: the next tick looks again
+	}
+	switch op.Status {
+	case contract.StatusCompleted:
+		_, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+			if !same(cur) || cur.SnapshotOpID != rec.SnapshotOpID {
+				return nil
+			}
+			next := *cur
+			next.SnapshotID = cur.SnapshotPendingID
+			return &next
+		})
+		if err == nil && written {
+			s.emit(ctx, fmt.Sprintf("snap_%s_%d_done", job, run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeCompleted,
+				Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotPendingID, OpID: op.OpID,
+				Reason:  fmt.Sprintf("pre-migration snapshot %s of migration %s is verified", rec.SnapshotPendingID, job),
+				Figures: map[string]any{"job": job, "run": run}})
+		}
+	case contract.StatusFailed, contract.StatusCancelled:
+		s.snapshotFailed(ctx, rec, fmt.Sprintf("snapshot operation %s %s: %s", op.OpID, op.Status, op.Error))
+	}
+}
+
+// snapshotFailed records that the pre-migration snapshot cannot be had and
+// raises an alert: the job should not go on, and no rollback is possible.
+func (s *Service) snapshotFailed(ctx context.Context, rec *contract.MigrationRecord, why string) {
+	_, written, err := s.update(ctx, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if cur == nil || cur.Run != rec.Run || cur.SnapshotID != "" || cur.SnapshotError != "" {
+			return nil
+		}
+		next := *cur
+		next.SnapshotError = why
+		return &next
+	})
+	if err != nil || !written {
+		return
+	}
+	s.emit(ctx, fmt.Sprintf("snap_%s_%d_failed", rec.Job, rec.Run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeAlert,
+		Tenant: rec.Tenant, Database: rec.Database, Error: why,
+		Reason:  fmt.Sprintf("the pre-migration snapshot of migration %s could not be taken (%s): the job must not go on, and no rollback to it is possible", rec.Job, why),
+		Figures: map[string]any{"job": rec.Job, "run": rec.Run}})
+}
+
+// actRollback takes a triggered rollback one step on: audit the trigger,
+// abort the job (time trigger), ask the restorer (or raise the alert when
+// automatic rollback is disabled), then follow the operation to its end.
+func (s *Service) actRollback(ctx context.Context, rec *contract.MigrationRecord) {
+	job, opID := rec.Job, rec.RollbackOpID
+	same := func(cur *contract.MigrationRecord) bool {
+		return cur != nil && cur.Run == rec.Run && cur.RollbackOpID == opID
+	}
+	switch rec.RollbackStatus {
+	case contract.RollbackRequested:
+		s.emitTrigger(ctx, rec)
+		if rec.Trigger == contract.TriggerTime && rec.AbortSentAt.IsZero() {
+			// Claimed in the record first: one abort, whichever instance.
+			next, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+				if !same(cur) || !cur.AbortSentAt.IsZero() || cur.RollbackStatus != contract.RollbackRequested {
+					return nil
+				}
+				n := *cur
+				n.AbortSentAt = time.Now().UTC()
+				return &n
+			})
+			if err != nil || next == nil {
+				return
+			}
+			if written {
+				s.control(ctx, next, contract.ControlAbort, next.TriggerReason+": the job is aborted and the migration rolled back", opID)
+			}
+			rec = next
+		}
+		if rec.Trigger == contract.TriggerTime && rec.EndedAt.IsZero() && time.Since(rec.AbortSentAt) < s.cfg.AbortGrace {
+			return // the job has AbortGrace to stop; the ticker comes back
+		}
+		if rec.SnapshotID == "" && rec.TakeSnapshot && rec.SnapshotError == "" {
+			return // the pre-migration snapshot is still being taken
+		}
+		if rec.SnapshotID == "" {
+			why := "the run has no verified pre-migration snapshot"
+			if rec.SnapshotError != "" {
+				why += ": " + rec.SnapshotError
+			}
+			s.rollbackFailed(ctx, rec, why)
+			return
+		}
+		if s.cfg.AutomaticRollbackDisabled {
+			s.alertDisabled(ctx, rec)
+			return
+		}
+		s.requestRollback(ctx, rec)
+	case contract.StatusQueued, contract.StatusRunning:
+		s.followRollback(ctx, rec)
+	}
+}
+
+// requestRollback asks the restorer for the run's rollback with its
+// deterministic op id: asked twice, the restorer answers with the
+// operation it already has, and the command's message id is the op id.
+func (s *Service) requestRollback(ctx context.Context, rec *contract.MigrationRecord) {
+	job, opID := rec.Job, rec.RollbackOpID
+	same := func(cur *contract.MigrationRecord) bool {
+		return cur != nil && cur.Run == rec.Run && cur.RollbackOpID == opID && cur.RollbackStatus == contract.RollbackRequested
+	}
+	_, claimed, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if !same(cur) || !s.claimable(cur.RollbackRequestedAt, cur.RollbackRequestedBy) {
+			return nil
+		}
+		next := *cur
+		next.RollbackRequestedAt, next.RollbackRequestedBy = time.Now().UTC(), s.cfg.Instance
+		return &next
+	})
+	if err != nil || !claimed {
+		return
+	}
+	req := contract.RollbackRequest{Envelope: contract.NewEnvelope(contract.TypeRollbackRequest), SnapshotID: rec.SnapshotID,
+		Collections: rec.RollbackCollections, Confirm: true, Actor: "watchdog", Job: job, OpID: opID,
+		Reason: fmt.Sprintf("watchdog %s trigger of migration %s: %s", rec.Trigger, job, rec.TriggerReason)}
+	var reply contract.RollbackReply
+	code, err := s.request(ctx, s.subj.API("rollback", "start"), req, &reply, s.cfg.RequestTimeout)
+	if err == nil && reply.Refused != "" {
+		code, err = contract.CodeBadRequest, errors.New(reply.Refused)
+	}
+	if err != nil {
+		if permanent(code) {
+			s.rollbackFailed(ctx, rec, "the restorer refused the rollback: "+err.Error())
+			return
+		}
+		s.log.Warn("rollback request failed; retrying", "job", job, "op_id", opID, "code", code, "err", err)
+		_, _, _ = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+			if !same(cur) || cur.RollbackRequestedBy != s.cfg.Instance {
+				return nil
+			}
+			next := *cur
+			next.RollbackRequestedAt, next.RollbackRequestedBy = time.Time{}, ""
+			return &next
+		})
+		s.later(job)
+		return
+	}
+	status := reply.Status
+	if status == "" {
+		status = contract.StatusQueued
+	}
+	_, _, err = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if !same(cur) {
+			return nil
+		}
+		next := *cur
+		next.RollbackStatus = contract.StatusQueued
+		if status == contract.StatusRunning {
+			next.RollbackStatus = status
+		}
+		return &next
+	})
+	if err != nil {
+		s.log.Warn("cannot record the queued rollback; following it at the next tick", "job", job, "err", err)
+	}
+	s.log.Info("rollback requested", "job", job, "op_id", opID, "status", status, "snapshot_id", rec.SnapshotID)
+	s.wake()
+}
+
+// followRollback follows the restorer's operation and records how it ended.
+func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRecord) {
+	job, opID := rec.Job, rec.RollbackOpID
+	op, err := s.getOperation(ctx, opID)
+	if err != nil {
+		s.log.Warn("cannot read the rollback operation", "op_id", opID, "err", err)
+		return
+	}
+	same := func(cur *contract.MigrationRecord) bool {
+		return cur != nil && cur.Run == rec.Run && cur.RollbackOpID == opID && rollbackPending(cur) && cur.RollbackStatus != contract.RollbackRequested
+	}
+	if op == nil {
+		// The restorer drops an operation it could not enqueue: ask again.
+		_, _, _ = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+			if !same(cur) {
+				return nil
+			}
+			next := *cur
+			next.RollbackStatus, next.RollbackRequestedAt, next.RollbackRequestedBy = contract.RollbackRequested, time.Time{}, ""
+			return &next
+		})
+		return
+	}
+	terminal := op.Status == contract.StatusCompleted || op.Status == contract.StatusFailed || op.Status == contract.StatusCancelled
+	if !terminal {
+		if op.Status == contract.StatusRunning && rec.RollbackStatus != contract.StatusRunning {
+			_, _, _ = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+				if !same(cur) {
+					return nil
+				}
+				next := *cur
+				next.RollbackStatus = contract.StatusRunning
+				return &next
+			})
+		}
+		return
+	}
+	next, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if !same(cur) {
+			return nil
+		}
+		n := *cur
+		n.RollbackStatus, n.PausedBy = op.Status, nil
+		if op.Status == contract.StatusCompleted {
+			n.Status = contract.MigrationRolledBack
+		} else {
+			n.RollbackError = fmt.Sprintf("rollback %s %s: %s", opID, op.Status, op.Error)
+			n.RollbackCommand = s.operatorCommand(cur)
+		}
+		return &n
+	})
+	if err != nil || !written {
+		return
+	}
+	ev := contract.AuditEvent{Tenant: next.Tenant, Database: next.Database, SnapshotID: next.SnapshotID, OpID: opID,
+		Figures: map[string]any{"job": job, "run": next.Run, "trigger": next.Trigger}}
+	if op.Restore != nil {
+		ev.Figures["records_written"], ev.Figures["verified"] = op.Restore.RecordsWritten, op.Restore.Verified
+	}
+	if op.Status == contract.StatusCompleted {
+		ev.Action, ev.Outcome = "migration.rolled_back", contract.OutcomeCompleted
+		ev.Reason = fmt.Sprintf("migration %s rolled back to snapshot %s by %s (%s trigger: %s)", job, next.SnapshotID, opID, next.Trigger, next.TriggerReason)
+		s.emit(ctx, "rolled_back_"+opID, ev)
+		if next.EndedAt.IsZero() {
+			// The restorer paused the job and does not resume the job it
+			// rolled back: tell it that its run is over.
+			s.control(ctx, next, contract.ControlAbort, fmt.Sprintf("migration %s was rolled back (%s trigger: %s)", job, next.Trigger, next.TriggerReason), opID)
+		}
+		return
+	}
+	ev.Action, ev.Outcome, ev.Error = "alert.rollback", contract.OutcomeAlert, next.RollbackError
+	ev.Reason = fmt.Sprintf("the %s trigger's rollback of migration %s did not complete (%s); check the data, then roll back by hand: %s",
+		next.Trigger, job, next.RollbackError, next.RollbackCommand)
+	s.emit(ctx, "rollback_failed_"+opID, ev)
+}
+
+// rollbackFailed records that the run's rollback cannot be run and alerts
+// with the command an operator would use.
+func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRecord, why string) {
+	next, written, err := s.update(ctx, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if cur == nil || cur.Run != rec.Run || cur.RollbackOpID != rec.RollbackOpID || cur.RollbackStatus != contract.RollbackRequested {
+			return nil
+		}
+		n := *cur
+		n.RollbackStatus, n.RollbackError, n.RollbackCommand = contract.StatusFailed, why, s.operatorCommand(cur)
+		return &n
+	})
+	if err != nil || !written {
+		return
+	}
+	s.emit(ctx, "rollback_failed_"+rec.RollbackOpID, contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
+		Tenant: next.Tenant, Database: next.Database, SnapshotID: next.SnapshotID, OpID: next.RollbackOpID, Error: why,
+		Reason: fmt.Sprintf("the %s trigger fired for migration %s (%s), but its rollback cannot run: %s; to roll back by hand: %s",
+			next.Trigger, next.Job, next.TriggerReason, why, next.RollbackCommand),
+		Figures: triggerFigures(next, false)})
+}
+
+// alertDisabled turns a triggered rollback into an alert naming the
+// command an operator would run (automatic rollback disabled).
+func (s *Service) alertDisabled(ctx context.Context, rec *contract.MigrationRecord) {
+	cmd := s.operatorCommand(rec)
+	// Audited before it is recorded: a crash in between repeats the event
+	// with the same id, which the audit stream stores once.
+	s.emit(ctx, "alert_"+rec.RollbackOpID, contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
+		Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotID,
+		Reason: fmt.Sprintf("automatic rollback is disabled (AUTOMATIC_ROLLBACK_ENABLED=false): the %s trigger fired for migration %s (%s); to roll back, run: %s",
+			rec.Trigger, rec.Job, rec.TriggerReason, cmd),
+		Figures: triggerFigures(rec, false)})
+	_, _, err := s.update(ctx, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if cur == nil || cur.Run != rec.Run || cur.RollbackOpID != rec.RollbackOpID || cur.RollbackStatus != contract.RollbackRequested {
+			return nil
+		}
+		n := *cur
+		n.RollbackStatus, n.RollbackCommand = contract.RollbackAlerted, cmd
+		return &n
+	})
+	if err != nil {
+		s.log.Warn("cannot record the rollback alert", "job", rec.Job, "err", err)
+	}
+}
+
+// emitTrigger audits a fired trigger; its id is the op id's, so it is
+// stored once however often it is emitted.
+func (s *Service) emitTrigger(ctx context.Context, rec *contract.MigrationRecord) {
+	s.mu.Lock()
+	done := s.audited[rec.RollbackOpID]
+	s.audited[rec.RollbackOpID] = true
+	s.mu.Unlock()
+	if done {
+		return
+	}
+	s.emit(ctx, "trigger_"+rec.RollbackOpID, contract.AuditEvent{Action: "trigger." + rec.Trigger, Outcome: contract.OutcomeStarted,
+		Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotID, OpID: rec.RollbackOpID,
+		Reason:  fmt.Sprintf("migration %s: %s", rec.Job, rec.TriggerReason),
+		Figures: triggerFigures(rec, !s.cfg.AutomaticRollbackDisabled)})
+}
+
+func triggerFigures(rec *contract.MigrationRecord, automatic bool) map[string]any {
+	f := map[string]any{"job": rec.Job, "run": rec.Run, "trigger": rec.Trigger, "automatic_rollback": automatic}
+	if len(rec.RollbackCollections) > 0 {
+		f["collections"] = rec.RollbackCollections
+	}
+	switch rec.Trigger {
+	case contract.TriggerValidation:
+		if v := rec.Validation; v != nil {
+			f["ratio"], f["threshold"], f["valid_chunks"], f["total_chunks"] = v.Ratio, v.Threshold, v.ValidChunks, v.TotalChunks
+			if len(v.FailedCollections) > 0 {
+				f["failed_collections"] = v.FailedCollections
+			}
+		}
+	case contract.TriggerTime:
+		f["deadline"], f["time_limit_seconds"] = rec.Deadline, rec.TimeLimitSeconds
+		f["late_seconds"] = rec.TriggeredAt.Sub(rec.Deadline).Seconds()
+	case contract.TriggerFailure:
+		f["error"] = rec.Error
+	}
+	return f
+}
+
+var plainArg = regexp.MustCompile(`^[A-Za-z0-9._/:=@,+-]+$`)
+
+func shellQuote(s string) string {
+	if plainArg.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// operatorCommand is the CLI command that runs the rollback a trigger asks for.
+func (s *Service) operatorCommand(rec *contract.MigrationRecord) string {
+	parts := []string{"chromadb-rollback"}
+	if s.subj.Prefix != "" && s.subj.Prefix != contract.DefaultPrefix {
+		parts = append(parts, "--prefix", shellQuote(s.subj.Prefix))
+	}
+	snap := rec.SnapshotID
+	if snap == "" {
+		snap = "SNAPSHOT" // none is known: the operator must pick one
+	}
+	parts = append(parts, "rollback", shellQuote(snap))
+	if len(rec.RollbackCollections) > 0 {
+		parts = append(parts, "--partial", "--failed-collections", shellQuote(strings.Join(rec.RollbackCollections, ",")))
+	}
+	parts = append(parts, "--reason", shellQuote(fmt.Sprintf("%s trigger of migration %s", rec.Trigger, rec.Job)), "--yes")
+	return strings.Join(parts, " ")
+}
+
+// control sends a command to a migration job and audits it. Jobs that do
+// not listen miss it; the record and the restorer's fence are what count.
+func (s *Service) control(ctx context.Context, rec *contract.MigrationRecord, command, reason, opID string) {
+	c := contract.Control{Envelope: contract.NewEnvelope(contract.TypeControl), Job: rec.Job, Command: command, Reason: reason, OpID: opID}
+	data, _ := json.Marshal(c)
+	if err := s.nc.Publish(s.subj.Control(rec.Job), data); err != nil {
+		s.log.Warn("could not send a control command", "job", rec.Job, "command", command, "err", err)
+	}
+	_ = s.nc.Flush()
+	s.log.Info("migration job told", "job", rec.Job, "command", command, "reason", reason)
+	s.emit(ctx, "", contract.AuditEvent{Action: "control." + command, Outcome: contract.OutcomeCompleted, Tenant: rec.Tenant, Database: rec.Database,
+		OpID: opID, Reason: fmt.Sprintf("%s sent to migration %s: %s", command, rec.Job, reason),
+		Figures: map[string]any{"job": rec.Job, "run": rec.Run, "command": command}})
+}
+
+// permanent says an error code will not change by asking again.
+func permanent(code int) bool {
+	switch code {
+	case contract.CodeBadRequest, contract.CodeNotFound, contract.CodeTooLarge, contract.CodeVerificationFailed:
+		return true
+	}
+	return false
+}
+
+// request sends a request to a service and decodes the reply into out; an
+// error reply returns its code (0 when there was no reply).
+func (s *Service) request(ctx context.Context, subject string, req, out any, timeout time.Duration) (int, error) {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return 0, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	msg, err := s.nc.RequestWithContext(rctx, subject, data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return 0, fmt.Errorf("no service answers on %s", subject)
+		}
+		return 0, fmt.Errorf("request %s: %w", subject, err)
+	}
+	if h := msg.Header.Get("Nats-Service-Error-Code"); h != "" {
+		code, _ := strconv.Atoi(h)
+		text := msg.Header.Get("Nats-Service-Error")
+		var body contract.ErrorBody
+		if json.Unmarshal(msg.Data, &body) == nil && body.Error != "" {
+			text = body.Error
+		}
+		return code, errors.New(text)
+	}
+	if err := json.Unmarshal(msg.Data, out); err != nil {
+		return 0, fmt.Errorf("decode reply from %s: %w", subject, err)
+	}
+	return 0, nil
+}
+
+// getOperation reads op.<opID>; nil when there is none.
+func (s *Service) getOperation(ctx context.Context, opID string) (*contract.Operation, error) {
+	e, err := s.assets.State.Get(ctx, contract.OperationKey(opID))
+	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read operation %s: %w", opID, err)
+	}
+	var op contract.Operation
+	if err := json.Unmarshal(e.Value(), &op); err != nil {
+		return nil, fmt.Errorf("operation %s is unreadable: %w", opID, err)
+	}
+	return &op, nil
+}

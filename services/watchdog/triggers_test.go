@@ -1,0 +1,212 @@
+package watchdog_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+// TestValidationLossRollsBack: a migration loses 10% of its records; its
+// validation (0.90 < 0.95) makes the watchdog roll back to the snapshot it
+// took for the job, and the database equals the pre-migration state
+// record by record. The audit trail reads started -> validation -> trigger
+// -> rollback completed, with the ratio and the reason.
+func TestValidationLossRollsBack(t *testing.T) {
+	e := newEnv(t, false)
+	const tenant, db, job = "wd_loss", "main", "loss-10"
+	e.seed(t, tenant, db)
+	e.services(t)
+	e.watchdog(t, e.fast("wd"))
+	ctl := e.controls(t, job)
+	pre := e.dump(t, tenant, db)
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, "", time.Hour))
+	// The job waits for the pre-migration snapshot the watchdog takes.
+	rec := e.waitRecord(t, job, time.Minute, "pre-migration snapshot", func(r contract.MigrationRecord) bool {
+		return r.SnapshotID != "" || r.SnapshotError != ""
+	})
+	if rec.SnapshotError != "" {
+		t.Fatalf("pre-migration snapshot: %s", rec.SnapshotError)
+	}
+	lost := e.migrate(t, tenant, db, 0.10, "workload_00", "workload_01")
+	e.publish(t, job, contract.EventHeartbeat, "", contract.MigrationEvent{Phase: "copy", DoneRecords: 300})
+	e.publish(t, job, contract.EventValidation, "", validation(int64(300-lost), 300))
+
+	rec = e.waitRecord(t, job, 2*time.Minute, "rolled back", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRolledBack || r.RollbackStatus == contract.StatusFailed
+	})
+	if rec.Status != contract.MigrationRolledBack || rec.Trigger != contract.TriggerValidation || rec.RollbackStatus != contract.StatusCompleted {
+		t.Fatalf("record after the rollback: %s", mustJSON(t, rec))
+	}
+	if rec.LastHeartbeat.IsZero() || rec.Phase != "copy" {
+		t.Errorf("heartbeat not recorded: last %v phase %q", rec.LastHeartbeat, rec.Phase)
+	}
+	compareDB(t, e.dump(t, tenant, db), pre)
+
+	evs := e.audit(t)
+	start := find(evs, byWatchdog(job, "migration.started"))
+	val := find(evs, byWatchdog(job, "migration.validation"))
+	trig := find(evs, byWatchdog(job, "trigger.validation"))
+	done := find(evs, func(a auditEntry) bool {
+		return a.Service == "restorer" && a.Action == "rollback" && a.OpID == rec.RollbackOpID && a.Outcome == contract.OutcomeCompleted
+	})
+	if len(start) != 1 || len(val) != 1 || len(trig) != 1 || len(done) != 1 {
+		t.Fatalf("audit: %d started, %d validation, %d trigger, %d rollback completed events; want one each", len(start), len(val), len(trig), len(done))
+	}
+	if !(start[0].Seq < val[0].Seq && val[0].Seq < trig[0].Seq && trig[0].Seq < done[0].Seq) {
+		t.Errorf("audit order: started %d, validation %d, trigger %d, rollback completed %d", start[0].Seq, val[0].Seq, trig[0].Seq, done[0].Seq)
+	}
+	if figure(trig[0], "ratio") != "0.9" || figure(trig[0], "threshold") != "0.95" || !strings.Contains(trig[0].Reason, "under the threshold") {
+		t.Errorf("trigger event: reason %q, figures %v", trig[0].Reason, trig[0].Figures)
+	}
+	if figure(val[0], "ratio") != "0.9" {
+		t.Errorf("validation event figures %v", val[0].Figures)
+	}
+	if got := find(evs, byWatchdog(job, "migration.rolled_back")); len(got) != 1 || got[0].Seq < done[0].Seq {
+		t.Errorf("migration.rolled_back events: %+v", got)
+	}
+	// The restorer paused the job; the watchdog told it its run is over.
+	ctl.wait(t, contract.ControlAbort, 10*time.Second)
+}
+
+// TestSmallLossCompletes: 3% loss stays above the threshold: no rollback,
+// and the completed migration is recorded.
+func TestSmallLossCompletes(t *testing.T) {
+	e := newEnv(t, false)
+	const tenant, db, job = "wd_small", "main", "loss-3"
+	e.seed(t, tenant, db)
+	e.services(t)
+	e.watchdog(t, e.fast("wd"))
+	snap := e.snapshot(t, tenant, db, "before_loss_3")
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+	lost := e.migrate(t, tenant, db, 0.03, "workload_00", "workload_01")
+	e.publish(t, job, contract.EventValidation, "", validation(int64(300-lost), 300))
+	e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
+
+	rec := e.waitRecord(t, job, 30*time.Second, "completed", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationCompleted })
+	ratio := float64(300-lost) / 300
+	if rec.Trigger != "" || rec.RollbackOpID != "" || rec.Validation == nil || rec.Validation.Ratio != ratio || rec.EndedAt.IsZero() {
+		t.Errorf("record: %s", mustJSON(t, rec))
+	}
+	a := e.waitAudit(t, 10*time.Second, "migration.completed", byWatchdog(job, "migration.completed"))
+	if !strings.Contains(a.Reason, "no trigger fired") || a.Figures["ratio"] != ratio {
+		t.Errorf("completed event: %q %v", a.Reason, a.Figures)
+	}
+	time.Sleep(300 * time.Millisecond) // a wrong trigger would act within a few ticks
+	if ops := e.rollbackOps(t); len(ops) != 0 {
+		t.Errorf("rollbacks started: %+v", ops)
+	}
+	if got := find(e.audit(t), func(a auditEntry) bool { return strings.HasPrefix(a.Action, "trigger.") }); len(got) != 0 {
+		t.Errorf("trigger events: %+v", got)
+	}
+	if rep := e.status(t); len(rep.Migrations) != 0 {
+		t.Errorf("status lists ended migrations: %+v", rep.Migrations)
+	}
+}
+
+// TestTimeLimitAbortsThenRollsBack: a run past its time limit gets abort on
+// chroma.control.<job> on time, then the rollback restores its database.
+// The status report shows the run with its deadline meanwhile.
+func TestTimeLimitAbortsThenRollsBack(t *testing.T) {
+	e := newEnv(t, false)
+	const tenant, db, job = "wd_time", "main", "slow-job"
+	e.seed(t, tenant, db)
+	e.services(t)
+	cfg := e.fast("wd")
+	cfg.AbortGrace = 10 * time.Second // the job's failed event cuts it short
+	e.watchdog(t, cfg)
+	ctl := e.controls(t, job)
+	pre := e.dump(t, tenant, db)
+	snap := e.snapshot(t, tenant, db, "before_slow_job")
+
+	const limit = 2 * time.Second
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, limit))
+	rec := e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+	if got := rec.Deadline.Sub(rec.StartedAt); got != limit {
+		t.Errorf("deadline %s after the start, want %s", got, limit)
+	}
+	e.migrate(t, tenant, db, 0.5, "workload_00")
+
+	rep := e.status(t)
+	if len(rep.Migrations) != 1 || rep.Migrations[0].Job != job || !rep.Migrations[0].Deadline.Equal(rec.Deadline) ||
+		rep.Migrations[0].Status != contract.MigrationRunning {
+		t.Errorf("status migrations: %s", mustJSON(t, rep.Migrations))
+	}
+	if len(rep.Snapshots) != 1 || rep.Snapshots[0].SnapshotID != snap || rep.Snapshots[0].Tenant != tenant {
+		t.Errorf("status snapshots: %s", mustJSON(t, rep.Snapshots))
+	}
+
+	abort := ctl.wait(t, contract.ControlAbort, limit+10*time.Second)
+	if late := abort.At.Sub(rec.Deadline); late < 0 || late > time.Second {
+		t.Errorf("abort %s after the deadline; want within 1s", late)
+	}
+	if abort.OpID == "" || !strings.Contains(abort.Reason, "time limit") {
+		t.Errorf("abort: %+v", abort.Control)
+	}
+	// The job stops and says so; the rollback need not wait for the grace.
+	e.publish(t, job, contract.EventFailed, "", contract.MigrationEvent{Error: "aborted: " + abort.Reason})
+
+	rec = e.waitRecord(t, job, 2*time.Minute, "rolled back", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRolledBack || r.RollbackStatus == contract.StatusFailed
+	})
+	if rec.Status != contract.MigrationRolledBack || rec.Trigger != contract.TriggerTime {
+		t.Fatalf("record: %s", mustJSON(t, rec))
+	}
+	if since := time.Since(abort.At); since > cfg.AbortGrace+time.Minute {
+		t.Errorf("rollback ended %s after the abort", since)
+	}
+	compareDB(t, e.dump(t, tenant, db), pre)
+	trig := e.waitAudit(t, time.Second, "trigger.time", byWatchdog(job, "trigger.time"))
+	if trig.Figures["time_limit_seconds"] != 2.0 || trig.OpID != rec.RollbackOpID {
+		t.Errorf("trigger event: %+v", trig.AuditEvent)
+	}
+	if n := ctl.count(contract.ControlAbort); n != 1 {
+		t.Errorf("%d abort commands, want 1", n)
+	}
+}
+
+// TestAutomaticRollbackDisabled: the same 10% loss, with automatic rollback
+// off, gives an alert naming the command an operator would run (partial:
+// only the collection under the threshold) and no rollback.
+func TestAutomaticRollbackDisabled(t *testing.T) {
+	e := newEnv(t, false)
+	const tenant, db, job = "wd_manual", "main", "manual-10"
+	e.seed(t, tenant, db)
+	e.services(t)
+	cfg := e.fast("wd")
+	cfg.AutomaticRollbackDisabled = true
+	cfg.PartialOnCollectionFailure = true
+	e.watchdog(t, cfg)
+	snap := e.snapshot(t, tenant, db, "before_manual")
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+	lost := e.migrate(t, tenant, db, 0.20, "workload_00")
+	damaged := e.dump(t, tenant, db)
+	e.publish(t, job, contract.EventValidation, "", validation(int64(300-lost), 300,
+		contract.CollectionValidation{Collection: "workload_00", ValidChunks: int64(150 - lost), TotalChunks: 150},
+		contract.CollectionValidation{Collection: "workload_01", ValidChunks: 150, TotalChunks: 150}))
+
+	alert := e.waitAudit(t, 30*time.Second, "alert.rollback", func(a auditEntry) bool {
+		return a.Action == "alert.rollback" && a.Figures["job"] == job
+	})
+	want := "chromadb-rollback rollback " + snap + " --partial --failed-collections workload_00 --reason 'validation trigger of migration " + job + "' --yes"
+	if alert.Outcome != contract.OutcomeAlert || !strings.Contains(alert.Reason, want) || !strings.Contains(alert.Reason, "AUTOMATIC_ROLLBACK_ENABLED=false") {
+		t.Errorf("alert %q (outcome %s); want it to name %q", alert.Reason, alert.Outcome, want)
+	}
+	rec := e.waitRecord(t, job, 10*time.Second, "alerted", func(r contract.MigrationRecord) bool {
+		return r.RollbackStatus == contract.RollbackAlerted
+	})
+	if rec.RollbackCommand != want || rec.Trigger != contract.TriggerValidation {
+		t.Errorf("record: %s", mustJSON(t, rec))
+	}
+	e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
+	e.waitRecord(t, job, 10*time.Second, "completed", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationCompleted })
+	time.Sleep(300 * time.Millisecond)
+	if ops := e.rollbackOps(t); len(ops) != 0 {
+		t.Errorf("rollbacks started: %+v", ops)
+	}
+	compareDB(t, e.dump(t, tenant, db), damaged)
+}
