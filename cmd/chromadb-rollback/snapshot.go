@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -330,6 +331,8 @@ func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.Snaps
 	if err != nil {
 		return 0, fmt.Errorf("open object store: %w", err)
 	}
+	ctx, cancel := bus.ObjectReadContext(ctx)
+	defer cancel()
 	r, err := obs.Get(ctx, m.Object)
 	if err != nil {
 		return 0, fmt.Errorf("open archive %s: %w", m.Object, err)

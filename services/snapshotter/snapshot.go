@@ -175,6 +175,8 @@ func (s *Service) resolveCollections(ctx context.Context, cmd *contract.Snapshot
 // byte, the archive that was verified as it was written: the same SHA-256,
 // and the object store's own chunk digest checked at EOF.
 func (s *Service) readBack(ctx context.Context, obj, digest string) error {
+	ctx, cancel := bus.ObjectReadContext(ctx)
+	defer cancel()
 	res, err := s.assets.Snapshots.Get(ctx, obj)
 	if err != nil {
 		return fmt.Errorf("read-back verification of %s: %w", obj, err)
@@ -194,6 +196,8 @@ func (s *Service) readBack(ctx context.Context, obj, digest string) error {
 // every archive entry and content digest; it returns the report and the
 // SHA-256 of the object's bytes.
 func (s *Service) verifyObject(ctx context.Context, obj string) (*archive.Report, string, error) {
+	ctx, cancel := bus.ObjectReadContext(ctx)
+	defer cancel()
 	res, err := s.assets.Snapshots.Get(ctx, obj)
 	if err != nil {
 		if bus.IsNotFound(err) {
