@@ -409,7 +409,7 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 		ev.Action, ev.Outcome = "migration.rolled_back", contract.OutcomeCompleted
 		ev.Reason = fmt.Sprintf("migration %s rolled back to snapshot %s by %s (%s trigger: %s)", job, next.SnapshotID, opID, next.Trigger, next.TriggerReason)
 		s.emit(ctx, "rolled_back_"+opID, ev)
-		if next.EndedAt.IsZero() {
+		if next.EndedAt.IsZero() && next.AbortSentAt.IsZero() {
 			// The restorer paused the job and does not resume the job it
 			// rolled back: tell it that its run is over.
 			s.control(ctx, next, contract.ControlAbort, fmt.Sprintf("migration %s was rolled back (%s trigger: %s)", job, next.Trigger, next.TriggerReason), opID)

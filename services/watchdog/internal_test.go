@@ -1,0 +1,118 @@
+package watchdog
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		edit  func(c *Config)
+		field string // "" when valid
+	}{
+		{"defaults", func(c *Config) {}, ""},
+		{"no chroma", func(c *Config) { c.ChromaURL = "" }, "chroma URL"},
+		{"threshold above 1", func(c *Config) { c.ValidationThreshold = 1.5 }, "validation threshold"},
+		{"negative threshold", func(c *Config) { c.ValidationThreshold = -0.1 }, "validation threshold"},
+		{"negative time limit", func(c *Config) { c.DefaultTimeLimit = -time.Second }, "time limit"},
+		{"zero failures", func(c *Config) { c.HeartbeatFailures = -1 }, "heartbeat failures"},
+		{"tiny interval", func(c *Config) { c.HeartbeatInterval = time.Millisecond }, "heartbeat interval"},
+		{"near above 1", func(c *Config) { c.JetStreamNear = 2 }, "near-full"},
+		{"empty path", func(c *Config) { c.DiskPaths = []string{"/tmp", ""} }, "empty path"},
+		{"short ack wait", func(c *Config) { c.AckWait = time.Millisecond }, "ack wait"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{ChromaURL: "http://127.0.0.1:8000"}
+			tc.edit(&c)
+			c.setDefaults()
+			err := c.Validate()
+			switch {
+			case tc.field == "" && err != nil:
+				t.Errorf("got %v, want no error", err)
+			case tc.field != "" && (err == nil || !strings.Contains(err.Error(), tc.field)):
+				t.Errorf("got %v, want an error naming %q", err, tc.field)
+			}
+		})
+	}
+	var c Config
+	c.ChromaURL = "http://x"
+	c.setDefaults()
+	if c.ValidationThreshold != 0.95 || c.DefaultTimeLimit != time.Hour || c.HeartbeatFailures != 3 || c.DiskMinFree != 100<<20 ||
+		c.HeartbeatTimeout != 5*time.Second || c.JetStreamNear != 0.9 {
+		t.Errorf("defaults: %+v", c)
+	}
+}
+
+func TestOperatorCommand(t *testing.T) {
+	cases := []struct {
+		name   string
+		prefix string
+		rec    contract.MigrationRecord
+		want   string
+	}{
+		{"full", "", contract.MigrationRecord{Job: "j1", SnapshotID: "snap_1", Trigger: "validation"},
+			"chromadb-rollback rollback snap_1 --reason 'validation trigger of migration j1' --yes"},
+		{"partial", "chroma", contract.MigrationRecord{Job: "j1", SnapshotID: "snap_1", Trigger: "time", RollbackCollections: []string{"a", "b c"}},
+			"chromadb-rollback rollback snap_1 --partial --failed-collections 'a,b c' --reason 'time trigger of migration j1' --yes"},
+		{"prefix and quote", "prod.chroma", contract.MigrationRecord{Job: "j", SnapshotID: "it's", Trigger: "failure"},
+			`chromadb-rollback --prefix prod.chroma rollback 'it'\''s' --reason 'failure trigger of migration j' --yes`},
+		{"no snapshot", "", contract.MigrationRecord{Job: "j", Trigger: "validation"},
+			"chromadb-rollback rollback SNAPSHOT --reason 'validation trigger of migration j' --yes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Service{subj: contract.Subjects{Prefix: tc.prefix}}
+			if got := s.operatorCommand(&tc.rec); got != tc.want {
+				t.Errorf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSnapshotName(t *testing.T) {
+	for job, want := range map[string]string{
+		"nightly-42":             "pre_migration_nightly-42",
+		"a=b":                    "pre_migration_a-b",
+		strings.Repeat("x", 200): "pre_migration_" + strings.Repeat("x", 114),
+	} {
+		got := snapshotName(job)
+		if got != want || contract.ValidateSnapshotName(got) != nil {
+			t.Errorf("snapshotName(%q) = %q (valid: %v), want %q", job, got, contract.ValidateSnapshotName(got), want)
+		}
+	}
+}
+
+// FuzzDecodeEvent: whatever a job publishes on whatever subject, decoding
+// never panics, and what it accepts is a valid event of a usable job name.
+func FuzzDecodeEvent(f *testing.F) {
+	good, _ := json.Marshal(contract.MigrationEvent{Envelope: contract.Envelope{Type: contract.TypeMigrationValidation}, Job: "j", ValidChunks: 1, TotalChunks: 2})
+	f.Add("chroma.migration.j.validation", good)
+	f.Add("chroma.migration.j.started", []byte(`{"type":"chromadb-rollback.v1.migration_started","job":"j","tenant":"t","database":"d","take_snapshot":true}`))
+	f.Add("chroma.migration.j", []byte(`{}`))
+	f.Add("chroma.migration.j.x.y", []byte(`null`))
+	f.Add("chroma.migration..started", []byte(`[]`))
+	s := &Service{subj: contract.Subjects{Prefix: "chroma"}}
+	f.Fuzz(func(t *testing.T, subject string, data []byte) {
+		var in incoming
+		var reason string
+		in.job, in.event, reason = s.parseSubject(subject)
+		if reason == "" {
+			reason = decodeEvent(data, &in)
+		}
+		if reason != "" {
+			return
+		}
+		if in.ev == nil || !jobNameRE.MatchString(in.job) {
+			t.Fatalf("accepted %q %q without a usable event", subject, data)
+		}
+		if err := contract.ValidateMigrationEvent(in.event, in.job, in.ev); err != nil {
+			t.Fatalf("accepted an invalid event: %v", err)
+		}
+	})
+}

@@ -1,0 +1,149 @@
+package watchdog_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/disk"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestChromaOutagePausesAndResumes: Chroma stopped mid-migration: the job
+// gets pause within the configured detection time (failures x interval,
+// plus one check's timeout); Chroma back: resume. Nothing is rolled back.
+func TestChromaOutagePausesAndResumes(t *testing.T) {
+	e := newEnv(t, true)
+	const job = "outage-job"
+	cfg := e.fast("wd")
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	cfg.HeartbeatTimeout = 200 * time.Millisecond
+	cfg.HeartbeatFailures = 3
+	e.watchdog(t, cfg)
+	ctl := e.controls(t, job)
+	// Another run, ended, is left alone.
+	e.publish(t, "done-job", contract.EventStarted, "", started("acme", "other", "snap_unused", time.Hour))
+	e.publish(t, "done-job", contract.EventCompleted, "", contract.MigrationEvent{})
+	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
+	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+	e.waitRecord(t, "done-job", 10*time.Second, "completed", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationCompleted })
+	time.Sleep(2 * cfg.HeartbeatInterval) // a healthy check or two first
+
+	stopped := time.Now()
+	e.chroma.Stop()
+	detection := time.Duration(cfg.HeartbeatFailures)*cfg.HeartbeatInterval + cfg.HeartbeatTimeout
+	pause := ctl.wait(t, contract.ControlPause, detection+5*time.Second)
+	if took := pause.At.Sub(stopped); took > detection+time.Second {
+		t.Errorf("pause came %s after Chroma stopped; detection time is %s", took, detection)
+	}
+	if !strings.Contains(pause.Reason, "heartbeats in a row") {
+		t.Errorf("pause reason %q", pause.Reason)
+	}
+	rec := e.waitRecord(t, job, 5*time.Second, "paused", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationPaused })
+	if len(rec.PausedBy) != 1 || rec.PausedBy[0].Reason != contract.PauseConnectivity || rec.PausedBy[0].Instance != "wd" {
+		t.Errorf("paused by %+v", rec.PausedBy)
+	}
+	rep := e.status(t)
+	if len(rep.Alerts) != 1 || rep.Alerts[0].Name != "connectivity" || len(rep.Migrations) != 1 || rep.Migrations[0].Status != contract.MigrationPaused {
+		t.Errorf("status during the outage: alerts %s, migrations %s", mustJSON(t, rep.Alerts), mustJSON(t, rep.Migrations))
+	}
+
+	e.chroma.Restart(t)
+	resume := ctl.wait(t, contract.ControlResume, 10*time.Second)
+	if !strings.Contains(resume.Reason, "recovered") {
+		t.Errorf("resume reason %q", resume.Reason)
+	}
+	rec = e.waitRecord(t, job, 5*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
+	if len(rec.PausedBy) != 0 || rec.Trigger != "" {
+		t.Errorf("record after the outage: %s", mustJSON(t, rec))
+	}
+	if n, m := ctl.count(contract.ControlPause), ctl.count(contract.ControlResume); n != 1 || m != 1 {
+		t.Errorf("%d pause and %d resume commands, want one each: %v", n, m, ctl.commands())
+	}
+	evs := e.audit(t)
+	alerts := find(evs, func(a auditEntry) bool { return a.Action == "alert.connectivity" })
+	if len(alerts) != 2 || alerts[0].Outcome != contract.OutcomeAlert || alerts[1].Outcome != contract.OutcomeCompleted ||
+		figure(alerts[0], "consecutive_failures") != "3" {
+		t.Errorf("connectivity alerts: %s", mustJSON(t, alerts))
+	}
+	if got := find(evs, byWatchdog(job, "control.pause")); len(got) != 1 {
+		t.Errorf("pause audit events: %d", len(got))
+	}
+	if got := find(evs, byWatchdog("done-job", "control.pause")); len(got) != 0 {
+		t.Errorf("the ended run was paused")
+	}
+	if ops := e.rollbackOps(t); len(ops) != 0 || len(find(evs, func(a auditEntry) bool { return strings.HasPrefix(a.Action, "trigger.") })) != 0 {
+		t.Errorf("a trigger fired during the outage: %+v", ops)
+	}
+}
+
+// TestDiskAndJetStreamPause: a free-space threshold set above the free
+// space measured on a watched path raises an alert and pauses the job; the
+// threshold restored, it resumes. The same for a JetStream stream filled
+// near its byte limit, and purged.
+func TestDiskAndJetStreamPause(t *testing.T) {
+	e := newEnv(t, false)
+	const job = "disk-job"
+	dir := t.TempDir()
+	cfg := e.fast("wd")
+	cfg.DiskPaths = []string{dir}
+	cfg.DiskInterval = 100 * time.Millisecond
+	cfg.JetStreamNear = 0.9
+	svc, _ := e.watchdog(t, cfg)
+	ctl := e.controls(t, job)
+	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
+	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+
+	free, err := disk.Free(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetDiskMinFree(free + 1<<30)
+	pause := ctl.wait(t, contract.ControlPause, 5*time.Second)
+	if !strings.Contains(pause.Reason, "free disk space under the threshold") || !strings.Contains(pause.Reason, dir) {
+		t.Errorf("pause reason %q", pause.Reason)
+	}
+	rec := e.waitRecord(t, job, 5*time.Second, "paused", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationPaused })
+	if len(rec.PausedBy) != 1 || rec.PausedBy[0].Reason != contract.PauseDiskPrefix+"wd" {
+		t.Errorf("paused by %+v", rec.PausedBy)
+	}
+	alert := e.waitAudit(t, 5*time.Second, "disk alert", func(a auditEntry) bool { return a.Action == "alert.disk" && a.Outcome == contract.OutcomeAlert })
+	if alert.Figures["min_free_bytes"] != float64(free+1<<30) {
+		t.Errorf("disk alert figures %v", alert.Figures)
+	}
+	svc.SetDiskMinFree(1 << 20)
+	ctl.wait(t, contract.ControlResume, 5*time.Second)
+	e.waitRecord(t, job, 5*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
+
+	// JetStream: a stream filled past 90% of its byte limit.
+	ctx := t.Context()
+	st, err := e.nats.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "WD_TEST_FULL", Subjects: []string{"wdtest.>"}, MaxBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 1<<10)
+	for range 62 {
+		if _, err := e.nats.JS.Publish(ctx, "wdtest.fill", payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pause = ctl.wait(t, contract.ControlPause, 5*time.Second)
+	if !strings.Contains(pause.Reason, "JetStream storage is near its limit") || !strings.Contains(pause.Reason, "WD_TEST_FULL") {
+		t.Errorf("pause reason %q", pause.Reason)
+	}
+	rec = e.waitRecord(t, job, 5*time.Second, "paused", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationPaused })
+	if len(rec.PausedBy) != 1 || rec.PausedBy[0].Reason != contract.PauseJetStream {
+		t.Errorf("paused by %+v", rec.PausedBy)
+	}
+	if err := st.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ctl.wait(t, contract.ControlResume, 5*time.Second)
+	if n, m := ctl.count(contract.ControlPause), ctl.count(contract.ControlResume); n != 2 || m != 2 {
+		t.Errorf("%d pause and %d resume commands, want two each: %v", n, m, ctl.commands())
+	}
+	if got := find(e.audit(t), func(a auditEntry) bool { return a.Action == "alert.jetstream_storage" }); len(got) != 2 {
+		t.Errorf("JetStream alerts: %s", mustJSON(t, got))
+	}
+}
