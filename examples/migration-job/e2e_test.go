@@ -1,0 +1,440 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The end-to-end tests migrate the fixture's acme/prod in place with the
+// example job (in-process, through run) against a real Chroma server, with
+// an embedded JetStream server and the snapshotter, restorer and watchdog
+// running in-process.
+const tenant, database = "acme", "prod"
+
+type e2e struct {
+	chroma *testenv.Chroma
+	cc     *chroma.Client
+	nats   *testenv.NATS
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// newE2E seeds the fixture and starts the three services.
+func newE2E(t *testing.T, wd watchdog.Config) *e2e {
+	t.Helper()
+	c := testenv.StartChroma(t)
+	e := &e2e{chroma: c, cc: c.Client(t, chroma.WithRetryMaxElapsed(5*time.Second)), nats: testenv.StartNATS(t)}
+	if _, err := testenv.SeedFixture(t.Context(), e.cc); err != nil {
+		t.Fatalf("seed fixture: %v", err)
+	}
+	e.run(t, "snapshotter", func(nc *nats.Conn) (runner, error) {
+		return snapshotter.New(snapshotter.Config{ChromaURL: c.URL, Instance: "snapshotter"}, nc, subj, e.cc, testLogger())
+	})
+	e.run(t, "restorer", func(nc *nats.Conn) (runner, error) {
+		return restorer.New(restorer.Config{ChromaURL: c.URL, AckWait: 2 * time.Second, LeaseTTL: 5 * time.Second, Instance: "restorer"},
+			nc, subj, e.cc, testLogger())
+	})
+	wd.ChromaURL = c.URL
+	wcc := c.Client(t, chroma.WithRetryMaxElapsed(0))
+	e.run(t, "watchdog", func(nc *nats.Conn) (runner, error) {
+		return watchdog.New(wd, nc, subj, wcc, testLogger())
+	})
+	for _, s := range []string{subj.API("snapshot", "list"), subj.API("rollback", "status"), subj.API("status")} {
+		waitForService(t, e.nats.Conn, s)
+	}
+	// The watchdog's consumer takes only events stored after it exists.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := e.nats.JS.Consumer(t.Context(), contract.StreamMigrations, watchdog.ConsumerName); err == nil {
+			return e
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watchdog's consumer was not created")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fastWatchdog is a watchdog configuration with quick ticks and retries and
+// no disk or JetStream checks; the thresholds are the defaults (0.95).
+func fastWatchdog() watchdog.Config {
+	return watchdog.Config{
+		Instance:          "watchdog",
+		TickInterval:      50 * time.Millisecond,
+		RetryInterval:     200 * time.Millisecond,
+		AbortGrace:        2 * time.Second,
+		HeartbeatInterval: time.Second,
+		DiskInterval:      time.Hour,
+		JetStreamNear:     -1,
+		RequestTimeout:    2 * time.Minute,
+		AckWait:           2 * time.Second,
+	}
+}
+
+type runner interface{ Run(context.Context) error }
+
+// run starts a service on its own connection until the test ends.
+func (e *e2e) run(t *testing.T, name string, svc func(nc *nats.Conn) (runner, error)) {
+	t.Helper()
+	nc := e.nats.Connect(t)
+	s, err := svc(nc)
+	if err != nil {
+		t.Fatalf("new %s: %v", name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	t.Cleanup(func() {
+		once.Do(func() {
+			cancel()
+			nc.Close()
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, context.Canceled) {
+					t.Errorf("%s run: %v", name, err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("%s did not stop within 30s", name)
+			}
+		})
+	})
+}
+
+func waitForService(t *testing.T, nc *nats.Conn, subject string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := nc.Request(subject, []byte(`{}`), time.Second); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no service answers on %s", subject)
+}
+
+// jobArgs are the flags of an in-place migration of acme/prod.
+func (e *e2e) jobArgs(job string, extra ...string) []string {
+	return append([]string{"--nats-url", e.nats.URL, "--job", job, "--chroma-url", e.chroma.URL,
+		"--tenant", tenant, "--database", database, "--page-size", "100"}, extra...)
+}
+
+// snapshot takes a snapshot through the API and waits until it is verified.
+func (e *e2e) snapshot(t *testing.T, name string) string {
+	t.Helper()
+	data, _ := json.Marshal(contract.SnapshotCreateRequest{Name: name, Tenant: tenant, Database: database, Actor: "test"})
+	msg, err := e.nats.Conn.Request(subj.API("snapshot", "create"), data, time.Minute)
+	if err != nil || msg.Header.Get("Nats-Service-Error-Code") != "" {
+		t.Fatalf("snapshot %s: %v %s", name, err, msg.Data)
+	}
+	var reply contract.SnapshotCreateReply
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if entry, err := e.nats.Assets.State.Get(t.Context(), contract.OperationKey(reply.OpID)); err == nil {
+			var op contract.Operation
+			if err := json.Unmarshal(entry.Value(), &op); err != nil {
+				t.Fatal(err)
+			}
+			switch op.Status {
+			case contract.StatusCompleted:
+				return reply.SnapshotID
+			case contract.StatusFailed:
+				t.Fatalf("snapshot %s: %s", name, op.Error)
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("snapshot %s did not end within a minute", name)
+	return ""
+}
+
+// record reads a job's migration record.
+func (e *e2e) record(t *testing.T, job string) (contract.MigrationRecord, bool) {
+	t.Helper()
+	entry, err := e.nats.Assets.State.Get(context.Background(), contract.MigrationKey(job))
+	if err != nil {
+		return contract.MigrationRecord{}, false
+	}
+	var r contract.MigrationRecord
+	if err := json.Unmarshal(entry.Value(), &r); err != nil {
+		t.Fatalf("decode migration record: %v", err)
+	}
+	return r, true
+}
+
+func (e *e2e) waitRecord(t *testing.T, job string, timeout time.Duration, what string, ok func(contract.MigrationRecord) bool) contract.MigrationRecord {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		r, found := e.record(t, job)
+		if found && ok(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			data, _ := json.Marshal(r)
+			t.Fatalf("migration %s: %s not reached within %s; record %s", job, what, timeout, data)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// auditEntry is an audit event with its stream sequence.
+type auditEntry struct {
+	Seq uint64
+	contract.AuditEvent
+}
+
+// audit reads the whole audit stream with an ordered consumer, as a
+// dashboard replaying it from the start does.
+func (e *e2e) audit(t *testing.T) []auditEntry {
+	t.Helper()
+	ctx := t.Context()
+	stream, err := e.nats.JS.Stream(ctx, contract.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []auditEntry
+	for uint64(len(out)) < info.State.Msgs {
+		batch, err := cons.Fetch(int(info.State.Msgs)-len(out), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(out)
+		for m := range batch.Messages() {
+			meta, err := m.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ev contract.AuditEvent
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				t.Fatalf("audit event %d: %v", meta.Sequence.Stream, err)
+			}
+			out = append(out, auditEntry{Seq: meta.Sequence.Stream, AuditEvent: ev})
+		}
+		if len(out) == n {
+			t.Fatalf("read %d of %d audit events", n, info.State.Msgs)
+		}
+	}
+	return out
+}
+
+func find(evs []auditEntry, ok func(auditEntry) bool) []auditEntry {
+	var out []auditEntry
+	for _, a := range evs {
+		if ok(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func byWatchdog(job, action string) func(auditEntry) bool {
+	return func(a auditEntry) bool {
+		return a.Service == "watchdog" && a.Action == action && a.Figures["job"] == job
+	}
+}
+
+// rolledBack waits for the run's triggered rollback to end and checks it
+// completed.
+func (e *e2e) rolledBack(t *testing.T, job, trigger string) contract.MigrationRecord {
+	t.Helper()
+	rec := e.waitRecord(t, job, 2*time.Minute, "rolled back", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRolledBack || r.RollbackStatus == contract.StatusFailed
+	})
+	if rec.Status != contract.MigrationRolledBack || rec.Trigger != trigger || rec.RollbackStatus != contract.StatusCompleted {
+		data, _ := json.Marshal(rec)
+		t.Fatalf("record after the rollback: %s", data)
+	}
+	return rec
+}
+
+// TestTenPercentLossRollsBack: the job loses 10% of the records; its
+// validation (about 0.90 < 0.95) makes the watchdog roll acme/prod back to
+// the snapshot it took for the job, and the database equals the
+// pre-migration state record by record. The audit stream reads started ->
+// validation -> trigger -> rollback completed, with the ratio and reason.
+func TestTenPercentLossRollsBack(t *testing.T) {
+	e := newE2E(t, fastWatchdog())
+	pre := dump(t, e.cc, tenant, database)
+	const job = "loss-10"
+
+	if code := runJob(t, e.jobArgs(job, "--take-snapshot", "--lose", "0.10")...); code != exitOK {
+		t.Fatalf("exit code %d, want %d (the job completes; the watchdog decides)", code, exitOK)
+	}
+	evs := jobEvents(t, e.nats, job)
+	val := eventsOfType(evs, contract.TypeMigrationValidation)
+	if len(val) != 1 {
+		t.Fatalf("%d validation events", len(val))
+	}
+	ratio := float64(val[0].ValidChunks) / float64(val[0].TotalChunks)
+	if val[0].TotalChunks != int64(pre.records()) || ratio < 0.85 || ratio > 0.93 {
+		t.Fatalf("validation %d of %d (%.4f), want about 0.90 of %d", val[0].ValidChunks, val[0].TotalChunks, ratio, pre.records())
+	}
+	if len(val[0].PerCollection) != len(pre) {
+		t.Errorf("per-collection figures for %d collections, want %d", len(val[0].PerCollection), len(pre))
+	}
+
+	rec := e.rolledBack(t, job, contract.TriggerValidation)
+	if !strings.HasPrefix(rec.SnapshotID, "snap_") || rec.Validation == nil || rec.Validation.Ratio != ratio {
+		t.Errorf("record: snapshot %q, validation %+v", rec.SnapshotID, rec.Validation)
+	}
+	compareDB(t, "after rollback", dump(t, e.cc, tenant, database), pre)
+
+	audit := e.audit(t)
+	start := find(audit, byWatchdog(job, "migration.started"))
+	valid := find(audit, byWatchdog(job, "migration.validation"))
+	trig := find(audit, byWatchdog(job, "trigger.validation"))
+	done := find(audit, func(a auditEntry) bool {
+		return a.Service == "restorer" && a.Action == "rollback" && a.OpID == rec.RollbackOpID && a.Outcome == contract.OutcomeCompleted
+	})
+	if len(start) != 1 || len(valid) != 1 || len(trig) != 1 || len(done) != 1 {
+		t.Fatalf("audit: %d started, %d validation, %d trigger, %d rollback completed events; want one each",
+			len(start), len(valid), len(trig), len(done))
+	}
+	if !(start[0].Seq < valid[0].Seq && valid[0].Seq < trig[0].Seq && trig[0].Seq < done[0].Seq) {
+		t.Errorf("audit order: started %d, validation %d, trigger %d, rollback completed %d",
+			start[0].Seq, valid[0].Seq, trig[0].Seq, done[0].Seq)
+	}
+	for _, a := range []auditEntry{valid[0], trig[0]} {
+		if a.Figures["ratio"] != ratio || a.Figures["threshold"] != 0.95 {
+			t.Errorf("%s figures %v, want ratio %v and threshold 0.95", a.Action, a.Figures, ratio)
+		}
+	}
+	if !strings.Contains(trig[0].Reason, "under the threshold") || !strings.Contains(trig[0].Reason, fmt.Sprintf("%.4f", ratio)) {
+		t.Errorf("trigger reason %q", trig[0].Reason)
+	}
+	if a := find(audit, byWatchdog(job, "snapshot.pre_migration")); len(a) == 0 {
+		t.Error("no audit event for the pre-migration snapshot the watchdog took")
+	}
+}
+
+// TestThreePercentLossCompletes: 3% loss stays above the threshold: no
+// rollback, the migration is recorded completed, and acme/prod holds what
+// the job wrote: every record transformed in place (documents normalised,
+// "migrated_by" merged into the metadata, URIs and every other value kept)
+// except the records it lost on purpose.
+func TestThreePercentLossCompletes(t *testing.T) {
+	e := newE2E(t, fastWatchdog())
+	pre := dump(t, e.cc, tenant, database)
+	snap := e.snapshot(t, "before_loss_3")
+	const job = "loss-3"
+
+	if code := runJob(t, e.jobArgs(job, "--snapshot-id", snap, "--lose", "0.03")...); code != exitOK {
+		t.Fatalf("exit code %d", code)
+	}
+	rec := e.waitRecord(t, job, 30*time.Second, "completed", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationCompleted
+	})
+	if rec.Trigger != "" || rec.RollbackOpID != "" || rec.Validation == nil || rec.Validation.Ratio < 0.95 || rec.SnapshotID != snap || rec.EndedAt.IsZero() {
+		data, _ := json.Marshal(rec)
+		t.Fatalf("record: %s", data)
+	}
+	lostN := int(rec.Validation.TotalChunks - rec.Validation.ValidChunks)
+	if lostN == 0 {
+		t.Fatal("no record lost at 3%")
+	}
+	time.Sleep(500 * time.Millisecond) // a wrong trigger would act within a few ticks
+	audit := e.audit(t)
+	if got := find(audit, func(a auditEntry) bool { return strings.HasPrefix(a.Action, "trigger.") || a.Action == "rollback" }); len(got) != 0 {
+		t.Errorf("trigger or rollback events: %+v", got)
+	}
+	if got := find(audit, byWatchdog(job, "migration.completed")); len(got) != 1 || !strings.Contains(got[0].Reason, "no trigger fired") {
+		t.Errorf("migration.completed events: %+v", got)
+	}
+
+	// acme/prod now is the pre-migration state, transformed, minus the lost.
+	want := dbState{}
+	gone := 0
+	for name, c := range pre {
+		w := *c
+		w.Records = &record.Batch{}
+		for i, id := range c.Records.IDs {
+			if lost(0.03, name, id) {
+				gone++
+				continue
+			}
+			doc, meta := migrated(c.Records, i, job)
+			w.Records.IDs = append(w.Records.IDs, id)
+			w.Records.Documents = append(w.Records.Documents, doc)
+			w.Records.Metadatas = append(w.Records.Metadatas, meta)
+			w.Records.URIs = append(w.Records.URIs, c.Records.URIs[i])
+			w.Records.Embeddings = append(w.Records.Embeddings, c.Records.Embeddings[i])
+		}
+		want[name] = &w
+	}
+	if gone != lostN {
+		t.Errorf("the job reported %d invalid records; %d were lost on purpose", lostN, gone)
+	}
+	compareDB(t, "after the migration", dump(t, e.cc, tenant, database), want)
+}
+
+// TestTimeLimitAbortsJob: a slow job (a pause after every page) overruns its
+// 3 s time limit: abort reaches it, it stops and reports failed, and the
+// rollback restores acme/prod.
+func TestTimeLimitAbortsJob(t *testing.T) {
+	e := newE2E(t, fastWatchdog())
+	pre := dump(t, e.cc, tenant, database)
+	snap := e.snapshot(t, "before_slow_job")
+	const job, limit = "slow-job", 3 * time.Second
+
+	began := time.Now()
+	code := runJob(t, e.jobArgs(job, "--snapshot-id", snap, "--time-limit", limit.String(), "--page-size", "20", "--page-delay", "300ms")...)
+	took := time.Since(began)
+	if code != exitAborted {
+		t.Fatalf("exit code %d, want %d (aborted)", code, exitAborted)
+	}
+	if took < limit || took > limit+5*time.Second {
+		t.Errorf("the job ran %s with a time limit of %s", took, limit)
+	}
+	evs := jobEvents(t, e.nats, job)
+	last := evs[len(evs)-1]
+	if last.Type != contract.TypeMigrationFailed || !strings.Contains(last.Error, "aborted") || !strings.Contains(last.Error, "time limit") {
+		t.Errorf("last event %s %q, want failed naming the abort", last.Type, last.Error)
+	}
+	if n := len(eventsOfType(evs, contract.TypeMigrationValidation)); n != 0 {
+		t.Errorf("%d validation events from an aborted job", n)
+	}
+
+	rec := e.rolledBack(t, job, contract.TriggerTime)
+	if rec.AbortSentAt.IsZero() {
+		t.Error("no abort recorded")
+	}
+	compareDB(t, "after rollback", dump(t, e.cc, tenant, database), pre)
+	if trig := find(e.audit(t), byWatchdog(job, "trigger.time")); len(trig) != 1 || trig[0].OpID != rec.RollbackOpID {
+		t.Errorf("trigger.time events: %+v", trig)
+	}
+}

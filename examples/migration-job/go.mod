@@ -1,0 +1,53 @@
+module github.com/chromadb-rollback/chromadb-rollback/examples/migration-job
+
+go 1.26.0
+
+require (
+	github.com/amikos-tech/chroma-go v0.4.0
+	github.com/chromadb-rollback/chromadb-rollback/pkg v0.0.0
+	github.com/chromadb-rollback/chromadb-rollback/services/restorer v0.0.0
+	github.com/chromadb-rollback/chromadb-rollback/services/snapshotter v0.0.0
+	github.com/chromadb-rollback/chromadb-rollback/services/watchdog v0.0.0
+	github.com/nats-io/nats.go v1.55.0
+)
+
+require (
+	github.com/Masterminds/semver/v3 v3.4.0 // indirect
+	github.com/amikos-tech/chroma-go-local v0.3.3 // indirect
+	github.com/amikos-tech/pure-onnx v0.0.1 // indirect
+	github.com/amikos-tech/pure-tokenizers v0.1.5 // indirect
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+	github.com/creasty/defaults v1.8.0 // indirect
+	github.com/ebitengine/purego v0.10.0 // indirect
+	github.com/gabriel-vasile/mimetype v1.4.12 // indirect
+	github.com/go-playground/locales v0.14.1 // indirect
+	github.com/go-playground/universal-translator v0.18.1 // indirect
+	github.com/go-playground/validator/v10 v10.30.1 // indirect
+	github.com/go-viper/mapstructure/v2 v2.4.0 // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
+	github.com/leodido/go-urn v1.4.0 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/oklog/ulid v1.3.1 // indirect
+	github.com/pkg/errors v0.9.1 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+	go.uber.org/zap v1.27.0 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
+
+replace github.com/chromadb-rollback/chromadb-rollback/pkg => ../../pkg
+
+replace github.com/chromadb-rollback/chromadb-rollback/services/snapshotter => ../../services/snapshotter
+
+replace github.com/chromadb-rollback/chromadb-rollback/services/restorer => ../../services/restorer
+
+replace github.com/chromadb-rollback/chromadb-rollback/services/watchdog => ../../services/watchdog
