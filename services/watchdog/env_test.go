@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,7 +71,15 @@ type env struct {
 	cc     *chroma.Client
 	nats   *testenv.NATS
 	subj   contract.Subjects
+	suffix string
 }
+
+// envs numbers the environments, so tests repeated in one process
+// (-count) seed fresh tenants in the shared Chroma.
+var envs atomic.Int64
+
+// tenant is a tenant name unique to this environment.
+func (e *env) tenant(base string) string { return base + e.suffix }
 
 // newEnv uses the shared Chroma server, or its own when own is set (a test
 // that stops it).
@@ -87,6 +96,7 @@ func newEnv(t *testing.T, own bool) *env {
 		cc:     c.Client(t, chroma.WithRetryMaxElapsed(5*time.Second)),
 		nats:   testenv.StartNATS(t),
 		subj:   contract.Subjects{Prefix: contract.DefaultPrefix},
+		suffix: fmt.Sprintf("_%d", envs.Add(1)),
 	}
 }
 

@@ -22,7 +22,8 @@ import (
 // deadline) and aborts its job once.
 func TestExactlyOnce(t *testing.T) {
 	e := newEnv(t, false)
-	const tenant, jobV, jobT = "wd_once", "once-validation", "once-time"
+	const jobV, jobT = "once-validation", "once-time"
+	tenant := e.tenant("wd_once")
 	e.seed(t, tenant, "one")
 	e.seed(t, tenant, "two")
 	e.services(t)

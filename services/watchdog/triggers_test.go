@@ -15,7 +15,8 @@ import (
 // -> rollback completed, with the ratio and the reason.
 func TestValidationLossRollsBack(t *testing.T) {
 	e := newEnv(t, false)
-	const tenant, db, job = "wd_loss", "main", "loss-10"
+	const db, job = "main", "loss-10"
+	tenant := e.tenant("wd_loss")
 	e.seed(t, tenant, db)
 	e.services(t)
 	e.watchdog(t, e.fast("wd"))
@@ -75,7 +76,8 @@ func TestValidationLossRollsBack(t *testing.T) {
 // and the completed migration is recorded.
 func TestSmallLossCompletes(t *testing.T) {
 	e := newEnv(t, false)
-	const tenant, db, job = "wd_small", "main", "loss-3"
+	const db, job = "main", "loss-3"
+	tenant := e.tenant("wd_small")
 	e.seed(t, tenant, db)
 	e.services(t)
 	e.watchdog(t, e.fast("wd"))
@@ -112,7 +114,8 @@ func TestSmallLossCompletes(t *testing.T) {
 // The status report shows the run with its deadline meanwhile.
 func TestTimeLimitAbortsThenRollsBack(t *testing.T) {
 	e := newEnv(t, false)
-	const tenant, db, job = "wd_time", "main", "slow-job"
+	const db, job = "main", "slow-job"
+	tenant := e.tenant("wd_time")
 	e.seed(t, tenant, db)
 	e.services(t)
 	cfg := e.fast("wd")
@@ -173,7 +176,8 @@ func TestTimeLimitAbortsThenRollsBack(t *testing.T) {
 // only the collection under the threshold) and no rollback.
 func TestAutomaticRollbackDisabled(t *testing.T) {
 	e := newEnv(t, false)
-	const tenant, db, job = "wd_manual", "main", "manual-10"
+	const db, job = "main", "manual-10"
+	tenant := e.tenant("wd_manual")
 	e.seed(t, tenant, db)
 	e.services(t)
 	cfg := e.fast("wd")

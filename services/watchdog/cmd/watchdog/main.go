@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -104,6 +105,9 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", envParse(&errs, "REQUEST_TIMEOUT", 30*time.Minute, time.ParseDuration),
 		"bound of a snapshot or rollback request; a rollback start verifies the archive first (env REQUEST_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if len(errs) > 0 {
