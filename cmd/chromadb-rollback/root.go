@@ -86,6 +86,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	pf.StringVar(&a.actor, "actor", defaultActor(), "who is asking, recorded in the audit trail")
 
 	root.AddCommand(a.serveCmd(), a.snapshotCmd(), a.rollbackCmd(), a.rollbackStatusCmd(), a.healthCmd())
+	root.AddCommand(a.statusCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK

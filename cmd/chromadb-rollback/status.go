@@ -1,0 +1,168 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show running migrations, raised fences, running operations, the newest verified snapshots and alerts",
+		Long: `Ask the watchdog (chroma.api.status) what is going on: migrations not yet over
+with their state, deadline, validation and triggered rollback; raised write
+fences; operations not yet ended with their progress; the newest verified
+snapshot of every tenant/database; the alerts the watchdog sees now.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			req := contract.StatusRequest{Envelope: contract.NewEnvelope(contract.TypeStatusRequest), Actor: a.actor}
+			var rep contract.StatusReport
+			if err := a.request(cmd.Context(), nc, a.subj.API("status"), req, &rep, 0); err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(rep)
+			}
+			printStatus(a.stdout, &rep)
+			return nil
+		},
+	}
+}
+
+// printStatus writes the report as text tables, one section each. Times
+// left are counted from the report's own time, not this machine's clock.
+func printStatus(w io.Writer, r *contract.StatusReport) {
+	now := r.Time
+	fmt.Fprintf(w, "Status from watchdog %s at %s\n", r.Watchdog, r.Time.UTC().Format(time.RFC3339))
+	section := func(title string, n int, header string, rows func(tw *tabwriter.Writer)) {
+		fmt.Fprintf(w, "\n%s (%d)\n", title, n)
+		if n == 0 {
+			fmt.Fprintln(w, "  none")
+			return
+		}
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  "+header)
+		rows(tw)
+		tw.Flush()
+	}
+	section("Migrations", len(r.Migrations), "JOB\tDATABASE\tSTATUS\tSTARTED\tDEADLINE\tVALIDATION\tTRIGGER\tROLLBACK\tPAUSED BY", func(tw *tabwriter.Writer) {
+		for _, m := range r.Migrations {
+			fmt.Fprintf(tw, "  %s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Job, m.Tenant, m.Database, m.Status,
+				stamp(m.StartedAt), deadlineText(m.Deadline, now), validationText(m.Validation), dash(m.Trigger),
+				rollbackText(&m), pausedText(m.PausedBy))
+		}
+	})
+	section("Fences", len(r.Fences), "DATABASE\tOPERATION\tRAISED\tREASON", func(tw *tabwriter.Writer) {
+		for _, f := range r.Fences {
+			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\n", f.Tenant, f.Database, f.OpID, stamp(f.RaisedAt), f.Reason)
+		}
+	})
+	section("Operations", len(r.Operations), "OPERATION\tKIND\tSTATUS\tPHASE\tDATABASE\tPROGRESS", func(tw *tabwriter.Writer) {
+		for _, o := range r.Operations {
+			op := o.Operation
+			db := "-"
+			if op.Tenant != "" {
+				db = op.Tenant + "/" + op.Database
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", op.OpID, op.Kind, op.Status, dash(op.Phase), db, progressText(o.Progress))
+		}
+	})
+	section("Newest verified snapshots", len(r.Snapshots), "DATABASE\tSNAPSHOT\tNAME\tRECORDS\tSIZE\tVERIFIED", func(tw *tabwriter.Writer) {
+		for _, s := range r.Snapshots {
+			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%d\t%d\t%s\n", s.Tenant, s.Database, s.SnapshotID, s.Name, s.TotalRecords, s.Size, stamp(s.VerifiedAt))
+		}
+	})
+	section("Alerts", len(r.Alerts), "ALERT\tSINCE\tDETAIL", func(tw *tabwriter.Writer) {
+		for _, al := range r.Alerts {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", al.Name, stamp(al.Since), al.Detail)
+		}
+	})
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func deadlineText(d, now time.Time) string {
+	if d.IsZero() {
+		return "-"
+	}
+	left := d.Sub(now).Round(time.Second)
+	if left >= 0 {
+		return fmt.Sprintf("%s (in %s)", stamp(d), left)
+	}
+	return fmt.Sprintf("%s (%s ago)", stamp(d), -left)
+}
+
+func validationText(v *contract.MigrationValidation) string {
+	if v == nil {
+		return "-"
+	}
+	cmp := ">="
+	if v.Ratio < v.Threshold {
+		cmp = "<"
+	}
+	return fmt.Sprintf("%d/%d = %.4f %s %g", v.ValidChunks, v.TotalChunks, v.Ratio, cmp, v.Threshold)
+}
+
+func rollbackText(m *contract.MigrationRecord) string {
+	if m.RollbackOpID == "" {
+		return "-"
+	}
+	out := m.RollbackOpID + " " + m.RollbackStatus
+	if len(m.RollbackCollections) > 0 {
+		out += " (partial: " + strings.Join(m.RollbackCollections, ",") + ")"
+	}
+	return out
+}
+
+func pausedText(ps []contract.PauseReason) string {
+	if len(ps) == 0 {
+		return "-"
+	}
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Reason)
+	}
+	return strings.Join(out, ",")
+}
+
+func progressText(p *contract.Progress) string {
+	if p == nil {
+		return "-"
+	}
+	out := p.Phase
+	if p.TotalRecords > 0 {
+		out += fmt.Sprintf(" %d/%d records (%.0f%%)", p.DoneRecords, p.TotalRecords, 100*float64(p.DoneRecords)/float64(p.TotalRecords))
+	} else if p.DoneRecords > 0 {
+		out += fmt.Sprintf(" %d records", p.DoneRecords)
+	}
+	if p.RatePerSec > 0 {
+		out += fmt.Sprintf(", %.0f/s", p.RatePerSec)
+	}
+	if p.ETASeconds > 0 {
+		out += fmt.Sprintf(", ETA %s", (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second))
+	}
+	return strings.TrimSpace(out)
+}

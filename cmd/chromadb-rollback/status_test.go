@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/nats-io/nats.go"
+)
+
+// statusReport is a report as the watchdog sends it, with every section.
+func statusReport(now time.Time) contract.StatusReport {
+	return contract.StatusReport{
+		Envelope: contract.Envelope{Type: contract.TypeStatusReport, ID: "r1", Time: now},
+		Watchdog: "wd-1",
+		Migrations: []contract.MigrationRecord{{
+			Job: "reindex-7", Tenant: "acme", Database: "prod", Status: contract.MigrationRunning,
+			StartedAt: now.Add(-10 * time.Minute), Deadline: now.Add(50 * time.Minute),
+			Validation: &contract.MigrationValidation{ValidChunks: 900, TotalChunks: 1000, Ratio: 0.9, Threshold: 0.95},
+			Trigger:    contract.TriggerValidation, RollbackOpID: "op_rb_reindex-7_12_validation", RollbackStatus: contract.StatusRunning,
+			RollbackCollections: []string{"docs"},
+		}, {
+			Job: "nightly", Tenant: "beta", Database: "main", Status: contract.MigrationPaused,
+			StartedAt: now.Add(-2 * time.Hour), Deadline: now.Add(-time.Hour),
+			PausedBy: []contract.PauseReason{{Reason: contract.PauseConnectivity, Instance: "wd-1"}},
+		}},
+		Fences: []contract.Fence{{Tenant: "acme", Database: "prod", OpID: "op_rb_reindex-7_12_validation", Reason: "rollback", RaisedAt: now}},
+		Operations: []contract.OperationStatus{{
+			Operation: contract.Operation{OpID: "op_rb_reindex-7_12_validation", Kind: "rollback", Status: contract.StatusRunning, Phase: "restoring", Tenant: "acme", Database: "prod"},
+			Progress:  &contract.Progress{Phase: "restoring", DoneRecords: 400, TotalRecords: 1000, RatePerSec: 1200, ETASeconds: 0.5},
+		}},
+		Snapshots: []contract.DatabaseSnapshot{{Tenant: "acme", Database: "prod", SnapshotID: "snap_1", Name: "pre_migration_reindex-7", TotalRecords: 1000, Size: 4096, VerifiedAt: now}},
+		Alerts:    []contract.StatusAlert{{Name: "connectivity", Detail: "Chroma failed 3 heartbeats in a row", Since: now}},
+	}
+}
+
+// TestCLIStatus: `status` prints the watchdog's report as tables, and as
+// the report itself with --json. The watchdog's own end-to-end tests
+// build the report against real services; here a responder stands in.
+func TestCLIStatus(t *testing.T) {
+	n := testenv.StartNATS(t)
+	c := cli{t: t, url: n.URL}
+	now := time.Now().UTC().Truncate(time.Second)
+	want := statusReport(now)
+	sub, err := n.Conn.Subscribe("chroma.api.status", func(m *nats.Msg) {
+		var req contract.StatusRequest
+		if err := json.Unmarshal(m.Data, &req); err != nil || req.Type != contract.TypeStatusRequest || req.Actor == "" {
+			t.Errorf("status request %s: %v", m.Data, err)
+		}
+		data, _ := json.Marshal(want)
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	code, stdout, stderr := c.run("status")
+	if code != exitOK {
+		t.Fatalf("status: exit %d: %s", code, stderr)
+	}
+	for _, s := range []string{
+		"Status from watchdog wd-1",
+		"Migrations (2)", "reindex-7", "acme/prod", "900/1000 = 0.9000 < 0.95", "op_rb_reindex-7_12_validation running (partial: docs)",
+		"(in 50m0s)", "(1h0m0s ago)", "nightly", "paused", "connectivity",
+		"Fences (1)", "Operations (1)", "restoring 400/1000 records (40%), 1200/s, ETA 1s",
+		"Newest verified snapshots (1)", "snap_1", "pre_migration_reindex-7",
+		"Alerts (1)", "Chroma failed 3 heartbeats in a row",
+	} {
+		if !strings.Contains(stdout, s) {
+			t.Errorf("status output lacks %q:\n%s", s, stdout)
+		}
+	}
+
+	code, stdout, _ = c.run("status", "--json")
+	var got contract.StatusReport
+	if code != exitOK || json.Unmarshal([]byte(stdout), &got) != nil {
+		t.Fatalf("status --json: exit %d, output %q", code, stdout)
+	}
+	if len(got.Migrations) != 2 || got.Migrations[0].RollbackOpID != want.Migrations[0].RollbackOpID || len(got.Alerts) != 1 {
+		t.Errorf("status --json: %+v", got)
+	}
+
+	want = contract.StatusReport{Envelope: want.Envelope, Watchdog: "wd-1"}
+	code, stdout, _ = c.run("status")
+	if code != exitOK || strings.Count(stdout, "  none") != 5 {
+		t.Errorf("empty status: exit %d\n%s", code, stdout)
+	}
+}
+
+func TestCLIStatusErrors(t *testing.T) {
+	n := testenv.StartNATS(t)
+	c := cli{t: t, url: n.URL}
+	code, _, stderr := c.run("status")
+	if code != exitFailed || !strings.Contains(stderr, "no service answers on chroma.api.status") {
+		t.Errorf("without a watchdog: exit %d, %q", code, stderr)
+	}
+	sub, err := n.Conn.Subscribe("chroma.api.status", func(m *nats.Msg) {
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set("Nats-Service-Error", "read state: timeout")
+		r.Header.Set("Nats-Service-Error-Code", "503")
+		r.Data = []byte(`{"type":"chromadb-rollback.v1.error","code":503,"error":"read state: timeout"}`)
+		_ = m.RespondMsg(r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	code, _, stderr = c.run("status")
+	if code != exitFailed || !strings.Contains(stderr, "read state: timeout") {
+		t.Errorf("error reply: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr = c.run("status", "extra"); code != exitUsage {
+		t.Errorf("status with an argument: exit %d, %q", code, stderr)
+	}
+}
