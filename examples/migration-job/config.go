@@ -60,6 +60,27 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	c := &config{}
 	var collections, level, lose, pageSize string
+	var envErrs []error
+	durationEnv := func(name string, def time.Duration) time.Duration {
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			envErrs = append(envErrs, fmt.Errorf("%s=%q: want a duration such as 90s or 1h", name, v))
+			return def
+		}
+		return d
+	}
+	takeSnapshot := false
+	if v, ok := os.LookupEnv("TAKE_SNAPSHOT"); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			envErrs = append(envErrs, fmt.Errorf("TAKE_SNAPSHOT=%q: want true or false", v))
+		}
+		takeSnapshot = b
+	}
 	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (NATS_URL)")
 	fs.StringVar(&c.SubjectPrefix, "subject-prefix", env("SUBJECT_PREFIX", contract.DefaultPrefix), "first subject token(s) (SUBJECT_PREFIX)")
 	fs.StringVar(&c.Job, "job", env("MIGRATION_JOB", ""), "job name, one subject token, e.g. reindex-2025-11 (MIGRATION_JOB)")
@@ -71,7 +92,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.TargetDatabase, "target-database", env("TARGET_DATABASE", ""), "target database (TARGET_DATABASE; default: the source's, i.e. in place)")
 	fs.StringVar(&collections, "collections", env("COLLECTIONS", ""), "comma-separated collection names (COLLECTIONS; default: all)")
 	fs.StringVar(&c.SnapshotID, "snapshot-id", env("SNAPSHOT_ID", ""), "pre-migration snapshot id or name, taken beforehand (SNAPSHOT_ID)")
-	fs.BoolVar(&c.TakeSnapshot, "take-snapshot", env("TAKE_SNAPSHOT", "") == "true", "have the watchdog take the pre-migration snapshot and wait for it (TAKE_SNAPSHOT=true)")
+	fs.BoolVar(&c.TakeSnapshot, "take-snapshot", takeSnapshot, "have the watchdog take the pre-migration snapshot and wait for it (TAKE_SNAPSHOT=true)")
 	fs.DurationVar(&c.SnapshotTimeout, "snapshot-timeout", durationEnv("SNAPSHOT_TIMEOUT", 30*time.Minute), "how long to wait for the watchdog's snapshot (SNAPSHOT_TIMEOUT)")
 	fs.DurationVar(&c.TimeLimit, "time-limit", durationEnv("TIME_LIMIT", 0), "time limit of the run; 0 takes the watchdog's default of 1h (TIME_LIMIT)")
 	fs.StringVar(&pageSize, "page-size", env("PAGE_SIZE", "100"), "records read and written per request (PAGE_SIZE)")
@@ -81,6 +102,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if len(envErrs) > 0 {
+		return nil, errors.Join(envErrs...)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -137,13 +161,4 @@ func (c *config) validate() error {
 		}
 	}
 	return nil
-}
-
-func durationEnv(name string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(name); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
 }

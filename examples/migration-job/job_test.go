@@ -62,6 +62,21 @@ func TestParseConfig(t *testing.T) {
 			}
 		})
 	}
+	t.Run("bad environment", func(t *testing.T) {
+		t.Setenv("PAGE_DELAY", "soon")
+		if _, err := parseConfig([]string{"--job", "j", "--take-snapshot"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "PAGE_DELAY") {
+			t.Errorf("err = %v, want one naming PAGE_DELAY", err)
+		}
+	})
+	t.Run("environment", func(t *testing.T) {
+		t.Setenv("MIGRATION_JOB", "from-env")
+		t.Setenv("TAKE_SNAPSHOT", "true")
+		t.Setenv("TIME_LIMIT", "90s")
+		c, err := parseConfig(nil, &bytes.Buffer{})
+		if err != nil || c.Job != "from-env" || !c.TakeSnapshot || c.TimeLimit != 90*time.Second {
+			t.Errorf("config %+v, %v", c, err)
+		}
+	})
 	if code := run(t.Context(), []string{"--job", "j"}, &bytes.Buffer{}); code != exitUsage {
 		t.Errorf("exit code %d for bad flags, want %d", code, exitUsage)
 	}

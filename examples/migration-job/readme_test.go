@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/migration"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+)
+
+// readmeCommands returns the `nats pub` commands of README.md's sh blocks,
+// continuation lines joined, split into arguments.
+func readmeCommands(t *testing.T) [][]string {
+	t.Helper()
+	f, err := os.Open("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var cmds [][]string
+	var cur strings.Builder
+	inSh := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "```sh":
+			inSh = true
+			continue
+		case strings.HasPrefix(line, "```"):
+			inSh = false
+			continue
+		case !inSh:
+			continue
+		}
+		trimmed := strings.TrimSpace(line)
+		if cur.Len() == 0 && !strings.HasPrefix(trimmed, "nats pub ") {
+			continue
+		}
+		if strings.HasSuffix(trimmed, `\`) {
+			cur.WriteString(strings.TrimSuffix(trimmed, `\`) + " ")
+			continue
+		}
+		cur.WriteString(trimmed)
+		cmds = append(cmds, shellWords(t, cur.String()))
+		cur.Reset()
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return cmds
+}
+
+// shellWords splits a command line with single-quoted words, as the README
+// writes them.
+func shellWords(t *testing.T, s string) []string {
+	t.Helper()
+	var words []string
+	var w strings.Builder
+	inWord, quoted := false, false
+	for _, r := range s {
+		switch {
+		case quoted && r == '\'':
+			quoted = false
+		case quoted:
+			w.WriteRune(r)
+		case r == '\'':
+			quoted, inWord = true, true
+		case r == ' ':
+			if inWord {
+				words = append(words, w.String())
+				w.Reset()
+				inWord = false
+			}
+		default:
+			w.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quoted {
+		t.Fatalf("unterminated quote in %q", s)
+	}
+	if inWord {
+		words = append(words, w.String())
+	}
+	return words
+}
+
+// TestReadmeExamples runs every `nats pub` command of the README with the
+// nats CLI: the events are stored in CHROMA_MIGRATIONS, valid by the
+// contract the watchdog applies, with the Nats-Msg-Id of their body's id,
+// stored once when sent again; the control command reaches a job.
+func TestReadmeExamples(t *testing.T) {
+	tools, err := testenv.ToolsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := filepath.Join(tools, "bin", "nats")
+	if _, err := os.Stat(cli); err != nil {
+		t.Fatalf("nats CLI not found at %s: run `make tools`", cli)
+	}
+	n := testenv.StartNATS(t)
+	const job = "reindex-2025-11"
+	j, err := migration.New(n.Connect(t), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	seen := make(chan contract.Control, 1)
+	j.OnControl(func(c contract.Control) { seen <- c })
+
+	natsCLI := func(args []string) string {
+		t.Helper()
+		cmd := exec.CommandContext(t.Context(), cli, append([]string{"--no-context", "--server", n.URL}, args[1:]...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+
+	cmds := readmeCommands(t)
+	var events, controls int
+	for _, c := range cmds {
+		if len(c) < 3 || c[0] != "nats" || c[1] != "pub" {
+			t.Fatalf("not a nats pub command: %q", c)
+		}
+		out := natsCLI(c)
+		if strings.HasPrefix(c[len(c)-2], "chroma.control.") {
+			controls++
+			select {
+			case got := <-seen:
+				if got.Command != contract.ControlPause || !strings.HasPrefix(got.Reason, "operator:") {
+					t.Errorf("job saw %+v", got)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("the job did not see the README's control command")
+			}
+			continue
+		}
+		events++
+		if !strings.Contains(out, contract.StreamMigrations) {
+			t.Errorf("%s: output %q does not name the stream", c[3], out)
+		}
+	}
+	if events != 6 || controls != 1 {
+		t.Fatalf("README has %d event and %d control commands, want 6 and 1", events, controls)
+	}
+	if !j.Paused() {
+		t.Error("the job is not paused after the README's pause")
+	}
+
+	stored := jobEvents(t, n, job) // validates each by the contract
+	if len(stored) != events {
+		t.Fatalf("%d events stored, want %d", len(stored), events)
+	}
+	for _, ev := range stored {
+		if !strings.HasPrefix(ev.ID, job+"-") || ev.Time.IsZero() {
+			t.Errorf("event %+v", ev)
+		}
+	}
+	// Sent again, an event is acknowledged as a duplicate and stored once.
+	natsCLI(cmds[0])
+	if got := len(jobEvents(t, n, job)); got != events {
+		t.Errorf("%d events stored after resending the first, want %d", got, events)
+	}
+}
