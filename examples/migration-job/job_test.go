@@ -14,6 +14,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/nats-io/nats.go"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -183,8 +184,8 @@ func FuzzExactMetadata(f *testing.F) {
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\ufffd") == s }
 
 // TestCopyToAnotherDatabase copies the fixture's acme/prod into a new
-// database of the same Chroma (no watchdog: the events are only stored) and
-// reads the copy back with the exact adapter: every record transformed,
+// database of the same Chroma (no watchdog: the events are only stored),
+// pausing and resuming it on the way, and reads the copy back with the exact adapter: every record transformed,
 // metadata values exact (types included), embeddings bit-exact where the
 // space allows, URIs absent (chroma-go v0.4.0 cannot carry them).
 func TestCopyToAnotherDatabase(t *testing.T) {
@@ -196,10 +197,52 @@ func TestCopyToAnotherDatabase(t *testing.T) {
 	n := testenv.StartNATS(t)
 	source := dump(t, cc, "acme", "prod")
 
-	code := runJob(t, "--nats-url", n.URL, "--job", "copy-prod", "--chroma-url", srv.URL,
-		"--tenant", "acme", "--database", "prod", "--target-database", "prod_v2",
-		"--snapshot-id", "pre_copy", "--page-size", "64")
-	if code != exitOK {
+	// Heartbeats show the job's progress; the test pauses it after the
+	// first and checks it stands still until resumed.
+	beats := make(chan contract.MigrationEvent, 100)
+	sub, err := n.Conn.Subscribe(subj.MigrationEvent("copy-prod", contract.EventHeartbeat), func(m *nats.Msg) {
+		var ev contract.MigrationEvent
+		if json.Unmarshal(m.Data, &ev) == nil {
+			beats <- ev
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	exit := make(chan int, 1)
+	go func() {
+		exit <- runJob(t, "--nats-url", n.URL, "--job", "copy-prod", "--chroma-url", srv.URL,
+			"--tenant", "acme", "--database", "prod", "--target-database", "prod_v2",
+			"--snapshot-id", "pre_copy", "--page-size", "64", "--page-delay", "100ms")
+	}()
+	control := func(command string) {
+		data, _ := json.Marshal(contract.Control{Envelope: contract.NewEnvelope(contract.TypeControl), Job: "copy-prod", Command: command, Reason: "test"})
+		if err := n.Conn.Publish(subj.Control("copy-prod"), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-beats:
+	case code := <-exit:
+		t.Fatalf("the job ended (exit code %d) before its first heartbeat", code)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no heartbeat within 30s")
+	}
+	control(contract.ControlPause)
+	time.Sleep(300 * time.Millisecond) // the page in flight ends
+	for len(beats) > 0 {
+		<-beats
+	}
+	select {
+	case ev := <-beats:
+		t.Errorf("the paused job went on: heartbeat %q at %d records", ev.Phase, ev.DoneRecords)
+	case code := <-exit:
+		t.Fatalf("the paused job ended with exit code %d", code)
+	case <-time.After(time.Second):
+	}
+	control(contract.ControlResume)
+	if code := <-exit; code != exitOK {
 		t.Fatalf("exit code %d", code)
 	}
 
