@@ -3,6 +3,7 @@ package watchdog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -49,6 +50,9 @@ func (s *Service) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		reason, err = s.onValidation(ctx, &in)
 	case contract.EventCompleted, contract.EventFailed:
 		reason, err = s.onEnded(ctx, &in)
+	}
+	if errors.Is(err, errUnreadable) {
+		reason, err = err.Error(), nil // it would block every later event
 	}
 	if err != nil {
 		s.log.Warn("migration event not handled; it will be redelivered", "subject", msg.Subject(), "seq", in.seq, "err", err)

@@ -116,3 +116,24 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 	})
 }
+
+func TestRetryBackoff(t *testing.T) {
+	s := &Service{cfg: Config{RetryInterval: time.Second}, retryAt: map[string]time.Time{}, retries: map[string]int{}}
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		before := time.Now()
+		s.later("j")
+		if got := s.retryAt["j"].Sub(before); got < want || got > want+time.Second {
+			t.Errorf("failure %d: next try in %s, want %s", i+1, got, want)
+		}
+	}
+	for range 20 {
+		s.later("j")
+	}
+	if got := time.Until(s.retryAt["j"]); got > maxRetryDelay {
+		t.Errorf("backoff %s beyond its cap %s", got, maxRetryDelay)
+	}
+	s.succeeded("j")
+	if !s.retryAt["j"].IsZero() || s.retries["j"] != 0 {
+		t.Errorf("backoff kept after a success")
+	}
+}

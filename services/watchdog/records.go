@@ -26,6 +26,10 @@ var jobNameRE = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,200}$`)
 // errConflict says the record kept changing under a compare-and-set.
 var errConflict = errors.New("the migration record kept changing; try again")
 
+// errUnreadable says a migration record is not a record: asking again
+// will not help, an operator must delete it.
+var errUnreadable = errors.New("unreadable migration record")
+
 // watchRecords fills the record cache from the state bucket and keeps it
 // current until ctx ends. The cache drives the ticker and the status
 // report; every decision re-reads the key and writes by revision.
@@ -126,7 +130,8 @@ func (s *Service) get(ctx context.Context, job string) (*contract.MigrationRecor
 	}
 	var rec contract.MigrationRecord
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return nil, 0, fmt.Errorf("migration record %s is unreadable: %w", job, err)
+		return nil, 0, fmt.Errorf("%w %s (%v): delete it with `nats kv del %s %s`", errUnreadable, contract.MigrationKey(job), err,
+			contract.BucketState, contract.MigrationKey(job))
 	}
 	return &rec, e.Revision(), nil
 }

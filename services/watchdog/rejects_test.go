@@ -49,18 +49,23 @@ func TestMalformedEventsRejected(t *testing.T) {
 	// A second started while the first run is in progress is refused too.
 	e.publish(t, "busy", contract.EventStarted, "", started("acme", "prod", "snap_x", time.Hour))
 	e.publish(t, "busy", contract.EventStarted, "", started("acme", "prod", "snap_y", time.Hour))
+	// A record that is not a record must not block the events behind it.
+	if _, err := e.nats.Assets.State.Put(t.Context(), contract.MigrationKey("broken"), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, "broken", contract.EventHeartbeat, "", contract.MigrationEvent{Phase: "copy"})
 
 	deadline := time.Now().Add(20 * time.Second)
 	var rejected []auditEntry
 	for time.Now().Before(deadline) {
 		rejected = find(e.audit(t), func(a auditEntry) bool { return a.Outcome == contract.OutcomeRejected })
-		if len(rejected) >= len(cases)+1 {
+		if len(rejected) >= len(cases)+2 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if len(rejected) != len(cases)+1 {
-		t.Fatalf("%d rejected events, want %d: %s", len(rejected), len(cases)+1, mustJSON(t, rejected))
+	if len(rejected) != len(cases)+2 {
+		t.Fatalf("%d rejected events, want %d: %s", len(rejected), len(cases)+2, mustJSON(t, rejected))
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,6 +77,9 @@ func TestMalformedEventsRejected(t *testing.T) {
 	}
 	if last := rejected[len(cases)]; !strings.Contains(last.Error, "already has a run in progress") || last.Action != "migration.started" {
 		t.Errorf("second started: %q (%s)", last.Error, last.Action)
+	}
+	if last := rejected[len(cases)+1]; !strings.Contains(last.Error, "unreadable migration record migration.broken") || !strings.Contains(last.Error, "nats kv del") {
+		t.Errorf("event of a broken record: %q", last.Error)
 	}
 	rec, _ := e.record(t, "busy")
 	if rec.SnapshotID != "snap_x" {

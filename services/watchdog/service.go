@@ -60,6 +60,7 @@ type Service struct {
 	progress map[string]contract.Progress // op id -> latest progress seen
 	inflight map[string]bool              // jobs with an act goroutine running
 	retryAt  map[string]time.Time         // job -> no request before this time
+	retries  map[string]int               // job -> requests failed in a row
 	audited  map[string]bool              // trigger audits already sent by this process
 }
 
@@ -91,6 +92,7 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 		progress: map[string]contract.Progress{},
 		inflight: map[string]bool{},
 		retryAt:  map[string]time.Time{},
+		retries:  map[string]int{},
 		audited:  map[string]bool{},
 	}
 	s.diskMinFree.Store(cfg.DiskMinFree)

@@ -86,10 +86,30 @@ func (s *Service) startAct(ctx context.Context, job string) {
 	})
 }
 
-// later holds off the next request for job by RetryInterval.
+// maxRetryDelay caps the backoff between failed requests: a rollback
+// start verifies the whole archive before the restorer can refuse it (for
+// a lease held by another operation, say), so retries must not hammer it.
+const maxRetryDelay = 2 * time.Minute
+
+// later holds off the next request for job: RetryInterval after the first
+// failure, doubling with each further one up to maxRetryDelay.
 func (s *Service) later(job string) {
 	s.mu.Lock()
-	s.retryAt[job] = time.Now().Add(s.cfg.RetryInterval)
+	n := s.retries[job]
+	s.retries[job] = n + 1
+	d := s.cfg.RetryInterval
+	for range min(n, 10) {
+		d *= 2
+	}
+	s.retryAt[job] = time.Now().Add(min(d, maxRetryDelay))
+	s.mu.Unlock()
+}
+
+// succeeded resets job's backoff.
+func (s *Service) succeeded(job string) {
+	s.mu.Lock()
+	delete(s.retries, job)
+	delete(s.retryAt, job)
 	s.mu.Unlock()
 }
 
@@ -164,6 +184,7 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 			s.snapshotFailed(ctx, rec, "the snapshotter refused it: "+err.Error())
 			return
 		}
+		s.succeeded(job)
 		_, _, err = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 			if !same(cur) || cur.SnapshotOpID != "" {
 				return nil
@@ -324,6 +345,7 @@ func (s *Service) requestRollback(ctx context.Context, rec *contract.MigrationRe
 		s.later(job)
 		return
 	}
+	s.succeeded(job)
 	status := reply.Status
 	if status == "" {
 		status = contract.StatusQueued
