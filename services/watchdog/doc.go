@@ -60,7 +60,9 @@
 // limit. Each raises an alert and pauses every running job (one pause per
 // job, whichever instance records it first; PausedBy keeps the reasons);
 // when the condition clears the reason is lifted and a job is resumed when
-// its last reason is gone. Only jobs the watchdog paused are resumed.
+// its last reason is gone, unless a rollback's write fence is raised on
+// its database (then when the fence is lowered). Only jobs the watchdog
+// paused are resumed.
 // Disk reasons name the instance ("disk@<instance>") because each watches
 // its own paths; only that instance lifts them.
 //

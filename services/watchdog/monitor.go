@@ -2,14 +2,17 @@ package watchdog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/disk"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // condition is what this instance sees of one pause reason.
@@ -215,7 +218,7 @@ func (s *Service) reconcilePauses(ctx context.Context, recs []contract.Migration
 		}
 		for _, p := range r.PausedBy {
 			if c, ok := conds[p.Reason]; ok && c.known && c.healthy && !c.active {
-				s.unpause(ctx, r.Job, c)
+				s.unpause(ctx, r.Job, c, r)
 			}
 		}
 	}
@@ -251,7 +254,12 @@ func (s *Service) pause(ctx context.Context, job string, c condition) {
 	s.log.Info("paused job also held for another reason", "job", job, "reason", c.reason)
 }
 
-func (s *Service) unpause(ctx context.Context, job string, c condition) {
+func (s *Service) unpause(ctx context.Context, job string, c condition, r *contract.MigrationRecord) {
+	if len(r.PausedBy) == 1 && s.fenced(ctx, r.Tenant, r.Database) {
+		// A rollback holds the database: the job stays paused until its
+		// fence is lowered (the restorer resumes the jobs it paused).
+		return
+	}
 	var resume bool
 	next, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 		if cur == nil || !hasReason(cur, c.reason) {
@@ -272,6 +280,16 @@ func (s *Service) unpause(ctx context.Context, job string, c condition) {
 	if written && resume {
 		s.control(ctx, next, contract.ControlResume, "recovered: "+c.detail, "")
 	}
+}
+
+// fenced says a write fence is raised on tenant/database; when it cannot
+// tell, it says so, so that a job is not resumed blindly.
+func (s *Service) fenced(ctx context.Context, tenant, database string) bool {
+	_, err := s.assets.State.Get(ctx, contract.FenceKey(tenant, database))
+	if err == nil {
+		return true
+	}
+	return !bus.IsNotFound(err) && !errors.Is(err, jetstream.ErrKeyDeleted)
 }
 
 // bytesText prints a byte count for people.

@@ -80,8 +80,8 @@ func TestChromaOutagePausesAndResumes(t *testing.T) {
 
 // TestDiskAndJetStreamPause: a free-space threshold set above the free
 // space measured on a watched path raises an alert and pauses the job; the
-// threshold restored, it resumes. The same for a JetStream stream filled
-// near its byte limit, and purged.
+// threshold restored, it resumes (once no rollback fences its database).
+// The same for a JetStream stream filled near its byte limit, and purged.
 func TestDiskAndJetStreamPause(t *testing.T) {
 	e := newEnv(t, false)
 	const job = "disk-job"
@@ -112,7 +112,20 @@ func TestDiskAndJetStreamPause(t *testing.T) {
 	if alert.Figures["min_free_bytes"] != float64(free+1<<30) {
 		t.Errorf("disk alert figures %v", alert.Figures)
 	}
+	// Recovered while a rollback fences the database: the job stays paused
+	// until the fence is lowered.
+	fence := contract.Fence{Envelope: contract.NewEnvelope(contract.TypeFence), Tenant: "acme", Database: "prod", OpID: "op_other", RaisedAt: time.Now().UTC()}
+	if _, err := e.nats.Assets.State.Put(t.Context(), contract.FenceKey("acme", "prod"), []byte(mustJSON(t, fence))); err != nil {
+		t.Fatal(err)
+	}
 	svc.SetDiskMinFree(1 << 20)
+	time.Sleep(5 * cfg.DiskInterval)
+	if n := ctl.count(contract.ControlResume); n != 0 {
+		t.Fatalf("resumed into a fenced database")
+	}
+	if err := e.nats.Assets.State.Purge(t.Context(), contract.FenceKey("acme", "prod")); err != nil {
+		t.Fatal(err)
+	}
 	ctl.wait(t, contract.ControlResume, 5*time.Second)
 	e.waitRecord(t, job, 5*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
 
