@@ -28,6 +28,7 @@ replace github.com/chromadb-rollback/chromadb-rollback/pkg => ../../pkg
 require (
 	github.com/chromadb-rollback/chromadb-rollback/services/restorer v0.0.0
 	github.com/chromadb-rollback/chromadb-rollback/services/snapshotter v0.0.0
+	github.com/chromadb-rollback/chromadb-rollback/services/watchdog v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
@@ -37,3 +38,5 @@ require (
 replace github.com/chromadb-rollback/chromadb-rollback/services/snapshotter => ../../services/snapshotter
 
 replace github.com/chromadb-rollback/chromadb-rollback/services/restorer => ../../services/restorer
+
+replace github.com/chromadb-rollback/chromadb-rollback/services/watchdog => ../../services/watchdog

@@ -15,6 +15,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
 )
 
 const (
@@ -51,13 +52,17 @@ func startRollbackStack(t *testing.T) (cli, *chroma.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wd, err := watchdog.New(watchdog.Config{ChromaURL: ch.URL}, n.Connect(t), subj, ch.Client(t, chroma.WithRetryMaxElapsed(0)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- runAll(ctx, snap.Run, rest.Run) }()
+	done := make(chan error, 1)
+	go func() { done <- runAll(ctx, snap.Run, rest.Run, wd.Run) }()
 	t.Cleanup(func() { cancel(); <-done })
 	c := cli{t: t, url: n.URL}
 	// Both services answer once their endpoints are registered.
-	for _, subject := range []string{subj.API("snapshot", "list"), subj.API("rollback", "status")} {
+	for _, subject := range []string{subj.API("snapshot", "list"), subj.API("rollback", "status"), subj.API("status")} {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			_, err := n.Conn.Request(subject, []byte(`{}`), time.Second)
@@ -199,5 +204,22 @@ func TestCLIRollback(t *testing.T) {
 	}
 	if code, _, stderr = c.run("rollback-status", "op_nonexistent"); code != exitFailed {
 		t.Errorf("status of an unknown op: exit %d: %s", code, stderr)
+	}
+
+	// status, answered by the watchdog that serve also runs: the newest
+	// verified snapshot of the database, no fence left raised, nothing running.
+	code, stdout, stderr = c.run("status", "--json")
+	if code != exitOK {
+		t.Fatalf("status: exit %d: %s", code, stderr)
+	}
+	var rep contract.StatusReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Snapshots) != 1 || rep.Snapshots[0].SnapshotID != m.SnapshotID || rep.Snapshots[0].Database != tDB {
+		t.Errorf("status snapshots: %+v, want %s of %s", rep.Snapshots, m.SnapshotID, tDB)
+	}
+	if len(rep.Fences) != 0 || len(rep.Operations) != 0 || len(rep.Migrations) != 0 {
+		t.Errorf("status after the rollback: fences %+v, operations %+v, migrations %+v", rep.Fences, rep.Operations, rep.Migrations)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsembed"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -33,11 +35,11 @@ func (f *chromaFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.authHeader, "chroma-auth-header", envOr("CHROMA_AUTH_HEADER", "x-chroma-token"), "how the token is sent: x-chroma-token or bearer (env CHROMA_AUTH_HEADER)")
 }
 
-func (f *chromaFlags) client(log *slog.Logger) (*chroma.Client, error) {
+func (f *chromaFlags) client(log *slog.Logger, extra ...chroma.Option) (*chroma.Client, error) {
 	if f.url == "" {
 		return nil, usageErr("--chroma-url (or CHROMA_URL) is required")
 	}
-	opts := []chroma.Option{chroma.WithLogger(log)}
+	opts := append([]chroma.Option{chroma.WithLogger(log)}, extra...)
 	if f.token == "" {
 		f.token = os.Getenv("CHROMA_TOKEN")
 	}
@@ -65,7 +67,7 @@ func newLogger(w *os.File) *slog.Logger {
 
 func (a *app) serveCmd() *cobra.Command {
 	var cf chromaFlags
-	var dataDir, listen, gateListen, allowURLs string
+	var dataDir, listen, gateListen, allowURLs, chromaDataDir string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run an embedded JetStream server and the services in one process",
@@ -115,7 +117,26 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			services := []func(context.Context) error{snap.Run, rest.Run}
+			wcc, err := cf.client(log, chroma.WithRetryMaxElapsed(0)) // the watchdog counts heartbeat failures itself
+			if err != nil {
+				return err
+			}
+			wcfg := watchdog.Config{ChromaURL: cf.url, Instance: hostInstance("watchdog"), DiskPaths: []string{store}}
+			if chromaDataDir != "" {
+				wcfg.DiskPaths = append(wcfg.DiskPaths, chromaDataDir)
+			}
+			if v := os.Getenv("AUTOMATIC_ROLLBACK_ENABLED"); v != "" {
+				on, err := strconv.ParseBool(v)
+				if err != nil {
+					return usageErr("AUTOMATIC_ROLLBACK_ENABLED=%q: want true or false", v)
+				}
+				wcfg.AutomaticRollbackDisabled = !on
+			}
+			wd, err := watchdog.New(wcfg, nc, a.subj, wcc, log)
+			if err != nil {
+				return err
+			}
+			services := []func(context.Context) error{snap.Run, rest.Run, wd.Run}
 			if gateListen != "" {
 				run, err := a.gateRunner(ctx, nc, cf.url, gateListen, log)
 				if err != nil {
@@ -131,6 +152,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("DATA_DIR", "./data"), "where the embedded JetStream keeps its data (env DATA_DIR)")
 	cmd.Flags().StringVar(&listen, "listen", envOr("NATS_LISTEN", "127.0.0.1:4222"), "host:port of the embedded NATS server (env NATS_LISTEN)")
 	cmd.Flags().StringVar(&gateListen, "gate-listen", os.Getenv("GATE_LISTEN"), "host:port of the read-only gate, an HTTP proxy to Chroma that refuses writes while a rollback fences the database (env GATE_LISTEN; off when empty)")
+	cmd.Flags().StringVar(&chromaDataDir, "chroma-data-dir", os.Getenv("CHROMA_DATA_DIR"), "Chroma's data directory, watched for free disk space by the watchdog (env CHROMA_DATA_DIR)")
 	cmd.Flags().StringVar(&allowURLs, "allow-chroma-url", os.Getenv("ALLOW_CHROMA_URLS"), "comma-separated other Chroma servers a rollback may restore into, or * (env ALLOW_CHROMA_URLS)")
 	return cmd
 }
