@@ -12,6 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,7 +80,8 @@ var subj = contract.Subjects{Prefix: contract.DefaultPrefix}
 // (rollbacks run in-process with CPU and heap profiles in BENCH_LOG_DIR; no
 // RSS figures then), BENCH_DAMAGE (fraction of records deleted, default 0.5),
 // BENCH_RESTORER_GODEBUG (the restorer process's GODEBUG, e.g. gctrace=1),
-// BENCH_READBACK=1 (also a raw add that reads each batch back as it goes,
+// BENCH_TRACE_CHROMA=1 (restorers reach Chroma through a proxy here that
+// times their requests and Chroma's idle time), BENCH_READBACK=1 (also a raw add that reads each batch back as it goes,
 // like the restorer's verification: what that verification costs Chroma).
 func BenchmarkRollbackWorkloads(b *testing.B) {
 	began := time.Now()
@@ -105,6 +110,9 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 	}
 
 	e := &benchEnv{b: b, logDir: logDir, inProcess: os.Getenv("BENCH_CPUPROFILE") != ""}
+	if os.Getenv("BENCH_TRACE_CHROMA") == "1" {
+		e.tracer = &chromaTracer{}
+	}
 	if !e.inProcess {
 		e.bin = restorerBinary(b)
 	}
@@ -112,6 +120,10 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 	e.nats = testenv.StartNATS(b)
 	e.cc = e.chroma.Client(b)
 	e.chromaPid = findChromaPid(e.chroma.DataDir)
+	e.restorerChromaURL = e.chroma.URL
+	if e.tracer != nil {
+		e.restorerChromaURL = e.tracer.start(b, e.chroma.URL)
+	}
 	ctx := b.Context()
 	b.StopTimer()
 	e.startSnapshotter()
@@ -185,6 +197,15 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 				phases[ph] = append(phases[ph], d)
 			}
 			emit(fmt.Sprintf("%sround%d_rollback_seconds", p, r+1), rb.dur.Seconds(), "s")
+			if t := rb.trace; t != nil {
+				q := fmt.Sprintf("%sround%d_rollback_chroma_", p, r+1)
+				emit(q+"idle_seconds", t.idle.Seconds(), "s")
+				emit(q+"longest_idle_seconds", t.maxIdle.Seconds(), "s")
+				for _, k := range slices.Sorted(maps.Keys(t.kinds)) {
+					emit(q+k+"_seconds", t.kinds[k].dur.Seconds(), "s")
+					emit(q+k+"_requests", float64(t.kinds[k].n), "count")
+				}
+			}
 			if !e.inProcess {
 				emit(fmt.Sprintf("%sround%d_restorer_peak_rss", p, r+1), float64(rb.hwmKB)/1024, "MB")
 			}
@@ -294,6 +315,10 @@ type benchEnv struct {
 	bin       string
 	logDir    string
 	inProcess bool
+	// restorerChromaURL is where restorers send their Chroma requests: the
+	// server, or the tracer in front of it.
+	restorerChromaURL string
+	tracer            *chromaTracer
 }
 
 // startSnapshotter runs a snapshotter with its defaults in this process,
@@ -626,6 +651,7 @@ type rollbackRun struct {
 	// maxGap is the longest time between progress messages reporting more
 	// records written (a stalled restore shows here).
 	maxGap time.Duration
+	trace  *chromaTrace // with BENCH_TRACE_CHROMA=1
 }
 
 // rollback starts a restorer (a fresh process, or in this process with
@@ -715,6 +741,9 @@ func (e *benchEnv) rollback(db, kind string, req contract.RollbackRequest) rollb
 	}
 
 	cpu0, chroma0 := cpu(), procCPU(e.chromaPid)
+	if e.tracer != nil {
+		e.tracer.reset()
+	}
 	start := time.Now()
 	type answer struct {
 		msg *nats.Msg
@@ -790,6 +819,9 @@ wait:
 		case <-time.After(10 * time.Second):
 		}
 	}
+	if e.tracer != nil {
+		run.trace = e.tracer.read()
+	}
 	if c := procCPU(e.chromaPid) - chroma0; run.dur > 0 {
 		run.chromaCores = c.Seconds() / run.dur.Seconds()
 	}
@@ -808,6 +840,9 @@ wait:
 	}
 	stop()
 	time.Sleep(100 * time.Millisecond) // the last progress messages
+	if t := run.trace; t != nil {
+		b.Logf("%s: Chroma idle %.2fs of %.2fs (longest %.2fs), requests: %s", tag, t.idle.Seconds(), run.dur.Seconds(), t.maxIdle.Seconds(), t.summary())
+	}
 	progMu.Lock()
 	defer progMu.Unlock()
 	b.Logf("%s: op %s: %.1fs (start answered after %.2fs), progress phases %v, operation phases %v, longest wait between records written %.2fs, add rate %.0f/s as the restorer measured it",
@@ -833,7 +868,7 @@ func fmtPhases(ph map[string]time.Duration) string {
 // startProcess runs the restorer binary; stop ends it (SIGTERM, then kill).
 func (e *benchEnv) startProcess(tag string, logf *os.File, exited chan error) (stop func(), pid int, cpu func() time.Duration) {
 	b := e.b
-	cmd := exec.Command(e.bin, "--nats-url", e.nats.URL, "--chroma-url", e.chroma.URL, "--instance", "bench-"+tag)
+	cmd := exec.Command(e.bin, "--nats-url", e.nats.URL, "--chroma-url", e.restorerChromaURL, "--instance", "bench-"+tag)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
 	if v := os.Getenv("BENCH_RESTORER_GODEBUG"); v != "" { // e.g. gctrace=1, into its log
@@ -870,7 +905,11 @@ func (e *benchEnv) startInProcess(tag string, logf *os.File, exited chan error) 
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	svc, err := restorer.New(restorer.Config{ChromaURL: e.chroma.URL, Instance: "bench-" + tag}, nc, subj, e.chroma.Client(b), log)
+	cc, err := chroma.New(e.restorerChromaURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := restorer.New(restorer.Config{ChromaURL: e.restorerChromaURL, Instance: "bench-" + tag}, nc, subj, cc, log)
 	if err != nil {
 		b.Fatalf("new restorer: %v", err)
 	}
@@ -1081,4 +1120,106 @@ func loadAvg() float64 {
 // emit prints one figure in the format the bench report is grepped for.
 func emit(name string, v float64, unit string) {
 	fmt.Printf("bench: %s value=%s unit=%s\n", name, strconv.FormatFloat(v, 'f', -1, 64), unit)
+}
+
+// chromaTracer is a reverse proxy in front of Chroma that times the
+// requests going through it and the time no request is in flight.
+type chromaTracer struct {
+	mu        sync.Mutex
+	inflight  int
+	idleSince time.Time
+	t         chromaTrace
+}
+
+type chromaTrace struct {
+	idle, maxIdle time.Duration
+	kinds         map[string]kindStat // add, get, count... or <method>_other
+}
+
+type kindStat struct {
+	n        int
+	dur, max time.Duration
+}
+
+func (t *chromaTrace) summary() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(t.kinds)) {
+		parts = append(parts, fmt.Sprintf("%s %d in %.2fs (longest %.2fs)", k, t.kinds[k].n, t.kinds[k].dur.Seconds(), t.kinds[k].max.Seconds()))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// start serves the proxy until the benchmark ends and returns its URL.
+func (ct *chromaTracer) start(b *testing.B, target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.FlushInterval = -1
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kind := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
+		switch kind {
+		case "add", "get", "count", "upsert", "delete", "update", "query":
+		default: // collections by name or id, databases and the like
+			kind = strings.ToLower(r.Method) + "_other"
+		}
+		begin := ct.begin()
+		rp.ServeHTTP(w, r)
+		ct.end(kind, begin)
+	}))
+	b.Cleanup(srv.Close)
+	ct.reset()
+	return srv.URL
+}
+
+func (ct *chromaTracer) begin() time.Time {
+	now := time.Now()
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if ct.inflight == 0 {
+		d := now.Sub(ct.idleSince)
+		ct.t.idle += d
+		ct.t.maxIdle = max(ct.t.maxIdle, d)
+	}
+	ct.inflight++
+	return now
+}
+
+func (ct *chromaTracer) end(kind string, begin time.Time) {
+	now := time.Now()
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	ct.inflight--
+	if ct.inflight == 0 {
+		ct.idleSince = now
+	}
+	k := ct.t.kinds[kind]
+	k.n++
+	k.dur += now.Sub(begin)
+	k.max = max(k.max, now.Sub(begin))
+	ct.t.kinds[kind] = k
+}
+
+// reset starts a new window.
+func (ct *chromaTracer) reset() {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	ct.t = chromaTrace{kinds: map[string]kindStat{}}
+	ct.idleSince = time.Now()
+}
+
+// read returns the window so far, the current idle stretch included.
+func (ct *chromaTracer) read() *chromaTrace {
+	now := time.Now()
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	t := ct.t
+	t.kinds = maps.Clone(ct.t.kinds)
+	if ct.inflight == 0 {
+		d := now.Sub(ct.idleSince)
+		t.idle += d
+		t.maxIdle = max(t.maxIdle, d)
+	}
+	return &t
 }
