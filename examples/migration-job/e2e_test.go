@@ -322,12 +322,20 @@ func TestTenPercentLossRollsBack(t *testing.T) {
 		return a.Service == "restorer" && a.Action == "rollback" && a.OpID == rec.RollbackOpID && a.Outcome == contract.OutcomeCompleted
 	})
 	if len(start) != 1 || len(valid) != 1 || len(trig) != 1 || len(done) != 1 {
+		for _, a := range audit {
+			t.Logf("audit %d: %s %s %s: %s %v", a.Seq, a.Service, a.Action, a.Outcome, a.Reason, a.Figures)
+		}
 		t.Fatalf("audit: %d started, %d validation, %d trigger, %d rollback completed events; want one each",
 			len(start), len(valid), len(trig), len(done))
 	}
 	if !(start[0].Seq < valid[0].Seq && valid[0].Seq < trig[0].Seq && trig[0].Seq < done[0].Seq) {
 		t.Errorf("audit order: started %d, validation %d, trigger %d, rollback completed %d",
 			start[0].Seq, valid[0].Seq, trig[0].Seq, done[0].Seq)
+	}
+	if t.Failed() {
+		for _, a := range audit {
+			t.Logf("audit %d: %s %s %s: %s %v", a.Seq, a.Service, a.Action, a.Outcome, a.Reason, a.Figures)
+		}
 	}
 	for _, a := range []auditEntry{valid[0], trig[0]} {
 		if a.Figures["ratio"] != ratio || a.Figures["threshold"] != 0.95 {
