@@ -36,7 +36,7 @@ type verifiedArchive struct {
 // archiveStream reads a stored archive while hashing its bytes, so the end
 // of a read can be checked against the manifest's SHA-256.
 type archiveStream struct {
-	obj    jetstream.ObjectResult
+	obj    io.ReadCloser
 	cancel context.CancelFunc
 	hash   hash.Hash
 	r      *archive.Reader
@@ -58,10 +58,11 @@ func (s *Service) openArchive(ctx context.Context, m *contract.SnapshotManifest)
 	if int64(info.Size) != m.Size {
 		return nil, fmt.Errorf("%w: archive object %s is %d bytes, its manifest says %d (truncated or replaced)", errArchive, m.Object, info.Size, m.Size)
 	}
-	// Without a deadline the object store gives the whole read its default
-	// timeout (5s); a restore reads the archive as slowly as Chroma adds.
+	// A restore reads the archive as slowly as Chroma adds: a pull-based
+	// reader holds a few chunks, where ObjectStore.Get's push subscription
+	// would buffer up to 64 MB and drop chunks as a slow consumer.
 	rctx, cancel := context.WithTimeout(ctx, archiveReadTimeout)
-	obj, err := s.assets.Snapshots.Get(rctx, m.Object)
+	obj, err := bus.OpenObject(rctx, s.assets.JS, contract.ObjectSnapshots, info)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("open archive object %s: %w", m.Object, err)
