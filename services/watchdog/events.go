@@ -210,9 +210,38 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 			failedCols = append(failedCols, c.Collection)
 		}
 	}
-	var missing, stale, fired bool
+	// The validation is audited before the record that fires its trigger
+	// is written: a tick (of this or another instance) acts on that record
+	// and audits the trigger, which must come after the validation in the
+	// audit stream. The verdict is read from the record as it was; the
+	// event id makes a redelivered validation audited once.
+	cur, _, err := s.get(ctx, in.job)
+	if err != nil {
+		return "", err
+	}
+	if cur != nil && in.seq >= cur.Run {
+		verdict := fmt.Sprintf("meets the threshold %g", th)
+		switch {
+		case ratio >= th:
+		case cur.Trigger == "" && cur.Status != contract.MigrationRolledBack:
+			verdict = fmt.Sprintf("is under the threshold %g: the validation trigger fires (rollback %s)", th, rollbackOpID(cur, contract.TriggerValidation))
+		case cur.Trigger == contract.TriggerValidation:
+			verdict = fmt.Sprintf("is under the threshold %g: the validation trigger fires (rollback %s)", th, cur.RollbackOpID)
+		case cur.Trigger != "":
+			verdict = fmt.Sprintf("is under the threshold %g, but the %s trigger already fired for this run", th, cur.Trigger)
+		default:
+			verdict = fmt.Sprintf("is under the threshold %g, but the run was already rolled back", th)
+		}
+		s.emit(ctx, fmt.Sprintf("ev%d", in.seq), contract.AuditEvent{
+			Action: "migration.validation", Outcome: contract.OutcomeCompleted, Tenant: cur.Tenant, Database: cur.Database, SnapshotID: cur.SnapshotID,
+			Reason: fmt.Sprintf("migration %s: validation ratio %.4f (%d of %d chunks valid) %s", in.job, ratio, ev.ValidChunks, ev.TotalChunks, verdict),
+			Figures: map[string]any{"job": in.job, "run": cur.Run, "valid_chunks": ev.ValidChunks, "total_chunks": ev.TotalChunks,
+				"ratio": ratio, "threshold": th, "failed_collections": failedCols},
+		})
+	}
+	var missing, stale bool
 	rec, _, err := s.update(ctx, in.job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
-		missing, stale, fired = cur == nil, false, false
+		missing, stale = cur == nil, false
 		if cur == nil {
 			return nil
 		}
@@ -227,7 +256,6 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 		next.Validation = &contract.MigrationValidation{ValidChunks: ev.ValidChunks, TotalChunks: ev.TotalChunks, Ratio: ratio,
 			Threshold: th, PerCollection: ev.PerCollection, FailedCollections: failedCols, At: in.at}
 		if ratio < th && next.Trigger == "" && next.Status != contract.MigrationRolledBack {
-			fired = true
 			reason := fmt.Sprintf("validation ratio %.4f (%d of %d chunks valid) is under the threshold %g", ratio, ev.ValidChunks, ev.TotalChunks, th)
 			var cols []string
 			if s.cfg.PartialOnCollectionFailure && len(failedCols) > 0 {
@@ -247,22 +275,6 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 		s.log.Info("validation of an earlier run ignored", "job", in.job, "seq", in.seq)
 		return "", nil
 	}
-	verdict := fmt.Sprintf("meets the threshold %g", th)
-	switch {
-	case ratio >= th:
-	case fired || rec.Trigger == contract.TriggerValidation:
-		verdict = fmt.Sprintf("is under the threshold %g: the validation trigger fires (rollback %s)", th, rec.RollbackOpID)
-	case rec.Trigger != "":
-		verdict = fmt.Sprintf("is under the threshold %g, but the %s trigger already fired for this run", th, rec.Trigger)
-	default:
-		verdict = fmt.Sprintf("is under the threshold %g, but the run was already rolled back", th)
-	}
-	s.emit(ctx, fmt.Sprintf("ev%d", in.seq), contract.AuditEvent{
-		Action: "migration.validation", Outcome: contract.OutcomeCompleted, Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotID,
-		Reason: fmt.Sprintf("migration %s: validation ratio %.4f (%d of %d chunks valid) %s", in.job, ratio, ev.ValidChunks, ev.TotalChunks, verdict),
-		Figures: map[string]any{"job": in.job, "run": rec.Run, "valid_chunks": ev.ValidChunks, "total_chunks": ev.TotalChunks,
-			"ratio": ratio, "threshold": th, "failed_collections": failedCols},
-	})
 	if rollbackPending(rec) {
 		s.startAct(ctx, in.job)
 	}
