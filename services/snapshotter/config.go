@@ -41,7 +41,7 @@ func (c *Config) setDefaults() {
 		c.FetchWorkers = 2
 	}
 	if c.PageBytes <= 0 {
-		c.PageBytes = 8 << 20
+		c.PageBytes = 16 << 20
 	}
 	if c.MaxPageRecords <= 0 {
 		c.MaxPageRecords = 2500
