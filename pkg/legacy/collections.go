@@ -35,7 +35,6 @@ type parser struct {
 	sink     sink
 
 	coll, batchName string
-	batchStart      int64
 }
 
 func parseCollections(r io.Reader, lim Limits, checkIDs bool, s sink) error {

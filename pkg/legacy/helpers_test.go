@@ -209,7 +209,6 @@ type tarEntry struct {
 	body     string
 	typ      byte
 	linkname string
-	size     int64 // declared size when not len(body)
 }
 
 // tgz writes entries as a .tar.gz, as freely as a hostile tool would.
