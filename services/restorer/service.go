@@ -165,19 +165,19 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 	return nil
 }
 
-// handler runs an endpoint in its own goroutine: a plan verifies a whole
-// archive and must not hold up status or cancel.
+// handler runs an endpoint. Each endpoint has its own subscription, so a
+// plan verifying a whole archive does not hold up status or cancel. The
+// reply must be sent before the handler returns: micro reads the request's
+// error after Handle returns, so replying from another goroutine races.
 func (s *Service) handler(ctx context.Context, h func(context.Context, micro.Request)) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		go func() {
-			defer func() {
-				if p := recover(); p != nil {
-					s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
-					respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p), "")
-				}
-			}()
-			h(ctx, r)
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
+				respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p), "")
+			}
 		}()
+		h(ctx, r)
 	})
 }
 
