@@ -131,19 +131,20 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 	return nil
 }
 
-// handler wraps an endpoint so it runs in its own goroutine: verify can take
-// minutes and must not hold up list or info.
+// handler runs an endpoint, recovering a panic into an error reply. Each
+// endpoint has its own subscription, so a slow one does not hold up the
+// others. The reply must be sent before the handler returns: micro reads the
+// request's error after Handle returns, so replying from another goroutine
+// races with it.
 func (s *Service) handler(ctx context.Context, h func(context.Context, micro.Request)) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		go func() {
-			defer func() {
-				if p := recover(); p != nil {
-					s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
-					respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p), "")
-				}
-			}()
-			h(ctx, r)
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
+				respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p), "")
+			}
 		}()
+		h(ctx, r)
 	})
 }
 

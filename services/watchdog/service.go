@@ -231,19 +231,20 @@ func (s *Service) wake() {
 	}
 }
 
-// handler runs an endpoint in its own goroutine, recovering a panic into
-// an error reply.
+// handler runs an endpoint, recovering a panic into an error reply. Each
+// endpoint has its own subscription, so a slow one does not hold up the
+// others. The reply must be sent before the handler returns: micro reads the
+// request's error after Handle returns, so replying from another goroutine
+// races with it.
 func (s *Service) handler(ctx context.Context, h func(context.Context, micro.Request)) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		go func() {
-			defer func() {
-				if p := recover(); p != nil {
-					s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
-					respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p))
-				}
-			}()
-			h(ctx, r)
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
+				respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p))
+			}
 		}()
+		h(ctx, r)
 	})
 }
 
