@@ -45,7 +45,11 @@
 //     swapped in: target -> "<target>__old_<short>", staging -> target,
 //     old deleted; readers see the old collection or the restored one
 //     (or, for the milliseconds between the two renames, neither), never
-//     a half-written one.
+//     a half-written one. Once a collection's last batch is sent, the next
+//     collection begins: its adds overlap the read-back of the previous
+//     one's last batches, its checks, swap and old-collection delete (at
+//     most one collection finishes behind the one being written; its
+//     failure fails the job, and the job waits for it before step 6).
 //     In place (in_place) the target is deleted, recreated and filled where
 //     readers see it. Batch-level rollbacks replace each record of the named
 //     batches in the live collection (delete, then add: Chroma's upsert
@@ -59,9 +63,13 @@
 //
 // A restorer that dies leaves its command unacknowledged; JetStream gives
 // it to the next instance after AckWait. The checkpoint says which
-// collections are done and, for the one in progress, how many of its
-// archive batches were written and verified, so the next attempt skips
-// done collections and continues the current one at the next batch.
+// collections are done and, for those in progress (the one being written
+// and the one finishing behind it, each with its own stage), how many of
+// their archive batches were written and verified, so the next attempt
+// skips done collections, finishes the one that was finishing (checks,
+// then the swap, or the rest of it) and continues the current one at the
+// next batch. Checkpoint saves are serialized, so one
+// collection's save never overwrites a later save of the other's.
 // Records of a batch written but not yet checkpointed are added again,
 // which Chroma ignores for ids it holds; the final count check proves that
 // nothing is missing or doubled. A swap cut short is recognised by the
@@ -73,7 +81,7 @@
 // A failure (Chroma still unreachable after pkg/chroma's retries, a
 // verification difference, a lost lease) ends the operation as failed with
 // the reason and, for a verification failure, the differences. The
-// collection in progress is put back as it was (a swap cut short is
+// collections in progress are put back as they were (a swap cut short is
 // reversed, the staging collection deleted); collections already swapped
 // in stay restored, which the report lists. The fence is lowered, jobs are
 // resumed and the lease released. If Chroma is down even for that cleanup,
@@ -82,9 +90,10 @@
 // Cancel (chroma.api.rollback.cancel) is recorded under cancel.<op_id>; the
 // job checks it before every batch. With stage-and-swap the collection in
 // progress keeps its live data (its staging is deleted) and collections
-// already swapped in stay restored. In place, the collection in progress is
-// left partly restored: roll back again, or to the safety snapshot. A
-// batch-level rollback stops between batches. The operation ends as
+// already swapped in stay restored, as does one whose last batch was sent
+// (its finish completes before the job ends). In place, the collection in
+// progress is left partly restored: roll back again, or to the safety
+// snapshot. A batch-level rollback stops between batches. The operation ends as
 // "cancelled".
 //
 // What is not undone: if every delivery of a command dies (MaxDeliver), the

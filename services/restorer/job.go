@@ -52,9 +52,12 @@ type job struct {
 	ck       *checkpoint
 	report   contract.RestoreReport
 	canceler *contract.OperationRef
-	current  *collWriter
-	mark     time.Time        // when write time was last counted
-	diffs    map[int][]string // differences found, by archive collection index
+	current  *collWriter // the collection being written
+	// finishing is the collection verified and swapped in behind current.
+	finishing *collWriter
+	saveMu    sync.Mutex       // serializes checkpoint saves
+	mark      time.Time        // when write time was last counted
+	diffs     map[int][]string // differences found, by archive collection index
 }
 
 // handleJob runs one rollback command to its end: ack when it completed,
@@ -434,11 +437,19 @@ func (j *job) addDiffs(i int, diffs []string, total int) {
 // short is undone. Collections already swapped in stay restored.
 func (j *job) cleanup(ctx context.Context) {
 	j.mu.Lock()
-	w := j.current
+	ws := []*collWriter{j.finishing, j.current}
 	j.mu.Unlock()
-	if w == nil || j.sp == nil {
+	if j.sp == nil {
 		return
 	}
+	for _, w := range ws {
+		if w != nil {
+			j.undo(ctx, w)
+		}
+	}
+}
+
+func (j *job) undo(ctx context.Context, w *collWriter) {
 	if err := w.undo(ctx); err != nil {
 		j.log.Error("cleanup after the rollback stopped failed", "collection", w.cs.Target, "err", err)
 		j.mu.Lock()

@@ -62,16 +62,45 @@ func (j *job) restoreAll(ctx context.Context) error {
 
 	cur, batchNo := -1, 0
 	var w *collWriter
-	// enter finishes the collections before `to` and begins `to`.
+	// A finished collection's tail verification, checks and swap run in
+	// the background while the next collection is written: at most one
+	// collection finishes behind the one being written.
+	var bg *finishing
+	wait := func() error {
+		if bg == nil {
+			return nil
+		}
+		<-bg.done
+		err := bg.err
+		if err == nil {
+			j.setFinishing(nil)
+		}
+		bg = nil
+		return err
+	}
+	// enter finishes the collections before `to` and begins `to`. At the
+	// end of the archive (to == n) nothing follows, so they are finished
+	// in the foreground.
 	enter := func(to int) error {
 		for cur < to {
 			if w != nil {
-				if err := w.finish(ctx); err != nil {
+				// The next collection's adds follow this one's, as one
+				// collection's follow each other; the rest of its finish
+				// overlaps them.
+				w.drain()
+				if err := wait(); err != nil {
 					return err
 				}
-				j.setCurrent(nil)
-				if err := j.s.callHook(ctx, j.hookPoint("collection", w)); err != nil {
-					return err
+				if to == n {
+					if err := w.finish(ctx, true); err != nil {
+						return err
+					}
+					j.setCurrent(nil)
+					if err := j.s.callHook(ctx, j.hookPoint("collection", w)); err != nil {
+						return err
+					}
+				} else {
+					bg = j.finishBehind(ctx, w)
 				}
 				w = nil
 			}
@@ -87,13 +116,32 @@ func (j *job) restoreAll(ctx context.Context) error {
 		}
 		return nil
 	}
+	// failed reports the error of a background finish that ended.
+	failed := func() error {
+		if bg == nil {
+			return nil
+		}
+		select {
+		case <-bg.done:
+			return wait()
+		default:
+			return nil
+		}
+	}
 	for {
-		b, err := st.next()
+		var b *archive.Batch
+		b, err = st.next()
 		if errors.Is(err, io.EOF) {
-			return enter(n)
+			if err = enter(n); err == nil {
+				err = wait()
+			}
+			break
 		}
 		if err == nil {
 			err = enter(b.Collection)
+		}
+		if err == nil {
+			err = failed()
 		}
 		if err == nil && w != nil && w.wants(batchNo, b.Name) {
 			if err = j.checkCancel(ctx); err == nil {
@@ -102,12 +150,53 @@ func (j *job) restoreAll(ctx context.Context) error {
 		}
 		batchNo++
 		if err != nil {
-			if w != nil {
-				w.abort()
-			}
-			return err
+			break
 		}
 	}
+	if err != nil {
+		if w != nil {
+			w.abort()
+		}
+		// The collection finishing behind ends as it would have before the
+		// next one began: swapped in, or left for cleanup to undo.
+		if berr := wait(); berr != nil {
+			j.log.Warn("finishing the previous collection failed too", "err", berr)
+		}
+	}
+	return err
+}
+
+// finishing is a collection finished in the background.
+type finishing struct {
+	done chan struct{}
+	err  error
+}
+
+// finishBehind finishes w (verification of its last batches, checks,
+// swap) in the background, then calls the "collection" hook.
+func (j *job) finishBehind(ctx context.Context, w *collWriter) *finishing {
+	j.mu.Lock()
+	if j.current == w {
+		j.current = nil
+	}
+	j.finishing = w
+	j.mu.Unlock()
+	f := &finishing{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		err := w.finish(ctx, false)
+		if err == nil {
+			err = j.s.callHook(ctx, j.hookPoint("collection", w))
+		}
+		f.err = err
+	}()
+	return f
+}
+
+func (j *job) setFinishing(w *collWriter) {
+	j.mu.Lock()
+	j.finishing = w
+	j.mu.Unlock()
 }
 
 func (j *job) setCurrent(w *collWriter) {
@@ -127,7 +216,12 @@ func (j *job) hookPoint(name string, w *collWriter) hookPoint {
 }
 
 // saveCheckpoint saves a copy of the checkpoint taken under j.mu.
+// Saves are serialized (j.saveMu): the checkpoint is one value holding
+// every collection's state, written by the collection being written and
+// the one finishing behind it, so a save taken earlier must not land later.
 func (j *job) saveCheckpoint(ctx context.Context, change func(ck *checkpoint)) error {
+	j.saveMu.Lock()
+	defer j.saveMu.Unlock()
 	j.mu.Lock()
 	if change != nil {
 		change(j.ck)
@@ -522,12 +616,23 @@ func (w *collWriter) commit(it writeItem, maxDiff float64) error {
 	return j.s.callHook(w.ctx, j.hookPoint("batch", w))
 }
 
-// stop closes the input and waits for the writer's goroutines.
-func (w *collWriter) stop() error {
+// drain closes the input and waits until the adders sent every batch
+// submitted (or stopped); the verifier may still be reading them back.
+func (w *collWriter) drain() {
+	w.closeInput()
+	w.adders.Wait()
+}
+
+func (w *collWriter) closeInput() {
 	if !w.closed {
 		w.closed = true
 		close(w.in)
 	}
+}
+
+// stop closes the input and waits for the writer's goroutines.
+func (w *collWriter) stop() error {
+	w.closeInput()
 	<-w.vdone
 	return w.failure()
 }
@@ -539,8 +644,9 @@ func (w *collWriter) abort() {
 }
 
 // finish waits for the last batches, then checks the whole collection and,
-// when staging, swaps it in.
-func (w *collWriter) finish(ctx context.Context) error {
+// when staging, swaps it in. Only a finish in the foreground (phases) sets
+// the job's phase: behind it, the next collection is being written.
+func (w *collWriter) finish(ctx context.Context, phases bool) error {
 	if err := w.stop(); err != nil {
 		return err
 	}
@@ -567,11 +673,15 @@ func (w *collWriter) finish(ctx context.Context) error {
 			return err
 		}
 	}
-	j.setPhase(ctx, phaseSwapping)
+	if phases {
+		j.setPhase(ctx, phaseSwapping)
+	}
 	if err := w.swap(ctx); err != nil {
 		return err
 	}
-	j.setPhase(ctx, phaseRestoring)
+	if phases {
+		j.setPhase(ctx, phaseRestoring)
+	}
 	return w.done_(ctx)
 }
 
