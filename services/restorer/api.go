@@ -42,22 +42,15 @@ func unavailable(format string, args ...any) *apiError {
 
 // decode parses a request body, bounding its size.
 func decode(r micro.Request, v any) *apiError {
-	data := r.Data()
-	if len(data) > contract.MaxRequestBytes {
-		return &apiError{code: contract.CodeTooLarge, msg: fmt.Sprintf("request is %d bytes; at most %d", len(data), contract.MaxRequestBytes)}
-	}
-	if len(data) == 0 {
-		return badRequest("", "empty request: send a JSON object")
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return badRequest("", "malformed JSON request: %v", err)
+	if code, msg := bus.DecodeRequest(r, v); code != 0 {
+		return &apiError{code: code, msg: msg}
 	}
 	return nil
 }
 
 // reject answers with e and records the rejected command in the audit trail.
 func (s *Service) reject(ctx context.Context, r micro.Request, action string, e *apiError, ev contract.AuditEvent) {
-	respondError(r, e.code, e.msg, e.field)
+	bus.RespondError(r, e.code, e.msg, e.field)
 	ev.Action, ev.Outcome, ev.Error = action, contract.OutcomeRejected, e.msg
 	_ = s.audit.Emit(ctx, ev)
 }
@@ -81,7 +74,7 @@ func (s *Service) handlePlan(ctx context.Context, r micro.Request) {
 		s.reject(ctx, r, "rollback.plan", e, requestAudit(&req))
 		return
 	}
-	respondJSON(r, contract.RollbackReply{Envelope: contract.NewEnvelope(contract.TypeRollbackReply), Status: statusPlanned, Plan: plan})
+	bus.RespondJSON(r, contract.RollbackReply{Envelope: contract.NewEnvelope(contract.TypeRollbackReply), Status: statusPlanned, Plan: plan})
 }
 
 func (s *Service) handleStart(ctx context.Context, r micro.Request) {
@@ -112,7 +105,7 @@ func (s *Service) handleStart(ctx context.Context, r micro.Request) {
 		}
 		if op != nil {
 			// Already enqueued: answer with it instead of enqueueing twice.
-			respondJSON(r, contract.RollbackReply{Envelope: contract.NewEnvelope(contract.TypeRollbackReply), OpID: opID,
+			bus.RespondJSON(r, contract.RollbackReply{Envelope: contract.NewEnvelope(contract.TypeRollbackReply), OpID: opID,
 				Status: op.Status, Progress: s.subj.Progress(opID), Plan: op.Plan})
 			return
 		}
@@ -133,7 +126,7 @@ func (s *Service) handleStart(ctx context.Context, r micro.Request) {
 		ev.Action, ev.Outcome, ev.Error = "rollback", contract.OutcomeRejected, "confirmation missing"
 		ev.Figures = map[string]any{"write_records": plan.WriteRecords, "mode": plan.Mode}
 		_ = s.audit.Emit(ctx, ev)
-		respondJSON(r, contract.RollbackReply{Envelope: contract.NewEnvelope(contract.TypeRollbackReply), Status: statusRefused, Refused: why, Plan: plan})
+		bus.RespondJSON(r, contract.RollbackReply{Envelope: contract.NewEnvelope(contract.TypeRollbackReply), Status: statusRefused, Refused: why, Plan: plan})
 		return
 	}
 	if opID == "" {
@@ -174,7 +167,7 @@ func (s *Service) handleStart(ctx context.Context, r micro.Request) {
 		return
 	}
 	s.log.Info("rollback queued", "op_id", opID, "snapshot_id", plan.SnapshotID, "tenant", plan.Tenant, "database", plan.Database, "mode", plan.Mode)
-	respondJSON(r, contract.RollbackReply{Envelope: contract.NewEnvelope(contract.TypeRollbackReply), OpID: opID,
+	bus.RespondJSON(r, contract.RollbackReply{Envelope: contract.NewEnvelope(contract.TypeRollbackReply), OpID: opID,
 		Status: contract.StatusQueued, Progress: s.subj.Progress(opID), Plan: plan})
 }
 
@@ -204,7 +197,7 @@ func (s *Service) decodeRef(ctx context.Context, r micro.Request, action string)
 		if action != "" {
 			s.reject(ctx, r, action, e, contract.AuditEvent{Actor: ref.Actor, OpID: ref.OpID})
 		} else {
-			respondError(r, e.code, e.msg, e.field)
+			bus.RespondError(r, e.code, e.msg, e.field)
 		}
 		return nil, nil, false
 	}
@@ -221,7 +214,7 @@ func (s *Service) handleStatus(ctx context.Context, r micro.Request) {
 			op.Warnings = append(op.Warnings, cancelNote(c))
 		}
 	}
-	respondJSON(r, op)
+	bus.RespondJSON(r, op)
 }
 
 func (s *Service) handleCancel(ctx context.Context, r micro.Request) {
@@ -245,7 +238,7 @@ func (s *Service) handleCancel(ctx context.Context, r micro.Request) {
 	_ = s.audit.Emit(ctx, ev)
 	s.log.Info("rollback cancel requested", "op_id", op.OpID, "actor", ref.Actor)
 	op.Warnings = append(op.Warnings, cancelNote(&c))
-	respondJSON(r, op)
+	bus.RespondJSON(r, op)
 }
 
 func cancelNote(c *contract.OperationRef) string {

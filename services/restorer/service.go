@@ -2,7 +2,6 @@ package restorer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -115,7 +114,7 @@ func (s *Service) Run(ctx context.Context) error {
 		"status": s.handleStatus,
 		"cancel": s.handleCancel,
 	} {
-		if err := g.AddEndpoint(name, s.handler(ctx, h)); err != nil {
+		if err := g.AddEndpoint(name, bus.Handler(ctx, s.log, h)); err != nil {
 			return fmt.Errorf("add endpoint %s: %w", name, err)
 		}
 	}
@@ -163,38 +162,6 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 	}
 	s.log.Info("restorer stopped")
 	return nil
-}
-
-// handler runs an endpoint. Each endpoint has its own subscription, so a
-// plan verifying a whole archive does not hold up status or cancel. The
-// reply must be sent before the handler returns: micro reads the request's
-// error after Handle returns, so replying from another goroutine races.
-func (s *Service) handler(ctx context.Context, h func(context.Context, micro.Request)) micro.Handler {
-	return micro.HandlerFunc(func(r micro.Request) {
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
-				respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p), "")
-			}
-		}()
-		h(ctx, r)
-	})
-}
-
-// respondError sends an error reply: the code and text in the
-// Nats-Service-Error headers and an ErrorBody that says what to fix.
-func respondError(r micro.Request, code int, msg, field string) {
-	body, _ := json.Marshal(contract.ErrorBody{Type: contract.TypeError, Code: code, Error: msg, Field: field})
-	_ = r.Error(fmt.Sprint(code), msg, body)
-}
-
-func respondJSON(r micro.Request, v any) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		respondError(r, contract.CodeInternal, "encode reply: "+err.Error(), "")
-		return
-	}
-	_ = r.Respond(data)
 }
 
 // targetClient returns the client for a request's chroma_url: the

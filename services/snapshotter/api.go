@@ -38,22 +38,15 @@ func badRequest(field, format string, args ...any) *apiError {
 
 // decode parses a request body, bounding its size.
 func decode(r micro.Request, v any) *apiError {
-	data := r.Data()
-	if len(data) > contract.MaxRequestBytes {
-		return &apiError{code: contract.CodeTooLarge, msg: fmt.Sprintf("request is %d bytes; at most %d", len(data), contract.MaxRequestBytes)}
-	}
-	if len(data) == 0 {
-		return badRequest("", "empty request: send a JSON object")
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return badRequest("", "malformed JSON request: %v", err)
+	if code, msg := bus.DecodeRequest(r, v); code != 0 {
+		return &apiError{code: code, msg: msg}
 	}
 	return nil
 }
 
 // reject answers with e and records the rejected command in the audit trail.
 func (s *Service) reject(ctx context.Context, r micro.Request, action string, e *apiError, ev contract.AuditEvent) {
-	respondError(r, e.code, e.msg, e.field)
+	bus.RespondError(r, e.code, e.msg, e.field)
 	ev.Action, ev.Outcome, ev.Error = action, contract.OutcomeRejected, e.msg
 	_ = s.audit.Emit(ctx, ev)
 }
@@ -107,7 +100,7 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 		return
 	}
 	s.log.Info("snapshot queued", "snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "name", cmd.Name)
-	respondJSON(r, contract.SnapshotCreateReply{
+	bus.RespondJSON(r, contract.SnapshotCreateReply{
 		Envelope:   contract.NewEnvelope(contract.TypeSnapshotCreateReply),
 		SnapshotID: cmd.SnapshotID,
 		OpID:       cmd.OpID,
@@ -225,13 +218,13 @@ func (s *Service) listManifests(ctx context.Context) ([]contract.SnapshotManifes
 func (s *Service) handleList(ctx context.Context, r micro.Request) {
 	all, err := s.listManifests(ctx)
 	if err != nil {
-		respondError(r, contract.CodeUnavailable, err.Error(), "")
+		bus.RespondError(r, contract.CodeUnavailable, err.Error(), "")
 		return
 	}
 	if all == nil {
 		all = []contract.SnapshotManifest{}
 	}
-	respondJSON(r, contract.SnapshotList{Envelope: contract.NewEnvelope(contract.TypeSnapshotList), Snapshots: all})
+	bus.RespondJSON(r, contract.SnapshotList{Envelope: contract.NewEnvelope(contract.TypeSnapshotList), Snapshots: all})
 }
 
 // resolveRef decodes a SnapshotRef request and finds its manifest, answering
@@ -244,7 +237,7 @@ func (s *Service) resolveRef(ctx context.Context, r micro.Request) (*contract.Sn
 		m, e = s.lookup(ctx, ref.Snapshot)
 	}
 	if e != nil {
-		respondError(r, e.code, e.msg, e.field)
+		bus.RespondError(r, e.code, e.msg, e.field)
 		return nil, nil, false
 	}
 	return &ref, m, true
@@ -255,7 +248,7 @@ func (s *Service) handleInfo(ctx context.Context, r micro.Request) {
 	if !ok {
 		return
 	}
-	respondJSON(r, m)
+	bus.RespondJSON(r, m)
 }
 
 func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
@@ -283,7 +276,7 @@ func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
 	ev.Action, ev.Outcome = "snapshot.delete", contract.OutcomeCompleted
 	ev.Figures = map[string]any{"size": m.Size, "records": m.TotalRecords}
 	_ = s.audit.Emit(ctx, ev)
-	respondJSON(r, m)
+	bus.RespondJSON(r, m)
 }
 
 func (s *Service) handleVerify(ctx context.Context, r micro.Request) {
@@ -303,7 +296,7 @@ func (s *Service) handleVerify(ctx context.Context, r micro.Request) {
 		_ = r.Error(fmt.Sprint(contract.CodeVerificationFailed), "verification failed: "+rep.Problem, body)
 		return
 	}
-	respondJSON(r, rep)
+	bus.RespondJSON(r, rep)
 }
 
 func (s *Service) handleHealth(ctx context.Context, r micro.Request) {
@@ -336,5 +329,5 @@ func (s *Service) handleHealth(ctx context.Context, r micro.Request) {
 		free, err := disk.Free(s.cfg.DataDir)
 		add("disk_free", err, fmt.Sprintf("%d MiB free under %s", free>>20, s.cfg.DataDir))
 	}
-	respondJSON(r, h)
+	bus.RespondJSON(r, h)
 }

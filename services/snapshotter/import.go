@@ -82,7 +82,7 @@ func (s *Service) handleImport(ctx context.Context, r micro.Request) {
 		e := importError(err)
 		log.Warn("import failed", "err", err)
 		progress.Update(contract.Progress{Phase: "failed", Done: true, Error: e.msg})
-		respondError(r, e.code, e.msg, e.field)
+		bus.RespondError(r, e.code, e.msg, e.field)
 		ev.Outcome, ev.Error = contract.OutcomeFailed, e.msg
 		ev.Figures = map[string]any{"object": req.Object, "file": req.FileName, "size": info.Size, "seconds": time.Since(start).Seconds()}
 		_ = s.audit.Emit(ctx, ev)
@@ -95,7 +95,7 @@ func (s *Service) handleImport(ctx context.Context, r micro.Request) {
 		"collections": len(m.Collections), "size": m.Size, "seconds": time.Since(start).Seconds(), "warnings": len(m.ImportedFrom.Warnings)}
 	_ = s.audit.Emit(ctx, ev)
 	log.Info("snapshot imported", "format", m.ImportedFrom.Format, "records", m.TotalRecords, "size", m.Size)
-	respondJSON(r, m)
+	bus.RespondJSON(r, m)
 }
 
 // validateImport checks the request before anything is read, and parses

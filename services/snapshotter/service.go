@@ -2,7 +2,6 @@ package snapshotter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,11 +81,11 @@ func (s *Service) Run(ctx context.Context) error {
 		"delete": s.handleDelete,
 		"import": s.handleImport,
 	} {
-		if err := g.AddEndpoint(name, s.handler(ctx, h)); err != nil {
+		if err := g.AddEndpoint(name, bus.Handler(ctx, s.log, h)); err != nil {
 			return fmt.Errorf("add endpoint %s: %w", name, err)
 		}
 	}
-	if err := svc.AddEndpoint("health", s.handler(ctx, s.handleHealth), micro.WithEndpointSubject(s.subj.API("health"))); err != nil {
+	if err := svc.AddEndpoint("health", bus.Handler(ctx, s.log, s.handleHealth), micro.WithEndpointSubject(s.subj.API("health"))); err != nil {
 		return fmt.Errorf("add endpoint health: %w", err)
 	}
 
@@ -129,37 +128,4 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 	}
 	s.log.Info("snapshotter stopped")
 	return nil
-}
-
-// handler runs an endpoint, recovering a panic into an error reply. Each
-// endpoint has its own subscription, so a slow one does not hold up the
-// others. The reply must be sent before the handler returns: micro reads the
-// request's error after Handle returns, so replying from another goroutine
-// races with it.
-func (s *Service) handler(ctx context.Context, h func(context.Context, micro.Request)) micro.Handler {
-	return micro.HandlerFunc(func(r micro.Request) {
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
-				respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p), "")
-			}
-		}()
-		h(ctx, r)
-	})
-}
-
-// respondError sends an error reply: the code and text in the
-// Nats-Service-Error headers and an ErrorBody that says what to fix.
-func respondError(r micro.Request, code int, msg, field string) {
-	body, _ := json.Marshal(contract.ErrorBody{Type: contract.TypeError, Code: code, Error: msg, Field: field})
-	_ = r.Error(fmt.Sprint(code), msg, body)
-}
-
-func respondJSON(r micro.Request, v any) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		respondError(r, contract.CodeInternal, "encode reply: "+err.Error(), "")
-		return
-	}
-	_ = r.Respond(data)
 }

@@ -2,7 +2,6 @@ package watchdog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -143,7 +142,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("add micro service: %w", err)
 	}
 	defer func() { _ = svc.Stop() }()
-	if err := svc.AddEndpoint("status", s.handler(ctx, s.handleStatus), micro.WithEndpointSubject(s.subj.API("status"))); err != nil {
+	if err := svc.AddEndpoint("status", bus.Handler(ctx, s.log, s.handleStatus), micro.WithEndpointSubject(s.subj.API("status"))); err != nil {
 		return fmt.Errorf("add endpoint status: %w", err)
 	}
 
@@ -229,39 +228,6 @@ func (s *Service) wake() {
 	case s.poke <- struct{}{}:
 	default:
 	}
-}
-
-// handler runs an endpoint, recovering a panic into an error reply. Each
-// endpoint has its own subscription, so a slow one does not hold up the
-// others. The reply must be sent before the handler returns: micro reads the
-// request's error after Handle returns, so replying from another goroutine
-// races with it.
-func (s *Service) handler(ctx context.Context, h func(context.Context, micro.Request)) micro.Handler {
-	return micro.HandlerFunc(func(r micro.Request) {
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("handler panic", "subject", r.Subject(), "panic", p)
-				respondError(r, contract.CodeInternal, fmt.Sprintf("internal error: %v", p))
-			}
-		}()
-		h(ctx, r)
-	})
-}
-
-// respondError sends an error reply: the code and text in the
-// Nats-Service-Error headers and an ErrorBody.
-func respondError(r micro.Request, code int, msg string) {
-	body, _ := json.Marshal(contract.ErrorBody{Type: contract.TypeError, Code: code, Error: msg})
-	_ = r.Error(fmt.Sprint(code), msg, body)
-}
-
-func respondJSON(r micro.Request, v any) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		respondError(r, contract.CodeInternal, "encode reply: "+err.Error())
-		return
-	}
-	_ = r.Respond(data)
 }
 
 // emit publishes an audit event. id, when not empty, makes the event's id

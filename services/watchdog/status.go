@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,15 +39,15 @@ func (s *Service) onProgress(m *nats.Msg) {
 
 func (s *Service) handleStatus(ctx context.Context, r micro.Request) {
 	if len(r.Data()) > contract.MaxRequestBytes {
-		respondError(r, contract.CodeTooLarge, fmt.Sprintf("request is %d bytes; at most %d", len(r.Data()), contract.MaxRequestBytes))
+		bus.RespondError(r, contract.CodeTooLarge, fmt.Sprintf("request is %d bytes; at most %d", len(r.Data()), contract.MaxRequestBytes), "")
 		return
 	}
 	rep, err := s.Status(ctx)
 	if err != nil {
-		respondError(r, contract.CodeUnavailable, err.Error())
+		bus.RespondError(r, contract.CodeUnavailable, err.Error(), "")
 		return
 	}
-	respondJSON(r, rep)
+	bus.RespondJSON(r, rep)
 }
 
 // Status builds the report chroma.api.status answers with.
