@@ -1,7 +1,6 @@
 package snapshotter_test
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -79,16 +78,16 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 			b.Fatalf("seed %s: %v", w.name, err)
 		}
 		d := time.Since(start)
-		emit(w.name+"_seeding", d.Seconds(), "s")
-		emit(w.name+"_seeding_rate", float64(w.records)/d.Seconds(), "records/s")
+		testenv.Emit(w.name+"_seeding", d.Seconds(), "s")
+		testenv.Emit(w.name+"_seeding_rate", float64(w.records)/d.Seconds(), "records/s")
 	}
 
 	rounds := 3
 	if v, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && v > 0 {
 		rounds = v
 	}
-	emit("rounds", float64(rounds), "count")
-	emit("loadavg_before", loadAvg(), "load")
+	testenv.Emit("rounds", float64(rounds), "count")
+	testenv.Emit("loadavg_before", testenv.LoadAvg(), "load")
 
 	var measured time.Duration
 	peaks := map[string]float64{}
@@ -99,8 +98,8 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		}
 		limit := benchPageSize(w.dim)
 		p := w.name + "_"
-		emit(p+"page_records", float64(limit), "records")
-		emit(p+"page_wire_bytes", float64(pageWireBytes(b, ch.URL, w.name, colls[0].ID, limit)), "bytes")
+		testenv.Emit(p+"page_records", float64(limit), "records")
+		testenv.Emit(p+"page_wire_bytes", float64(pageWireBytes(b, ch.URL, w.name, colls[0].ID, limit)), "bytes")
 
 		// A first pass warms Chroma's caches for the timed reads and keeps
 		// the records for the size comparisons.
@@ -136,32 +135,32 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 			if snap.manifest.TotalRecords != int64(w.records) {
 				b.Errorf("%s: snapshot holds %d records, seeded %d", w.name, snap.manifest.TotalRecords, w.records)
 			}
-			emit(fmt.Sprintf("%sround%d_raw_get_seconds", p, r+1), rawDur.Seconds(), "s")
-			emit(fmt.Sprintf("%sround%d_snapshot_seconds", p, r+1), snap.dur.Seconds(), "s")
-			emit(fmt.Sprintf("%sround%d_snapshotter_peak_rss", p, r+1), float64(snap.hwmKB)/1024, "MB")
+			testenv.Emit(fmt.Sprintf("%sround%d_raw_get_seconds", p, r+1), rawDur.Seconds(), "s")
+			testenv.Emit(fmt.Sprintf("%sround%d_snapshot_seconds", p, r+1), snap.dur.Seconds(), "s")
+			testenv.Emit(fmt.Sprintf("%sround%d_snapshotter_peak_rss", p, r+1), float64(snap.hwmKB)/1024, "MB")
 		}
-		rawDur, snapDur := median(raws), median(snaps)
+		rawDur, snapDur := testenv.Median(raws), testenv.Median(snaps)
 		rawRate := float64(w.records) / rawDur.Seconds()
 		snapRate := float64(w.records) / snapDur.Seconds()
 		peakMB := float64(peakKB) / 1024
 		peaks[w.name] = peakMB
 		size := float64(snap.manifest.Size)
 
-		emit(p+"raw_get", rawRate, "records/s")
-		emit(p+"raw_get_seconds", rawDur.Seconds(), "s")
-		emit(p+"snapshot", snapRate, "records/s")
-		emit(p+"snapshot_seconds", snapDur.Seconds(), "s")
-		emit(p+"snapshot_vs_raw_get", snapDur.Seconds()/rawDur.Seconds(), "ratio")
+		testenv.Emit(p+"raw_get", rawRate, "records/s")
+		testenv.Emit(p+"raw_get_seconds", rawDur.Seconds(), "s")
+		testenv.Emit(p+"snapshot", snapRate, "records/s")
+		testenv.Emit(p+"snapshot_seconds", snapDur.Seconds(), "s")
+		testenv.Emit(p+"snapshot_vs_raw_get", snapDur.Seconds()/rawDur.Seconds(), "ratio")
 		for _, ph := range slices.Sorted(maps.Keys(phases)) {
-			emit(p+"phase_"+ph+"_seconds", median(phases[ph]).Seconds(), "s")
+			testenv.Emit(p+"phase_"+ph+"_seconds", testenv.Median(phases[ph]).Seconds(), "s")
 		}
-		emit(p+"archive_bytes", size, "bytes")
-		emit(p+"archive_raw_bytes", float64(snap.manifest.RawBytes), "bytes")
-		emit(p+"floor_bytes", float64(floor), "bytes")
-		emit(p+"json_bytes", float64(jsonSize), "bytes")
-		emit(p+"archive_vs_floor", size/float64(floor), "ratio")
-		emit(p+"archive_vs_json", size/float64(jsonSize), "ratio")
-		emit(p+"snapshotter_peak_rss", peakMB, "MB")
+		testenv.Emit(p+"archive_bytes", size, "bytes")
+		testenv.Emit(p+"archive_raw_bytes", float64(snap.manifest.RawBytes), "bytes")
+		testenv.Emit(p+"floor_bytes", float64(floor), "bytes")
+		testenv.Emit(p+"json_bytes", float64(jsonSize), "bytes")
+		testenv.Emit(p+"archive_vs_floor", size/float64(floor), "ratio")
+		testenv.Emit(p+"archive_vs_json", size/float64(jsonSize), "ratio")
+		testenv.Emit(p+"snapshotter_peak_rss", peakMB, "MB")
 
 		b.ReportMetric(rawRate, p+"raw_get_records/s")
 		b.ReportMetric(snapRate, p+"snapshot_records/s")
@@ -172,31 +171,11 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 	}
 	if peaks["scale"] > 0 && peaks["seed"] > 0 {
 		growth := peaks["scale"] / peaks["seed"]
-		emit("rss_growth_scale_vs_seed", growth, "ratio")
+		testenv.Emit("rss_growth_scale_vs_seed", growth, "ratio")
 		b.ReportMetric(growth, "rss_scale/seed")
 	}
-	emit("loadavg_after", loadAvg(), "load")
+	testenv.Emit("loadavg_after", testenv.LoadAvg(), "load")
 	b.ReportMetric(float64(measured.Nanoseconds())/float64(b.N), "ns/op")
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// loadAvg is the one-minute load average, to tell a busy machine's figures
-// apart (0 when unknown).
-func loadAvg() float64 {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f, _ := strconv.ParseFloat(strings.Fields(string(data) + " 0")[0], 64)
-	return f
 }
 
 // pageWireBytes is the size of the body of one get answer of limit records
@@ -214,11 +193,6 @@ func pageWireBytes(b *testing.B, base, db, collID string, limit int) int64 {
 		b.Fatalf("get page: status %d, %v", resp.StatusCode, err)
 	}
 	return n
-}
-
-// emit prints one figure in the format the bench report is grepped for.
-func emit(name string, v float64, unit string) {
-	fmt.Printf("bench: %s value=%s unit=%s\n", name, strconv.FormatFloat(v, 'f', -1, 64), unit)
 }
 
 // benchPageSize is the snapshotter's default page size (16 MiB pages as
@@ -507,7 +481,7 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 	if op.Status != contract.StatusCompleted {
 		fail("snapshot of %s ended %s: %s", db, op.Status, op.Error)
 	}
-	hwm, err := vmHWM(cmd.Process.Pid)
+	hwm, err := testenv.PeakRSSKB(cmd.Process.Pid)
 	if err != nil {
 		fail("read peak RSS: %v", err)
 	}
@@ -537,25 +511,6 @@ func waitAnswer(nc *nats.Conn, subject string, timeout time.Duration, exited cha
 		}
 	}
 	return fmt.Errorf("no answer on %s within %s", subject, timeout)
-}
-
-// vmHWM reads a process's peak resident set size in KiB.
-func vmHWM(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, errors.New("no VmHWM in /proc status")
 }
 
 // logTail logs the end of a child's log.

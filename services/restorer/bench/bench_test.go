@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -134,11 +133,11 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 			b.Fatalf("seed %s: %v", w.name, err)
 		}
 		d := time.Since(start)
-		emit(w.name+"_seeding", d.Seconds(), "s")
-		emit(w.name+"_seeding_rate", float64(w.records)/d.Seconds(), "records/s")
+		testenv.Emit(w.name+"_seeding", d.Seconds(), "s")
+		testenv.Emit(w.name+"_seeding_rate", float64(w.records)/d.Seconds(), "records/s")
 	}
-	emit("rounds", float64(rounds), "count")
-	emit("loadavg_before", loadAvg(), "load")
+	testenv.Emit("rounds", float64(rounds), "count")
+	testenv.Emit("loadavg_before", testenv.LoadAvg(), "load")
 
 	var measured time.Duration
 	peaks := map[string]float64{}
@@ -154,13 +153,13 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 		p := w.name + "_"
 		snapStart := time.Now()
 		m := e.snapshot(w.name)
-		emit(p+"snapshot_seconds", time.Since(snapStart).Seconds(), "s")
+		testenv.Emit(p+"snapshot_seconds", time.Since(snapStart).Seconds(), "s")
 		if m.TotalRecords != int64(w.records) {
 			b.Errorf("%s: snapshot holds %d records, seeded %d", w.name, m.TotalRecords, w.records)
 		}
 		arc := e.loadArchive(m)
-		emit(p+"archive_batches", float64(arc.batchCount()), "count")
-		emit(p+"archive_batch_records", float64(arc.colls[0][0].Len()), "records")
+		testenv.Emit(p+"archive_batches", float64(arc.batchCount()), "count")
+		testenv.Emit(p+"archive_batch_records", float64(arc.colls[0][0].Len()), "records")
 
 		var raws, rbs []time.Duration
 		var rawPer []time.Duration // per collection, last round
@@ -173,15 +172,15 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 			raws = append(raws, raw.total)
 			rawPer = raw.perColl
 			rawCores = append(rawCores, raw.chromaCores)
-			emit(fmt.Sprintf("%sround%d_raw_add_seconds", p, r+1), raw.total.Seconds(), "s")
+			testenv.Emit(fmt.Sprintf("%sround%d_raw_add_seconds", p, r+1), raw.total.Seconds(), "s")
 			if readback {
 				rd := e.rawAddReadback(w, arc, r)
 				readbacks = append(readbacks, rd)
-				emit(fmt.Sprintf("%sround%d_raw_add_readback_seconds", p, r+1), rd.Seconds(), "s")
+				testenv.Emit(fmt.Sprintf("%sround%d_raw_add_readback_seconds", p, r+1), rd.Seconds(), "s")
 			}
 
 			dmg := e.damage(w.name, arc, nil, damage)
-			emit(fmt.Sprintf("%sround%d_damage_seconds", p, r+1), dmg.Seconds(), "s")
+			testenv.Emit(fmt.Sprintf("%sround%d_damage_seconds", p, r+1), dmg.Seconds(), "s")
 
 			b.StartTimer()
 			rb := e.rollback(w.name, fmt.Sprintf("full-%d", r+1), contract.RollbackRequest{SnapshotID: m.SnapshotID, NoSafetySnapshot: true})
@@ -196,39 +195,39 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 			for ph, d := range rb.phases {
 				phases[ph] = append(phases[ph], d)
 			}
-			emit(fmt.Sprintf("%sround%d_rollback_seconds", p, r+1), rb.dur.Seconds(), "s")
+			testenv.Emit(fmt.Sprintf("%sround%d_rollback_seconds", p, r+1), rb.dur.Seconds(), "s")
 			if t := rb.trace; t != nil {
 				q := fmt.Sprintf("%sround%d_rollback_chroma_", p, r+1)
-				emit(q+"idle_seconds", t.idle.Seconds(), "s")
-				emit(q+"longest_idle_seconds", t.maxIdle.Seconds(), "s")
+				testenv.Emit(q+"idle_seconds", t.idle.Seconds(), "s")
+				testenv.Emit(q+"longest_idle_seconds", t.maxIdle.Seconds(), "s")
 				for _, k := range slices.Sorted(maps.Keys(t.kinds)) {
-					emit(q+k+"_seconds", t.kinds[k].dur.Seconds(), "s")
-					emit(q+k+"_requests", float64(t.kinds[k].n), "count")
+					testenv.Emit(q+k+"_seconds", t.kinds[k].dur.Seconds(), "s")
+					testenv.Emit(q+k+"_requests", float64(t.kinds[k].n), "count")
 				}
 			}
 			if !e.inProcess {
-				emit(fmt.Sprintf("%sround%d_restorer_peak_rss", p, r+1), float64(rb.hwmKB)/1024, "MB")
+				testenv.Emit(fmt.Sprintf("%sround%d_restorer_peak_rss", p, r+1), float64(rb.hwmKB)/1024, "MB")
 			}
 		}
-		rawDur, rbDur := median(raws), median(rbs)
+		rawDur, rbDur := testenv.Median(raws), testenv.Median(rbs)
 		n := float64(w.records)
-		emit(p+"raw_add", n/rawDur.Seconds(), "records/s")
-		emit(p+"raw_add_seconds", rawDur.Seconds(), "s")
-		emit(p+"raw_add_chroma_cores", medianF(rawCores), "cores")
-		emit(p+"rollback", n/rbDur.Seconds(), "records/s")
-		emit(p+"rollback_seconds", rbDur.Seconds(), "s")
-		emit(p+"rollback_vs_raw_add", rbDur.Seconds()/rawDur.Seconds(), "ratio")
-		emit(p+"rollback_chroma_cores", medianF(rbCores), "cores")
-		emit(p+"restorer_cpu_seconds", medianF(rbCPU), "s")
-		emit(p+"rollback_longest_write_gap_seconds", median(gaps).Seconds(), "s")
+		testenv.Emit(p+"raw_add", n/rawDur.Seconds(), "records/s")
+		testenv.Emit(p+"raw_add_seconds", rawDur.Seconds(), "s")
+		testenv.Emit(p+"raw_add_chroma_cores", medianF(rawCores), "cores")
+		testenv.Emit(p+"rollback", n/rbDur.Seconds(), "records/s")
+		testenv.Emit(p+"rollback_seconds", rbDur.Seconds(), "s")
+		testenv.Emit(p+"rollback_vs_raw_add", rbDur.Seconds()/rawDur.Seconds(), "ratio")
+		testenv.Emit(p+"rollback_chroma_cores", medianF(rbCores), "cores")
+		testenv.Emit(p+"restorer_cpu_seconds", medianF(rbCPU), "s")
+		testenv.Emit(p+"rollback_longest_write_gap_seconds", testenv.Median(gaps).Seconds(), "s")
 		if len(readbacks) > 0 {
-			rd := median(readbacks)
-			emit(p+"raw_add_readback", n/rd.Seconds(), "records/s")
-			emit(p+"raw_add_readback_seconds", rd.Seconds(), "s")
-			emit(p+"rollback_vs_raw_add_readback", rbDur.Seconds()/rd.Seconds(), "ratio")
+			rd := testenv.Median(readbacks)
+			testenv.Emit(p+"raw_add_readback", n/rd.Seconds(), "records/s")
+			testenv.Emit(p+"raw_add_readback_seconds", rd.Seconds(), "s")
+			testenv.Emit(p+"rollback_vs_raw_add_readback", rbDur.Seconds()/rd.Seconds(), "ratio")
 		}
 		for _, ph := range slices.Sorted(maps.Keys(phases)) {
-			emit(p+"rollback_phase_"+ph+"_seconds", median(phases[ph]).Seconds(), "s")
+			testenv.Emit(p+"rollback_phase_"+ph+"_seconds", testenv.Median(phases[ph]).Seconds(), "s")
 		}
 		b.ReportMetric(n/rawDur.Seconds(), p+"raw_add_records/s")
 		b.ReportMetric(n/rbDur.Seconds(), p+"rollback_records/s")
@@ -236,7 +235,7 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 		if !e.inProcess {
 			peakMB := float64(peakKB) / 1024
 			peaks[w.name] = peakMB
-			emit(p+"restorer_peak_rss", peakMB, "MB")
+			testenv.Emit(p+"restorer_peak_rss", peakMB, "MB")
 			b.ReportMetric(peakMB, p+"restorer_peak_rss_MB")
 		}
 
@@ -253,15 +252,15 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 			b.StopTimer()
 			measured += rb.dur
 			e.checkRestored(w.name, m, rb, []string{one}, recs)
-			emit("seed_partial_rollback", float64(recs)/rb.dur.Seconds(), "records/s")
-			emit("seed_partial_rollback_seconds", rb.dur.Seconds(), "s")
-			emit("seed_partial_raw_add_seconds", rawPer[0].Seconds(), "s")
-			emit("seed_partial_rollback_vs_raw_add", rb.dur.Seconds()/rawPer[0].Seconds(), "ratio")
+			testenv.Emit("seed_partial_rollback", float64(recs)/rb.dur.Seconds(), "records/s")
+			testenv.Emit("seed_partial_rollback_seconds", rb.dur.Seconds(), "s")
+			testenv.Emit("seed_partial_raw_add_seconds", rawPer[0].Seconds(), "s")
+			testenv.Emit("seed_partial_rollback_vs_raw_add", rb.dur.Seconds()/rawPer[0].Seconds(), "ratio")
 			for _, ph := range slices.Sorted(maps.Keys(rb.phases)) {
-				emit("seed_partial_rollback_phase_"+ph+"_seconds", rb.phases[ph].Seconds(), "s")
+				testenv.Emit("seed_partial_rollback_phase_"+ph+"_seconds", rb.phases[ph].Seconds(), "s")
 			}
 			if !e.inProcess {
-				emit("seed_partial_restorer_peak_rss", float64(rb.hwmKB)/1024, "MB")
+				testenv.Emit("seed_partial_restorer_peak_rss", float64(rb.hwmKB)/1024, "MB")
 			}
 			b.ReportMetric(rb.dur.Seconds()/rawPer[0].Seconds(), "seed_partial/raw_add")
 		}
@@ -271,7 +270,7 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 	}
 	if peaks["scale"] > 0 && peaks["seed"] > 0 {
 		growth := peaks["scale"] / peaks["seed"]
-		emit("restorer_rss_growth_scale_vs_seed", growth, "ratio")
+		testenv.Emit("restorer_rss_growth_scale_vs_seed", growth, "ratio")
 		b.ReportMetric(growth, "restorer_rss_scale/seed")
 	}
 
@@ -293,16 +292,16 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 			b.Errorf("%s: rollback with a safety snapshot names none", l.w.name)
 		}
 		n := float64(l.w.records)
-		emit(p+"rollback_with_safety", n/rb.dur.Seconds(), "records/s")
-		emit(p+"rollback_with_safety_seconds", rb.dur.Seconds(), "s")
-		emit(p+"rollback_with_safety_vs_raw_add", rb.dur.Seconds()/l.raw.Seconds(), "ratio")
-		emit(p+"rollback_with_safety_phase_safety_snapshot_seconds", rb.phases["safety_snapshot"].Seconds(), "s")
+		testenv.Emit(p+"rollback_with_safety", n/rb.dur.Seconds(), "records/s")
+		testenv.Emit(p+"rollback_with_safety_seconds", rb.dur.Seconds(), "s")
+		testenv.Emit(p+"rollback_with_safety_vs_raw_add", rb.dur.Seconds()/l.raw.Seconds(), "ratio")
+		testenv.Emit(p+"rollback_with_safety_phase_safety_snapshot_seconds", rb.phases["safety_snapshot"].Seconds(), "s")
 		if !e.inProcess {
-			emit(p+"rollback_with_safety_restorer_peak_rss", float64(rb.hwmKB)/1024, "MB")
+			testenv.Emit(p+"rollback_with_safety_restorer_peak_rss", float64(rb.hwmKB)/1024, "MB")
 		}
 	}
-	emit("loadavg_after", loadAvg(), "load")
-	emit("total_seconds", time.Since(began).Seconds(), "s")
+	testenv.Emit("loadavg_after", testenv.LoadAvg(), "load")
+	testenv.Emit("total_seconds", time.Since(began).Seconds(), "s")
 	b.ReportMetric(float64(measured.Nanoseconds())/float64(b.N), "ns/op")
 }
 
@@ -826,7 +825,7 @@ wait:
 		run.chromaCores = c.Seconds() / run.dur.Seconds()
 	}
 	if pid > 0 {
-		if run.hwmKB, err = vmHWM(pid); err != nil {
+		if run.hwmKB, err = testenv.PeakRSSKB(pid); err != nil {
 			fail("read peak RSS: %v", err)
 		}
 	}
@@ -1055,25 +1054,6 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ is 100 on Linux
 }
 
-// vmHWM reads a process's peak resident set size in KiB.
-func vmHWM(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, errors.New("no VmHWM in /proc status")
-}
-
 // logTail logs the end of a restorer's log.
 func logTail(b *testing.B, path string) {
 	data, err := os.ReadFile(path)
@@ -1086,15 +1066,6 @@ func logTail(b *testing.B, path string) {
 	b.Logf("restorer output (%s):\n%s", path, bytes.TrimSpace(data))
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func medianF(fs []float64) float64 {
 	s := slices.Clone(fs)
 	slices.Sort(s)
@@ -1105,21 +1076,6 @@ func medianF(fs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// loadAvg is the one-minute load average (0 when unknown).
-func loadAvg() float64 {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f, _ := strconv.ParseFloat(strings.Fields(string(data) + " 0")[0], 64)
-	return f
-}
-
-// emit prints one figure in the format the bench report is grepped for.
-func emit(name string, v float64, unit string) {
-	fmt.Printf("bench: %s value=%s unit=%s\n", name, strconv.FormatFloat(v, 'f', -1, 64), unit)
 }
 
 // chromaTracer is a reverse proxy in front of Chroma that times the
