@@ -48,11 +48,11 @@ func decode(r micro.Request, v any) *apiError {
 	return nil
 }
 
-// reject answers with e and records the rejected command in the audit trail.
+// reject records the rejected command in the audit trail, then answers with e.
 func (s *Service) reject(ctx context.Context, r micro.Request, action string, e *apiError, ev contract.AuditEvent) {
-	bus.RespondError(r, e.code, e.msg, e.field)
 	ev.Action, ev.Outcome, ev.Error = action, contract.OutcomeRejected, e.msg
-	_ = s.audit.Emit(ctx, ev)
+	_ = s.audit.Emit(ctx, ev) // stored before the caller learns of the refusal
+	bus.RespondError(r, e.code, e.msg, e.field)
 }
 
 func requestAudit(req *contract.RollbackRequest) contract.AuditEvent {
