@@ -250,11 +250,11 @@ func TestSchemaFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		var doc struct {
-			Schema     string `json:"$schema"`
-			ID         string `json:"$id"`
-			Title      string `json:"title"`
-			Desc       string `json:"description"`
-			Ref        string `json:"$ref"`
+			Schema     string         `json:"$schema"`
+			ID         string         `json:"$id"`
+			Title      string         `json:"title"`
+			Desc       string         `json:"description"`
+			Ref        string         `json:"$ref"`
 			Properties map[string]any `json:"properties"`
 		}
 		if err := json.Unmarshal(data, &doc); err != nil {
