@@ -82,6 +82,67 @@ type StatusReport struct {
 	Snapshots []DatabaseSnapshot `json:"snapshots"`
 	// Alerts are the conditions the answering watchdog sees failing now.
 	Alerts []StatusAlert `json:"alerts"`
+	// Storage is what JetStream and the answering watchdog's watched paths
+	// hold now; nil from a watchdog older than this field.
+	Storage *StorageUse `json:"storage,omitempty"`
+}
+
+// Kinds of JetStream storage (StreamUse.Kind).
+const (
+	StorageStream      = "stream"
+	StorageKV          = "kv"
+	StorageObjectStore = "object_store"
+)
+
+// StorageUse is the storage the system uses: the JetStream account
+// against its limits, every stream (key-value buckets and object stores
+// are streams too) and the free space of the watched paths.
+type StorageUse struct {
+	// Account is nil when the account could not be read (see Errors).
+	Account *JetStreamAccountUse `json:"account,omitempty"`
+	// Streams are every stream of the account, by name.
+	Streams []StreamUse `json:"streams"`
+	// Disks are the watched paths, in the order configured.
+	Disks []DiskUse `json:"disks"`
+	// Errors name the figures that could not be read.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// JetStreamAccountUse is the account's JetStream use and limits. A limit
+// of -1 (or 0 for the byte limits of some servers) means none.
+type JetStreamAccountUse struct {
+	MemoryBytes    uint64 `json:"memory_bytes"`
+	StoreBytes     uint64 `json:"store_bytes"`
+	MaxMemoryBytes int64  `json:"max_memory_bytes"`
+	MaxStoreBytes  int64  `json:"max_store_bytes"`
+	Streams        int    `json:"streams"`
+	MaxStreams     int    `json:"max_streams"`
+	Consumers      int    `json:"consumers"`
+	MaxConsumers   int    `json:"max_consumers"`
+}
+
+// StreamUse is one stream's use: a plain stream, a key-value bucket or an
+// object store.
+type StreamUse struct {
+	// Name is the stream, bucket or object store name (CHROMA_AUDIT,
+	// CHROMA_STATE, CHROMA_SNAPSHOTS); Stream is the JetStream stream
+	// that holds it (KV_CHROMA_STATE, OBJ_CHROMA_SNAPSHOTS).
+	Name      string `json:"name"`
+	Kind      string `json:"kind"`
+	Stream    string `json:"stream"`
+	Storage   string `json:"storage"` // file or memory
+	Bytes     uint64 `json:"bytes"`
+	Messages  uint64 `json:"messages"`
+	Consumers int    `json:"consumers"`
+	// MaxBytes is the stream's byte limit, -1 for none.
+	MaxBytes int64 `json:"max_bytes"`
+}
+
+// DiskUse is the free space on a watched path's file system.
+type DiskUse struct {
+	Path      string `json:"path"`
+	FreeBytes uint64 `json:"free_bytes"`
+	Error     string `json:"error,omitempty"`
 }
 
 // OperationStatus is a running operation and its latest progress.

@@ -1,0 +1,219 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of StateOptions.
+const (
+	DefaultStateTimeout  = 2 * time.Second
+	DefaultAuditConsumer = "auditor"
+)
+
+// StateOptions configures the gauges read from JetStream at scrape time.
+type StateOptions struct {
+	// Timeout bounds the reads of one scrape (default 2 s).
+	Timeout time.Duration
+	// AuditConsumer is the auditor's durable consumer of the audit stream,
+	// whose unacknowledged messages are the audit lag (default "auditor").
+	AuditConsumer string
+}
+
+// WatchState adds the gauges read from JetStream at every scrape:
+// fence_raised, newest_verified_snapshot_age_seconds, audit_lag_messages
+// and state_scrape_ok. Only the first call on a registry counts: services
+// in one process share them.
+func (r *Registry) WatchState(js jetstream.JetStream, opts StateOptions) {
+	if r == nil {
+		return
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultStateTimeout
+	}
+	if opts.AuditConsumer == "" {
+		opts.AuditConsumer = DefaultAuditConsumer
+	}
+	r.stateOnce.Do(func() { r.reg.MustRegister(newStateCollector(js, opts)) })
+}
+
+var (
+	fenceDesc = prometheus.NewDesc(Namespace+"_fence_raised",
+		"1 while a rollback's write fence is raised on the tenant/database, else 0 (databases with a snapshot or a fence).",
+		[]string{"tenant", "database"}, nil)
+	ageDesc = prometheus.NewDesc(Namespace+"_newest_verified_snapshot_age_seconds",
+		"Seconds since the newest verified snapshot of the tenant/database was started (its data is at least this old).",
+		[]string{"tenant", "database"}, nil)
+	lagDesc = prometheus.NewDesc(Namespace+"_audit_lag_messages",
+		"Audit events the auditor's durable consumer has not yet acknowledged (0 while the consumer does not exist).", nil, nil)
+	stateOKDesc = prometheus.NewDesc(Namespace+"_state_scrape_ok",
+		"1 when this scrape read the fences, manifests and audit consumer from JetStream in time; 0 when some series were left out.", nil, nil)
+)
+
+// stateCollector reads the JetStream state at scrape time.
+type stateCollector struct {
+	js   jetstream.JetStream
+	opts StateOptions
+
+	mu        sync.Mutex
+	manifests jetstream.KeyValue
+	state     jetstream.KeyValue
+}
+
+func newStateCollector(js jetstream.JetStream, opts StateOptions) *stateCollector {
+	return &stateCollector{js: js, opts: opts}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- fenceDesc
+	ch <- ageDesc
+	ch <- lagDesc
+	ch <- stateOKDesc
+}
+
+// database is a tenant/database pair.
+type database struct{ tenant, database string }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timeout)
+	defer cancel()
+	var (
+		wg               sync.WaitGroup
+		newest           map[database]time.Time
+		fences           map[database]bool
+		lag              uint64
+		errM, errF, errL error
+	)
+	wg.Go(func() { newest, errM = c.newestSnapshots(ctx) })
+	wg.Go(func() { fences, errF = c.fences(ctx) })
+	wg.Go(func() { lag, errL = c.auditLag(ctx) })
+	wg.Wait()
+
+	now := time.Now()
+	for db, started := range newest {
+		ch <- prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, max(now.Sub(started).Seconds(), 0), db.tenant, db.database)
+	}
+	if errF == nil {
+		for db := range newest {
+			if !fences[db] {
+				ch <- prometheus.MustNewConstMetric(fenceDesc, prometheus.GaugeValue, 0, db.tenant, db.database)
+			}
+		}
+		for db := range fences {
+			ch <- prometheus.MustNewConstMetric(fenceDesc, prometheus.GaugeValue, 1, db.tenant, db.database)
+		}
+	}
+	if errL == nil {
+		ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag))
+	}
+	ok := 1.0
+	if errM != nil || errF != nil || errL != nil {
+		ok = 0
+	}
+	ch <- prometheus.MustNewConstMetric(stateOKDesc, prometheus.GaugeValue, ok)
+}
+
+// buckets opens the manifests and state buckets once.
+func (c *stateCollector) buckets(ctx context.Context) (manifests, state jetstream.KeyValue, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.manifests == nil {
+		if c.manifests, err = c.js.KeyValue(ctx, contract.BucketManifests); err != nil {
+			return nil, nil, fmt.Errorf("bucket %s: %w", contract.BucketManifests, err)
+		}
+	}
+	if c.state == nil {
+		if c.state, err = c.js.KeyValue(ctx, contract.BucketState); err != nil {
+			return nil, nil, fmt.Errorf("bucket %s: %w", contract.BucketState, err)
+		}
+	}
+	return c.manifests, c.state, nil
+}
+
+// newestSnapshots returns the start time of the newest verified snapshot
+// of every tenant/database.
+func (c *stateCollector) newestSnapshots(ctx context.Context) (map[database]time.Time, error) {
+	kv, _, err := c.buckets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[database]time.Time{}
+	err = eachValue(ctx, kv, ">", func(data []byte) {
+		var m struct {
+			Tenant     string    `json:"tenant"`
+			Database   string    `json:"database"`
+			StartedAt  time.Time `json:"started_at"`
+			VerifiedAt time.Time `json:"verified_at"`
+		}
+		if json.Unmarshal(data, &m) != nil || m.VerifiedAt.IsZero() {
+			return
+		}
+		db := database{m.Tenant, m.Database}
+		if cur, ok := out[db]; !ok || m.StartedAt.After(cur) {
+			out[db] = m.StartedAt
+		}
+	})
+	return out, err
+}
+
+// fences returns the tenant/databases whose write fence is raised.
+func (c *stateCollector) fences(ctx context.Context) (map[database]bool, error) {
+	_, kv, err := c.buckets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[database]bool{}
+	err = eachValue(ctx, kv, "fence.>", func(data []byte) {
+		var f contract.Fence
+		if json.Unmarshal(data, &f) == nil && f.Tenant != "" {
+			out[database{f.Tenant, f.Database}] = true
+		}
+	})
+	return out, err
+}
+
+// auditLag returns the audit events the auditor's consumer has not yet
+// acknowledged: pending delivery plus delivered and unacknowledged.
+func (c *stateCollector) auditLag(ctx context.Context) (uint64, error) {
+	cons, err := c.js.Consumer(ctx, contract.StreamAudit, c.opts.AuditConsumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s of %s: %w", c.opts.AuditConsumer, contract.StreamAudit, err)
+	}
+	info := cons.CachedInfo()
+	return info.NumPending + uint64(max(info.NumAckPending, 0)), nil
+}
+
+// eachValue calls fn with the current value of every key matching filter,
+// read by one watcher rather than a request per key.
+func eachValue(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(data []byte)) error {
+	w, err := kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("watch %s %s: %w", kv.Bucket(), filter, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("read %s %s: %w", kv.Bucket(), filter, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("read %s %s: watcher stopped", kv.Bucket(), filter)
+			}
+			if e == nil {
+				return nil // every current value was delivered
+			}
+			fn(e.Value())
+		}
+	}
+}
