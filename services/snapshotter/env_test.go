@@ -31,12 +31,15 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	c := testenv.StartChroma(t)
-	return &env{
+	e := &env{
 		chroma: c,
 		cc:     c.Client(t, chroma.WithRetryMaxElapsed(3*time.Second)),
 		nats:   testenv.StartNATS(t),
 		subj:   contract.Subjects{Prefix: contract.DefaultPrefix},
 	}
+	// Runs after the services stop: every event the test caused matches its schema.
+	t.Cleanup(func() { testenv.CheckAudit(t, e.nats.JS) })
+	return e
 }
 
 func testLogger(t *testing.T) *slog.Logger {
