@@ -9,6 +9,7 @@ const (
 	ReasonCancelled    = "cancelled"    // an operator cancelled it
 	ReasonLeaseLost    = "lease_lost"   // another holder took the tenant/database
 	ReasonChroma       = "chroma"       // Chroma failed or could not be reached
+	ReasonTimeout      = "timeout"      // a deadline passed
 )
 
 // CodeReason names the reason of a refused request by its error code
