@@ -48,6 +48,7 @@ func decode(r micro.Request, v any) *apiError {
 func (s *Service) reject(ctx context.Context, r micro.Request, action string, e *apiError, ev contract.AuditEvent) {
 	ev.Action, ev.Outcome, ev.Error = action, contract.OutcomeRejected, e.msg
 	_ = s.audit.Emit(ctx, ev) // stored before the caller learns of the refusal
+	s.observeRefusal(action, e.code)
 	bus.RespondError(r, e.code, e.msg, e.field)
 }
 
@@ -292,6 +293,7 @@ func (s *Service) handleVerify(ctx context.Context, r micro.Request) {
 	_ = s.audit.Emit(ctx, contract.AuditEvent{Action: "snapshot.verify", Outcome: outcome, Actor: ref.Actor, SnapshotID: m.SnapshotID,
 		Tenant: m.Tenant, Database: m.Database, Error: rep.Problem, Figures: map[string]any{"records": rep.TotalRecords, "size": rep.Size}})
 	if !rep.OK {
+		s.observeVerifyFailed()
 		body, _ := json.Marshal(rep)
 		_ = r.Error(fmt.Sprint(contract.CodeVerificationFailed), "verification failed: "+rep.Problem, body)
 		return

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 )
 
 // Config configures a snapshotter instance.
@@ -25,6 +27,9 @@ type Config struct {
 	PageBytes int
 	// MaxPageRecords caps records per page (and so per archive batch).
 	MaxPageRecords int
+	// Metrics records how snapshots end and which requests are refused;
+	// nil records nothing.
+	Metrics *metrics.Registry
 }
 
 func (c *Config) setDefaults() {

@@ -67,6 +67,7 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		log.Warn("snapshot interrupted by shutdown; it will be redelivered", "err", err)
 		return
 	}
+	s.observeJob(&cmd, m, time.Since(start), err)
 	if err != nil {
 		log.Error("snapshot failed", "err", err)
 		s.discard(objectName(cmd.SnapshotID), log)
