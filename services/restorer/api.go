@@ -52,6 +52,7 @@ func decode(r micro.Request, v any) *apiError {
 func (s *Service) reject(ctx context.Context, r micro.Request, action string, e *apiError, ev contract.AuditEvent) {
 	ev.Action, ev.Outcome, ev.Error = action, contract.OutcomeRejected, e.msg
 	_ = s.audit.Emit(ctx, ev) // stored before the caller learns of the refusal
+	s.observeRefusal(action, e.code)
 	bus.RespondError(r, e.code, e.msg, e.field)
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 )
 
 // Config configures a restorer instance.
@@ -45,6 +46,9 @@ type Config struct {
 	SafetySnapshotTimeout time.Duration
 	// RequestTimeout bounds a request to another service (the snapshotter).
 	RequestTimeout time.Duration
+	// Metrics records how rollbacks end and which requests are refused;
+	// nil records nothing.
+	Metrics *metrics.Registry
 }
 
 func (c *Config) setDefaults() {

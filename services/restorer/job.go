@@ -363,6 +363,7 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		ev.Figures["cosine_max_abs_diff"] = d
 	}
 	_ = s.audit.Emit(cctx, ev)
+	s.observeJob(tenant, database, status, took, j.sp, &rep, jobErr)
 	j.progress.Update(contract.Progress{Phase: status, Done: true, Error: opErr, DoneRecords: rep.RecordsWritten, TotalRecords: planWrite(j.op.Plan)})
 	j.putOp(cctx)
 	// Only once the operation is final: a redelivery now finds it ended
