@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 )
 
 // Defaults from the seed tool (DESIGN.md, Triggers).
@@ -82,6 +84,10 @@ type Config struct {
 	// AckWait is how long a migration event may stay unacknowledged before
 	// it is given to another instance (default 30 s).
 	AckWait time.Duration
+
+	// Metrics counts triggers, alerts and failed snapshot or rollback
+	// requests; nil records nothing.
+	Metrics *metrics.Registry
 }
 
 func (c *Config) setDefaults() {

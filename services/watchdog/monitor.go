@@ -47,6 +47,9 @@ func (s *Service) setCondition(ctx context.Context, reason, name string, active,
 	if !changed {
 		return
 	}
+	if active {
+		s.observeTrigger(name)
+	}
 	ev := contract.AuditEvent{Action: "alert." + name, Outcome: contract.OutcomeAlert, Reason: detail, Figures: maps.Clone(figures)}
 	if ev.Figures == nil {
 		ev.Figures = map[string]any{}

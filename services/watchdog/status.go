@@ -135,6 +135,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		}
 	}
 	s.mu.Unlock()
+	rep.Storage = s.storage(ctx)
 	return rep, nil
 }
 

@@ -242,6 +242,7 @@ func (s *Service) snapshotFailed(ctx context.Context, rec *contract.MigrationRec
 	if err != nil || !written {
 		return
 	}
+	s.observeFailure("snapshot.pre_migration")
 	s.emit(ctx, fmt.Sprintf("snap_%s_%d_failed", rec.Job, rec.Run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeAlert,
 		Tenant: rec.Tenant, Database: rec.Database, Error: why,
 		Reason:  fmt.Sprintf("the pre-migration snapshot of migration %s could not be taken (%s): the job must not go on, and no rollback to it is possible", rec.Job, why),
@@ -458,6 +459,7 @@ func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRec
 	if err != nil || !written {
 		return
 	}
+	s.observeFailure("rollback")
 	s.emit(ctx, "rollback_failed_"+rec.RollbackOpID, contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
 		Tenant: next.Tenant, Database: next.Database, SnapshotID: next.SnapshotID, OpID: next.RollbackOpID, Error: why,
 		Reason: fmt.Sprintf("the %s trigger fired for migration %s (%s), but its rollback cannot run: %s; to roll back by hand: %s",
@@ -499,6 +501,7 @@ func (s *Service) emitTrigger(ctx context.Context, rec *contract.MigrationRecord
 	if done {
 		return
 	}
+	s.observeTrigger(rec.Trigger)
 	s.emit(ctx, "trigger_"+rec.RollbackOpID, contract.AuditEvent{Action: "trigger." + rec.Trigger, Outcome: contract.OutcomeStarted,
 		Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotID, OpID: rec.RollbackOpID,
 		Reason:  fmt.Sprintf("migration %s: %s", rec.Job, rec.TriggerReason),
