@@ -55,6 +55,9 @@ type SnapshotCreateRequest struct {
 	Collections []string `json:"collections,omitempty"`
 	Actor       string   `json:"actor,omitempty"`
 	Reason      string   `json:"reason,omitempty"`
+	// Keep pins the snapshot: retention never deletes it (see
+	// chroma.api.snapshot.keep to unpin).
+	Keep bool `json:"keep,omitempty"`
 }
 
 // SnapshotCreateReply says which snapshot was enqueued.
@@ -78,6 +81,8 @@ type SnapshotCommand struct {
 	Collections []string `json:"collections,omitempty"`
 	Actor       string   `json:"actor,omitempty"`
 	Reason      string   `json:"reason,omitempty"`
+	// Keep is copied into the manifest.
+	Keep bool `json:"keep,omitempty"`
 }
 
 // SnapshotRef names a snapshot by id or by its human name.
