@@ -87,6 +87,7 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 		Collections: req.Collections,
 		Actor:       req.Actor,
 		Reason:      req.Reason,
+		Keep:        req.Keep,
 	}
 	if err := s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusQueued}); err != nil {
 		s.reject(ctx, r, "snapshot.create", &apiError{code: contract.CodeUnavailable, msg: err.Error()}, ev)
@@ -265,14 +266,9 @@ func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
 		return
 	}
 	ev.SnapshotID, ev.Tenant, ev.Database = m.SnapshotID, m.Tenant, m.Database
-	// The manifest goes first: without it the snapshot no longer exists, and
-	// an object left by a crash here is only an orphan for cleanup.
-	if err := s.assets.Manifests.Purge(ctx, m.SnapshotID); err != nil {
-		s.reject(ctx, r, "snapshot.delete", &apiError{code: contract.CodeUnavailable, msg: "delete manifest: " + err.Error()}, ev)
+	if err := s.deleteSnapshot(ctx, m, 0); err != nil && !errors.Is(err, errObjectLeft) {
+		s.reject(ctx, r, "snapshot.delete", &apiError{code: contract.CodeUnavailable, msg: err.Error()}, ev)
 		return
-	}
-	if err := s.assets.Snapshots.Delete(ctx, m.Object); err != nil && !bus.IsNotFound(err) {
-		s.log.Warn("archive object left behind", "object", m.Object, "err", err)
 	}
 	ev.Action, ev.Outcome = "snapshot.delete", contract.OutcomeCompleted
 	ev.Figures = map[string]any{"size": m.Size, "records": m.TotalRecords}

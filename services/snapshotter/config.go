@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 )
 
@@ -30,6 +31,13 @@ type Config struct {
 	// Metrics records how snapshots end and which requests are refused;
 	// nil records nothing.
 	Metrics *metrics.Registry
+	// Retention is the age after which the daily run (00:00 UTC) and a
+	// cleanup request without older_than delete a snapshot that nothing
+	// keeps; 0 means contract.DefaultRetention, RetentionOff turns the
+	// daily run off.
+	Retention time.Duration
+	// Clock tells retention the time; nil is the system clock.
+	Clock Clock
 }
 
 func (c *Config) setDefaults() {
@@ -51,6 +59,12 @@ func (c *Config) setDefaults() {
 	if c.MaxPageRecords <= 0 {
 		c.MaxPageRecords = 2500
 	}
+	if c.Retention == 0 {
+		c.Retention = contract.DefaultRetention
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
 }
 
 // Validate reports the first invalid field.
@@ -60,6 +74,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AckWait < time.Second {
 		return fmt.Errorf("ack wait %s is too short: at least 1s", c.AckWait)
+	}
+	if c.Retention < 0 && c.Retention != RetentionOff {
+		return fmt.Errorf("retention %s is negative: give a period such as 7d, or off", c.Retention)
 	}
 	return nil
 }

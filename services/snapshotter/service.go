@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -74,12 +75,14 @@ func (s *Service) Run(ctx context.Context) error {
 	defer svc.Stop()
 	g := svc.AddGroup(s.subj.APIGroup("snapshot"))
 	for name, h := range map[string]func(context.Context, micro.Request){
-		"create": s.handleCreate,
-		"verify": s.handleVerify,
-		"list":   s.handleList,
-		"info":   s.handleInfo,
-		"delete": s.handleDelete,
-		"import": s.handleImport,
+		"create":  s.handleCreate,
+		"verify":  s.handleVerify,
+		"list":    s.handleList,
+		"info":    s.handleInfo,
+		"delete":  s.handleDelete,
+		"import":  s.handleImport,
+		"cleanup": s.handleCleanup,
+		"keep":    s.handleKeep,
 	} {
 		if err := g.AddEndpoint(name, bus.Handler(ctx, s.log, h)); err != nil {
 			return fmt.Errorf("add endpoint %s: %w", name, err)
@@ -100,7 +103,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
-	s.log.Info("snapshotter started", "chroma_url", s.cfg.ChromaURL)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.retentionLoop(ctx) })
+	s.log.Info("snapshotter started", "chroma_url", s.cfg.ChromaURL, "retention", retentionString(s.cfg.Retention))
 	return s.consume(ctx, cons)
 }
 

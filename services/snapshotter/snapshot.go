@@ -122,7 +122,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 		ChromaURL: s.cfg.ChromaURL, ChromaVersion: version, Format: archive.FormatV1,
 		Object: obj, Size: int64(info.Size), SHA256: digest, RawBytes: res.stats.rawBytes,
 		TotalRecords: res.man.TotalRecords, Consistent: true, Partial: len(cmd.Collections) > 0,
-		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: cmd.Actor,
+		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: cmd.Actor, Keep: cmd.Keep,
 	}
 	var moved []string
 	for i, mc := range res.man.Collections {

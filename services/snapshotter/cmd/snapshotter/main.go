@@ -55,10 +55,15 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.DataDir, "data-dir", os.Getenv("DATA_DIR"), "path whose free space health reports (env DATA_DIR)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
 	fs.IntVar(&cfg.FetchWorkers, "fetch-workers", 2, "pages fetched from Chroma in parallel")
+	retention := fs.String("retention", env("RETENTION", "7d"), "delete snapshots older than this, daily at 00:00 UTC, unless kept: a duration (72h), days (7d) or off (env RETENTION)")
 	memLimit := fs.Int("memory-limit-mib", envInt("MEMORY_LIMIT_MIB", 100), "soft limit of the Go heap in MiB, 0 for none; GOMEMLIMIT wins when set (env MEMORY_LIMIT_MIB)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var err error
+	if cfg.Retention, err = snapshotter.ParseRetention(*retention); err != nil {
+		return fmt.Errorf("--retention: %w", err)
 	}
 	// Pages of tens of MB come and go quickly; without a soft limit the
 	// collector lets the heap grow to twice the live set.

@@ -1,0 +1,519 @@
+package snapshotter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Retention deletes snapshots older than a period, once a day at 00:00 UTC
+// and on request (chroma.api.snapshot.cleanup). It never deletes a pinned
+// snapshot (keep), one a migration not yet over or a rollback not yet ended
+// uses, the newest verified snapshot of a tenant/database, nor the newest
+// one holding all its collections. Each snapshot is deleted manifest first,
+// and only if its manifest is still the one the run decided on, so a
+// snapshot pinned meanwhile survives. If the state cannot be read, the run
+// deletes nothing.
+
+// RetentionOff as Config.Retention turns the daily run off; cleanup
+// requests must then say older_than.
+const RetentionOff time.Duration = -1
+
+// retentionActor is the actor of the daily run's audit events.
+const retentionActor = "retention"
+
+// Clock tells retention the time; tests inject a fake one.
+type Clock interface {
+	Now() time.Time
+	// After delivers the time once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+var _ Clock = systemClock{}
+
+// ParseRetention reads a retention period as the flag and RETENTION take
+// it: a Go duration ("72h"), days ("7d", "1d12h"), or "off".
+func ParseRetention(s string) (time.Duration, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "off") {
+		return RetentionOff, nil
+	}
+	return contract.ParseAge(s)
+}
+
+// retentionString says a retention period the way ParseRetention reads it.
+func retentionString(d time.Duration) string {
+	if d == RetentionOff {
+		return "off"
+	}
+	return contract.FormatAge(d)
+}
+
+// RetentionClaimKey is the key in CHROMA_STATE that the instance running
+// the daily retention of day (00:00 UTC) creates first, so that one
+// instance runs it.
+func RetentionClaimKey(day time.Time) string {
+	return "retention." + day.UTC().Format(time.DateOnly)
+}
+
+// retentionClaim is the value of a RetentionClaimKey.
+type retentionClaim struct {
+	Instance  string    `json:"instance"`
+	Day       string    `json:"day"`
+	ClaimedAt time.Time `json:"claimed_at"`
+}
+
+// retentionLoop runs retention at every 00:00 UTC until ctx is done, on
+// the instance that claims the day first.
+func (s *Service) retentionLoop(ctx context.Context) {
+	if s.cfg.Retention == RetentionOff {
+		s.log.Info("daily retention is off")
+		return
+	}
+	clock := s.cfg.Clock
+	for {
+		now := clock.Now().UTC()
+		next := now.Truncate(24 * time.Hour).Add(24 * time.Hour)
+		select {
+		case <-ctx.Done():
+			return
+		case <-clock.After(next.Sub(now)):
+		}
+		if !s.claimRetention(ctx, next) {
+			continue
+		}
+		_, err := s.cleanup(ctx, cleanupOptions{
+			trigger: contract.CleanupTriggerSchedule, olderThan: s.cfg.Retention,
+			actor: retentionActor, reason: "daily retention of " + next.Format(time.DateOnly),
+		})
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("daily retention failed", "day", next.Format(time.DateOnly), "err", err)
+		}
+	}
+}
+
+// claimRetention creates the day's claim key; false when another instance
+// has it, or when the state bucket stays unwritable.
+func (s *Service) claimRetention(ctx context.Context, day time.Time) bool {
+	key := RetentionClaimKey(day)
+	data, _ := json.Marshal(retentionClaim{Instance: s.cfg.Instance, Day: day.Format(time.DateOnly), ClaimedAt: s.cfg.Clock.Now().UTC()})
+	for attempt := 1; ; attempt++ {
+		_, err := s.assets.State.Create(ctx, key, data)
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, jetstream.ErrKeyExists):
+			s.log.Debug("daily retention claimed by another instance", "key", key)
+			return false
+		case attempt == 3 || ctx.Err() != nil:
+			s.log.Error("cannot claim the daily retention; skipped today", "key", key, "err", err)
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// cleanupOptions is one retention run.
+type cleanupOptions struct {
+	trigger          string
+	dryRun           bool
+	olderThan        time.Duration
+	tenant, database string
+	actor, reason    string
+}
+
+// manifestEntry is a manifest with the revision it was read at.
+type manifestEntry struct {
+	m   contract.SnapshotManifest
+	rev uint64
+}
+
+// keepReason is one reason a snapshot is kept.
+type keepReason struct{ code, detail string }
+
+// snapshotUse is what running work needs which snapshot.
+type snapshotUse struct {
+	// refs maps a snapshot id, or a name (the newest snapshot of that
+	// name, as the restorer resolves it), to why it is in use.
+	refs map[string][]keepReason
+}
+
+func (u *snapshotUse) add(ref, code, detail string) {
+	if ref != "" {
+		u.refs[ref] = append(u.refs[ref], keepReason{code, detail})
+	}
+}
+
+// cleanup runs retention once. It audits every deletion and the run. An
+// error means the run could not decide what is in use, so it deleted
+// nothing; failed deletions are in the report instead.
+func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.CleanupReport, error) {
+	now := s.cfg.Clock.Now().UTC()
+	rep := &contract.CleanupReport{
+		Envelope: contract.NewEnvelope(contract.TypeCleanupReport),
+		RunID:    contract.NewID("ret_"), DryRun: o.dryRun, Trigger: o.trigger, Instance: s.cfg.Instance,
+		Tenant: o.tenant, Database: o.database,
+		OlderThan: contract.FormatAge(o.olderThan), OlderThanSeconds: o.olderThan.Seconds(),
+		Now: now, Cutoff: now.Add(-o.olderThan),
+		Deleted: []contract.CleanupItem{}, Kept: []contract.CleanupItem{}, Failed: []contract.CleanupItem{},
+	}
+	log := s.log.With("run_id", rep.RunID, "trigger", o.trigger, "dry_run", o.dryRun)
+	runEv := contract.AuditEvent{Action: "snapshot.cleanup", Actor: o.actor, Reason: o.reason, OpID: rep.RunID,
+		Tenant: o.tenant, Database: o.database}
+
+	// What is in use is read before the manifests: a migration or rollback
+	// that starts after this names a snapshot that is newer than the run's
+	// view or was already kept.
+	use, err := s.snapshotsInUse(ctx)
+	var all []manifestEntry
+	if err == nil {
+		all, err = s.manifestEntries(ctx)
+	}
+	if err != nil {
+		runEv.Outcome, runEv.Error = contract.OutcomeFailed, "nothing deleted: "+err.Error()
+		runEv.Figures = map[string]any{"dry_run": o.dryRun, "trigger": o.trigger, "older_than_seconds": o.olderThan.Seconds()}
+		_ = s.audit.Emit(ctx, runEv)
+		log.Error("retention run failed; nothing deleted", "err", err)
+		return nil, fmt.Errorf("retention: %w; nothing was deleted", err)
+	}
+
+	expired := s.decide(all, use, rep, o)
+	// Oldest first, so that a run cut short has freed the oldest.
+	slices.Reverse(expired)
+	for _, e := range expired {
+		item := cleanupItem(&e.m, now)
+		item.Reason = contract.ReasonExpired
+		item.Detail = fmt.Sprintf("older than %s (age %s) and kept by nothing", rep.OlderThan, item.Age)
+		if o.dryRun {
+			rep.Deleted = append(rep.Deleted, item)
+			rep.BytesFreed += e.m.Size
+			continue
+		}
+		if ctx.Err() != nil {
+			item.Error = "not deleted: the snapshotter is stopping"
+			rep.Failed = append(rep.Failed, item)
+			continue
+		}
+		err := s.deleteSnapshot(ctx, &e.m, e.rev)
+		ev := contract.AuditEvent{Action: "snapshot.delete", Actor: o.actor, Reason: "retention", OpID: rep.RunID,
+			SnapshotID: e.m.SnapshotID, Tenant: e.m.Tenant, Database: e.m.Database,
+			Figures: map[string]any{"size": e.m.Size, "records": e.m.TotalRecords, "age_seconds": item.AgeSeconds,
+				"older_than_seconds": o.olderThan.Seconds(), "trigger": o.trigger}}
+		switch {
+		case errors.Is(err, errManifestChanged):
+			item.Reason, item.Detail = contract.KeepChanged, "the manifest was changed (e.g. pinned) or deleted during the run; the next run decides again"
+			rep.Kept = append(rep.Kept, item)
+			continue
+		case err != nil && !errors.Is(err, errObjectLeft):
+			item.Error = err.Error()
+			rep.Failed = append(rep.Failed, item)
+			ev.Outcome, ev.Error = contract.OutcomeFailed, err.Error()
+			_ = s.audit.Emit(ctx, ev)
+			log.Warn("retention could not delete a snapshot", "snapshot_id", e.m.SnapshotID, "err", err)
+			continue
+		case err != nil:
+			// The snapshot is gone; its bytes are not freed yet.
+			item.Error = err.Error()
+			ev.Error = err.Error()
+		default:
+			rep.BytesFreed += e.m.Size
+		}
+		ev.Outcome = contract.OutcomeCompleted
+		_ = s.audit.Emit(ctx, ev)
+		rep.Deleted = append(rep.Deleted, item)
+		log.Info("snapshot deleted by retention", "snapshot_id", e.m.SnapshotID, "name", e.m.Name, "age", item.Age, "size", e.m.Size)
+	}
+	slices.SortFunc(rep.Kept, func(a, b contract.CleanupItem) int { return b.StartedAt.Compare(a.StartedAt) })
+
+	runEv.Outcome = contract.OutcomeCompleted
+	runEv.Figures = map[string]any{"dry_run": o.dryRun, "trigger": o.trigger, "older_than_seconds": o.olderThan.Seconds(),
+		"scanned": len(rep.Deleted) + len(rep.Kept) + len(rep.Failed), "kept": len(rep.Kept), "failed": len(rep.Failed)}
+	if o.dryRun {
+		runEv.Figures["would_delete"], runEv.Figures["would_free"] = len(rep.Deleted), rep.BytesFreed
+	} else {
+		runEv.Figures["deleted"], runEv.Figures["bytes_freed"] = len(rep.Deleted), rep.BytesFreed
+	}
+	if len(rep.Failed) > 0 {
+		runEv.Outcome, runEv.Error = contract.OutcomeFailed, fmt.Sprintf("%d expired snapshots could not be deleted", len(rep.Failed))
+	}
+	_ = s.audit.Emit(ctx, runEv)
+	log.Info("retention run done", "deleted", len(rep.Deleted), "kept", len(rep.Kept), "failed", len(rep.Failed), "bytes_freed", rep.BytesFreed)
+	return rep, nil
+}
+
+// decide fills rep.Kept with the snapshots in scope that something keeps,
+// each with its reasons, and returns the expired ones, newest first.
+func (s *Service) decide(all []manifestEntry, use *snapshotUse, rep *contract.CleanupReport, o cleanupOptions) []manifestEntry {
+	// Newest verified, and newest verified holding every collection, per
+	// tenant/database; newest of each name, for references by name.
+	newest, newestFull, newestByName := map[string]string{}, map[string]string{}, map[string]string{}
+	for _, e := range all { // newest first
+		m := &e.m
+		db := m.Tenant + "/" + m.Database
+		if _, ok := newestByName[m.Name]; !ok {
+			newestByName[m.Name] = m.SnapshotID
+		}
+		if m.VerifiedAt.IsZero() {
+			continue
+		}
+		if _, ok := newest[db]; !ok {
+			newest[db] = m.SnapshotID
+		}
+		if _, ok := newestFull[db]; !ok && !m.Partial {
+			newestFull[db] = m.SnapshotID
+		}
+	}
+	var expired []manifestEntry
+	for _, e := range all {
+		m := &e.m
+		if o.tenant != "" && m.Tenant != o.tenant || o.database != "" && m.Database != o.database {
+			continue
+		}
+		db := m.Tenant + "/" + m.Database
+		var why []keepReason
+		if m.Keep {
+			why = append(why, keepReason{contract.KeepPinned, "pinned with keep"})
+		}
+		why = append(why, use.refs[m.SnapshotID]...)
+		if newestByName[m.Name] == m.SnapshotID {
+			why = append(why, use.refs[m.Name]...)
+		}
+		if newest[db] == m.SnapshotID {
+			why = append(why, keepReason{contract.KeepNewest, "the newest verified snapshot of " + db})
+		} else if newestFull[db] == m.SnapshotID {
+			why = append(why, keepReason{contract.KeepNewestFull, "the newest verified snapshot of all collections of " + db + " (newer ones hold only some)"})
+		}
+		if !m.StartedAt.Before(rep.Cutoff) {
+			why = append(why, keepReason{contract.KeepRecent, fmt.Sprintf("younger than %s", rep.OlderThan)})
+		}
+		if len(why) == 0 {
+			expired = append(expired, e)
+			continue
+		}
+		item := cleanupItem(m, rep.Now)
+		item.Reason = why[0].code
+		details := make([]string, len(why))
+		for i, w := range why {
+			details[i] = w.detail
+		}
+		item.Detail = strings.Join(details, "; ")
+		rep.Kept = append(rep.Kept, item)
+	}
+	return expired
+}
+
+func cleanupItem(m *contract.SnapshotManifest, now time.Time) contract.CleanupItem {
+	age := max(now.Sub(m.StartedAt), 0)
+	return contract.CleanupItem{
+		SnapshotID: m.SnapshotID, Name: m.Name, Tenant: m.Tenant, Database: m.Database, StartedAt: m.StartedAt,
+		AgeSeconds: age.Seconds(), Age: contract.FormatAge(age), Size: m.Size, Records: m.TotalRecords,
+		Partial: m.Partial, Keep: m.Keep,
+	}
+}
+
+// snapshotsInUse reads the migration records and the operations: the
+// snapshots of migrations not yet over and of rollbacks not yet ended. A
+// record that cannot be read fails the run, as what it protects is unknown.
+func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
+	use := &snapshotUse{refs: map[string][]keepReason{}}
+	err := eachState(ctx, s.assets.State, contract.MigrationKey(">"), func(key string, data []byte) error {
+		var r contract.MigrationRecord
+		if err := json.Unmarshal(data, &r); err != nil {
+			return fmt.Errorf("migration record %s is unreadable (%v): fix or delete it", key, err)
+		}
+		if why := migrationBusy(&r); why != "" {
+			detail := fmt.Sprintf("migration %s (%s) depends on it", r.Job, why)
+			use.add(r.SnapshotID, contract.KeepMigration, detail)
+			use.add(r.SnapshotPendingID, contract.KeepMigration, detail)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = eachState(ctx, s.assets.State, contract.OperationKey(">"), func(key string, data []byte) error {
+		var op contract.Operation
+		if err := json.Unmarshal(data, &op); err != nil {
+			return fmt.Errorf("operation %s is unreadable (%v): fix or delete it", key, err)
+		}
+		if op.Kind != "rollback" {
+			return nil
+		}
+		switch op.Status {
+		case contract.StatusCompleted, contract.StatusFailed, contract.StatusCancelled:
+			return nil
+		}
+		detail := fmt.Sprintf("rollback %s (%s) uses it", op.OpID, op.Status)
+		use.add(op.SnapshotID, contract.KeepRollback, detail)
+		if op.Plan != nil && op.Plan.SnapshotID != op.SnapshotID {
+			use.add(op.Plan.SnapshotID, contract.KeepRollback, detail)
+		}
+		if op.Restore != nil {
+			use.add(op.Restore.SafetySnapshotID, contract.KeepRollback, fmt.Sprintf("safety snapshot of rollback %s (%s)", op.OpID, op.Status))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return use, nil
+}
+
+// migrationBusy says why a migration still depends on its snapshot ("" when
+// it does not): the job runs or is paused, its triggered rollback has not
+// ended, or an operator was alerted to run that rollback by hand. It
+// follows the watchdog's rules (services/watchdog, records.go).
+func migrationBusy(r *contract.MigrationRecord) string {
+	if r.Trigger != "" {
+		switch r.RollbackStatus {
+		case contract.RollbackRequested, contract.StatusQueued, contract.StatusRunning:
+			return "rollback " + r.RollbackStatus
+		case contract.RollbackAlerted:
+			return "rollback alerted, to be run by an operator"
+		}
+	}
+	switch r.Status {
+	case contract.MigrationCompleted, contract.MigrationFailed, contract.MigrationRolledBack:
+		return ""
+	}
+	if !r.EndedAt.IsZero() {
+		return ""
+	}
+	if r.Status == "" {
+		return "status unknown"
+	}
+	return r.Status
+}
+
+// eachState calls fn with every value under filter; deleted keys are skipped.
+func eachState(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(key string, data []byte) error) error {
+	lister, err := kv.ListKeysFiltered(ctx, filter)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", filter, err)
+	}
+	var ferr error
+	for key := range lister.Keys() {
+		if ferr != nil {
+			continue // drain the lister
+		}
+		e, err := kv.Get(ctx, key)
+		if bus.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			ferr = fmt.Errorf("read %s: %w", key, err)
+			continue
+		}
+		ferr = fn(key, e.Value())
+	}
+	return ferr
+}
+
+// manifestEntries returns every readable manifest with its revision, newest
+// first (as listManifests orders them).
+func (s *Service) manifestEntries(ctx context.Context) ([]manifestEntry, error) {
+	lister, err := s.assets.Manifests.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list manifests: %w", err)
+	}
+	var out []manifestEntry
+	var ferr error
+	for key := range lister.Keys() {
+		if ferr != nil {
+			continue
+		}
+		e, err := s.assets.Manifests.Get(ctx, key)
+		if bus.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			ferr = fmt.Errorf("read manifest %s: %w", key, err)
+			continue
+		}
+		var m contract.SnapshotManifest
+		if err := json.Unmarshal(e.Value(), &m); err != nil {
+			s.log.Warn("unreadable manifest left alone by retention", "key", key, "err", err)
+			continue
+		}
+		out = append(out, manifestEntry{m: m, rev: e.Revision()})
+	}
+	if ferr != nil {
+		return nil, ferr
+	}
+	slices.SortFunc(out, func(a, b manifestEntry) int {
+		if c := b.m.StartedAt.Compare(a.m.StartedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.m.SnapshotID, a.m.SnapshotID)
+	})
+	return out, nil
+}
+
+func (s *Service) handleCleanup(ctx context.Context, r micro.Request) {
+	var req contract.CleanupRequest
+	if e := decode(r, &req); e != nil {
+		s.reject(ctx, r, "snapshot.cleanup", e, contract.AuditEvent{})
+		return
+	}
+	ev := contract.AuditEvent{Actor: req.Actor, Reason: req.Reason, Tenant: req.Tenant, Database: req.Database}
+	o, e := s.cleanupRequestOptions(&req)
+	if e != nil {
+		s.reject(ctx, r, "snapshot.cleanup", e, ev)
+		return
+	}
+	rep, err := s.cleanup(ctx, o)
+	if err != nil {
+		bus.RespondError(r, contract.CodeUnavailable, err.Error(), "")
+		return
+	}
+	bus.RespondJSON(r, rep)
+}
+
+// cleanupRequestOptions validates a cleanup request.
+func (s *Service) cleanupRequestOptions(req *contract.CleanupRequest) (cleanupOptions, *apiError) {
+	o := cleanupOptions{trigger: contract.CleanupTriggerRequest, dryRun: req.DryRun, tenant: req.Tenant, database: req.Database,
+		actor: req.Actor, reason: req.Reason, olderThan: s.cfg.Retention}
+	if req.OlderThan != "" {
+		d, err := contract.ParseAge(req.OlderThan)
+		if err != nil {
+			return o, badRequest("older_than", "older_than: %v", err)
+		}
+		o.olderThan = d
+	} else if s.cfg.Retention == RetentionOff {
+		return o, badRequest("older_than", "retention is off on this snapshotter (--retention off): give older_than, e.g. \"7d\"")
+	}
+	if req.Database != "" && req.Tenant == "" {
+		return o, badRequest("tenant", "database %q needs its tenant: give tenant too (e.g. %q)", req.Database, DefaultTenant)
+	}
+	if req.Tenant != "" {
+		if err := contract.ValidateChromaName("tenant", req.Tenant); err != nil {
+			return o, badRequest("tenant", "%v", err)
+		}
+	}
+	if req.Database != "" {
+		if err := contract.ValidateChromaName("database", req.Database); err != nil {
+			return o, badRequest("database", "%v", err)
+		}
+	}
+	return o, nil
+}
