@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -426,5 +427,69 @@ func TestStorage(t *testing.T) {
 	}
 	if len(u.Disks) != 2 || u.Disks[0].FreeBytes == 0 || u.Disks[0].Error != "" || u.Disks[1].Error == "" || u.Disks[1].Path != dir+"/missing" {
 		t.Errorf("disks: %+v", u.Disks)
+	}
+}
+
+// TestEndpoint: what a service main wires: /healthz with NATS, JetStream
+// and Chroma's heartbeat, /metrics with the state gauges, served beside
+// the service and stopped with it; a nil Endpoint only runs the service.
+func TestEndpoint(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: "127.0.0.1:0", NATS: n.Conn, ChromaURL: "http://chroma",
+		Chroma: func(context.Context) error { return nil }, ChromaInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ep.Addr().String()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		_, _ = io.Copy(&b, resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	ran := false
+	err = ep.Serve(t.Context(), func(ctx context.Context) error {
+		ran = true
+		ep.Metrics().Trigger("disk")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			code, body := get("/healthz")
+			if code == http.StatusOK {
+				for _, name := range []string{`"nats"`, `"jetstream"`, `"chroma"`, "Chroma at http://chroma answered"} {
+					if !strings.Contains(body, name) {
+						t.Errorf("/healthz lacks %s: %s", name, body)
+					}
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/healthz: %d %s", code, body)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		code, body := get("/metrics")
+		if code != http.StatusOK || !strings.Contains(body, "chromadb_rollback_state_scrape_ok 1") ||
+			!strings.Contains(body, `chromadb_rollback_watchdog_triggers_total{trigger="disk"} 1`) {
+			t.Errorf("/metrics: %d\n%s", code, body)
+		}
+		return errors.New("service ended")
+	})
+	if !ran || err == nil || err.Error() != "service ended" {
+		t.Errorf("Serve: ran %v, err %v", ran, err)
+	}
+	if code, _ := get("/metrics"); code != 0 {
+		t.Errorf("the endpoint still answers after its service ended: %d", code)
+	}
+
+	var off *metrics.Endpoint
+	if err := off.Serve(t.Context(), func(context.Context) error { return nil }); err != nil || off.Metrics() != nil {
+		t.Errorf("nil endpoint: %v", err)
+	}
+	if _, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: "127.0.0.1:0"}); err == nil {
+		t.Error("an endpoint without NATS opened")
 	}
 }
