@@ -41,8 +41,13 @@ type Endpoint struct {
 }
 
 // OpenEndpoint builds the registry and its checks and binds Listen, so a
-// port in use is reported before any service starts.
+// port in use is reported before any service starts. An empty Listen
+// turns metrics off: the Endpoint is nil, its Serve only runs the service
+// and its Metrics is nil.
 func OpenEndpoint(o EndpointOptions) (*Endpoint, error) {
+	if o.Listen == "" {
+		return nil, nil
+	}
 	if o.NATS == nil {
 		return nil, fmt.Errorf("metrics endpoint: a NATS connection is required")
 	}

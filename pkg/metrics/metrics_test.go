@@ -485,7 +485,10 @@ func TestEndpoint(t *testing.T) {
 		t.Errorf("the endpoint still answers after its service ended: %d", code)
 	}
 
-	var off *metrics.Endpoint
+	off, err := metrics.OpenEndpoint(metrics.EndpointOptions{NATS: n.Conn})
+	if err != nil || off != nil {
+		t.Fatalf("endpoint without an address: %v, %v", off, err)
+	}
 	if err := off.Serve(t.Context(), func(context.Context) error { return nil }); err != nil || off.Metrics() != nil {
 		t.Errorf("nil endpoint: %v", err)
 	}
