@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 	"github.com/nats-io/nats.go"
 )
@@ -53,6 +54,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 2*time.Minute, "a lease outlives its holder's last renewal this long")
 	fs.IntVar(&cfg.AddWorkers, "add-workers", 1, "add requests in flight per collection (1 keeps insertion order)")
 	fs.Float64Var(&cfg.DefaultAddRate, "default-add-rate", 1000, "records/s a plan's estimate assumes before one was measured")
+	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -95,9 +97,14 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
 	}
 	defer nc.Close()
+	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cfg.ChromaURL, Log: log})
+	if err != nil {
+		return err
+	}
+	cfg.Metrics = ep.Metrics()
 	svc, err := restorer.New(cfg, nc, subj, cc, log)
 	if err != nil {
 		return err
 	}
-	return svc.Run(ctx)
+	return ep.Serve(ctx, svc.Run)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
 	"github.com/nats-io/nats.go"
 )
@@ -104,6 +105,7 @@ func run(ctx context.Context, args []string) error {
 		"how often deadlines and pending work are checked (env TICK_INTERVAL)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", envParse(&errs, "REQUEST_TIMEOUT", 30*time.Minute, time.ParseDuration),
 		"bound of a snapshot or rollback request; a rollback start verifies the archive first (env REQUEST_TIMEOUT)")
+	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -149,9 +151,15 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
 	}
 	defer nc.Close()
+	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cfg.ChromaURL,
+		ChromaInterval: cfg.HeartbeatInterval, Log: log})
+	if err != nil {
+		return err
+	}
+	cfg.Metrics = ep.Metrics()
 	svc, err := watchdog.New(cfg, nc, subj, cc, log)
 	if err != nil {
 		return err
 	}
-	return svc.Run(ctx)
+	return ep.Serve(ctx, svc.Run)
 }
