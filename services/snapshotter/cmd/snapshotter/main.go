@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
 	"github.com/nats-io/nats.go"
 )
@@ -58,6 +59,7 @@ func run(ctx context.Context, args []string) error {
 	retention := fs.String("retention", env("RETENTION", "7d"), "delete snapshots older than this, daily at 00:00 UTC, unless kept: a duration (72h), days (7d) or off (env RETENTION)")
 	memLimit := fs.Int("memory-limit-mib", envInt("MEMORY_LIMIT_MIB", 100), "soft limit of the Go heap in MiB, 0 for none; GOMEMLIMIT wins when set (env MEMORY_LIMIT_MIB)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for benchmarks)")
+	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -107,9 +109,14 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
 	}
 	defer nc.Close()
+	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cfg.ChromaURL, Log: log})
+	if err != nil {
+		return err
+	}
+	cfg.Metrics = ep.Metrics()
 	svc, err := snapshotter.New(cfg, nc, subj, cc, log)
 	if err != nil {
 		return err
 	}
-	return svc.Run(ctx)
+	return ep.Serve(ctx, svc.Run)
 }
