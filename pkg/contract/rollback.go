@@ -87,6 +87,18 @@ type PlanItem struct {
 	Space           string   `json:"space,omitempty"`
 }
 
+// When a rollback verifies its archive (RollbackPlan.Verification).
+const (
+	// VerifyBeforeWrite: the whole archive is verified before anything is
+	// written (in place and batch-level writes, and every dry-run).
+	VerifyBeforeWrite = "before_write"
+	// VerifyWhileStaging: the object's size and SHA-256 digest and the
+	// archive's metadata are checked first; every byte is verified while
+	// the collections are staged, and nothing is swapped in before the
+	// whole archive verified.
+	VerifyWhileStaging = "while_staging"
+)
+
 // RollbackPlan is the verified plan of a rollback; nothing is changed to make it.
 type RollbackPlan struct {
 	Envelope
@@ -102,13 +114,16 @@ type RollbackPlan struct {
 	WriteRecords   int64      `json:"write_records"`
 	// AddRate is the records/s the estimate assumes (measured on this
 	// restorer when it has restored before, else a conservative default).
-	AddRate          float64  `json:"add_rate"`
-	EstimatedSeconds float64  `json:"estimated_seconds"`
-	ArchiveVerified  bool     `json:"archive_verified"`
-	SafetySnapshot   bool     `json:"safety_snapshot"`
-	InPlace          bool     `json:"in_place"`
-	DropExtra        bool     `json:"drop_extra"`
-	Warnings         []string `json:"warnings,omitempty"`
+	AddRate          float64 `json:"add_rate"`
+	EstimatedSeconds float64 `json:"estimated_seconds"`
+	// ArchiveVerified says the whole archive was read and verified for
+	// this plan; Verification says when a restore verifies it.
+	ArchiveVerified bool     `json:"archive_verified"`
+	Verification    string   `json:"verification,omitempty"`
+	SafetySnapshot  bool     `json:"safety_snapshot"`
+	InPlace         bool     `json:"in_place"`
+	DropExtra       bool     `json:"drop_extra"`
+	Warnings        []string `json:"warnings,omitempty"`
 }
 
 // RollbackReply answers plan and start. For start, OpID names the enqueued

@@ -3,6 +3,7 @@ package restorer
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -58,6 +59,11 @@ func (s *Service) openArchive(ctx context.Context, m *contract.SnapshotManifest)
 	if int64(info.Size) != m.Size {
 		return nil, fmt.Errorf("%w: archive object %s is %d bytes, its manifest says %d (truncated or replaced)", errArchive, m.Object, info.Size, m.Size)
 	}
+	if want, err := objectDigest(m.SHA256); err != nil {
+		return nil, fmt.Errorf("%w: manifest of snapshot %s: sha256 %q: %v", errArchive, m.SnapshotID, m.SHA256, err)
+	} else if info.Digest != "" && info.Digest != want {
+		return nil, fmt.Errorf("%w: archive object %s was stored with digest %s, its manifest says sha256 %s (replaced)", errArchive, m.Object, info.Digest, m.SHA256)
+	}
 	// A restore reads the archive as slowly as Chroma adds: a pull-based
 	// reader holds a few chunks, where ObjectStore.Get's push subscription
 	// would buffer up to 64 MB and drop chunks as a slow consumer.
@@ -107,6 +113,38 @@ func (st *archiveStream) next() (*archive.Batch, error) {
 func (st *archiveStream) close() {
 	st.obj.Close()
 	st.cancel()
+}
+
+// objectDigest is the object store's form of a hex SHA-256.
+func objectDigest(sha string) (string, error) {
+	sum, err := hex.DecodeString(sha)
+	if err != nil || len(sum) != sha256.Size {
+		return "", errors.New("not a hex SHA-256")
+	}
+	return "SHA-256=" + base64.URLEncoding.EncodeToString(sum), nil
+}
+
+// checkArchive checks what can be checked without reading a snapshot's
+// archive: the object exists with the size and the SHA-256 digest the
+// manifest names (as the object store recorded them when it was stored),
+// and its metadata matches the manifest. A restore that relies on it
+// verifies every byte while it stages (see next), before it swaps in.
+func (s *Service) checkArchive(ctx context.Context, m *contract.SnapshotManifest) (*verifiedArchive, error) {
+	st, err := s.openArchive(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+	return &verifiedArchive{md: st.r.Metadata()}, nil
+}
+
+// nullsOf is the number of records of collection i without an embedding,
+// when the archive was read in full (0 otherwise).
+func (va *verifiedArchive) nullsOf(i int) int64 {
+	if i < len(va.nulls) {
+		return va.nulls[i]
+	}
+	return 0
 }
 
 // verifyArchive reads a snapshot's archive in full and checks it (see next).

@@ -45,6 +45,8 @@ func newEnv(t *testing.T) *env {
 		nats:   testenv.StartNATS(t),
 		subj:   contract.Subjects{Prefix: contract.DefaultPrefix},
 	}
+	// Runs after the services stop: every event the test caused matches its schema.
+	t.Cleanup(func() { testenv.CheckAudit(t, e.nats.JS) })
 	return e
 }
 

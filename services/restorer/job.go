@@ -55,9 +55,12 @@ type job struct {
 	current  *collWriter // the collection being written
 	// finishing is the collection verified and swapped in behind current.
 	finishing *collWriter
-	saveMu    sync.Mutex       // serializes checkpoint saves
-	mark      time.Time        // when write time was last counted
-	diffs     map[int][]string // differences found, by archive collection index
+	// staged are collections staged and verified, waiting for the end of a
+	// streamed archive to be swapped in (spec.streamed).
+	staged []*collWriter
+	saveMu sync.Mutex       // serializes checkpoint saves
+	mark   time.Time        // when write time was last counted
+	diffs  map[int][]string // differences found, by archive collection index
 }
 
 // handleJob runs one rollback command to its end: ack when it completed,
@@ -184,7 +187,7 @@ func (j *job) run(ctx context.Context) error {
 		}
 	}
 	j.setPhase(ctx, phaseVerifying)
-	sp, e := s.resolve(ctx, &req)
+	sp, e := s.resolve(ctx, &req, true)
 	if e != nil {
 		return errors.New(e.msg)
 	}
@@ -438,7 +441,7 @@ func (j *job) addDiffs(i int, diffs []string, total int) {
 // short is undone. Collections already swapped in stay restored.
 func (j *job) cleanup(ctx context.Context) {
 	j.mu.Lock()
-	ws := []*collWriter{j.finishing, j.current}
+	ws := append([]*collWriter{j.finishing, j.current}, j.staged...)
 	j.mu.Unlock()
 	if j.sp == nil {
 		return

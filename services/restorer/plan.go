@@ -28,6 +28,10 @@ type spec struct {
 	req *contract.RollbackRequest
 	m   *contract.SnapshotManifest
 	arc *verifiedArchive
+	// streamed: the archive was only checked (object, size, digest,
+	// metadata); the restore verifies every byte as it stages, and swaps
+	// nothing in before the whole archive verified.
+	streamed bool
 
 	target    *chroma.Client
 	targetURL string
@@ -54,7 +58,12 @@ func validCollectionName(name string) error {
 
 // resolve validates a request, finds its snapshot and verifies the archive
 // in full. Cheap checks come first, the archive read last.
-func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest) (*spec, *apiError) {
+// resolve validates a request against its snapshot and the target and
+// verifies the archive. With streamOK, a stage-and-swap restore (nothing
+// written in place) only checks the archive here (checkArchive), since it
+// verifies every byte while it stages and swaps only after that; in place
+// and batch-level writes always read the whole archive first.
+func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, streamOK bool) (*spec, *apiError) {
 	switch {
 	case len(req.Collections) > 0 && len(req.Batches) > 0:
 		return nil, badRequest("batches", "give collections (a partial rollback) or batches (a batch-level rollback), not both")
@@ -193,7 +202,14 @@ func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest) (*
 	}
 	sp.own = sp.targetURL == s.ownURL
 
-	arc, err := s.verifyArchive(ctx, m)
+	var arc *verifiedArchive
+	var err error
+	if streamOK && !req.InPlace && len(req.Batches) == 0 {
+		sp.streamed = true
+		arc, err = s.checkArchive(ctx, m)
+	} else {
+		arc, err = s.verifyArchive(ctx, m)
+	}
 	if err != nil {
 		if errors.Is(err, errArchive) {
 			return nil, &apiError{code: contract.CodeVerificationFailed, msg: fmt.Sprintf("refusing to restore snapshot %s: %v; nothing was changed", m.SnapshotID, err), field: "snapshot_id"}
@@ -251,8 +267,11 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 		SnapshotID: m.SnapshotID, SnapshotName: m.Name,
 		SourceTenant: m.Tenant, SourceDatabase: m.Database,
 		Tenant: sp.tenant, Database: sp.database,
-		Mode: sp.mode, ArchiveVerified: true,
+		Mode: sp.mode, ArchiveVerified: !sp.streamed, Verification: contract.VerifyBeforeWrite,
 		InPlace: sp.req.InPlace, DropExtra: sp.req.DropExtra,
+	}
+	if sp.streamed {
+		p.Verification = contract.VerifyWhileStaging
 	}
 	if !sp.own {
 		p.ChromaURL = sp.targetURL
@@ -300,7 +319,7 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 		}
 		p.WriteRecords += it.WriteRecords
 		p.Items = append(p.Items, it)
-		if n := sp.arc.nulls[i]; n > 0 && it.WriteRecords > 0 && it.Space != "cosine" {
+		if n := sp.arc.nullsOf(i); n > 0 && it.WriteRecords > 0 && it.Space != "cosine" {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("collection %q: %d records have no embedding in the snapshot; Chroma needs one, so they are written with zero vectors", c.Name, n))
 		}
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -128,6 +130,45 @@ func TestRefusalsAndFailures(t *testing.T) {
 			t.Errorf("a corrupt archive enqueued %d rollbacks", n)
 		}
 		compareDB(t, "after refusing a corrupt archive", e.dump(t, "acme", "prod"), damaged, nil)
+		e.assertReleased(t)
+	})
+
+	t.Run("archive damaged in storage", func(t *testing.T) {
+		// The object's recorded size and digest still match the manifest,
+		// so the start's quick check passes; the restore verifies every
+		// byte while it stages, finds the damage at the archive's end, and
+		// must swap nothing in.
+		bad := e.snapshot(t, "acme", "prod", "damaged_in_storage")
+		e.corruptChunks(t, bad, func(size int) int { return size - 20 })
+		ids := func() map[string]string {
+			cs, err := e.cc.ListCollections(ctx, "acme", "prod")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]string{}
+			for _, c := range cs {
+				out[c.Name] = c.ID
+			}
+			return out
+		}
+		before := ids()
+		r := e.start(t, contract.RollbackRequest{SnapshotID: bad, Confirm: true, NoSafetySnapshot: true})
+		if r.Plan == nil || r.Plan.Verification != contract.VerifyWhileStaging {
+			t.Errorf("start plan: %s", mustJSON(t, r.Plan))
+		}
+		op := e.waitOp(t, r.OpID, time.Minute)
+		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "archive failed verification") {
+			t.Fatalf("op of an archive damaged in storage: %s %q", op.Status, op.Error)
+		}
+		if op.Restore == nil || op.Restore.RecordsWritten == 0 || op.Restore.Verified {
+			t.Errorf("the damage should be found after staging: %s", mustJSON(t, op.Restore))
+		}
+		// Every collection is the one that was there: none was swapped in,
+		// not even one the damage came after.
+		if got := ids(); !maps.Equal(got, before) {
+			t.Errorf("collections after an archive damaged in storage: %v, before: %v", got, before)
+		}
+		compareDB(t, "after an archive damaged in storage", e.dump(t, "acme", "prod"), damaged, nil)
 		e.assertReleased(t)
 	})
 
@@ -258,5 +299,65 @@ func (e *env) corrupt(t *testing.T, snapshotID string) {
 	data[len(data)/2] ^= 0x40
 	if _, err := e.nats.Assets.Snapshots.Put(ctx, jetstream.ObjectMeta{Name: m.Object}, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// corruptChunks flips one byte of a snapshot's stored archive (at offset
+// at(size)) in the object store's chunk messages, leaving the object's
+// recorded size and digest as they were: damage in storage, not a
+// replaced object.
+func (e *env) corruptChunks(t *testing.T, snapshotID string, at func(size int) int) {
+	t.Helper()
+	ctx := t.Context()
+	entry, err := e.nats.Assets.Manifests.Get(ctx, snapshotID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal(entry.Value(), &m); err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.nats.Assets.Snapshots.GetInfo(ctx, m.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	str, err := e.nats.JS.Stream(ctx, "OBJ_"+contract.ObjectSnapshots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := fmt.Sprintf("$O.%s.C.%s", contract.ObjectSnapshots, info.NUID)
+	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks [][]byte
+	size := 0
+	for len(chunks) < int(info.Chunks) {
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("read chunk %d of %s: %v", len(chunks), m.Object, err)
+		}
+		chunks = append(chunks, slices.Clone(msg.Data()))
+		size += len(msg.Data())
+	}
+	off := at(size)
+	for i := range chunks {
+		if off < len(chunks[i]) {
+			chunks[i][off] ^= 0x40
+			break
+		}
+		off -= len(chunks[i])
+	}
+	if err := str.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range chunks {
+		if _, err := e.nats.JS.Publish(ctx, subj, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := e.nats.Assets.Snapshots.GetInfo(ctx, m.Object)
+	if err != nil || after.Digest != info.Digest || after.Size != info.Size {
+		t.Fatalf("object info changed: %+v, %v", after, err)
 	}
 }

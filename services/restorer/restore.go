@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,8 +42,12 @@ func (j *job) needs(i int) bool {
 }
 
 // restoreAll reads the archive once, in order, and writes each collection
-// the plan restores: a collection is finished (verified and swapped in)
-// when the archive moves on to the next one.
+// the plan restores: a collection is finished (verified, and swapped in)
+// when the archive moves on to the next one. When the archive was only
+// checked before (spec.streamed), this read is its verification: each
+// collection is staged and verified as the archive moves on, and swapped
+// in only once the whole archive verified at its end, so a damaged archive
+// leaves every target as it was.
 func (j *job) restoreAll(ctx context.Context) error {
 	n := len(j.sp.m.Collections)
 	pending := false
@@ -74,6 +79,9 @@ func (j *job) restoreAll(ctx context.Context) error {
 		err := bg.err
 		if err == nil {
 			j.setFinishing(nil)
+			if bg.staged {
+				j.addStaged(bg.w)
+			}
 		}
 		bg = nil
 		return err
@@ -92,11 +100,7 @@ func (j *job) restoreAll(ctx context.Context) error {
 					return err
 				}
 				if to == n {
-					if err := w.finish(ctx, true); err != nil {
-						return err
-					}
-					j.setCurrent(nil)
-					if err := j.s.callHook(ctx, j.hookPoint("collection", w)); err != nil {
+					if err := j.finishLast(ctx, w); err != nil {
 						return err
 					}
 				} else {
@@ -135,6 +139,9 @@ func (j *job) restoreAll(ctx context.Context) error {
 			if err = enter(n); err == nil {
 				err = wait()
 			}
+			if err == nil {
+				err = j.swapStaged(ctx)
+			}
 			break
 		}
 		if err == nil {
@@ -168,12 +175,15 @@ func (j *job) restoreAll(ctx context.Context) error {
 
 // finishing is a collection finished in the background.
 type finishing struct {
-	done chan struct{}
-	err  error
+	w      *collWriter
+	done   chan struct{}
+	err    error
+	staged bool // staged, to be swapped in at the end of the archive
 }
 
-// finishBehind finishes w (verification of its last batches, checks,
-// swap) in the background, then calls the "collection" hook.
+// finishBehind finishes w (verification of its last batches, checks, and
+// the swap unless swaps wait for the end of the archive) in the
+// background, then calls the "collection" hook.
 func (j *job) finishBehind(ctx context.Context, w *collWriter) *finishing {
 	j.mu.Lock()
 	if j.current == w {
@@ -181,16 +191,72 @@ func (j *job) finishBehind(ctx context.Context, w *collWriter) *finishing {
 	}
 	j.finishing = w
 	j.mu.Unlock()
-	f := &finishing{done: make(chan struct{})}
+	f := &finishing{w: w, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
-		err := w.finish(ctx, false)
-		if err == nil {
-			err = j.s.callHook(ctx, j.hookPoint("collection", w))
-		}
-		f.err = err
+		f.staged, f.err = j.finishOne(ctx, w, false)
 	}()
 	return f
+}
+
+// finishLast finishes the archive's last collection written, in the
+// foreground.
+func (j *job) finishLast(ctx context.Context, w *collWriter) error {
+	staged, err := j.finishOne(ctx, w, true)
+	if err != nil {
+		return err
+	}
+	j.setCurrent(nil)
+	if staged {
+		j.addStaged(w)
+	}
+	return nil
+}
+
+// finishOne finishes w and calls the "collection" hook after a collection
+// this attempt wrote. With a streamed archive a staged collection is not
+// swapped in yet (true).
+func (j *job) finishOne(ctx context.Context, w *collWriter, phases bool) (bool, error) {
+	wrote := w.stage0 == stageWriting
+	if j.sp.streamed {
+		staged, err := w.stageDone(ctx)
+		if err == nil && wrote {
+			err = j.s.callHook(ctx, j.hookPoint("collection", w))
+		}
+		return staged && err == nil, err
+	}
+	if err := w.finish(ctx, phases); err != nil {
+		return false, err
+	}
+	return false, j.s.callHook(ctx, j.hookPoint("collection", w))
+}
+
+// addStaged keeps a staged collection to be swapped in at the end.
+func (j *job) addStaged(w *collWriter) {
+	j.mu.Lock()
+	j.staged = append(j.staged, w)
+	j.mu.Unlock()
+}
+
+// swapStaged swaps in, in archive order, the collections staged while the
+// archive was verified: it ended verified, so they may be.
+func (j *job) swapStaged(ctx context.Context) error {
+	j.mu.Lock()
+	ws := slices.Clone(j.staged)
+	j.mu.Unlock()
+	if len(ws) == 0 {
+		return nil
+	}
+	j.setPhase(ctx, phaseSwapping)
+	for _, w := range ws {
+		if err := w.swapIn(ctx, false); err != nil {
+			return err
+		}
+	}
+	j.mu.Lock()
+	j.staged = nil
+	j.mu.Unlock()
+	return nil
 }
 
 func (j *job) setFinishing(w *collWriter) {
@@ -267,12 +333,18 @@ type collWriter struct {
 	vdone  chan struct{}
 	closed bool
 
-	mu    sync.Mutex
-	order []int       // batch numbers submitted, in order
-	done  map[int]int // verified batch numbers and their record counts
-	err   error
+	mu      sync.Mutex
+	order   []int       // batch numbers submitted, in order
+	left    map[int]int // parts of each submitted batch not verified yet
+	done    map[int]int // records verified of each submitted batch
+	maxDiff float64     // the largest cosine difference not checkpointed yet
+	err     error
 }
 
+// writeItem is one add request: a batch, or a part of a large one. Parts
+// are written and read back one after the other, so the read-back of a
+// part overlaps the add of the next, and only the last part's read-back
+// trails the batch; checkpoints stay per batch.
 type writeItem struct {
 	k int
 	b *record.Batch
@@ -290,7 +362,7 @@ func (j *job) begin(ctx context.Context, i int) (*collWriter, error) {
 	j.mu.Unlock()
 	w := &collWriter{j: j, idx: i, info: sp.arc.md.Collections[i], want: sp.m.Collections[i], cs: cs,
 		staging: workName(cs.Target, stagingSep, j.cmd.OpID), old: workName(cs.Target, oldSep, j.cmd.OpID),
-		done: map[int]int{}}
+		left: map[int]int{}, done: map[int]int{}}
 	switch {
 	case sp.batches[i] != nil:
 		w.how, w.sel = writeUpsert, sp.batches[i]
@@ -474,15 +546,24 @@ func (w *collWriter) fail(err error) {
 }
 
 func (w *collWriter) submit(k int, b *record.Batch) error {
+	size := w.j.s.cfg.AddPartRecords
+	parts := max(1, (b.Len()+size-1)/size)
 	w.mu.Lock()
 	w.order = append(w.order, k)
+	w.left[k] = parts
 	w.mu.Unlock()
-	select {
-	case w.in <- writeItem{k: k, b: b}:
-		return nil
-	case <-w.ctx.Done():
-		return w.failure()
+	for p := range parts {
+		part := b
+		if parts > 1 {
+			part = b.Slice(p*size, min((p+1)*size, b.Len()))
+		}
+		select {
+		case w.in <- writeItem{k: k, b: part}:
+		case <-w.ctx.Done():
+			return w.failure()
+		}
 	}
+	return nil
 }
 
 func (w *collWriter) failure() error {
@@ -580,22 +661,26 @@ func (w *collWriter) verifyLoop() {
 	}
 }
 
-// commit checkpoints the verified batches that continue the run of
-// verified batches in archive order.
-func (w *collWriter) commit(it writeItem, maxDiff float64) error {
+// commit counts a verified part and checkpoints the batches, verified in
+// full, that continue the run of verified batches in archive order.
+func (w *collWriter) commit(it writeItem, partDiff float64) error {
 	w.mu.Lock()
-	w.done[it.k] = it.b.Len()
+	w.done[it.k] += it.b.Len()
+	w.left[it.k]--
+	w.maxDiff = max(w.maxDiff, partDiff)
 	next, recs := -1, 0
 	for len(w.order) > 0 {
-		n, ok := w.done[w.order[0]]
-		if !ok {
+		k := w.order[0]
+		if w.left[k] > 0 {
 			break
 		}
-		next = w.order[0] + 1
-		recs += n
-		delete(w.done, w.order[0])
+		next = k + 1
+		recs += w.done[k]
+		delete(w.done, k)
+		delete(w.left, k)
 		w.order = w.order[1:]
 	}
+	maxDiff := w.maxDiff
 	w.mu.Unlock()
 	if next < 0 {
 		return nil
@@ -647,16 +732,27 @@ func (w *collWriter) abort() {
 // when staging, swaps it in. Only a finish in the foreground (phases) sets
 // the job's phase: behind it, the next collection is being written.
 func (w *collWriter) finish(ctx context.Context, phases bool) error {
-	if err := w.stop(); err != nil {
+	staged, err := w.stageDone(ctx)
+	if err != nil || !staged {
 		return err
+	}
+	return w.swapIn(ctx, phases)
+}
+
+// stageDone waits for the last batches and checks the whole collection.
+// In place and batch-level writes are then done; a staging collection is
+// staged (true), to be swapped in.
+func (w *collWriter) stageDone(ctx context.Context) (bool, error) {
+	if err := w.stop(); err != nil {
+		return false, err
 	}
 	w.cancel(nil)
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	j := w.j
 	if w.how == writeUpsert {
-		return w.done_(ctx)
+		return false, w.done_(ctx)
 	}
 	if w.cs.Stage == stageWriting {
 		name := w.cs.Target
@@ -664,15 +760,21 @@ func (w *collWriter) finish(ctx context.Context, phases bool) error {
 			name = w.staging
 		}
 		if err := j.checkCollection(ctx, w.idx, name, w.cs.WorkID); err != nil {
-			return err
+			return false, err
 		}
 		if w.how == writeInPlace {
-			return w.done_(ctx)
+			return false, w.done_(ctx)
 		}
 		if err := j.saveCheckpoint(ctx, func(*checkpoint) { w.cs.Stage = stageStaged }); err != nil {
-			return err
+			return false, err
 		}
 	}
+	return true, nil
+}
+
+// swapIn swaps a staged collection in and marks it done.
+func (w *collWriter) swapIn(ctx context.Context, phases bool) error {
+	j := w.j
 	if phases {
 		j.setPhase(ctx, phaseSwapping)
 	}
