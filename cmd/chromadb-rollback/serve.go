@@ -15,6 +15,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/gate"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsembed"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
@@ -67,6 +68,7 @@ func newLogger(w *os.File) *slog.Logger {
 
 func (a *app) serveCmd() *cobra.Command {
 	var cf chromaFlags
+	var metricsListen string
 	var dataDir, listen, gateListen, allowURLs, chromaDataDir string
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -96,6 +98,14 @@ func (a *app) serveCmd() *cobra.Command {
 				return err
 			}
 			defer nc.Close()
+			if metricsListen == "off" {
+				metricsListen = ""
+			}
+			// One registry for every service in the process.
+			ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cf.url, Log: log})
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			v, err := cc.Version(hctx)
@@ -105,11 +115,11 @@ func (a *app) serveCmd() *cobra.Command {
 			} else {
 				log.Info("chroma reachable", "chroma_url", cf.url, "version", v)
 			}
-			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), DataDir: dataDir}, nc, a.subj, cc, log)
+			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), DataDir: dataDir, Metrics: ep.Metrics()}, nc, a.subj, cc, log)
 			if err != nil {
 				return err
 			}
-			rcfg := restorer.Config{ChromaURL: cf.url, Instance: hostInstance("restorer"), ChromaToken: cf.token, AllowedChromaURLs: splitList(allowURLs)}
+			rcfg := restorer.Config{ChromaURL: cf.url, Instance: hostInstance("restorer"), ChromaToken: cf.token, AllowedChromaURLs: splitList(allowURLs), Metrics: ep.Metrics()}
 			if strings.EqualFold(cf.authHeader, "bearer") || strings.EqualFold(cf.authHeader, "authorization") {
 				rcfg.ChromaAuthHeader = chroma.AuthBearer
 			}
@@ -121,7 +131,7 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			wcfg := watchdog.Config{ChromaURL: cf.url, Instance: hostInstance("watchdog"), DiskPaths: []string{store}}
+			wcfg := watchdog.Config{ChromaURL: cf.url, Instance: hostInstance("watchdog"), DiskPaths: []string{store}, Metrics: ep.Metrics()}
 			if chromaDataDir != "" {
 				wcfg.DiskPaths = append(wcfg.DiskPaths, chromaDataDir)
 			}
@@ -137,6 +147,9 @@ func (a *app) serveCmd() *cobra.Command {
 				return err
 			}
 			services := []func(context.Context) error{snap.Run, rest.Run, wd.Run}
+			if ep != nil {
+				services = append(services, ep.Run)
+			}
 			if gateListen != "" {
 				run, err := a.gateRunner(ctx, nc, cf.url, gateListen, log)
 				if err != nil {
@@ -145,6 +158,9 @@ func (a *app) serveCmd() *cobra.Command {
 				services = append(services, run)
 			}
 			fmt.Fprintf(a.stderr, "chromadb-rollback serving: NATS %s, Chroma %s, data %s (Ctrl-C to stop)\n", ns.ClientURL(), cf.url, dataDir)
+			if ep != nil {
+				fmt.Fprintf(a.stderr, "metrics: http://%[1]s/metrics, health: http://%[1]s/healthz\n", ep.Addr())
+			}
 			return runAll(ctx, services...)
 		},
 	}
@@ -152,6 +168,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("DATA_DIR", "./data"), "where the embedded JetStream keeps its data (env DATA_DIR)")
 	cmd.Flags().StringVar(&listen, "listen", envOr("NATS_LISTEN", "127.0.0.1:4222"), "host:port of the embedded NATS server (env NATS_LISTEN)")
 	cmd.Flags().StringVar(&gateListen, "gate-listen", os.Getenv("GATE_LISTEN"), "host:port of the read-only gate, an HTTP proxy to Chroma that refuses writes while a rollback fences the database (env GATE_LISTEN; off when empty)")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", envOr("METRICS_LISTEN", "127.0.0.1:9464"), "host:port serving Prometheus /metrics and /healthz for all the services in this process; off turns it off (env METRICS_LISTEN)")
 	cmd.Flags().StringVar(&chromaDataDir, "chroma-data-dir", os.Getenv("CHROMA_DATA_DIR"), "Chroma's data directory, watched for free disk space by the watchdog (env CHROMA_DATA_DIR)")
 	cmd.Flags().StringVar(&allowURLs, "allow-chroma-url", os.Getenv("ALLOW_CHROMA_URLS"), "comma-separated other Chroma servers a rollback may restore into, or * (env ALLOW_CHROMA_URLS)")
 	return cmd
