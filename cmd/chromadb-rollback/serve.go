@@ -69,13 +69,17 @@ func newLogger(w *os.File) *slog.Logger {
 func (a *app) serveCmd() *cobra.Command {
 	var cf chromaFlags
 	var metricsListen string
-	var dataDir, listen, gateListen, allowURLs, chromaDataDir string
+	var dataDir, listen, gateListen, allowURLs, chromaDataDir, retention string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run an embedded JetStream server and the services in one process",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(os.Stderr)
+			retentionPeriod, err := snapshotter.ParseRetention(retention)
+			if err != nil {
+				return usageErr("--retention: %v", err)
+			}
 			cc, err := cf.client(log)
 			if err != nil {
 				return err
@@ -115,7 +119,7 @@ func (a *app) serveCmd() *cobra.Command {
 			} else {
 				log.Info("chroma reachable", "chroma_url", cf.url, "version", v)
 			}
-			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), DataDir: dataDir, Metrics: ep.Metrics()}, nc, a.subj, cc, log)
+			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), DataDir: dataDir, Retention: retentionPeriod, Metrics: ep.Metrics()}, nc, a.subj, cc, log)
 			if err != nil {
 				return err
 			}
@@ -170,6 +174,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&gateListen, "gate-listen", os.Getenv("GATE_LISTEN"), "host:port of the read-only gate, an HTTP proxy to Chroma that refuses writes while a rollback fences the database (env GATE_LISTEN; off when empty)")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", envOr("METRICS_LISTEN", "127.0.0.1:9464"), "host:port serving Prometheus /metrics and /healthz for all the services in this process; off turns it off (env METRICS_LISTEN)")
 	cmd.Flags().StringVar(&chromaDataDir, "chroma-data-dir", os.Getenv("CHROMA_DATA_DIR"), "Chroma's data directory, watched for free disk space by the watchdog (env CHROMA_DATA_DIR)")
+	cmd.Flags().StringVar(&retention, "retention", envOr("RETENTION", "7d"), "the snapshotter deletes snapshots older than this daily at 00:00 UTC, unless kept: a duration (72h), days (7d) or off (env RETENTION)")
 	cmd.Flags().StringVar(&allowURLs, "allow-chroma-url", os.Getenv("ALLOW_CHROMA_URLS"), "comma-separated other Chroma servers a rollback may restore into, or * (env ALLOW_CHROMA_URLS)")
 	return cmd
 }

@@ -26,7 +26,7 @@ import (
 func (a *app) snapshotCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "snapshot", Short: "Create, verify, list, inspect, delete and export snapshots"}
 	cmd.AddCommand(a.snapshotCreateCmd(), a.snapshotVerifyCmd(), a.snapshotListCmd(), a.snapshotInfoCmd(),
-		a.snapshotDeleteCmd(), a.snapshotExportCmd(), a.snapshotImportCmd())
+		a.snapshotDeleteCmd(), a.snapshotExportCmd(), a.snapshotImportCmd(), a.snapshotKeepCmd())
 	return cmd
 }
 
@@ -96,6 +96,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 	f.StringVar(&req.Database, "database", envOr("CHROMA_DATABASE", "default_database"), "Chroma database (env CHROMA_DATABASE)")
 	f.StringVar(&collections, "collections", "", "comma-separated collection names (default: all)")
 	f.StringVar(&req.Reason, "reason", "", "why, recorded in the audit trail")
+	f.BoolVar(&req.Keep, "keep", false, "pin the snapshot: retention never deletes it (undo with snapshot keep ID --off)")
 	f.BoolVar(&noWait, "no-wait", false, "print the snapshot id once queued, without waiting")
 	f.DurationVar(&wait, "wait-timeout", 6*time.Hour, "give up waiting after this long (the snapshot goes on)")
 	return cmd
@@ -222,8 +223,8 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 			return err
 		}
 		w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "id:\t%s\nname:\t%s\nsource:\t%s/%s (Chroma %s)\ncreated:\t%s\nrecords:\t%d\nsize:\t%d bytes (raw %d)\nsha256:\t%s\nconsistent:\t%v %s\n",
-			m.SnapshotID, m.Name, m.Tenant, m.Database, m.ChromaVersion, m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.RawBytes, m.SHA256, m.Consistent, m.Inconsistency)
+		fmt.Fprintf(w, "id:\t%s\nname:\t%s\nsource:\t%s/%s (Chroma %s)\ncreated:\t%s\nrecords:\t%d\nsize:\t%d bytes (raw %d)\nsha256:\t%s\nconsistent:\t%v %s\nkeep:\t%v\n",
+			m.SnapshotID, m.Name, m.Tenant, m.Database, m.ChromaVersion, m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.RawBytes, m.SHA256, m.Consistent, m.Inconsistency, m.Keep)
 		w.Flush()
 		fmt.Fprintln(a.stdout, "\ncollections:")
 		w = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
@@ -256,6 +257,41 @@ func (a *app) snapshotDeleteCmd() *cobra.Command {
 	})
 }
 
+func (a *app) snapshotKeepCmd() *cobra.Command {
+	var off bool
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "keep SNAPSHOT [--off]",
+		Short: "Pin a snapshot so that retention never deletes it (--off unpins it)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			keep := !off
+			req := contract.SnapshotKeepRequest{Envelope: contract.NewEnvelope(contract.TypeKeepRequest), Snapshot: args[0], Keep: &keep, Actor: a.actor, Reason: reason}
+			var m contract.SnapshotManifest
+			if err := a.request(cmd.Context(), nc, a.subj.API("snapshot", "keep"), req, &m, 0); err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(m)
+			}
+			if m.Keep {
+				fmt.Fprintf(a.stdout, "snapshot %s (%s) is kept: retention never deletes it\n", m.SnapshotID, m.Name)
+			} else {
+				fmt.Fprintf(a.stdout, "snapshot %s (%s) is no longer pinned: retention deletes it once expired, unless something else keeps it\n", m.SnapshotID, m.Name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&off, "off", false, "unpin the snapshot")
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the audit trail")
+	return cmd
+}
+
 func (a *app) snapshotListCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
@@ -275,10 +311,10 @@ func (a *app) snapshotListCmd() *cobra.Command {
 				return a.printJSON(list)
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tNAME\tSOURCE\tCREATED\tRECORDS\tSIZE\tCONSISTENT")
+			fmt.Fprintln(w, "ID\tNAME\tSOURCE\tCREATED\tRECORDS\tSIZE\tCONSISTENT\tKEEP")
 			for _, m := range list.Snapshots {
-				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%d\t%d\t%v\n", m.SnapshotID, m.Name, m.Tenant, m.Database,
-					m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.Consistent)
+				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%d\t%d\t%v\t%v\n", m.SnapshotID, m.Name, m.Tenant, m.Database,
+					m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.Consistent, m.Keep)
 			}
 			return w.Flush()
 		},
