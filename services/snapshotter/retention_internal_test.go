@@ -1,0 +1,71 @@
+package snapshotter
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+)
+
+// TestRetentionSparesSnapshotPinnedDuringRun: a run decides on a manifest
+// at one revision; if the snapshot is pinned before the run deletes it, the
+// deletion is refused and manifest and object stay. Without the revision
+// (chroma.api.snapshot.delete) the same snapshot is deleted, manifest
+// first, then object.
+func TestRetentionSparesSnapshotPinnedDuringRun(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ctx := t.Context()
+	s, err := New(Config{ChromaURL: "http://127.0.0.1:1"}, n.Conn, contract.Subjects{Prefix: contract.DefaultPrefix}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.assets = n.Assets
+
+	m := contract.SnapshotManifest{Envelope: contract.NewEnvelope(contract.TypeSnapshotManifest), SnapshotID: "snap_pin",
+		Name: "pin", Tenant: "t", Database: "d", Object: objectName("snap_pin"), StartedAt: time.Now().Add(-30 * 24 * time.Hour)}
+	if _, err := n.Assets.Snapshots.PutBytes(ctx, m.Object, []byte("archive")); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(m)
+	if _, err := n.Assets.Manifests.Create(ctx, m.SnapshotID, data); err != nil {
+		t.Fatal(err)
+	}
+
+	entries, err := s.manifestEntries(ctx)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("manifest entries: %v, %v", entries, err)
+	}
+	if _, changed, e := s.setKeep(ctx, m.SnapshotID, true); e != nil || !changed {
+		t.Fatalf("pin: changed %v, %v", changed, e)
+	}
+	if err := s.deleteSnapshot(ctx, &entries[0].m, entries[0].rev); !errors.Is(err, errManifestChanged) {
+		t.Fatalf("delete at the old revision: %v, want errManifestChanged", err)
+	}
+	entry, err := n.Assets.Manifests.Get(ctx, m.SnapshotID)
+	if err != nil {
+		t.Fatalf("pinned manifest gone: %v", err)
+	}
+	var got contract.SnapshotManifest
+	if err := json.Unmarshal(entry.Value(), &got); err != nil || !got.Keep {
+		t.Fatalf("manifest after the refused delete: keep %v, %v", got.Keep, err)
+	}
+	if _, err := n.Assets.Snapshots.GetInfo(ctx, m.Object); err != nil {
+		t.Fatalf("object of the pinned snapshot gone: %v", err)
+	}
+
+	if err := s.deleteSnapshot(ctx, &got, 0); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if _, err := n.Assets.Manifests.Get(ctx, m.SnapshotID); err == nil {
+		t.Errorf("manifest still there after delete")
+	}
+	if _, err := n.Assets.Snapshots.GetInfo(ctx, m.Object); err == nil {
+		t.Errorf("object still there after delete")
+	}
+	if _, _, e := s.setKeep(ctx, m.SnapshotID, false); e == nil || e.code != contract.CodeNotFound {
+		t.Errorf("keep of a deleted snapshot: %v, want not found", e)
+	}
+}
