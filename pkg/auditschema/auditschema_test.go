@@ -94,6 +94,41 @@ var valid = []contract.AuditEvent{
 		ids(ev)
 		ev.Figures = figs{"records": 10, "size": 100}
 	}),
+	event("snapshotter", "snapshot.delete", "completed", func(ev *contract.AuditEvent) {
+		ids(ev)
+		ev.OpID, ev.Actor, ev.Reason = "ret_20251201T000000Z_0a1b2c3d4e5f", "retention", "retention"
+		ev.Figures = figs{"records": 10, "size": 100, "age_seconds": 8 * 86400.0, "older_than_seconds": 7 * 86400.0, "trigger": "schedule"}
+	}),
+	event("snapshotter", "snapshot.delete", "failed", func(ev *contract.AuditEvent) {
+		ids(ev)
+		ev.OpID, ev.Reason, ev.Error = "ret_x", "retention", "purge manifest: timeout"
+		ev.Figures = figs{"records": 10, "size": 100, "age_seconds": 8 * 86400.0, "older_than_seconds": 7 * 86400.0, "trigger": "request"}
+	}),
+	event("snapshotter", "snapshot.cleanup", "completed", func(ev *contract.AuditEvent) {
+		ev.OpID, ev.Actor, ev.Reason = "ret_x", "retention", "daily retention of 2025-12-01"
+		ev.Figures = figs{"dry_run": false, "trigger": "schedule", "older_than_seconds": 604800.0, "scanned": 5, "kept": 3, "failed": 0,
+			"deleted": 2, "bytes_freed": int64(200)}
+	}),
+	event("snapshotter", "snapshot.cleanup", "completed", func(ev *contract.AuditEvent) {
+		ev.OpID, ev.Tenant, ev.Database = "ret_y", "acme", "prod"
+		ev.Figures = figs{"dry_run": true, "trigger": "request", "older_than_seconds": 60.0, "scanned": 5, "kept": 3, "failed": 0,
+			"would_delete": 2, "would_free": int64(200)}
+	}),
+	event("snapshotter", "snapshot.cleanup", "failed", func(ev *contract.AuditEvent) {
+		ev.OpID, ev.Error = "ret_z", "nothing deleted: list manifests: timeout"
+		ev.Figures = figs{"dry_run": false, "trigger": "schedule", "older_than_seconds": 604800.0}
+	}),
+	event("snapshotter", "snapshot.cleanup", "failed", func(ev *contract.AuditEvent) {
+		ev.OpID, ev.Error = "ret_z", "1 expired snapshots could not be deleted"
+		ev.Figures = figs{"dry_run": false, "trigger": "schedule", "older_than_seconds": 604800.0, "scanned": 5, "kept": 3, "failed": 1,
+			"deleted": 1, "bytes_freed": int64(100)}
+	}),
+	event("snapshotter", "snapshot.cleanup", "rejected", func(ev *contract.AuditEvent) { ev.Error = "older_than: bad" }),
+	event("snapshotter", "snapshot.keep", "completed", func(ev *contract.AuditEvent) {
+		ids(ev)
+		ev.Actor, ev.Figures = "ops", figs{"keep": true, "changed": true}
+	}),
+	event("snapshotter", "snapshot.keep", "rejected", func(ev *contract.AuditEvent) { ev.Error = "keep is required" }),
 	event("snapshotter", "snapshot.delete", "rejected", func(ev *contract.AuditEvent) { ev.Actor, ev.Error = "ops", "no snapshot with id or name \"x\"" }),
 	event("snapshotter", "snapshot.import", "rejected", func(ev *contract.AuditEvent) {
 		ev.Error = "object is not a staging name"
@@ -347,6 +382,10 @@ func TestInvalidEvents(t *testing.T) {
 		{"collections as a list on completed", mutate(t, created, func(m map[string]any) { figures(m)["collections"] = []string{"a"} }), nil, "collections"},
 		{"rejected without error", mutate(t, example(t, "snapshot.create", "rejected"), func(m map[string]any) { delete(m, "error") }), nil, "error"},
 		{"rejected snapshot.create with figures", mutate(t, example(t, "snapshot.create", "rejected"), func(m map[string]any) { m["figures"] = map[string]any{"attempt": 1} }), nil, ""},
+		{"retention delete without its run", mutate(t, example(t, "snapshot.delete", "failed"), func(m map[string]any) { delete(m, "op_id") }), nil, "op_id"},
+		{"operator delete that failed", mutate(t, example(t, "snapshot.delete", "failed"), func(m map[string]any) { m["reason"] = "cleanup" }), nil, "reason"},
+		{"dry run that deleted", mutate(t, example(t, "snapshot.cleanup", "completed"), func(m map[string]any) { figures(m)["dry_run"] = true }), nil, "would_delete"},
+		{"completed cleanup with failures", mutate(t, example(t, "snapshot.cleanup", "completed"), func(m map[string]any) { figures(m)["failed"] = 1 }), nil, "failed"},
 		{"bad time", mutate(t, created, func(m map[string]any) { m["time"] = "yesterday" }), nil, "time"},
 		{"empty id", mutate(t, created, func(m map[string]any) { m["id"] = "" }), nil, "id"},
 		{"empty actor", mutate(t, created, func(m map[string]any) { m["actor"] = "" }), nil, "actor"},
