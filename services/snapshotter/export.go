@@ -80,6 +80,8 @@ type pageResult struct {
 // from the counts taken before; if a collection's last planned page comes
 // back full, reading continues until a short page, so records added
 // meanwhile are kept (and the counts flag the snapshot as not consistent).
+// The first page past the planned ones (a probe, normally empty) is read
+// in the pipeline with the others, not after them.
 func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []archive.CollectionInfo, emit func(int, *record.Batch) error) error {
 	limits := make([]int, len(colls))
 	planned := make([]int, len(colls))
@@ -102,7 +104,7 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 	go func() {
 		defer close(order)
 		for i := range colls {
-			for p := range planned[i] {
+			for p := range planned[i] + 1 {
 				ch := make(chan pageResult, 1)
 				select {
 				case order <- ch:
@@ -124,7 +126,7 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 	}()
 	for i := range colls {
 		last := -1 // size of the last page, -1 before any
-		for range planned[i] {
+		for p := range planned[i] + 1 {
 			var r pageResult
 			select {
 			case ch, ok := <-order:
@@ -142,6 +144,9 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 			if r.err != nil {
 				return r.err
 			}
+			if p == planned[i] && last != -1 && last < limits[i] {
+				break // the probe: the planned pages ended short
+			}
 			last = r.batch.Len()
 			if last > 0 {
 				if err := emit(i, r.batch); err != nil {
@@ -149,8 +154,8 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 				}
 			}
 		}
-		offset := planned[i] * limits[i]
-		for last == -1 || last == limits[i] {
+		offset := planned[i]*limits[i] + last
+		for last == limits[i] {
 			b, err := get(i, offset)
 			if err != nil {
 				return err
