@@ -14,11 +14,14 @@ import (
 func (a *app) statusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show running migrations, raised fences, running operations, the newest verified snapshots and alerts",
+		Short: "Show running migrations, raised fences, running operations, the newest verified snapshots, alerts and storage use",
 		Long: `Ask the watchdog (chroma.api.status) what is going on: migrations not yet over
 with their state, deadline, validation and triggered rollback; raised write
 fences; operations not yet ended with their progress; the newest verified
-snapshot of every tenant/database; the alerts the watchdog sees now.`,
+snapshot of every tenant/database; the alerts the watchdog sees now; and
+storage use: the JetStream account against its limits, the bytes and
+messages of every stream, key-value bucket and object store, and the free
+space on the paths the watchdog watches.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nc, err := a.connect()
@@ -88,6 +91,71 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\n", al.Name, stamp(al.Since), al.Detail)
 		}
 	})
+	if s := r.Storage; s != nil { // a watchdog older than the storage figures sends none
+		printStorage(w, s)
+	}
+}
+
+// printStorage writes the storage section: the JetStream account against
+// its limits, each stream, bucket and object store, the watched paths.
+func printStorage(w io.Writer, s *contract.StorageUse) {
+	fmt.Fprintln(w, "\nStorage")
+	if a := s.Account; a != nil {
+		fmt.Fprintf(w, "  JetStream account: file %s of %s, memory %s of %s, streams %d of %s, consumers %d of %s\n",
+			bytesText(a.StoreBytes), limitBytes(a.MaxStoreBytes), bytesText(a.MemoryBytes), limitBytes(a.MaxMemoryBytes),
+			a.Streams, limitCount(a.MaxStreams), a.Consumers, limitCount(a.MaxConsumers))
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tKIND\tSTORAGE\tMESSAGES\tBYTES\tLIMIT\t")
+	for _, st := range s.Streams {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t\n", st.Name, st.Kind, st.Storage, st.Messages, bytesText(st.Bytes), limitBytes(st.MaxBytes))
+	}
+	tw.Flush()
+	if len(s.Disks) > 0 {
+		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  WATCHED PATH\tFREE")
+		for _, d := range s.Disks {
+			free := bytesText(d.FreeBytes)
+			if d.Error != "" {
+				free = "unknown: " + d.Error
+			}
+			fmt.Fprintf(tw, "  %s\t%s\n", d.Path, free)
+		}
+		tw.Flush()
+	}
+	for _, e := range s.Errors {
+		fmt.Fprintf(w, "  not read: %s\n", e)
+	}
+}
+
+// bytesText prints a byte count for people.
+func bytesText(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// limitBytes prints a JetStream byte limit; 0 or less is none.
+func limitBytes(n int64) string {
+	if n <= 0 {
+		return "no limit"
+	}
+	return bytesText(uint64(n))
+}
+
+// limitCount prints a JetStream count limit; 0 or less is none.
+func limitCount(n int) string {
+	if n <= 0 {
+		return "no limit"
+	}
+	return fmt.Sprint(n)
 }
 
 func stamp(t time.Time) string {
