@@ -1,0 +1,129 @@
+// Command auditor runs the auditor against an existing NATS server (or
+// cluster): it writes the audit stream into the trail under --data-dir
+// and answers chroma.api.audit.*.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
+	"github.com/nats-io/nats.go"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "auditor:", err)
+		os.Exit(1)
+	}
+}
+
+func env(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// envParse reads key with parse, keeping def when unset; a value that does
+// not parse is an error naming the variable.
+func envParse[T any](errs *[]error, key string, def T, parse func(string) (T, error)) T {
+	v := os.Getenv(key)
+	if v == "" {
+		return def
+	}
+	out, err := parse(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q: %w", key, v, err))
+		return def
+	}
+	return out
+}
+
+func run(ctx context.Context, args []string) error {
+	var errs []error
+	fs := flag.NewFlagSet("auditor", flag.ContinueOnError)
+	natsURL := fs.String("nats-url", env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
+	prefix := fs.String("prefix", env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
+	var cfg auditor.Config
+	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", "./data"), "directory of the trail "+contract.AuditTrailFile+" (env DATA_DIR)")
+	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "auditor"), "instance name (env INSTANCE)")
+	fs.StringVar(&cfg.Consumer, "consumer", env("AUDIT_CONSUMER", auditor.DefaultConsumer),
+		"durable consumer on CHROMA_AUDIT; a second auditor needs its own, and its own data dir (env AUDIT_CONSUMER)")
+	fs.IntVar(&cfg.Batch, "batch", envParse(&errs, "AUDIT_BATCH", auditor.DefaultBatch, strconv.Atoi), "most entries written per fsync (env AUDIT_BATCH)")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", envParse(&errs, "AUDIT_ACK_WAIT", auditor.DefaultAckWait, time.ParseDuration),
+		"how long the server waits for an ack before delivering again (env AUDIT_ACK_WAIT)")
+	healthCheck := fs.Bool("health-check", false, "ask the running auditor for its health and exit 0 when it is healthy (for container health checks)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(env("LOG_LEVEL", "info"))); err != nil {
+		return fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	subj, err := contract.NewSubjects(*prefix)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*natsURL, nats.Name(cfg.Instance), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	if *healthCheck {
+		return checkHealth(ctx, nc, subj)
+	}
+	svc, err := auditor.New(cfg, nc, subj, log)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}
+
+// checkHealth asks chroma.api.audit.health and prints the checks.
+func checkHealth(ctx context.Context, nc *nats.Conn, subj contract.Subjects) error {
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	msg, err := nc.RequestWithContext(rctx, subj.API("audit", "health"), []byte("{}"))
+	if err != nil {
+		return fmt.Errorf("ask %s: %w", subj.API("audit", "health"), err)
+	}
+	var h contract.Health
+	if err := json.Unmarshal(msg.Data, &h); err != nil {
+		return fmt.Errorf("health reply: %w", err)
+	}
+	for _, c := range h.Checks {
+		mark := "OK  "
+		if !c.OK {
+			mark = "FAIL"
+		}
+		fmt.Printf("%s %s: %s\n", mark, c.Name, c.Detail)
+	}
+	if !h.OK {
+		return errors.New("unhealthy")
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package auditor
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+// NewEntry makes the trail entry of one stream message, without its chain
+// (Prev and Hash). The writer and verify both build entries this way, so
+// "the same content" means byte-equal canonical JSON.
+func NewEntry(seq uint64, stored time.Time, subject string, data []byte) contract.AuditTrailEntry {
+	e := contract.AuditTrailEntry{Type: contract.TypeAuditTrailEntry, Seq: seq, Stored: stored.UTC(), Subject: subject}
+	var buf bytes.Buffer
+	if json.Valid(data) && json.Compact(&buf, data) == nil {
+		e.Event = buf.Bytes()
+	} else if len(data) > 0 {
+		e.Raw = bytes.Clone(data)
+	}
+	return e
+}
+
+// encode writes e as canonical JSON with a trailing newline.
+func encode(e *contract.AuditTrailEntry) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(e); err != nil {
+		return nil, fmt.Errorf("encode trail entry seq %d: %w", e.Seq, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// hashOf is the hex SHA-256 of e's canonical JSON without its hash.
+func hashOf(e contract.AuditTrailEntry) (string, error) {
+	e.Hash = ""
+	b, err := encode(&e)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(bytes.TrimSuffix(b, []byte("\n")))
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// Chain sets e's Prev and Hash and returns its line, newline included.
+func Chain(e *contract.AuditTrailEntry, prev string) ([]byte, error) {
+	e.Prev = prev
+	h, err := hashOf(*e)
+	if err != nil {
+		return nil, err
+	}
+	e.Hash = h
+	return encode(e)
+}
+
+// sameContent reports whether two entries hold the same message: sequence,
+// time stored, subject and payload.
+func sameContent(a, b *contract.AuditTrailEntry) bool {
+	return a.Seq == b.Seq && a.Stored.Equal(b.Stored) && a.Subject == b.Subject &&
+		bytes.Equal(a.Event, b.Event) && bytes.Equal(a.Raw, b.Raw)
+}
+
+// contentDiff says how stream message s differs from trail entry t.
+func contentDiff(t, s *contract.AuditTrailEntry) string {
+	switch {
+	case t.Subject != s.Subject:
+		return fmt.Sprintf("subject %q, the stream has %q", t.Subject, s.Subject)
+	case !t.Stored.Equal(s.Stored):
+		return fmt.Sprintf("stored %s, the stream has %s", t.Stored.Format(time.RFC3339Nano), s.Stored.Format(time.RFC3339Nano))
+	case !bytes.Equal(t.Event, s.Event) || !bytes.Equal(t.Raw, s.Raw):
+		return fmt.Sprintf("event %s, the stream has %s", clip(t.Event, t.Raw), clip(s.Event, s.Raw))
+	}
+	return "content differs"
+}
+
+func clip(event json.RawMessage, raw []byte) string {
+	s := string(event)
+	if event == nil {
+		s = fmt.Sprintf("raw %q", raw)
+	}
+	if len(s) > 160 {
+		s = s[:160] + "..."
+	}
+	return s
+}
+
+// errLine is a line that is not a trail entry.
+var errLine = errors.New("not a trail entry")
+
+// parseLine decodes one line (without its newline) and checks it against
+// itself: known fields only, the right type, a hash that matches the
+// content, and the canonical form. decoded says whether e holds the line's
+// fields; kind and detail say what is wrong, if anything.
+func parseLine(line []byte) (e contract.AuditTrailEntry, decoded bool, kind, detail string) {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return contract.AuditTrailEntry{}, false, contract.AuditMalformed, fmt.Sprintf("%v: %v", errLine, err)
+	}
+	if dec.More() {
+		return contract.AuditTrailEntry{}, false, contract.AuditMalformed, fmt.Sprintf("%v: text after the JSON object", errLine)
+	}
+	e, kind, detail = checkEntry(line, e)
+	return e, true, kind, detail
+}
+
+func checkEntry(line []byte, e contract.AuditTrailEntry) (contract.AuditTrailEntry, string, string) {
+	if e.Type != contract.TypeAuditTrailEntry {
+		return e, contract.AuditMalformed, fmt.Sprintf("type %q, want %q", e.Type, contract.TypeAuditTrailEntry)
+	}
+	if len(e.Hash) != sha256.Size*2 {
+		return e, contract.AuditMalformed, fmt.Sprintf("hash %q is not a hex SHA-256", e.Hash)
+	}
+	want, err := hashOf(e)
+	if err != nil {
+		return e, contract.AuditMalformed, err.Error()
+	}
+	if want != e.Hash {
+		return e, contract.AuditHashMismatch, fmt.Sprintf("content hashes to %s but the entry says %s: the line was edited", short(want), short(e.Hash))
+	}
+	canon, err := encode(&e)
+	if err != nil {
+		return e, contract.AuditMalformed, err.Error()
+	}
+	if !bytes.Equal(bytes.TrimSuffix(canon, []byte("\n")), line) {
+		return e, contract.AuditNotCanonical, "the line is not in the form the auditor writes (reformatted or reordered)"
+	}
+	return e, "", ""
+}
+
+// short abbreviates a hash for messages.
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// eventID returns the "id" of an event, "" when it has none.
+func eventID(event json.RawMessage) string {
+	if len(event) == 0 || event[0] != '{' {
+		return ""
+	}
+	var v struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(event, &v) != nil {
+		return ""
+	}
+	var id string
+	if json.Unmarshal(v.ID, &id) != nil {
+		return ""
+	}
+	return id
+}
