@@ -91,13 +91,16 @@ func newEnv(t *testing.T, own bool) *env {
 	} else {
 		c = sharedChroma(t)
 	}
-	return &env{
+	e := &env{
 		chroma: c,
 		cc:     c.Client(t, chroma.WithRetryMaxElapsed(5*time.Second)),
 		nats:   testenv.StartNATS(t),
 		subj:   contract.Subjects{Prefix: contract.DefaultPrefix},
 		suffix: fmt.Sprintf("_%d", envs.Add(1)),
 	}
+	// Runs after the services stop: every event the test caused matches its schema.
+	t.Cleanup(func() { testenv.CheckAudit(t, e.nats.JS) })
+	return e
 }
 
 func testLogger() *slog.Logger {
