@@ -106,9 +106,9 @@ func printStorage(w io.Writer, s *contract.StorageUse) {
 			a.Streams, limitCount(a.MaxStreams), a.Consumers, limitCount(a.MaxConsumers))
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tKIND\tSTORAGE\tMESSAGES\tBYTES\tLIMIT\t")
+	fmt.Fprintln(tw, "  NAME\tKIND\tSTORAGE\tMESSAGES\tBYTES\tLIMIT")
 	for _, st := range s.Streams {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t\n", st.Name, st.Kind, st.Storage, st.Messages, bytesText(st.Bytes), limitBytes(st.MaxBytes))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", st.Name, st.Kind, st.Storage, st.Messages, bytesText(st.Bytes), limitBytes(st.MaxBytes))
 	}
 	tw.Flush()
 	if len(s.Disks) > 0 {
