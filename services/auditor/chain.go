@@ -2,6 +2,7 @@ package auditor
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -98,13 +99,21 @@ func (c *checker) add(line []byte) {
 	c.lastHash = e.Hash
 }
 
-// contentDigest hashes what the stream holds of an entry, not its chain.
+// contentDigest hashes what the stream holds of an entry (sequence, time
+// stored, subject, payload), not its chain.
 func contentDigest(e *contract.AuditTrailEntry) [sha256.Size]byte {
-	c := *e
-	c.Prev, c.Hash = "", ""
-	b, err := encode(&c)
-	if err != nil {
-		return [sha256.Size]byte{}
+	h := sha256.New()
+	var b [8]byte
+	for _, part := range [][]byte{[]byte(e.Subject), e.Event, e.Raw} {
+		binary.BigEndian.PutUint64(b[:], uint64(len(part)))
+		h.Write(b[:])
+		h.Write(part)
 	}
-	return sha256.Sum256(b)
+	binary.BigEndian.PutUint64(b[:], e.Seq)
+	h.Write(b[:])
+	binary.BigEndian.PutUint64(b[:], uint64(e.Stored.UnixNano()))
+	h.Write(b[:])
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
 }
