@@ -32,6 +32,7 @@ require (
 replace github.com/chromadb-rollback/chromadb-rollback/pkg => ../../pkg
 
 require (
+	github.com/chromadb-rollback/chromadb-rollback/services/auditor v0.0.0
 	github.com/chromadb-rollback/chromadb-rollback/services/restorer v0.0.0
 	github.com/chromadb-rollback/chromadb-rollback/services/snapshotter v0.0.0
 	github.com/chromadb-rollback/chromadb-rollback/services/watchdog v0.0.0
@@ -48,3 +49,5 @@ replace github.com/chromadb-rollback/chromadb-rollback/services/snapshotter => .
 replace github.com/chromadb-rollback/chromadb-rollback/services/restorer => ../../services/restorer
 
 replace github.com/chromadb-rollback/chromadb-rollback/services/watchdog => ../../services/watchdog
+
+replace github.com/chromadb-rollback/chromadb-rollback/services/auditor => ../../services/auditor

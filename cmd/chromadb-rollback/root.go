@@ -88,6 +88,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.AddCommand(a.serveCmd(), a.snapshotCmd(), a.rollbackCmd(), a.rollbackStatusCmd(), a.healthCmd())
 	root.AddCommand(a.statusCmd())
 	root.AddCommand(a.cleanupCmd())
+	root.AddCommand(a.auditLogCmd(), a.auditCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK

@@ -17,6 +17,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/gate"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsembed"
+	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
 	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
@@ -150,7 +151,11 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			services := []func(context.Context) error{snap.Run, rest.Run, wd.Run}
+			aud, err := auditor.New(auditor.Config{DataDir: dataDir, Instance: hostInstance("auditor")}, nc, a.subj, log)
+			if err != nil {
+				return err
+			}
+			services := []func(context.Context) error{snap.Run, rest.Run, wd.Run, aud.Run}
 			if ep != nil {
 				services = append(services, ep.Run)
 			}
@@ -169,7 +174,7 @@ func (a *app) serveCmd() *cobra.Command {
 		},
 	}
 	cf.register(cmd)
-	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("DATA_DIR", "./data"), "where the embedded JetStream keeps its data (env DATA_DIR)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("DATA_DIR", "./data"), "where the embedded JetStream keeps its data and the auditor its trail, rollback_audit.jsonl (env DATA_DIR)")
 	cmd.Flags().StringVar(&listen, "listen", envOr("NATS_LISTEN", "127.0.0.1:4222"), "host:port of the embedded NATS server (env NATS_LISTEN)")
 	cmd.Flags().StringVar(&gateListen, "gate-listen", os.Getenv("GATE_LISTEN"), "host:port of the read-only gate, an HTTP proxy to Chroma that refuses writes while a rollback fences the database (env GATE_LISTEN; off when empty)")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", envOr("METRICS_LISTEN", "127.0.0.1:9464"), "host:port serving Prometheus /metrics and /healthz for all the services in this process; off turns it off (env METRICS_LISTEN)")
