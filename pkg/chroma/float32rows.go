@@ -6,48 +6,42 @@ import (
 	"strconv"
 )
 
-// float32Rows decodes a JSON array of float arrays (or nulls) without
-// reflection: the get path spends most of its client time here, and
-// encoding/json's per-number reflection costs about twice this loop.
-// Numbers are parsed with 32-bit rounding, exactly as encoding/json does
-// for float32, so values are bit-exact. The input has already been checked
-// as JSON by the surrounding decoder.
-type float32Rows [][]float32
-
-func (r *float32Rows) UnmarshalJSON(data []byte) error {
-	p := rowParser{data: data}
-	p.space()
+// rows parses an array of embeddings, or null, at p.i and leaves p.i
+// after it.
+func (p *rowParser) rows() ([][]float32, error) {
 	if p.literal("null") {
-		*r = nil
-		return p.end()
+		return nil, nil
 	}
 	if !p.consume('[') {
-		return p.fail("an array of embeddings")
+		return nil, p.fail("an array of embeddings")
 	}
 	rows := make([][]float32, 0, 64)
 	p.space()
 	if p.consume(']') {
-		*r = rows
-		return p.end()
+		return rows, nil
 	}
 	for {
 		p.space()
 		row, err := p.row()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rows = append(rows, row)
 		p.space()
 		if p.consume(']') {
-			*r = rows
-			return p.end()
+			return rows, nil
 		}
 		if !p.consume(',') {
-			return p.fail("',' or ']' between embeddings")
+			return nil, p.fail("',' or ']' between embeddings")
 		}
 	}
 }
 
+// rowParser parses embeddings, arrays of float arrays (or nulls), without
+// reflection: the get path spends most of its client time here, and
+// encoding/json's per-number reflection costs about twice this loop.
+// Numbers must follow JSON's grammar and are parsed with 32-bit rounding,
+// exactly as encoding/json does for float32, so values are bit-exact.
 type rowParser struct {
 	data []byte
 	i    int
@@ -111,16 +105,8 @@ func (p *rowParser) row() ([]float32, error) {
 	for {
 		p.space()
 		start := p.i
-		for p.i < len(p.data) {
-			c := p.data[p.i]
-			if (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' {
-				p.i++
-				continue
-			}
-			break
-		}
-		if start == p.i {
-			return nil, p.fail("a number")
+		if !p.number() {
+			return nil, p.fail("a JSON number")
 		}
 		f, err := strconv.ParseFloat(string(p.data[start:p.i]), 32)
 		if err != nil {
@@ -140,4 +126,36 @@ func (p *rowParser) row() ([]float32, error) {
 			return nil, p.fail("',' or ']' in an embedding")
 		}
 	}
+}
+
+// number consumes a number in JSON's grammar,
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, and reports whether
+// there was one (strconv.ParseFloat alone would take "+1", ".5", "01").
+func (p *rowParser) number() bool {
+	p.consume('-')
+	switch {
+	case p.consume('0'):
+	case p.digits() == 0:
+		return false
+	}
+	if p.consume('.') && p.digits() == 0 {
+		return false
+	}
+	if p.consume('e') || p.consume('E') {
+		if !p.consume('+') {
+			p.consume('-')
+		}
+		if p.digits() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *rowParser) digits() int {
+	start := p.i
+	for p.i < len(p.data) && p.data[p.i] >= '0' && p.data[p.i] <= '9' {
+		p.i++
+	}
+	return p.i - start
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 )
 
 func FuzzDecodeGetResponse(f *testing.F) {
@@ -22,12 +25,41 @@ func FuzzDecodeGetResponse(f *testing.F) {
 		`{"ids":null}`,
 		`[]`,
 		``,
+		`null`,
+		`{}`,
+		`{"IDS":["a"],"Embeddings":[[1]],"ids":["b"],"embeddings":[[2]],"other":{"x":[1,"]"]}}`,
+		`{"ids":["a"],"embeddings":[[+1]]}`,
+		`{"ids":["a"],"embeddings":[[.5]]}`,
+		`{"ids":["a"],"embeddings":[[01]]}`,
+		`{"ids":["a"],"embeddings":[[1.]]}`,
+		`{"ids":["a"],"embeddings":[[1e]]}`,
+		`{"ids":["a"],"embeddings":[[-0.0e-0]]}`,
+		`{"ids":["a\"b"],"documents":["}"] , "embeddings" : null } `,
+		`{"ids":["a"],}`,
+		`{"ids":["a"]}x`,
+		`{"ids":["a"],"x":tru}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The reference: encoding/json over the whole answer ([]float32
+		// via encoding/json is bit-exact).
+		var std struct {
+			IDs        []string          `json:"ids"`
+			Embeddings [][]float32       `json:"embeddings"`
+			Documents  []*string         `json:"documents"`
+			URIs       []*string         `json:"uris"`
+			Metadatas  []record.Metadata `json:"metadatas"`
+		}
+		stdErr := json.Unmarshal(data, &std)
 		b, err := chroma.DecodeGetResponse(bytes.NewReader(data))
 		if err != nil {
+			if stdErr == nil && std.IDs != nil {
+				want := &record.Batch{IDs: std.IDs, Embeddings: std.Embeddings, Documents: std.Documents, URIs: std.URIs, Metadatas: std.Metadatas}
+				if want.Validate() == nil {
+					t.Fatalf("refused what encoding/json decodes into a valid batch: %v", err)
+				}
+			}
 			return
 		}
 		if err := b.Validate(); err != nil {
@@ -36,13 +68,22 @@ func FuzzDecodeGetResponse(f *testing.F) {
 		if b.IDs == nil {
 			t.Fatal("decoded a batch without ids")
 		}
-		// The hand-written embeddings parser must agree with encoding/json
-		// bit for bit.
-		var std struct {
-			Embeddings [][]float32 `json:"embeddings"`
+		if stdErr != nil {
+			t.Fatalf("encoding/json refuses what DecodeGetResponse took: %v", stdErr)
 		}
-		if err := json.NewDecoder(bytes.NewReader(data)).Decode(&std); err != nil {
-			t.Fatalf("encoding/json refuses what DecodeGetResponse took: %v", err)
+		if !slices.Equal(b.IDs, std.IDs) || !equalStrings(b.Documents, std.Documents) || !equalStrings(b.URIs, std.URIs) {
+			t.Fatalf("columns differ from encoding/json: %+v, want %+v", b, std)
+		}
+		if len(b.Metadatas) != len(std.Metadatas) || (b.Metadatas == nil) != (std.Metadatas == nil) {
+			t.Fatalf("metadatas %v, encoding/json %v", b.Metadatas, std.Metadatas)
+		}
+		for i, m := range std.Metadatas {
+			if len(m) == 0 {
+				m = nil // {} is returned as no metadata
+			}
+			if !reflect.DeepEqual(b.Metadatas[i], m) {
+				t.Fatalf("metadata %d: %v, encoding/json %v", i, b.Metadatas[i], m)
+			}
 		}
 		if len(std.Embeddings) != len(b.Embeddings) || (std.Embeddings == nil) != (b.Embeddings == nil) {
 			t.Fatalf("embeddings %v, encoding/json %v", b.Embeddings, std.Embeddings)
@@ -58,4 +99,16 @@ func FuzzDecodeGetResponse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func equalStrings(a, b []*string) bool {
+	if len(a) != len(b) || (a == nil) != (b == nil) {
+		return false
+	}
+	for i := range a {
+		if (a[i] == nil) != (b[i] == nil) || (a[i] != nil && *a[i] != *b[i]) {
+			return false
+		}
+	}
+	return true
 }

@@ -111,18 +111,12 @@ func missing(b *record.Batch, inc Include) bool {
 // nil, as Chroma cannot store it. Embeddings are parsed as float32
 // directly, so they are bit-exact; metadata keeps int64 and float64 apart.
 func DecodeGetResponse(r io.Reader) (*record.Batch, error) {
-	var resp struct {
-		IDs        []string          `json:"ids"`
-		Embeddings float32Rows       `json:"embeddings"`
-		Documents  []*string         `json:"documents"`
-		URIs       []*string         `json:"uris"`
-		Metadatas  []record.Metadata `json:"metadatas"`
-	}
 	data, err := readBody(r)
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(data, &resp); err != nil {
+	var resp getResponse
+	if err := decodeGetObject(data, &resp); err != nil {
 		return nil, err
 	}
 	if resp.IDs == nil {
