@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 GO ?= go
 TOOLS := $(CURDIR)/.tools
-MODULES := pkg services/snapshotter services/restorer services/watchdog cmd/chromadb-rollback examples/migration-job examples/dashboard
+MODULES := pkg services/snapshotter services/restorer services/watchdog services/auditor cmd/chromadb-rollback examples/migration-job examples/dashboard
 CHROMA_NPM := chromadb-js-bindings-linux-x64-gnu@1.0.5
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
@@ -20,6 +20,7 @@ build:
 	cd services/snapshotter && $(GO) build -o $(CURDIR)/bin/snapshotter ./cmd/snapshotter
 	cd services/restorer && $(GO) build -o $(CURDIR)/bin/restorer ./cmd/restorer
 	cd services/watchdog && $(GO) build -o $(CURDIR)/bin/watchdog ./cmd/watchdog
+	cd services/auditor && $(GO) build -o $(CURDIR)/bin/auditor ./cmd/auditor
 
 run: build
 	@scripts/run.sh
