@@ -52,7 +52,6 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 	s.discard(obj, log)
 
 	pr, pw := io.Pipe()
-	sum := sha256.New()
 	type result struct {
 		man   *archive.Manifest
 		stats exportStats
@@ -62,7 +61,8 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 	// The archive is verified as it is written, by a reader that knows
 	// nothing of the writer: every entry's checksum, every record decoded,
 	// every content digest recomputed. The read-back after the put then
-	// only has to show that the stored bytes are these bytes.
+	// only has to show that the stored bytes are these bytes: the object
+	// store hashes what it is given, and checks that hash when it reads.
 	vr, vw := io.Pipe()
 	type verified struct {
 		rep *archive.Report
@@ -75,7 +75,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 		checked <- verified{rep, err}
 	}()
 	go func() {
-		man, st, err := s.export(ctx, md, io.MultiWriter(pw, sum, vw), total, progress)
+		man, st, err := s.export(ctx, md, io.MultiWriter(pw, vw), total, progress)
 		pw.CloseWithError(err)
 		vw.CloseWithError(err)
 		done <- result{man, st, err}
@@ -99,7 +99,11 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 	if putErr != nil {
 		return nil, fmt.Errorf("store archive %s: %w", obj, putErr)
 	}
-	digest := hex.EncodeToString(sum.Sum(nil))
+	sum, err := jetstream.DecodeObjectDigest(info.Digest)
+	if err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("store archive %s: the object store recorded digest %q: %v", obj, info.Digest, err)
+	}
+	digest := hex.EncodeToString(sum)
 
 	progress.Update(contract.Progress{Phase: "counting", DoneRecords: res.man.TotalRecords, TotalRecords: total})
 	after := make([]int64, len(colls))
@@ -112,7 +116,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 	}
 
 	progress.Update(contract.Progress{Phase: "verifying", DoneRecords: res.man.TotalRecords, TotalRecords: total, Bytes: int64(info.Size)})
-	if err := s.readBack(ctx, obj, digest); err != nil {
+	if err := s.readBack(ctx, info); err != nil {
 		return nil, err
 	}
 
@@ -172,22 +176,28 @@ func (s *Service) resolveCollections(ctx context.Context, cmd *contract.Snapshot
 }
 
 // readBack reads the stored object back and checks that it is, byte for
-// byte, the archive that was verified as it was written: the same SHA-256,
-// and the object store's own chunk digest checked at EOF.
-func (s *Service) readBack(ctx context.Context, obj, digest string) error {
+// byte, the archive that was verified as it was written: the object store
+// hashed the bytes it was given (stored is the put's info) and checks the
+// bytes it reads against that SHA-256 at EOF; the size and digest it reads
+// by must be the put's too, so nothing replaced the object meanwhile.
+func (s *Service) readBack(ctx context.Context, stored *jetstream.ObjectInfo) error {
 	ctx, cancel := bus.ObjectReadContext(ctx)
 	defer cancel()
+	obj := stored.Name
 	res, err := s.assets.Snapshots.Get(ctx, obj)
 	if err != nil {
 		return fmt.Errorf("read-back verification of %s: %w", obj, err)
 	}
 	defer res.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, res); err != nil {
+	if info, err := res.Info(); err != nil || info.Digest != stored.Digest || info.NUID != stored.NUID {
+		return fmt.Errorf("read-back verification of %s: the object changed after it was stored", obj)
+	}
+	n, err := io.Copy(io.Discard, res)
+	if err != nil {
 		return fmt.Errorf("read-back verification of %s: %w", obj, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
-		return fmt.Errorf("read-back verification of %s: sha256 %s, written %s", obj, got, digest)
+	if uint64(n) != stored.Size {
+		return fmt.Errorf("read-back verification of %s: %d bytes, %d were stored", obj, n, stored.Size)
 	}
 	return nil
 }
