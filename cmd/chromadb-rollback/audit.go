@@ -358,7 +358,7 @@ func printAuditVerify(w io.Writer, r *contract.AuditVerifyReport) {
 	}
 	fmt.Fprintf(w, "%s: trail %s: %d entries, seq %d to %d, last hash %s\n", mark, r.Trail, r.Lines, r.FirstSeq, r.LastSeq, r.LastHash)
 	if s := r.Stream; s != nil {
-		fmt.Fprintf(w, "stream %s seq %d to %d: %d checked, %d match, %d duplicates written once, %d mismatched, %d missing, %d pending, %d expired\n",
+		fmt.Fprintf(w, "stream %s seq %d to %d: %d checked: %d match, %d repeat an event id (written once), %d mismatched, %d missing, %d pending, %d expired\n",
 			contract.StreamAudit, s.FirstSeq, s.LastSeq, s.Checked, s.Matched, s.Duplicates, s.Mismatched, s.Missing, s.Pending, s.Expired)
 	} else {
 		fmt.Fprintln(w, "offline: the chain only; the running auditor also checks the end of the trail and the stream")

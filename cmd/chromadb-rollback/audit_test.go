@@ -260,7 +260,7 @@ func TestCLIAuditVerify(t *testing.T) {
 	c := s.cli
 
 	code, stdout, stderr := c.run("audit", "verify")
-	if code != exitOK || !strings.HasPrefix(stdout, "OK: trail ") || !strings.Contains(stdout, "4 entries, seq 1 to 4") || !strings.Contains(stdout, "4 checked, 4 match") {
+	if code != exitOK || !strings.HasPrefix(stdout, "OK: trail ") || !strings.Contains(stdout, "4 entries, seq 1 to 4") || !strings.Contains(stdout, "4 checked: 4 match") {
 		t.Fatalf("audit verify: exit %d\n%s%s", code, stdout, stderr)
 	}
 	code, stdout, _ = c.run("audit", "verify", "--json")
