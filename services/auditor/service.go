@@ -149,9 +149,13 @@ func (s *Service) Run(ctx context.Context) error {
 
 	wait := s.cfg.RetryWait
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := s.follow(ctx)
 		if ctx.Err() != nil {
 			break
+		}
+		if time.Since(began) > time.Minute { // it ran well for a while: a new failure
+			wait = s.cfg.RetryWait
 		}
 		var fatal errFatal
 		if errors.As(err, &fatal) {
