@@ -15,6 +15,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
 )
 
@@ -45,10 +46,15 @@ func startStack(t *testing.T) (cli, *testenv.NATS) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	aud, err := auditor.New(auditor.Config{DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = svc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	done := make(chan struct{}, 2)
+	go func() { _ = svc.Run(ctx); done <- struct{}{} }()
+	go func() { _ = aud.Run(ctx); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
 	return cli{t: t, url: n.URL}, n
 }
 
@@ -70,7 +76,7 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &h); err != nil || !h.OK {
 		t.Fatalf("health-check output %q: %v", stdout, err)
 	}
-	for _, want := range []string{"nats", "chroma", "jetstream", "store_writable", "disk_free", "audit_stream"} {
+	for _, want := range []string{"nats", "chroma", "jetstream", "store_writable", "disk_free", "audit_stream", "audit_trail"} {
 		found := false
 		for _, ch := range h.Checks {
 			found = found || (ch.Name == want && ch.OK)

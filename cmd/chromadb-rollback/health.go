@@ -14,7 +14,7 @@ import (
 func (a *app) healthCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "health-check",
-		Short: "Check NATS, JetStream, Chroma, the store and free disk",
+		Short: "Check NATS, JetStream, Chroma, the store, the audit trail and free disk",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			h := contract.Health{Envelope: contract.NewEnvelope(contract.TypeHealth), OK: true}
@@ -33,6 +33,15 @@ func (a *app) healthCmd() *cobra.Command {
 					add(contract.HealthCheck{Name: "services", Detail: err.Error()})
 				} else {
 					for _, c := range remote.Checks {
+						add(c)
+					}
+				}
+				// The auditor answers its own health: the trail is written and keeps up.
+				var audit contract.Health
+				if err := a.request(cmd.Context(), nc, a.subj.API("audit", "health"), contract.NewEnvelope("chromadb-rollback.v1.health_request"), &audit, 15*time.Second); err != nil {
+					add(contract.HealthCheck{Name: "auditor", Detail: err.Error()})
+				} else {
+					for _, c := range audit.Checks {
 						add(c)
 					}
 				}
