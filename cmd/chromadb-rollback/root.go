@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 )
@@ -40,6 +41,7 @@ func usageErr(format string, args ...any) error {
 // app is the state shared by every command.
 type app struct {
 	natsURL string
+	conn    natsconn.Config
 	prefix  string
 	json    bool
 	timeout time.Duration
@@ -80,6 +82,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
+	a.conn.RegisterFlags(pf)
 	pf.StringVar(&a.prefix, "prefix", envOr("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
 	pf.BoolVar(&a.json, "json", false, "print JSON instead of text")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of one API request")
@@ -122,9 +125,12 @@ func defaultActor() string {
 
 // connect opens a NATS connection for one command.
 func (a *app) connect() (*nats.Conn, error) {
-	nc, err := nats.Connect(a.natsURL, nats.Name("chromadb-rollback-cli"), nats.Timeout(5*time.Second))
+	if err := a.conn.Validate(); err != nil {
+		return nil, usageErr("%v", err)
+	}
+	nc, err := a.conn.Connect(a.natsURL, nats.Name("chromadb-rollback-cli"), nats.Timeout(5*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w (is `chromadb-rollback serve` running? set --nats-url or NATS_URL)", a.natsURL, err)
+		return nil, fmt.Errorf("%w (is `chromadb-rollback serve` running? set --nats-url or NATS_URL)", err)
 	}
 	return nc, nil
 }

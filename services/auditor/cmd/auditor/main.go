@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
 	"github.com/nats-io/nats.go"
 )
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("auditor", flag.ContinueOnError)
 	natsURL := fs.String("nats-url", env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
 	prefix := fs.String("prefix", env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
+	var conn natsconn.Config
+	conn.RegisterFlags(fs)
 	var cfg auditor.Config
 	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", "./data"), "directory of the trail "+contract.AuditTrailFile+" (env DATA_DIR)")
 	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "auditor"), "instance name (env INSTANCE)")
@@ -88,9 +91,10 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name(cfg.Instance), nats.MaxReconnects(-1))
+	// natsconn names the URL with any credentials in it redacted.
+	nc, err := conn.Connect(*natsURL, nats.Name(cfg.Instance), nats.MaxReconnects(-1))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+		return err
 	}
 	defer nc.Close()
 	if *healthCheck {

@@ -18,6 +18,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
 	"github.com/nats-io/nats.go"
 )
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("snapshotter", flag.ContinueOnError)
 	natsURL := fs.String("nats-url", env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
 	prefix := fs.String("prefix", env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
+	var conn natsconn.Config
+	conn.RegisterFlags(fs)
 	var cfg snapshotter.Config
 	fs.StringVar(&cfg.ChromaURL, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL (env CHROMA_URL)")
 	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "snapshotter"), "instance name (env INSTANCE)")
@@ -104,9 +107,10 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name(cfg.Instance), nats.MaxReconnects(-1))
+	// natsconn names the URL with any credentials in it redacted.
+	nc, err := conn.Connect(*natsURL, nats.Name(cfg.Instance), nats.MaxReconnects(-1))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+		return err
 	}
 	defer nc.Close()
 	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cfg.ChromaURL, Log: log})
