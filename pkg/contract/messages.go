@@ -131,7 +131,17 @@ type SnapshotManifest struct {
 	Actor         string              `json:"actor,omitempty"`
 	// ImportedFrom is set on snapshots made by chroma.api.snapshot.import.
 	ImportedFrom *ImportOrigin `json:"imported_from,omitempty"`
+	// Encryption is how the archive object is encrypted at rest: empty
+	// for none, EncryptionAge for an age file (Size and SHA256 are then
+	// the ciphertext's). Recipients are the age public keys (age1...) it
+	// was encrypted to: the secret key of one of them decrypts it.
+	Encryption string   `json:"encryption,omitempty"`
+	Recipients []string `json:"recipients,omitempty"`
 }
+
+// EncryptionAge is SnapshotManifest.Encryption of an archive encrypted with
+// age (filippo.io/age) to X25519 recipients.
+const EncryptionAge = "age"
 
 // SnapshotList answers chroma.api.snapshot.list, newest first.
 type SnapshotList struct {
@@ -149,6 +159,14 @@ type VerifyReport struct {
 	SHA256       string              `json:"sha256"`
 	TotalRecords int64               `json:"total_records"`
 	Collections  []CollectionSummary `json:"collections"`
+	// Encryption is the manifest's (empty for an unencrypted archive).
+	Encryption string `json:"encryption,omitempty"`
+	// ContentUnchecked, when set, says why only the stored object (its
+	// presence, size and SHA-256) was checked and not the archive inside
+	// it: it is encrypted and the snapshotter has no identity. OK then
+	// means the ciphertext is the one stored when the snapshot was
+	// verified, not that it was read again.
+	ContentUnchecked string `json:"content_unchecked,omitempty"`
 }
 
 // Operation is the status of a long job, kept in the state bucket under
