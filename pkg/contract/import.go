@@ -41,4 +41,8 @@ type ImportOrigin struct {
 	// Warnings are what was accepted but is worth knowing (entries ignored,
 	// batches renamed, names sanitized).
 	Warnings []string `json:"warnings,omitempty"`
+	// Encryption is the imported file's: EncryptionAge for a native
+	// archive encrypted with age (Size and SHA256 are the ciphertext's),
+	// which the snapshotter decrypted with its identity.
+	Encryption string `json:"encryption,omitempty"`
 }

@@ -286,8 +286,12 @@ func (s *Service) handleVerify(ctx context.Context, r micro.Request) {
 	if !rep.OK {
 		outcome = contract.OutcomeFailed
 	}
+	figures := map[string]any{"records": rep.TotalRecords, "size": rep.Size}
+	if rep.Encryption != "" {
+		figures["content_checked"] = rep.OK && rep.ContentUnchecked == ""
+	}
 	_ = s.audit.Emit(ctx, contract.AuditEvent{Action: "snapshot.verify", Outcome: outcome, Actor: ref.Actor, SnapshotID: m.SnapshotID,
-		Tenant: m.Tenant, Database: m.Database, Error: rep.Problem, Figures: map[string]any{"records": rep.TotalRecords, "size": rep.Size}})
+		Tenant: m.Tenant, Database: m.Database, Error: rep.Problem, Figures: figures})
 	if !rep.OK {
 		s.observeVerifyFailed()
 		body, _ := json.Marshal(rep)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 )
 
@@ -38,6 +39,13 @@ type Config struct {
 	Retention time.Duration
 	// Clock tells retention the time; nil is the system clock.
 	Clock Clock
+	// Recipients, when set, encrypt every new archive with age to these
+	// public keys; writing needs no identity.
+	Recipients *crypt.Recipients
+	// Identities decrypt encrypted archives for a full verify and for
+	// importing an encrypted file; without them verify checks only the
+	// ciphertext and an encrypted file is not imported.
+	Identities *crypt.Identities
 }
 
 func (c *Config) setDefaults() {

@@ -16,6 +16,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -147,7 +148,8 @@ func importError(err error) *apiError {
 		return &apiError{code: contract.CodeVerificationFailed, field: "manifest", msg: "file refused: " + err.Error()}
 	case errors.Is(err, legacy.ErrNotSeed), errors.Is(err, legacy.ErrInvalid),
 		errors.Is(err, archive.ErrCorrupt), errors.Is(err, archive.ErrTruncated),
-		errors.Is(err, archive.ErrChecksumMismatch), errors.Is(err, archive.ErrFormat):
+		errors.Is(err, archive.ErrChecksumMismatch), errors.Is(err, archive.ErrFormat),
+		errors.Is(err, crypt.ErrCannotDecrypt), errors.Is(err, crypt.ErrDamaged):
 		return &apiError{code: contract.CodeVerificationFailed, field: "object", msg: "file refused: " + err.Error()}
 	}
 	return &apiError{code: contract.CodeUnavailable, msg: "import failed: " + err.Error()}
@@ -167,7 +169,7 @@ type converted struct {
 func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImportRequest, sm *legacy.SeedManifest, id string, progress *bus.ProgressPublisher) (*contract.SnapshotManifest, error) {
 	started := time.Now().UTC()
 	progress.Update(contract.Progress{Phase: "detecting"})
-	format, err := s.sniffObject(ctx, req.Object)
+	format, encrypted, err := s.sniffObject(ctx, req.Object)
 	if err != nil {
 		return nil, err
 	}
@@ -184,12 +186,20 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 	}, 1)
 	go func() {
 		var c *converted
-		var err error
-		w := io.MultiWriter(pw, sum)
-		if format == contract.ImportFormatSeed {
-			c, err = s.convertSeed(ctx, req, sm, id, started, w, progress)
-		} else {
-			c, err = s.rewriteNative(ctx, req, sm, id, w, progress)
+		// With recipients the new archive is encrypted, and verified as it
+		// is written (this snapshotter may have no identity to read it back).
+		sl, err := s.seal(io.MultiWriter(pw, sum), true)
+		if err == nil {
+			if format == contract.ImportFormatSeed {
+				c, err = s.convertSeed(ctx, req, sm, id, started, sl.w, progress)
+			} else {
+				c, err = s.rewriteNative(ctx, req, sm, id, encrypted, sl.w, progress)
+			}
+			var man *archive.Manifest
+			if c != nil {
+				man = c.man
+			}
+			err = sl.close(err, man)
 		}
 		pw.CloseWithError(err)
 		done <- struct {
@@ -220,6 +230,7 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: req.Actor,
 		ImportedFrom: &c.origin,
 	}
+	m.Encryption, m.Recipients = s.encryption()
 	for i, mc := range c.man.Collections {
 		ci := c.md.Collections[i]
 		m.Collections = append(m.Collections, contract.CollectionSummary{
@@ -244,26 +255,31 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 	return m, nil
 }
 
-// sniffObject reads the first bytes of the staged object to tell the format.
-func (s *Service) sniffObject(ctx context.Context, obj string) (string, error) {
+// sniffObject reads the first bytes of the staged object to tell the
+// format, and whether it is encrypted with age.
+func (s *Service) sniffObject(ctx context.Context, obj string) (string, bool, error) {
 	res, err := s.assets.Snapshots.Get(ctx, obj)
 	if err != nil {
-		return "", fmt.Errorf("open staged object %s: %w", obj, err)
+		return "", false, fmt.Errorf("open staged object %s: %w", obj, err)
 	}
 	defer res.Close()
 	head := make([]byte, legacy.SniffLen)
 	n, err := io.ReadFull(res, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("read staged object %s: %w", obj, err)
+		return "", false, fmt.Errorf("read staged object %s: %w", obj, err)
+	}
+	if crypt.IsEncrypted(head[:n]) {
+		f, err := s.sniffEncrypted(ctx, obj)
+		return f, true, err
 	}
 	f, err := legacy.Sniff(head[:n])
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if f == legacy.FormatSeed {
-		return contract.ImportFormatSeed, nil
+		return contract.ImportFormatSeed, false, nil
 	}
-	return contract.ImportFormatNative, nil
+	return contract.ImportFormatNative, false, nil
 }
 
 // convertSeed converts a seed archive (two streamed passes over the staged
@@ -311,7 +327,7 @@ func (s *Service) convertSeed(ctx context.Context, req *contract.SnapshotImportR
 // archive.Writer, batch for batch, so that its metadata.json names the new
 // snapshot (id, name, and tenant/database if the request overrides them)
 // while every record, batch name and content digest stays as it was.
-func (s *Service) rewriteNative(ctx context.Context, req *contract.SnapshotImportRequest, sm *legacy.SeedManifest, id string, w io.Writer, progress *bus.ProgressPublisher) (*converted, error) {
+func (s *Service) rewriteNative(ctx context.Context, req *contract.SnapshotImportRequest, sm *legacy.SeedManifest, id string, encrypted bool, w io.Writer, progress *bus.ProgressPublisher) (*converted, error) {
 	obj, err := s.assets.Snapshots.Get(ctx, req.Object)
 	if err != nil {
 		return nil, fmt.Errorf("open staged object %s: %w", req.Object, err)
@@ -319,7 +335,13 @@ func (s *Service) rewriteNative(ctx context.Context, req *contract.SnapshotImpor
 	defer obj.Close()
 	src := &countingHash{h: sha256.New()}
 	in := io.TeeReader(obj, src)
-	ar, err := archive.NewReader(in)
+	plain := in // the file's SHA-256 is of its bytes, encrypted or not
+	if encrypted {
+		if plain, err = s.plaintext(in, contract.EncryptionAge); err != nil {
+			return nil, err
+		}
+	}
+	ar, err := archive.NewReader(plain)
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +384,10 @@ func (s *Service) rewriteNative(ctx context.Context, req *contract.SnapshotImpor
 		done += int64(b.Records.Len())
 		progress.Update(contract.Progress{Phase: "copying", DoneRecords: done, TotalRecords: max(total, done)})
 	}
-	// Drain so the object store checks its digest at EOF.
+	// Drain so age checks its last chunk and the object store its digest at EOF.
+	if _, err := io.Copy(io.Discard, plain); err != nil {
+		return fail(fmt.Errorf("read staged object %s: %w", req.Object, err))
+	}
 	if _, err := io.Copy(io.Discard, in); err != nil {
 		return fail(fmt.Errorf("read staged object %s: %w", req.Object, err))
 	}
@@ -393,6 +418,12 @@ func (s *Service) rewriteNative(ctx context.Context, req *contract.SnapshotImpor
 		Format: contract.ImportFormatNative, File: req.FileName, Size: src.n, SHA256: sumHex,
 		ManifestChecked: sm != nil, SourceSnapshotID: orig.SnapshotID, SourceName: orig.Name,
 		SourceCreatedAt: &created, SourceChromaVersion: orig.ChromaVersion,
+	}
+	if encrypted {
+		o.Encryption = contract.EncryptionAge
+		if s.cfg.Recipients == nil {
+			o.Warnings = append(o.Warnings, "the file was encrypted with age; this snapshotter has no recipients (--age-recipients), so the imported archive is stored unencrypted")
+		}
 	}
 	return &converted{md: &md, man: man, rawBytes: raw, origin: o}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -75,7 +77,15 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 		checked <- verified{rep, err}
 	}()
 	go func() {
-		man, st, err := s.export(ctx, md, io.MultiWriter(pw, vw), total, progress)
+		// With recipients the object gets the ciphertext; the verifier
+		// still reads the plaintext.
+		var man *archive.Manifest
+		var st exportStats
+		sl, err := s.seal(pw, false)
+		if err == nil {
+			man, st, err = s.export(ctx, md, io.MultiWriter(sl.w, vw), total, progress)
+			err = sl.close(err, nil)
+		}
 		pw.CloseWithError(err)
 		vw.CloseWithError(err)
 		done <- result{man, st, err}
@@ -128,6 +138,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 		TotalRecords: res.man.TotalRecords, Consistent: true, Partial: len(cmd.Collections) > 0,
 		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: cmd.Actor, Keep: cmd.Keep,
 	}
+	m.Encryption, m.Recipients = s.encryption()
 	var moved []string
 	for i, mc := range res.man.Collections {
 		ci := md.Collections[i]
@@ -204,8 +215,9 @@ func (s *Service) readBack(ctx context.Context, stored *jetstream.ObjectInfo) er
 
 // verifyObject reads an archive object, checking the object store's digest,
 // every archive entry and content digest; it returns the report and the
-// SHA-256 of the object's bytes.
-func (s *Service) verifyObject(ctx context.Context, obj string) (*archive.Report, string, error) {
+// SHA-256 of the object's bytes. An encrypted archive is decrypted; without
+// an identity only its bytes are hashed, and the error is crypt.ErrNoIdentity.
+func (s *Service) verifyObject(ctx context.Context, obj, encryption string) (*archive.Report, string, error) {
 	ctx, cancel := bus.ObjectReadContext(ctx)
 	defer cancel()
 	res, err := s.assets.Snapshots.Get(ctx, obj)
@@ -217,11 +229,26 @@ func (s *Service) verifyObject(ctx context.Context, obj string) (*archive.Report
 	}
 	defer res.Close()
 	h := sha256.New()
-	rep, err := archive.Verify(io.TeeReader(res, h))
+	src := io.TeeReader(res, h)
+	plain, err := s.plaintext(src, encryption)
+	if errors.Is(err, crypt.ErrNoIdentity) {
+		if _, err := io.Copy(h, res); err != nil {
+			return nil, "", fmt.Errorf("archive object %s: %w", obj, err)
+		}
+		return nil, hex.EncodeToString(h.Sum(nil)), err
+	}
 	if err != nil {
 		return nil, "", err
 	}
-	// Drain so the object store checks its own digest at EOF.
+	rep, err := archive.Verify(plain)
+	if err != nil {
+		return nil, "", err
+	}
+	// Drain so age checks its last chunk (when encrypted) and the object
+	// store its own digest at EOF.
+	if _, err := io.Copy(io.Discard, plain); err != nil {
+		return nil, "", fmt.Errorf("archive object %s: %w", obj, err)
+	}
 	if _, err := io.Copy(h, res); err != nil {
 		return nil, "", fmt.Errorf("archive object %s: %w", obj, err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
@@ -63,12 +64,19 @@ func run(ctx context.Context, args []string) error {
 	memLimit := fs.Int("memory-limit-mib", envInt("MEMORY_LIMIT_MIB", 100), "soft limit of the Go heap in MiB, 0 for none; GOMEMLIMIT wins when set (env MEMORY_LIMIT_MIB)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
+	keys := crypt.ConfigFromEnv()
+	fs.StringVar(&keys.Recipients, "age-recipients", keys.Recipients, "encrypt every new archive with age to these X25519 public keys (age1..., comma-separated; env AGE_RECIPIENTS)")
+	fs.StringVar(&keys.RecipientsFile, "age-recipients-file", keys.RecipientsFile, "file of age public keys to encrypt to, one per line (env AGE_RECIPIENTS_FILE)")
+	fs.StringVar(&keys.IdentityFile, "age-identity-file", keys.IdentityFile, "age identity file (AGE-SECRET-KEY-1...) to decrypt archives for a full verify and for importing encrypted files (env AGE_IDENTITY_FILE)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var err error
 	if cfg.Retention, err = snapshotter.ParseRetention(*retention); err != nil {
 		return fmt.Errorf("--retention: %w", err)
+	}
+	if cfg.Recipients, cfg.Identities, err = keys.Load(); err != nil {
+		return err
 	}
 	// Pages of tens of MB come and go quickly; without a soft limit the
 	// collector lets the heap grow to twice the live set.
@@ -91,6 +99,12 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("LOG_LEVEL: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.Recipients != nil {
+		log.Info("new archives are encrypted with age", "recipients", cfg.Recipients.String())
+	}
+	if cfg.Identities != nil {
+		log.Info("age identity loaded", "identity", cfg.Identities)
+	}
 	subj, err := contract.NewSubjects(*prefix)
 	if err != nil {
 		return err
