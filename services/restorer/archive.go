@@ -15,6 +15,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -40,14 +41,19 @@ type archiveStream struct {
 	obj    io.ReadCloser
 	cancel context.CancelFunc
 	hash   hash.Hash
-	r      *archive.Reader
-	m      *contract.SnapshotManifest
+	// plain is what r reads: the hashed object, decrypted if encrypted.
+	plain io.Reader
+	r     *archive.Reader
+	m     *contract.SnapshotManifest
 }
 
 // openArchive opens the archive object of m for reading.
 func (s *Service) openArchive(ctx context.Context, m *contract.SnapshotManifest) (*archiveStream, error) {
 	if m.Format != archive.FormatV1 {
 		return nil, fmt.Errorf("%w: snapshot %s is in format %q; this restorer reads %q (import it first)", errArchive, m.SnapshotID, m.Format, archive.FormatV1)
+	}
+	if err := s.checkDecryptable(m); err != nil {
+		return nil, err
 	}
 	info, err := s.assets.Snapshots.GetInfo(ctx, m.Object)
 	if err != nil {
@@ -74,7 +80,10 @@ func (s *Service) openArchive(ctx context.Context, m *contract.SnapshotManifest)
 		return nil, fmt.Errorf("open archive object %s: %w", m.Object, err)
 	}
 	st := &archiveStream{obj: obj, cancel: cancel, hash: sha256.New(), m: m}
-	st.r, err = archive.NewReader(io.TeeReader(obj, st.hash))
+	st.plain, err = s.decrypt(m, io.TeeReader(obj, st.hash))
+	if err == nil {
+		st.r, err = archive.NewReader(st.plain)
+	}
 	if err == nil {
 		err = checkMetadata(m, st.r.Metadata())
 	}
@@ -97,7 +106,10 @@ func (st *archiveStream) next() (*archive.Batch, error) {
 	if !errors.Is(err, io.EOF) {
 		return nil, classifyArchiveErr(st.m, err)
 	}
-	// Drain: the object store checks its digest at EOF.
+	// Drain: age checks its last chunk, the object store its digest at EOF.
+	if _, err := io.Copy(io.Discard, st.plain); err != nil {
+		return nil, classifyArchiveErr(st.m, err)
+	}
 	if _, err := io.Copy(st.hash, st.obj); err != nil {
 		return nil, classifyArchiveErr(st.m, err)
 	}
@@ -181,7 +193,7 @@ func classifyArchiveErr(m *contract.SnapshotManifest, err error) error {
 		return err
 	}
 	if errors.Is(err, archive.ErrChecksumMismatch) || errors.Is(err, archive.ErrCorrupt) || errors.Is(err, archive.ErrTruncated) ||
-		errors.Is(err, archive.ErrFormat) || errors.Is(err, jetstream.ErrDigestMismatch) {
+		errors.Is(err, archive.ErrFormat) || errors.Is(err, jetstream.ErrDigestMismatch) || errors.Is(err, crypt.ErrDamaged) {
 		return fmt.Errorf("%w: archive %s of snapshot %s: %w", errArchive, m.Object, m.SnapshotID, err)
 	}
 	return fmt.Errorf("read archive %s: %w", m.Object, err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 )
 
@@ -53,6 +54,9 @@ type Config struct {
 	// Metrics records how rollbacks end and which requests are refused;
 	// nil records nothing.
 	Metrics *metrics.Registry
+	// Identities decrypt archives encrypted at rest with age; without them
+	// a rollback to an encrypted snapshot is refused before anything changes.
+	Identities *crypt.Identities
 }
 
 func (c *Config) setDefaults() {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
@@ -58,14 +59,22 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.AddWorkers, "add-workers", 1, "add requests in flight per collection (1 keeps insertion order)")
 	fs.Float64Var(&cfg.DefaultAddRate, "default-add-rate", 1000, "records/s a plan's estimate assumes before one was measured")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
+	identityFile := fs.String("age-identity-file", os.Getenv(crypt.EnvIdentityFile), "age identity file (AGE-SECRET-KEY-1...) that decrypts archives encrypted at rest (env AGE_IDENTITY_FILE)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var err error
+	if cfg.Identities, err = crypt.LoadIdentities(*identityFile); err != nil {
+		return fmt.Errorf("--age-identity-file: %w", err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(env("LOG_LEVEL", "info"))); err != nil {
 		return fmt.Errorf("LOG_LEVEL: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.Identities != nil {
+		log.Info("age identity loaded", "identity", cfg.Identities)
+	}
 	subj, err := contract.NewSubjects(*prefix)
 	if err != nil {
 		return err
