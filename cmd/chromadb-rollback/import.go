@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -36,7 +37,9 @@ collections.json and metadata.json) or a native archive written by
 beside it (manifests/<id>.json): give it with --manifest, or it is found
 next to FILE (<id>.json) or in ../manifests/<id>.json; the checksum and the
 counts must then agree. Old archives have no tenant or database: they go to
---tenant/--database (default_tenant/default_database unless given).
+--tenant/--database (default_tenant/default_database unless given). A native
+archive encrypted with age (the export of an encrypted snapshot) is decrypted
+by the snapshotter with its --age-identity-file, and refused when it has none.
 
 The file is uploaded to the object store under a staging name, converted
 and verified by the snapshotter, and the staging object is removed. The new
@@ -69,9 +72,13 @@ snapshot id is printed.`,
 			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 				return fmt.Errorf("read %s: %w", file, err)
 			}
-			format, err := legacy.Sniff(head[:n])
-			if err != nil {
-				return &exitError{code: exitVerification, err: fmt.Errorf("%s: %w", file, err)}
+			// An age-encrypted archive is decrypted by the snapshotter, with
+			// its identity, or refused there.
+			format := legacy.FormatNative
+			if !crypt.IsEncrypted(head[:n]) {
+				if format, err = legacy.Sniff(head[:n]); err != nil {
+					return &exitError{code: exitVerification, err: fmt.Errorf("%s: %w", file, err)}
+				}
 			}
 			if _, err := f.Seek(0, io.SeekStart); err != nil {
 				return err

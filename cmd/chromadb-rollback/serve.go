@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/gate"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsembed"
@@ -71,6 +72,7 @@ func (a *app) serveCmd() *cobra.Command {
 	var cf chromaFlags
 	var metricsListen string
 	var dataDir, listen, gateListen, allowURLs, chromaDataDir, retention string
+	var keys crypt.Config
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run an embedded JetStream server and the services in one process",
@@ -80,6 +82,16 @@ func (a *app) serveCmd() *cobra.Command {
 			retentionPeriod, err := snapshotter.ParseRetention(retention)
 			if err != nil {
 				return usageErr("--retention: %v", err)
+			}
+			recipients, identities, err := keys.Load()
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			if recipients != nil {
+				log.Info("new archives are encrypted with age", "recipients", recipients.String())
+			}
+			if identities != nil {
+				log.Info("age identity loaded", "identity", identities)
 			}
 			cc, err := cf.client(log)
 			if err != nil {
@@ -120,11 +132,12 @@ func (a *app) serveCmd() *cobra.Command {
 			} else {
 				log.Info("chroma reachable", "chroma_url", cf.url, "version", v)
 			}
-			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), DataDir: dataDir, Retention: retentionPeriod, Metrics: ep.Metrics()}, nc, a.subj, cc, log)
+			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), DataDir: dataDir, Retention: retentionPeriod, Metrics: ep.Metrics(),
+				Recipients: recipients, Identities: identities}, nc, a.subj, cc, log)
 			if err != nil {
 				return err
 			}
-			rcfg := restorer.Config{ChromaURL: cf.url, Instance: hostInstance("restorer"), ChromaToken: cf.token, AllowedChromaURLs: splitList(allowURLs), Metrics: ep.Metrics()}
+			rcfg := restorer.Config{ChromaURL: cf.url, Instance: hostInstance("restorer"), ChromaToken: cf.token, AllowedChromaURLs: splitList(allowURLs), Metrics: ep.Metrics(), Identities: identities}
 			if strings.EqualFold(cf.authHeader, "bearer") || strings.EqualFold(cf.authHeader, "authorization") {
 				rcfg.ChromaAuthHeader = chroma.AuthBearer
 			}
@@ -181,6 +194,10 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&chromaDataDir, "chroma-data-dir", os.Getenv("CHROMA_DATA_DIR"), "Chroma's data directory, watched for free disk space by the watchdog (env CHROMA_DATA_DIR)")
 	cmd.Flags().StringVar(&retention, "retention", envOr("RETENTION", "7d"), "the snapshotter deletes snapshots older than this daily at 00:00 UTC, unless kept: a duration (72h), days (7d) or off (env RETENTION)")
 	cmd.Flags().StringVar(&allowURLs, "allow-chroma-url", os.Getenv("ALLOW_CHROMA_URLS"), "comma-separated other Chroma servers a rollback may restore into, or * (env ALLOW_CHROMA_URLS)")
+	keys = crypt.ConfigFromEnv()
+	cmd.Flags().StringVar(&keys.Recipients, "age-recipients", keys.Recipients, "encrypt every new archive with age to these X25519 public keys (age1..., comma-separated; env AGE_RECIPIENTS)")
+	cmd.Flags().StringVar(&keys.RecipientsFile, "age-recipients-file", keys.RecipientsFile, "file of age public keys to encrypt to, one per line (env AGE_RECIPIENTS_FILE)")
+	cmd.Flags().StringVar(&keys.IdentityFile, "age-identity-file", keys.IdentityFile, "age identity file (AGE-SECRET-KEY-1...) with which the restorer and a full verify decrypt archives (env AGE_IDENTITY_FILE)")
 	return cmd
 }
 

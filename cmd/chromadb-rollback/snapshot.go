@@ -197,6 +197,11 @@ func (a *app) snapshotVerifyCmd() *cobra.Command {
 		if err := json.Unmarshal(data, &rep); err != nil {
 			return err
 		}
+		if rep.ContentUnchecked != "" {
+			fmt.Fprintf(a.stdout, "OK (ciphertext only): snapshot %s: encrypted archive present, %d bytes, sha256 %s as stored\n", rep.SnapshotID, rep.Size, rep.SHA256)
+			fmt.Fprintln(a.stderr, "warning:", rep.ContentUnchecked)
+			return nil
+		}
 		fmt.Fprintf(a.stdout, "OK: snapshot %s verified: %d records in %d collections, %d bytes, sha256 %s\n",
 			rep.SnapshotID, rep.TotalRecords, len(rep.Collections), rep.Size, rep.SHA256)
 		return nil
@@ -225,6 +230,9 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 		w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "id:\t%s\nname:\t%s\nsource:\t%s/%s (Chroma %s)\ncreated:\t%s\nrecords:\t%d\nsize:\t%d bytes (raw %d)\nsha256:\t%s\nconsistent:\t%v %s\nkeep:\t%v\n",
 			m.SnapshotID, m.Name, m.Tenant, m.Database, m.ChromaVersion, m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.RawBytes, m.SHA256, m.Consistent, m.Inconsistency, m.Keep)
+		if m.Encryption != "" {
+			fmt.Fprintf(w, "encryption:\t%s to %s\n", m.Encryption, strings.Join(m.Recipients, ", "))
+		}
 		w.Flush()
 		fmt.Fprintln(a.stdout, "\ncollections:")
 		w = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
@@ -349,6 +357,9 @@ func (a *app) snapshotExportCmd() *cobra.Command {
 				return a.printJSON(map[string]any{"snapshot_id": m.SnapshotID, "file": out, "bytes": n, "sha256": m.SHA256})
 			}
 			fmt.Fprintf(a.stdout, "exported %s to %s (%d bytes, sha256 %s)\n", m.SnapshotID, out, n, m.SHA256)
+			if m.Encryption != "" {
+				fmt.Fprintf(a.stdout, "the archive is encrypted with %s to %s, as stored: `age -d -i KEY_FILE` decrypts it\n", m.Encryption, strings.Join(m.Recipients, ", "))
+			}
 			return nil
 		},
 	}
