@@ -79,7 +79,7 @@ func (c *client) wantViolation(t *testing.T, op, subject string) {
 	if !strings.HasSuffix(subject, ".") {
 		want += `"`
 	}
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c.mu.Lock()
 		errs := append([]string(nil), c.errs...)
