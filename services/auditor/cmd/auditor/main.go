@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
 	"github.com/nats-io/nats.go"
@@ -69,6 +70,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Batch, "batch", envParse(&errs, "AUDIT_BATCH", auditor.DefaultBatch, strconv.Atoi), "most entries written per fsync (env AUDIT_BATCH)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", envParse(&errs, "AUDIT_ACK_WAIT", auditor.DefaultAckWait, time.ParseDuration),
 		"how long the server waits for an ack before delivering again (env AUDIT_ACK_WAIT)")
+	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
 	healthCheck := fs.Bool("health-check", false, "ask the running auditor for its health and exit 0 when it is healthy (for container health checks)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -100,11 +102,17 @@ func run(ctx context.Context, args []string) error {
 	if *healthCheck {
 		return checkHealth(ctx, nc, subj)
 	}
+	// Audit lag is this auditor's own consumer's backlog.
+	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Log: log,
+		State: metrics.StateOptions{AuditConsumer: cfg.Consumer}})
+	if err != nil {
+		return err
+	}
 	svc, err := auditor.New(cfg, nc, subj, log)
 	if err != nil {
 		return err
 	}
-	return svc.Run(ctx)
+	return ep.Serve(ctx, svc.Run)
 }
 
 // checkHealth asks chroma.api.audit.health and prints the checks.
