@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -48,40 +47,26 @@ type rbCommand struct {
 // command or a `nats` command, and every block shows both tools.
 func runbookCommands(t *testing.T) []rbCommand {
 	t.Helper()
-	f, err := os.Open(rbPath)
+	lines, err := testenv.ShellBlocks(rbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	var cmds []rbCommand
-	block, inSh := 0, false
 	kinds := map[int]map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case line == "```sh":
-			inSh, block = true, block+1
-			kinds[block] = map[string]bool{}
-			continue
-		case strings.HasPrefix(line, "```"):
-			inSh = false
-			continue
-		case !inSh || line == "" || strings.HasPrefix(line, "#"):
-			continue
-		}
-		cmd, comment := stripComment(line)
-		tool, _, _ := strings.Cut(cmd, " ")
+	last := 0
+	for _, l := range lines {
+		tool, _, _ := strings.Cut(l.Text, " ")
 		if tool != "chromadb-rollback" && tool != "nats" {
-			t.Fatalf("%s:%d: %q is neither a chromadb-rollback nor a nats command; the runbook test cannot run it", rbPath, n, line)
+			t.Fatalf("%s:%d: %q is neither a chromadb-rollback nor a nats command; the runbook test cannot run it", rbPath, l.Line, l.Text)
 		}
-		kinds[block][tool] = true
-		cmds = append(cmds, rbCommand{line: cmd, comment: comment, block: block})
+		if kinds[l.Block] == nil {
+			kinds[l.Block] = map[string]bool{}
+		}
+		kinds[l.Block][tool] = true
+		last = max(last, l.Block)
+		cmds = append(cmds, rbCommand{line: l.Text, comment: l.Comment, block: l.Block})
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	for b := 1; b <= block; b++ {
+	for b := 1; b <= last; b++ {
 		if !kinds[b]["chromadb-rollback"] || !kinds[b]["nats"] {
 			t.Errorf("%s: sh block %d shows %v; every step is shown with both chromadb-rollback and nats", rbPath, b, kinds[b])
 		}
@@ -89,63 +74,14 @@ func runbookCommands(t *testing.T) []rbCommand {
 	return cmds
 }
 
-// stripComment cuts a trailing "# comment" that is outside quotes.
-func stripComment(line string) (string, string) {
-	var quote rune
-	for i, r := range line {
-		switch {
-		case quote != 0 && r == quote:
-			quote = 0
-		case quote != 0:
-		case r == '\'' || r == '"':
-			quote = r
-		case r == '#' && i > 0 && line[i-1] == ' ':
-			return strings.TrimSpace(line[:i]), strings.TrimSpace(line[i+1:])
-		}
-	}
-	return line, ""
-}
-
-// rbWords splits a command line into arguments: single quotes keep
-// everything, double quotes keep everything but \" and \\.
+// rbWords splits a command line into arguments.
 func rbWords(t *testing.T, s string) []string {
 	t.Helper()
-	var words []string
-	var w strings.Builder
-	inWord := false
-	var quote rune
-	escaped := false
-	for _, r := range s {
-		switch {
-		case escaped:
-			w.WriteRune(r)
-			escaped = false
-		case quote == '"' && r == '\\':
-			escaped = true
-		case quote != 0 && r == quote:
-			quote = 0
-		case quote != 0:
-			w.WriteRune(r)
-		case r == '\'' || r == '"':
-			quote, inWord = r, true
-		case r == ' ':
-			if inWord {
-				words = append(words, w.String())
-				w.Reset()
-				inWord = false
-			}
-		default:
-			w.WriteRune(r)
-			inWord = true
-		}
+	w, err := testenv.ShellWords(s)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if quote != 0 {
-		t.Fatalf("unterminated quote in %q", s)
-	}
-	if inWord {
-		words = append(words, w.String())
-	}
-	return words
+	return w
 }
 
 // rbStack is what `serve` runs: the four services on a real Chroma holding

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,59 +19,27 @@ import (
 // Dashboards section, comments cut off.
 func readmeCommands(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open("../../README.md")
+	lines, err := testenv.ShellBlocks("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	var cmds []string
-	section, inSh := false, false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "## "):
-			section = line == "## Dashboards"
-		case !section:
-		case line == "```sh":
-			inSh = true
-		case strings.HasPrefix(line, "```"):
-			inSh = false
-		case inSh && strings.HasPrefix(line, "nats "):
-			cmd, _, _ := strings.Cut(line, " # ")
-			cmds = append(cmds, strings.TrimSpace(cmd))
+	for _, l := range lines {
+		if l.Section == "Dashboards" && strings.HasPrefix(l.Text, "nats ") {
+			cmds = append(cmds, l.Text)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return cmds
 }
 
-// words splits a command line; single quotes keep spaces.
-func words(s string) []string {
-	var out []string
-	var w strings.Builder
-	quoted, in := false, false
-	for _, r := range s {
-		switch {
-		case r == '\'':
-			quoted, in = !quoted, true
-		case r == ' ' && !quoted:
-			if in {
-				out = append(out, w.String())
-				w.Reset()
-				in = false
-			}
-		default:
-			w.WriteRune(r)
-			in = true
-		}
+// words splits a command line into arguments.
+func words(t *testing.T, s string) []string {
+	t.Helper()
+	w, err := testenv.ShellWords(s)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if in {
-		out = append(out, w.String())
-	}
-	return out
+	return w
 }
 
 // TestReadmeDashboardCommands runs the README's nats commands for
@@ -100,7 +67,7 @@ func TestReadmeDashboardCommands(t *testing.T) {
 		t.Fatalf("README's Dashboards section has %d nats commands, want 6: %q", len(cmds), cmds)
 	}
 	for _, c := range cmds {
-		args := words(c)[1:]
+		args := words(t, c)[1:]
 		tail := strings.Contains(c, "--new")
 		timeout := 30 * time.Second
 		if tail {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,82 +14,25 @@ import (
 )
 
 // readmeCommands returns the `nats pub` commands of README.md's sh blocks,
-// continuation lines joined, split into arguments.
+// split into arguments.
 func readmeCommands(t *testing.T) [][]string {
 	t.Helper()
-	f, err := os.Open("README.md")
+	lines, err := testenv.ShellBlocks("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	var cmds [][]string
-	var cur strings.Builder
-	inSh := false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "```sh":
-			inSh = true
-			continue
-		case strings.HasPrefix(line, "```"):
-			inSh = false
-			continue
-		case !inSh:
+	for _, l := range lines {
+		if !strings.HasPrefix(l.Text, "nats pub ") {
 			continue
 		}
-		trimmed := strings.TrimSpace(line)
-		if cur.Len() == 0 && !strings.HasPrefix(trimmed, "nats pub ") {
-			continue
+		args, err := testenv.ShellWords(l.Text)
+		if err != nil {
+			t.Fatalf("README.md:%d: %v", l.Line, err)
 		}
-		if strings.HasSuffix(trimmed, `\`) {
-			cur.WriteString(strings.TrimSuffix(trimmed, `\`) + " ")
-			continue
-		}
-		cur.WriteString(trimmed)
-		cmds = append(cmds, shellWords(t, cur.String()))
-		cur.Reset()
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+		cmds = append(cmds, args)
 	}
 	return cmds
-}
-
-// shellWords splits a command line with single-quoted words, as the README
-// writes them.
-func shellWords(t *testing.T, s string) []string {
-	t.Helper()
-	var words []string
-	var w strings.Builder
-	inWord, quoted := false, false
-	for _, r := range s {
-		switch {
-		case quoted && r == '\'':
-			quoted = false
-		case quoted:
-			w.WriteRune(r)
-		case r == '\'':
-			quoted, inWord = true, true
-		case r == ' ':
-			if inWord {
-				words = append(words, w.String())
-				w.Reset()
-				inWord = false
-			}
-		default:
-			w.WriteRune(r)
-			inWord = true
-		}
-	}
-	if quoted {
-		t.Fatalf("unterminated quote in %q", s)
-	}
-	if inWord {
-		words = append(words, w.String())
-	}
-	return words
 }
 
 // TestReadmeExamples runs every `nats pub` command of the README with the
