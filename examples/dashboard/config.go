@@ -9,12 +9,15 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 )
 
 // config is the dashboard's configuration: flags, each defaulting from an
 // environment variable.
 type config struct {
-	NATSURL  string
+	NATSURL string
+	// NATS authenticates the connection (natsconn flags: --nats-user, --nats-creds, --nats-ca ...).
+	NATS     natsconn.Config
 	Stream   string
 	Durable  string
 	State    string
@@ -37,6 +40,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	c := &config{}
 	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env NATS_URL)")
+	c.NATS.RegisterFlags(fs)
 	fs.StringVar(&c.Stream, "stream", contract.StreamAudit, "the audit stream")
 	fs.StringVar(&c.Durable, "durable", env("DASHBOARD_DURABLE", "dashboard"), "durable consumer that remembers how far this dashboard has read (env DASHBOARD_DURABLE)")
 	fs.StringVar(&c.State, "state", env("DASHBOARD_STATE", "dashboard-state.json"), "file keeping the figures between runs, written before messages are acknowledged (env DASHBOARD_STATE)")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -19,9 +20,9 @@ const batchSize = 256
 
 // dashboard reads the audit stream as cfg says and prints the figures.
 func dashboard(ctx context.Context, cfg *config, out io.Writer) error {
-	nc, err := nats.Connect(cfg.NATSURL, nats.Name("chromadb-rollback-dashboard"))
+	nc, err := cfg.NATS.Connect(cfg.NATSURL, nats.Name("chromadb-rollback-dashboard"))
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", cfg.NATSURL, err)
+		return fmt.Errorf("connect to %s: %w", natsconn.Redact(cfg.NATSURL), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -30,7 +31,7 @@ func dashboard(ctx context.Context, cfg *config, out io.Writer) error {
 	}
 	stream, err := js.Stream(ctx, cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("no stream %s on %s: has chromadb-rollback run there?", cfg.Stream, cfg.NATSURL)
+		return fmt.Errorf("no stream %s on %s: has chromadb-rollback run there?", cfg.Stream, natsconn.Redact(cfg.NATSURL))
 	}
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", cfg.Stream, err)

@@ -12,12 +12,15 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 )
 
 // config is the job's configuration: flags, each defaulting from an
 // environment variable.
 type config struct {
-	NATSURL       string
+	NATSURL string
+	// NATS authenticates the connection (natsconn flags: --nats-user, --nats-creds, --nats-ca ...).
+	NATS          natsconn.Config
 	SubjectPrefix string
 	Job           string
 
@@ -82,6 +85,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		takeSnapshot = b
 	}
 	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (NATS_URL)")
+	c.NATS.RegisterFlags(fs)
 	fs.StringVar(&c.SubjectPrefix, "subject-prefix", env("SUBJECT_PREFIX", contract.DefaultPrefix), "first subject token(s) (SUBJECT_PREFIX)")
 	fs.StringVar(&c.Job, "job", env("MIGRATION_JOB", ""), "job name, one subject token, e.g. reindex-2025-11 (MIGRATION_JOB)")
 	fs.StringVar(&c.ChromaURL, "chroma-url", env("CHROMA_URL", "http://127.0.0.1:8000"), "source Chroma URL (CHROMA_URL)")

@@ -12,6 +12,7 @@ import (
 	"github.com/amikos-tech/chroma-go/pkg/embeddings"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/migration"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
 	"github.com/nats-io/nats.go"
 )
 
@@ -36,9 +37,9 @@ type migrator struct {
 // migrate connects, announces the migration, runs it and reports how it
 // ended. An abort ends it with an error wrapping migration.ErrAborted.
 func migrate(ctx context.Context, cfg *config, log *slog.Logger) error {
-	nc, err := nats.Connect(cfg.NATSURL, nats.Name("migration-job "+cfg.Job), nats.MaxReconnects(-1))
+	nc, err := cfg.NATS.Connect(cfg.NATSURL, nats.Name("migration-job "+cfg.Job), nats.MaxReconnects(-1))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+		return fmt.Errorf("connect to NATS at %s: %w", natsconn.Redact(cfg.NATSURL), err)
 	}
 	defer nc.Close()
 	job, err := migration.New(nc, cfg.Job, migration.WithSubjectPrefix(cfg.SubjectPrefix), migration.WithLogger(log))
