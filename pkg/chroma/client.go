@@ -163,16 +163,20 @@ type Client struct {
 func New(baseURL string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
-		return nil, fmt.Errorf("chroma: base URL: %w", err)
+		var ue *url.Error // its text repeats the URL, credentials included
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("chroma: base URL %q: %w", RedactURL(baseURL), err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("chroma: base URL %q: scheme must be http or https", baseURL)
+		return nil, fmt.Errorf("chroma: base URL %q: scheme must be http or https", RedactURL(baseURL))
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("chroma: base URL %q has no host", baseURL)
+		return nil, fmt.Errorf("chroma: base URL %q has no host", RedactURL(baseURL))
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("chroma: base URL %q must not have a query or fragment", baseURL)
+		return nil, fmt.Errorf("chroma: base URL %q must not have a query or fragment", RedactURL(baseURL))
 	}
 	u.User = nil
 	c := &Client{
