@@ -21,8 +21,9 @@ type AuditMessage struct {
 }
 
 // ReadAudit returns every message in the audit stream, in stream order,
-// read with an ordered consumer as a dashboard replaying it does. It does
-// not use tb's context, so it also works in a cleanup function.
+// read with an ordered consumer as a dashboard replaying it does, and saves
+// them as test artifacts (SaveAudit). It does not use tb's context, so it
+// also works in a cleanup function.
 func ReadAudit(tb testing.TB, js jetstream.JetStream) []AuditMessage {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -64,6 +65,7 @@ func ReadAudit(tb testing.TB, js jetstream.JetStream) []AuditMessage {
 			tb.Fatalf("read %d of %d audit messages", got, want)
 		}
 	}
+	SaveAudit(tb, out)
 	return out
 }
 

@@ -24,7 +24,9 @@ type NATS struct {
 }
 
 // StartNATS runs an embedded JetStream server on a random port with its
-// store in a temp dir; everything is shut down at cleanup.
+// store in a temp dir; everything is shut down at cleanup. With
+// TEST_ARTIFACTS set, the audit stream is saved (SaveAudit) when the test
+// ends.
 func StartNATS(tb testing.TB) *NATS {
 	tb.Helper()
 	s, err := natsembed.Start(natsembed.Options{Listen: "127.0.0.1:0", StoreDir: tb.TempDir()})
@@ -47,6 +49,7 @@ func StartNATS(tb testing.TB) *NATS {
 	if err != nil {
 		tb.Fatalf("bootstrap JetStream: %v", err)
 	}
+	saveAuditAtEnd(tb, n.JS)
 	return n
 }
 
