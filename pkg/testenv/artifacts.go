@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -270,4 +271,26 @@ func readAuditStream(js jetstream.JetStream) ([]AuditMessage, error) {
 		}
 	}
 	return out, nil
+}
+
+// Report prints one figure as "<kind>: NAME value=X unit=U" (kind "load",
+// say) on stdout, which go test shows with -v or when the test fails, and
+// appends it to TEST_ARTIFACTS/figures.txt, which `make test` prints at
+// the end: go test hides what a passing package prints.
+func Report(kind, name string, v float64, unit string) {
+	line := fmt.Sprintf("%s: %s value=%s unit=%s\n", kind, name, strconv.FormatFloat(v, 'f', -1, 64), unit)
+	fmt.Print(line)
+	base := ArtifactsDir()
+	if base == "" {
+		return
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(base, "figures.txt"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = f.WriteString(line)
 }
