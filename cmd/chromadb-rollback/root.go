@@ -82,6 +82,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
+	// Help shows the default, so never a password in NATS_URL.
+	pf.Lookup("nats-url").DefValue = natsconn.Redact(a.natsURL)
 	a.conn.RegisterFlags(pf)
 	pf.StringVar(&a.prefix, "prefix", envOr("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
 	pf.BoolVar(&a.json, "json", false, "print JSON instead of text")

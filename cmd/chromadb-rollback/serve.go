@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -34,6 +35,8 @@ type chromaFlags struct {
 
 func (f *chromaFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.url, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL (env CHROMA_URL)")
+	// Help shows the default, so never credentials in CHROMA_URL.
+	cmd.Flags().Lookup("chroma-url").DefValue = chroma.RedactURL(f.url)
 	cmd.Flags().StringVar(&f.token, "chroma-token", "", "Chroma auth token (env CHROMA_TOKEN; never logged)")
 	cmd.Flags().StringVar(&f.authHeader, "chroma-auth-header", envOr("CHROMA_AUTH_HEADER", "x-chroma-token"), "how the token is sent: x-chroma-token or bearer (env CHROMA_AUTH_HEADER)")
 }
@@ -60,7 +63,7 @@ func (f *chromaFlags) client(log *slog.Logger, extra ...chroma.Option) (*chroma.
 	return chroma.New(f.url, opts...)
 }
 
-func newLogger(w *os.File) *slog.Logger {
+func newLogger(w io.Writer) *slog.Logger {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(envOr("LOG_LEVEL", "info"))); err != nil {
 		level = slog.LevelInfo
@@ -78,7 +81,7 @@ func (a *app) serveCmd() *cobra.Command {
 		Short: "Run an embedded JetStream server and the services in one process",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := newLogger(os.Stderr)
+			log := newLogger(a.stderr)
 			retentionPeriod, err := snapshotter.ParseRetention(retention)
 			if err != nil {
 				return usageErr("--retention: %v", err)
@@ -128,9 +131,9 @@ func (a *app) serveCmd() *cobra.Command {
 			v, err := cc.Version(hctx)
 			cancel()
 			if err != nil {
-				log.Warn("chroma not reachable yet; snapshots will fail until it is", "chroma_url", cf.url, "err", err)
+				log.Warn("chroma not reachable yet; snapshots will fail until it is", "chroma_url", chroma.RedactURL(cf.url), "err", err)
 			} else {
-				log.Info("chroma reachable", "chroma_url", cf.url, "version", v)
+				log.Info("chroma reachable", "chroma_url", chroma.RedactURL(cf.url), "version", v)
 			}
 			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), DataDir: dataDir, Retention: retentionPeriod, Metrics: ep.Metrics(),
 				Recipients: recipients, Identities: identities}, nc, a.subj, cc, log)
@@ -179,7 +182,7 @@ func (a *app) serveCmd() *cobra.Command {
 				}
 				services = append(services, run)
 			}
-			fmt.Fprintf(a.stderr, "chromadb-rollback serving: NATS %s, Chroma %s, data %s (Ctrl-C to stop)\n", ns.ClientURL(), cf.url, dataDir)
+			fmt.Fprintf(a.stderr, "chromadb-rollback serving: NATS %s, Chroma %s, data %s (Ctrl-C to stop)\n", ns.ClientURL(), chroma.RedactURL(cf.url), dataDir)
 			if ep != nil {
 				fmt.Fprintf(a.stderr, "metrics: http://%[1]s/metrics, health: http://%[1]s/healthz\n", ep.Addr())
 			}
@@ -205,7 +208,7 @@ func (a *app) serveCmd() *cobra.Command {
 func (a *app) gateRunner(ctx context.Context, nc *nats.Conn, chromaURL, listen string, log *slog.Logger) (func(context.Context) error, error) {
 	upstream, err := url.Parse(chromaURL)
 	if err != nil {
-		return nil, usageErr("--chroma-url %q: %v", chromaURL, err)
+		return nil, usageErr("--chroma-url %q: %v", chroma.RedactURL(chromaURL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -64,7 +65,7 @@ func OpenEndpoint(o EndpointOptions) (*Endpoint, error) {
 	r.AddCheck("jetstream", JetStreamCheck(js))
 	e := &Endpoint{Registry: r, log: o.Log}
 	if o.Chroma != nil {
-		e.hb = NewHeartbeat("Chroma at "+o.ChromaURL, o.Chroma, o.ChromaInterval)
+		e.hb = NewHeartbeat("Chroma at "+chroma.RedactURL(o.ChromaURL), o.Chroma, o.ChromaInterval)
 		r.AddCheck("chroma", e.hb.Check)
 	}
 	if e.srv, err = r.Listen(o.Listen, o.Log); err != nil {

@@ -119,10 +119,14 @@ func (c *Config) Validate() error {
 func normalizeURL(raw string) (string, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
-		return "", err
+		var ue *url.Error // its text repeats the URL, credentials included
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("%q: %w", chroma.RedactURL(raw), err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("%q is not an http(s) URL with a host", raw)
+		return "", fmt.Errorf("%q is not an http(s) URL with a host", chroma.RedactURL(raw))
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
 	u.Host = strings.ToLower(u.Host)

@@ -75,6 +75,8 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 		log = slog.New(slog.DiscardHandler)
 	}
 	own, _ := normalizeURL(cfg.ChromaURL)
+	// The URL is only shown (logs); cc connects.
+	cfg.ChromaURL = chroma.RedactURL(cfg.ChromaURL)
 	return &Service{
 		cfg: cfg, nc: nc, subj: subj, chroma: cc, ownURL: own,
 		log:     log.With("service", auditService, "instance", cfg.Instance),

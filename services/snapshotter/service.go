@@ -45,6 +45,8 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The URL is only shown (logs, health, manifests); cc connects.
+	cfg.ChromaURL = chroma.RedactURL(cfg.ChromaURL)
 	return &Service{cfg: cfg, nc: nc, subj: subj, chroma: cc, log: log.With("service", "snapshotter", "instance", cfg.Instance)}, nil
 }
 

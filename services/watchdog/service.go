@@ -82,6 +82,8 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The URL is only shown (logs, alerts, audit figures); cc connects.
+	cfg.ChromaURL = chroma.RedactURL(cfg.ChromaURL)
 	s := &Service{
 		cfg: cfg, nc: nc, subj: subj, chroma: cc,
 		log:      log.With("service", auditService, "instance", cfg.Instance),
