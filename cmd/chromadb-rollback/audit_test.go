@@ -30,7 +30,7 @@ type auditStack struct {
 func startAuditStack(t *testing.T) *auditStack {
 	t.Helper()
 	n := testenv.StartNATS(t)
-	svc, err := auditor.New(auditor.Config{DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, nil)
+	svc, err := auditor.New(auditor.Config{DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

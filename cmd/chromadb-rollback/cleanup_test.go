@@ -33,7 +33,7 @@ func TestCLICleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := testenv.StartNATS(t)
-	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, Clock: laterClock{30 * 24 * time.Hour}}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, nil)
+	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, Clock: laterClock{30 * 24 * time.Hour}}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

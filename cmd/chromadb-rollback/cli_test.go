@@ -42,11 +42,11 @@ func startStack(t *testing.T) (cli, *testenv.NATS) {
 		t.Fatal(err)
 	}
 	n := testenv.StartNATS(t)
-	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, nil)
+	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	aud, err := auditor.New(auditor.Config{DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, nil)
+	aud, err := auditor.New(auditor.Config{DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

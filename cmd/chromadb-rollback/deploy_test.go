@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -115,7 +114,7 @@ func TestDeployServicesWithOwnUsers(t *testing.T) {
 	pw := testenv.SetDeployPasswords(t)
 	srv := testenv.StartDeployServer(t, "single.conf")
 	s := &deployStack{t: t, url: srv.ClientURL(), pw: pw, errors: map[string][]string{}}
-	log := slog.New(slog.NewTextHandler(&s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := testenv.Logger(t, &s.logs)
 	subj := contract.Subjects{Prefix: contract.DefaultPrefix}
 
 	// As each service's main wires it: its metrics endpoint on the same

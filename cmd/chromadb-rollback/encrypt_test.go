@@ -64,7 +64,7 @@ func TestCLIEncryptedSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, Recipients: recipients}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, nil)
+	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, Recipients: recipients}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

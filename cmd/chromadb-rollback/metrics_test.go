@@ -58,16 +58,16 @@ func startMetricsStack(t *testing.T) *metricsStack {
 		t.Fatal(err)
 	}
 	s := &metricsStack{cli: cli{t: t, url: n.URL}, nats: n, chroma: cc, base: "http://" + ep.Addr().String(), watched: t.TempDir()}
-	snap, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir(), Metrics: ep.Metrics()}, n.Connect(t), subj, cc, nil)
+	snap, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir(), Metrics: ep.Metrics()}, n.Connect(t), subj, cc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rest, err := restorer.New(restorer.Config{ChromaURL: ch.URL, Metrics: ep.Metrics()}, n.Connect(t), subj, cc, nil)
+	rest, err := restorer.New(restorer.Config{ChromaURL: ch.URL, Metrics: ep.Metrics()}, n.Connect(t), subj, cc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.wd, err = watchdog.New(watchdog.Config{ChromaURL: ch.URL, Metrics: ep.Metrics(), DiskPaths: []string{s.watched}, DiskInterval: 100 * time.Millisecond},
-		n.Connect(t), subj, ch.Client(t, chroma.WithRetryMaxElapsed(0)), nil)
+		n.Connect(t), subj, ch.Client(t, chroma.WithRetryMaxElapsed(0)), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,15 +44,15 @@ func startRollbackStack(t *testing.T) (cli, *chroma.Client) {
 	}
 	n := testenv.StartNATS(t)
 	subj := contract.Subjects{Prefix: "chroma"}
-	snap, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), subj, cc, nil)
+	snap, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), subj, cc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rest, err := restorer.New(restorer.Config{ChromaURL: ch.URL}, n.Connect(t), subj, cc, nil)
+	rest, err := restorer.New(restorer.Config{ChromaURL: ch.URL}, n.Connect(t), subj, cc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wd, err := watchdog.New(watchdog.Config{ChromaURL: ch.URL}, n.Connect(t), subj, ch.Client(t, chroma.WithRetryMaxElapsed(0)), nil)
+	wd, err := watchdog.New(watchdog.Config{ChromaURL: ch.URL}, n.Connect(t), subj, ch.Client(t, chroma.WithRetryMaxElapsed(0)), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,20 +111,20 @@ func startRunbookStack(t *testing.T) *rbStack {
 	}
 	n := testenv.StartNATS(t)
 	subj := contract.Subjects{Prefix: contract.DefaultPrefix}
-	snap, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), subj, cc, nil)
+	snap, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), subj, cc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rest, err := restorer.New(restorer.Config{ChromaURL: ch.URL}, n.Connect(t), subj, cc, nil)
+	rest, err := restorer.New(restorer.Config{ChromaURL: ch.URL}, n.Connect(t), subj, cc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wd, err := watchdog.New(watchdog.Config{ChromaURL: ch.URL, DiskPaths: []string{t.TempDir()}}, n.Connect(t), subj,
-		ch.Client(t, chroma.WithRetryMaxElapsed(0)), nil)
+		ch.Client(t, chroma.WithRetryMaxElapsed(0)), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	aud, err := auditor.New(auditor.Config{DataDir: t.TempDir()}, n.Connect(t), subj, nil)
+	aud, err := auditor.New(auditor.Config{DataDir: t.TempDir()}, n.Connect(t), subj, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -35,12 +34,7 @@ type e2e struct {
 	nats   *testenv.NATS
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func testLogger(t *testing.T) *slog.Logger { return testenv.Logger(t) }
 
 // newE2E seeds the fixture and starts the three services.
 func newE2E(t *testing.T, wd watchdog.Config) *e2e {
@@ -53,16 +47,16 @@ func newE2E(t *testing.T, wd watchdog.Config) *e2e {
 		t.Fatalf("seed fixture: %v", err)
 	}
 	e.run(t, "snapshotter", func(nc *nats.Conn) (runner, error) {
-		return snapshotter.New(snapshotter.Config{ChromaURL: c.URL, Instance: "snapshotter"}, nc, subj, e.cc, testLogger())
+		return snapshotter.New(snapshotter.Config{ChromaURL: c.URL, Instance: "snapshotter"}, nc, subj, e.cc, testLogger(t))
 	})
 	e.run(t, "restorer", func(nc *nats.Conn) (runner, error) {
 		return restorer.New(restorer.Config{ChromaURL: c.URL, AckWait: 2 * time.Second, LeaseTTL: 5 * time.Second, Instance: "restorer"},
-			nc, subj, e.cc, testLogger())
+			nc, subj, e.cc, testLogger(t))
 	})
 	wd.ChromaURL = c.URL
 	wcc := c.Client(t, chroma.WithRetryMaxElapsed(0))
 	e.run(t, "watchdog", func(nc *nats.Conn) (runner, error) {
-		return watchdog.New(wd, nc, subj, wcc, testLogger())
+		return watchdog.New(wd, nc, subj, wcc, testLogger(t))
 	})
 	for _, s := range []string{subj.API("snapshot", "list"), subj.API("rollback", "status"), subj.API("status")} {
 		waitForService(t, e.nats.Conn, s)

@@ -19,12 +19,7 @@ import (
 
 var subj = contract.Subjects{Prefix: contract.DefaultPrefix}
 
-func testLogger(t *testing.T) *slog.Logger {
-	if os.Getenv("TEST_LOG") == "" {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-}
+func testLogger(t *testing.T) *slog.Logger { return testenv.Logger(t) }
 
 // startAuditor runs an auditor in-process until the test ends (or stop is
 // called) and waits until it serves.

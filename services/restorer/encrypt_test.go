@@ -44,7 +44,7 @@ func TestEncryptedRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopSnapshotter := e.run(t, "snapshotter", func(nc *nats.Conn) (interface{ Run(context.Context) error }, error) {
-		return snapshotter.New(snapshotter.Config{ChromaURL: e.chroma.URL, MaxPageRecords: 64, Recipients: recipients}, nc, e.subj, e.cc, testLogger())
+		return snapshotter.New(snapshotter.Config{ChromaURL: e.chroma.URL, MaxPageRecords: 64, Recipients: recipients}, nc, e.subj, e.cc, testLogger(t))
 	})
 	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
 

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"reflect"
 	"sort"
 	"strconv"
@@ -62,12 +61,7 @@ func seeded(t *testing.T) *env {
 	return e
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func testLogger(t *testing.T) *slog.Logger { return testenv.Logger(t) }
 
 // run starts a service on its own connection until the returned stop is
 // called (or the test ends). stop simulates a dying worker: the context is
@@ -106,7 +100,7 @@ func (e *env) run(t *testing.T, name string, start func(nc *nats.Conn) (interfac
 func (e *env) startSnapshotter(t *testing.T) {
 	t.Helper()
 	e.run(t, "snapshotter", func(nc *nats.Conn) (interface{ Run(context.Context) error }, error) {
-		return snapshotter.New(snapshotter.Config{ChromaURL: e.chroma.URL, MaxPageRecords: 64, Instance: "snapshotter"}, nc, e.subj, e.cc, testLogger())
+		return snapshotter.New(snapshotter.Config{ChromaURL: e.chroma.URL, MaxPageRecords: 64, Instance: "snapshotter"}, nc, e.subj, e.cc, testLogger(t))
 	})
 	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
 }
@@ -124,7 +118,7 @@ func (e *env) startRestorer(t *testing.T, cfg restorer.Config, hook func(context
 		cfg.LeaseTTL = 5 * time.Second
 	}
 	stop = e.run(t, "restorer "+cfg.Instance, func(nc *nats.Conn) (interface{ Run(context.Context) error }, error) {
-		svc, err := restorer.New(cfg, nc, e.subj, e.cc, testLogger())
+		svc, err := restorer.New(cfg, nc, e.subj, e.cc, testLogger(t))
 		if err == nil && hook != nil {
 			restorer.SetHook(svc, hook)
 		}

@@ -103,12 +103,7 @@ func newEnv(t *testing.T, own bool) *env {
 	return e
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func testLogger(t *testing.T) *slog.Logger { return testenv.Logger(t) }
 
 type runner interface{ Run(context.Context) error }
 
@@ -148,11 +143,11 @@ func (e *env) run(t *testing.T, name string, svc func(nc *nats.Conn) (runner, er
 func (e *env) services(t *testing.T) {
 	t.Helper()
 	e.run(t, "snapshotter", func(nc *nats.Conn) (runner, error) {
-		return snapshotter.New(snapshotter.Config{ChromaURL: e.chroma.URL, Instance: "snapshotter"}, nc, e.subj, e.cc, testLogger())
+		return snapshotter.New(snapshotter.Config{ChromaURL: e.chroma.URL, Instance: "snapshotter"}, nc, e.subj, e.cc, testLogger(t))
 	})
 	e.run(t, "restorer", func(nc *nats.Conn) (runner, error) {
 		return restorer.New(restorer.Config{ChromaURL: e.chroma.URL, AckWait: 2 * time.Second, LeaseTTL: 5 * time.Second, Instance: "restorer"},
-			nc, e.subj, e.cc, testLogger())
+			nc, e.subj, e.cc, testLogger(t))
 	})
 	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
 	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
@@ -182,7 +177,7 @@ func (e *env) watchdog(t *testing.T, cfg watchdog.Config) (*watchdog.Service, fu
 	var svc *watchdog.Service
 	stop := e.run(t, "watchdog "+cfg.Instance, func(nc *nats.Conn) (runner, error) {
 		var err error
-		svc, err = watchdog.New(cfg, nc, e.subj, cc, testLogger())
+		svc, err = watchdog.New(cfg, nc, e.subj, cc, testLogger(t))
 		return svc, err
 	})
 	waitForService(t, e.nats.Conn, e.subj.API("status"))
