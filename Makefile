@@ -8,6 +8,8 @@ CHROMA_NPM := chromadb-js-bindings-linux-x64-gnu@1.0.5
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 TEST_TIMEOUT ?= 15m
+# What the tests log and audit, checked for secrets after them (pkg/testenv).
+TEST_ARTIFACTS ?= $(CURDIR)/.artifacts/test
 export GOBIN := $(TOOLS)/bin
 
 .PHONY: all build run test tools bench lint tidy clean
@@ -41,12 +43,16 @@ $(TOOLS)/bin/staticcheck:
 	@mkdir -p $(TOOLS)/bin
 	$(GO) install $(STATICCHECK)
 
-## test: every module's tests with -race, against real Chroma and JetStream
+## test: every module's tests with -race, against real Chroma and JetStream;
+## then the figures of the load test, and no test secret in any log or audit event
 test: tools
+	@rm -rf $(TEST_ARTIFACTS) && mkdir -p $(TEST_ARTIFACTS)
 	@for m in $(MODULES); do \
 		echo "== $$m"; \
-		(cd $$m && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...) || exit 1; \
+		(cd $$m && TEST_ARTIFACTS=$(TEST_ARTIFACTS) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...) || exit 1; \
 	done
+	@if [ -f $(TEST_ARTIFACTS)/figures.txt ]; then cat $(TEST_ARTIFACTS)/figures.txt; fi
+	@scripts/check-secrets.sh $(TEST_ARTIFACTS)
 
 ## bench: seeds the seed's and a scale workload, measures raw get vs snapshot
 bench: tools build
