@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"reflect"
@@ -100,7 +99,7 @@ func TestGateWithChroma(t *testing.T) {
 	fences := watch(t, kv, FencesConn(n.Conn))
 
 	g := New(mustURL(t, chr.URL), fences, WithRetryAfter(3),
-		WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil))))
+		WithLogger(testenv.Logger(t, t.Output())))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +115,7 @@ func TestGateWithChroma(t *testing.T) {
 	})
 	gateURL := "http://" + ln.Addr().String()
 	// Apps retry 503s; here each refusal must come back at once.
-	via, err := chroma.New(gateURL, chroma.WithRetryMaxElapsed(0), chroma.WithToken("app-token"))
+	via, err := chroma.New(gateURL, chroma.WithRetryMaxElapsed(0), chroma.WithToken(testenv.Secret("app")))
 	if err != nil {
 		t.Fatal(err)
 	}
