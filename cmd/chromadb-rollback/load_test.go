@@ -64,6 +64,10 @@ func loadConfigFromEnv(t *testing.T) loadConfig {
 
 const loadTenant = "load"
 
+// loadRecords are seeded into each database (two collections, 32-d, 100-char
+// documents): small, so that 20 snapshots fit, yet each takes a while.
+const loadRecords = 500
+
 // latencies collects request durations from several goroutines.
 type latencies struct {
 	mu sync.Mutex
@@ -152,7 +156,7 @@ func TestLoad(t *testing.T) {
 	dbs := make([]string, cfg.databases)
 	for i := range dbs {
 		dbs[i] = fmt.Sprintf("db_%02d", i)
-		if err := testenv.SeedWorkload(t.Context(), cc, loadTenant, dbs[i], 2, 100, 16, 40); err != nil {
+		if err := testenv.SeedWorkload(t.Context(), cc, loadTenant, dbs[i], 2, loadRecords, 32, 100); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -529,8 +533,8 @@ func checkLoadSnapshots(t *testing.T, n *testenv.NATS, reg *metrics.Registry, re
 			continue
 		}
 		var m contract.SnapshotManifest
-		if err := json.Unmarshal(e.Value(), &m); err != nil || m.SnapshotID != r.SnapshotID || m.TotalRecords != 100 {
-			t.Errorf("manifest of %s: %v, %+v; want its 100 records", r.SnapshotID, err, m)
+		if err := json.Unmarshal(e.Value(), &m); err != nil || m.SnapshotID != r.SnapshotID || m.TotalRecords != loadRecords {
+			t.Errorf("manifest of %s: %v, %+v; want its %d records", r.SnapshotID, err, m, loadRecords)
 		}
 		if started[r.SnapshotID] != 1 || completed[r.SnapshotID] != 1 {
 			t.Errorf("snapshot %s: %d executions started, %d completed; want 1 and 1", r.SnapshotID, started[r.SnapshotID], completed[r.SnapshotID])
