@@ -190,7 +190,9 @@ func TestNoSecretsInServeLogsOrAudit(t *testing.T) {
 	}
 
 	// Failure paths: Chroma refuses the snapshot job's reads halfway.
-	proxy.Deny(func(r *http.Request) bool { return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/get") })
+	proxy.Deny(func(r *http.Request) bool {
+		return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/get")
+	})
 	if code, stdout, stderr := cliRun("snapshot", "create", "--name", "doomed"); code == exitOK {
 		t.Errorf("snapshot create with its reads refused: exit 0\n%s%s", stdout, stderr)
 	}
@@ -277,7 +279,9 @@ func TestNoSecretsInServeLogsOrAudit(t *testing.T) {
 }
 
 // logWriter copies what serve writes into a test logger, line by line.
-type logWriter struct{ log interface{ Info(string, ...any) } }
+type logWriter struct {
+	log interface{ Info(string, ...any) }
+}
 
 func (w logWriter) Write(p []byte) (int, error) {
 	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
