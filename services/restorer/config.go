@@ -38,10 +38,6 @@ type Config struct {
 	// snapshot of the restored collection has the archive's content digest;
 	// Chroma's add rate is bound by the server, so more rarely help.
 	AddWorkers int
-	// AddPartRecords is the most records one add request carries: a
-	// larger archive batch is written in parts, each read back while the
-	// next is added.
-	AddPartRecords int
 	// DefaultAddRate is the records/s a plan's estimate assumes before this
 	// instance has measured its own.
 	DefaultAddRate float64
@@ -71,9 +67,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.AddWorkers <= 0 {
 		c.AddWorkers = 1
-	}
-	if c.AddPartRecords <= 0 {
-		c.AddPartRecords = 500
 	}
 	if c.DefaultAddRate <= 0 {
 		c.DefaultAddRate = 1000

@@ -333,18 +333,12 @@ type collWriter struct {
 	vdone  chan struct{}
 	closed bool
 
-	mu      sync.Mutex
-	order   []int       // batch numbers submitted, in order
-	left    map[int]int // parts of each submitted batch not verified yet
-	done    map[int]int // records verified of each submitted batch
-	maxDiff float64     // the largest cosine difference not checkpointed yet
-	err     error
+	mu    sync.Mutex
+	order []int       // batch numbers submitted, in order
+	done  map[int]int // verified batch numbers and their record counts
+	err   error
 }
 
-// writeItem is one add request: a batch, or a part of a large one. Parts
-// are written and read back one after the other, so the read-back of a
-// part overlaps the add of the next, and only the last part's read-back
-// trails the batch; checkpoints stay per batch.
 type writeItem struct {
 	k int
 	b *record.Batch
@@ -362,7 +356,7 @@ func (j *job) begin(ctx context.Context, i int) (*collWriter, error) {
 	j.mu.Unlock()
 	w := &collWriter{j: j, idx: i, info: sp.arc.md.Collections[i], want: sp.m.Collections[i], cs: cs,
 		staging: workName(cs.Target, stagingSep, j.cmd.OpID), old: workName(cs.Target, oldSep, j.cmd.OpID),
-		left: map[int]int{}, done: map[int]int{}}
+		done: map[int]int{}}
 	switch {
 	case sp.batches[i] != nil:
 		w.how, w.sel = writeUpsert, sp.batches[i]
@@ -546,24 +540,15 @@ func (w *collWriter) fail(err error) {
 }
 
 func (w *collWriter) submit(k int, b *record.Batch) error {
-	size := w.j.s.cfg.AddPartRecords
-	parts := max(1, (b.Len()+size-1)/size)
 	w.mu.Lock()
 	w.order = append(w.order, k)
-	w.left[k] = parts
 	w.mu.Unlock()
-	for p := range parts {
-		part := b
-		if parts > 1 {
-			part = b.Slice(p*size, min((p+1)*size, b.Len()))
-		}
-		select {
-		case w.in <- writeItem{k: k, b: part}:
-		case <-w.ctx.Done():
-			return w.failure()
-		}
+	select {
+	case w.in <- writeItem{k: k, b: b}:
+		return nil
+	case <-w.ctx.Done():
+		return w.failure()
 	}
-	return nil
 }
 
 func (w *collWriter) failure() error {
@@ -661,26 +646,22 @@ func (w *collWriter) verifyLoop() {
 	}
 }
 
-// commit counts a verified part and checkpoints the batches, verified in
-// full, that continue the run of verified batches in archive order.
-func (w *collWriter) commit(it writeItem, partDiff float64) error {
+// commit checkpoints the verified batches that continue the run of
+// verified batches in archive order.
+func (w *collWriter) commit(it writeItem, maxDiff float64) error {
 	w.mu.Lock()
-	w.done[it.k] += it.b.Len()
-	w.left[it.k]--
-	w.maxDiff = max(w.maxDiff, partDiff)
+	w.done[it.k] = it.b.Len()
 	next, recs := -1, 0
 	for len(w.order) > 0 {
-		k := w.order[0]
-		if w.left[k] > 0 {
+		n, ok := w.done[w.order[0]]
+		if !ok {
 			break
 		}
-		next = k + 1
-		recs += w.done[k]
-		delete(w.done, k)
-		delete(w.left, k)
+		next = w.order[0] + 1
+		recs += n
+		delete(w.done, w.order[0])
 		w.order = w.order[1:]
 	}
-	maxDiff := w.maxDiff
 	w.mu.Unlock()
 	if next < 0 {
 		return nil
