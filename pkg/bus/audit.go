@@ -12,6 +12,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// emitTimeout bounds Emit, retries included: long enough to wait out a
+// leader election, short enough not to hold up a shutdown for long.
+const emitTimeout = 30 * time.Second
+
 // Auditor publishes audit events of one service into the audit stream.
 type Auditor struct {
 	js      jetstream.JetStream
@@ -26,8 +30,9 @@ func NewAuditor(js jetstream.JetStream, subj contract.Subjects, service string, 
 }
 
 // Emit stamps ev and publishes it with its id as the dedup id, so a retried
-// publish is stored once. A failure is logged and returned; callers that
-// cannot act on it may ignore it.
+// publish is stored once; transient failures (a leader election) are
+// retried for up to emitTimeout. A failure is logged and returned; callers
+// that cannot act on it may ignore it.
 func (a *Auditor) Emit(ctx context.Context, ev contract.AuditEvent) error {
 	if ev.Type == "" {
 		ev.Envelope = contract.NewEnvelope(contract.TypeAuditEvent)
@@ -40,9 +45,9 @@ func (a *Auditor) Emit(ctx context.Context, ev contract.AuditEvent) error {
 	msg := nats.NewMsg(a.subj.Audit(a.service, ev.Action))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), emitTimeout)
 	defer cancel()
-	if _, err := a.js.PublishMsg(pctx, msg); err != nil {
+	if _, err := Publish(pctx, a.js, msg); err != nil {
 		a.log.Error("audit publish failed", "action", ev.Action, "outcome", ev.Outcome, "err", err)
 		return fmt.Errorf("publish audit event: %w", err)
 	}

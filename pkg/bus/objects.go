@@ -63,9 +63,13 @@ func OpenObject(ctx context.Context, js jetstream.JetStream, bucket string, info
 		return r, nil
 	}
 	ctx, cancel := ObjectReadContext(ctx)
-	cons, err := js.OrderedConsumer(ctx, "OBJ_"+bucket, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID)},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	var cons jetstream.Consumer
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.OrderedConsumer(ctx, "OBJ_"+bucket, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID)},
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		return err
 	})
 	if err != nil {
 		cancel()
@@ -123,7 +127,7 @@ func (r *ObjectReader) next() (jetstream.Msg, error) {
 	case <-time.After(r.timeout):
 		r.it.Stop() // unblocks Next
 		<-ch
-		return nil, fmt.Errorf("no chunk for %s", r.timeout)
+		return nil, fmt.Errorf("%w: no chunk for %s", ErrStalled, r.timeout)
 	}
 }
 

@@ -1,0 +1,317 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A JetStream call on a hot path waits out a leader election instead of
+// hanging: each try gets AttemptTimeout, and a transient failure is tried
+// again with backoff for up to RetryFor. An election after a stream
+// leader goes away takes well under a second when the node steps down as
+// it shuts down, up to about 10 s when it dies without doing so;
+// meanwhile requests go unanswered or answer 503. A call that reads many
+// entries (Keys, History, List) gets listAttemptTimeout per try.
+const (
+	AttemptTimeout     = 2 * time.Second
+	RetryFor           = time.Minute
+	listAttemptTimeout = 15 * time.Second
+)
+
+// FetchPause is how long a consumer loop waits after a fetch that failed
+// at once (no responders while its consumer elects a leader), so that it
+// does not spin.
+const FetchPause = 250 * time.Millisecond
+
+// ErrStalled says a streamed read got no data for too long: its stream
+// was likely between leaders. Transient reports it as worth a retry.
+var ErrStalled = errors.New("stalled")
+
+// Transient reports whether err may pass when the call is tried again: no
+// answer in time, no responders, a reconnecting client, a consumer that
+// lost its leader or heartbeats, or a JetStream API error that says the
+// system is temporarily unavailable (HTTP-like code 503 or 408, no leader,
+// not enough peers up, expected sequence not ready).
+func Transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, jetstream.ErrNoHeartbeat),
+		errors.Is(err, jetstream.ErrConsumerLeadershipChanged), errors.Is(err, jetstream.ErrAsyncPublishTimeout),
+		errors.Is(err, jetstream.ErrServerShutdown), errors.Is(err, ErrStalled):
+		return true
+	}
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode {
+		case 10008, // JetStream system temporarily unavailable
+			10009, // cluster can not handle request (no leader)
+			10004, // incomplete results
+			10023, // insufficient resources: not enough peers up
+			10163: // expected last sequence per subject temporarily unavailable
+			return true
+		}
+		return api.Code == 503 || api.Code == 408
+	}
+	return false
+}
+
+// Retry runs fn until it succeeds, fails with an error that is not
+// Transient, ctx ends, or RetryFor has passed. Each try gets a context
+// bounded by AttemptTimeout. fn must be safe to repeat: a try that timed
+// out may still have taken effect.
+func Retry(ctx context.Context, fn func(ctx context.Context) error) error {
+	return retry(ctx, AttemptTimeout, fn)
+}
+
+func retry(ctx context.Context, attempt time.Duration, fn func(ctx context.Context) error) error {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(2*time.Second),
+		backoff.WithMaxElapsedTime(RetryFor),
+	)
+	var last error
+	err := backoff.Retry(func() error {
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		err := fn(actx)
+		cancel()
+		last = err
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || !Transient(err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
+	if err != nil && last != nil && !errors.Is(err, last) {
+		// backoff returns ctx's error when ctx ended between tries: say
+		// what the last try found too.
+		return fmt.Errorf("%w (last try: %w)", err, last)
+	}
+	return err
+}
+
+// Publish publishes msg and waits for the stream's ack, retrying transient
+// failures (see Retry). msg must carry a Nats-Msg-Id header, so a try that
+// was stored without its ack arriving is stored once.
+func Publish(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if msg.Header.Get(jetstream.MsgIDHeader) == "" {
+		return nil, fmt.Errorf("publish to %s: a %s header is required to retry safely", msg.Subject, jetstream.MsgIDHeader)
+	}
+	var ack *jetstream.PubAck
+	err := Retry(ctx, func(ctx context.Context) error {
+		a, err := js.PublishMsg(ctx, msg, opts...)
+		ack = a
+		return err
+	})
+	return ack, err
+}
+
+// RetryKeyValue returns kv with its reads and writes retried on transient
+// failures (see Retry): Get, GetRevision, Put, PutString, Create, Update,
+// Delete, Purge, Keys, History and Status. Watches and listers are kv's own.
+//
+// A write whose answer was lost may have been stored: a retried Create that
+// finds the key holding exactly its value, or a retried Update that finds
+// its value at a newer revision, succeeded; a retried Delete that finds the
+// key gone did too.
+func RetryKeyValue(kv jetstream.KeyValue) jetstream.KeyValue {
+	if r, ok := kv.(*retryKV); ok {
+		return r
+	}
+	return &retryKV{KeyValue: kv}
+}
+
+type retryKV struct {
+	jetstream.KeyValue
+}
+
+var _ jetstream.KeyValue = (*retryKV)(nil)
+
+func (kv *retryKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	var e jetstream.KeyValueEntry
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		e, err = kv.KeyValue.Get(ctx, key)
+		return err
+	})
+	return e, err
+}
+
+func (kv *retryKV) GetRevision(ctx context.Context, key string, revision uint64) (jetstream.KeyValueEntry, error) {
+	var e jetstream.KeyValueEntry
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		e, err = kv.KeyValue.GetRevision(ctx, key, revision)
+		return err
+	})
+	return e, err
+}
+
+func (kv *retryKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	var rev uint64
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		rev, err = kv.KeyValue.Put(ctx, key, value)
+		return err
+	})
+	return rev, err
+}
+
+func (kv *retryKV) PutString(ctx context.Context, key string, value string) (uint64, error) {
+	return kv.Put(ctx, key, []byte(value))
+}
+
+func (kv *retryKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	var rev uint64
+	tries := 0
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		tries++
+		rev, err = kv.KeyValue.Create(ctx, key, value, opts...)
+		if tries > 1 && errors.Is(err, jetstream.ErrKeyExists) {
+			if e, gerr := kv.KeyValue.Get(ctx, key); gerr == nil && bytes.Equal(e.Value(), value) {
+				rev, err = e.Revision(), nil // an earlier try was stored
+			}
+		}
+		return err
+	})
+	return rev, err
+}
+
+func (kv *retryKV) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	var rev uint64
+	tries := 0
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		tries++
+		rev, err = kv.KeyValue.Update(ctx, key, value, revision)
+		if tries > 1 && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			if e, gerr := kv.KeyValue.Get(ctx, key); gerr == nil && e.Revision() > revision && bytes.Equal(e.Value(), value) {
+				rev, err = e.Revision(), nil // an earlier try was stored
+			}
+		}
+		return err
+	})
+	return rev, err
+}
+
+func (kv *retryKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	tries := 0
+	return Retry(ctx, func(ctx context.Context) error {
+		tries++
+		err := kv.KeyValue.Delete(ctx, key, opts...)
+		if tries > 1 && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			if _, gerr := kv.KeyValue.Get(ctx, key); errors.Is(gerr, jetstream.ErrKeyNotFound) {
+				return nil // an earlier try was stored
+			}
+		}
+		return err
+	})
+}
+
+func (kv *retryKV) Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	tries := 0
+	return Retry(ctx, func(ctx context.Context) error {
+		tries++
+		err := kv.KeyValue.Purge(ctx, key, opts...)
+		if tries > 1 && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			if _, gerr := kv.KeyValue.Get(ctx, key); errors.Is(gerr, jetstream.ErrKeyNotFound) {
+				return nil
+			}
+		}
+		return err
+	})
+}
+
+func (kv *retryKV) Keys(ctx context.Context, opts ...jetstream.WatchOpt) ([]string, error) {
+	var keys []string
+	err := retry(ctx, listAttemptTimeout, func(ctx context.Context) (err error) {
+		keys, err = kv.KeyValue.Keys(ctx, opts...)
+		return err
+	})
+	return keys, err
+}
+
+func (kv *retryKV) History(ctx context.Context, key string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	var es []jetstream.KeyValueEntry
+	err := retry(ctx, listAttemptTimeout, func(ctx context.Context) (err error) {
+		es, err = kv.KeyValue.History(ctx, key, opts...)
+		return err
+	})
+	return es, err
+}
+
+func (kv *retryKV) Status(ctx context.Context) (jetstream.KeyValueStatus, error) {
+	var st jetstream.KeyValueStatus
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		st, err = kv.KeyValue.Status(ctx)
+		return err
+	})
+	return st, err
+}
+
+// RetryObjectStore returns obs with its metadata calls retried on transient
+// failures (see Retry): GetInfo, Delete, List and Status. Reads and writes
+// of content are obs's own, as they may take longer than one try: a put
+// that fails is deleted and redone by its caller (the manifest, written
+// last, is the truth), and a stalled read is opened again.
+func RetryObjectStore(obs jetstream.ObjectStore) jetstream.ObjectStore {
+	if r, ok := obs.(*retryObjects); ok {
+		return r
+	}
+	return &retryObjects{ObjectStore: obs}
+}
+
+type retryObjects struct {
+	jetstream.ObjectStore
+}
+
+var _ jetstream.ObjectStore = (*retryObjects)(nil)
+
+func (o *retryObjects) GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
+	var info *jetstream.ObjectInfo
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		info, err = o.ObjectStore.GetInfo(ctx, name, opts...)
+		return err
+	})
+	return info, err
+}
+
+// Delete marks the object deleted and purges its chunks; repeating it
+// after a lost answer finds the marker and purges again.
+func (o *retryObjects) Delete(ctx context.Context, name string) error {
+	tries := 0
+	return Retry(ctx, func(ctx context.Context) error {
+		tries++
+		err := o.ObjectStore.Delete(ctx, name)
+		if tries > 1 && errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil
+		}
+		return err
+	})
+}
+
+func (o *retryObjects) List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error) {
+	var infos []*jetstream.ObjectInfo
+	err := retry(ctx, listAttemptTimeout, func(ctx context.Context) (err error) {
+		infos, err = o.ObjectStore.List(ctx, opts...)
+		return err
+	})
+	return infos, err
+}
+
+func (o *retryObjects) Status(ctx context.Context) (jetstream.ObjectStoreStatus, error) {
+	var st jetstream.ObjectStoreStatus
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		st, err = o.ObjectStore.Status(ctx)
+		return err
+	})
+	return st, err
+}
