@@ -74,7 +74,7 @@ func newLogger(w io.Writer) *slog.Logger {
 func (a *app) serveCmd() *cobra.Command {
 	var cf chromaFlags
 	var metricsListen string
-	var dataDir, listen, gateListen, allowURLs, chromaDataDir, retention string
+	var dataDir, listen, gateListen, allowURLs, chromaDataDir, retention, replicas string
 	var keys crypt.Config
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -85,6 +85,13 @@ func (a *app) serveCmd() *cobra.Command {
 			retentionPeriod, err := snapshotter.ParseRetention(retention)
 			if err != nil {
 				return usageErr("--retention: %v", err)
+			}
+			nreplicas, err := bus.ParseReplicas(replicas)
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			if nreplicas != 1 {
+				return usageErr("--replicas %d: serve runs one embedded JetStream server, which keeps 1 copy; to replicate, run the services (bin/snapshotter, ...) with --replicas %d against a JetStream cluster (deploy/README.md)", nreplicas, nreplicas)
 			}
 			recipients, identities, err := keys.Load()
 			if err != nil {
@@ -135,12 +142,12 @@ func (a *app) serveCmd() *cobra.Command {
 			} else {
 				log.Info("chroma reachable", "chroma_url", chroma.RedactURL(cf.url), "version", v)
 			}
-			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), DataDir: dataDir, Retention: retentionPeriod, Metrics: ep.Metrics(),
+			snap, err := snapshotter.New(snapshotter.Config{ChromaURL: cf.url, Instance: hostInstance("snapshotter"), Replicas: nreplicas, DataDir: dataDir, Retention: retentionPeriod, Metrics: ep.Metrics(),
 				Recipients: recipients, Identities: identities}, nc, a.subj, cc, log)
 			if err != nil {
 				return err
 			}
-			rcfg := restorer.Config{ChromaURL: cf.url, Instance: hostInstance("restorer"), ChromaToken: cf.token, AllowedChromaURLs: splitList(allowURLs), Metrics: ep.Metrics(), Identities: identities}
+			rcfg := restorer.Config{ChromaURL: cf.url, Instance: hostInstance("restorer"), Replicas: nreplicas, ChromaToken: cf.token, AllowedChromaURLs: splitList(allowURLs), Metrics: ep.Metrics(), Identities: identities}
 			if strings.EqualFold(cf.authHeader, "bearer") || strings.EqualFold(cf.authHeader, "authorization") {
 				rcfg.ChromaAuthHeader = chroma.AuthBearer
 			}
@@ -152,7 +159,7 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			wcfg := watchdog.Config{ChromaURL: cf.url, Instance: hostInstance("watchdog"), DiskPaths: []string{store}, Metrics: ep.Metrics()}
+			wcfg := watchdog.Config{ChromaURL: cf.url, Instance: hostInstance("watchdog"), Replicas: nreplicas, DiskPaths: []string{store}, Metrics: ep.Metrics()}
 			if chromaDataDir != "" {
 				wcfg.DiskPaths = append(wcfg.DiskPaths, chromaDataDir)
 			}
@@ -167,7 +174,7 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			aud, err := auditor.New(auditor.Config{DataDir: dataDir, Instance: hostInstance("auditor")}, nc, a.subj, log)
+			aud, err := auditor.New(auditor.Config{DataDir: dataDir, Instance: hostInstance("auditor"), Replicas: nreplicas}, nc, a.subj, log)
 			if err != nil {
 				return err
 			}
@@ -192,6 +199,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cf.register(cmd)
 	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("DATA_DIR", "./data"), "where the embedded JetStream keeps its data and the auditor its trail, rollback_audit.jsonl (env DATA_DIR)")
 	cmd.Flags().StringVar(&listen, "listen", envOr("NATS_LISTEN", "127.0.0.1:4222"), "host:port of the embedded NATS server (env NATS_LISTEN)")
+	cmd.Flags().StringVar(&replicas, "replicas", envOr(bus.EnvReplicas, "1"), "copies JetStream keeps of each stream, bucket and the object store; the embedded server is one node, so 1 (env JETSTREAM_REPLICAS)")
 	cmd.Flags().StringVar(&gateListen, "gate-listen", os.Getenv("GATE_LISTEN"), "host:port of the read-only gate, an HTTP proxy to Chroma that refuses writes while a rollback fences the database (env GATE_LISTEN; off when empty)")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", envOr("METRICS_LISTEN", "127.0.0.1:9464"), "host:port serving Prometheus /metrics and /healthz for all the services in this process; off turns it off (env METRICS_LISTEN)")
 	cmd.Flags().StringVar(&chromaDataDir, "chroma-data-dir", os.Getenv("CHROMA_DATA_DIR"), "Chroma's data directory, watched for free disk space by the watchdog (env CHROMA_DATA_DIR)")

@@ -24,6 +24,10 @@ type Config struct {
 	DataDir string
 	// Instance names this process in logs and micro metadata.
 	Instance string
+	// Replicas is how many copies JetStream keeps of the streams, buckets
+	// and object store this instance creates: 1 on a single server, 3 on
+	// a cluster (default 1; every instance should ask for the same).
+	Replicas int
 	// Consumer is the durable consumer on CHROMA_AUDIT that this auditor
 	// owns. Every auditor needs its own consumer and its own DataDir: each
 	// writes a whole trail.

@@ -105,7 +105,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.js = js
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	assets, err := bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj})
+	assets, err := bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj, Replicas: s.cfg.Replicas})
 	cancel()
 	if err != nil {
 		return err

@@ -160,7 +160,7 @@ func (s *Service) handleStart(ctx context.Context, r micro.Request) {
 	msg := nats.NewMsg(s.subj.Command("rollback"))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, opID)
-	if _, err := s.assets.JS.PublishMsg(ctx, msg); err != nil {
+	if _, err := bus.Publish(ctx, s.assets.JS, msg); err != nil {
 		cctx := context.WithoutCancel(ctx)
 		_ = lease.Release(cctx)
 		_ = s.assets.State.Purge(cctx, contract.OperationKey(opID))

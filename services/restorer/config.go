@@ -28,6 +28,10 @@ type Config struct {
 	AllowedChromaURLs []string
 	// Instance names this instance in logs, audit events and micro stats.
 	Instance string
+	// Replicas is how many copies JetStream keeps of the streams, buckets
+	// and object store this instance creates: 1 on a single server, 3 on
+	// a cluster (default 1; every instance should ask for the same).
+	Replicas int
 	// AckWait is how long a job may go without an in-progress ack before it
 	// is given to another instance.
 	AckWait time.Duration

@@ -92,7 +92,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	s.assets, err = bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj})
+	s.assets, err = bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj, Replicas: s.cfg.Replicas})
 	cancel()
 	if err != nil {
 		return err
@@ -160,6 +160,10 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 		cancel()
 		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			s.log.Debug("fetch ended", "err", err)
+			select { // no consumer leader (an election): do not spin
+			case <-ctx.Done():
+			case <-time.After(bus.FetchPause):
+			}
 		}
 	}
 	s.log.Info("restorer stopped")

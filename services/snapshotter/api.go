@@ -97,7 +97,7 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 	msg := nats.NewMsg(s.subj.Command("snapshot"))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, cmd.SnapshotID)
-	if _, err := s.assets.JS.PublishMsg(ctx, msg); err != nil {
+	if _, err := bus.Publish(ctx, s.assets.JS, msg); err != nil {
 		s.reject(ctx, r, "snapshot.create", &apiError{code: contract.CodeUnavailable, msg: "enqueue snapshot: " + err.Error()}, ev)
 		return
 	}

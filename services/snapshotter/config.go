@@ -16,6 +16,10 @@ type Config struct {
 	ChromaURL string
 	// Instance names this instance in logs, audit events and micro stats.
 	Instance string
+	// Replicas is how many copies JetStream keeps of the streams, buckets
+	// and object store this instance creates: 1 on a single server, 3 on
+	// a cluster (default 1; every instance should ask for the same).
+	Replicas int
 	// DataDir is where free disk space is reported for (the JetStream store).
 	DataDir string
 	// AckWait is how long a job may go without an in-progress ack before it

@@ -58,7 +58,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	s.assets, err = bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj})
+	s.assets, err = bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj, Replicas: s.cfg.Replicas})
 	cancel()
 	if err != nil {
 		return err
@@ -132,6 +132,10 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 		}
 		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) {
 			s.log.Debug("fetch ended", "err", err)
+			select { // no consumer leader (an election): do not spin
+			case <-ctx.Done():
+			case <-time.After(bus.FetchPause):
+			}
 		}
 	}
 	s.log.Info("snapshotter stopped")

@@ -28,6 +28,10 @@ type Config struct {
 	// Instance names this instance in logs, audit events, pause reasons
 	// and micro stats (default "watchdog").
 	Instance string
+	// Replicas is how many copies JetStream keeps of the streams, buckets
+	// and object store this instance creates: 1 on a single server, 3 on
+	// a cluster (default 1; every instance should ask for the same).
+	Replicas int
 
 	// ValidationThreshold: a validation with valid/total under it fires
 	// the validation trigger (default 0.95; must be in (0, 1]).

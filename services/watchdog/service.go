@@ -116,7 +116,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.js = js
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	s.assets, err = bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj})
+	s.assets, err = bus.Bootstrap(bctx, js, bus.Config{Subjects: s.subj, Replicas: s.cfg.Replicas})
 	cancel()
 	if err != nil {
 		return err
@@ -204,6 +204,7 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 		cancel()
 		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			s.log.Debug("fetch ended", "err", err)
+			sleep(ctx, bus.FetchPause) // no consumer leader (an election): do not spin
 		}
 	}
 }

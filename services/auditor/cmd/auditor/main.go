@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
@@ -65,6 +66,7 @@ func run(ctx context.Context, args []string) error {
 	var cfg auditor.Config
 	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", "./data"), "directory of the trail "+contract.AuditTrailFile+" (env DATA_DIR)")
 	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "auditor"), "instance name (env INSTANCE)")
+	replicas := fs.String("replicas", env(bus.EnvReplicas, "1"), "copies JetStream keeps of the streams, buckets and object store this instance creates: 1 on one server, 3 on a cluster (env JETSTREAM_REPLICAS)")
 	fs.StringVar(&cfg.Consumer, "consumer", env("AUDIT_CONSUMER", auditor.DefaultConsumer),
 		"durable consumer on CHROMA_AUDIT; a second auditor needs its own, and its own data dir (env AUDIT_CONSUMER)")
 	fs.IntVar(&cfg.Batch, "batch", envParse(&errs, "AUDIT_BATCH", auditor.DefaultBatch, strconv.Atoi), "most entries written per fsync (env AUDIT_BATCH)")
@@ -81,6 +83,11 @@ func run(ctx context.Context, args []string) error {
 	if len(errs) > 0 {
 		return errs[0]
 	}
+	r, err := bus.ParseReplicas(*replicas)
+	if err != nil {
+		return err
+	}
+	cfg.Replicas = r
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}

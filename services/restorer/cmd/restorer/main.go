@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
@@ -54,6 +55,7 @@ func run(ctx context.Context, args []string) error {
 	var cfg restorer.Config
 	fs.StringVar(&cfg.ChromaURL, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL (env CHROMA_URL)")
 	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "restorer"), "instance name (env INSTANCE)")
+	replicas := fs.String("replicas", env(bus.EnvReplicas, "1"), "copies JetStream keeps of the streams, buckets and object store this instance creates: 1 on one server, 3 on a cluster (env JETSTREAM_REPLICAS)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 2*time.Minute, "a lease outlives its holder's last renewal this long")
 	fs.IntVar(&cfg.AddWorkers, "add-workers", 1, "add requests in flight per collection (1 keeps insertion order)")
@@ -64,6 +66,9 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	var err error
+	if cfg.Replicas, err = bus.ParseReplicas(*replicas); err != nil {
+		return err
+	}
 	if cfg.Identities, err = crypt.LoadIdentities(*identityFile); err != nil {
 		return fmt.Errorf("--age-identity-file: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string) error {
 	var cfg snapshotter.Config
 	fs.StringVar(&cfg.ChromaURL, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL (env CHROMA_URL)")
 	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "snapshotter"), "instance name (env INSTANCE)")
+	replicas := fs.String("replicas", env(bus.EnvReplicas, "1"), "copies JetStream keeps of the streams, buckets and object store this instance creates: 1 on one server, 3 on a cluster (env JETSTREAM_REPLICAS)")
 	fs.StringVar(&cfg.DataDir, "data-dir", os.Getenv("DATA_DIR"), "path whose free space health reports (env DATA_DIR)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
 	fs.IntVar(&cfg.FetchWorkers, "fetch-workers", 2, "pages fetched from Chroma in parallel")
@@ -72,6 +74,9 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	var err error
+	if cfg.Replicas, err = bus.ParseReplicas(*replicas); err != nil {
+		return err
+	}
 	if cfg.Retention, err = snapshotter.ParseRetention(*retention); err != nil {
 		return fmt.Errorf("--retention: %w", err)
 	}

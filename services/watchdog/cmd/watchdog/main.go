@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
@@ -77,6 +78,7 @@ func run(ctx context.Context, args []string) error {
 	var cfg watchdog.Config
 	fs.StringVar(&cfg.ChromaURL, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL whose heartbeat is watched (env CHROMA_URL; token in CHROMA_TOKEN)")
 	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "watchdog"), "instance name (env INSTANCE)")
+	replicas := fs.String("replicas", env(bus.EnvReplicas, "1"), "copies JetStream keeps of the streams, buckets and object store this instance creates: 1 on one server, 3 on a cluster (env JETSTREAM_REPLICAS)")
 	fs.Float64Var(&cfg.ValidationThreshold, "validation-threshold", envParse(&errs, "VALIDATION_THRESHOLD", watchdog.DefaultValidationThreshold, parseFloat),
 		"valid/total chunks under this fire the validation trigger (env VALIDATION_THRESHOLD)")
 	fs.BoolVar(&cfg.PartialOnCollectionFailure, "partial-on-collection-failure", envParse(&errs, "PARTIAL_ON_COLLECTION_FAILURE", false, strconv.ParseBool),
@@ -118,6 +120,11 @@ func run(ctx context.Context, args []string) error {
 	if len(errs) > 0 {
 		return errs[0]
 	}
+	r, err := bus.ParseReplicas(*replicas)
+	if err != nil {
+		return err
+	}
+	cfg.Replicas = r
 	cfg.AutomaticRollbackDisabled = !*automatic
 	cfg.DiskMinFree = *minFreeMiB << 20
 	cfg.DiskPaths = splitPaths(*watch)
