@@ -32,9 +32,10 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	ev := contract.AuditEvent{Action: "snapshot.create", Actor: cmd.Actor, Reason: cmd.Reason, SnapshotID: cmd.SnapshotID,
 		OpID: cmd.OpID, Tenant: cmd.Tenant, Database: cmd.Database}
 
-	if _, err := s.assets.Manifests.Get(ctx, cmd.SnapshotID); err == nil {
+	if m := s.storedManifest(ctx, cmd.SnapshotID); m != nil {
 		log.Info("snapshot already exists; redelivered command acknowledged")
 		_ = msg.Ack()
+		s.discardEarlier(cmd.SnapshotID, attempt+1, m.Object, log) // what a worker that died after the manifest left
 		return
 	}
 
@@ -61,16 +62,36 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	progress := bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID)
 
 	start := time.Now()
-	m, err := s.snapshot(jobCtx, &cmd, progress, log)
+	obj := attemptObjectName(cmd.SnapshotID, attempt)
+	m, err := s.snapshot(jobCtx, &cmd, obj, progress, log)
 	if ctx.Err() != nil {
 		// Shutting down: leave the job unacked so another instance redoes it.
 		log.Warn("snapshot interrupted by shutdown; it will be redelivered", "err", err)
 		return
 	}
+	if err != nil {
+		// The manifest decides. One written by this attempt whose answer
+		// was lost makes the snapshot; one written by another delivery of
+		// this command (this one was too slow to keep it) stands, and
+		// this attempt goes away quietly.
+		if cur := s.storedManifest(ctx, cmd.SnapshotID); cur != nil {
+			if cur.Object == obj {
+				log.Warn("the manifest was written after all", "err", err)
+				m, err = cur, nil
+			} else {
+				log.Warn("another attempt completed this snapshot; this one stops", "object", cur.Object, "err", err)
+				s.discard(obj, log)
+				_ = msg.Ack()
+				return
+			}
+		}
+	}
 	s.observeJob(&cmd, m, time.Since(start), err)
 	if err != nil {
 		log.Error("snapshot failed", "err", err)
-		s.discard(objectName(cmd.SnapshotID), log)
+		// This attempt's object, and what earlier attempts left.
+		s.discard(obj, log)
+		s.discardEarlier(cmd.SnapshotID, attempt, "", log)
 		progress.Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
 		_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), Attempt: attempt})
 		ev.Outcome, ev.Error = contract.OutcomeFailed, err.Error()
@@ -95,7 +116,33 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	if err := msg.DoubleAck(ctx); err != nil {
 		log.Warn("ack failed; a redelivery will find the manifest and stop", "err", err)
 	}
+	s.discardEarlier(cmd.SnapshotID, attempt, m.Object, log)
 	log.Info("snapshot completed", "records", m.TotalRecords, "size", m.Size, "consistent", m.Consistent)
+}
+
+// storedManifest is the manifest of snapshotID, nil if there is none or it
+// cannot be read.
+func (s *Service) storedManifest(ctx context.Context, snapshotID string) *contract.SnapshotManifest {
+	e, err := s.assets.Manifests.Get(ctx, snapshotID)
+	if err != nil {
+		return nil
+	}
+	var m contract.SnapshotManifest
+	if json.Unmarshal(e.Value(), &m) != nil {
+		return nil
+	}
+	return &m
+}
+
+// discardEarlier deletes the objects that the deliveries of a command
+// before attempt may have left (a worker that died mid-put), except keep,
+// the object the manifest names.
+func (s *Service) discardEarlier(snapshotID string, attempt int, keep string, log interface{ Warn(string, ...any) }) {
+	for a := 1; a < attempt; a++ {
+		if name := attemptObjectName(snapshotID, a); name != keep {
+			s.discard(name, log)
+		}
+	}
 }
 
 // discard deletes a half-written or unverified archive object.
@@ -108,5 +155,17 @@ func (s *Service) discard(name string, log interface{ Warn(string, ...any) }) {
 }
 
 func objectName(snapshotID string) string { return snapshotID + ".tar.zst" }
+
+// attemptObjectName is the object that delivery attempt of a snapshot
+// command writes: each delivery its own, so a delivery that outlived its
+// hold on the command (its in-progress acks lost in a leader election, say)
+// never overwrites or deletes the archive of the one that replaced it. The
+// manifest names the one that won.
+func attemptObjectName(snapshotID string, attempt int) string {
+	if attempt <= 1 {
+		return objectName(snapshotID)
+	}
+	return fmt.Sprintf("%s.attempt%d.tar.zst", snapshotID, attempt)
+}
 
 var errNotConsistent = errors.New("collection counts changed during the export")

@@ -20,8 +20,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// snapshot exports, stores, reads back and verifies, then writes the manifest.
-func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, progress *bus.ProgressPublisher, log *slog.Logger) (*contract.SnapshotManifest, error) {
+// snapshot exports into the object obj, reads it back and verifies it,
+// then writes the manifest.
+func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, obj string, progress *bus.ProgressPublisher, log *slog.Logger) (*contract.SnapshotManifest, error) {
 	started := time.Now().UTC()
 	progress.Update(contract.Progress{Phase: "listing"})
 	version, err := s.chroma.Version(ctx)
@@ -49,10 +50,110 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 		total += int64(n)
 	}
 
-	obj := objectName(cmd.SnapshotID)
-	// A previous attempt of this command may have left a partial object.
-	s.discard(obj, log)
+	// A put that fails mid-way (its stream between leaders, say), or
+	// whose object does not read back as the archive that was written,
+	// is deleted and made again from the start: the archive is streamed
+	// from Chroma, so that means exporting again. (A put whose chunk acks
+	// were lost in a leader election can report success over a chunk
+	// stored twice.) Chroma's own failures are not retried here: its
+	// client already retried them.
+	var st *storedArchive
+	for try := 1; ; try++ {
+		// A previous try, or an attempt under this name, may have left
+		// a partial object.
+		s.discard(obj, log)
+		st, err = s.store(ctx, cmd, md, obj, total, progress)
+		if err == nil {
+			progress.Update(contract.Progress{Phase: "verifying", DoneRecords: st.man.TotalRecords, TotalRecords: total, Bytes: int64(st.info.Size)})
+			if err = s.readBack(ctx, st.info); err != nil {
+				err = &putError{err}
+			}
+		}
+		var pe *putError
+		if err == nil || !errors.As(err, &pe) || try >= storeTries || ctx.Err() != nil {
+			break
+		}
+		log.Warn("storing the archive failed; deleting it and exporting again", "object", obj, "try", try, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(try) * time.Second):
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	info := st.info
+	sum, err := jetstream.DecodeObjectDigest(info.Digest)
+	if err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("store archive %s: the object store recorded digest %q: %v", obj, info.Digest, err)
+	}
+	digest := hex.EncodeToString(sum)
 
+	progress.Update(contract.Progress{Phase: "counting", DoneRecords: st.man.TotalRecords, TotalRecords: total})
+	after := make([]int64, len(colls))
+	for i, c := range colls {
+		n, err := s.chroma.Count(ctx, cmd.Tenant, cmd.Database, c.ID)
+		if err != nil {
+			return nil, fmt.Errorf("count collection %q after export: %w", c.Name, err)
+		}
+		after[i] = int64(n)
+	}
+
+	m := &contract.SnapshotManifest{
+		Envelope:   contract.NewEnvelope(contract.TypeSnapshotManifest),
+		SnapshotID: cmd.SnapshotID, Name: cmd.Name, Tenant: cmd.Tenant, Database: cmd.Database,
+		ChromaURL: s.cfg.ChromaURL, ChromaVersion: version, Format: archive.FormatV1,
+		Object: obj, Size: int64(info.Size), SHA256: digest, RawBytes: st.stats.rawBytes,
+		TotalRecords: st.man.TotalRecords, Consistent: true, Partial: len(cmd.Collections) > 0,
+		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: cmd.Actor, Keep: cmd.Keep,
+	}
+	m.Encryption, m.Recipients = s.encryption()
+	var moved []string
+	for i, mc := range st.man.Collections {
+		ci := md.Collections[i]
+		m.Collections = append(m.Collections, contract.CollectionSummary{
+			ID: mc.ID, Name: mc.Name, Count: mc.Count, CountBefore: ci.ExpectedCount, CountAfter: after[i],
+			Dimension: ci.Dimension, Batches: mc.Batches, ContentDigest: mc.ContentDigest,
+		})
+		if mc.Count != ci.ExpectedCount || after[i] != ci.ExpectedCount {
+			moved = append(moved, fmt.Sprintf("%q: %d before, %d exported, %d after", mc.Name, ci.ExpectedCount, mc.Count, after[i]))
+		}
+	}
+	if len(moved) > 0 {
+		m.Consistent = false
+		m.Inconsistency = fmt.Sprintf("%v (writers were active): %s", errNotConsistent, strings.Join(moved, "; "))
+	}
+	m.VerifiedAt = time.Now().UTC()
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	if _, err := s.assets.Manifests.Create(ctx, cmd.SnapshotID, data); err != nil {
+		return nil, fmt.Errorf("write manifest %s: %w", cmd.SnapshotID, err)
+	}
+	return m, nil
+}
+
+// storeTries bounds the tries of storing an archive and of reading it back.
+const storeTries = 3
+
+// putError is a put into the object store that failed on its own (not
+// because the export feeding it did) and may pass when made again.
+type putError struct{ err error }
+
+func (e *putError) Error() string { return e.err.Error() }
+func (e *putError) Unwrap() error { return e.err }
+
+// storedArchive is an archive stored and verified as it was written.
+type storedArchive struct {
+	info  *jetstream.ObjectInfo
+	man   *archive.Manifest
+	stats exportStats
+}
+
+// store exports md's collections into the object obj, verifying the
+// archive as it is written.
+func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *archive.Metadata, obj string, total int64, progress *bus.ProgressPublisher) (*storedArchive, error) {
 	pr, pw := io.Pipe()
 	type result struct {
 		man   *archive.Manifest
@@ -97,6 +198,11 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 	pr.CloseWithError(fmt.Errorf("object store put ended: %v", putErr)) // unblocks the exporter if the put failed first
 	res := <-done
 	ver := <-checked
+	// A put that fails by itself returns its own error; one that read the
+	// exporter's failure returns that.
+	if putErr != nil && !errors.Is(putErr, res.err) && bus.Transient(putErr) {
+		return nil, &putError{fmt.Errorf("store archive %s: %w", obj, putErr)}
+	}
 	if res.err != nil {
 		return nil, res.err
 	}
@@ -109,60 +215,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, p
 	if putErr != nil {
 		return nil, fmt.Errorf("store archive %s: %w", obj, putErr)
 	}
-	sum, err := jetstream.DecodeObjectDigest(info.Digest)
-	if err != nil || len(sum) != sha256.Size {
-		return nil, fmt.Errorf("store archive %s: the object store recorded digest %q: %v", obj, info.Digest, err)
-	}
-	digest := hex.EncodeToString(sum)
-
-	progress.Update(contract.Progress{Phase: "counting", DoneRecords: res.man.TotalRecords, TotalRecords: total})
-	after := make([]int64, len(colls))
-	for i, c := range colls {
-		n, err := s.chroma.Count(ctx, cmd.Tenant, cmd.Database, c.ID)
-		if err != nil {
-			return nil, fmt.Errorf("count collection %q after export: %w", c.Name, err)
-		}
-		after[i] = int64(n)
-	}
-
-	progress.Update(contract.Progress{Phase: "verifying", DoneRecords: res.man.TotalRecords, TotalRecords: total, Bytes: int64(info.Size)})
-	if err := s.readBack(ctx, info); err != nil {
-		return nil, err
-	}
-
-	m := &contract.SnapshotManifest{
-		Envelope:   contract.NewEnvelope(contract.TypeSnapshotManifest),
-		SnapshotID: cmd.SnapshotID, Name: cmd.Name, Tenant: cmd.Tenant, Database: cmd.Database,
-		ChromaURL: s.cfg.ChromaURL, ChromaVersion: version, Format: archive.FormatV1,
-		Object: obj, Size: int64(info.Size), SHA256: digest, RawBytes: res.stats.rawBytes,
-		TotalRecords: res.man.TotalRecords, Consistent: true, Partial: len(cmd.Collections) > 0,
-		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: cmd.Actor, Keep: cmd.Keep,
-	}
-	m.Encryption, m.Recipients = s.encryption()
-	var moved []string
-	for i, mc := range res.man.Collections {
-		ci := md.Collections[i]
-		m.Collections = append(m.Collections, contract.CollectionSummary{
-			ID: mc.ID, Name: mc.Name, Count: mc.Count, CountBefore: ci.ExpectedCount, CountAfter: after[i],
-			Dimension: ci.Dimension, Batches: mc.Batches, ContentDigest: mc.ContentDigest,
-		})
-		if mc.Count != ci.ExpectedCount || after[i] != ci.ExpectedCount {
-			moved = append(moved, fmt.Sprintf("%q: %d before, %d exported, %d after", mc.Name, ci.ExpectedCount, mc.Count, after[i]))
-		}
-	}
-	if len(moved) > 0 {
-		m.Consistent = false
-		m.Inconsistency = fmt.Sprintf("%v (writers were active): %s", errNotConsistent, strings.Join(moved, "; "))
-	}
-	m.VerifiedAt = time.Now().UTC()
-	data, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("encode manifest: %w", err)
-	}
-	if _, err := s.assets.Manifests.Create(ctx, cmd.SnapshotID, data); err != nil {
-		return nil, fmt.Errorf("write manifest %s: %w", cmd.SnapshotID, err)
-	}
-	return m, nil
+	return &storedArchive{info: info, man: res.man, stats: res.stats}, nil
 }
 
 // resolveCollections lists the collections the command names (all of the
@@ -188,22 +241,39 @@ func (s *Service) resolveCollections(ctx context.Context, cmd *contract.Snapshot
 
 // readBack reads the stored object back and checks that it is, byte for
 // byte, the archive that was verified as it was written: the object store
-// hashed the bytes it was given (stored is the put's info) and checks the
-// bytes it reads against that SHA-256 at EOF; the size and digest it reads
-// by must be the put's too, so nothing replaced the object meanwhile.
+// hashed the bytes it was given (stored is the put's info) and the reader
+// checks the bytes it reads against that SHA-256 at EOF; the size and
+// digest it reads by must be the put's too, so nothing replaced the object
+// meanwhile. A read that stalls (its stream between leaders) is made
+// again.
 func (s *Service) readBack(ctx context.Context, stored *jetstream.ObjectInfo) error {
-	ctx, cancel := bus.ObjectReadContext(ctx)
-	defer cancel()
+	var err error
+	for try := 1; ; try++ {
+		err = s.readBackOnce(ctx, stored)
+		if err == nil || !bus.Transient(err) || try >= storeTries || ctx.Err() != nil {
+			return err
+		}
+		s.log.Warn("read-back of the archive failed; reading it again", "object", stored.Name, "try", try, "err", err)
+	}
+}
+
+func (s *Service) readBackOnce(ctx context.Context, stored *jetstream.ObjectInfo) error {
 	obj := stored.Name
-	res, err := s.assets.Snapshots.Get(ctx, obj)
+	info, err := s.assets.Snapshots.GetInfo(ctx, obj)
 	if err != nil {
 		return fmt.Errorf("read-back verification of %s: %w", obj, err)
 	}
-	defer res.Close()
-	if info, err := res.Info(); err != nil || info.Digest != stored.Digest || info.NUID != stored.NUID {
+	if info.Digest != stored.Digest || info.NUID != stored.NUID || info.Size != stored.Size {
 		return fmt.Errorf("read-back verification of %s: the object changed after it was stored", obj)
 	}
-	n, err := io.Copy(io.Discard, res)
+	// A pull-based reader: its wait for each chunk is bounded, where a
+	// Get would hang for as long as its context allows.
+	r, err := bus.OpenObject(ctx, s.assets.JS, contract.ObjectSnapshots, info)
+	if err != nil {
+		return fmt.Errorf("read-back verification of %s: %w", obj, err)
+	}
+	defer r.Close()
+	n, err := io.Copy(io.Discard, r)
 	if err != nil {
 		return fmt.Errorf("read-back verification of %s: %w", obj, err)
 	}
