@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -120,6 +121,16 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	if cause := context.Cause(jobCtx); cause != nil && (err == nil || errors.Is(cause, errLeaseLost)) {
 		err = cause // the lease was lost: say so rather than "context canceled"
 	}
+	if retryable(err) && attempt < s.cfg.MaxDeliver {
+		// JetStream did not answer for longer than a call retries (a
+		// leader election that dragged on): keep the lease, the fence and
+		// what is staged, and let the next delivery, here or on another
+		// instance, resume from the checkpoint.
+		delay := min(time.Duration(attempt)*2*time.Second, s.cfg.AckWait)
+		j.log.Warn("rollback attempt interrupted; it will be redelivered and resumed", "err", err, "retry_in", delay)
+		_ = msg.NakWithDelay(delay)
+		return
+	}
 	j.finish(ctx, err, time.Since(start))
 	if err != nil && !errors.Is(err, errCancelled) {
 		_ = msg.Term()
@@ -128,6 +139,24 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	if err := msg.DoubleAck(ctx); err != nil {
 		j.log.Warn("ack failed; a redelivery will find the operation ended", "err", err)
 	}
+}
+
+// retryable says a job that failed with err may succeed when its command
+// is delivered again and resumes from its checkpoint: JetStream did not
+// answer for longer than a call retries (bus.Retry). A Chroma failure is
+// final here (its client already retried it for a while), as are a damaged
+// archive, a restore that does not verify, a cancel or a lost lease.
+func retryable(err error) bool {
+	if err == nil || errors.Is(err, errCancelled) || errors.Is(err, errVerify) || errors.Is(err, errArchive) ||
+		errors.Is(err, errLeaseLost) {
+		return false
+	}
+	var ae *chroma.APIError
+	var ue *url.Error // a request to Chroma that got no answer
+	if errors.As(err, &ae) || errors.As(err, &ue) {
+		return false
+	}
+	return bus.Transient(err)
 }
 
 // keepAlive sends in-progress acks and renews the lease until ctx ends. A
