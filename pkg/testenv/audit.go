@@ -3,12 +3,14 @@ package testenv
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/auditschema"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -45,7 +47,7 @@ func ReadAudit(tb testing.TB, js jetstream.JetStream) []AuditMessage {
 		tb.Fatalf("audit consumer: %v", err)
 	}
 	out := make([]AuditMessage, 0, want)
-	for len(out) < want {
+	for empty := 0; len(out) < want; {
 		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			tb.Fatalf("read audit stream: %v", err)
@@ -62,7 +64,13 @@ func ReadAudit(tb testing.TB, js jetstream.JetStream) []AuditMessage {
 			out = append(out, am)
 		}
 		if len(out) == got {
-			tb.Fatalf("read %d of %d audit messages", got, want)
+			// On a cluster a new consumer's interest can take a moment to
+			// reach the client's node: the fetch meets no responders.
+			if empty++; errors.Is(batch.Error(), nats.ErrNoResponders) && empty < 5 {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			tb.Fatalf("read %d of %d audit messages: %v", got, want, batch.Error())
 		}
 	}
 	SaveAudit(tb, out)

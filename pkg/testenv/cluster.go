@@ -329,6 +329,40 @@ func (c *Cluster) JetStreamLeader() int {
 	return -1
 }
 
+// DeployAccount is the account of deploy/nats/accounts.conf that holds the
+// project's streams.
+const DeployAccount = "CHROMA"
+
+// StreamLeader is the index of the node that leads stream (of
+// DeployAccount; a bucket's stream is KV_<bucket>, the object store's
+// OBJ_<bucket>), -1 when none does.
+func (c *Cluster) StreamLeader(stream string) int {
+	for i, s := range c.Servers() {
+		if s != nil && s.JetStreamIsStreamLeader(DeployAccount, stream) {
+			return i
+		}
+	}
+	return -1
+}
+
+// KillStreamLeader kills the node that leads stream (see StreamLeader),
+// waiting up to 10s for the stream to have a leader, and returns its index.
+func (c *Cluster) KillStreamLeader(tb testing.TB, stream string) int {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if i := c.StreamLeader(stream); i >= 0 {
+			c.Kill(i)
+			return i
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("stream %s has no leader to kill", stream)
+			return -1
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // WaitReady waits until every running node routes to every other running
 // node, JetStream has a meta leader, and every running node's JetStream
 // is current.
