@@ -9,71 +9,40 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/svcmain"
 	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
 	"github.com/nats-io/nats.go"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "auditor:", err)
-		os.Exit(1)
-	}
-}
-
-func env(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-// envParse reads key with parse, keeping def when unset; a value that does
-// not parse is an error naming the variable.
-func envParse[T any](errs *[]error, key string, def T, parse func(string) (T, error)) T {
-	v := os.Getenv(key)
-	if v == "" {
-		return def
-	}
-	out, err := parse(v)
-	if err != nil {
-		*errs = append(*errs, fmt.Errorf("%s=%q: %w", key, v, err))
-		return def
-	}
-	return out
-}
+func main() { svcmain.Main("auditor", run) }
 
 func run(ctx context.Context, args []string) error {
 	var errs []error
 	fs := flag.NewFlagSet("auditor", flag.ContinueOnError)
-	natsURL := fs.String("nats-url", env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
-	prefix := fs.String("prefix", env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
+	natsURL := fs.String("nats-url", svcmain.Env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
+	prefix := fs.String("prefix", svcmain.Env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
 	var conn natsconn.Config
 	conn.RegisterFlags(fs)
 	var cfg auditor.Config
-	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", "./data"), "directory of the trail "+contract.AuditTrailFile+" (env DATA_DIR)")
-	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "auditor"), "instance name (env INSTANCE)")
-	replicas := fs.String("replicas", env(bus.EnvReplicas, "1"), "copies JetStream keeps of the streams, buckets and object store this instance creates: 1 on one server, 3 on a cluster (env JETSTREAM_REPLICAS)")
-	fs.StringVar(&cfg.Consumer, "consumer", env("AUDIT_CONSUMER", auditor.DefaultConsumer),
+	fs.StringVar(&cfg.DataDir, "data-dir", svcmain.Env("DATA_DIR", "./data"), "directory of the trail "+contract.AuditTrailFile+" (env DATA_DIR)")
+	fs.StringVar(&cfg.Instance, "instance", svcmain.Instance("auditor"), "instance name, unique among instances (env INSTANCE; default service-host-pid)")
+	replicas := fs.String("replicas", svcmain.Env(bus.EnvReplicas, "1"), "copies JetStream keeps of the streams, buckets and object store this instance creates: 1 on one server, 3 on a cluster (env JETSTREAM_REPLICAS)")
+	fs.StringVar(&cfg.Consumer, "consumer", svcmain.Env("AUDIT_CONSUMER", auditor.DefaultConsumer),
 		"durable consumer on CHROMA_AUDIT; a second auditor needs its own, and its own data dir (env AUDIT_CONSUMER)")
-	fs.IntVar(&cfg.Batch, "batch", envParse(&errs, "AUDIT_BATCH", auditor.DefaultBatch, strconv.Atoi), "most entries written per fsync (env AUDIT_BATCH)")
-	fs.DurationVar(&cfg.AckWait, "ack-wait", envParse(&errs, "AUDIT_ACK_WAIT", auditor.DefaultAckWait, time.ParseDuration),
+	fs.IntVar(&cfg.Batch, "batch", svcmain.EnvParse(&errs, "AUDIT_BATCH", auditor.DefaultBatch, strconv.Atoi), "most entries written per fsync (env AUDIT_BATCH)")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", svcmain.EnvParse(&errs, "AUDIT_ACK_WAIT", auditor.DefaultAckWait, time.ParseDuration),
 		"how long the server waits for an ack before delivering again (env AUDIT_ACK_WAIT)")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
 	healthCheck := fs.Bool("health-check", false, "ask the running auditor for its health and exit 0 when it is healthy (for container health checks)")
+	svcmain.RedactDefaults(fs, "nats-url")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -91,11 +60,10 @@ func run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(env("LOG_LEVEL", "info"))); err != nil {
-		return fmt.Errorf("LOG_LEVEL: %w", err)
+	log, err := svcmain.Logger()
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	subj, err := contract.NewSubjects(*prefix)
 	if err != nil {
 		return err

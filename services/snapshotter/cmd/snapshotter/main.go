@@ -6,41 +6,23 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
-	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/natsconn"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/svcmain"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
 	"github.com/nats-io/nats.go"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "snapshotter:", err)
-		os.Exit(1)
-	}
-}
-
-func env(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
+func main() { svcmain.Main("snapshotter", run) }
 
 func envInt(key string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
@@ -51,18 +33,19 @@ func envInt(key string, def int) int {
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("snapshotter", flag.ContinueOnError)
-	natsURL := fs.String("nats-url", env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
-	prefix := fs.String("prefix", env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
+	natsURL := fs.String("nats-url", svcmain.Env("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
+	prefix := fs.String("prefix", svcmain.Env("CHROMA_PREFIX", contract.DefaultPrefix), "subject prefix (env CHROMA_PREFIX)")
 	var conn natsconn.Config
 	conn.RegisterFlags(fs)
 	var cfg snapshotter.Config
-	fs.StringVar(&cfg.ChromaURL, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL (env CHROMA_URL)")
-	fs.StringVar(&cfg.Instance, "instance", env("INSTANCE", "snapshotter"), "instance name (env INSTANCE)")
-	replicas := fs.String("replicas", env(bus.EnvReplicas, "1"), "copies JetStream keeps of the streams, buckets and object store this instance creates: 1 on one server, 3 on a cluster (env JETSTREAM_REPLICAS)")
+	var cf svcmain.Chroma
+	cf.Register(fs, "Chroma server URL")
+	fs.StringVar(&cfg.Instance, "instance", svcmain.Instance("snapshotter"), "instance name, unique among instances (env INSTANCE; default service-host-pid)")
+	replicas := fs.String("replicas", svcmain.Env(bus.EnvReplicas, "1"), "copies JetStream keeps of the streams, buckets and object store this instance creates: 1 on one server, 3 on a cluster (env JETSTREAM_REPLICAS)")
 	fs.StringVar(&cfg.DataDir, "data-dir", os.Getenv("DATA_DIR"), "path whose free space health reports (env DATA_DIR)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
 	fs.IntVar(&cfg.FetchWorkers, "fetch-workers", 2, "pages fetched from Chroma in parallel")
-	retention := fs.String("retention", env("RETENTION", "7d"), "delete snapshots older than this, daily at 00:00 UTC, unless kept: a duration (72h), days (7d) or off (env RETENTION)")
+	retention := fs.String("retention", svcmain.Env("RETENTION", "7d"), "delete snapshots older than this, daily at 00:00 UTC, unless kept: a duration (72h), days (7d) or off (env RETENTION)")
 	memLimit := fs.Int("memory-limit-mib", envInt("MEMORY_LIMIT_MIB", 100), "soft limit of the Go heap in MiB, 0 for none; GOMEMLIMIT wins when set (env MEMORY_LIMIT_MIB)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
@@ -70,6 +53,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&keys.Recipients, "age-recipients", keys.Recipients, "encrypt every new archive with age to these X25519 public keys (age1..., comma-separated; env AGE_RECIPIENTS)")
 	fs.StringVar(&keys.RecipientsFile, "age-recipients-file", keys.RecipientsFile, "file of age public keys to encrypt to, one per line (env AGE_RECIPIENTS_FILE)")
 	fs.StringVar(&keys.IdentityFile, "age-identity-file", keys.IdentityFile, "age identity file (AGE-SECRET-KEY-1...) to decrypt archives for a full verify and for importing encrypted files (env AGE_IDENTITY_FILE)")
+	svcmain.RedactDefaults(fs, "nats-url")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -99,11 +83,10 @@ func run(ctx context.Context, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(env("LOG_LEVEL", "info"))); err != nil {
-		return fmt.Errorf("LOG_LEVEL: %w", err)
+	log, err := svcmain.Logger()
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.Recipients != nil {
 		log.Info("new archives are encrypted with age", "recipients", cfg.Recipients.String())
 	}
@@ -114,15 +97,8 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var opts []chroma.Option
-	if tok := os.Getenv("CHROMA_TOKEN"); tok != "" {
-		opts = append(opts, chroma.WithToken(tok))
-	}
-	opts = append(opts, chroma.WithLogger(log))
-	if cfg.ChromaURL == "" {
-		return fmt.Errorf("--chroma-url (or CHROMA_URL) is required")
-	}
-	cc, err := chroma.New(cfg.ChromaURL, opts...)
+	cfg.ChromaURL = cf.URL
+	cc, err := cf.Client(log)
 	if err != nil {
 		return err
 	}
