@@ -62,6 +62,8 @@ bench: tools build
 lint: $(TOOLS)/bin/staticcheck
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && $(GO) vet ./... && $(TOOLS)/bin/staticcheck ./...) || exit 1; done
+	@# each module also builds on its own, as a container build of one service does
+	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) vet ./...) || { echo "$$m does not build alone: GOWORK=off go mod tidy there"; exit 1; }; done
 
 tidy:
 	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy) || exit 1; done
