@@ -179,9 +179,9 @@ func ensureObjectStore(ctx context.Context, js jetstream.JetStream, cfg Config, 
 // unanswered; the next try finds the asset and updates it.
 const bootstrapAttempt = 2 * time.Second
 
-// retryBootstrap retries fn until ctx ends while it fails transiently or
-// loses a create race ("already in use", or no answer: the next try updates
-// what the other instance created).
+// retryBootstrap retries fn until ctx ends while it fails transiently,
+// finds too few servers up, or loses a create race ("already in use", or
+// no answer: the next try updates what the other instance created).
 func retryBootstrap(ctx context.Context, fn func(ctx context.Context) error) error {
 	wait := 100 * time.Millisecond
 	for {
@@ -189,7 +189,7 @@ func retryBootstrap(ctx context.Context, fn func(ctx context.Context) error) err
 		err := fn(actx)
 		cancel()
 		if err == nil || ctx.Err() != nil || !(Transient(err) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) ||
-			errors.Is(err, jetstream.ErrBucketExists)) {
+			errors.Is(err, jetstream.ErrBucketExists) || noPeersYet(err)) {
 			return err
 		}
 		select {
@@ -199,6 +199,14 @@ func retryBootstrap(ctx context.Context, fn func(ctx context.Context) error) err
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
+}
+
+// noPeersYet says a create found too few servers to place the replicas
+// on: a cluster still starting, or a node down that may come back, so it
+// is tried again until the bootstrap's deadline.
+func noPeersYet(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == 10005 // no suitable peers for placement
 }
 
 // explain names the asset and what to do about a failed create or update.

@@ -242,6 +242,10 @@ func (s *Service) consumer() jetstream.Consumer {
 	return s.cons
 }
 
+// consumeHeartbeat is how often the server tells the trail writer's pull
+// that it is alive while nothing arrives.
+const consumeHeartbeat = 2 * time.Second
+
 // follow aligns the consumer and writes batches until ctx ends or a write
 // fails; Run then aligns again.
 func (s *Service) follow(ctx context.Context) error {
@@ -258,9 +262,14 @@ func (s *Service) follow(ctx context.Context) error {
 		case msgs <- m:
 		case <-fctx.Done():
 		}
-	}, jetstream.PullMaxMessages(s.cfg.Batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		s.log.Debug("consume", "err", err)
-	}))
+	}, jetstream.PullMaxMessages(s.cfg.Batch),
+		// A pull that meets no consumer leader (an election, or a consumer
+		// just created on a cluster) is sent again after two missed
+		// heartbeats: a few seconds rather than the default 30.
+		jetstream.PullHeartbeat(consumeHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.log.Debug("consume", "err", err)
+		}))
 	if err != nil {
 		stop()
 		return fmt.Errorf("consume: %w", err)
