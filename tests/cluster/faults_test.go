@@ -297,7 +297,7 @@ func TestChromaRestartedMidRestore(t *testing.T) {
 	freeAll(traps...) // the add meets a dead server
 	start := time.Now()
 	st.chroma.Restart(t)
-	t.Logf("Chroma was down for %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("Chroma killed, and answering again %s later", time.Since(start).Round(time.Millisecond))
 	op := st.waitOp(rep.OpID, 2*time.Minute)
 	t.Logf("rollback %s, attempt %d, adds %d + %d (24 per restore)", op.Status, op.Attempt, a.proxy.count("add"), b.proxy.count("add"))
 	st.rollbackEnded(op, id, before, want)
