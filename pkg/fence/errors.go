@@ -16,6 +16,12 @@ var ErrHeld = errors.New("fence: lease held by another operation")
 // removed; the holder must stop changing the tenant/database.
 var ErrLost = errors.New("fence: lease lost")
 
+// ErrSuperseded means the same holder took its lease again elsewhere: the
+// work queue delivered the holder's command once more (its first worker
+// looked dead) and the newer attempt now holds the lease. The older
+// attempt must stop without touching what the newer one carries on.
+var ErrSuperseded = errors.New("fence: lease taken again by a newer attempt of the same holder")
+
 // HeldError says who holds the lease that could not be taken.
 type HeldError struct {
 	// Lease is the lease as it is held.

@@ -79,9 +79,11 @@ func TestLeaseRetakenBySameHolder(t *testing.T) {
 	if !again.Value().AcquiredAt.Equal(first.Value().AcquiredAt) {
 		t.Errorf("re-taken lease AcquiredAt %v, want the original %v", again.Value().AcquiredAt, first.Value().AcquiredAt)
 	}
-	// The old handle lost its revision: renewing it must not clobber.
-	if err := first.Renew(ctx, time.Minute); !errors.Is(err, fence.ErrLost) {
-		t.Errorf("renew through a stale handle: %v, want ErrLost", err)
+	// The old handle lost its revision to a newer attempt of the same
+	// holder: renewing it must not clobber, and says it was superseded,
+	// not lost to another operation.
+	if err := first.Renew(ctx, time.Minute); !errors.Is(err, fence.ErrSuperseded) || errors.Is(err, fence.ErrLost) {
+		t.Errorf("renew through a stale handle: %v, want ErrSuperseded", err)
 	}
 	if err := again.Renew(ctx, 2*time.Minute); err != nil {
 		t.Errorf("renew: %v", err)

@@ -88,7 +88,8 @@ func (l *Lease) Value() contract.Lease {
 }
 
 // Renew extends the lease to ttl from now. It returns ErrLost if the lease
-// was taken over or removed since it was last written.
+// was taken over or removed since it was last written, and ErrSuperseded
+// if the same holder took it again since (see Acquire).
 func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 	if ttl <= 0 {
 		return fmt.Errorf("fence: renew: ttl %s must be positive", ttl)
@@ -103,6 +104,9 @@ func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 		cur, _, rerr := read(ctx, l.kv, l.key)
 		if rerr == nil && cur != nil && cur.Holder != l.value.Holder {
 			return fmt.Errorf("%w: %s now held by %s %s", ErrLost, l.key, cur.Kind, cur.Holder)
+		}
+		if rerr == nil && cur != nil {
+			return fmt.Errorf("%w: %s, by %s", ErrSuperseded, l.key, cur.Holder)
 		}
 		return fmt.Errorf("%w: %s changed since it was taken", ErrLost, l.key)
 	}

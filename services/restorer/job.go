@@ -34,6 +34,9 @@ var (
 	errCancelled = errors.New("rollback cancelled")
 	errVerify    = errors.New("restored data does not match the snapshot")
 	errLeaseLost = errors.New("lease lost")
+	// errSuperseded: a newer delivery of the same command took the lease;
+	// this attempt stops and leaves everything to it.
+	errSuperseded = errors.New("superseded by a newer attempt")
 )
 
 // job is one attempt at a rollback command.
@@ -121,6 +124,13 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	if cause := context.Cause(jobCtx); cause != nil && (err == nil || errors.Is(cause, errLeaseLost)) {
 		err = cause // the lease was lost: say so rather than "context canceled"
 	}
+	if cause := context.Cause(jobCtx); errors.Is(cause, errSuperseded) {
+		// The work queue gave the command to another attempt (this one
+		// looked dead), which holds the lease now: finishing here would
+		// lower its fence and undo its staging. Its delivery acks.
+		j.log.Warn("a newer attempt of this rollback took over; this one stops without touching its work", "err", cause)
+		return
+	}
 	if retryable(err) && attempt < s.cfg.MaxDeliver {
 		// JetStream did not answer for longer than a call retries (a
 		// leader election that dragged on): keep the lease, the fence and
@@ -180,6 +190,10 @@ func (j *job) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, msg
 				continue
 			}
 			if err := l.Renew(ctx, j.s.cfg.LeaseTTL); err != nil {
+				if errors.Is(err, fence.ErrSuperseded) {
+					cancel(fmt.Errorf("%w: %v", errSuperseded, err))
+					return
+				}
 				if errors.Is(err, fence.ErrLost) {
 					cancel(fmt.Errorf("%w: %v", errLeaseLost, err))
 					return
