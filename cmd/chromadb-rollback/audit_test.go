@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -82,24 +81,6 @@ func (s *auditStack) seed() {
 	s.emit("watchdog", contract.AuditEvent{Action: "trigger.validation", Outcome: contract.OutcomeStarted, SnapshotID: "snap_1", OpID: "op_rb_job1",
 		Figures: map[string]any{"job": "job1", "ratio": 0.9}})
 	s.emit("restorer", contract.AuditEvent{Action: "rollback", Outcome: contract.OutcomeCompleted, Actor: "ops@example", SnapshotID: "snap_1", OpID: "op_1"})
-}
-
-// lockedBuffer is a bytes.Buffer a command writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestCLIAuditLog: audit-log prints the trail newest first with every
@@ -191,7 +172,7 @@ func TestCLIAuditLog(t *testing.T) {
 	}
 
 	t.Run("follow", func(t *testing.T) {
-		var out, errb lockedBuffer
+		var out, errb testenv.SyncBuffer
 		ctx, cancel := context.WithCancel(t.Context())
 		exit := make(chan int, 1)
 		go func() {

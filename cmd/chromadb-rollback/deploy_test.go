@@ -27,31 +27,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// syncBuffer is a log sink shared by goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // deployStack is the four services, each connected with its own user of
 // deploy/nats/accounts.conf to a server loaded from deploy/nats/single.conf.
 type deployStack struct {
 	t    *testing.T
 	url  string
 	pw   testenv.DeployPasswords
-	logs syncBuffer
+	logs testenv.SyncBuffer
 
 	mu     sync.Mutex
 	errors map[string][]string // asynchronous server errors by user

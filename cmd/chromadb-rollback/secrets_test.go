@@ -95,7 +95,7 @@ func TestNoSecretsInServeLogsOrAudit(t *testing.T) {
 	// serve, as an operator runs it; its log is what it writes to stderr.
 	natsAddr, gateAddr := freeAddr(t), freeAddr(t)
 	dataDir := t.TempDir()
-	var serveLog syncBuffer
+	var serveLog testenv.SyncBuffer
 	log := testenv.Logger(t) // the artifact copy of serve's log
 	serveOut := io.MultiWriter(&serveLog, logWriter{log})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -308,7 +308,7 @@ func TestNoNATSPasswordInCLIOutput(t *testing.T) {
 		{"wrong password in the URL", []string{"--nats-url", "nats://operator:" + wrong + "@" + hostport, "snapshot", "list"}},
 		{"dashboard password for the operator", []string{"--nats-url", "nats://operator:" + pw["dashboard"] + "@" + hostport, "status"}},
 	} {
-		var out, errb syncBuffer
+		var out, errb testenv.SyncBuffer
 		code := run(t.Context(), tc.args, strings.NewReader(""), &out, &errb)
 		seen.add(tc.name, out.String()+errb.String())
 		if code != exitFailed || !strings.Contains(errb.String(), "Authorization Violation") {
@@ -320,7 +320,7 @@ func TestNoNATSPasswordInCLIOutput(t *testing.T) {
 	}
 	// The right password in NATS_PASSWORD connects (no service answers here).
 	t.Setenv("NATS_PASSWORD", pw["operator"])
-	var out, errb syncBuffer
+	var out, errb testenv.SyncBuffer
 	code := run(t.Context(), []string{"--nats-url", srv.ClientURL(), "--nats-user", "operator", "snapshot", "list"}, strings.NewReader(""), &out, &errb)
 	seen.add("right password", out.String()+errb.String())
 	if code != exitFailed || !strings.Contains(errb.String(), "no service answers") {
@@ -331,7 +331,7 @@ func TestNoNATSPasswordInCLIOutput(t *testing.T) {
 	t.Setenv("NATS_URL", "nats://operator:"+pw["operator"]+"@"+hostport)
 	t.Setenv("CHROMA_URL", "http://ops:"+chromaSecret+"@127.0.0.1:8000")
 	for _, args := range [][]string{{"--help"}, {"serve", "--help"}} {
-		var out, errb syncBuffer
+		var out, errb testenv.SyncBuffer
 		if code := run(t.Context(), args, strings.NewReader(""), &out, &errb); code != exitOK {
 			t.Errorf("%v: exit %d: %s", args, code, errb.String())
 		}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -198,24 +197,6 @@ func TestDashboard(t *testing.T) {
 	}
 }
 
-// syncBuffer collects output written from another goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestDashboardFollow: with --follow the dashboard keeps reading, prints
 // the figures as new events arrive, and prints them once more when stopped.
 func TestDashboardFollow(t *testing.T) {
@@ -226,7 +207,7 @@ func TestDashboardFollow(t *testing.T) {
 			e.day2Rollback("op_1")
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			var out, errb syncBuffer
+			var out, errb testenv.SyncBuffer
 			done := make(chan int, 1)
 			go func() {
 				done <- run(ctx, []string{"--nats-url", n.URL, mode, "--state", filepath.Join(t.TempDir(), "s.json"),

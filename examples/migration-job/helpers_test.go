@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"reflect"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,29 +19,11 @@ import (
 
 var subj = contract.Subjects{Prefix: contract.DefaultPrefix}
 
-// syncBuffer collects a job's log output from its goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runJob runs the example job in-process and returns its exit code; its log
 // is shown when the test fails.
 func runJob(t *testing.T, args ...string) int {
 	t.Helper()
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	code := run(t.Context(), args, &out)
 	t.Cleanup(func() {
 		if t.Failed() {
