@@ -155,4 +155,12 @@ func TestCLICleanup(t *testing.T) {
 	if code, _, stderr := c.run("snapshot", "keep", "nope"); code != exitFailed || !strings.Contains(stderr, `no snapshot with id or name "nope"`) {
 		t.Errorf("snapshot keep of an unknown snapshot: exit %d: %s", code, stderr)
 	}
+
+	// A pinned snapshot is deleted only on purpose.
+	if code, _, stderr := c.run("snapshot", "delete", pinned); code != exitFailed || !strings.Contains(stderr, "pinned") || !strings.Contains(stderr, "force") {
+		t.Errorf("snapshot delete of a pinned snapshot: exit %d: %s", code, stderr)
+	}
+	if code, stdout, stderr := c.run("snapshot", "delete", pinned, "--force"); code != exitOK || !strings.Contains(stdout, "deleted snapshot "+pinned) {
+		t.Errorf("snapshot delete --force: exit %d: %s%s", code, stdout, stderr)
+	}
 }

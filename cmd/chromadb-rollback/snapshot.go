@@ -162,7 +162,7 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 	}
 }
 
-func (a *app) snapshotRefCmd(use, short, verb string, print func(data []byte) error) *cobra.Command {
+func (a *app) snapshotRefCmd(use, short, verb string, print func(data []byte) error, set ...func(*contract.SnapshotRef)) *cobra.Command {
 	return &cobra.Command{
 		Use:   use + " SNAPSHOT",
 		Short: short,
@@ -178,8 +178,11 @@ func (a *app) snapshotRefCmd(use, short, verb string, print func(data []byte) er
 			if verb == "verify" {
 				timeout = max(timeout, time.Hour)
 			}
-			err = a.request(cmd.Context(), nc, a.subj.API("snapshot", verb),
-				contract.SnapshotRef{Envelope: contract.NewEnvelope(contract.TypeSnapshotRef), Snapshot: args[0], Actor: a.actor}, &raw, timeout)
+			ref := contract.SnapshotRef{Envelope: contract.NewEnvelope(contract.TypeSnapshotRef), Snapshot: args[0], Actor: a.actor}
+			for _, f := range set {
+				f(&ref)
+			}
+			err = a.request(cmd.Context(), nc, a.subj.API("snapshot", verb), ref, &raw, timeout)
 			if err != nil {
 				return err
 			}
@@ -255,14 +258,17 @@ func batchRange(b []string) string {
 }
 
 func (a *app) snapshotDeleteCmd() *cobra.Command {
-	return a.snapshotRefCmd("delete", "Delete a snapshot (manifest and archive)", "delete", func(data []byte) error {
+	var force bool
+	cmd := a.snapshotRefCmd("delete", "Delete a snapshot (manifest and archive); a pinned or in-use one only with --force", "delete", func(data []byte) error {
 		var m contract.SnapshotManifest
 		if err := json.Unmarshal(data, &m); err != nil {
 			return err
 		}
 		fmt.Fprintf(a.stdout, "deleted snapshot %s (%s)\n", m.SnapshotID, m.Name)
 		return nil
-	})
+	}, func(ref *contract.SnapshotRef) { ref.Force = force })
+	cmd.Flags().BoolVar(&force, "force", false, "delete even a pinned snapshot or one a running migration or rollback uses")
+	return cmd
 }
 
 func (a *app) snapshotKeepCmd() *cobra.Command {

@@ -90,6 +90,9 @@ type SnapshotRef struct {
 	Envelope
 	Snapshot string `json:"snapshot"`
 	Actor    string `json:"actor,omitempty"`
+	// Force deletes a snapshot that is pinned (keep) or that a running
+	// migration or rollback uses; without it such a delete is refused.
+	Force bool `json:"force,omitempty"`
 }
 
 // CollectionSummary is one collection of a snapshot manifest.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -266,12 +267,35 @@ func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
 		return
 	}
 	ev.SnapshotID, ev.Tenant, ev.Database = m.SnapshotID, m.Tenant, m.Database
+	if !ref.Force {
+		// What retention never deletes, an operator deletes only on purpose.
+		var why []string
+		if m.Keep {
+			why = append(why, fmt.Sprintf("it is pinned (unpin it with `snapshot keep %s --off`)", m.SnapshotID))
+		}
+		use, err := s.snapshotsInUse(ctx)
+		if err != nil {
+			s.reject(ctx, r, "snapshot.delete", &apiError{code: contract.CodeUnavailable, msg: "cannot tell whether a migration or rollback uses the snapshot: " + err.Error()}, ev)
+			return
+		}
+		for _, k := range append(use.refs[m.SnapshotID], use.refs[m.Name]...) {
+			why = append(why, k.detail)
+		}
+		if len(why) > 0 {
+			s.reject(ctx, r, "snapshot.delete", &apiError{code: contract.CodeConflict, field: "snapshot",
+				msg: fmt.Sprintf("not deleting snapshot %s (%s): %s; pass force to delete it anyway", m.SnapshotID, m.Name, strings.Join(why, "; "))}, ev)
+			return
+		}
+	}
 	if err := s.deleteSnapshot(ctx, m, 0); err != nil && !errors.Is(err, errObjectLeft) {
 		s.reject(ctx, r, "snapshot.delete", &apiError{code: contract.CodeUnavailable, msg: err.Error()}, ev)
 		return
 	}
 	ev.Action, ev.Outcome = "snapshot.delete", contract.OutcomeCompleted
 	ev.Figures = map[string]any{"size": m.Size, "records": m.TotalRecords}
+	if ref.Force {
+		ev.Figures["forced"] = true
+	}
 	_ = s.audit.Emit(ctx, ev)
 	bus.RespondJSON(r, m)
 }

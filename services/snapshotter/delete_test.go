@@ -1,0 +1,85 @@
+package snapshotter_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+)
+
+// TestDeleteRefusesPinnedAndInUse: what retention never deletes, an
+// operator's delete refuses too unless forced: a pinned snapshot, one a
+// running migration uses (by name), one a running rollback uses. Refused
+// deletes change nothing; a forced one deletes and says so in the audit.
+func TestDeleteRefusesPinnedAndInUse(t *testing.T) {
+	e := newEnv(t)
+	const tenant, db = "default_tenant", "del"
+	e.seedSmall(t, tenant, db)
+	e.startService(t, snapshotter.Config{})
+	now := time.Now().UTC()
+	req := func(name string, keep bool) contract.SnapshotCreateRequest {
+		return contract.SnapshotCreateRequest{Name: name, Tenant: tenant, Database: db, Actor: "test", Keep: keep}
+	}
+	pinned := e.snap(t, req("pinned", true), now)
+	migrated := e.snap(t, req("pre_migration", false), now)
+	rolled := e.snap(t, req("rolled_back_to", false), now)
+	plain := e.snap(t, req("plain", false), now)
+	e.putState(t, contract.MigrationKey("reindex"), contract.MigrationRecord{Envelope: contract.NewEnvelope(contract.TypeMigrationRecord),
+		Job: "reindex", Tenant: tenant, Database: db, Status: contract.MigrationRunning, SnapshotID: "pre_migration", StartedAt: now})
+	e.putState(t, contract.OperationKey("op_rb_del"), contract.Operation{Envelope: contract.NewEnvelope(contract.TypeOperation),
+		OpID: "op_rb_del", Kind: "rollback", SnapshotID: rolled.SnapshotID, Status: contract.StatusRunning, Tenant: tenant, Database: db})
+
+	del := func(id string, force bool) (int, []byte) {
+		ref := contract.SnapshotRef{Envelope: contract.NewEnvelope(contract.TypeSnapshotRef), Snapshot: id, Actor: "test", Force: force}
+		return e.request(t, e.subj.API("snapshot", "delete"), mustJSON(t, ref))
+	}
+	for _, tc := range []struct {
+		m    contract.SnapshotManifest
+		want string
+	}{
+		{pinned, "pinned"},
+		{migrated, "migration reindex"},
+		{rolled, "rollback op_rb_del"},
+	} {
+		code, body := del(tc.m.SnapshotID, false)
+		var eb contract.ErrorBody
+		_ = json.Unmarshal(body, &eb)
+		if code != contract.CodeConflict || !strings.Contains(eb.Error, tc.want) || !strings.Contains(eb.Error, "force") {
+			t.Errorf("delete %s: %d %q, want 409 naming %q and force", tc.m.Name, code, eb.Error, tc.want)
+		}
+		if _, ok := e.manifest(t, tc.m.SnapshotID); !ok {
+			t.Errorf("refused delete of %s removed its manifest", tc.m.Name)
+		}
+	}
+	if code, body := del(plain.SnapshotID, false); code != 0 {
+		t.Errorf("delete of a plain snapshot: %d %s", code, body)
+	}
+	if code, body := del(pinned.SnapshotID, true); code != 0 {
+		t.Errorf("forced delete of a pinned snapshot: %d %s", code, body)
+	}
+	for _, m := range []contract.SnapshotManifest{plain, pinned} {
+		if _, ok := e.manifest(t, m.SnapshotID); ok {
+			t.Errorf("%s still has a manifest after its delete", m.Name)
+		}
+	}
+	objects := strings.Join(e.objects(t), " ")
+	if strings.Contains(objects, plain.Object) || strings.Contains(objects, pinned.Object) || !strings.Contains(objects, migrated.Object) {
+		t.Errorf("objects after the deletes: %s", objects)
+	}
+	var forced, rejected int
+	for _, ev := range e.auditEvents(t) {
+		switch {
+		case ev.Action != "snapshot.delete":
+		case ev.Outcome == contract.OutcomeCompleted && ev.SnapshotID == pinned.SnapshotID && ev.Figures["forced"] == true:
+			forced++
+		case ev.Outcome == contract.OutcomeRejected:
+			rejected++
+		}
+	}
+	if forced != 1 || rejected != 3 {
+		t.Errorf("audit: %d forced deletes, %d refusals; want 1 and 3", forced, rejected)
+	}
+}
