@@ -211,19 +211,12 @@ func newIdentity(t *testing.T) identity {
 // storedArchive returns a snapshot's manifest and its object's bytes.
 func (e *env) storedArchive(t *testing.T, snapshotID string) (*contract.SnapshotManifest, []byte) {
 	t.Helper()
-	entry, err := e.nats.Assets.Manifests.Get(t.Context(), snapshotID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m contract.SnapshotManifest
-	if err := json.Unmarshal(entry.Value(), &m); err != nil {
-		t.Fatal(err)
-	}
+	m := e.storedManifest(t, snapshotID)
 	data, err := e.nats.Assets.Snapshots.GetBytes(t.Context(), m.Object)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &m, data
+	return m, data
 }
 
 // decryptArchive returns the decompressed tar stream of an encrypted archive.

@@ -482,14 +482,7 @@ func jsonEqual(a, b json.RawMessage) bool {
 // name, the ids of each batch by batch name.
 func (e *env) archiveBatches(t *testing.T, snapshotID string) map[string]map[string][]string {
 	t.Helper()
-	entry, err := e.nats.Assets.Manifests.Get(t.Context(), snapshotID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m contract.SnapshotManifest
-	if err := json.Unmarshal(entry.Value(), &m); err != nil {
-		t.Fatal(err)
-	}
+	m := e.storedManifest(t, snapshotID)
 	obj, err := e.nats.Assets.Snapshots.Get(t.Context(), m.Object)
 	if err != nil {
 		t.Fatal(err)
@@ -539,4 +532,18 @@ func (e *env) requestError(t *testing.T, subject string, body any) (int, contrac
 		t.Errorf("error body %s (code %d): %v", data, code, err)
 	}
 	return code, eb
+}
+
+// storedManifest reads a snapshot's manifest from KV.
+func (e *env) storedManifest(t *testing.T, snapshotID string) *contract.SnapshotManifest {
+	t.Helper()
+	entry, err := e.nats.Assets.Manifests.Get(t.Context(), snapshotID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal(entry.Value(), &m); err != nil {
+		t.Fatal(err)
+	}
+	return &m
 }

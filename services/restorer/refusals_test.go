@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -278,26 +277,9 @@ func TestRefusalsAndFailures(t *testing.T) {
 // corrupt flips one byte in the middle of a snapshot's stored archive.
 func (e *env) corrupt(t *testing.T, snapshotID string) {
 	t.Helper()
-	ctx := t.Context()
-	entry, err := e.nats.Assets.Manifests.Get(ctx, snapshotID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m contract.SnapshotManifest
-	if err := json.Unmarshal(entry.Value(), &m); err != nil {
-		t.Fatal(err)
-	}
-	r, err := e.nats.Assets.Snapshots.Get(ctx, m.Object)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(r)
-	r.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, data := e.storedArchive(t, snapshotID)
 	data[len(data)/2] ^= 0x40
-	if _, err := e.nats.Assets.Snapshots.Put(ctx, jetstream.ObjectMeta{Name: m.Object}, bytes.NewReader(data)); err != nil {
+	if _, err := e.nats.Assets.Snapshots.Put(t.Context(), jetstream.ObjectMeta{Name: m.Object}, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -309,14 +291,7 @@ func (e *env) corrupt(t *testing.T, snapshotID string) {
 func (e *env) corruptChunks(t *testing.T, snapshotID string, at func(size int) int) {
 	t.Helper()
 	ctx := t.Context()
-	entry, err := e.nats.Assets.Manifests.Get(ctx, snapshotID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m contract.SnapshotManifest
-	if err := json.Unmarshal(entry.Value(), &m); err != nil {
-		t.Fatal(err)
-	}
+	m := e.storedManifest(t, snapshotID)
 	info, err := e.nats.Assets.Snapshots.GetInfo(ctx, m.Object)
 	if err != nil {
 		t.Fatal(err)
