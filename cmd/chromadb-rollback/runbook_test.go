@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -96,14 +95,7 @@ type rbStack struct {
 
 func startRunbookStack(t *testing.T) *rbStack {
 	t.Helper()
-	tools, err := testenv.ToolsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	natsBin := filepath.Join(tools, "bin", "nats")
-	if _, err := os.Stat(natsBin); err != nil {
-		t.Fatalf("nats CLI not found at %s: run `make tools`", natsBin)
-	}
+	natsBin := testenv.NatsCLI(t)
 	ch := testenv.StartChroma(t)
 	cc := ch.Client(t, chroma.WithRetryMaxElapsed(5*time.Second))
 	if _, err := testenv.SeedFixture(t.Context(), cc); err != nil {

@@ -48,14 +48,7 @@ func words(t *testing.T, s string) []string {
 // the tail prints an event published while it runs; the durable consumer
 // hands out and acknowledges what was stored.
 func TestReadmeDashboardCommands(t *testing.T) {
-	tools, err := testenv.ToolsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(tools, "bin", "nats")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("nats CLI not found at %s: run `make tools`", bin)
-	}
+	bin := testenv.NatsCLI(t)
 	n := testenv.StartNATS(t)
 	e := emitter{t: t, n: n}
 	e.seed()

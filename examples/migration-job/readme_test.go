@@ -1,9 +1,7 @@
 package main
 
 import (
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,14 +38,7 @@ func readmeCommands(t *testing.T) [][]string {
 // contract the watchdog applies, with the Nats-Msg-Id of their body's id,
 // stored once when sent again; the control command reaches a job.
 func TestReadmeExamples(t *testing.T) {
-	tools, err := testenv.ToolsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli := filepath.Join(tools, "bin", "nats")
-	if _, err := os.Stat(cli); err != nil {
-		t.Fatalf("nats CLI not found at %s: run `make tools`", cli)
-	}
+	cli := testenv.NatsCLI(t)
 	n := testenv.StartNATS(t)
 	const job = "reindex-2025-11"
 	j, err := migration.New(n.Connect(t), job)

@@ -20,14 +20,7 @@ import (
 // script(1), which gives it one.
 func natsCLI(t *testing.T, url string, pw testenv.DeployPasswords, user string, timeout time.Duration, args ...string) (string, error) {
 	t.Helper()
-	tools, err := testenv.ToolsDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(tools, "bin", "nats")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("nats CLI not found at %s: run `make tools`", bin)
-	}
+	bin := testenv.NatsCLI(t)
 	argv := append([]string{bin, "--server", url, "--user", user, "--password", pw[user], "--timeout", timeout.String()}, args...)
 	if p := testenv.DeployInboxPrefix[user]; p != "" {
 		argv = append(argv, "--inbox-prefix", p)

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"testing"
 )
 
 // ShellLine is one command of a markdown file's ```sh blocks.
@@ -129,4 +131,19 @@ func ShellWords(s string) ([]string, error) {
 		words = append(words, w.String())
 	}
 	return words, nil
+}
+
+// NatsCLI is the path of the pinned nats CLI in .tools/bin; a missing one
+// fails the test with "run `make tools`".
+func NatsCLI(tb testing.TB) string {
+	tb.Helper()
+	tools, err := ToolsDir()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bin := filepath.Join(tools, "bin", "nats")
+	if _, err := os.Stat(bin); err != nil {
+		tb.Fatalf("nats CLI not found at %s: run `make tools`", bin)
+	}
+	return bin
 }
