@@ -40,6 +40,19 @@ func Median(ds []time.Duration) time.Duration {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// MedianFloat of vs (vs is not changed).
+func MedianFloat(vs []float64) float64 {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
 // PeakRSSKB reads a process's peak resident set size (VmHWM) in KiB.
 func PeakRSSKB(pid int) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
@@ -58,3 +71,81 @@ func PeakRSSKB(pid int) (int64, error) {
 	}
 	return 0, errors.New("no VmHWM in /proc status")
 }
+
+// CPUSample is the machine's CPU time so far, from /proc/stat.
+type CPUSample struct {
+	busy, total uint64 // clock ticks, all cores
+	cores       int
+	at          time.Time
+}
+
+// SampleCPU reads the machine's CPU time so far (zero when unknown).
+func SampleCPU() CPUSample {
+	s := CPUSample{at: time.Now()}
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return s
+	}
+	line, rest, _ := strings.Cut(string(data), "\n")
+	for l := range strings.Lines(rest) {
+		if len(l) > 3 && strings.HasPrefix(l, "cpu") && l[3] >= '0' && l[3] <= '9' {
+			s.cores++
+		}
+	}
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return s
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		s.total += n
+		if i != 3 && i != 4 { // idle and iowait
+			s.busy += n
+		}
+	}
+	return s
+}
+
+// BusyCores is how many cores of the machine were busy, on average, from
+// s to later: 2 on a saturated 2-core machine. It tells a CPU-bound phase
+// from one that waits.
+func (s CPUSample) BusyCores(later CPUSample) float64 {
+	wall := later.at.Sub(s.at).Seconds()
+	if later.total <= s.total || wall <= 0 {
+		return 0
+	}
+	share := float64(later.busy-s.busy) / float64(later.total-s.total)
+	return share * float64(s.cores)
+}
+
+// ProcessCPU is the CPU time (user and system) a process and its waited-for
+// children have used so far; pid 0 means this process. It is 0 when unknown.
+func ProcessCPU(pid int) time.Duration {
+	path := "/proc/self/stat"
+	if pid > 0 {
+		path = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from the last ')'.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks uint64
+	for _, v := range f[11:15] { // utime, stime, cutime, cstime
+		n, _ := strconv.ParseUint(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, 100 on Linux everywhere Go runs.
+const clockTicks = 100

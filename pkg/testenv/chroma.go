@@ -211,6 +211,17 @@ func (c *Chroma) Close() error {
 }
 
 // Running reports whether the server process is alive.
+// Pid is the server process's id (0 when it is not running), so that a
+// benchmark can read what the server spent.
+func (c *Chroma) Pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
 func (c *Chroma) Running() bool {
 	c.mu.Lock()
 	done := c.done

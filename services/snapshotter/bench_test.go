@@ -114,18 +114,30 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		// Rounds of (raw get, snapshot), each snapshot by a fresh process;
 		// medians damp the noise of a shared machine.
 		var raws, snaps []time.Duration
+		var rawCores, snapCores []float64
+		cpuUse := map[string][]time.Duration{} // CPU seconds by process and measurement
 		var snap snapshotRun
 		var peakKB int64
 		phases := map[string][]time.Duration{}
 		for r := range rounds {
+			cpu := testenv.SampleCPU()
+			chromaCPU, selfCPU := testenv.ProcessCPU(ch.Pid()), testenv.ProcessCPU(0)
 			_, rawDur, err := rawGet(ctx, cc, w.name, colls, limit, false)
 			if err != nil {
 				b.Fatalf("%s: raw get: %v", w.name, err)
 			}
+			rawCores = append(rawCores, cpu.BusyCores(testenv.SampleCPU()))
+			cpuUse["raw_get_chroma"] = append(cpuUse["raw_get_chroma"], testenv.ProcessCPU(ch.Pid())-chromaCPU)
+			cpuUse["raw_get_client"] = append(cpuUse["raw_get_client"], testenv.ProcessCPU(0)-selfCPU)
+			chromaCPU, selfCPU = testenv.ProcessCPU(ch.Pid()), testenv.ProcessCPU(0)
 			raws = append(raws, rawDur)
 			b.StartTimer()
 			snap = runSnapshot(b, bin, nt, ch.URL, w.name, r)
 			b.StopTimer()
+			snapCores = append(snapCores, snap.busyCores)
+			cpuUse["snapshot_chroma"] = append(cpuUse["snapshot_chroma"], testenv.ProcessCPU(ch.Pid())-chromaCPU)
+			cpuUse["snapshot_nats_and_bench"] = append(cpuUse["snapshot_nats_and_bench"], testenv.ProcessCPU(0)-selfCPU)
+			cpuUse["snapshot_snapshotter"] = append(cpuUse["snapshot_snapshotter"], snap.cpu)
 			measured += snap.dur
 			snaps = append(snaps, snap.dur)
 			peakKB = max(peakKB, snap.hwmKB)
@@ -151,6 +163,16 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		testenv.Emit(p+"snapshot", snapRate, "records/s")
 		testenv.Emit(p+"snapshot_seconds", snapDur.Seconds(), "s")
 		testenv.Emit(p+"snapshot_vs_raw_get", snapDur.Seconds()/rawDur.Seconds(), "ratio")
+		// How busy the machine's cores were: a read that is CPU-bound
+		// leaves a snapshot no spare core for its own work.
+		testenv.Emit(p+"raw_get_busy_cores", testenv.MedianFloat(rawCores), "cores")
+		testenv.Emit(p+"snapshot_busy_cores", testenv.MedianFloat(snapCores), "cores")
+		// Where the CPU went, by process: Chroma serving the reads, the
+		// client decoding them (raw get), and in a snapshot the
+		// snapshotter, and this process with the embedded NATS server.
+		for _, k := range slices.Sorted(maps.Keys(cpuUse)) {
+			testenv.Emit(p+"cpu_"+k+"_seconds", testenv.Median(cpuUse[k]).Seconds(), "s")
+		}
 		for _, ph := range slices.Sorted(maps.Keys(phases)) {
 			testenv.Emit(p+"phase_"+ph+"_seconds", testenv.Median(phases[ph]).Seconds(), "s")
 		}
@@ -326,6 +348,12 @@ type snapshotRun struct {
 	dur      time.Duration
 	manifest contract.SnapshotManifest
 	hwmKB    int64
+	// busyCores is how many of the machine's cores were busy on average
+	// during the snapshot.
+	busyCores float64
+	// cpu is the CPU time the snapshotter used from its start to the
+	// snapshot's end, less what it used before the request.
+	cpu time.Duration
 	// phases is how long each progress phase lasted, "queued" being the
 	// time from the request to the first progress message.
 	phases map[string]time.Duration
@@ -440,6 +468,8 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 	if err := nt.Conn.Flush(); err != nil {
 		b.Fatal(err)
 	}
+	cpu := testenv.SampleCPU()
+	idleCPU := testenv.ProcessCPU(cmd.Process.Pid)
 	start := time.Now()
 	pt.start = start
 	msg, err := nt.Conn.Request(subj.API("snapshot", "create"), req, 60*time.Second)
@@ -475,6 +505,8 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 		}
 	}
 	dur := time.Since(start)
+	busy := cpu.BusyCores(testenv.SampleCPU())
+	used := testenv.ProcessCPU(cmd.Process.Pid) - idleCPU
 	pt.mu.Lock()
 	pt.end = start.Add(dur)
 	pt.mu.Unlock()
@@ -493,7 +525,7 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 	if err := json.Unmarshal(entry.Value(), &m); err != nil {
 		fail("decode manifest: %v", err)
 	}
-	return snapshotRun{dur: dur, manifest: m, hwmKB: hwm, phases: pt.durations()}
+	return snapshotRun{dur: dur, manifest: m, hwmKB: hwm, busyCores: busy, cpu: used, phases: pt.durations()}
 }
 
 // waitAnswer waits until a service answers on subject, or the process exits.
