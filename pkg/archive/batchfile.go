@@ -137,8 +137,8 @@ func decodeStrict(data []byte, v any) error {
 // decodeBatch builds the record batch from a .json entry and its .f32 data.
 // name is the .json entry's name, for errors.
 func decodeBatch(name string, js, f32 []byte) (*record.Batch, error) {
-	var bf batchFile
-	if err := decodeStrict(js, &bf); err != nil {
+	bf, err := decodeBatchJSON(js)
+	if err != nil {
 		return nil, fmt.Errorf("%w: entry %s: %w", ErrCorrupt, name, err)
 	}
 	b := &record.Batch{IDs: bf.IDs, Documents: bf.Documents, Metadatas: bf.Metadatas, URIs: bf.URIs}

@@ -2,7 +2,6 @@ package archive
 
 import (
 	"archive/tar"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -43,7 +42,7 @@ type Writer struct {
 
 	records, raw int64
 
-	js     bytes.Buffer
+	js     []byte
 	chunk  []byte
 	hasher hash.Hash
 	err    error
@@ -151,10 +150,7 @@ func (w *Writer) WriteBatch(collIndex int, b *record.Batch) error {
 	if dim != nil {
 		f32Size = int64(len(b.IDs)-len(nulls)) * int64(*dim) * 4
 	}
-	w.js.Reset()
-	enc := json.NewEncoder(&w.js)
-	enc.SetEscapeHTML(false)
-	err = enc.Encode(&batchFile{
+	w.js, err = appendBatchJSON(w.js[:0], &batchFile{
 		IDs:            b.IDs,
 		Documents:      b.Documents,
 		Metadatas:      b.Metadatas,
@@ -165,7 +161,7 @@ func (w *Writer) WriteBatch(collIndex int, b *record.Batch) error {
 	if err != nil {
 		return fmt.Errorf("archive: collection %d: encode batch: %w", collIndex, err)
 	}
-	if int64(w.js.Len()) > w.lim.MaxEntrySize || f32Size > w.lim.MaxEntrySize {
+	if int64(len(w.js)) > w.lim.MaxEntrySize || f32Size > w.lim.MaxEntrySize {
 		return fmt.Errorf("archive: collection %d: batch of %d records exceeds the %d-byte entry limit; split it", collIndex, b.Len(), w.lim.MaxEntrySize)
 	}
 
@@ -176,7 +172,7 @@ func (w *Writer) WriteBatch(collIndex int, b *record.Batch) error {
 	}
 	w.cur = collIndex
 	name := batchName(len(c.batches))
-	if err := w.writeEntry(batchEntry(collIndex, name, "json"), w.js.Bytes()); err != nil {
+	if err := w.writeEntry(batchEntry(collIndex, name, "json"), w.js); err != nil {
 		return err
 	}
 	if err := w.writeEmbeddings(batchEntry(collIndex, name, "f32"), b.Embeddings, f32Size); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/internal/jsonx"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 )
 
@@ -30,45 +31,16 @@ type getResponse struct {
 // be valid JSON. Anything but one object (or null) with only whitespace
 // around it is refused.
 func decodeGetObject(data []byte, resp *getResponse) error {
-	p := rowParser{data: data}
-	p.space()
-	if p.literal("null") {
-		return p.end()
+	p := rowParser{Scanner: jsonx.Scanner{Data: data, What: "embeddings"}}
+	p.Space()
+	if p.Literal("null") {
+		return p.End()
 	}
-	if !p.consume('{') {
-		return p.fail("a JSON object")
+	err := p.Object(func(key string) error { return resp.member(&p, key) })
+	if err != nil {
+		return err
 	}
-	p.space()
-	if p.consume('}') {
-		return p.end()
-	}
-	for {
-		p.space()
-		end, ok := skipString(data, p.i)
-		if !ok {
-			return p.fail("a member name")
-		}
-		var key string
-		if err := json.Unmarshal(data[p.i:end], &key); err != nil {
-			return fmt.Errorf("member name at byte %d: %w", p.i, err)
-		}
-		p.i = end
-		p.space()
-		if !p.consume(':') {
-			return p.fail("':' after a member name")
-		}
-		p.space()
-		if err := resp.member(&p, key); err != nil {
-			return err
-		}
-		p.space()
-		if p.consume('}') {
-			return p.end()
-		}
-		if !p.consume(',') {
-			return p.fail("',' or '}' between members")
-		}
-	}
+	return p.End()
 }
 
 // member decodes the value at p into the field key names, if any.
@@ -81,13 +53,11 @@ func (r *getResponse) member(p *rowParser, key string) error {
 		r.Embeddings = rows
 		return nil
 	}
-	start := p.i
-	end, ok := skipValue(p.data, start)
-	if !ok {
-		return p.fail("a JSON value")
+	start := p.I
+	if !p.SkipValue() {
+		return p.Fail("a JSON value")
 	}
-	p.i = end
-	v := p.data[start:end]
+	v := p.Data[start:p.I]
 	var err error
 	switch {
 	case equalFold(key, "ids"):
@@ -110,64 +80,3 @@ func (r *getResponse) member(p *rowParser, key string) error {
 }
 
 func equalFold(key, name string) bool { return bytes.EqualFold([]byte(key), []byte(name)) }
-
-// skipString returns the end of the JSON string starting at i. Its
-// content is checked by whoever decodes it.
-func skipString(data []byte, i int) (int, bool) {
-	if i >= len(data) || data[i] != '"' {
-		return 0, false
-	}
-	for i++; i < len(data); i++ {
-		switch data[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1, true
-		}
-	}
-	return 0, false
-}
-
-// skipValue returns the end of the JSON value starting at i: a string, an
-// object or array (brackets counted outside strings), or a literal or
-// number (up to a delimiter). The value is checked by whoever decodes it.
-func skipValue(data []byte, i int) (int, bool) {
-	if i >= len(data) {
-		return 0, false
-	}
-	switch data[i] {
-	case '"':
-		return skipString(data, i)
-	case '{', '[':
-		depth := 0
-		for i < len(data) {
-			switch data[i] {
-			case '"':
-				end, ok := skipString(data, i)
-				if !ok {
-					return 0, false
-				}
-				i = end
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1, true
-				}
-			}
-			i++
-		}
-		return 0, false
-	}
-	start := i
-	for i < len(data) {
-		switch data[i] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			return i, i > start
-		}
-		i++
-	}
-	return i, i > start
-}

@@ -33,12 +33,14 @@ func (d *Digest) Add(b *Batch) error {
 		if b.Metadatas != nil {
 			md = b.Metadatas[i]
 		}
-		mj, err := md.AppendJSON(nil)
+		// The metadata's JSON goes after room for its length.
+		at := len(buf)
+		buf = append(buf, make([]byte, 8)...)
+		buf, err := md.AppendJSON(buf)
 		if err != nil {
 			return err
 		}
-		buf = binary.LittleEndian.AppendUint64(buf, uint64(len(mj)))
-		buf = append(buf, mj...)
+		binary.LittleEndian.PutUint64(buf[at:], uint64(len(buf)-at-8))
 		var e []float32
 		if b.Embeddings != nil {
 			e = b.Embeddings[i]

@@ -2,11 +2,12 @@ package record
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/internal/jsonx"
 )
 
 // Metadata is one record's or one collection's metadata. Values are string,
@@ -22,27 +23,27 @@ func (m Metadata) MarshalJSON() ([]byte, error) {
 	return m.AppendJSON(nil)
 }
 
-// AppendJSON appends the canonical JSON encoding of m to dst.
+// AppendJSON appends the canonical JSON encoding of m to dst: keys
+// sorted, strings escaped as json.Marshal escapes them (content digests
+// hash this encoding, so it must never change).
 func (m Metadata) AppendJSON(dst []byte) ([]byte, error) {
 	if m == nil {
 		return append(dst, "null"...), nil
 	}
-	keys := make([]string, 0, len(m))
+	var small [8]string
+	keys := small[:0]
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	dst = append(dst, '{')
 	for i, k := range keys {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		kb, err := json.Marshal(k)
-		if err != nil {
-			return nil, err
-		}
-		dst = append(dst, kb...)
+		dst = jsonx.AppendString(dst, k, true)
 		dst = append(dst, ':')
+		var err error
 		dst, err = appendValue(dst, k, m[k])
 		if err != nil {
 			return nil, err
@@ -54,11 +55,7 @@ func (m Metadata) AppendJSON(dst []byte) ([]byte, error) {
 func appendValue(dst []byte, key string, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case string:
-		b, err := json.Marshal(x)
-		if err != nil {
-			return nil, err
-		}
-		return append(dst, b...), nil
+		return jsonx.AppendString(dst, x, true), nil
 	case bool:
 		return strconv.AppendBool(dst, x), nil
 	case int64:
@@ -91,58 +88,15 @@ func AppendFloat(dst []byte, key string, f float64) ([]byte, error) {
 // UnmarshalJSON decodes a JSON object, keeping integers as int64 and
 // numbers with a fraction or exponent as float64.
 func (m *Metadata) UnmarshalJSON(data []byte) error {
-	data = bytes.TrimSpace(data)
-	if bytes.Equal(data, []byte("null")) {
-		*m = nil
-		return nil
+	s := jsonx.Scanner{Data: data, What: "metadata"}
+	s.Space()
+	v, err := s.ScalarObject()
+	if err != nil {
+		return err
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return fmt.Errorf("metadata: %w", err)
+	if err := s.End(); err != nil {
+		return err
 	}
-	out := make(Metadata, len(raw))
-	for k, r := range raw {
-		v, err := decodeValue(k, r)
-		if err != nil {
-			return err
-		}
-		out[k] = v
-	}
-	*m = out
+	*m = v
 	return nil
-}
-
-func decodeValue(key string, r json.RawMessage) (any, error) {
-	r = bytes.TrimSpace(r)
-	if len(r) == 0 {
-		return nil, fmt.Errorf("metadata key %q: empty value", key)
-	}
-	switch c := r[0]; {
-	case c == '"':
-		var s string
-		err := json.Unmarshal(r, &s)
-		return s, err
-	case c == 't' || c == 'f':
-		var b bool
-		err := json.Unmarshal(r, &b)
-		return b, err
-	case c == 'n':
-		return nil, nil
-	case c == '-' || (c >= '0' && c <= '9'):
-		s := string(r)
-		if !bytes.ContainsAny(r, ".eE") {
-			i, err := strconv.ParseInt(s, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("metadata key %q: integer %s out of int64 range", key, s)
-			}
-			return i, nil
-		}
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return nil, fmt.Errorf("metadata key %q: bad float %s", key, s)
-		}
-		return f, nil
-	default:
-		return nil, fmt.Errorf("metadata key %q: unsupported value %.40s (want string, number or bool)", key, r)
-	}
 }

@@ -68,6 +68,35 @@ func TestMetadataRejects(t *testing.T) {
 
 func sp(s string) *string { return &s }
 
+// TestDigestGolden pins the content digest's encoding: archives carry
+// digests, and every later version must compute the same ones (this sum
+// was computed when metadata still went through json.Marshal).
+func TestDigestGolden(t *testing.T) {
+	b := &Batch{
+		IDs:        []string{"a", "b.c", "日本\x00", "<&>"},
+		Embeddings: [][]float32{{1, 2}, nil, {float32(math.Copysign(0, -1)), math.SmallestNonzeroFloat32}, {3, 4}},
+		Documents:  []*string{nil, sp(""), sp("doc \u2028 <b>"), sp("\x01\t\"\\")},
+		Metadatas: []Metadata{nil, {"k": int64(1)},
+			{"k": 1.0, "<html>": "a&b>c \u2029 \x7f \x1f", "big": int64(math.MaxInt64), "f": 1e300, "neg": -0.5, "t": true, "ü": "日本語 🚀"},
+			{"a": "", "b": false, "c": int64(-9007199254740993), "d": 1e-7}},
+		URIs: []*string{sp("u"), nil, nil, sp("s3://x/<y>")},
+	}
+	d := NewDigest()
+	if err := d.Add(b); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.Sum(), "350b7701e31e4ace5d4b062eacdeafb7d13aaa0c0d950028b294e39f356231c5"; got != want {
+		t.Errorf("digest = %s, want %s: the encoding changed, and no archive written before would verify", got, want)
+	}
+	m, err := b.Metadatas[2].AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"\u003chtml\u003e":"a\u0026b\u003ec \u2029 ` + "\x7f" + ` \u001f","big":9223372036854775807,"f":1e+300,"k":1.0,"neg":-0.5,"t":true,"ü":"日本語 🚀"}`; string(m) != want {
+		t.Errorf("canonical JSON = %s, want %s", m, want)
+	}
+}
+
 func sample() *Batch {
 	return &Batch{
 		IDs:        []string{"a", "b.c", "日本\x00"},

@@ -129,14 +129,14 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 			rawCores = append(rawCores, cpu.BusyCores(testenv.SampleCPU()))
 			cpuUse["raw_get_chroma"] = append(cpuUse["raw_get_chroma"], testenv.ProcessCPU(ch.Pid())-chromaCPU)
 			cpuUse["raw_get_client"] = append(cpuUse["raw_get_client"], testenv.ProcessCPU(0)-selfCPU)
-			chromaCPU, selfCPU = testenv.ProcessCPU(ch.Pid()), testenv.ProcessCPU(0)
+			chromaCPU = testenv.ProcessCPU(ch.Pid())
 			raws = append(raws, rawDur)
 			b.StartTimer()
 			snap = runSnapshot(b, bin, nt, ch.URL, w.name, r)
 			b.StopTimer()
 			snapCores = append(snapCores, snap.busyCores)
 			cpuUse["snapshot_chroma"] = append(cpuUse["snapshot_chroma"], testenv.ProcessCPU(ch.Pid())-chromaCPU)
-			cpuUse["snapshot_nats_and_bench"] = append(cpuUse["snapshot_nats_and_bench"], testenv.ProcessCPU(0)-selfCPU)
+			cpuUse["snapshot_nats_and_bench"] = append(cpuUse["snapshot_nats_and_bench"], snap.selfCPU)
 			cpuUse["snapshot_snapshotter"] = append(cpuUse["snapshot_snapshotter"], snap.cpu)
 			measured += snap.dur
 			snaps = append(snaps, snap.dur)
@@ -354,6 +354,9 @@ type snapshotRun struct {
 	// cpu is the CPU time the snapshotter used from its start to the
 	// snapshot's end, less what it used before the request.
 	cpu time.Duration
+	// selfCPU is what this process (the embedded NATS server among it)
+	// used from the request to the snapshot's end.
+	selfCPU time.Duration
 	// phases is how long each progress phase lasted, "queued" being the
 	// time from the request to the first progress message.
 	phases map[string]time.Duration
@@ -469,7 +472,7 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 		b.Fatal(err)
 	}
 	cpu := testenv.SampleCPU()
-	idleCPU := testenv.ProcessCPU(cmd.Process.Pid)
+	idleCPU, selfCPU := testenv.ProcessCPU(cmd.Process.Pid), testenv.ProcessCPU(0)
 	start := time.Now()
 	pt.start = start
 	msg, err := nt.Conn.Request(subj.API("snapshot", "create"), req, 60*time.Second)
@@ -506,7 +509,7 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 	}
 	dur := time.Since(start)
 	busy := cpu.BusyCores(testenv.SampleCPU())
-	used := testenv.ProcessCPU(cmd.Process.Pid) - idleCPU
+	used, self := testenv.ProcessCPU(cmd.Process.Pid)-idleCPU, testenv.ProcessCPU(0)-selfCPU
 	pt.mu.Lock()
 	pt.end = start.Add(dur)
 	pt.mu.Unlock()
@@ -525,7 +528,7 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 	if err := json.Unmarshal(entry.Value(), &m); err != nil {
 		fail("decode manifest: %v", err)
 	}
-	return snapshotRun{dur: dur, manifest: m, hwmKB: hwm, busyCores: busy, cpu: used, phases: pt.durations()}
+	return snapshotRun{dur: dur, manifest: m, hwmKB: hwm, busyCores: busy, cpu: used, selfCPU: self, phases: pt.durations()}
 }
 
 // waitAnswer waits until a service answers on subject, or the process exits.

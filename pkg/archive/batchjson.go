@@ -1,0 +1,207 @@
+package archive
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/internal/jsonx"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
+)
+
+// A batch's .json entry is written and read here in one pass, without
+// reflection: after parsing Chroma's answers it is the largest CPU cost of
+// a snapshot, which writes every batch and, verifying as it writes, reads
+// it again. appendBatchJSON writes exactly the bytes json.Encoder (with
+// SetEscapeHTML(false)) writes for a batchFile, so archives are the same
+// as they always were; decodeBatchJSON accepts what the writer writes and
+// refuses anything decodeStrict would refuse (FuzzBatchJSON holds both to
+// encoding/json). It is stricter than encoding/json where that does not
+// matter for archives: field names must be spelled exactly and appear
+// once, and ids and null_embeddings hold no nulls.
+
+// appendBatchJSON appends bf's .json entry, newline included, to dst.
+func appendBatchJSON(dst []byte, bf *batchFile) ([]byte, error) {
+	dst = append(dst, `{"ids":`...)
+	dst = appendStrings(dst, bf.IDs)
+	dst = append(dst, `,"documents":`...)
+	dst = appendNullableStrings(dst, bf.Documents)
+	dst = append(dst, `,"metadatas":`...)
+	if bf.Metadatas == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for i, m := range bf.Metadatas {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			var err error
+			if dst, err = m.AppendJSON(dst); err != nil {
+				return nil, fmt.Errorf("record %d: %w", i, err)
+			}
+		}
+		dst = append(dst, ']')
+	}
+	dst = append(dst, `,"uris":`...)
+	dst = appendNullableStrings(dst, bf.URIs)
+	dst = append(dst, `,"dimension":`...)
+	if bf.Dimension == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = strconv.AppendInt(dst, int64(*bf.Dimension), 10)
+	}
+	dst = append(dst, `,"null_embeddings":`...)
+	if bf.NullEmbeddings == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for i, n := range bf.NullEmbeddings {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = strconv.AppendInt(dst, int64(n), 10)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, "}\n"...), nil
+}
+
+func appendStrings(dst []byte, ss []string) []byte {
+	if ss == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i, s := range ss {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = jsonx.AppendString(dst, s, false)
+	}
+	return append(dst, ']')
+}
+
+func appendNullableStrings(dst []byte, ss []*string) []byte {
+	if ss == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i, s := range ss {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		if s == nil {
+			dst = append(dst, "null"...)
+		} else {
+			dst = jsonx.AppendString(dst, *s, false)
+		}
+	}
+	return append(dst, ']')
+}
+
+var batchFields = map[string]uint8{
+	"ids": 1 << 0, "documents": 1 << 1, "metadatas": 1 << 2, "uris": 1 << 3, "dimension": 1 << 4, "null_embeddings": 1 << 5,
+}
+
+// decodeBatchJSON decodes a batch's .json entry.
+func decodeBatchJSON(data []byte) (*batchFile, error) {
+	s := &jsonx.Scanner{Data: data, What: "batch"}
+	bf := &batchFile{}
+	var seen uint8
+	s.Space()
+	err := s.Object(func(name string) error {
+		bit, ok := batchFields[name]
+		if !ok {
+			return fmt.Errorf("batch: unknown field %q", name)
+		}
+		if seen&bit != 0 {
+			return fmt.Errorf("batch: field %q appears twice", name)
+		}
+		seen |= bit
+		var err error
+		switch name {
+		case "ids":
+			bf.IDs, err = decodeStrings(s)
+		case "documents":
+			bf.Documents, err = decodeNullableStrings(s)
+		case "uris":
+			bf.URIs, err = decodeNullableStrings(s)
+		case "metadatas":
+			bf.Metadatas, err = decodeMetadatas(s)
+		case "dimension":
+			if s.Literal("null") {
+				return nil
+			}
+			var n int64
+			n, err = s.Int()
+			d := int(n)
+			bf.Dimension = &d
+		case "null_embeddings":
+			bf.NullEmbeddings, err = decodeInts(s)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.End(); err != nil {
+		return nil, err
+	}
+	return bf, nil
+}
+
+func decodeStrings(s *jsonx.Scanner) ([]string, error) {
+	out := []string{}
+	null, err := s.Array(func() error {
+		v, err := s.String()
+		out = append(out, v)
+		return err
+	})
+	if null {
+		return nil, err
+	}
+	return out, err
+}
+
+func decodeNullableStrings(s *jsonx.Scanner) ([]*string, error) {
+	out := []*string{}
+	null, err := s.Array(func() error {
+		if s.Literal("null") {
+			out = append(out, nil)
+			return nil
+		}
+		v, err := s.String()
+		out = append(out, &v)
+		return err
+	})
+	if null {
+		return nil, err
+	}
+	return out, err
+}
+
+func decodeMetadatas(s *jsonx.Scanner) ([]record.Metadata, error) {
+	s.What = "metadata"
+	defer func() { s.What = "batch" }()
+	out := []record.Metadata{}
+	null, err := s.Array(func() error {
+		m, err := s.ScalarObject()
+		out = append(out, m)
+		return err
+	})
+	if null {
+		return nil, err
+	}
+	return out, err
+}
+
+func decodeInts(s *jsonx.Scanner) ([]int, error) {
+	out := []int{}
+	null, err := s.Array(func() error {
+		n, err := s.Int()
+		out = append(out, int(n))
+		return err
+	})
+	if null {
+		return nil, err
+	}
+	return out, err
+}

@@ -1,0 +1,351 @@
+// Package jsonx reads and writes the JSON of the data path in one pass and
+// without reflection: Chroma's get answers and the archive's batch entries
+// are most of what a snapshot or a restore spends CPU on, and
+// encoding/json scans such a value several times (to validate it, to find
+// its end, to decode it, then again inside each json.Unmarshaler).
+//
+// Everything here accepts a subset of what encoding/json accepts and,
+// where it accepts, decodes to what encoding/json decodes; the fuzz tests
+// of its callers hold it to that. Strings take a fast path when they have
+// no escapes and are valid UTF-8, and otherwise go through encoding/json
+// itself. AppendString writes exactly what encoding/json writes.
+package jsonx
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Scanner reads JSON text from Data, starting at I. Methods that read a
+// value leave I after it; on failure I is where the problem was found.
+type Scanner struct {
+	Data []byte
+	I    int
+	// What is being decoded, the prefix of errors ("embeddings").
+	What string
+}
+
+// Space skips whitespace.
+func (s *Scanner) Space() {
+	for s.I < len(s.Data) {
+		switch s.Data[s.I] {
+		case ' ', '\t', '\n', '\r':
+			s.I++
+		default:
+			return
+		}
+	}
+}
+
+// Consume skips c if it is next.
+func (s *Scanner) Consume(c byte) bool {
+	if s.I < len(s.Data) && s.Data[s.I] == c {
+		s.I++
+		return true
+	}
+	return false
+}
+
+// Literal skips lit if it is next.
+func (s *Scanner) Literal(lit string) bool {
+	if len(s.Data)-s.I >= len(lit) && string(s.Data[s.I:s.I+len(lit)]) == lit {
+		s.I += len(lit)
+		return true
+	}
+	return false
+}
+
+// End checks that only whitespace is left.
+func (s *Scanner) End() error {
+	s.Space()
+	if s.I != len(s.Data) {
+		return s.Fail("end of " + s.What)
+	}
+	return nil
+}
+
+// Fail is the error for wanting want at I.
+func (s *Scanner) Fail(want string) error {
+	return fmt.Errorf("%s: want %s at byte %d", s.What, want, s.I)
+}
+
+// Number skips a number in JSON's grammar,
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, and reports whether
+// there was one (strconv alone would take "+1", ".5", "01").
+func (s *Scanner) Number() bool {
+	s.Consume('-')
+	switch {
+	case s.Consume('0'):
+	case s.digits() == 0:
+		return false
+	}
+	if s.Consume('.') && s.digits() == 0 {
+		return false
+	}
+	if s.Consume('e') || s.Consume('E') {
+		if !s.Consume('+') {
+			s.Consume('-')
+		}
+		if s.digits() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Scanner) digits() int {
+	start := s.I
+	for s.I < len(s.Data) && s.Data[s.I] >= '0' && s.Data[s.I] <= '9' {
+		s.I++
+	}
+	return s.I - start
+}
+
+// Int reads an integer as encoding/json reads one into an int64: no
+// fraction, no exponent, in range.
+func (s *Scanner) Int() (int64, error) {
+	start := s.I
+	if !s.Number() {
+		s.I = start
+		return 0, s.Fail("an integer")
+	}
+	n, err := strconv.ParseInt(string(s.Data[start:s.I]), 10, 64)
+	if err != nil {
+		s.I = start
+		return 0, s.Fail("an integer in int64 range")
+	}
+	return n, nil
+}
+
+// String reads a string. One without escapes or control characters, in
+// valid UTF-8, is taken as it is; any other goes through encoding/json,
+// which unescapes it (and replaces invalid UTF-8, as it always does).
+func (s *Scanner) String() (string, error) {
+	start := s.I
+	if !s.Consume('"') {
+		return "", s.Fail("a string")
+	}
+	high := false
+	for i := s.I; i < len(s.Data); i++ {
+		c := s.Data[i]
+		if c == '"' {
+			raw := s.Data[s.I:i]
+			if high && !utf8.Valid(raw) {
+				break
+			}
+			s.I = i + 1
+			return string(raw), nil
+		}
+		if c == '\\' || c < 0x20 {
+			break
+		}
+		high = high || c >= utf8.RuneSelf
+	}
+	s.I = start
+	if !s.SkipString() {
+		return "", s.Fail("a string")
+	}
+	var out string
+	if err := json.Unmarshal(s.Data[start:s.I], &out); err != nil {
+		s.I = start
+		return "", fmt.Errorf("%s: string at byte %d: %w", s.What, start, err)
+	}
+	return out, nil
+}
+
+// SkipString skips a string without checking its content.
+func (s *Scanner) SkipString() bool {
+	end, ok := skipString(s.Data, s.I)
+	if ok {
+		s.I = end
+	}
+	return ok
+}
+
+// SkipValue skips a value without checking it: a string, an object or
+// array (brackets counted outside strings), or a literal or number (up to a
+// delimiter). Whoever decodes the value checks it.
+func (s *Scanner) SkipValue() bool {
+	end, ok := skipValue(s.Data, s.I)
+	if ok {
+		s.I = end
+	}
+	return ok
+}
+
+func skipString(data []byte, i int) (int, bool) {
+	if i >= len(data) || data[i] != '"' {
+		return 0, false
+	}
+	for i++; i < len(data); i++ {
+		switch data[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1, true
+		}
+	}
+	return 0, false
+}
+
+func skipValue(data []byte, i int) (int, bool) {
+	if i >= len(data) {
+		return 0, false
+	}
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for i < len(data) {
+			switch data[i] {
+			case '"':
+				end, ok := skipString(data, i)
+				if !ok {
+					return 0, false
+				}
+				i = end
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1, true
+				}
+			}
+			i++
+		}
+		return 0, false
+	}
+	start := i
+	for i < len(data) {
+		switch data[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i, i > start
+		}
+		i++
+	}
+	return i, i > start
+}
+
+// Array reads null (reporting null) or an array, calling elem with I at
+// each element (whitespace skipped); elem must read the element.
+func (s *Scanner) Array(elem func() error) (null bool, err error) {
+	if s.Literal("null") {
+		return true, nil
+	}
+	if !s.Consume('[') {
+		return false, s.Fail("an array or null")
+	}
+	s.Space()
+	if s.Consume(']') {
+		return false, nil
+	}
+	for {
+		s.Space()
+		if err := elem(); err != nil {
+			return false, err
+		}
+		s.Space()
+		if s.Consume(']') {
+			return false, nil
+		}
+		if !s.Consume(',') {
+			return false, s.Fail("',' or ']' in an array")
+		}
+	}
+}
+
+// Object reads an object, calling member with each member's name and I at
+// its value (whitespace skipped); member must read the value.
+func (s *Scanner) Object(member func(name string) error) error {
+	if !s.Consume('{') {
+		return s.Fail("an object")
+	}
+	s.Space()
+	if s.Consume('}') {
+		return nil
+	}
+	for {
+		s.Space()
+		name, err := s.String()
+		if err != nil {
+			return err
+		}
+		s.Space()
+		if !s.Consume(':') {
+			return s.Fail("':' after a member name")
+		}
+		s.Space()
+		if err := member(name); err != nil {
+			return err
+		}
+		s.Space()
+		if s.Consume('}') {
+			return nil
+		}
+		if !s.Consume(',') {
+			return s.Fail("',' or '}' between members")
+		}
+	}
+}
+
+// ScalarObject reads null (as a nil map) or an object whose values are
+// strings, numbers, booleans or null: the shape of Chroma's metadata.
+// Integers (numbers without fraction or exponent) become int64, other
+// numbers float64; as with encoding/json, the last of duplicate names wins.
+func (s *Scanner) ScalarObject() (map[string]any, error) {
+	if s.Literal("null") {
+		return nil, nil
+	}
+	out := make(map[string]any, 4)
+	err := s.Object(func(name string) error {
+		v, err := s.scalar(name)
+		out[name] = v
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Scanner) scalar(key string) (any, error) {
+	if s.I >= len(s.Data) {
+		return nil, s.Fail("a value")
+	}
+	switch c := s.Data[s.I]; {
+	case c == '"':
+		return s.String()
+	case s.Literal("true"):
+		return true, nil
+	case s.Literal("false"):
+		return false, nil
+	case s.Literal("null"):
+		return nil, nil
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := s.I
+		if !s.Number() {
+			return nil, s.Fail("a number")
+		}
+		num := s.Data[start:s.I]
+		if !bytes.ContainsAny(num, ".eE") {
+			i, err := strconv.ParseInt(string(num), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s key %q: integer %s out of int64 range", s.What, key, num)
+			}
+			return i, nil
+		}
+		f, err := strconv.ParseFloat(string(num), 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s key %q: bad float %s", s.What, key, num)
+		}
+		return f, nil
+	default:
+		return nil, fmt.Errorf("%s key %q: unsupported value at byte %d (want string, number or bool)", s.What, key, s.I)
+	}
+}
