@@ -134,3 +134,24 @@ func TestArrayAndObject(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkString(b *testing.B) {
+	doc := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 11)
+	quoted := AppendString(nil, doc, false)
+	b.Run("append", func(b *testing.B) {
+		b.SetBytes(int64(len(doc)))
+		buf := make([]byte, 0, 1024)
+		for b.Loop() {
+			buf = AppendString(buf[:0], doc, false)
+		}
+	})
+	b.Run("read", func(b *testing.B) {
+		b.SetBytes(int64(len(doc)))
+		for b.Loop() {
+			sc := Scanner{Data: quoted}
+			if _, err := sc.String(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

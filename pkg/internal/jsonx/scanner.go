@@ -129,7 +129,7 @@ func (s *Scanner) String() (string, error) {
 		return "", s.Fail("a string")
 	}
 	high := false
-	for i := s.I; i < len(s.Data); i++ {
+	for i := s.I + plainRun(s.Data[s.I:], false); i < len(s.Data); i++ {
 		c := s.Data[i]
 		if c == '"' {
 			raw := s.Data[s.I:i]
