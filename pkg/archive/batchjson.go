@@ -17,7 +17,7 @@ import (
 // refuses anything decodeStrict would refuse (FuzzBatchJSON holds both to
 // encoding/json). It is stricter than encoding/json where that does not
 // matter for archives: field names must be spelled exactly and appear
-// once, and ids and null_embeddings hold no nulls.
+// once.
 
 // appendBatchJSON appends bf's .json entry, newline included, to dst.
 func appendBatchJSON(dst []byte, bf *batchFile) ([]byte, error) {
@@ -119,13 +119,15 @@ func decodeBatchJSON(data []byte) (*batchFile, error) {
 		var err error
 		switch name {
 		case "ids":
-			bf.IDs, err = decodeStrings(s)
+			bf.IDs, err = s.Strings()
 		case "documents":
-			bf.Documents, err = decodeNullableStrings(s)
+			bf.Documents, err = s.NullableStrings()
 		case "uris":
-			bf.URIs, err = decodeNullableStrings(s)
+			bf.URIs, err = s.NullableStrings()
 		case "metadatas":
-			bf.Metadatas, err = decodeMetadatas(s)
+			s.What = "metadata"
+			bf.Metadatas, err = jsonx.ScalarObjects[record.Metadata](s)
+			s.What = "batch"
 		case "dimension":
 			if s.Literal("null") {
 				return nil
@@ -135,7 +137,7 @@ func decodeBatchJSON(data []byte) (*batchFile, error) {
 			d := int(n)
 			bf.Dimension = &d
 		case "null_embeddings":
-			bf.NullEmbeddings, err = decodeInts(s)
+			bf.NullEmbeddings, err = s.Ints()
 		}
 		return err
 	})
@@ -146,62 +148,4 @@ func decodeBatchJSON(data []byte) (*batchFile, error) {
 		return nil, err
 	}
 	return bf, nil
-}
-
-func decodeStrings(s *jsonx.Scanner) ([]string, error) {
-	out := []string{}
-	null, err := s.Array(func() error {
-		v, err := s.String()
-		out = append(out, v)
-		return err
-	})
-	if null {
-		return nil, err
-	}
-	return out, err
-}
-
-func decodeNullableStrings(s *jsonx.Scanner) ([]*string, error) {
-	out := []*string{}
-	null, err := s.Array(func() error {
-		if s.Literal("null") {
-			out = append(out, nil)
-			return nil
-		}
-		v, err := s.String()
-		out = append(out, &v)
-		return err
-	})
-	if null {
-		return nil, err
-	}
-	return out, err
-}
-
-func decodeMetadatas(s *jsonx.Scanner) ([]record.Metadata, error) {
-	s.What = "metadata"
-	defer func() { s.What = "batch" }()
-	out := []record.Metadata{}
-	null, err := s.Array(func() error {
-		m, err := s.ScalarObject()
-		out = append(out, m)
-		return err
-	})
-	if null {
-		return nil, err
-	}
-	return out, err
-}
-
-func decodeInts(s *jsonx.Scanner) ([]int, error) {
-	out := []int{}
-	null, err := s.Array(func() error {
-		n, err := s.Int()
-		out = append(out, int(n))
-		return err
-	})
-	if null {
-		return nil, err
-	}
-	return out, err
 }

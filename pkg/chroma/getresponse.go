@@ -31,7 +31,7 @@ type getResponse struct {
 // be valid JSON. Anything but one object (or null) with only whitespace
 // around it is refused.
 func decodeGetObject(data []byte, resp *getResponse) error {
-	p := rowParser{Scanner: jsonx.Scanner{Data: data, What: "embeddings"}}
+	p := rowParser{Scanner: jsonx.Scanner{Data: data, What: "get answer"}}
 	p.Space()
 	if p.Literal("null") {
 		return p.End()
@@ -45,31 +45,29 @@ func decodeGetObject(data []byte, resp *getResponse) error {
 
 // member decodes the value at p into the field key names, if any.
 func (r *getResponse) member(p *rowParser, key string) error {
-	if equalFold(key, "embeddings") {
-		rows, err := p.rows()
-		if err != nil {
-			return err
-		}
-		r.Embeddings = rows
-		return nil
-	}
-	start := p.I
-	if !p.SkipValue() {
-		return p.Fail("a JSON value")
-	}
-	v := p.Data[start:p.I]
 	var err error
 	switch {
+	case equalFold(key, "embeddings"):
+		p.What = "embeddings"
+		r.Embeddings, err = p.rows()
+		p.What = "get answer"
+		return err
 	case equalFold(key, "ids"):
-		err = json.Unmarshal(v, &r.IDs)
+		r.IDs, err = p.Strings()
 	case equalFold(key, "documents"):
-		err = json.Unmarshal(v, &r.Documents)
+		r.Documents, err = p.NullableStrings()
 	case equalFold(key, "uris"):
-		err = json.Unmarshal(v, &r.URIs)
+		r.URIs, err = p.NullableStrings()
 	case equalFold(key, "metadatas"):
-		err = json.Unmarshal(v, &r.Metadatas)
+		p.What = "metadata"
+		r.Metadatas, err = jsonx.ScalarObjects[record.Metadata](&p.Scanner)
+		p.What = "get answer"
 	default:
-		if !json.Valid(v) {
+		start := p.I
+		if !p.SkipValue() {
+			return p.Fail("a JSON value")
+		}
+		if !json.Valid(p.Data[start:p.I]) {
 			err = fmt.Errorf("invalid JSON")
 		}
 	}

@@ -50,6 +50,11 @@ func FuzzString(f *testing.F) {
 		f.Add(`"` + s + `"`)
 	}
 	f.Add(`"\u00e9\ud83d\ude00\n"`)
+	f.Add(`"\ud800x"`)
+	f.Add(`"\ud800\u0041"`)
+	f.Add(`"\udc00\ud800"`)
+	f.Add(`"\uD83D\uDE00 \/ \b\f"`)
+	f.Add(`"naïve café \"quoted\" back\\slash tab\there new\nline <html> &amp; 🚀 データ"`)
 	f.Add(`"\x"`)
 	f.Add(`"unterminated`)
 	f.Fuzz(func(t *testing.T, in string) {
@@ -135,23 +140,31 @@ func TestArrayAndObject(t *testing.T) {
 	}
 }
 
+// BenchmarkString reads and writes 500-byte documents: plain English, and
+// the benchmark workloads' mix of Unicode and characters JSON escapes.
 func BenchmarkString(b *testing.B) {
-	doc := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 11)
-	quoted := AppendString(nil, doc, false)
-	b.Run("append", func(b *testing.B) {
-		b.SetBytes(int64(len(doc)))
-		buf := make([]byte, 0, 1024)
-		for b.Loop() {
-			buf = AppendString(buf[:0], doc, false)
-		}
-	})
-	b.Run("read", func(b *testing.B) {
-		b.SetBytes(int64(len(doc)))
-		for b.Loop() {
-			sc := Scanner{Data: quoted}
-			if _, err := sc.String(); err != nil {
-				b.Fatal(err)
+	docs := map[string]string{
+		"plain": strings.Repeat("The quick brown fox jumps over the lazy dog. ", 11),
+		"mixed": strings.Repeat(`naïve café "quoted" back\slash tab`+"\t"+`here new`+"\n"+`line <html> &amp; 🚀 データ `, 7),
+	}
+	for _, kind := range []string{"plain", "mixed"} {
+		doc := docs[kind]
+		quoted := AppendString(nil, doc, false)
+		b.Run(kind+"/append", func(b *testing.B) {
+			b.SetBytes(int64(len(doc)))
+			buf := make([]byte, 0, 1024)
+			for b.Loop() {
+				buf = AppendString(buf[:0], doc, false)
 			}
-		}
-	})
+		})
+		b.Run(kind+"/read", func(b *testing.B) {
+			b.SetBytes(int64(len(doc)))
+			for b.Loop() {
+				sc := Scanner{Data: quoted}
+				if _, err := sc.String(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -6,16 +6,16 @@
 //
 // Everything here accepts a subset of what encoding/json accepts and,
 // where it accepts, decodes to what encoding/json decodes; the fuzz tests
-// of its callers hold it to that. Strings take a fast path when they have
-// no escapes and are valid UTF-8, and otherwise go through encoding/json
-// itself. AppendString writes exactly what encoding/json writes.
+// of its callers and of this package hold it to that. Strings are read and
+// written 8 bytes at a time while they are plain ASCII. AppendString writes
+// exactly what encoding/json writes.
 package jsonx
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"strconv"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -120,9 +120,10 @@ func (s *Scanner) Int() (int64, error) {
 	return n, nil
 }
 
-// String reads a string. One without escapes or control characters, in
-// valid UTF-8, is taken as it is; any other goes through encoding/json,
-// which unescapes it (and replaces invalid UTF-8, as it always does).
+// String reads a string as encoding/json decodes one: escapes resolved,
+// a lone or broken surrogate and every byte of invalid UTF-8 as U+FFFD,
+// control characters refused. One with nothing to resolve is taken as it
+// is.
 func (s *Scanner) String() (string, error) {
 	start := s.I
 	if !s.Consume('"') {
@@ -144,16 +145,114 @@ func (s *Scanner) String() (string, error) {
 		}
 		high = high || c >= utf8.RuneSelf
 	}
-	s.I = start
-	if !s.SkipString() {
+	out, end, ok := unquote(s.Data, s.I)
+	if !ok {
+		s.I = start
+		if s.SkipString() {
+			return "", fmt.Errorf("%s: invalid string at byte %d", s.What, start)
+		}
 		return "", s.Fail("a string")
 	}
-	var out string
-	if err := json.Unmarshal(s.Data[start:s.I], &out); err != nil {
-		s.I = start
-		return "", fmt.Errorf("%s: string at byte %d: %w", s.What, start, err)
+	s.I = end
+	return string(out), nil
+}
+
+// unquote decodes the string whose content starts at i (after its quote)
+// and returns the decoded bytes and the index after the closing quote.
+func unquote(data []byte, i int) ([]byte, int, bool) {
+	out := make([]byte, 0, 256)
+	for i < len(data) {
+		j := i + plainRun(data[i:], false)
+		for j < len(data) {
+			if c := data[j]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+				break
+			}
+			j++
+		}
+		out = append(out, data[i:j]...)
+		i = j
+		if i == len(data) {
+			break
+		}
+		switch c := data[i]; {
+		case c == '"':
+			return out, i + 1, true
+		case c < 0x20:
+			return nil, 0, false
+		case c == '\\':
+			if i+1 >= len(data) {
+				return nil, 0, false
+			}
+			switch e := data[i+1]; e {
+			case '"', '\\', '/':
+				out = append(out, e)
+			case 'b':
+				out = append(out, '\b')
+			case 'f':
+				out = append(out, '\f')
+			case 'n':
+				out = append(out, '\n')
+			case 'r':
+				out = append(out, '\r')
+			case 't':
+				out = append(out, '\t')
+			case 'u':
+				r := hex4(data, i+2)
+				if r < 0 {
+					return nil, 0, false
+				}
+				i += 6
+				if utf16.IsSurrogate(r) {
+					if i+1 < len(data) && data[i] == '\\' && data[i+1] == 'u' {
+						if r2 := hex4(data, i+2); r2 >= 0 {
+							if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+								out = utf8.AppendRune(out, d)
+								i += 6
+								continue
+							}
+						}
+					}
+					r = utf8.RuneError
+				}
+				out = utf8.AppendRune(out, r)
+				continue
+			default:
+				return nil, 0, false
+			}
+			i += 2
+		default:
+			r, size := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && size == 1 {
+				out = append(out, "\uFFFD"...) // invalid UTF-8, a byte at a time
+			} else {
+				out = append(out, data[i:i+size]...)
+			}
+			i += size
+		}
 	}
-	return out, nil
+	return nil, 0, false
+}
+
+// hex4 is the value of the 4 hex digits at data[i:], or -1.
+func hex4(data []byte, i int) rune {
+	if i+4 > len(data) {
+		return -1
+	}
+	var r rune
+	for _, c := range data[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return -1
+		}
+		r = r*16 + rune(c)
+	}
+	return r
 }
 
 // SkipString skips a string without checking its content.
