@@ -135,8 +135,10 @@ func decodeStrict(data []byte, v any) error {
 }
 
 // decodeBatch builds the record batch from a .json entry and its .f32 data.
-// name is the .json entry's name, for errors.
-func decodeBatch(name string, js, f32 []byte) (*record.Batch, error) {
+// name is the .json entry's name, for errors. With vectors false the batch
+// has no embeddings: they were checked against the entry's shape, and
+// digest hashes them as they are stored (digest may be nil).
+func decodeBatch(name string, js, f32 []byte, vectors bool, digest *record.Digest) (*record.Batch, error) {
 	bf, err := decodeBatchJSON(js)
 	if err != nil {
 		return nil, fmt.Errorf("%w: entry %s: %w", ErrCorrupt, name, err)
@@ -149,49 +151,69 @@ func decodeBatch(name string, js, f32 []byte) (*record.Batch, error) {
 	if err := b.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: entry %s: %w", ErrCorrupt, name, err)
 	}
-	emb, err := decodeEmbeddings(n, bf.Dimension, bf.NullEmbeddings, f32)
-	if err != nil {
+	if err := checkEmbeddings(n, bf.Dimension, bf.NullEmbeddings, f32); err != nil {
 		return nil, fmt.Errorf("%w: entry %s: %w", ErrCorrupt, name, err)
 	}
-	b.Embeddings = emb
+	if vectors {
+		b.Embeddings = decodeEmbeddings(n, bf.Dimension, bf.NullEmbeddings, f32)
+	}
+	if digest != nil {
+		if vectors || bf.Dimension == nil {
+			err = digest.Add(b)
+		} else {
+			err = digest.AddEncoded(b, *bf.Dimension, bf.NullEmbeddings, f32)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: entry %s: %w", ErrCorrupt, name, err)
+		}
+	}
 	return b, nil
 }
 
-// decodeEmbeddings splits f32 into n embeddings of dim values, with nil at
-// the null indices. Every length is checked against the bytes actually
-// present before anything is allocated.
-func decodeEmbeddings(n int, dim *int, nulls []int, f32 []byte) ([][]float32, error) {
+// checkEmbeddings checks that f32 holds n embeddings of dim values, less
+// the null ones: every length against the bytes actually present.
+func checkEmbeddings(n int, dim *int, nulls []int, f32 []byte) error {
 	if dim == nil || nulls == nil {
 		if dim != nil || nulls != nil {
-			return nil, errors.New("dimension and null_embeddings must both be null or both be set")
+			return errors.New("dimension and null_embeddings must both be null or both be set")
 		}
 		if len(f32) != 0 {
-			return nil, fmt.Errorf("no embeddings column but %d bytes of float32 data", len(f32))
+			return fmt.Errorf("no embeddings column but %d bytes of float32 data", len(f32))
 		}
-		return nil, nil
+		return nil
 	}
 	d := *dim
 	if d < 0 {
-		return nil, fmt.Errorf("negative dimension %d", d)
+		return fmt.Errorf("negative dimension %d", d)
 	}
 	if len(f32)%4 != 0 {
-		return nil, fmt.Errorf("bad float32 byte length %d (not a multiple of 4)", len(f32))
+		return fmt.Errorf("bad float32 byte length %d (not a multiple of 4)", len(f32))
 	}
 	if len(nulls) > n {
-		return nil, fmt.Errorf("%d null embeddings for %d records", len(nulls), n)
+		return fmt.Errorf("%d null embeddings for %d records", len(nulls), n)
 	}
 	for i, x := range nulls {
 		if x < 0 || x >= n || (i > 0 && x <= nulls[i-1]) {
-			return nil, fmt.Errorf("null_embeddings[%d] = %d: want increasing indices below %d", i, x, n)
+			return fmt.Errorf("null_embeddings[%d] = %d: want increasing indices below %d", i, x, n)
 		}
 	}
 	present := n - len(nulls)
 	values := len(f32) / 4
 	// Compare by division: present*d could overflow for a hostile d.
 	if (present == 0 || d == 0) && values != 0 || present > 0 && d > 0 && (values%present != 0 || values/present != d) {
-		return nil, fmt.Errorf("bad float32 byte length %d for %d embeddings of dimension %d", len(f32), present, d)
+		return fmt.Errorf("bad float32 byte length %d for %d embeddings of dimension %d", len(f32), present, d)
 	}
-	flat := make([]float32, values)
+	return nil
+}
+
+// decodeEmbeddings splits f32 into n embeddings of dim values, with nil at
+// the null indices; checkEmbeddings has passed.
+func decodeEmbeddings(n int, dim *int, nulls []int, f32 []byte) [][]float32 {
+	if dim == nil {
+		return nil
+	}
+	d := *dim
+	flat := make([]float32, len(f32)/4)
 	for i := range flat {
 		flat[i] = math.Float32frombits(binary.LittleEndian.Uint32(f32[4*i:]))
 	}
@@ -207,7 +229,7 @@ func decodeEmbeddings(n int, dim *int, nulls []int, f32 []byte) ([][]float32, er
 		out[i] = flat[:d:d]
 		flat = flat[d:]
 	}
-	return out, nil
+	return out
 }
 
 // decodeLoose decodes JSON ignoring unknown fields.

@@ -46,10 +46,19 @@ func BenchmarkWriter(b *testing.B) {
 }
 
 // BenchmarkReader measures reading and fully verifying an archive of 20
-// batches of 1,000 records; MB/s counts uncompressed bytes.
+// batches of 1,000 records, by a Reader and by Verify (which does not
+// materialize the embeddings); MB/s counts uncompressed bytes.
 func BenchmarkReader(b *testing.B) {
-	for _, dim := range []int{384, 768} {
-		b.Run(fmt.Sprintf("dim=%d", dim), func(b *testing.B) {
+	for _, c := range []struct {
+		dim    int
+		verify bool
+	}{{384, false}, {768, false}, {384, true}, {768, true}} {
+		dim, verify := c.dim, c.verify
+		name := fmt.Sprintf("dim=%d", dim)
+		if verify {
+			name = "Verify/" + name
+		}
+		b.Run(name, func(b *testing.B) {
 			// Distinct batches: repeats would let zstd match whole batches.
 			rng := rand.New(rand.NewPCG(1, uint64(dim)))
 			var ws []written
@@ -65,6 +74,12 @@ func BenchmarkReader(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
+				if verify {
+					if _, err := Verify(bytes.NewReader(data)); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
 				r, err := NewReader(bytes.NewReader(data))
 				if err != nil {
 					b.Fatal(err)

@@ -48,6 +48,10 @@ type Reader struct {
 
 	buf bytes.Buffer
 	err error
+
+	// digestOnly: batches come without embeddings, which are hashed
+	// as stored (Verify needs nothing else).
+	digestOnly bool
 }
 
 type readColl struct {
@@ -154,13 +158,10 @@ func (r *Reader) next() (*Batch, error) {
 				return nil, fmt.Errorf("%w: entry %s: expected %s", ErrCorrupt, name, batchEntry(r.pendingColl, batchName(r.pendingK), "f32"))
 			}
 			r.hasPending = false
-			recs, err := decodeBatch(r.pendingName, r.pending.Bytes(), data)
+			cl := &r.colls[c]
+			recs, err := decodeBatch(r.pendingName, r.pending.Bytes(), data, !r.digestOnly, cl.digest)
 			if err != nil {
 				return nil, err
-			}
-			cl := &r.colls[c]
-			if err := cl.digest.Add(recs); err != nil {
-				return nil, fmt.Errorf("%w: entry %s: %w", ErrCorrupt, r.pendingName, err)
 			}
 			bn := batchName(k)
 			cl.batches = append(cl.batches, bn)

@@ -38,6 +38,7 @@ func VerifyWithLimits(r io.Reader, lim Limits) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	ar.digestOnly = true
 	for {
 		_, err := ar.Next()
 		if errors.Is(err, io.EOF) {

@@ -1,6 +1,7 @@
 package record
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"reflect"
@@ -121,6 +122,49 @@ func TestDigestIndependentOfBatching(t *testing.T) {
 	}
 	if whole.Sum() != split.Sum() || whole.Count() != 3 || split.Count() != 3 {
 		t.Errorf("digest depends on batching: %s (%d) vs %s (%d)", whole.Sum(), whole.Count(), split.Sum(), split.Count())
+	}
+}
+
+// TestDigestAddEncoded: hashing embeddings as an archive stores them gives
+// the sum hashing the vectors gives.
+func TestDigestAddEncoded(t *testing.T) {
+	emptyDim := &Batch{IDs: []string{"a", "b"}, Embeddings: [][]float32{{}, nil}}
+	noEmbeddings := &Batch{IDs: []string{"a"}}
+	for name, b := range map[string]*Batch{"sample": sample(), "dimension 0": emptyDim, "no embeddings": noEmbeddings} {
+		t.Run(name, func(t *testing.T) {
+			want := NewDigest()
+			if err := want.Add(b); err != nil {
+				t.Fatal(err)
+			}
+			var f32 []byte
+			nulls := []int{}
+			dim := 0
+			for i, e := range b.Embeddings {
+				if e == nil {
+					nulls = append(nulls, i)
+					continue
+				}
+				dim = len(e)
+				for _, f := range e {
+					f32 = binary.LittleEndian.AppendUint32(f32, math.Float32bits(f))
+				}
+			}
+			if b.Embeddings == nil {
+				nulls = nil
+				for i := range b.IDs {
+					nulls = append(nulls, i)
+				}
+			}
+			cols := *b
+			cols.Embeddings = nil
+			got := NewDigest()
+			if err := got.AddEncoded(&cols, dim, nulls, f32); err != nil {
+				t.Fatal(err)
+			}
+			if got.Sum() != want.Sum() || got.Count() != want.Count() {
+				t.Errorf("AddEncoded: %s (%d records), Add: %s (%d)", got.Sum(), got.Count(), want.Sum(), want.Count())
+			}
+		})
 	}
 }
 
