@@ -58,6 +58,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	// stored twice.) Chroma's own failures are not retried here: its
 	// client already retried them.
 	var st *storedArchive
+	var after []int64
 	for try := 1; ; try++ {
 		// A previous try, or an attempt under this name, may have left
 		// a partial object.
@@ -65,8 +66,19 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 		st, err = s.store(ctx, cmd, md, obj, total, progress)
 		if err == nil {
 			progress.Update(contract.Progress{Phase: "verifying", DoneRecords: st.man.TotalRecords, TotalRecords: total, Bytes: int64(st.info.Size)})
+			// The counts after the export are taken while the object
+			// is read back: neither waits for the other.
+			counted := make(chan error, 1)
+			go func() {
+				var err error
+				after, err = s.countAfter(ctx, cmd, colls)
+				counted <- err
+			}()
 			if err = s.readBack(ctx, st.info); err != nil {
 				err = &putError{err}
+			}
+			if cerr := <-counted; err == nil {
+				err = cerr
 			}
 		}
 		var pe *putError
@@ -89,15 +101,6 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	}
 	digest := hex.EncodeToString(sum)
 
-	progress.Update(contract.Progress{Phase: "counting", DoneRecords: st.man.TotalRecords, TotalRecords: total})
-	after := make([]int64, len(colls))
-	for i, c := range colls {
-		n, err := s.chroma.Count(ctx, cmd.Tenant, cmd.Database, c.ID)
-		if err != nil {
-			return nil, fmt.Errorf("count collection %q after export: %w", c.Name, err)
-		}
-		after[i] = int64(n)
-	}
 
 	m := &contract.SnapshotManifest{
 		Envelope:   contract.NewEnvelope(contract.TypeSnapshotManifest),
@@ -132,6 +135,19 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 		return nil, fmt.Errorf("write manifest %s: %w", cmd.SnapshotID, err)
 	}
 	return m, nil
+}
+
+// countAfter counts colls again once the export has ended.
+func (s *Service) countAfter(ctx context.Context, cmd *contract.SnapshotCommand, colls []chroma.Collection) ([]int64, error) {
+	after := make([]int64, len(colls))
+	for i, c := range colls {
+		n, err := s.chroma.Count(ctx, cmd.Tenant, cmd.Database, c.ID)
+		if err != nil {
+			return nil, fmt.Errorf("count collection %q after export: %w", c.Name, err)
+		}
+		after[i] = int64(n)
+	}
+	return after, nil
 }
 
 // storeTries bounds the tries of storing an archive and of reading it back.
