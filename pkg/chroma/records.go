@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/internal/jsonx"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 )
 
@@ -387,11 +388,7 @@ func appendJSONString(dst []byte, s string) ([]byte, error) {
 	if !utf8.ValidString(s) {
 		return nil, fmt.Errorf("string %.40q is not valid UTF-8", s)
 	}
-	b, err := json.Marshal(s)
-	if err != nil {
-		return nil, err
-	}
-	return append(dst, b...), nil
+	return jsonx.AppendString(dst, s, true), nil
 }
 
 func appendJSONStringPtr(dst []byte, s *string) ([]byte, error) {

@@ -67,9 +67,10 @@ var subj = contract.Subjects{Prefix: contract.DefaultPrefix}
 // to end through a separate restorer process (confirmed, without a safety
 // snapshot) after half of every collection's records were deleted: from the
 // start request until the operation's record says completed, with the
-// process's peak RSS. The seed workload also gets a one-collection partial
-// rollback, and, while the time budget allows, one full rollback per
-// workload with the safety snapshot. Record counts are checked after every
+// process's peak RSS. The seed workload also gets one-collection partial
+// rollbacks (at least three rounds, each against a raw add of that
+// collection just before), and, while the time budget allows, one full
+// rollback per workload with the safety snapshot. Record counts are checked after every
 // write; the figures ("bench: NAME value=X unit=U") are reported, never
 // asserted. The whole run happens once per call, whatever b.N.
 //
@@ -109,7 +110,7 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 	}
 
 	e := &benchEnv{b: b, logDir: logDir, inProcess: os.Getenv("BENCH_CPUPROFILE") != ""}
-	if os.Getenv("BENCH_TRACE_CHROMA") == "1" {
+	if os.Getenv("BENCH_TRACE_CHROMA") == "1" || traceTimeline {
 		e.tracer = &chromaTracer{}
 	}
 	if !e.inProcess {
@@ -162,15 +163,13 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 		testenv.Emit(p+"archive_batch_records", float64(arc.colls[0][0].Len()), "records")
 
 		var raws, rbs []time.Duration
-		var rawPer []time.Duration // per collection, last round
 		var peakKB int64
 		var rawCores, rbCores, rbCPU []float64
 		var gaps, readbacks []time.Duration
 		phases := map[string][]time.Duration{}
 		for r := range rounds {
-			raw := e.rawAdd(w, arc, r)
+			raw := e.rawAdd(w, arc, r, nil)
 			raws = append(raws, raw.total)
-			rawPer = raw.perColl
 			rawCores = append(rawCores, raw.chromaCores)
 			testenv.Emit(fmt.Sprintf("%sround%d_raw_add_seconds", p, r+1), raw.total.Seconds(), "s")
 			if readback {
@@ -196,15 +195,7 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 				phases[ph] = append(phases[ph], d)
 			}
 			testenv.Emit(fmt.Sprintf("%sround%d_rollback_seconds", p, r+1), rb.dur.Seconds(), "s")
-			if t := rb.trace; t != nil {
-				q := fmt.Sprintf("%sround%d_rollback_chroma_", p, r+1)
-				testenv.Emit(q+"idle_seconds", t.idle.Seconds(), "s")
-				testenv.Emit(q+"longest_idle_seconds", t.maxIdle.Seconds(), "s")
-				for _, k := range slices.Sorted(maps.Keys(t.kinds)) {
-					testenv.Emit(q+k+"_seconds", t.kinds[k].dur.Seconds(), "s")
-					testenv.Emit(q+k+"_requests", float64(t.kinds[k].n), "count")
-				}
-			}
+			rb.emitTrace(fmt.Sprintf("%sround%d_rollback_chroma_", p, r+1))
 			if !e.inProcess {
 				testenv.Emit(fmt.Sprintf("%sround%d_restorer_peak_rss", p, r+1), float64(rb.hwmKB)/1024, "MB")
 			}
@@ -213,12 +204,12 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 		n := float64(w.records)
 		testenv.Emit(p+"raw_add", n/rawDur.Seconds(), "records/s")
 		testenv.Emit(p+"raw_add_seconds", rawDur.Seconds(), "s")
-		testenv.Emit(p+"raw_add_chroma_cores", medianF(rawCores), "cores")
+		testenv.Emit(p+"raw_add_chroma_cores", testenv.MedianFloat(rawCores), "cores")
 		testenv.Emit(p+"rollback", n/rbDur.Seconds(), "records/s")
 		testenv.Emit(p+"rollback_seconds", rbDur.Seconds(), "s")
 		testenv.Emit(p+"rollback_vs_raw_add", rbDur.Seconds()/rawDur.Seconds(), "ratio")
-		testenv.Emit(p+"rollback_chroma_cores", medianF(rbCores), "cores")
-		testenv.Emit(p+"restorer_cpu_seconds", medianF(rbCPU), "s")
+		testenv.Emit(p+"rollback_chroma_cores", testenv.MedianFloat(rbCores), "cores")
+		testenv.Emit(p+"restorer_cpu_seconds", testenv.MedianFloat(rbCPU), "s")
 		testenv.Emit(p+"rollback_longest_write_gap_seconds", testenv.Median(gaps).Seconds(), "s")
 		if len(readbacks) > 0 {
 			rd := testenv.Median(readbacks)
@@ -240,29 +231,44 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 		}
 
 		if w.name == "seed" && w.collections > 1 {
-			// One collection, restored while the others are left alone.
+			// One collection, restored while the others are left alone,
+			// against a raw add of that collection just before: rounds
+			// of about 2 s each, so at least three, and the median.
 			one := arc.md.Collections[0].Name
 			var recs int64
 			for _, bt := range arc.colls[0] {
 				recs += int64(bt.Len())
 			}
-			e.damage(w.name, arc, []int{0}, damage)
-			b.StartTimer()
-			rb := e.rollback(w.name, "partial", contract.RollbackRequest{SnapshotID: m.SnapshotID, NoSafetySnapshot: true, Collections: []string{one}})
-			b.StopTimer()
-			measured += rb.dur
-			e.checkRestored(w.name, m, rb, []string{one}, recs)
-			testenv.Emit("seed_partial_rollback", float64(recs)/rb.dur.Seconds(), "records/s")
-			testenv.Emit("seed_partial_rollback_seconds", rb.dur.Seconds(), "s")
-			testenv.Emit("seed_partial_raw_add_seconds", rawPer[0].Seconds(), "s")
-			testenv.Emit("seed_partial_rollback_vs_raw_add", rb.dur.Seconds()/rawPer[0].Seconds(), "ratio")
+			var partRaws, partRbs []time.Duration
+			var ratios []float64
+			var rb rollbackRun
+			for r := range max(rounds, 3) {
+				raw := e.rawAdd(w, arc, 100+r, []int{0})
+				e.damage(w.name, arc, []int{0}, damage)
+				b.StartTimer()
+				rb = e.rollback(w.name, fmt.Sprintf("partial-%d", r+1), contract.RollbackRequest{SnapshotID: m.SnapshotID, NoSafetySnapshot: true, Collections: []string{one}})
+				b.StopTimer()
+				measured += rb.dur
+				e.checkRestored(w.name, m, rb, []string{one}, recs)
+				partRaws = append(partRaws, raw.perColl[0])
+				partRbs = append(partRbs, rb.dur)
+				ratios = append(ratios, rb.dur.Seconds()/raw.perColl[0].Seconds())
+				testenv.Emit(fmt.Sprintf("seed_partial_round%d_raw_add_seconds", r+1), raw.perColl[0].Seconds(), "s")
+				testenv.Emit(fmt.Sprintf("seed_partial_round%d_rollback_seconds", r+1), rb.dur.Seconds(), "s")
+				rb.emitTrace(fmt.Sprintf("seed_partial_round%d_rollback_chroma_", r+1))
+			}
+			rbDur := testenv.Median(partRbs)
+			testenv.Emit("seed_partial_rollback", float64(recs)/rbDur.Seconds(), "records/s")
+			testenv.Emit("seed_partial_rollback_seconds", rbDur.Seconds(), "s")
+			testenv.Emit("seed_partial_raw_add_seconds", testenv.Median(partRaws).Seconds(), "s")
+			testenv.Emit("seed_partial_rollback_vs_raw_add", testenv.MedianFloat(ratios), "ratio")
 			for _, ph := range slices.Sorted(maps.Keys(rb.phases)) {
 				testenv.Emit("seed_partial_rollback_phase_"+ph+"_seconds", rb.phases[ph].Seconds(), "s")
 			}
 			if !e.inProcess {
 				testenv.Emit("seed_partial_restorer_peak_rss", float64(rb.hwmKB)/1024, "MB")
 			}
-			b.ReportMetric(rb.dur.Seconds()/rawPer[0].Seconds(), "seed_partial/raw_add")
+			b.ReportMetric(testenv.MedianFloat(ratios), "seed_partial/raw_add")
 		}
 		safety = append(safety, later{w: w, snap: m, arc: arc, raw: rawDur, rbLast: rbs[len(rbs)-1]})
 		arc.drop() // keep only the ids from here on
@@ -471,7 +477,7 @@ type rawRun struct {
 // into fresh collections with the archived configuration and metadata in
 // a database of their own. Only the adds are timed. The collections are
 // deleted afterwards.
-func (e *benchEnv) rawAdd(w workload, a *loadedArchive, round int) rawRun {
+func (e *benchEnv) rawAdd(w workload, a *loadedArchive, round int, only []int) rawRun {
 	b := e.b
 	ctx := b.Context()
 	db := w.name + "_raw"
@@ -481,6 +487,9 @@ func (e *benchEnv) rawAdd(w workload, a *loadedArchive, round int) rawRun {
 	run := rawRun{perColl: make([]time.Duration, len(a.colls))}
 	var cpu time.Duration
 	for i, info := range a.md.Collections {
+		if only != nil && !slices.Contains(only, i) {
+			continue
+		}
 		name := fmt.Sprintf("%s_r%d", info.Name, round+1)
 		c, err := e.cc.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: name, Configuration: info.Configuration})
 		if err != nil {
@@ -865,6 +874,24 @@ func fmtPhases(ph map[string]time.Duration) string {
 }
 
 // startProcess runs the restorer binary; stop ends it (SIGTERM, then kill).
+// emitTrace prints, with BENCH_TRACE_CHROMA=1, how long Chroma sat idle
+// during the rollback and what its requests took, by kind.
+func (rb rollbackRun) emitTrace(prefix string) {
+	t := rb.trace
+	if t == nil {
+		return
+	}
+	for _, line := range t.timeline {
+		fmt.Printf("trace: %s %s\n", prefix, line)
+	}
+	testenv.Emit(prefix+"idle_seconds", t.idle.Seconds(), "s")
+	testenv.Emit(prefix+"longest_idle_seconds", t.maxIdle.Seconds(), "s")
+	for _, k := range slices.Sorted(maps.Keys(t.kinds)) {
+		testenv.Emit(prefix+k+"_seconds", t.kinds[k].dur.Seconds(), "s")
+		testenv.Emit(prefix+k+"_requests", float64(t.kinds[k].n), "count")
+	}
+}
+
 func (e *benchEnv) startProcess(tag string, logf *os.File, exited chan error) (stop func(), pid int, cpu func() time.Duration) {
 	b := e.b
 	cmd := exec.Command(e.bin, "--nats-url", e.nats.URL, "--chroma-url", e.restorerChromaURL, "--instance", "bench-"+tag)
@@ -1066,18 +1093,6 @@ func logTail(b *testing.B, path string) {
 	b.Logf("restorer output (%s):\n%s", path, bytes.TrimSpace(data))
 }
 
-func medianF(fs []float64) float64 {
-	s := slices.Clone(fs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // chromaTracer is a reverse proxy in front of Chroma that times the
 // requests going through it and the time no request is in flight.
 type chromaTracer struct {
@@ -1090,6 +1105,10 @@ type chromaTracer struct {
 type chromaTrace struct {
 	idle, maxIdle time.Duration
 	kinds         map[string]kindStat // add, get, count... or <method>_other
+	// timeline: every request, from the window's start, with
+	// BENCH_TRACE_CHROMA=timeline
+	timeline []string
+	start    time.Time
 }
 
 type kindStat struct {
@@ -1129,6 +1148,8 @@ func (ct *chromaTracer) start(b *testing.B, target string) string {
 	return srv.URL
 }
 
+var traceTimeline = os.Getenv("BENCH_TRACE_CHROMA") == "timeline"
+
 func (ct *chromaTracer) begin() time.Time {
 	now := time.Now()
 	ct.mu.Lock()
@@ -1150,6 +1171,9 @@ func (ct *chromaTracer) end(kind string, begin time.Time) {
 	if ct.inflight == 0 {
 		ct.idleSince = now
 	}
+	if traceTimeline {
+		ct.t.timeline = append(ct.t.timeline, fmt.Sprintf("%6.3fs-%6.3fs %s", begin.Sub(ct.t.start).Seconds(), now.Sub(ct.t.start).Seconds(), kind))
+	}
 	k := ct.t.kinds[kind]
 	k.n++
 	k.dur += now.Sub(begin)
@@ -1161,8 +1185,8 @@ func (ct *chromaTracer) end(kind string, begin time.Time) {
 func (ct *chromaTracer) reset() {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
-	ct.t = chromaTrace{kinds: map[string]kindStat{}}
-	ct.idleSince = time.Now()
+	ct.t = chromaTrace{kinds: map[string]kindStat{}, start: time.Now()}
+	ct.idleSince = ct.t.start
 }
 
 // read returns the window so far, the current idle stretch included.
@@ -1172,6 +1196,7 @@ func (ct *chromaTracer) read() *chromaTrace {
 	defer ct.mu.Unlock()
 	t := ct.t
 	t.kinds = maps.Clone(ct.t.kinds)
+	t.timeline = slices.Clone(ct.t.timeline)
 	if ct.inflight == 0 {
 		d := now.Sub(ct.idleSince)
 		t.idle += d
