@@ -77,24 +77,33 @@ type pageResult struct {
 // Pages are planned across all collections at once, so small collections
 // (one page each) are read in parallel too, and the order channel's
 // capacity bounds how many fetched pages wait in memory. Pages are planned
-// from the counts taken before; if a collection's last planned page comes
-// back full, reading continues until a short page, so records added
-// meanwhile are kept (and the counts flag the snapshot as not consistent).
-// The first page past the planned ones (a probe, normally empty) is read
-// in the pipeline with the others, not after them.
+// from the counts taken before. A collection's last planned page asks for
+// one record more than were counted: if that record comes back, records
+// were added meanwhile, and reading goes on until a short page, so they
+// are kept (and the counts flag the snapshot as not consistent). An
+// empty collection is one such page. No request is spent on finding that
+// nothing follows.
 func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []archive.CollectionInfo, emit func(int, *record.Batch) error) error {
 	limits := make([]int, len(colls))
 	planned := make([]int, len(colls))
 	for i, c := range colls {
 		limits[i], planned[i] = balancePages(c.ExpectedCount, s.pageSize(c.Dimension))
+		planned[i] = max(planned[i], 1)
 	}
-	get := func(i, offset int) (*record.Batch, error) {
+	get := func(i, offset, limit int) (*record.Batch, error) {
 		c := colls[i]
-		b, err := s.chroma.Get(ctx, tenant, db, c.ID, chroma.GetRequest{Limit: limits[i], Offset: offset, Include: chroma.IncludeAll})
+		b, err := s.chroma.Get(ctx, tenant, db, c.ID, chroma.GetRequest{Limit: limit, Offset: offset, Include: chroma.IncludeAll})
 		if err != nil {
 			return nil, fmt.Errorf("read collection %q at offset %d: %w", c.Name, offset, err)
 		}
 		return b, nil
+	}
+	// pageLimit is how many records page p of collection i asks for.
+	pageLimit := func(i, p int) int {
+		if p == planned[i]-1 {
+			return limits[i] + 1
+		}
+		return limits[i]
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -104,7 +113,7 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 	go func() {
 		defer close(order)
 		for i := range colls {
-			for p := range planned[i] + 1 {
+			for p := range planned[i] {
 				ch := make(chan pageResult, 1)
 				select {
 				case order <- ch:
@@ -116,17 +125,17 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 				case <-ctx.Done():
 					return
 				}
-				go func(offset int) {
+				go func(offset, limit int) {
 					defer func() { <-sem }()
-					b, err := get(i, offset)
+					b, err := get(i, offset, limit)
 					ch <- pageResult{b, err}
-				}(p * limits[i])
+				}(p*limits[i], pageLimit(i, p))
 			}
 		}
 	}()
 	for i := range colls {
-		last := -1 // size of the last page, -1 before any
-		for p := range planned[i] + 1 {
+		more := false
+		for p := range planned[i] {
 			var r pageResult
 			select {
 			case ch, ok := <-order:
@@ -144,30 +153,29 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 			if r.err != nil {
 				return r.err
 			}
-			if p == planned[i] && last != -1 && last < limits[i] {
-				break // the probe: the planned pages ended short
+			b := r.batch
+			if p == planned[i]-1 && b.Len() > limits[i] {
+				// The record past the counted ones: it opens the next page.
+				b, more = b.Slice(0, limits[i]), true
 			}
-			last = r.batch.Len()
-			if last > 0 {
-				if err := emit(i, r.batch); err != nil {
+			if b.Len() > 0 {
+				if err := emit(i, b); err != nil {
 					return err
 				}
 			}
 		}
-		offset := planned[i]*limits[i] + last
-		for last == limits[i] {
-			b, err := get(i, offset)
+		for offset := planned[i] * limits[i]; more; {
+			b, err := get(i, offset, limits[i])
 			if err != nil {
 				return err
 			}
-			last = b.Len()
-			if last == 0 {
-				break
+			if b.Len() > 0 {
+				if err := emit(i, b); err != nil {
+					return err
+				}
 			}
-			if err := emit(i, b); err != nil {
-				return err
-			}
-			offset += last
+			more = b.Len() == limits[i]
+			offset += b.Len()
 		}
 	}
 	return nil
