@@ -283,8 +283,10 @@ func (s *Service) readBackOnce(ctx context.Context, stored *jetstream.ObjectInfo
 		return fmt.Errorf("read-back verification of %s: the object changed after it was stored", obj)
 	}
 	// A pull-based reader: its wait for each chunk is bounded, where a
-	// Get would hang for as long as its context allows.
-	r, err := bus.OpenObject(ctx, s.assets.JS, contract.ObjectSnapshots, info)
+	// Get would hang for as long as its context allows. It only hashes,
+	// so it asks for 4 MiB ahead (the 1 MiB of a restore's reader costs
+	// round trips here).
+	r, err := bus.OpenObjectReadAhead(ctx, s.assets.JS, contract.ObjectSnapshots, info, 32)
 	if err != nil {
 		return fmt.Errorf("read-back verification of %s: %w", obj, err)
 	}
