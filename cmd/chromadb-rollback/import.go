@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
@@ -125,7 +126,9 @@ snapshot id is printed.`,
 					fmt.Fprintf(a.stderr, "warning: could not remove the staging object %s: %v\n", staging, err)
 				}
 			}()
-			if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: staging, Description: "import staging: " + filepath.Base(file)}, f); err != nil {
+			// Read back as it is stored: the service converts what was
+			// stored, so the upload must be the file.
+			if _, err := bus.PutObject(ctx, js, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: staging, Description: "import staging: " + filepath.Base(file)}, f); err != nil {
 				return fmt.Errorf("upload %s: %w", file, err)
 			}
 

@@ -207,7 +207,7 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 			err error
 		}{c, err}
 	}()
-	info, putErr := s.assets.Snapshots.Put(ctx, jetstream.ObjectMeta{
+	info, putErr := bus.PutObject(ctx, s.assets.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{
 		Name:        obj,
 		Description: fmt.Sprintf("snapshot %s imported from %s (%s)", id, req.FileName, format),
 	}, pr)

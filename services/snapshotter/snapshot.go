@@ -51,36 +51,18 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	}
 
 	// A put that fails mid-way (its stream between leaders, say), or
-	// whose object does not read back as the archive that was written,
-	// is deleted and made again from the start: the archive is streamed
-	// from Chroma, so that means exporting again. (A put whose chunk acks
-	// were lost in a leader election can report success over a chunk
-	// stored twice.) Chroma's own failures are not retried here: its
-	// client already retried them.
+	// whose chunks do not read back as the archive that was written, is
+	// deleted and made again from the start: the archive is streamed from
+	// Chroma, so that means exporting again. (A put whose chunk acks were
+	// lost in a leader election can report success over a chunk stored
+	// twice.) Chroma's own failures are not retried here: its client
+	// already retried them.
 	var st *storedArchive
-	var after []int64
 	for try := 1; ; try++ {
 		// A previous try, or an attempt under this name, may have left
 		// a partial object.
 		s.discard(obj, log)
 		st, err = s.store(ctx, cmd, md, obj, total, progress)
-		if err == nil {
-			progress.Update(contract.Progress{Phase: "verifying", DoneRecords: st.man.TotalRecords, TotalRecords: total, Bytes: int64(st.info.Size)})
-			// The counts after the export are taken while the object
-			// is read back: neither waits for the other.
-			counted := make(chan error, 1)
-			go func() {
-				var err error
-				after, err = s.countAfter(ctx, cmd, colls)
-				counted <- err
-			}()
-			if err = s.readBack(ctx, st.info); err != nil {
-				err = &putError{err}
-			}
-			if cerr := <-counted; err == nil {
-				err = cerr
-			}
-		}
 		var pe *putError
 		if err == nil || !errors.As(err, &pe) || try >= storeTries || ctx.Err() != nil {
 			break
@@ -94,13 +76,17 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	if err != nil {
 		return nil, err
 	}
+	progress.Update(contract.Progress{Phase: "counting", DoneRecords: st.man.TotalRecords, TotalRecords: total, Bytes: int64(st.info.Size)})
+	after, err := s.countAfter(ctx, cmd, colls)
+	if err != nil {
+		return nil, err
+	}
 	info := st.info
 	sum, err := jetstream.DecodeObjectDigest(info.Digest)
 	if err != nil || len(sum) != sha256.Size {
 		return nil, fmt.Errorf("store archive %s: the object store recorded digest %q: %v", obj, info.Digest, err)
 	}
 	digest := hex.EncodeToString(sum)
-
 
 	m := &contract.SnapshotManifest{
 		Envelope:   contract.NewEnvelope(contract.TypeSnapshotManifest),
@@ -150,7 +136,7 @@ func (s *Service) countAfter(ctx context.Context, cmd *contract.SnapshotCommand,
 	return after, nil
 }
 
-// storeTries bounds the tries of storing an archive and of reading it back.
+// storeTries bounds the tries of storing an archive.
 const storeTries = 3
 
 // putError is a put into the object store that failed on its own (not
@@ -179,9 +165,9 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 	done := make(chan result, 1)
 	// The archive is verified as it is written, by a reader that knows
 	// nothing of the writer: every entry's checksum, every record decoded,
-	// every content digest recomputed. The read-back after the put then
-	// only has to show that the stored bytes are these bytes: the object
-	// store hashes what it is given, and checks that hash when it reads.
+	// every content digest recomputed. The put reads every chunk back from
+	// the stream as it is stored, and stores the object only if the chunks
+	// are these bytes.
 	vr, vw := io.Pipe()
 	type verified struct {
 		rep *archive.Report
@@ -207,7 +193,7 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 		vw.CloseWithError(err)
 		done <- result{man, st, err}
 	}()
-	info, putErr := s.assets.Snapshots.Put(ctx, jetstream.ObjectMeta{
+	info, putErr := bus.PutObject(ctx, s.assets.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{
 		Name:        obj,
 		Description: fmt.Sprintf("snapshot %s (%s) of %s/%s", cmd.SnapshotID, cmd.Name, cmd.Tenant, cmd.Database),
 	}, pr)
@@ -216,7 +202,7 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 	ver := <-checked
 	// A put that fails by itself returns its own error; one that read the
 	// exporter's failure returns that.
-	if putErr != nil && !errors.Is(putErr, res.err) && bus.Transient(putErr) {
+	if putErr != nil && !errors.Is(putErr, res.err) && (bus.Transient(putErr) || errors.Is(putErr, bus.ErrReadBack)) {
 		return nil, &putError{fmt.Errorf("store archive %s: %w", obj, putErr)}
 	}
 	if res.err != nil {
@@ -253,52 +239,6 @@ func (s *Service) resolveCollections(ctx context.Context, cmd *contract.Snapshot
 		out = append(out, *c)
 	}
 	return out, nil
-}
-
-// readBack reads the stored object back and checks that it is, byte for
-// byte, the archive that was verified as it was written: the object store
-// hashed the bytes it was given (stored is the put's info) and the reader
-// checks the bytes it reads against that SHA-256 at EOF; the size and
-// digest it reads by must be the put's too, so nothing replaced the object
-// meanwhile. A read that stalls (its stream between leaders) is made
-// again.
-func (s *Service) readBack(ctx context.Context, stored *jetstream.ObjectInfo) error {
-	var err error
-	for try := 1; ; try++ {
-		err = s.readBackOnce(ctx, stored)
-		if err == nil || !bus.Transient(err) || try >= storeTries || ctx.Err() != nil {
-			return err
-		}
-		s.log.Warn("read-back of the archive failed; reading it again", "object", stored.Name, "try", try, "err", err)
-	}
-}
-
-func (s *Service) readBackOnce(ctx context.Context, stored *jetstream.ObjectInfo) error {
-	obj := stored.Name
-	info, err := s.assets.Snapshots.GetInfo(ctx, obj)
-	if err != nil {
-		return fmt.Errorf("read-back verification of %s: %w", obj, err)
-	}
-	if info.Digest != stored.Digest || info.NUID != stored.NUID || info.Size != stored.Size {
-		return fmt.Errorf("read-back verification of %s: the object changed after it was stored", obj)
-	}
-	// A pull-based reader: its wait for each chunk is bounded, where a
-	// Get would hang for as long as its context allows. It only hashes,
-	// so it asks for 4 MiB ahead (the 1 MiB of a restore's reader costs
-	// round trips here).
-	r, err := bus.OpenObjectReadAhead(ctx, s.assets.JS, contract.ObjectSnapshots, info, 32)
-	if err != nil {
-		return fmt.Errorf("read-back verification of %s: %w", obj, err)
-	}
-	defer r.Close()
-	n, err := io.Copy(io.Discard, r)
-	if err != nil {
-		return fmt.Errorf("read-back verification of %s: %w", obj, err)
-	}
-	if uint64(n) != stored.Size {
-		return fmt.Errorf("read-back verification of %s: %d bytes, %d were stored", obj, n, stored.Size)
-	}
-	return nil
 }
 
 // verifyObject reads an archive object, checking the object store's digest,

@@ -99,7 +99,7 @@ func TestLeaderKilledDuringSnapshot(t *testing.T) {
 			}
 			killed := st.killLeaderDuring(stream, ta, tb)
 			op := st.waitOp(rep.OpID, 2*time.Minute)
-			t.Logf("killed node %d (leader of %s); snapshot %s, attempt %d, pages fetched %d + %d (26 per export: 24 pages and a read past the end of each collection)",
+			t.Logf("killed node %d (leader of %s); snapshot %s, attempt %d, pages fetched %d + %d (24 per export)",
 				killed, stream, op.Status, op.Attempt, a.proxy.count("get"), b.proxy.count("get"))
 			st.restart(killed)
 

@@ -1,0 +1,173 @@
+package bus_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"testing/iotest"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+)
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	return data
+}
+
+// chunksOf counts the messages the stream holds on the object's chunk
+// subject.
+func chunksOf(t *testing.T, n *testenv.NATS, nuid string) uint64 {
+	t.Helper()
+	st, err := n.JS.Stream(t.Context(), "OBJ_"+contract.ObjectSnapshots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := "$O." + contract.ObjectSnapshots + ".C." + nuid
+	info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[subj]
+}
+
+// TestPutObject: what PutObject stores is an ordinary object: the object
+// store's own Get and GetInfo, and OpenObject, read it back whole, with
+// the size, chunk count and digest Put would have recorded.
+func TestPutObject(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ctx := t.Context()
+	obs := n.Assets.Snapshots
+	for _, tc := range []struct {
+		name string
+		size int
+	}{{"empty", 0}, {"one byte", 1}, {"exactly two chunks", 2 * bus.PutChunkSize}, {"25 chunks, the last short", 3<<20 + 12345}} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := randomBytes(tc.size, uint64(tc.size))
+			want, err := obs.PutBytes(ctx, "reference-"+tc.name, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Short reads from the source still fill whole chunks.
+			info, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: tc.name, Description: "d"}, iotest.HalfReader(bytes.NewReader(data)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Size != want.Size || info.Chunks != want.Chunks || info.Digest != want.Digest {
+				t.Errorf("info %d bytes in %d chunks, %s; Put records %d in %d, %s", info.Size, info.Chunks, info.Digest, want.Size, want.Chunks, want.Digest)
+			}
+			stored, err := obs.GetInfo(ctx, tc.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored.NUID != info.NUID || stored.Digest != info.Digest || stored.Size != info.Size || stored.Description != "d" {
+				t.Errorf("GetInfo %+v, PutObject returned %+v", stored, info)
+			}
+			got, err := obs.GetBytes(ctx, tc.name)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("Get: %d bytes, %v; want %d", len(got), err, len(data))
+			}
+			or, err := bus.OpenObject(ctx, n.JS, contract.ObjectSnapshots, stored)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer or.Close()
+			if got, err := io.ReadAll(or); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("OpenObject: %d bytes, %v", len(got), err)
+			}
+		})
+	}
+	t.Run("replaces an object of the same name", func(t *testing.T) {
+		first, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: "again"}, bytes.NewReader(randomBytes(300000, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := randomBytes(200000, 2)
+		if _, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: "again"}, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := obs.GetBytes(ctx, "again"); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("Get: %d bytes, %v", len(got), err)
+		}
+		if c := chunksOf(t, n, first.NUID); c != 0 {
+			t.Errorf("the replaced object's %d chunks are still stored", c)
+		}
+	})
+}
+
+// TestPutObjectRefusesWhatDoesNotReadBack: a chunk stored twice (as a
+// publish retried over a lost ack would store it), or a source that fails,
+// leaves no object and no chunk behind.
+func TestPutObjectRefusesWhatDoesNotReadBack(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ctx := t.Context()
+	data := randomBytes(5*bus.PutChunkSize+99, 3)
+	var nuid string
+	for _, tc := range []struct {
+		name  string
+		after func(subject string, k int, chunk []byte)
+		src   io.Reader
+		want  error
+	}{
+		{"a chunk stored twice mid-object", func(subject string, k int, chunk []byte) {
+			if k == 2 {
+				nuid = subject
+				if _, err := n.JS.Publish(ctx, subject, bytes.Clone(chunk)); err != nil {
+					t.Error(err)
+				}
+			}
+		}, bytes.NewReader(data), bus.ErrReadBack},
+		{"the last chunk stored twice", func(subject string, k int, chunk []byte) {
+			if k == 6 {
+				nuid = subject
+				if _, err := n.JS.Publish(ctx, subject, bytes.Clone(chunk)); err != nil {
+					t.Error(err)
+				}
+			}
+		}, bytes.NewReader(data), bus.ErrReadBack},
+		{"a source that fails", func(subject string, k int, chunk []byte) { nuid = subject },
+			io.MultiReader(bytes.NewReader(data[:3*bus.PutChunkSize]), iotest.ErrReader(errors.New("export failed"))), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bus.SetAfterChunk(tc.after)
+			defer bus.SetAfterChunk(nil)
+			_, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: tc.name}, tc.src)
+			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if _, err := n.Assets.Snapshots.GetInfo(ctx, tc.name); !errors.Is(err, jetstream.ErrObjectNotFound) {
+				t.Errorf("GetInfo after the failed put: %v, want not found", err)
+			}
+			id := nuid[len("$O."+contract.ObjectSnapshots+".C."):]
+			if c := chunksOf(t, n, id); c != 0 {
+				t.Errorf("%d chunks left behind", c)
+			}
+		})
+	}
+	t.Run("a cancelled put", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		bus.SetAfterChunk(func(subject string, k int, _ []byte) {
+			nuid = subject
+			if k == 2 {
+				cancel()
+			}
+		})
+		defer bus.SetAfterChunk(nil)
+		if _, err := bus.PutObject(cctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: "cancelled"}, bytes.NewReader(data)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+		if c := chunksOf(t, n, nuid[len("$O."+contract.ObjectSnapshots+".C."):]); c != 0 {
+			t.Errorf("%d chunks left behind", c)
+		}
+	})
+}
