@@ -28,8 +28,8 @@ func ObjectReadContext(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, ObjectReadTimeout)
 }
 
-// objectPullBatch bounds the chunks an ObjectReader from OpenObject holds:
-// 8 chunks of the object store's default 128 KiB.
+// objectPullBatch bounds the chunks an ObjectReader holds: 8 chunks of the
+// object store's default 128 KiB.
 const objectPullBatch = 8
 
 // ObjectReader streams an object's chunks with a pull consumer, so a
@@ -52,13 +52,6 @@ type ObjectReader struct {
 // OpenObject opens the object described by info (from ObjectStore.GetInfo)
 // in bucket for a bounded streamed read. Close releases the consumer.
 func OpenObject(ctx context.Context, js jetstream.JetStream, bucket string, info *jetstream.ObjectInfo) (*ObjectReader, error) {
-	return OpenObjectReadAhead(ctx, js, bucket, info, objectPullBatch)
-}
-
-// OpenObjectReadAhead is OpenObject with up to chunks chunks requested
-// ahead of the reader: a reader as fast as the network (one that only
-// hashes) waits less on round trips with more.
-func OpenObjectReadAhead(ctx context.Context, js jetstream.JetStream, bucket string, info *jetstream.ObjectInfo, chunks int) (*ObjectReader, error) {
 	if info.Deleted {
 		return nil, fmt.Errorf("object %s in %s is deleted", info.Name, bucket)
 	}
@@ -82,7 +75,7 @@ func OpenObjectReadAhead(ctx context.Context, js jetstream.JetStream, bucket str
 		cancel()
 		return nil, fmt.Errorf("open object %s: %w", info.Name, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(max(chunks, 1)))
+	it, err := cons.Messages(jetstream.PullMaxMessages(objectPullBatch))
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("open object %s: %w", info.Name, err)
