@@ -5,10 +5,11 @@
 // A snapshot is a job on the CHROMA_CMDS work queue. The worker that takes it
 // streams every collection page by page (pages fetched in parallel, written
 // in get order) through the archive writer straight into the object store:
-// no temporary file and never a whole collection in memory. It then reads the
-// object back, verifies every entry and content digest, and only then writes
-// the manifest to CHROMA_MANIFESTS: the manifest, not the object, says a
-// snapshot exists.
+// no temporary file and never a whole collection in memory. As it is written,
+// an independent reader verifies every entry and content digest of the
+// archive, and the put (bus.PutObject) reads every stored chunk back; only
+// then is the manifest written to CHROMA_MANIFESTS: the manifest, not the
+// object, says a snapshot exists.
 //
 // What a failure leaves behind: a worker that fails deletes its object and
 // terminates the job (an audit event says why). A worker that dies is
