@@ -21,80 +21,43 @@ import (
 
 // appendBatchJSON appends bf's .json entry, newline included, to dst.
 func appendBatchJSON(dst []byte, bf *batchFile) ([]byte, error) {
-	dst = append(dst, `{"ids":`...)
-	dst = appendStrings(dst, bf.IDs)
-	dst = append(dst, `,"documents":`...)
-	dst = appendNullableStrings(dst, bf.Documents)
-	dst = append(dst, `,"metadatas":`...)
-	if bf.Metadatas == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i, m := range bf.Metadatas {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			var err error
-			if dst, err = m.AppendJSON(dst); err != nil {
-				return nil, fmt.Errorf("record %d: %w", i, err)
-			}
+	str := func(dst []byte, s string) ([]byte, error) { return jsonx.AppendString(dst, s, false), nil }
+	nullable := func(dst []byte, s *string) ([]byte, error) {
+		if s == nil {
+			return append(dst, "null"...), nil
 		}
-		dst = append(dst, ']')
+		return str(dst, *s)
+	}
+	integer := func(dst []byte, n int) ([]byte, error) { return strconv.AppendInt(dst, int64(n), 10), nil }
+	metadata := func(dst []byte, m record.Metadata) ([]byte, error) { return m.AppendJSON(dst) }
+	var err error
+	dst = append(dst, `{"ids":`...)
+	if dst, err = jsonx.AppendArray(dst, bf.IDs, str); err != nil {
+		return nil, err
+	}
+	dst = append(dst, `,"documents":`...)
+	if dst, err = jsonx.AppendArray(dst, bf.Documents, nullable); err != nil {
+		return nil, err
+	}
+	dst = append(dst, `,"metadatas":`...)
+	if dst, err = jsonx.AppendArray(dst, bf.Metadatas, metadata); err != nil {
+		return nil, fmt.Errorf("metadatas: %w", err)
 	}
 	dst = append(dst, `,"uris":`...)
-	dst = appendNullableStrings(dst, bf.URIs)
+	if dst, err = jsonx.AppendArray(dst, bf.URIs, nullable); err != nil {
+		return nil, err
+	}
 	dst = append(dst, `,"dimension":`...)
 	if bf.Dimension == nil {
 		dst = append(dst, "null"...)
 	} else {
-		dst = strconv.AppendInt(dst, int64(*bf.Dimension), 10)
+		dst, _ = integer(dst, *bf.Dimension)
 	}
 	dst = append(dst, `,"null_embeddings":`...)
-	if bf.NullEmbeddings == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i, n := range bf.NullEmbeddings {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = strconv.AppendInt(dst, int64(n), 10)
-		}
-		dst = append(dst, ']')
+	if dst, err = jsonx.AppendArray(dst, bf.NullEmbeddings, integer); err != nil {
+		return nil, err
 	}
 	return append(dst, "}\n"...), nil
-}
-
-func appendStrings(dst []byte, ss []string) []byte {
-	if ss == nil {
-		return append(dst, "null"...)
-	}
-	dst = append(dst, '[')
-	for i, s := range ss {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = jsonx.AppendString(dst, s, false)
-	}
-	return append(dst, ']')
-}
-
-func appendNullableStrings(dst []byte, ss []*string) []byte {
-	if ss == nil {
-		return append(dst, "null"...)
-	}
-	dst = append(dst, '[')
-	for i, s := range ss {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		if s == nil {
-			dst = append(dst, "null"...)
-		} else {
-			dst = jsonx.AppendString(dst, *s, false)
-		}
-	}
-	return append(dst, ']')
 }
 
 var batchFields = map[string]uint8{

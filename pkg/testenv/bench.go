@@ -30,18 +30,8 @@ func LoadAvg() float64 {
 	return f
 }
 
-// Median of ds (ds is not changed).
-func Median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// MedianFloat of vs (vs is not changed).
-func MedianFloat(vs []float64) float64 {
+// Median of vs (vs is not changed): durations, or figures like ratios.
+func Median[T ~int64 | ~float64](vs []T) T {
 	s := slices.Clone(vs)
 	slices.Sort(s)
 	if len(s) == 0 {

@@ -165,8 +165,8 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		testenv.Emit(p+"snapshot_vs_raw_get", snapDur.Seconds()/rawDur.Seconds(), "ratio")
 		// How busy the machine's cores were: a read that is CPU-bound
 		// leaves a snapshot no spare core for its own work.
-		testenv.Emit(p+"raw_get_busy_cores", testenv.MedianFloat(rawCores), "cores")
-		testenv.Emit(p+"snapshot_busy_cores", testenv.MedianFloat(snapCores), "cores")
+		testenv.Emit(p+"raw_get_busy_cores", testenv.Median(rawCores), "cores")
+		testenv.Emit(p+"snapshot_busy_cores", testenv.Median(snapCores), "cores")
 		// Where the CPU went, by process: Chroma serving the reads, the
 		// client decoding them (raw get), and in a snapshot the
 		// snapshotter, and this process with the embedded NATS server.

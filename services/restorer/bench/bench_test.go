@@ -204,12 +204,12 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 		n := float64(w.records)
 		testenv.Emit(p+"raw_add", n/rawDur.Seconds(), "records/s")
 		testenv.Emit(p+"raw_add_seconds", rawDur.Seconds(), "s")
-		testenv.Emit(p+"raw_add_chroma_cores", testenv.MedianFloat(rawCores), "cores")
+		testenv.Emit(p+"raw_add_chroma_cores", testenv.Median(rawCores), "cores")
 		testenv.Emit(p+"rollback", n/rbDur.Seconds(), "records/s")
 		testenv.Emit(p+"rollback_seconds", rbDur.Seconds(), "s")
 		testenv.Emit(p+"rollback_vs_raw_add", rbDur.Seconds()/rawDur.Seconds(), "ratio")
-		testenv.Emit(p+"rollback_chroma_cores", testenv.MedianFloat(rbCores), "cores")
-		testenv.Emit(p+"restorer_cpu_seconds", testenv.MedianFloat(rbCPU), "s")
+		testenv.Emit(p+"rollback_chroma_cores", testenv.Median(rbCores), "cores")
+		testenv.Emit(p+"restorer_cpu_seconds", testenv.Median(rbCPU), "s")
 		testenv.Emit(p+"rollback_longest_write_gap_seconds", testenv.Median(gaps).Seconds(), "s")
 		if len(readbacks) > 0 {
 			rd := testenv.Median(readbacks)
@@ -261,14 +261,14 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 			testenv.Emit("seed_partial_rollback", float64(recs)/rbDur.Seconds(), "records/s")
 			testenv.Emit("seed_partial_rollback_seconds", rbDur.Seconds(), "s")
 			testenv.Emit("seed_partial_raw_add_seconds", testenv.Median(partRaws).Seconds(), "s")
-			testenv.Emit("seed_partial_rollback_vs_raw_add", testenv.MedianFloat(ratios), "ratio")
+			testenv.Emit("seed_partial_rollback_vs_raw_add", testenv.Median(ratios), "ratio")
 			for _, ph := range slices.Sorted(maps.Keys(rb.phases)) {
 				testenv.Emit("seed_partial_rollback_phase_"+ph+"_seconds", rb.phases[ph].Seconds(), "s")
 			}
 			if !e.inProcess {
 				testenv.Emit("seed_partial_restorer_peak_rss", float64(rb.hwmKB)/1024, "MB")
 			}
-			b.ReportMetric(testenv.MedianFloat(ratios), "seed_partial/raw_add")
+			b.ReportMetric(testenv.Median(ratios), "seed_partial/raw_add")
 		}
 		safety = append(safety, later{w: w, snap: m, arc: arc, raw: rawDur, rbLast: rbs[len(rbs)-1]})
 		arc.drop() // keep only the ids from here on
