@@ -66,7 +66,7 @@ func (s *Service) handlePlan(ctx context.Context, r micro.Request) {
 		s.reject(ctx, r, "rollback.plan", e, contract.AuditEvent{})
 		return
 	}
-	sp, e := s.resolve(ctx, &req, false)
+	sp, e := s.resolve(ctx, &req, false, false)
 	var plan *contract.RollbackPlan
 	if e == nil {
 		plan, e = s.plan(ctx, sp)
@@ -111,7 +111,7 @@ func (s *Service) handleStart(ctx context.Context, r micro.Request) {
 			return
 		}
 	}
-	sp, e := s.resolve(ctx, &req, true)
+	sp, e := s.resolve(ctx, &req, true, false)
 	var plan *contract.RollbackPlan
 	if e == nil {
 		plan, e = s.plan(ctx, sp)

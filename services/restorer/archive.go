@@ -45,6 +45,23 @@ type archiveStream struct {
 	plain io.Reader
 	r     *archive.Reader
 	m     *contract.SnapshotManifest
+	// ahead, when not nil, is the first batch being read ahead (prefetch).
+	ahead chan readAhead
+}
+
+type readAhead struct {
+	b   *archive.Batch
+	err error
+}
+
+// prefetch starts reading the first batch, so that it is decoded and
+// checked while the job prepares (plan, fence) instead of after.
+func (st *archiveStream) prefetch() {
+	st.ahead = make(chan readAhead, 1)
+	go func() {
+		b, err := st.read()
+		st.ahead <- readAhead{b, err}
+	}()
 }
 
 // openArchive opens the archive object of m for reading.
@@ -99,6 +116,15 @@ func (s *Service) openArchive(ctx context.Context, m *contract.SnapshotManifest)
 // reader), the object store's digest, and the manifest's SHA-256, counts,
 // batches and digests.
 func (st *archiveStream) next() (*archive.Batch, error) {
+	if st.ahead != nil {
+		a := <-st.ahead
+		st.ahead = nil
+		return a.b, a.err
+	}
+	return st.read()
+}
+
+func (st *archiveStream) read() (*archive.Batch, error) {
 	b, err := st.r.Next()
 	if err == nil {
 		return b, nil
@@ -125,6 +151,10 @@ func (st *archiveStream) next() (*archive.Batch, error) {
 func (st *archiveStream) close() {
 	st.obj.Close()
 	st.cancel()
+	if st.ahead != nil {
+		<-st.ahead // the read ahead ends, failed, once the object is closed
+		st.ahead = nil
+	}
 }
 
 // objectDigest is the object store's form of a hex SHA-256.
@@ -141,13 +171,20 @@ func objectDigest(sha string) (string, error) {
 // manifest names (as the object store recorded them when it was stored),
 // and its metadata matches the manifest. A restore that relies on it
 // verifies every byte while it stages (see next), before it swaps in.
-func (s *Service) checkArchive(ctx context.Context, m *contract.SnapshotManifest) (*verifiedArchive, error) {
+// With keep, the archive is left open for that read, its first batch
+// already being read (prefetch); the caller closes it.
+func (s *Service) checkArchive(ctx context.Context, m *contract.SnapshotManifest, keep bool) (*verifiedArchive, *archiveStream, error) {
 	st, err := s.openArchive(ctx, m)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer st.close()
-	return &verifiedArchive{md: st.r.Metadata()}, nil
+	va := &verifiedArchive{md: st.r.Metadata()}
+	if !keep {
+		st.close()
+		return va, nil, nil
+	}
+	st.prefetch()
+	return va, st, nil
 }
 
 // nullsOf is the number of records of collection i without an embedding,

@@ -50,6 +50,12 @@
 //     one's last batches, its checks, swap and old-collection delete (at
 //     most one collection finishes behind the one being written; its
 //     failure fails the job, and the job waits for it before step 6).
+//     Collections not restored are read on (and verified) while the last
+//     adds run. Nothing follows the last collection written, so its last
+//     batch is added in two requests, the last eighth apart: the rest is
+//     read back while that tail is added. The archive is opened when the
+//     job checks it, and its first batch read while the job plans and
+//     raises the fence (unless a safety snapshot comes first).
 //     In place (in_place) the target is deleted, recreated and filled where
 //     readers see it. Batch-level rollbacks replace each record of the named
 //     batches in the live collection (delete, then add: Chroma's upsert

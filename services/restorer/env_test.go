@@ -33,6 +33,8 @@ type env struct {
 	cc     *chroma.Client
 	nats   *testenv.NATS
 	subj   contract.Subjects
+	// splitMin, when set, is the restorers' restorer.SetSplitMin.
+	splitMin int
 }
 
 func newEnv(t *testing.T) *env {
@@ -121,6 +123,9 @@ func (e *env) startRestorer(t *testing.T, cfg restorer.Config, hook func(context
 		svc, err := restorer.New(cfg, nc, e.subj, e.cc, testLogger(t))
 		if err == nil && hook != nil {
 			restorer.SetHook(svc, hook)
+		}
+		if err == nil && e.splitMin > 0 {
+			restorer.SetSplitMin(svc, e.splitMin)
 		}
 		return svc, err
 	})

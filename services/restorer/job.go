@@ -230,11 +230,12 @@ func (j *job) run(ctx context.Context) error {
 		}
 	}
 	j.setPhase(ctx, phaseVerifying)
-	sp, e := s.resolve(ctx, &req, true)
+	sp, e := s.resolve(ctx, &req, true, true)
 	if e != nil {
 		return errors.New(e.msg)
 	}
 	j.sp = sp
+	defer sp.closeStream() // when the restore did not take it
 	j.ev.SnapshotID, j.ev.Tenant, j.ev.Database = sp.m.SnapshotID, sp.tenant, sp.database
 	if err := j.takeLease(ctx, sp.tenant, sp.database); err != nil {
 		return err
@@ -279,6 +280,8 @@ func (j *job) run(ctx context.Context) error {
 	j.step(ctx, "fence raised", map[string]any{"paused_jobs": ck.Paused})
 
 	if ck.Plan.SafetySnapshot && !ck.SafetyDone {
+		// Not kept open through a snapshot of unknown length.
+		sp.closeStream()
 		j.setPhase(ctx, phaseSafetySnapshot)
 		if err := j.safetySnapshot(ctx); err != nil {
 			return err

@@ -1,8 +1,10 @@
 package restorer_test
 
 import (
+	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -16,8 +18,17 @@ import (
 // compared in full before and after.
 func TestPartialAndBatchRollback(t *testing.T) {
 	e := seeded(t)
-	// Two adders: batches complete out of order and are checkpointed in order.
-	e.startRestorer(t, restorer.Config{AddWorkers: 2}, nil)
+	// Two adders: batches complete out of order and are checkpointed in
+	// order. The last batch written is split in two parts (as a large one
+	// would be) that are verified and checkpointed as one batch.
+	e.splitMin = 2
+	var parts atomic.Int32
+	e.startRestorer(t, restorer.Config{AddWorkers: 2}, func(_ context.Context, p restorer.HookPoint) error {
+		if p.Name == "part" {
+			parts.Add(1)
+		}
+		return nil
+	})
 	pre := e.dump(t, "acme", "prod")
 	staging, beta := e.dump(t, "acme", "staging"), e.dump(t, "beta", "main")
 	snap := e.snapshot(t, "acme", "prod", "pre_migration")
@@ -42,6 +53,9 @@ func TestPartialAndBatchRollback(t *testing.T) {
 			t.Errorf("plan mode %s writes %d, want partial and 250", p.Mode, p.WriteRecords)
 		}
 		e.rollback(t, contract.RollbackRequest{SnapshotID: snap, Collections: []string{"personality", "hnsw_meta"}})
+		if parts.Load() == 0 {
+			t.Error("the last batch written was not split in parts")
+		}
 		want := damaged.clone()
 		want["personality"], want["hnsw_meta"] = pre["personality"], pre["hnsw_meta"]
 		compareDB(t, "after partial rollback", e.dump(t, "acme", "prod"), want, nil)

@@ -32,6 +32,9 @@ type spec struct {
 	// metadata); the restore verifies every byte as it stages, and swaps
 	// nothing in before the whole archive verified.
 	streamed bool
+	// stream is the archive left open for a streamed restore (resolve
+	// with keep), or nil; whoever takes it closes it.
+	stream *archiveStream
 
 	target    *chroma.Client
 	targetURL string
@@ -62,8 +65,9 @@ func validCollectionName(name string) error {
 // verifies the archive. With streamOK, a stage-and-swap restore (nothing
 // written in place) only checks the archive here (checkArchive), since it
 // verifies every byte while it stages and swaps only after that; in place
-// and batch-level writes always read the whole archive first.
-func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, streamOK bool) (*spec, *apiError) {
+// and batch-level writes always read the whole archive first. With keep,
+// a streamed archive is left open in spec.stream for the restore.
+func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, streamOK, keep bool) (*spec, *apiError) {
 	switch {
 	case len(req.Collections) > 0 && len(req.Batches) > 0:
 		return nil, badRequest("batches", "give collections (a partial rollback) or batches (a batch-level rollback), not both")
@@ -206,7 +210,7 @@ func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, st
 	var err error
 	if streamOK && !req.InPlace && len(req.Batches) == 0 {
 		sp.streamed = true
-		arc, err = s.checkArchive(ctx, m)
+		arc, sp.stream, err = s.checkArchive(ctx, m, keep)
 	} else {
 		arc, err = s.verifyArchive(ctx, m)
 	}
@@ -218,6 +222,20 @@ func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, st
 	}
 	sp.arc = arc
 	return sp, nil
+}
+
+// takeStream returns the archive left open by resolve, if any.
+func (sp *spec) takeStream() *archiveStream {
+	st := sp.stream
+	sp.stream = nil
+	return st
+}
+
+// closeStream closes the archive left open by resolve, if not taken.
+func (sp *spec) closeStream() {
+	if st := sp.takeStream(); st != nil {
+		st.close()
+	}
 }
 
 // touched reports whether archive collection i is written by the rollback.

@@ -50,17 +50,25 @@ func (j *job) needs(i int) bool {
 // leaves every target as it was.
 func (j *job) restoreAll(ctx context.Context) error {
 	n := len(j.sp.m.Collections)
-	pending := false
+	pending, last := false, -1 // last: the last collection with records to write
 	for i := range n {
-		pending = pending || j.needs(i)
+		if j.needs(i) {
+			pending = true
+			if len(j.sp.m.Collections[i].Batches) > 0 {
+				last = i
+			}
+		}
 	}
 	if !pending {
 		return nil
 	}
 	j.setPhase(ctx, phaseRestoring)
-	st, err := j.s.openArchive(ctx, j.sp.m)
-	if err != nil {
-		return err
+	var err error
+	st := j.sp.takeStream()
+	if st == nil {
+		if st, err = j.s.openArchive(ctx, j.sp.m); err != nil {
+			return err
+		}
 	}
 	defer st.close()
 	j.mark = time.Now()
@@ -86,36 +94,55 @@ func (j *job) restoreAll(ctx context.Context) error {
 		bg = nil
 		return err
 	}
-	// enter finishes the collections before `to` and begins `to`. At the
-	// end of the archive (to == n) nothing follows, so they are finished
-	// in the foreground.
+	// held is a written collection whose input is closed. It is finished
+	// (drained, then verified and swapped behind the next collection's
+	// adds) when the next collection to write begins, or at the end of the
+	// archive in the foreground: reading on through collections that are
+	// not restored overlaps its last adds.
+	var held *collWriter
+	finishHeld := func(atEnd bool) error {
+		if held == nil {
+			return nil
+		}
+		// The next collection's adds follow this one's, as one
+		// collection's follow each other; the rest of its finish
+		// overlaps them.
+		held.drain()
+		if err := wait(); err != nil {
+			return err
+		}
+		if atEnd {
+			if err := j.finishLast(ctx, held); err != nil {
+				return err
+			}
+		} else {
+			bg = j.finishBehind(ctx, held)
+		}
+		held = nil
+		return nil
+	}
+	// enter moves on to collection `to` (n: the end of the archive),
+	// beginning it when it is restored.
 	enter := func(to int) error {
 		for cur < to {
 			if w != nil {
-				// The next collection's adds follow this one's, as one
-				// collection's follow each other; the rest of its finish
-				// overlaps them.
-				w.drain()
-				if err := wait(); err != nil {
-					return err
-				}
-				if to == n {
-					if err := j.finishLast(ctx, w); err != nil {
-						return err
-					}
-				} else {
-					bg = j.finishBehind(ctx, w)
-				}
-				w = nil
+				w.closeInput()
+				held, w = w, nil
 			}
 			cur++
 			batchNo = 0
+			if cur == n || j.needs(cur) {
+				if err := finishHeld(cur == n); err != nil {
+					return err
+				}
+			}
 			if cur < n && j.needs(cur) {
 				nw, err := j.begin(ctx, cur)
 				if err != nil {
 					return err
 				}
 				w = nw
+				w.last = cur == last
 			}
 		}
 		return nil
@@ -161,8 +188,10 @@ func (j *job) restoreAll(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		if w != nil {
-			w.abort()
+		for _, w := range []*collWriter{w, held} {
+			if w != nil {
+				w.abort()
+			}
 		}
 		// The collection finishing behind ends as it would have before the
 		// next one began: swapped in, or left for cleanup to undo.
@@ -333,15 +362,43 @@ type collWriter struct {
 	vdone  chan struct{}
 	closed bool
 
+	// last: this is the last collection the job writes, so nothing
+	// overlaps the read-back of its last batch (see parts).
+	last bool
+
 	mu    sync.Mutex
 	order []int       // batch numbers submitted, in order
-	done  map[int]int // verified batch numbers and their record counts
+	done  map[int]int // record counts verified, by batch number
+	left  map[int]int // parts of a submitted batch still to verify
 	err   error
 }
 
+// writeItem is a batch, or a part of it, to add and verify.
 type writeItem struct {
 	k int
 	b *record.Batch
+}
+
+// A batch is added in one request, and read back by the verifier while
+// the next one is added. The read-back of a collection's last batch
+// overlaps the next collection's adds, except for the last collection
+// written: there the last batch is added in two parts, its last
+// tailParts-th apart, so that reading back the rest overlaps adding the
+// tail and only the tail's read-back is left after the last add. Batches
+// under splitMin records are not split: their read-back is short.
+const (
+	tailParts = 8
+	splitMin  = 512
+)
+
+// parts splits batch k as the writer adds it (see tailParts).
+func (w *collWriter) parts(k int, b *record.Batch) []*record.Batch {
+	n := b.Len()
+	if !w.last || w.how == writeUpsert || k != len(w.want.Batches)-1 || n < w.j.s.splitMin {
+		return []*record.Batch{b}
+	}
+	cut := n - max(n/tailParts, 1)
+	return []*record.Batch{b.Slice(0, cut), b.Slice(cut, n)}
 }
 
 // begin prepares the collection written to and starts the writer.
@@ -356,7 +413,7 @@ func (j *job) begin(ctx context.Context, i int) (*collWriter, error) {
 	j.mu.Unlock()
 	w := &collWriter{j: j, idx: i, info: sp.arc.md.Collections[i], want: sp.m.Collections[i], cs: cs,
 		staging: workName(cs.Target, stagingSep, j.cmd.OpID), old: workName(cs.Target, oldSep, j.cmd.OpID),
-		done: map[int]int{}}
+		done: map[int]int{}, left: map[int]int{}}
 	switch {
 	case sp.batches[i] != nil:
 		w.how, w.sel = writeUpsert, sp.batches[i]
@@ -540,15 +597,19 @@ func (w *collWriter) fail(err error) {
 }
 
 func (w *collWriter) submit(k int, b *record.Batch) error {
+	parts := w.parts(k, b)
 	w.mu.Lock()
 	w.order = append(w.order, k)
+	w.left[k] = len(parts)
 	w.mu.Unlock()
-	select {
-	case w.in <- writeItem{k: k, b: b}:
-		return nil
-	case <-w.ctx.Done():
-		return w.failure()
+	for _, p := range parts {
+		select {
+		case w.in <- writeItem{k: k, b: p}:
+		case <-w.ctx.Done():
+			return w.failure()
+		}
 	}
+	return nil
 }
 
 func (w *collWriter) failure() error {
@@ -650,20 +711,26 @@ func (w *collWriter) verifyLoop() {
 // verified batches in archive order.
 func (w *collWriter) commit(it writeItem, maxDiff float64) error {
 	w.mu.Lock()
-	w.done[it.k] = it.b.Len()
+	w.done[it.k] += it.b.Len()
+	w.left[it.k]--
+	partial := w.left[it.k] > 0
 	next, recs := -1, 0
 	for len(w.order) > 0 {
-		n, ok := w.done[w.order[0]]
-		if !ok {
+		k := w.order[0]
+		if w.left[k] > 0 {
 			break
 		}
-		next = w.order[0] + 1
-		recs += n
-		delete(w.done, w.order[0])
+		next = k + 1
+		recs += w.done[k]
+		delete(w.done, k)
+		delete(w.left, k)
 		w.order = w.order[1:]
 	}
 	w.mu.Unlock()
 	if next < 0 {
+		if partial {
+			return w.j.s.callHook(w.ctx, w.j.hookPoint("part", w))
+		}
 		return nil
 	}
 	j := w.j

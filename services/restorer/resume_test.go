@@ -20,6 +20,7 @@ import (
 // with no duplicates, after one safety snapshot.
 func TestRestorerKilledMidRestore(t *testing.T) {
 	e := seeded(t)
+	e.splitMin = 2 // the last batch written is added and verified in two parts
 	pre := e.dump(t, "acme", "prod")
 	snap := e.snapshot(t, "acme", "prod", "pre_migration")
 	cases := []struct {
@@ -31,6 +32,7 @@ func TestRestorerKilledMidRestore(t *testing.T) {
 			return p.Name == "batch" && p.Collection == "corpus.v1" && p.Batch == 3
 		}},
 		{"between collections", false, func(p restorer.HookPoint) bool { return p.Name == "collection" && p.Batch > 0 }},
+		{"between the parts of the last batch", false, func(p restorer.HookPoint) bool { return p.Name == "part" }},
 		{"between the renames of a swap", false, func(p restorer.HookPoint) bool {
 			return p.Name == "swap_renamed_old" && p.Collection == "corpus.v1"
 		}},
@@ -97,6 +99,8 @@ func TestRestorerKilledMidRestore(t *testing.T) {
 				case stop.Name == "collection" && p.Collection == stop.Collection && (p.Name == "batch" || p.Name == "collection"):
 					// a staged and checked it; b only swaps it in.
 					t.Errorf("instance b wrote %q again (%s %d) after a had finished it", p.Collection, p.Name, p.Batch)
+				case stop.Name == "part" && p.Name == "batch" && p.Collection == stop.Collection && p.Batch < stop.Batch:
+					t.Errorf("instance b wrote batch %d of %q again; a had checkpointed %d", p.Batch-1, p.Collection, stop.Batch)
 				case stop.Name == "swap_renamed_old" && p.Name == "batch" && p.Collection == stop.Collection:
 					t.Errorf("instance b wrote batch %d of %q again; it was staged", p.Batch, p.Collection)
 				}

@@ -47,11 +47,14 @@ type Service struct {
 
 	// hook, set only by tests, is called at named points of a job.
 	hook func(ctx context.Context, p hookPoint) error
+	// splitMin is the size from which the last batch written is split
+	// (see tailParts); tests lower it.
+	splitMin int
 }
 
 // hookPoint says where a job is, for tests that stop it there.
 type hookPoint struct {
-	Name       string // "batch", "collection" (finished), "swap_renamed_old"
+	Name       string // "batch", "part" (of a split batch), "collection" (finished), "swap_renamed_old"
 	OpID       string
 	Attempt    int
 	Collection string // snapshot name
@@ -79,8 +82,9 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 	cfg.ChromaURL = chroma.RedactURL(cfg.ChromaURL)
 	return &Service{
 		cfg: cfg, nc: nc, subj: subj, chroma: cc, ownURL: own,
-		log:     log.With("service", auditService, "instance", cfg.Instance),
-		clients: map[string]*chroma.Client{},
+		log:      log.With("service", auditService, "instance", cfg.Instance),
+		clients:  map[string]*chroma.Client{},
+		splitMin: splitMin,
 	}, nil
 }
 
