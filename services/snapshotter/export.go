@@ -108,7 +108,11 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	order := make(chan chan pageResult, s.cfg.FetchWorkers)
+	// order holds the pages dispatched and not yet taken by the writer:
+	// every worker's, plus the next one, so a worker that finishes starts
+	// the following page at once while the writer is still busy with an
+	// earlier one. At most FetchWorkers+1 fetched pages wait in memory.
+	order := make(chan chan pageResult, s.cfg.FetchWorkers+1)
 	sem := make(chan struct{}, s.cfg.FetchWorkers)
 	go func() {
 		defer close(order)

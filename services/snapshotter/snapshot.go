@@ -156,7 +156,9 @@ type storedArchive struct {
 // store exports md's collections into the object obj, verifying the
 // archive as it is written.
 func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *archive.Metadata, obj string, total int64, progress *bus.ProgressPublisher) (*storedArchive, error) {
-	pr, pw := io.Pipe()
+	// Buffered pipes let the writer, the put and the verifier each go at
+	// their own pace, a few MB apart (pipeDepth).
+	toPut := newPipe(pipeDepth)
 	type result struct {
 		man   *archive.Manifest
 		stats exportStats
@@ -168,15 +170,15 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 	// every content digest recomputed. The put reads every chunk back from
 	// the stream as it is stored, and stores the object only if the chunks
 	// are these bytes.
-	vr, vw := io.Pipe()
+	toVerify := newPipe(pipeDepth)
 	type verified struct {
 		rep *archive.Report
 		err error
 	}
 	checked := make(chan verified, 1)
 	go func() {
-		rep, err := archive.Verify(vr)
-		_, _ = io.Copy(io.Discard, vr) // never block the writer, even after a failure
+		rep, err := archive.Verify(toVerify)
+		_, _ = io.Copy(io.Discard, toVerify) // never block the writer, even after a failure
 		checked <- verified{rep, err}
 	}()
 	go func() {
@@ -184,20 +186,20 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 		// still reads the plaintext.
 		var man *archive.Manifest
 		var st exportStats
-		sl, err := s.seal(pw, false)
+		sl, err := s.seal(toPut, false)
 		if err == nil {
-			man, st, err = s.export(ctx, md, io.MultiWriter(sl.w, vw), total, progress)
+			man, st, err = s.export(ctx, md, io.MultiWriter(sl.w, toVerify), total, progress)
 			err = sl.close(err, nil)
 		}
-		pw.CloseWithError(err)
-		vw.CloseWithError(err)
+		toPut.CloseWrite(err)
+		toVerify.CloseWrite(err)
 		done <- result{man, st, err}
 	}()
 	info, putErr := bus.PutObject(ctx, s.assets.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{
 		Name:        obj,
 		Description: fmt.Sprintf("snapshot %s (%s) of %s/%s", cmd.SnapshotID, cmd.Name, cmd.Tenant, cmd.Database),
-	}, pr)
-	pr.CloseWithError(fmt.Errorf("object store put ended: %v", putErr)) // unblocks the exporter if the put failed first
+	}, toPut)
+	toPut.CloseRead(fmt.Errorf("object store put ended: %v", putErr)) // unblocks the exporter if the put failed first
 	res := <-done
 	ver := <-checked
 	// A put that fails by itself returns its own error; one that read the

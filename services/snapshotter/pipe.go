@@ -1,0 +1,101 @@
+package snapshotter
+
+import (
+	"io"
+	"sync"
+)
+
+// pipe is io.Pipe with a buffer: a Write is copied and returns at once
+// while fewer than depth pieces wait, so the archive writer does not stop
+// for every block until the put and the verifier have both taken it; each
+// works on its own core as far as there is one.
+type pipe struct {
+	ch   chan []byte
+	done chan struct{} // closed by the reader's CloseWithError
+	cur  []byte
+
+	mu   sync.Mutex
+	werr error // how the writer ended; nil means io.EOF
+	rerr error // why the reader stopped
+}
+
+// pipePiece bounds one buffered piece (larger writes are split), and
+// pipeDepth is how many pieces the snapshot's pipes buffer: the archive
+// writer's blocks are at most 128 KiB, so about 4 MB each.
+const (
+	pipePiece = 256 << 10
+	pipeDepth = 32
+)
+
+func newPipe(depth int) *pipe {
+	return &pipe{ch: make(chan []byte, depth), done: make(chan struct{})}
+}
+
+// Write copies p into the buffer, waiting while it is full. It fails once
+// the reader has stopped.
+func (p *pipe) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		k := min(len(b), pipePiece)
+		piece := make([]byte, k)
+		copy(piece, b[:k])
+		select {
+		case p.ch <- piece:
+		case <-p.done:
+			return n, p.readErr()
+		}
+		n += k
+		b = b[k:]
+	}
+	return n, nil
+}
+
+// CloseWrite ends the stream: the reader gets err after the buffered
+// bytes, or io.EOF when err is nil. Call it once, after the last Write.
+func (p *pipe) CloseWrite(err error) {
+	p.mu.Lock()
+	p.werr = err
+	p.mu.Unlock()
+	close(p.ch)
+}
+
+// Read reads what was written, in order.
+func (p *pipe) Read(b []byte) (int, error) {
+	for len(p.cur) == 0 {
+		select {
+		case piece, ok := <-p.ch:
+			if !ok {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				if p.werr != nil {
+					return 0, p.werr
+				}
+				return 0, io.EOF
+			}
+			p.cur = piece
+		case <-p.done:
+			return 0, p.readErr()
+		}
+	}
+	n := copy(b, p.cur)
+	p.cur = p.cur[n:]
+	return n, nil
+}
+
+// CloseRead stops the reader: pending and later Writes fail with err
+// (io.ErrClosedPipe when nil). Call it at most once.
+func (p *pipe) CloseRead(err error) {
+	if err == nil {
+		err = io.ErrClosedPipe
+	}
+	p.mu.Lock()
+	p.rerr = err
+	p.mu.Unlock()
+	close(p.done)
+}
+
+func (p *pipe) readErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rerr
+}

@@ -1,0 +1,96 @@
+package snapshotter
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// TestPipe: what is written is read whole and in order, whatever the sizes
+// of writes and reads; a Write's bytes are copied; the writer's error comes
+// after the buffered bytes; a stopped reader fails a writer waiting on a
+// full buffer.
+func TestPipe(t *testing.T) {
+	t.Run("order and copies", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(7, 9))
+		data := make([]byte, 5*pipePiece+12345)
+		for i := range data {
+			data[i] = byte(rng.Uint32())
+		}
+		p := newPipe(3)
+		go func() {
+			buf := make([]byte, 2*pipePiece+1)
+			for rest := data; len(rest) > 0; {
+				n := min(len(rest), 1+rng.IntN(len(buf)))
+				copy(buf, rest[:n])
+				if _, err := p.Write(buf[:n]); err != nil {
+					p.CloseWrite(err)
+					return
+				}
+				clear(buf) // the pipe kept its own copy
+				rest = rest[n:]
+			}
+			p.CloseWrite(nil)
+		}()
+		var got bytes.Buffer
+		buf := make([]byte, 1000)
+		for {
+			n, err := p.Read(buf)
+			got.Write(buf[:n])
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+		}
+		if !bytes.Equal(got.Bytes(), data) {
+			t.Fatalf("read %d bytes that differ from the %d written", got.Len(), len(data))
+		}
+	})
+
+	t.Run("the writer's error follows its bytes", func(t *testing.T) {
+		p := newPipe(4)
+		boom := errors.New("export failed")
+		if _, err := p.Write([]byte("abc")); err != nil {
+			t.Fatal(err)
+		}
+		p.CloseWrite(boom)
+		got, err := io.ReadAll(p)
+		if string(got) != "abc" || !errors.Is(err, boom) {
+			t.Fatalf("read %q, %v; want \"abc\" then %v", got, err, boom)
+		}
+	})
+
+	t.Run("a stopped reader fails the writer", func(t *testing.T) {
+		p := newPipe(1)
+		stopped := errors.New("put failed")
+		done := make(chan error, 1)
+		var n int
+		go func() {
+			var err error
+			n, err = p.Write(make([]byte, 3*pipePiece))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			t.Fatalf("a write of three pieces into a buffer of one returned (%v) with nothing read", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		p.CloseRead(stopped)
+		select {
+		case err := <-done:
+			if !errors.Is(err, stopped) || n != pipePiece {
+				t.Fatalf("write returned %d, %v; want %d (the piece buffered), %v", n, err, pipePiece, stopped)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the writer stayed blocked after the reader stopped")
+		}
+		if _, err := p.Write([]byte("x")); !errors.Is(err, stopped) {
+			t.Fatalf("write after the reader stopped: %v, want %v", err, stopped)
+		}
+	})
+}
