@@ -1,22 +1,21 @@
 package snapshotter
 
-import (
-	"io"
-	"sync"
-)
+import "io"
 
 // pipe is io.Pipe with a buffer: a Write is copied and returns at once
 // while fewer than depth pieces wait, so the archive writer does not stop
 // for every block until the put and the verifier have both taken it; each
-// works on its own core as far as there is one.
+// works on its own core as far as there is one. As with io.Pipe, a Write
+// racing with CloseWrite or CloseRead fails instead of panicking: after a
+// failed export the compressor's goroutine may still write a block.
 type pipe struct {
-	ch   chan []byte
-	done chan struct{} // closed by the reader's CloseWithError
-	cur  []byte
+	ch     chan []byte
+	done   chan struct{} // closed by CloseRead
+	closed chan struct{} // closed by CloseWrite
+	cur    []byte
 
-	mu   sync.Mutex
-	werr error // how the writer ended; nil means io.EOF
-	rerr error // why the reader stopped
+	werr error // how the writer ended (nil: io.EOF); set before closed
+	rerr error // why the reader stopped; set before done
 }
 
 // pipePiece bounds one buffered piece (larger writes are split), and
@@ -28,11 +27,11 @@ const (
 )
 
 func newPipe(depth int) *pipe {
-	return &pipe{ch: make(chan []byte, depth), done: make(chan struct{})}
+	return &pipe{ch: make(chan []byte, depth), done: make(chan struct{}), closed: make(chan struct{})}
 }
 
-// Write copies p into the buffer, waiting while it is full. It fails once
-// the reader has stopped.
+// Write copies b into the buffer, waiting while it is full. It fails once
+// the reader has stopped or the writer has ended.
 func (p *pipe) Write(b []byte) (int, error) {
 	n := 0
 	for len(b) > 0 {
@@ -40,9 +39,18 @@ func (p *pipe) Write(b []byte) (int, error) {
 		piece := make([]byte, k)
 		copy(piece, b[:k])
 		select {
+		case <-p.done:
+			return n, p.rerr
+		case <-p.closed:
+			return n, io.ErrClosedPipe
+		default:
+		}
+		select {
 		case p.ch <- piece:
 		case <-p.done:
-			return n, p.readErr()
+			return n, p.rerr
+		case <-p.closed:
+			return n, io.ErrClosedPipe
 		}
 		n += k
 		b = b[k:]
@@ -53,28 +61,29 @@ func (p *pipe) Write(b []byte) (int, error) {
 // CloseWrite ends the stream: the reader gets err after the buffered
 // bytes, or io.EOF when err is nil. Call it once, after the last Write.
 func (p *pipe) CloseWrite(err error) {
-	p.mu.Lock()
 	p.werr = err
-	p.mu.Unlock()
-	close(p.ch)
+	close(p.closed)
 }
 
 // Read reads what was written, in order.
 func (p *pipe) Read(b []byte) (int, error) {
 	for len(p.cur) == 0 {
 		select {
-		case piece, ok := <-p.ch:
-			if !ok {
-				p.mu.Lock()
-				defer p.mu.Unlock()
-				if p.werr != nil {
-					return 0, p.werr
-				}
-				return 0, io.EOF
-			}
-			p.cur = piece
+		case p.cur = <-p.ch:
 		case <-p.done:
-			return 0, p.readErr()
+			return 0, p.rerr
+		case <-p.closed:
+			// Everything written before CloseWrite is buffered: read it
+			// first.
+			select {
+			case p.cur = <-p.ch:
+				continue
+			default:
+			}
+			if p.werr != nil {
+				return 0, p.werr
+			}
+			return 0, io.EOF
 		}
 	}
 	n := copy(b, p.cur)
@@ -88,14 +97,6 @@ func (p *pipe) CloseRead(err error) {
 	if err == nil {
 		err = io.ErrClosedPipe
 	}
-	p.mu.Lock()
 	p.rerr = err
-	p.mu.Unlock()
 	close(p.done)
-}
-
-func (p *pipe) readErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.rerr
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 )
@@ -12,7 +13,8 @@ import (
 // TestPipe: what is written is read whole and in order, whatever the sizes
 // of writes and reads; a Write's bytes are copied; the writer's error comes
 // after the buffered bytes; a stopped reader fails a writer waiting on a
-// full buffer.
+// full buffer; a Write racing with the end of the stream fails without a
+// panic or a data race (the compressor's goroutine after a failed export).
 func TestPipe(t *testing.T) {
 	t.Run("order and copies", func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, 9))
@@ -91,6 +93,26 @@ func TestPipe(t *testing.T) {
 		}
 		if _, err := p.Write([]byte("x")); !errors.Is(err, stopped) {
 			t.Fatalf("write after the reader stopped: %v, want %v", err, stopped)
+		}
+	})
+
+	t.Run("a write after the end fails", func(t *testing.T) {
+		p := newPipe(2)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for range 100 {
+				if _, err := p.Write([]byte("late block")); err != nil {
+					if !errors.Is(err, io.ErrClosedPipe) {
+						t.Errorf("write racing with the end: %v, want io.ErrClosedPipe", err)
+					}
+					return
+				}
+			}
+		})
+		p.CloseWrite(errors.New("export failed"))
+		wg.Wait()
+		if _, err := p.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+			t.Fatalf("write after CloseWrite: %v, want io.ErrClosedPipe", err)
 		}
 	})
 }

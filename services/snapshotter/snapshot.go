@@ -179,6 +179,7 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 	go func() {
 		rep, err := archive.Verify(toVerify)
 		_, _ = io.Copy(io.Discard, toVerify) // never block the writer, even after a failure
+		toVerify.CloseRead(nil)              // nor a block the compressor writes after that
 		checked <- verified{rep, err}
 	}()
 	go func() {
