@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,9 +51,18 @@ var afterChunk func(subject string, n int, data []byte)
 // verified. Otherwise its chunks are purged and the error says why
 // (ErrReadBack when the stored chunks differ). An object of that name that
 // existed before is replaced, as Put replaces it.
-func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error) {
+//
+// Its chunks go to a new random subject unless WithChunkID names one.
+func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta jetstream.ObjectMeta, r io.Reader, opts ...PutOption) (*jetstream.ObjectInfo, error) {
 	if meta.Name == "" {
 		return nil, jetstream.ErrBadObjectMeta
+	}
+	var po putOptions
+	for _, o := range opts {
+		o(&po)
+	}
+	if po.chunkID != "" && !chunkIDRE.MatchString(po.chunkID) {
+		return nil, fmt.Errorf("put object %s: chunk id %q is not a subject token of letters, digits, '_' and '-'", meta.Name, po.chunkID)
 	}
 	if meta.Opts != nil && (meta.Opts.Link != nil || (meta.Opts.ChunkSize != 0 && meta.Opts.ChunkSize != putChunkSize)) {
 		return nil, fmt.Errorf("put object %s: only plain objects in %d-byte chunks", meta.Name, putChunkSize)
@@ -63,8 +73,11 @@ func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 	if err != nil {
 		return nil, fmt.Errorf("put object %s: %w", meta.Name, err)
 	}
-	id := nuid.Next()
-	chunkSubj := fmt.Sprintf("$O.%s.C.%s", bucket, id)
+	id := po.chunkID
+	if id == "" {
+		id = nuid.Next()
+	}
+	chunkSubj := chunkSubject(bucket, id)
 	metaSubj := fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(meta.Name)))
 	var old *jetstream.ObjectInfo
 	if raw, err := stream.GetLastMsgForSubject(ctx, metaSubj); err == nil {
@@ -74,6 +87,16 @@ func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 		}
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, fmt.Errorf("put object %s: %w", meta.Name, err)
+	}
+	if po.chunkID != "" {
+		if old != nil && old.NUID == id {
+			return nil, fmt.Errorf("put object %s: the object stored under that name holds chunk id %s; delete it first", meta.Name, id)
+		}
+		// What a put under this id that was cut short (its process
+		// killed) stored: no object names it.
+		if err := stream.Purge(ctx, jetstream.WithPurgeSubject(chunkSubj)); err != nil {
+			return nil, fmt.Errorf("put object %s: purge the chunks of an earlier put: %w", meta.Name, err)
+		}
 	}
 
 	pub, err := publisher(js.Conn())
@@ -234,9 +257,41 @@ func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 	}
 	info.ModTime = time.Now().UTC()
 	if old != nil {
-		_ = stream.Purge(ctx, jetstream.WithPurgeSubject(fmt.Sprintf("$O.%s.C.%s", bucket, old.NUID)))
+		_ = stream.Purge(ctx, jetstream.WithPurgeSubject(chunkSubject(bucket, old.NUID)))
 	}
 	return info, nil
+}
+
+// PutOption configures PutObject.
+type PutOption func(*putOptions)
+
+type putOptions struct {
+	chunkID string
+}
+
+// WithChunkID makes PutObject store the chunks under id (the object info's
+// NUID) instead of a random one, after purging what an earlier put under
+// id left: a caller that derives id from the object it writes can find
+// and purge (PurgeChunks) the chunks of a put cut short before its object
+// info was stored, which no reader or List sees. The id must not be that
+// of the object being replaced.
+func WithChunkID(id string) PutOption { return func(o *putOptions) { o.chunkID = id } }
+
+var chunkIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,200}$`)
+
+func chunkSubject(bucket, id string) string { return fmt.Sprintf("$O.%s.C.%s", bucket, id) }
+
+// PurgeChunks removes the chunks stored under id in bucket's object store,
+// whatever object (if any) they belong to.
+func PurgeChunks(ctx context.Context, js jetstream.JetStream, bucket, id string) error {
+	if !chunkIDRE.MatchString(id) {
+		return fmt.Errorf("purge chunks: %q is not a chunk id", id)
+	}
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return err
+	}
+	return stream.Purge(ctx, jetstream.WithPurgeSubject(chunkSubject(bucket, id)))
 }
 
 // putAckTimeout bounds the wait for a chunk's ack: an ack lost while the

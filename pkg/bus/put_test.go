@@ -105,6 +105,61 @@ func TestPutObject(t *testing.T) {
 	})
 }
 
+// TestPutObjectWithChunkID: a put under a chosen chunk id first removes
+// what a put under that id cut short left (chunks no object names), stores
+// an object that reads back whole, refuses to overwrite the chunks of the
+// object it would replace, and PurgeChunks removes such leftovers alone.
+func TestPutObjectWithChunkID(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ctx := t.Context()
+	obs := n.Assets.Snapshots
+	// A put killed after two chunks: they are stored, no object names them.
+	for i := range 2 {
+		if _, err := n.JS.Publish(ctx, "$O."+contract.ObjectSnapshots+".C.snap_x_tar_zst", randomBytes(1000, uint64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := randomBytes(3*bus.PutChunkSize+5, 9)
+	info, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: "snap_x.tar.zst"}, bytes.NewReader(data), bus.WithChunkID("snap_x_tar_zst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NUID != "snap_x_tar_zst" || info.Chunks != 4 {
+		t.Errorf("object info: NUID %s, %d chunks; want snap_x_tar_zst and 4", info.NUID, info.Chunks)
+	}
+	if c := chunksOf(t, n, "snap_x_tar_zst"); c != 4 {
+		t.Errorf("%d chunks stored under the id, want the object's 4 (the earlier put's 2 purged)", c)
+	}
+	if got, err := obs.GetBytes(ctx, "snap_x.tar.zst"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Get: %d bytes, %v", len(got), err)
+	}
+
+	// Replacing it under the same id would purge its chunks before the
+	// new ones are verified.
+	if _, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: "snap_x.tar.zst"}, bytes.NewReader([]byte("new")), bus.WithChunkID("snap_x_tar_zst")); err == nil {
+		t.Error("a put under the chunk id of the object it replaces was accepted")
+	}
+	if got, err := obs.GetBytes(ctx, "snap_x.tar.zst"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after the refused put, Get: %d bytes, %v", len(got), err)
+	}
+	if _, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: "y"}, bytes.NewReader(data), bus.WithChunkID("not.a.token")); err == nil {
+		t.Error("a chunk id with dots was accepted")
+	}
+
+	if _, err := n.JS.Publish(ctx, "$O."+contract.ObjectSnapshots+".C.left_over", []byte("chunk")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.PurgeChunks(ctx, n.JS, contract.ObjectSnapshots, "left_over"); err != nil {
+		t.Fatal(err)
+	}
+	if c := chunksOf(t, n, "left_over"); c != 0 {
+		t.Errorf("%d chunks left after PurgeChunks", c)
+	}
+	if orphans, err := testenv.OrphanChunks(ctx, n.JS, contract.ObjectSnapshots); err != nil || len(orphans) != 0 {
+		t.Errorf("chunks no object names: %v (%v)", orphans, err)
+	}
+}
+
 // TestPutObjectRefusesWhatDoesNotReadBack: a chunk stored twice (as a
 // publish retried over a lost ack would store it), or a source that fails,
 // leaves no object and no chunk behind.

@@ -17,4 +17,8 @@
 // half-written object of the same unique name and starts over; a manifest
 // that already exists makes the redelivery a no-op. So a command yields at
 // most one snapshot, and a snapshot without a verified manifest never shows.
+// An object's chunks are stored under an id derived from its name
+// (bus.WithChunkID), so the next delivery also purges the chunks of a put
+// whose process was killed before it stored the object's info, which no
+// object store reader or listing would see.
 package snapshotter

@@ -2,6 +2,8 @@ package snapshotter_test
 
 import (
 	"encoding/json"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -121,6 +123,10 @@ func TestSnapshotterKilledMidSnapshot(t *testing.T) {
 	if objs := e.objects(t); len(objs) != 1 || objs[0] != m.Object {
 		t.Errorf("objects %v, want only %s", objs, m.Object)
 	}
+	// Nor chunks of the put that was cut short, which no object names.
+	if orphans, err := testenv.OrphanChunks(t.Context(), e.nats.JS, contract.ObjectSnapshots); err != nil || len(orphans) > 0 {
+		t.Errorf("chunks no object names: %v (%v)", orphans, err)
+	}
 	code, data := e.request(t, e.subj.API("snapshot", "verify"), mustJSON(t, contract.SnapshotRef{Snapshot: rep.SnapshotID}))
 	if code != 0 {
 		t.Errorf("verify after redelivery: %d %s", code, data)
@@ -131,6 +137,88 @@ func TestSnapshotterKilledMidSnapshot(t *testing.T) {
 	}
 	if n := len(findAudit(evs, "snapshot.create", contract.OutcomeStarted)); n < 2 {
 		t.Errorf("%d started audit events, want one per attempt (>= 2)", n)
+	}
+}
+
+// TestSnapshotterSIGKILLedMidPut: a snapshotter process killed outright
+// (SIGKILL: no cleanup runs) while its archive's chunks are being stored.
+// The redelivered command yields exactly one verified snapshot, and none
+// of the chunks the killed put stored is left in the object store, where
+// no object would name them.
+func TestSnapshotterSIGKILLedMidPut(t *testing.T) {
+	e := newEnv(t)
+	// Three pages of 16 MB as Chroma sends them: the put is still going
+	// when its first chunks are stored.
+	if err := testenv.SeedWorkload(t.Context(), e.cc, "default_tenant", "default_database", 1, 6000, 384, 100); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "snapshotter")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/snapshotter").CombinedOutput(); err != nil {
+		t.Fatalf("build the snapshotter: %v\n%s", err, out)
+	}
+	logs := &testenv.SyncBuffer{}
+	cmd := exec.Command(bin, "--nats-url", e.nats.URL, "--chroma-url", e.chroma.URL, "--instance", "a", "--ack-wait", "2s")
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("snapshotter a:\n%s", logs.String())
+		}
+	})
+	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
+
+	stored := make(chan struct{})
+	var once sync.Once
+	sub, err := e.nats.Conn.Subscribe("$O."+contract.ObjectSnapshots+".C.>", func(*nats.Msg) { once.Do(func() { close(stored) }) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := e.create(t, contract.SnapshotCreateRequest{Name: "process_killed"})
+	select {
+	case <-stored:
+	case <-exited:
+		t.Fatalf("snapshotter a exited before storing a chunk: %v", waitErr)
+	case <-time.After(time.Minute):
+		t.Fatal("no chunk stored within a minute")
+	}
+	_ = sub.Unsubscribe()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if _, ok := e.manifest(t, rep.SnapshotID); ok {
+		t.Fatal("the snapshot finished before its process was killed; make the workload larger")
+	}
+	orphans, err := testenv.OrphanChunks(t.Context(), e.nats.JS, contract.ObjectSnapshots)
+	if err != nil || len(orphans) == 0 {
+		t.Fatalf("after the kill: chunks no object names %v (%v); the kill came too late to test anything", orphans, err)
+	}
+
+	e.startService(t, snapshotter.Config{AckWait: 2 * time.Second, Instance: "b"})
+	op := e.waitOp(t, rep.OpID, time.Minute)
+	if op.Status != contract.StatusCompleted || op.Attempt < 2 {
+		t.Fatalf("redelivered snapshot: status %s attempt %d (%s)", op.Status, op.Attempt, op.Error)
+	}
+	m, ok := e.manifest(t, rep.SnapshotID)
+	if !ok || m.TotalRecords != 6000 {
+		t.Fatalf("manifest after redelivery: %v %+v", ok, m)
+	}
+	if objs := e.objects(t); len(objs) != 1 || objs[0] != m.Object {
+		t.Errorf("objects %v, want only %s", objs, m.Object)
+	}
+	if orphans, err := testenv.OrphanChunks(t.Context(), e.nats.JS, contract.ObjectSnapshots); err != nil || len(orphans) > 0 {
+		t.Errorf("chunks of the killed put left behind: %v (%v)", orphans, err)
+	}
+	code, data := e.request(t, e.subj.API("snapshot", "verify"), mustJSON(t, contract.SnapshotRef{Snapshot: rep.SnapshotID}))
+	if code != 0 {
+		t.Errorf("verify after redelivery: %d %s", code, data)
 	}
 }
 

@@ -580,11 +580,15 @@ func (st *stack) objectNames() []string {
 }
 
 // checkStore fails the test unless the object store holds exactly the
-// objects the manifests name: no orphan, nothing missing.
+// objects the manifests name: no orphan, nothing missing, and no chunks
+// that no object names.
 func (st *stack) checkStore(what string) {
 	st.t.Helper()
 	if objs, want := st.objectNames(), st.manifestObjects(); !slices.Equal(objs, want) {
 		st.t.Errorf("%s: objects %v, the manifests name %v", what, objs, want)
+	}
+	if orphans, err := testenv.OrphanChunks(context.Background(), st.js, contract.ObjectSnapshots); err != nil || len(orphans) > 0 {
+		st.t.Errorf("%s: chunks no object names: %v (%v)", what, orphans, err)
 	}
 }
 
