@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -245,6 +246,14 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 	runEv.Outcome = contract.OutcomeCompleted
 	runEv.Figures = map[string]any{"dry_run": o.dryRun, "trigger": o.trigger, "older_than_seconds": o.olderThan.Seconds(),
 		"scanned": len(rep.Deleted) + len(rep.Kept) + len(rep.Failed), "kept": len(rep.Kept), "failed": len(rep.Failed)}
+	if o.tenant == "" && ctx.Err() == nil {
+		// Chunks belong to no tenant: only a run over everything sweeps them.
+		n, err := s.sweepOrphanChunks(ctx, now, o.dryRun)
+		if err != nil {
+			log.Warn("could not sweep chunks that no object names", "err", err)
+		}
+		runEv.Figures["orphan_chunk_subjects"] = n
+	}
 	if o.dryRun {
 		runEv.Figures["would_delete"], runEv.Figures["would_free"] = len(rep.Deleted), rep.BytesFreed
 	} else {
@@ -516,4 +525,60 @@ func (s *Service) cleanupRequestOptions(req *contract.CleanupRequest) (cleanupOp
 		}
 	}
 	return o, nil
+}
+
+// orphanChunkAge is how old a snapshot must be before retention purges
+// chunks of its objects that no object info names: far longer than an
+// export, so no put still running is touched.
+const orphanChunkAge = 24 * time.Hour
+
+// snapshotChunkRE matches the chunk id of a snapshot's archive object
+// (chunkID), capturing the time in its snapshot id.
+var snapshotChunkRE = regexp.MustCompile(`^snap_(\d{8}T\d{6}Z)_[A-Za-z0-9_-]+_tar_zst$`)
+
+// sweepOrphanChunks purges (dry run: counts) the chunks of snapshot
+// objects that no object info names, once their snapshot is orphanChunkAge
+// old: what a put left when its process was killed and its command was
+// not delivered again (the next delivery purges them itself). Chunks under
+// ids that are not a snapshot object's are left alone. It returns the
+// number of chunk subjects found.
+func (s *Service) sweepOrphanChunks(ctx context.Context, now time.Time, dryRun bool) (int, error) {
+	bucket := contract.ObjectSnapshots
+	stream, err := s.assets.JS.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return 0, err
+	}
+	prefix := "$O." + bucket + ".C."
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return 0, err
+	}
+	objs, err := s.assets.Snapshots.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return 0, err
+	}
+	live := map[string]bool{}
+	for _, o := range objs {
+		live[o.NUID] = true
+	}
+	n := 0
+	for subj := range info.State.Subjects {
+		id := strings.TrimPrefix(subj, prefix)
+		m := snapshotChunkRE.FindStringSubmatch(id)
+		if live[id] || m == nil {
+			continue
+		}
+		if at, err := time.Parse("20060102T150405Z", m[1]); err != nil || now.Sub(at) < orphanChunkAge {
+			continue
+		}
+		n++
+		if dryRun {
+			continue
+		}
+		if err := bus.PurgeChunks(ctx, s.assets.JS, bucket, id); err != nil {
+			return n, err
+		}
+		s.log.Info("purged chunks that no object names", "chunk_id", id, "messages", info.State.Subjects[subj])
+	}
+	return n, nil
 }

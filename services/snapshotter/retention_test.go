@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 const day = 24 * time.Hour
@@ -512,4 +514,73 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestRetentionSweepsOrphanChunks: a run over everything purges the chunks
+// of snapshot objects that no object info names (a put killed outright,
+// its command never delivered again) once their snapshot is a day old; it
+// leaves younger ones (a put may still be running), live objects' chunks
+// and chunk ids that are not a snapshot object's. A dry run counts only.
+func TestRetentionSweepsOrphanChunks(t *testing.T) {
+	e := newEnv(t)
+	e.startService(t, snapshotter.Config{})
+	ctx := t.Context()
+	now := time.Now().UTC()
+	id := func(age time.Duration, tail string) string {
+		return "snap_" + now.Add(-age).Format("20060102T150405Z") + "_0123456789ab" + tail
+	}
+	orphan := func(chunkID string) {
+		t.Helper()
+		for range 2 {
+			if _, err := e.nats.JS.Publish(ctx, "$O."+contract.ObjectSnapshots+".C."+chunkID, []byte("chunk of a killed put")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	old, oldAttempt := id(48*time.Hour, "_tar_zst"), id(30*time.Hour, "_attempt2_tar_zst")
+	young, foreign := id(time.Hour, "_tar_zst"), "Kj3mQ0pZx8VbN2sW4yT6uA"
+	for _, c := range []string{old, oldAttempt, young, foreign} {
+		orphan(c)
+	}
+	// A live object, two days old by its name: its chunks stay.
+	liveName := id(48*time.Hour, "") + ".attempt3.tar.zst"
+	liveChunks := strings.ReplaceAll(liveName, ".", "_")
+	if _, err := bus.PutObject(ctx, e.nats.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: liveName}, strings.NewReader("archive"), bus.WithChunkID(liveChunks)); err != nil {
+		t.Fatal(err)
+	}
+	orphans := func() []string {
+		t.Helper()
+		o, err := testenv.OrphanChunks(ctx, e.nats.JS, contract.ObjectSnapshots)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for subj := range o {
+			ids = append(ids, strings.TrimPrefix(subj, "$O."+contract.ObjectSnapshots+".C."))
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	all := orphans()
+
+	e.cleanup(t, contract.CleanupRequest{OlderThan: "7d", DryRun: true})
+	if got := orphans(); !slices.Equal(got, all) {
+		t.Errorf("a dry run purged chunks: %v left of %v", got, all)
+	}
+	e.cleanup(t, contract.CleanupRequest{OlderThan: "7d"})
+	want := []string{foreign, young}
+	slices.Sort(want)
+	if got := orphans(); !slices.Equal(got, want) {
+		t.Errorf("chunks no object names after the run: %v, want %v", got, want)
+	}
+	if got, err := e.nats.Assets.Snapshots.GetBytes(ctx, liveName); err != nil || string(got) != "archive" {
+		t.Errorf("the live object reads %q, %v", got, err)
+	}
+	var counted []any
+	for _, ev := range findAudit(e.auditEvents(t), "snapshot.cleanup", contract.OutcomeCompleted) {
+		counted = append(counted, ev.Figures["orphan_chunk_subjects"])
+	}
+	if !slices.Equal(counted, []any{2.0, 2.0}) {
+		t.Errorf("orphan_chunk_subjects in the runs' audit events: %v, want 2 (dry run) and 2", counted)
+	}
 }
