@@ -380,10 +380,13 @@ func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.Snaps
 	if err != nil {
 		return 0, err
 	}
-	obs, err := js.ObjectStore(ctx, contract.ObjectSnapshots)
+	store, err := js.ObjectStore(ctx, contract.ObjectSnapshots)
 	if err != nil {
 		return 0, fmt.Errorf("open object store: %w", err)
 	}
+	// Chunk by chunk with a bounded wait for each, rather than hanging
+	// through a leader election.
+	obs := bus.RetryObjectStore(js, contract.ObjectSnapshots, store)
 	ctx, cancel := bus.ObjectReadContext(ctx)
 	defer cancel()
 	r, err := obs.Get(ctx, m.Object)

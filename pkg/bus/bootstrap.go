@@ -171,7 +171,7 @@ func ensureObjectStore(ctx context.Context, js jetstream.JetStream, cfg Config, 
 	if err != nil {
 		return nil, explain("object store", oc.Bucket, "OBJ_"+oc.Bucket, cfg, err)
 	}
-	return RetryObjectStore(obs), nil
+	return RetryObjectStore(js, oc.Bucket, obs), nil
 }
 
 // bootstrapAttempt bounds one create or update. A create that races

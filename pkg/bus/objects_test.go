@@ -74,3 +74,64 @@ func TestObjectReader(t *testing.T) {
 		}
 	})
 }
+
+// TestRetryObjectStoreGet: the object store Bootstrap returns reads through
+// OpenObject: whole objects, their info, a missing one as not found, and a
+// chunk changed behind the object's back as a digest mismatch at EOF.
+func TestRetryObjectStoreGet(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ctx := t.Context()
+	obs := n.Assets.Snapshots
+	data := randomBytes(2<<20+7, 5)
+	if _, err := obs.PutBytes(ctx, "whole", data); err != nil {
+		t.Fatal(err)
+	}
+	res, err := obs.Get(ctx, "whole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(res)
+	if err != nil || !bytes.Equal(got, data) || res.Error() != nil {
+		t.Fatalf("Get: %d bytes, %v, Error() %v", len(got), err, res.Error())
+	}
+	if info, err := res.Info(); err != nil || info.Name != "whole" || info.Size != uint64(len(data)) {
+		t.Errorf("Info: %+v, %v", info, err)
+	}
+	res.Close()
+	if _, err := obs.Get(ctx, "missing"); !bus.IsNotFound(err) {
+		t.Errorf("Get of a missing object: %v, want not found", err)
+	}
+
+	// Store the chunks again with one byte changed, so the bytes differ
+	// from the recorded digest.
+	info, err := obs.GetInfo(ctx, "whole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := "$O." + contract.ObjectSnapshots + ".C." + info.NUID
+	stream, err := n.JS.Stream(ctx, "OBJ_"+contract.ObjectSnapshots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		t.Fatal(err)
+	}
+	flipped := bytes.Clone(data)
+	flipped[1000] ^= 0xff
+	for off := 0; off < len(flipped); off += int(info.Opts.ChunkSize) {
+		if _, err := n.JS.Publish(ctx, subj, flipped[off:min(off+int(info.Opts.ChunkSize), len(flipped))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err = obs.Get(ctx, "whole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	if _, err := io.ReadAll(res); !errors.Is(err, jetstream.ErrDigestMismatch) {
+		t.Errorf("reading a changed chunk: %v, want a digest mismatch", err)
+	}
+	if !errors.Is(res.Error(), jetstream.ErrDigestMismatch) {
+		t.Errorf("Error() after a changed chunk: %v", res.Error())
+	}
+}

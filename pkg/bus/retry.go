@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -257,20 +258,55 @@ func (kv *retryKV) Status(ctx context.Context) (jetstream.KeyValueStatus, error)
 	return st, err
 }
 
-// RetryObjectStore returns obs with its metadata calls retried on transient
-// failures (see Retry): GetInfo, Delete, List and Status. Reads and writes
-// of content are obs's own, as they may take longer than one try: a put
-// that fails is deleted and redone by its caller (the manifest, written
-// last, is the truth), and a stalled read is opened again.
-func RetryObjectStore(obs jetstream.ObjectStore) jetstream.ObjectStore {
+// RetryObjectStore returns obs, the object store of bucket, with its
+// metadata calls retried on transient failures (see Retry): GetInfo,
+// Delete, List and Status. Its Get reads with OpenObject: a pull consumer
+// that waits for each chunk a bounded time, where obs's own Get can hang
+// while the stream elects a leader. Writes of content are obs's own, as
+// they may take longer than one try: a put that fails is deleted and
+// redone by its caller (the manifest, written last, is the truth).
+func RetryObjectStore(js jetstream.JetStream, bucket string, obs jetstream.ObjectStore) jetstream.ObjectStore {
 	if r, ok := obs.(*retryObjects); ok {
 		return r
 	}
-	return &retryObjects{ObjectStore: obs}
+	return &retryObjects{ObjectStore: obs, js: js, bucket: bucket}
 }
 
 type retryObjects struct {
 	jetstream.ObjectStore
+	js     jetstream.JetStream
+	bucket string
+}
+
+// Get opens the object for a streamed read through OpenObject, its info
+// read with retries. The size and SHA-256 digest are checked at EOF.
+func (o *retryObjects) Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error) {
+	if len(opts) > 0 {
+		return o.ObjectStore.Get(ctx, name, opts...)
+	}
+	info, err := o.GetInfo(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	r, err := OpenObject(ctx, o.js, o.bucket, info)
+	if err != nil {
+		return nil, err
+	}
+	return &objectResult{ObjectReader: r}, nil
+}
+
+// objectResult is an ObjectReader as a jetstream.ObjectResult.
+type objectResult struct {
+	*ObjectReader
+}
+
+func (r *objectResult) Info() (*jetstream.ObjectInfo, error) { return r.info, nil }
+
+func (r *objectResult) Error() error {
+	if errors.Is(r.err, io.EOF) {
+		return nil
+	}
+	return r.err
 }
 
 var _ jetstream.ObjectStore = (*retryObjects)(nil)

@@ -134,7 +134,7 @@ func newStack(t *testing.T, db string, collections, records, dim int) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.objects = bus.RetryObjectStore(obs)
+	st.objects = bus.RetryObjectStore(st.js, contract.ObjectSnapshots, obs)
 	// Runs after the services stopped (cleanups run last first): every
 	// event the test caused matches its schema.
 	t.Cleanup(func() {
