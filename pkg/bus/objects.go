@@ -66,7 +66,7 @@ func OpenObject(ctx context.Context, js jetstream.JetStream, bucket string, info
 	var cons jetstream.Consumer
 	err := Retry(ctx, func(ctx context.Context) (err error) {
 		cons, err = js.OrderedConsumer(ctx, "OBJ_"+bucket, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID)},
+			FilterSubjects: []string{ChunkSubject(bucket, info.NUID)},
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
 		})
 		return err

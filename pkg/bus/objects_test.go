@@ -108,7 +108,7 @@ func TestRetryObjectStoreGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj := "$O." + contract.ObjectSnapshots + ".C." + info.NUID
+	subj := bus.ChunkSubject(contract.ObjectSnapshots, info.NUID)
 	stream, err := n.JS.Stream(ctx, "OBJ_"+contract.ObjectSnapshots)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,7 +78,7 @@ func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 	if id == "" {
 		id = nuid.Next()
 	}
-	chunkSubj := chunkSubject(bucket, id)
+	chunkSubj := ChunkSubject(bucket, id)
 	metaSubj := fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(meta.Name)))
 	var old *jetstream.ObjectInfo
 	if raw, err := stream.GetLastMsgForSubject(ctx, metaSubj); err == nil {
@@ -257,7 +258,7 @@ func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 	}
 	info.ModTime = time.Now().UTC()
 	if old != nil {
-		_ = stream.Purge(ctx, jetstream.WithPurgeSubject(chunkSubject(bucket, old.NUID)))
+		_ = stream.Purge(ctx, jetstream.WithPurgeSubject(ChunkSubject(bucket, old.NUID)))
 	}
 	return info, nil
 }
@@ -279,7 +280,44 @@ func WithChunkID(id string) PutOption { return func(o *putOptions) { o.chunkID =
 
 var chunkIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,200}$`)
 
-func chunkSubject(bucket, id string) string { return fmt.Sprintf("$O.%s.C.%s", bucket, id) }
+// ChunkSubject is the subject of bucket's object store that holds the
+// chunks stored under id (an object info's NUID).
+func ChunkSubject(bucket, id string) string { return fmt.Sprintf("$O.%s.C.%s", bucket, id) }
+
+// OrphanChunks returns the chunk ids of bucket's object store that no
+// object's info names, with how many chunks each holds: what a put left
+// when its process was killed before it stored the object's info. List
+// and every reader miss them.
+func OrphanChunks(ctx context.Context, js jetstream.JetStream, bucket string) (map[string]uint64, error) {
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, err
+	}
+	prefix := ChunkSubject(bucket, "")
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, err
+	}
+	obs, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := RetryObjectStore(js, bucket, obs).List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, err
+	}
+	live := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		live[o.NUID] = true
+	}
+	orphans := map[string]uint64{}
+	for subj, n := range info.State.Subjects {
+		if id := strings.TrimPrefix(subj, prefix); !live[id] {
+			orphans[id] = n
+		}
+	}
+	return orphans, nil
+}
 
 // PurgeChunks removes the chunks stored under id in bucket's object store,
 // whatever object (if any) they belong to.
@@ -291,7 +329,7 @@ func PurgeChunks(ctx context.Context, js jetstream.JetStream, bucket, id string)
 	if err != nil {
 		return err
 	}
-	return stream.Purge(ctx, jetstream.WithPurgeSubject(chunkSubject(bucket, id)))
+	return stream.Purge(ctx, jetstream.WithPurgeSubject(ChunkSubject(bucket, id)))
 }
 
 // putAckTimeout bounds the wait for a chunk's ack: an ack lost while the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"testing/iotest"
 
@@ -33,7 +34,7 @@ func chunksOf(t *testing.T, n *testenv.NATS, nuid string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj := "$O." + contract.ObjectSnapshots + ".C." + nuid
+	subj := bus.ChunkSubject(contract.ObjectSnapshots, nuid)
 	info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(subj))
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func TestPutObjectWithChunkID(t *testing.T) {
 	obs := n.Assets.Snapshots
 	// A put killed after two chunks: they are stored, no object names them.
 	for i := range 2 {
-		if _, err := n.JS.Publish(ctx, "$O."+contract.ObjectSnapshots+".C.snap_x_tar_zst", randomBytes(1000, uint64(i))); err != nil {
+		if _, err := n.JS.Publish(ctx, bus.ChunkSubject(contract.ObjectSnapshots, "snap_x_tar_zst"), randomBytes(1000, uint64(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -146,7 +147,7 @@ func TestPutObjectWithChunkID(t *testing.T) {
 		t.Error("a chunk id with dots was accepted")
 	}
 
-	if _, err := n.JS.Publish(ctx, "$O."+contract.ObjectSnapshots+".C.left_over", []byte("chunk")); err != nil {
+	if _, err := n.JS.Publish(ctx, bus.ChunkSubject(contract.ObjectSnapshots, "left_over"), []byte("chunk")); err != nil {
 		t.Fatal(err)
 	}
 	if err := bus.PurgeChunks(ctx, n.JS, contract.ObjectSnapshots, "left_over"); err != nil {
@@ -155,7 +156,7 @@ func TestPutObjectWithChunkID(t *testing.T) {
 	if c := chunksOf(t, n, "left_over"); c != 0 {
 		t.Errorf("%d chunks left after PurgeChunks", c)
 	}
-	if orphans, err := testenv.OrphanChunks(ctx, n.JS, contract.ObjectSnapshots); err != nil || len(orphans) != 0 {
+	if orphans, err := bus.OrphanChunks(ctx, n.JS, contract.ObjectSnapshots); err != nil || len(orphans) != 0 {
 		t.Errorf("chunks no object names: %v (%v)", orphans, err)
 	}
 }
@@ -167,30 +168,30 @@ func TestPutObjectRefusesWhatDoesNotReadBack(t *testing.T) {
 	n := testenv.StartNATS(t)
 	ctx := t.Context()
 	data := randomBytes(5*bus.PutChunkSize+99, 3)
-	var nuid string
+	var subject string // the put's chunk subject
+	// storeTwice stores chunk k a second time, as a retried publish would.
+	storeTwice := func(k int) func(string, int, []byte) {
+		return func(subj string, at int, chunk []byte) {
+			subject = subj
+			if at == k {
+				if _, err := n.JS.Publish(ctx, subj, bytes.Clone(chunk)); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}
+	chunksLeft := func() uint64 {
+		return chunksOf(t, n, strings.TrimPrefix(subject, bus.ChunkSubject(contract.ObjectSnapshots, "")))
+	}
 	for _, tc := range []struct {
 		name  string
 		after func(subject string, k int, chunk []byte)
 		src   io.Reader
 		want  error
 	}{
-		{"a chunk stored twice mid-object", func(subject string, k int, chunk []byte) {
-			if k == 2 {
-				nuid = subject
-				if _, err := n.JS.Publish(ctx, subject, bytes.Clone(chunk)); err != nil {
-					t.Error(err)
-				}
-			}
-		}, bytes.NewReader(data), bus.ErrReadBack},
-		{"the last chunk stored twice", func(subject string, k int, chunk []byte) {
-			if k == 6 {
-				nuid = subject
-				if _, err := n.JS.Publish(ctx, subject, bytes.Clone(chunk)); err != nil {
-					t.Error(err)
-				}
-			}
-		}, bytes.NewReader(data), bus.ErrReadBack},
-		{"a source that fails", func(subject string, k int, chunk []byte) { nuid = subject },
+		{"a chunk stored twice mid-object", storeTwice(2), bytes.NewReader(data), bus.ErrReadBack},
+		{"the last chunk stored twice", storeTwice(6), bytes.NewReader(data), bus.ErrReadBack},
+		{"a source that fails", func(subj string, _ int, _ []byte) { subject = subj },
 			io.MultiReader(bytes.NewReader(data[:3*bus.PutChunkSize]), iotest.ErrReader(errors.New("export failed"))), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -203,16 +204,15 @@ func TestPutObjectRefusesWhatDoesNotReadBack(t *testing.T) {
 			if _, err := n.Assets.Snapshots.GetInfo(ctx, tc.name); !errors.Is(err, jetstream.ErrObjectNotFound) {
 				t.Errorf("GetInfo after the failed put: %v, want not found", err)
 			}
-			id := nuid[len("$O."+contract.ObjectSnapshots+".C."):]
-			if c := chunksOf(t, n, id); c != 0 {
+			if c := chunksLeft(); c != 0 {
 				t.Errorf("%d chunks left behind", c)
 			}
 		})
 	}
 	t.Run("a cancelled put", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
-		bus.SetAfterChunk(func(subject string, k int, _ []byte) {
-			nuid = subject
+		bus.SetAfterChunk(func(subj string, k int, _ []byte) {
+			subject = subj
 			if k == 2 {
 				cancel()
 			}
@@ -221,7 +221,7 @@ func TestPutObjectRefusesWhatDoesNotReadBack(t *testing.T) {
 		if _, err := bus.PutObject(cctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: "cancelled"}, bytes.NewReader(data)); !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
-		if c := chunksOf(t, n, nuid[len("$O."+contract.ObjectSnapshots+".C."):]); c != 0 {
+		if c := chunksLeft(); c != 0 {
 			t.Errorf("%d chunks left behind", c)
 		}
 	})

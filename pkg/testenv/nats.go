@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -63,37 +62,4 @@ func (n *NATS) Connect(tb testing.TB) *nats.Conn {
 	}
 	tb.Cleanup(nc.Close)
 	return nc
-}
-
-// OrphanChunks lists the chunk subjects of bucket's object store that no
-// object's info names, with their message counts: what a put cut short
-// (its process killed) left behind, invisible to List.
-func OrphanChunks(ctx context.Context, js jetstream.JetStream, bucket string) (map[string]uint64, error) {
-	stream, err := js.Stream(ctx, "OBJ_"+bucket)
-	if err != nil {
-		return nil, err
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter("$O."+bucket+".C.>"))
-	if err != nil {
-		return nil, err
-	}
-	obs, err := js.ObjectStore(ctx, bucket)
-	if err != nil {
-		return nil, err
-	}
-	infos, err := obs.List(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return nil, err
-	}
-	live := map[string]bool{}
-	for _, i := range infos {
-		live["$O."+bucket+".C."+i.NUID] = true
-	}
-	orphans := map[string]uint64{}
-	for subj, n := range info.State.Subjects {
-		if !live[subj] {
-			orphans[subj] = n
-		}
-	}
-	return orphans, nil
 }

@@ -88,8 +88,9 @@ func (s *Service) openArchive(ctx context.Context, m *contract.SnapshotManifest)
 		return nil, fmt.Errorf("%w: archive object %s was stored with digest %s, its manifest says sha256 %s (replaced)", errArchive, m.Object, info.Digest, m.SHA256)
 	}
 	// A restore reads the archive as slowly as Chroma adds: a pull-based
-	// reader holds a few chunks, where ObjectStore.Get's push subscription
-	// would buffer up to 64 MB and drop chunks as a slow consumer.
+	// reader (OpenObject) holds a few chunks, where the object store's own
+	// Get, a push subscription, would buffer up to 64 MB and drop chunks
+	// as a slow consumer. The info was checked above, so it opens that.
 	rctx, cancel := context.WithTimeout(ctx, archiveReadTimeout)
 	obj, err := bus.OpenObject(rctx, s.assets.JS, contract.ObjectSnapshots, info)
 	if err != nil {

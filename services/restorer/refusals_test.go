@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
@@ -300,7 +300,7 @@ func (e *env) corruptChunks(t *testing.T, snapshotID string, at func(size int) i
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj := fmt.Sprintf("$O.%s.C.%s", contract.ObjectSnapshots, info.NUID)
+	subj := bus.ChunkSubject(contract.ObjectSnapshots, info.NUID)
 	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
 	if err != nil {
 		t.Fatal(err)

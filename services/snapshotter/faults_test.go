@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
@@ -109,27 +110,10 @@ func TestSnapshotterKilledMidSnapshot(t *testing.T) {
 	cfg.Instance = "b"
 	e.startService(t, cfg)
 	op := e.waitOp(t, rep.OpID, time.Minute)
-	if op.Status != contract.StatusCompleted || op.Attempt < 2 {
-		t.Fatalf("redelivered snapshot: status %s attempt %d (%s)", op.Status, op.Attempt, op.Error)
-	}
-	m, ok := e.manifest(t, rep.SnapshotID)
-	if !ok || m.TotalRecords != 4000 {
-		t.Fatalf("manifest after redelivery: %v %+v", ok, m)
-	}
+	e.redelivered(t, op, rep.SnapshotID, 4000)
 	keys, err := e.nats.Assets.Manifests.Keys(t.Context())
 	if err != nil || len(keys) != 1 {
 		t.Errorf("manifests %v (%v), want exactly one", keys, err)
-	}
-	if objs := e.objects(t); len(objs) != 1 || objs[0] != m.Object {
-		t.Errorf("objects %v, want only %s", objs, m.Object)
-	}
-	// Nor chunks of the put that was cut short, which no object names.
-	if orphans, err := testenv.OrphanChunks(t.Context(), e.nats.JS, contract.ObjectSnapshots); err != nil || len(orphans) > 0 {
-		t.Errorf("chunks no object names: %v (%v)", orphans, err)
-	}
-	code, data := e.request(t, e.subj.API("snapshot", "verify"), mustJSON(t, contract.SnapshotRef{Snapshot: rep.SnapshotID}))
-	if code != 0 {
-		t.Errorf("verify after redelivery: %d %s", code, data)
 	}
 	evs := e.auditEvents(t)
 	if n := len(findAudit(evs, "snapshot.create", contract.OutcomeCompleted)); n != 1 {
@@ -176,7 +160,7 @@ func TestSnapshotterSIGKILLedMidPut(t *testing.T) {
 
 	stored := make(chan struct{})
 	var once sync.Once
-	sub, err := e.nats.Conn.Subscribe("$O."+contract.ObjectSnapshots+".C.>", func(*nats.Msg) { once.Do(func() { close(stored) }) })
+	sub, err := e.nats.Conn.Subscribe(bus.ChunkSubject(contract.ObjectSnapshots, ">"), func(*nats.Msg) { once.Do(func() { close(stored) }) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,27 +180,35 @@ func TestSnapshotterSIGKILLedMidPut(t *testing.T) {
 	if _, ok := e.manifest(t, rep.SnapshotID); ok {
 		t.Fatal("the snapshot finished before its process was killed; make the workload larger")
 	}
-	orphans, err := testenv.OrphanChunks(t.Context(), e.nats.JS, contract.ObjectSnapshots)
+	orphans, err := bus.OrphanChunks(t.Context(), e.nats.JS, contract.ObjectSnapshots)
 	if err != nil || len(orphans) == 0 {
 		t.Fatalf("after the kill: chunks no object names %v (%v); the kill came too late to test anything", orphans, err)
 	}
 
 	e.startService(t, snapshotter.Config{AckWait: 2 * time.Second, Instance: "b"})
-	op := e.waitOp(t, rep.OpID, time.Minute)
+	e.redelivered(t, e.waitOp(t, rep.OpID, time.Minute), rep.SnapshotID, 6000)
+}
+
+// redelivered checks a snapshot whose first worker died: completed by a
+// later attempt, with a manifest of records records, its object the only
+// one, no chunk of the cut-short put left (which no object would name),
+// and its archive verifying.
+func (e *env) redelivered(t *testing.T, op contract.Operation, snapshotID string, records int64) {
+	t.Helper()
 	if op.Status != contract.StatusCompleted || op.Attempt < 2 {
 		t.Fatalf("redelivered snapshot: status %s attempt %d (%s)", op.Status, op.Attempt, op.Error)
 	}
-	m, ok := e.manifest(t, rep.SnapshotID)
-	if !ok || m.TotalRecords != 6000 {
+	m, ok := e.manifest(t, snapshotID)
+	if !ok || m.TotalRecords != records {
 		t.Fatalf("manifest after redelivery: %v %+v", ok, m)
 	}
 	if objs := e.objects(t); len(objs) != 1 || objs[0] != m.Object {
 		t.Errorf("objects %v, want only %s", objs, m.Object)
 	}
-	if orphans, err := testenv.OrphanChunks(t.Context(), e.nats.JS, contract.ObjectSnapshots); err != nil || len(orphans) > 0 {
-		t.Errorf("chunks of the killed put left behind: %v (%v)", orphans, err)
+	if orphans, err := bus.OrphanChunks(t.Context(), e.nats.JS, contract.ObjectSnapshots); err != nil || len(orphans) > 0 {
+		t.Errorf("chunks no object names: %v (%v)", orphans, err)
 	}
-	code, data := e.request(t, e.subj.API("snapshot", "verify"), mustJSON(t, contract.SnapshotRef{Snapshot: rep.SnapshotID}))
+	code, data := e.request(t, e.subj.API("snapshot", "verify"), mustJSON(t, contract.SnapshotRef{Snapshot: snapshotID}))
 	if code != 0 {
 		t.Errorf("verify after redelivery: %d %s", code, data)
 	}

@@ -543,29 +543,14 @@ var snapshotChunkRE = regexp.MustCompile(`^snap_(\d{8}T\d{6}Z)_[A-Za-z0-9_-]+_ta
 // ids that are not a snapshot object's are left alone. It returns the
 // number of chunk subjects found.
 func (s *Service) sweepOrphanChunks(ctx context.Context, now time.Time, dryRun bool) (int, error) {
-	bucket := contract.ObjectSnapshots
-	stream, err := s.assets.JS.Stream(ctx, "OBJ_"+bucket)
+	orphans, err := bus.OrphanChunks(ctx, s.assets.JS, contract.ObjectSnapshots)
 	if err != nil {
 		return 0, err
-	}
-	prefix := "$O." + bucket + ".C."
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
-	if err != nil {
-		return 0, err
-	}
-	objs, err := s.assets.Snapshots.List(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return 0, err
-	}
-	live := map[string]bool{}
-	for _, o := range objs {
-		live[o.NUID] = true
 	}
 	n := 0
-	for subj := range info.State.Subjects {
-		id := strings.TrimPrefix(subj, prefix)
+	for id, chunks := range orphans {
 		m := snapshotChunkRE.FindStringSubmatch(id)
-		if live[id] || m == nil {
+		if m == nil {
 			continue
 		}
 		if at, err := time.Parse("20060102T150405Z", m[1]); err != nil || now.Sub(at) < orphanChunkAge {
@@ -575,10 +560,10 @@ func (s *Service) sweepOrphanChunks(ctx context.Context, now time.Time, dryRun b
 		if dryRun {
 			continue
 		}
-		if err := bus.PurgeChunks(ctx, s.assets.JS, bucket, id); err != nil {
+		if err := bus.PurgeChunks(ctx, s.assets.JS, contract.ObjectSnapshots, id); err != nil {
 			return n, err
 		}
-		s.log.Info("purged chunks that no object names", "chunk_id", id, "messages", info.State.Subjects[subj])
+		s.log.Info("purged chunks that no object names", "chunk_id", id, "chunks", chunks)
 	}
 	return n, nil
 }

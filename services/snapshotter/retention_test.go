@@ -532,7 +532,7 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 	orphan := func(chunkID string) {
 		t.Helper()
 		for range 2 {
-			if _, err := e.nats.JS.Publish(ctx, "$O."+contract.ObjectSnapshots+".C."+chunkID, []byte("chunk of a killed put")); err != nil {
+			if _, err := e.nats.JS.Publish(ctx, bus.ChunkSubject(contract.ObjectSnapshots, chunkID), []byte("chunk of a killed put")); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -550,16 +550,11 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 	}
 	orphans := func() []string {
 		t.Helper()
-		o, err := testenv.OrphanChunks(ctx, e.nats.JS, contract.ObjectSnapshots)
+		o, err := bus.OrphanChunks(ctx, e.nats.JS, contract.ObjectSnapshots)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ids []string
-		for subj := range o {
-			ids = append(ids, strings.TrimPrefix(subj, "$O."+contract.ObjectSnapshots+".C."))
-		}
-		slices.Sort(ids)
-		return ids
+		return slices.Sorted(maps.Keys(o))
 	}
 	all := orphans()
 

@@ -587,7 +587,7 @@ func (st *stack) checkStore(what string) {
 	if objs, want := st.objectNames(), st.manifestObjects(); !slices.Equal(objs, want) {
 		st.t.Errorf("%s: objects %v, the manifests name %v", what, objs, want)
 	}
-	if orphans, err := testenv.OrphanChunks(context.Background(), st.js, contract.ObjectSnapshots); err != nil || len(orphans) > 0 {
+	if orphans, err := bus.OrphanChunks(context.Background(), st.js, contract.ObjectSnapshots); err != nil || len(orphans) > 0 {
 		st.t.Errorf("%s: chunks no object names: %v (%v)", what, orphans, err)
 	}
 }
