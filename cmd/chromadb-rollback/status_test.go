@@ -56,6 +56,11 @@ func TestCLIStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The CLI runs on a connection of its own: the server must know
+	// the subscription before it starts.
+	if err := n.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	defer sub.Unsubscribe()
 
 	code, stdout, stderr := c.run("status")
@@ -106,6 +111,9 @@ func TestCLIStatusErrors(t *testing.T) {
 		_ = m.RespondMsg(r)
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Conn.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()

@@ -209,6 +209,11 @@ func TestCopyToAnotherDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The job is a process of its own: the server must know the
+	// subscription before the job can publish.
+	if err := n.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	defer sub.Unsubscribe()
 	exit := make(chan int, 1)
 	go func() {
