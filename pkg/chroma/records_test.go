@@ -234,6 +234,44 @@ func TestAddSplitsByBytesAndCount(t *testing.T) {
 	}
 }
 
+// TestAddEncodedRanges: a batch encoded once is added by ranges of
+// records, each split into requests by bytes, and reads back whole.
+func TestAddEncodedRanges(t *testing.T) {
+	c, ct := countingClient(t, "/add", chroma.WithMaxRequestBytes(16<<10))
+	ctx := t.Context()
+	tenant, db := newDB(t, c)
+	col, err := c.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: "encoded"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := edgeBatch(40, 384)
+	e, err := c.Encode(ctx, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Len() != 40 {
+		t.Fatalf("encoded %d records, want 40", e.Len())
+	}
+	for _, r := range [][2]int{{-1, 3}, {5, 41}, {7, 6}} {
+		if err := c.AddEncoded(ctx, tenant, db, col.ID, e, r[0], r[1]); err == nil {
+			t.Errorf("AddEncoded(%d, %d) of 40 records succeeded", r[0], r[1])
+		}
+	}
+	if n := ct.n.Load(); n != 0 {
+		t.Fatalf("%d add requests sent for bad ranges", n)
+	}
+	// The cut falls inside a request's worth of records: about 5 fit 16 KiB.
+	for _, r := range [][2]int{{0, 33}, {33, 33}, {33, 40}} {
+		if err := c.AddEncoded(ctx, tenant, db, col.ID, e, r[0], r[1]); err != nil {
+			t.Fatalf("AddEncoded(%d, %d): %v", r[0], r[1], err)
+		}
+	}
+	if n := ct.n.Load(); n < 8 || n > 12 {
+		t.Errorf("add requests = %d, want 8..12", n)
+	}
+	compareBatches(t, readAll(t, c, tenant, db, col.ID, 100), want)
+}
+
 func TestAddRejectsUnsendableRecords(t *testing.T) {
 	c, ct := countingClient(t, "/add", chroma.WithMaxRequestBytes(4096))
 	ctx := t.Context()
@@ -246,6 +284,9 @@ func TestAddRejectsUnsendableRecords(t *testing.T) {
 	} {
 		if err := c.Add(ctx, "t", "d", "c", b); err == nil {
 			t.Errorf("%s: Add succeeded", name)
+		}
+		if _, err := c.Encode(ctx, b); err == nil {
+			t.Errorf("%s: Encode succeeded", name)
 		}
 	}
 	if n := ct.n.Load(); n != 0 {
