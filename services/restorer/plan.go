@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -245,33 +246,78 @@ func (sp *spec) touched(i int) bool { return sp.restore[i] || sp.batches[i] != n
 type targetState struct {
 	tenantExists, databaseExists bool
 	collections                  map[string]chroma.Collection
+	counts                       map[string]int64 // records, by collection name
 }
 
+// inspectTarget finds which of the target tenant, database and
+// collections exist, and counts the records of those the plan shows. The
+// lookups run at once: a plan is on the way of every rollback.
 func (s *Service) inspectTarget(ctx context.Context, sp *spec) (*targetState, *apiError) {
-	st := &targetState{collections: map[string]chroma.Collection{}}
-	if _, err := sp.target.GetTenant(ctx, sp.tenant); err != nil {
-		if errors.Is(err, chroma.ErrNotFound) {
-			return st, nil
-		}
-		return nil, chromaError(fmt.Sprintf("tenant %q on %s", sp.tenant, sp.targetURL), err)
+	st := &targetState{collections: map[string]chroma.Collection{}, counts: map[string]int64{}}
+	var tenantErr, dbErr, listErr error
+	var cols []chroma.Collection
+	var wg sync.WaitGroup
+	wg.Go(func() { _, tenantErr = sp.target.GetTenant(ctx, sp.tenant) })
+	wg.Go(func() { _, dbErr = sp.target.GetDatabase(ctx, sp.tenant, sp.database) })
+	wg.Go(func() { cols, listErr = sp.target.ListCollections(ctx, sp.tenant, sp.database) })
+	wg.Wait()
+	switch {
+	case errors.Is(tenantErr, chroma.ErrNotFound):
+		return st, nil
+	case tenantErr != nil:
+		return nil, chromaError(fmt.Sprintf("tenant %q on %s", sp.tenant, sp.targetURL), tenantErr)
 	}
 	st.tenantExists = true
-	if _, err := sp.target.GetDatabase(ctx, sp.tenant, sp.database); err != nil {
-		if errors.Is(err, chroma.ErrNotFound) {
-			return st, nil
-		}
-		return nil, chromaError(fmt.Sprintf("database %s/%s on %s", sp.tenant, sp.database, sp.targetURL), err)
+	switch {
+	case errors.Is(dbErr, chroma.ErrNotFound):
+		return st, nil
+	case dbErr != nil:
+		return nil, chromaError(fmt.Sprintf("database %s/%s on %s", sp.tenant, sp.database, sp.targetURL), dbErr)
 	}
 	st.databaseExists = true
-	cols, err := sp.target.ListCollections(ctx, sp.tenant, sp.database)
-	if err != nil {
-		return nil, chromaError(fmt.Sprintf("collections of %s/%s", sp.tenant, sp.database), err)
+	if listErr != nil {
+		return nil, chromaError(fmt.Sprintf("collections of %s/%s", sp.tenant, sp.database), listErr)
 	}
 	for _, c := range cols {
 		st.collections[c.Name] = c
 	}
+	// Counts, a few at a time, of what the plan shows: the archive's
+	// targets and, in a full rollback, the extra collections.
+	var mu sync.Mutex
+	var first *apiError
+	shown := map[string]bool{}
+	for _, name := range sp.names {
+		shown[name] = true
+	}
+	sem := make(chan struct{}, inspectWorkers)
+	for _, c := range cols {
+		if sp.mode != modeFull && !shown[c.Name] {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			n, err := sp.target.Count(ctx, sp.tenant, sp.database, c.ID)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = chromaError(fmt.Sprintf("count of collection %q", c.Name), err)
+				}
+				return
+			}
+			st.counts[c.Name] = int64(n)
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
 	return st, nil
 }
+
+// inspectWorkers is how many collections a plan counts at once.
+const inspectWorkers = 4
 
 // plan computes what the rollback will do; it changes nothing.
 func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *apiError) {
@@ -294,24 +340,13 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	if !sp.own {
 		p.ChromaURL = sp.targetURL
 	}
-	count := func(c chroma.Collection) (int64, *apiError) {
-		n, err := sp.target.Count(ctx, sp.tenant, sp.database, c.ID)
-		if err != nil {
-			return 0, chromaError(fmt.Sprintf("count of collection %q", c.Name), err)
-		}
-		return int64(n), nil
-	}
 	targets := map[string]bool{}
 	for i, c := range m.Collections {
 		ci := sp.arc.md.Collections[i]
 		it := contract.PlanItem{Collection: c.Name, Target: sp.names[i], SnapshotRecords: c.Count, CurrentRecords: -1, Space: spaceOf(ci.Configuration, ci.Metadata)}
-		live, exists := st.collections[it.Target]
+		_, exists := st.collections[it.Target]
 		if exists {
-			n, e := count(live)
-			if e != nil {
-				return nil, e
-			}
-			it.CurrentRecords = n
+			it.CurrentRecords = st.counts[it.Target]
 		}
 		switch {
 		case sp.restore[i]:
@@ -350,11 +385,7 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 		}
 		sort.Strings(extras)
 		for _, name := range extras {
-			n, e := count(st.collections[name])
-			if e != nil {
-				return nil, e
-			}
-			it := contract.PlanItem{Target: name, Action: contract.PlanExtra, CurrentRecords: n, SnapshotRecords: 0,
+			it := contract.PlanItem{Target: name, Action: contract.PlanExtra, CurrentRecords: st.counts[name], SnapshotRecords: 0,
 				Space: spaceOf(st.collections[name].Configuration, st.collections[name].Metadata)}
 			if sp.req.DropExtra {
 				it.Action = contract.PlanDrop
