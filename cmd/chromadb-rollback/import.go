@@ -127,8 +127,11 @@ snapshot id is printed.`,
 				}
 			}()
 			// Read back as it is stored: the service converts what was
-			// stored, so the upload must be the file.
-			if _, err := bus.PutObject(ctx, js, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: staging, Description: "import staging: " + filepath.Base(file)}, f); err != nil {
+			// stored, so the upload must be the file. Its chunks go under an
+			// id derived from the name: retention purges them if this
+			// process is killed before the upload ends.
+			if _, err := bus.PutObject(ctx, js, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: staging, Description: "import staging: " + filepath.Base(file)}, f,
+				bus.WithChunkID(bus.ChunkIDFor(staging))); err != nil {
 				return fmt.Errorf("upload %s: %w", file, err)
 			}
 

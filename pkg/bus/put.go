@@ -280,6 +280,18 @@ func WithChunkID(id string) PutOption { return func(o *putOptions) { o.chunkID =
 
 var chunkIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,200}$`)
 
+// ChunkIDFor derives a chunk id (WithChunkID) from an object name: each
+// character a chunk id cannot hold becomes '_', so "snap_x.tar.zst" is
+// stored under "snap_x_tar_zst" and "import/x" under "import_x".
+func ChunkIDFor(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, name)
+}
+
 // ChunkSubject is the subject of bucket's object store that holds the
 // chunks stored under id (an object info's NUID).
 func ChunkSubject(bucket, id string) string { return fmt.Sprintf("$O.%s.C.%s", bucket, id) }

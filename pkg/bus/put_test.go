@@ -164,6 +164,19 @@ func TestPutObjectWithChunkID(t *testing.T) {
 // TestPutObjectRefusesWhatDoesNotReadBack: a chunk stored twice (as a
 // publish retried over a lost ack would store it), or a source that fails,
 // leaves no object and no chunk behind.
+func TestChunkIDFor(t *testing.T) {
+	for name, want := range map[string]string{
+		"snap_20261126T101500Z_0123456789ab.tar.zst":          "snap_20261126T101500Z_0123456789ab_tar_zst",
+		"snap_20261126T101500Z_0123456789ab.attempt2.tar.zst": "snap_20261126T101500Z_0123456789ab_attempt2_tar_zst",
+		"import/20261126T101500Z_abcdef012345":                "import_20261126T101500Z_abcdef012345",
+		"a b*c>d.é":                                           "a_b_c_d__",
+	} {
+		if got := bus.ChunkIDFor(name); got != want {
+			t.Errorf("ChunkIDFor(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
 func TestPutObjectRefusesWhatDoesNotReadBack(t *testing.T) {
 	n := testenv.StartNATS(t)
 	ctx := t.Context()

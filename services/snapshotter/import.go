@@ -210,7 +210,7 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 	info, putErr := bus.PutObject(ctx, s.assets.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{
 		Name:        obj,
 		Description: fmt.Sprintf("snapshot %s imported from %s (%s)", id, req.FileName, format),
-	}, pr, bus.WithChunkID(chunkID(obj)))
+	}, pr, bus.WithChunkID(bus.ChunkIDFor(obj)))
 	pr.CloseWithError(fmt.Errorf("object store put ended: %v", putErr))
 	res := <-done
 	if res.err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -147,24 +146,20 @@ func (s *Service) discardEarlier(snapshotID string, attempt int, keep string, lo
 }
 
 // discard deletes a half-written or unverified archive object, and the
-// chunks a put of it cut short left without an object (chunkID).
+// chunks a put of it cut short left without an object (stored under
+// bus.ChunkIDFor(name), so that a later attempt finds them too).
 func (s *Service) discard(name string, log interface{ Warn(string, ...any) }) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.assets.Snapshots.Delete(ctx, name); err != nil && !bus.IsNotFound(err) {
 		log.Warn("could not delete archive object", "object", name, "err", err)
 	}
-	if err := bus.PurgeChunks(ctx, s.assets.JS, contract.ObjectSnapshots, chunkID(name)); err != nil {
+	if err := bus.PurgeChunks(ctx, s.assets.JS, contract.ObjectSnapshots, bus.ChunkIDFor(name)); err != nil {
 		log.Warn("could not purge the chunks of archive object", "object", name, "err", err)
 	}
 }
 
 func objectName(snapshotID string) string { return snapshotID + ".tar.zst" }
-
-// chunkID is where the chunks of archive object name are stored: derived
-// from the name, so that a later attempt finds (and discard purges) the
-// chunks of a put whose process was killed before the object was stored.
-func chunkID(name string) string { return strings.ReplaceAll(name, ".", "_") }
 
 // attemptObjectName is the object that delivery attempt of a snapshot
 // command writes: each delivery its own, so a delivery that outlived its

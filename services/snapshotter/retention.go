@@ -248,11 +248,11 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 		"scanned": len(rep.Deleted) + len(rep.Kept) + len(rep.Failed), "kept": len(rep.Kept), "failed": len(rep.Failed)}
 	if o.tenant == "" && ctx.Err() == nil {
 		// Chunks belong to no tenant: only a run over everything sweeps them.
-		n, err := s.sweepOrphanChunks(ctx, now, o.dryRun)
+		chunks, staged, err := s.sweepOrphanChunks(ctx, now, o.dryRun)
 		if err != nil {
-			log.Warn("could not sweep chunks that no object names", "err", err)
+			log.Warn("could not sweep what killed puts and imports left", "err", err)
 		}
-		runEv.Figures["orphan_chunk_subjects"] = n
+		runEv.Figures["orphan_chunk_subjects"], runEv.Figures["stale_staging_objects"] = chunks, staged
 	}
 	if o.dryRun {
 		runEv.Figures["would_delete"], runEv.Figures["would_free"] = len(rep.Deleted), rep.BytesFreed
@@ -532,38 +532,68 @@ func (s *Service) cleanupRequestOptions(req *contract.CleanupRequest) (cleanupOp
 // export, so no put still running is touched.
 const orphanChunkAge = 24 * time.Hour
 
-// snapshotChunkRE matches the chunk id of a snapshot's archive object
-// (chunkID), capturing the time in its snapshot id.
-var snapshotChunkRE = regexp.MustCompile(`^snap_(\d{8}T\d{6}Z)_[A-Za-z0-9_-]+_tar_zst$`)
+// leftoverRE matches the chunk id of a snapshot's archive object, or the
+// name of an import's staging object as the CLI makes it and its chunk id
+// (bus.ChunkIDFor), capturing the time it was made.
+var leftoverRE = regexp.MustCompile(`^(?:snap_(\d{8}T\d{6}Z)_[A-Za-z0-9_-]+_tar_zst|import[_/](\d{8}T\d{6}Z)_[0-9a-f]+)$`)
 
-// sweepOrphanChunks purges (dry run: counts) the chunks of snapshot
-// objects that no object info names, once their snapshot is orphanChunkAge
-// old: what a put left when its process was killed and its command was
-// not delivered again (the next delivery purges them itself). Chunks under
-// ids that are not a snapshot object's are left alone. It returns the
-// number of chunk subjects found.
-func (s *Service) sweepOrphanChunks(ctx context.Context, now time.Time, dryRun bool) (int, error) {
+// leftoverAge is when leftoverRE dates name, if it matches.
+func leftoverAge(name string, now time.Time) (time.Duration, bool) {
+	m := leftoverRE.FindStringSubmatch(name)
+	if m == nil {
+		return 0, false
+	}
+	at, err := time.Parse("20060102T150405Z", m[1]+m[2])
+	if err != nil {
+		return 0, false
+	}
+	return now.Sub(at), true
+}
+
+// sweepOrphanChunks purges (dry run: counts) what puts and imports left
+// once it is orphanChunkAge old: the chunks of snapshot and staging
+// objects that no object info names (their process was killed, and a
+// snapshot's command was not delivered again: the next delivery purges
+// them itself), and staging objects of imports whose client was killed
+// before it removed them. Chunks and objects under other names are left
+// alone. It returns the chunk subjects and staging objects found.
+func (s *Service) sweepOrphanChunks(ctx context.Context, now time.Time, dryRun bool) (chunks, staged int, err error) {
 	orphans, err := bus.OrphanChunks(ctx, s.assets.JS, contract.ObjectSnapshots)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	n := 0
-	for id, chunks := range orphans {
-		m := snapshotChunkRE.FindStringSubmatch(id)
-		if m == nil {
+	for id, n := range orphans {
+		if age, ok := leftoverAge(id, now); !ok || age < orphanChunkAge {
 			continue
 		}
-		if at, err := time.Parse("20060102T150405Z", m[1]); err != nil || now.Sub(at) < orphanChunkAge {
-			continue
-		}
-		n++
+		chunks++
 		if dryRun {
 			continue
 		}
 		if err := bus.PurgeChunks(ctx, s.assets.JS, contract.ObjectSnapshots, id); err != nil {
-			return n, err
+			return chunks, staged, err
 		}
-		s.log.Info("purged chunks that no object names", "chunk_id", id, "chunks", chunks)
+		s.log.Info("purged chunks that no object names", "chunk_id", id, "chunks", n)
 	}
-	return n, nil
+	objs, err := s.assets.Snapshots.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return chunks, staged, err
+	}
+	for _, o := range objs {
+		if !strings.HasPrefix(o.Name, contract.ImportStagingPrefix) {
+			continue
+		}
+		if age, ok := leftoverAge(o.Name, now); !ok || age < orphanChunkAge {
+			continue
+		}
+		staged++
+		if dryRun {
+			continue
+		}
+		if err := s.assets.Snapshots.Delete(ctx, o.Name); err != nil && !bus.IsNotFound(err) {
+			return chunks, staged, err
+		}
+		s.log.Info("deleted a staging object an import left", "object", o.Name, "size", o.Size)
+	}
+	return chunks, staged, nil
 }

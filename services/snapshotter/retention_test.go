@@ -526,9 +526,8 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 	e.startService(t, snapshotter.Config{})
 	ctx := t.Context()
 	now := time.Now().UTC()
-	id := func(age time.Duration, tail string) string {
-		return "snap_" + now.Add(-age).Format("20060102T150405Z") + "_0123456789ab" + tail
-	}
+	stamp := func(age time.Duration) string { return now.Add(-age).Format("20060102T150405Z") }
+	id := func(age time.Duration, tail string) string { return "snap_" + stamp(age) + "_0123456789ab" + tail }
 	orphan := func(chunkID string) {
 		t.Helper()
 		for range 2 {
@@ -537,16 +536,28 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 			}
 		}
 	}
+	// Chunks of killed puts: snapshots' and imports' uploads, old and young.
 	old, oldAttempt := id(48*time.Hour, "_tar_zst"), id(30*time.Hour, "_attempt2_tar_zst")
 	young, foreign := id(time.Hour, "_tar_zst"), "Kj3mQ0pZx8VbN2sW4yT6uA"
-	for _, c := range []string{old, oldAttempt, young, foreign} {
+	oldImport, youngImport := "import_"+stamp(48*time.Hour)+"_0123456789ab", "import_"+stamp(time.Hour)+"_0123456789ab"
+	for _, c := range []string{old, oldAttempt, young, foreign, oldImport, youngImport} {
 		orphan(c)
+	}
+	put := func(name string) {
+		t.Helper()
+		if _, err := bus.PutObject(ctx, e.nats.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: name}, strings.NewReader("archive"), bus.WithChunkID(bus.ChunkIDFor(name))); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// A live object, two days old by its name: its chunks stay.
 	liveName := id(48*time.Hour, "") + ".attempt3.tar.zst"
-	liveChunks := strings.ReplaceAll(liveName, ".", "_")
-	if _, err := bus.PutObject(ctx, e.nats.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: liveName}, strings.NewReader("archive"), bus.WithChunkID(liveChunks)); err != nil {
-		t.Fatal(err)
+	put(liveName)
+	// Staging objects of imports whose client was killed after the
+	// upload: the old one goes, the young one and one named by hand stay.
+	staleStaging := contract.ImportStagingPrefix + stamp(48*time.Hour) + "_abcdef012345"
+	kept := []string{liveName, contract.ImportStagingPrefix + stamp(time.Hour) + "_abcdef012345", contract.ImportStagingPrefix + "1"}
+	for _, name := range append([]string{staleStaging}, kept[1:]...) {
+		put(name)
 	}
 	orphans := func() []string {
 		t.Helper()
@@ -556,26 +567,45 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 		}
 		return slices.Sorted(maps.Keys(o))
 	}
-	all := orphans()
+	objects := func() []string {
+		t.Helper()
+		infos, err := e.nats.Assets.Snapshots.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, o := range infos {
+			names = append(names, o.Name)
+		}
+		return slices.Sorted(slices.Values(names))
+	}
+	all, allObjects := orphans(), objects()
 
 	e.cleanup(t, contract.CleanupRequest{OlderThan: "7d", DryRun: true})
 	if got := orphans(); !slices.Equal(got, all) {
 		t.Errorf("a dry run purged chunks: %v left of %v", got, all)
 	}
+	if got := objects(); !slices.Equal(got, allObjects) {
+		t.Errorf("a dry run deleted objects: %v left of %v", got, allObjects)
+	}
 	e.cleanup(t, contract.CleanupRequest{OlderThan: "7d"})
-	want := []string{foreign, young}
+	want := []string{foreign, young, youngImport}
 	slices.Sort(want)
 	if got := orphans(); !slices.Equal(got, want) {
 		t.Errorf("chunks no object names after the run: %v, want %v", got, want)
+	}
+	slices.Sort(kept)
+	if got := objects(); !slices.Equal(got, kept) {
+		t.Errorf("objects after the run: %v, want %v", got, kept)
 	}
 	if got, err := e.nats.Assets.Snapshots.GetBytes(ctx, liveName); err != nil || string(got) != "archive" {
 		t.Errorf("the live object reads %q, %v", got, err)
 	}
 	var counted []any
 	for _, ev := range findAudit(e.auditEvents(t), "snapshot.cleanup", contract.OutcomeCompleted) {
-		counted = append(counted, ev.Figures["orphan_chunk_subjects"])
+		counted = append(counted, ev.Figures["orphan_chunk_subjects"], ev.Figures["stale_staging_objects"])
 	}
-	if !slices.Equal(counted, []any{2.0, 2.0}) {
-		t.Errorf("orphan_chunk_subjects in the runs' audit events: %v, want 2 (dry run) and 2", counted)
+	if !slices.Equal(counted, []any{3.0, 1.0, 3.0, 1.0}) {
+		t.Errorf("orphan_chunk_subjects and stale_staging_objects in the runs' audit events: %v, want 3 and 1 in the dry run and the run", counted)
 	}
 }

@@ -199,7 +199,7 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 	info, putErr := bus.PutObject(ctx, s.assets.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{
 		Name:        obj,
 		Description: fmt.Sprintf("snapshot %s (%s) of %s/%s", cmd.SnapshotID, cmd.Name, cmd.Tenant, cmd.Database),
-	}, toPut, bus.WithChunkID(chunkID(obj)))
+	}, toPut, bus.WithChunkID(bus.ChunkIDFor(obj)))
 	toPut.CloseRead(fmt.Errorf("object store put ended: %v", putErr)) // unblocks the exporter if the put failed first
 	res := <-done
 	ver := <-checked
