@@ -682,20 +682,53 @@ func (w *collWriter) fillNullEmbeddings(b *record.Batch) (*record.Batch, error) 
 	return &cp, nil
 }
 
+// readBack is a batch, or part, read back from Chroma to be verified.
+type readBack struct {
+	it   writeItem
+	got  *record.Batch
+	err  error
+	done chan struct{} // closed once got and err are set
+}
+
+// verifyLoop reads back each batch added and compares it with the archive,
+// then commits it. The read-back of the next batch starts as soon as it is
+// added, while the one before is still being decoded and compared: after
+// the last add, only its own read-back is left. Comparing and committing
+// stay in the order the batches were added.
 func (w *collWriter) verifyLoop() {
 	defer close(w.vdone)
 	cosine := spaceOf(w.info.Configuration, w.info.Metadata) == "cosine"
-	for it := range w.added {
+	// One read-back waits here while the one before is compared: two at
+	// most in memory, besides the one being compared.
+	pending := make(chan *readBack, 1)
+	go func() {
+		defer close(pending)
+		for it := range w.added {
+			rb := &readBack{it: it, done: make(chan struct{})}
+			pending <- rb
+			go func() {
+				defer close(rb.done)
+				if w.ctx.Err() != nil {
+					rb.err = context.Cause(w.ctx)
+					return
+				}
+				rb.got, rb.err = w.client().Get(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, chroma.GetRequest{IDs: it.b.IDs})
+			}()
+		}
+	}()
+	for rb := range pending {
+		<-rb.done
+		it := rb.it
 		if w.ctx.Err() != nil {
 			continue
 		}
-		got, err := w.client().Get(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, chroma.GetRequest{IDs: it.b.IDs})
-		if err != nil {
-			w.fail(fmt.Errorf("read back batch %d of collection %q: %w", it.k, w.cs.Collection, err))
+		if rb.err != nil {
+			w.fail(fmt.Errorf("read back batch %d of collection %q: %w", it.k, w.cs.Collection, rb.err))
 			continue
 		}
 		chk := batchCheck{cosine: cosine}
-		chk.compare(it.b, got)
+		chk.compare(it.b, rb.got)
+		rb.got = nil
 		if chk.total > 0 {
 			w.j.addDiffs(w.idx, chk.diffs, chk.total)
 			w.fail(fmt.Errorf("%w: collection %q, batch %d: %d differences, first: %s", errVerify, w.cs.Collection, it.k, chk.total, chk.diffs[0]))
