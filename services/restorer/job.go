@@ -244,9 +244,14 @@ func (j *job) run(ctx context.Context) error {
 	if ck == nil {
 		// The first attempt fixes the plan against what it finds now; a
 		// redelivered one must not re-plan over its own half-done work.
-		plan, e := s.plan(ctx, sp)
-		if e != nil {
-			return errors.New(e.msg)
+		// The plan the API answered with is what it found now when it was
+		// made moments ago: the lease was taken right after it.
+		plan := j.freshPlan(sp)
+		if plan == nil {
+			var e *apiError
+			if plan, e = s.plan(ctx, sp); e != nil {
+				return errors.New(e.msg)
+			}
 		}
 		ck = &checkpoint{OpID: j.cmd.OpID, Plan: plan, Collections: map[int]*collCheckpoint{}, StartedAt: time.Now().UTC()}
 		if err := s.saveCheckpoint(ctx, ck); err != nil {
@@ -297,6 +302,24 @@ func (j *job) run(ctx context.Context) error {
 		return err
 	}
 	return j.verifyRestore(ctx)
+}
+
+// planReuseAge is how old the plan made when a rollback was started may be
+// for its job to carry it out as it is, rather than plan again.
+const planReuseAge = 2 * time.Second
+
+// freshPlan returns the plan the op was started with if it was made less
+// than planReuseAge ago for the snapshot and target sp resolves to, nil
+// otherwise.
+func (j *job) freshPlan(sp *spec) *contract.RollbackPlan {
+	p := j.op.Plan
+	if p == nil || p.SnapshotID != sp.m.SnapshotID || p.Tenant != sp.tenant || p.Database != sp.database || p.Mode != sp.mode {
+		return nil
+	}
+	if age := time.Since(p.Time); age < 0 || age > planReuseAge {
+		return nil
+	}
+	return p
 }
 
 // takeLease takes (or re-takes) the lease of tenant/database for the op.
