@@ -37,6 +37,8 @@ func (j *job) needs(i int) bool {
 	if !j.sp.touched(i) {
 		return false
 	}
+	j.mu.Lock() // the first collection is begun while the archive is read
+	defer j.mu.Unlock()
 	cs := j.ck.Collections[i]
 	return cs == nil || cs.Stage != stageDone
 }
@@ -72,6 +74,31 @@ func (j *job) restoreAll(ctx context.Context) error {
 	}
 	defer st.close()
 	j.mark = time.Now()
+
+	// The first collection to write is begun (its staging collection made)
+	// while its first batch is still being read.
+	first := -1
+	for i := range n {
+		if j.needs(i) {
+			first = i
+			break
+		}
+	}
+	type begun struct {
+		w   *collWriter
+		err error
+	}
+	early := make(chan begun, 1)
+	go func() {
+		w, err := j.begin(ctx, first)
+		early <- begun{w, err}
+	}()
+	// beginFirst returns what the early begin made, once.
+	beginFirst := func() (*collWriter, error) {
+		b := <-early
+		early = nil
+		return b.w, b.err
+	}
 
 	cur, batchNo := -1, 0
 	var w *collWriter
@@ -137,7 +164,13 @@ func (j *job) restoreAll(ctx context.Context) error {
 				}
 			}
 			if cur < n && j.needs(cur) {
-				nw, err := j.begin(ctx, cur)
+				var nw *collWriter
+				var err error
+				if cur == first {
+					nw, err = beginFirst()
+				} else {
+					nw, err = j.begin(ctx, cur)
+				}
 				if err != nil {
 					return err
 				}
@@ -188,7 +221,11 @@ func (j *job) restoreAll(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		for _, w := range []*collWriter{w, held} {
+		var unused *collWriter
+		if early != nil {
+			unused, _ = beginFirst() // the archive failed before its collection
+		}
+		for _, w := range []*collWriter{w, held, unused} {
 			if w != nil {
 				w.abort()
 			}
@@ -365,6 +402,8 @@ type collWriter struct {
 	// last: this is the last collection the job writes, so nothing
 	// overlaps the read-back of its last batch (see parts).
 	last bool
+	// submitted: a batch was submitted (the first is encoded ahead).
+	submitted bool
 
 	mu    sync.Mutex
 	order []int       // batch numbers submitted, in order
@@ -376,7 +415,11 @@ type collWriter struct {
 // writeItem is a batch, or a part of it, to add and verify.
 type writeItem struct {
 	k int
-	b *record.Batch
+	b *record.Batch // the part, as archived
+	// enc, when not nil, is the whole batch encoded for adding (with zero
+	// vectors for null embeddings); the part is its records [from, to).
+	enc      *chroma.Encoded
+	from, to int
 }
 
 // A batch is added in one request, and read back by the verifier while
@@ -391,14 +434,15 @@ const (
 	splitMin  = 512
 )
 
-// parts splits batch k as the writer adds it (see tailParts).
-func (w *collWriter) parts(k int, b *record.Batch) []*record.Batch {
+// parts splits batch k as the writer adds it (see tailParts): the record
+// ranges of its parts.
+func (w *collWriter) parts(k int, b *record.Batch) [][2]int {
 	n := b.Len()
 	if !w.last || w.how == writeUpsert || k != len(w.want.Batches)-1 || n < w.j.s.splitMin {
-		return []*record.Batch{b}
+		return [][2]int{{0, n}}
 	}
 	cut := n - max(n/tailParts, 1)
-	return []*record.Batch{b.Slice(0, cut), b.Slice(cut, n)}
+	return [][2]int{{0, cut}, {cut, n}}
 }
 
 // begin prepares the collection written to and starts the writer.
@@ -598,13 +642,32 @@ func (w *collWriter) fail(err error) {
 
 func (w *collWriter) submit(k int, b *record.Batch) error {
 	parts := w.parts(k, b)
+	var enc *chroma.Encoded
+	if !w.submitted {
+		// The first batch is encoded here, before the archive is read on:
+		// reading on would slow the encoding of the add that Chroma, idle
+		// until then, waits for. Its parts share the encoding.
+		w.submitted = true
+		filled, err := fillNullEmbeddings(b, w.dim, w.cs.Collection)
+		if err == nil {
+			enc, err = w.client().Encode(w.ctx, filled)
+		}
+		if err != nil {
+			w.fail(fmt.Errorf("write %s batch %d of collection %q: %w", w.how, k, w.cs.Collection, err))
+			return w.failure()
+		}
+	}
 	w.mu.Lock()
 	w.order = append(w.order, k)
 	w.left[k] = len(parts)
 	w.mu.Unlock()
 	for _, p := range parts {
+		it := writeItem{k: k, b: b.Slice(p[0], p[1])}
+		if enc != nil {
+			it.enc, it.from, it.to = enc, p[0], p[1]
+		}
 		select {
-		case w.in <- writeItem{k: k, b: p}:
+		case w.in <- it:
 		case <-w.ctx.Done():
 			return w.failure()
 		}
@@ -626,15 +689,18 @@ func (w *collWriter) addLoop() {
 		if w.ctx.Err() != nil {
 			continue
 		}
-		b, err := w.fillNullEmbeddings(it.b)
-		if err == nil {
-			if w.how == writeUpsert {
-				// Chroma's upsert merges metadata and keeps a document or
-				// URI sent as null, so each record is replaced as a whole:
-				// deleted, then added. Both steps repeat harmlessly.
-				err = w.client().Delete(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, b.IDs)
-			}
-			if err == nil {
+		var err error
+		if w.how == writeUpsert {
+			// Chroma's upsert merges metadata and keeps a document or URI
+			// sent as null, so each record is replaced as a whole: deleted,
+			// then added. Both steps repeat harmlessly.
+			err = w.client().Delete(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, it.b.IDs)
+		}
+		if err == nil && it.enc != nil {
+			err = w.client().AddEncoded(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, it.enc, it.from, it.to)
+		} else if err == nil {
+			var b *record.Batch
+			if b, err = fillNullEmbeddings(it.b, w.dim, w.cs.Collection); err == nil {
 				err = w.client().Add(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, b)
 			}
 		}
@@ -642,6 +708,7 @@ func (w *collWriter) addLoop() {
 			w.fail(fmt.Errorf("write %s batch %d of collection %q: %w", w.how, it.k, w.cs.Collection, err))
 			continue
 		}
+		it.enc = nil // sent: the verifier needs the archived part only
 		select {
 		case w.added <- it:
 		case <-w.ctx.Done():
@@ -652,11 +719,11 @@ func (w *collWriter) addLoop() {
 // fillNullEmbeddings turns null embeddings (which Chroma gives for zero
 // vectors in cosine spaces) into zero vectors, which Chroma stores as null
 // again; it refuses a null embedding on add.
-func (w *collWriter) fillNullEmbeddings(b *record.Batch) (*record.Batch, error) {
+// dim is the collection's dimension when known (0: from the batch).
+func fillNullEmbeddings(b *record.Batch, dim int, collection string) (*record.Batch, error) {
 	if b.Embeddings == nil {
-		return nil, fmt.Errorf("batch of collection %q has no embeddings", w.cs.Collection)
+		return nil, fmt.Errorf("batch of collection %q has no embeddings", collection)
 	}
-	dim := w.dim
 	var nulls bool
 	for _, e := range b.Embeddings {
 		if e == nil {
@@ -669,7 +736,7 @@ func (w *collWriter) fillNullEmbeddings(b *record.Batch) (*record.Batch, error) 
 		return b, nil
 	}
 	if dim == 0 {
-		return nil, fmt.Errorf("collection %q: records with null embeddings and no known dimension cannot be written", w.cs.Collection)
+		return nil, fmt.Errorf("collection %q: records with null embeddings and no known dimension cannot be written", collection)
 	}
 	cp := *b
 	cp.Embeddings = make([][]float32, len(b.Embeddings))
