@@ -765,8 +765,8 @@ type readBack struct {
 func (w *collWriter) verifyLoop() {
 	defer close(w.vdone)
 	cosine := spaceOf(w.info.Configuration, w.info.Metadata) == "cosine"
-	// One read-back waits here while the one before is compared: two at
-	// most in memory, besides the one being compared.
+	// The next read-back waits here while the one before is compared: two
+	// at most run or are held at a time.
 	pending := make(chan *readBack, 1)
 	go func() {
 		defer close(pending)
