@@ -60,10 +60,8 @@ func validCollectionName(name string) error {
 	return nil
 }
 
-// resolve validates a request, finds its snapshot and verifies the archive
-// in full. Cheap checks come first, the archive read last.
 // resolve validates a request against its snapshot and the target and
-// verifies the archive. With streamOK, a stage-and-swap restore (nothing
+// verifies the archive; cheap checks come first, the archive read last. With streamOK, a stage-and-swap restore (nothing
 // written in place) only checks the archive here (checkArchive), since it
 // verifies every byte while it stages and swaps only after that; in place
 // and batch-level writes always read the whole archive first. With keep,
