@@ -24,7 +24,9 @@
 //  1. Verify the archive again; take the lease (the same holder re-takes
 //     it after a redelivery) and renew it while the job runs.
 //  2. The first attempt fixes the plan against the state it finds and
-//     checkpoints it (key checkpoint.<op_id> in CHROMA_STATE).
+//     checkpoints it (key checkpoint.<op_id> in CHROMA_STATE). The plan the
+//     start answered with is that state when it is under 2 s old: the
+//     lease was taken right after it.
 //  3. Raise the write fence; send pause to every running migration job of
 //     the target database (chroma.control.<job>); they get resume at the
 //     end, except the job the rollback undoes.
@@ -53,9 +55,13 @@
 //     Collections not restored are read on (and verified) while the last
 //     adds run. Nothing follows the last collection written, so its last
 //     batch is added in two requests, the last eighth apart: the rest is
-//     read back while that tail is added. The archive is opened when the
+//     read back while that tail is added, and the tail's read-back starts
+//     as soon as it is added (two read-backs may run at once; they are
+//     compared and checkpointed in order). The archive is opened when the
 //     job checks it, and its first batch read while the job plans and
-//     raises the fence (unless a safety snapshot comes first).
+//     raises the fence (unless a safety snapshot comes first); the first
+//     collection's staging collection is made while that batch is read,
+//     and the batch encoded once, before the archive is read on.
 //     In place (in_place) the target is deleted, recreated and filled where
 //     readers see it. Batch-level rollbacks replace each record of the named
 //     batches in the live collection (delete, then add: Chroma's upsert
