@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -299,7 +301,31 @@ func (c *Chroma) Client(tb testing.TB, opts ...chroma.Option) *chroma.Client {
 	return cl
 }
 
+// freePort returns a port free on 127.0.0.1 for a server that binds it
+// later (and again after a restart). It is taken below the kernel's
+// ephemeral range where there is room: a port from that range, once
+// released, can go to any outgoing connection before the server binds it
+// (a cluster node, its port taken, silently never started listening).
+// A port is handed out once per process.
 func freePort() (int, error) {
+	lo, _ := ephemeralPorts()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	if lo-minPort >= 1000 {
+		for range 200 {
+			p := minPort + rand.IntN(lo-minPort)
+			if portsGiven[p] {
+				continue
+			}
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if err != nil {
+				continue
+			}
+			l.Close()
+			portsGiven[p] = true
+			return p, nil
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
@@ -309,5 +335,30 @@ func freePort() (int, error) {
 	if !ok {
 		return 0, errors.New("find a free port: not a TCP address")
 	}
+	portsGiven[addr.Port] = true
 	return addr.Port, nil
+}
+
+// minPort is the lowest port freePort hands out.
+const minPort = 10000
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{} // by freePort in this process
+)
+
+// ephemeralPorts is the range the kernel takes ports from for outgoing
+// connections and listeners on port 0 (Linux: ip_local_port_range; the
+// IANA range elsewhere).
+func ephemeralPorts() (lo, hi int) {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			l, err1 := strconv.Atoi(f[0])
+			h, err2 := strconv.Atoi(f[1])
+			if err1 == nil && err2 == nil && l > 0 && l <= h {
+				return l, h
+			}
+		}
+	}
+	return 49152, 65535
 }
