@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -90,5 +91,33 @@ func TestChromaClient(t *testing.T) {
 	}
 	if _, err := (&Chroma{}).Client(nil); err == nil || !strings.Contains(err.Error(), "--chroma-url") {
 		t.Errorf("no URL: %v", err)
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	prev := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want int64
+	}{
+		{"", nil, 120 << 20},
+		{"64", nil, 64 << 20},
+		{"64", []string{"-memory-limit-mib", "32"}, 32 << 20},
+		{"", []string{"-memory-limit-mib", "0"}, prev}, // none set
+	} {
+		debug.SetMemoryLimit(prev)
+		t.Setenv("MEMORY_LIMIT_MIB", tc.env)
+		fs := flag.NewFlagSet("svc", flag.ContinueOnError)
+		apply := MemoryLimit(fs, 120)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		apply()
+		if got := debug.SetMemoryLimit(-1); got != tc.want {
+			t.Errorf("env %q, args %v: limit %d, want %d", tc.env, tc.args, got, tc.want)
+		}
 	}
 }

@@ -420,6 +420,8 @@ type writeItem struct {
 	// vectors for null embeddings); the part is its records [from, to).
 	enc      *chroma.Encoded
 	from, to int
+	// tail: the last part of a batch split in two (see parts).
+	tail bool
 }
 
 // A batch is added in one request, and read back by the verifier while
@@ -662,7 +664,7 @@ func (w *collWriter) submit(k int, b *record.Batch) error {
 	w.left[k] = len(parts)
 	w.mu.Unlock()
 	for _, p := range parts {
-		it := writeItem{k: k, b: b.Slice(p[0], p[1])}
+		it := writeItem{k: k, b: b.Slice(p[0], p[1]), tail: p[0] > 0}
 		if enc != nil {
 			it.enc, it.from, it.to = enc, p[0], p[1]
 		}
@@ -751,27 +753,32 @@ func fillNullEmbeddings(b *record.Batch, dim int, collection string) (*record.Ba
 
 // readBack is a batch, or part, read back from Chroma to be verified.
 type readBack struct {
-	it   writeItem
-	got  *record.Batch
-	err  error
-	done chan struct{} // closed once got and err are set
+	it       writeItem
+	got      *record.Batch
+	err      error
+	done     chan struct{} // closed once got and err are set
+	compared chan struct{} // closed once it was compared (or skipped)
 }
 
 // verifyLoop reads back each batch added and compares it with the archive,
-// then commits it. The read-back of the next batch starts as soon as it is
-// added, while the one before is still being decoded and compared: after
-// the last add, only its own read-back is left. Comparing and committing
-// stay in the order the batches were added.
+// then commits it, one batch at a time: a read-back holds Chroma's whole
+// answer (15 MB for 1,725 records of 768-d) besides the records. A split
+// batch's tail is read back as soon as it is added, while the rest of the
+// batch is still being decoded and compared, so that after the last add
+// only the tail's own read-back is left. Comparing and committing stay in
+// the order the batches were added.
 func (w *collWriter) verifyLoop() {
 	defer close(w.vdone)
 	cosine := spaceOf(w.info.Configuration, w.info.Metadata) == "cosine"
-	// The next read-back waits here while the one before is compared: two
-	// at most run or are held at a time.
 	pending := make(chan *readBack, 1)
 	go func() {
 		defer close(pending)
+		var prev *readBack
 		for it := range w.added {
-			rb := &readBack{it: it, done: make(chan struct{})}
+			if prev != nil && !it.tail {
+				<-prev.compared
+			}
+			rb := &readBack{it: it, done: make(chan struct{}), compared: make(chan struct{})}
 			pending <- rb
 			go func() {
 				defer close(rb.done)
@@ -781,29 +788,36 @@ func (w *collWriter) verifyLoop() {
 				}
 				rb.got, rb.err = w.client().Get(w.ctx, w.j.sp.tenant, w.j.sp.database, w.cs.WorkID, chroma.GetRequest{IDs: it.b.IDs})
 			}()
+			prev = rb
 		}
 	}()
 	for rb := range pending {
 		<-rb.done
-		it := rb.it
-		if w.ctx.Err() != nil {
-			continue
-		}
-		if rb.err != nil {
-			w.fail(fmt.Errorf("read back batch %d of collection %q: %w", it.k, w.cs.Collection, rb.err))
-			continue
-		}
-		chk := batchCheck{cosine: cosine}
-		chk.compare(it.b, rb.got)
+		w.check(rb.it, rb.got, rb.err, cosine)
 		rb.got = nil
-		if chk.total > 0 {
-			w.j.addDiffs(w.idx, chk.diffs, chk.total)
-			w.fail(fmt.Errorf("%w: collection %q, batch %d: %d differences, first: %s", errVerify, w.cs.Collection, it.k, chk.total, chk.diffs[0]))
-			continue
-		}
-		if err := w.commit(it, chk.maxDiff); err != nil {
-			w.fail(err)
-		}
+		close(rb.compared)
+	}
+}
+
+// check compares a batch read back (got, or the error reading it) with
+// the archive and commits it; a difference or an error fails the writer.
+func (w *collWriter) check(it writeItem, got *record.Batch, err error, cosine bool) {
+	if w.ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		w.fail(fmt.Errorf("read back batch %d of collection %q: %w", it.k, w.cs.Collection, err))
+		return
+	}
+	chk := batchCheck{cosine: cosine}
+	chk.compare(it.b, got)
+	if chk.total > 0 {
+		w.j.addDiffs(w.idx, chk.diffs, chk.total)
+		w.fail(fmt.Errorf("%w: collection %q, batch %d: %d differences, first: %s", errVerify, w.cs.Collection, it.k, chk.total, chk.diffs[0]))
+		return
+	}
+	if err := w.commit(it, chk.maxDiff); err != nil {
+		w.fail(err)
 	}
 }
 

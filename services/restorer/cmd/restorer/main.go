@@ -40,10 +40,12 @@ func run(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.DefaultAddRate, "default-add-rate", 1000, "records/s a plan's estimate assumes before one was measured")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
 	identityFile := fs.String("age-identity-file", os.Getenv(crypt.EnvIdentityFile), "age identity file (AGE-SECRET-KEY-1...) that decrypts archives encrypted at rest (env AGE_IDENTITY_FILE)")
+	setMemoryLimit := svcmain.MemoryLimit(fs, 120)
 	svcmain.RedactDefaults(fs, "nats-url")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	setMemoryLimit()
 	var err error
 	if cfg.Replicas, err = bus.ParseReplicas(*replicas); err != nil {
 		return err

@@ -7,9 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"runtime/pprof"
-	"strconv"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -23,13 +21,6 @@ import (
 )
 
 func main() { svcmain.Main("snapshotter", run) }
-
-func envInt(key string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
-		return v
-	}
-	return def
-}
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("snapshotter", flag.ContinueOnError)
@@ -46,7 +37,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
 	fs.IntVar(&cfg.FetchWorkers, "fetch-workers", 2, "pages fetched from Chroma in parallel")
 	retention := fs.String("retention", svcmain.Env("RETENTION", "7d"), "delete snapshots older than this, daily at 00:00 UTC, unless kept: a duration (72h), days (7d) or off (env RETENTION)")
-	memLimit := fs.Int("memory-limit-mib", envInt("MEMORY_LIMIT_MIB", 100), "soft limit of the Go heap in MiB, 0 for none; GOMEMLIMIT wins when set (env MEMORY_LIMIT_MIB)")
+	setMemoryLimit := svcmain.MemoryLimit(fs, 100)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
 	keys := crypt.ConfigFromEnv()
@@ -67,11 +58,7 @@ func run(ctx context.Context, args []string) error {
 	if cfg.Recipients, cfg.Identities, err = keys.Load(); err != nil {
 		return err
 	}
-	// Pages of tens of MB come and go quickly; without a soft limit the
-	// collector lets the heap grow to twice the live set.
-	if *memLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(int64(*memLimit) << 20)
-	}
+	setMemoryLimit()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
