@@ -56,8 +56,9 @@
 //     adds run. Nothing follows the last collection written, so its last
 //     batch is added in two requests, the last eighth apart: the rest is
 //     read back while that tail is added, and the tail's read-back starts
-//     as soon as it is added (two read-backs may run at once; they are
-//     compared and checkpointed in order). The archive is opened when the
+//     as soon as it is added, beside the rest's (otherwise batches are
+//     read back one at a time; all are compared and checkpointed in
+//     order). The archive is opened when the
 //     job checks it, and its first batch read while the job plans and
 //     raises the fence (unless a safety snapshot comes first); the first
 //     collection's staging collection is made while that batch is read,
