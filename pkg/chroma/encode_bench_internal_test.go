@@ -9,11 +9,9 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 )
 
-// BenchmarkEncode encodes an add body as the restorer sends it: 2,458
-// records of 384-d with 500-character documents and 4 metadata keys, no
-// server (the preflight answer is cached).
-func BenchmarkEncode(b *testing.B) {
-	const n, dim = 2458, 384
+// BenchBatch is the benchmarks' workload: n records of dim-d with
+// 500-character documents and 4 metadata keys, the same on every call.
+func BenchBatch(n, dim int) *record.Batch {
 	r := rand.New(rand.NewPCG(1, 2))
 	doc := string(bytes.Repeat([]byte("lorem ipsum "), 42)[:500])
 	bt := &record.Batch{}
@@ -28,6 +26,15 @@ func BenchmarkEncode(b *testing.B) {
 		bt.Documents = append(bt.Documents, &d)
 		bt.Metadatas = append(bt.Metadatas, record.Metadata{"i": int64(i), "f": 0.5, "b": true, "s": "text"})
 	}
+	return bt
+}
+
+// BenchmarkEncode encodes an add body as the restorer sends it: 2,458
+// records of 384-d (BenchBatch), no server (the preflight answer is
+// cached).
+func BenchmarkEncode(b *testing.B) {
+	const n, dim = 2458, 384
+	bt := BenchBatch(n, dim)
 	c, err := New("http://127.0.0.1:1")
 	if err != nil {
 		b.Fatal(err)
