@@ -139,18 +139,7 @@ func TestRefusalsAndFailures(t *testing.T) {
 		// must swap nothing in.
 		bad := e.snapshot(t, "acme", "prod", "damaged_in_storage")
 		e.corruptChunks(t, bad, func(size int) int { return size - 20 })
-		ids := func() map[string]string {
-			cs, err := e.cc.ListCollections(ctx, "acme", "prod")
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := map[string]string{}
-			for _, c := range cs {
-				out[c.Name] = c.ID
-			}
-			return out
-		}
-		before := ids()
+		before := e.collectionIDs(t, "acme", "prod")
 		r := e.start(t, contract.RollbackRequest{SnapshotID: bad, Confirm: true, NoSafetySnapshot: true})
 		if r.Plan == nil || r.Plan.Verification != contract.VerifyWhileStaging {
 			t.Errorf("start plan: %s", mustJSON(t, r.Plan))
@@ -164,10 +153,34 @@ func TestRefusalsAndFailures(t *testing.T) {
 		}
 		// Every collection is the one that was there: none was swapped in,
 		// not even one the damage came after.
-		if got := ids(); !maps.Equal(got, before) {
+		if got := e.collectionIDs(t, "acme", "prod"); !maps.Equal(got, before) {
 			t.Errorf("collections after an archive damaged in storage: %v, before: %v", got, before)
 		}
 		compareDB(t, "after an archive damaged in storage", e.dump(t, "acme", "prod"), damaged, nil)
+		e.assertReleased(t)
+	})
+
+	t.Run("archive damaged before the collection restored", func(t *testing.T) {
+		// A partial rollback of the archive's last collection: its staging
+		// collection is made at once, while the archive is read. The damage,
+		// early in the archive, is found there when it breaks the stream,
+		// or at the archive's end when it only changes bytes of a batch
+		// (the entry checksums are in the manifest, last); either way the
+		// staging collection goes and nothing changes.
+		bad := e.snapshot(t, "acme", "prod", "damaged_early")
+		m := e.storedManifest(t, bad)
+		last := m.Collections[len(m.Collections)-1].Name
+		e.corruptChunks(t, bad, func(size int) int { return size / 10 })
+		before := e.collectionIDs(t, "acme", "prod")
+		r := e.start(t, contract.RollbackRequest{SnapshotID: bad, Confirm: true, NoSafetySnapshot: true, Collections: []string{last}})
+		op := e.waitOp(t, r.OpID, time.Minute)
+		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "archive failed verification") {
+			t.Fatalf("op of an archive damaged early: %s %q", op.Status, op.Error)
+		}
+		if got := e.collectionIDs(t, "acme", "prod"); !maps.Equal(got, before) {
+			t.Errorf("collections after an archive damaged early: %v, before: %v", got, before)
+		}
+		compareDB(t, "after an archive damaged early", e.dump(t, "acme", "prod"), damaged, nil)
 		e.assertReleased(t)
 	})
 
@@ -282,6 +295,20 @@ func (e *env) corrupt(t *testing.T, snapshotID string) {
 	if _, err := e.nats.Assets.Snapshots.Put(t.Context(), jetstream.ObjectMeta{Name: m.Object}, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// collectionIDs maps the names of tenant/db's collections to their ids.
+func (e *env) collectionIDs(t *testing.T, tenant, db string) map[string]string {
+	t.Helper()
+	cs, err := e.cc.ListCollections(t.Context(), tenant, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, c := range cs {
+		out[c.Name] = c.ID
+	}
+	return out
 }
 
 // corruptChunks flips one byte of a snapshot's stored archive (at offset
