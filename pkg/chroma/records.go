@@ -187,13 +187,14 @@ func (c *Client) Upsert(ctx context.Context, tenant, db, collectionID string, b 
 }
 
 func (c *Client) write(ctx context.Context, verb, tenant, db, collectionID string, b *record.Batch) error {
-	if err := checkNames(verb+" records to "+collectionID, "tenant", tenant, "database", db, "collection id", collectionID); err != nil {
+	op := verb + " records to " + collectionID
+	if err := checkNames(op, "tenant", tenant, "database", db, "collection id", collectionID); err != nil {
 		return err
 	}
 	if b == nil || b.Len() == 0 {
 		return nil
 	}
-	e, err := c.encode(ctx, verb+" records to "+collectionID, b)
+	e, err := c.encode(ctx, op, b)
 	if err != nil {
 		return err
 	}

@@ -308,7 +308,7 @@ func (c *Chroma) Client(tb testing.TB, opts ...chroma.Option) *chroma.Client {
 // (a cluster node, its port taken, silently never started listening).
 // A port is handed out once per process.
 func freePort() (int, error) {
-	lo, _ := ephemeralPorts()
+	lo := ephemeralLow()
 	portsMu.Lock()
 	defer portsMu.Unlock()
 	if lo-minPort >= 1000 {
@@ -347,18 +347,16 @@ var (
 	portsGiven = map[int]bool{} // by freePort in this process
 )
 
-// ephemeralPorts is the range the kernel takes ports from for outgoing
+// ephemeralLow is the lowest port the kernel takes for outgoing
 // connections and listeners on port 0 (Linux: ip_local_port_range; the
 // IANA range elsewhere).
-func ephemeralPorts() (lo, hi int) {
+func ephemeralLow() int {
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
-			l, err1 := strconv.Atoi(f[0])
-			h, err2 := strconv.Atoi(f[1])
-			if err1 == nil && err2 == nil && l > 0 && l <= h {
-				return l, h
+			if l, err := strconv.Atoi(f[0]); err == nil && l > 0 {
+				return l
 			}
 		}
 	}
-	return 49152, 65535
+	return 49152
 }

@@ -61,11 +61,12 @@ func validCollectionName(name string) error {
 }
 
 // resolve validates a request against its snapshot and the target and
-// verifies the archive; cheap checks come first, the archive read last. With streamOK, a stage-and-swap restore (nothing
-// written in place) only checks the archive here (checkArchive), since it
-// verifies every byte while it stages and swaps only after that; in place
-// and batch-level writes always read the whole archive first. With keep,
-// a streamed archive is left open in spec.stream for the restore.
+// verifies the archive; cheap checks come first, the archive read last.
+// With streamOK, a stage-and-swap restore (nothing written in place) only
+// checks the archive here (checkArchive), since it verifies every byte
+// while it stages and swaps only after that; in place and batch-level
+// writes always read the whole archive first. With keep, a streamed
+// archive is left open in spec.stream for the restore.
 func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, streamOK, keep bool) (*spec, *apiError) {
 	switch {
 	case len(req.Collections) > 0 && len(req.Batches) > 0:
