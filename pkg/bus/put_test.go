@@ -161,9 +161,6 @@ func TestPutObjectWithChunkID(t *testing.T) {
 	}
 }
 
-// TestPutObjectRefusesWhatDoesNotReadBack: a chunk stored twice (as a
-// publish retried over a lost ack would store it), or a source that fails,
-// leaves no object and no chunk behind.
 func TestChunkIDFor(t *testing.T) {
 	for name, want := range map[string]string{
 		"snap_20261126T101500Z_0123456789ab.tar.zst":          "snap_20261126T101500Z_0123456789ab_tar_zst",
@@ -177,6 +174,9 @@ func TestChunkIDFor(t *testing.T) {
 	}
 }
 
+// TestPutObjectRefusesWhatDoesNotReadBack: a chunk stored twice (as a
+// publish retried over a lost ack would store it) or changed on its way,
+// or a source that fails, leaves no object and no chunk behind.
 func TestPutObjectRefusesWhatDoesNotReadBack(t *testing.T) {
 	n := testenv.StartNATS(t)
 	ctx := t.Context()
@@ -197,19 +197,28 @@ func TestPutObjectRefusesWhatDoesNotReadBack(t *testing.T) {
 		return chunksOf(t, n, strings.TrimPrefix(subject, bus.ChunkSubject(contract.ObjectSnapshots, "")))
 	}
 	for _, tc := range []struct {
-		name  string
-		after func(subject string, k int, chunk []byte)
-		src   io.Reader
-		want  error
+		name   string
+		after  func(subject string, k int, chunk []byte)
+		before func(k int, chunk []byte)
+		src    io.Reader
+		want   error
 	}{
-		{"a chunk stored twice mid-object", storeTwice(2), bytes.NewReader(data), bus.ErrReadBack},
-		{"the last chunk stored twice", storeTwice(6), bytes.NewReader(data), bus.ErrReadBack},
-		{"a source that fails", func(subj string, _ int, _ []byte) { subject = subj },
+		{"a chunk changed after it was hashed", func(subj string, _ int, _ []byte) { subject = subj },
+			func(k int, chunk []byte) {
+				if k == 3 {
+					chunk[1000] ^= 0x10
+				}
+			}, bytes.NewReader(data), bus.ErrReadBack},
+		{"a chunk stored twice mid-object", storeTwice(2), nil, bytes.NewReader(data), bus.ErrReadBack},
+		{"the last chunk stored twice", storeTwice(6), nil, bytes.NewReader(data), bus.ErrReadBack},
+		{"a source that fails", func(subj string, _ int, _ []byte) { subject = subj }, nil,
 			io.MultiReader(bytes.NewReader(data[:3*bus.PutChunkSize]), iotest.ErrReader(errors.New("export failed"))), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bus.SetAfterChunk(tc.after)
+			bus.SetBeforeChunk(tc.before)
 			defer bus.SetAfterChunk(nil)
+			defer bus.SetBeforeChunk(nil)
 			_, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: tc.name}, tc.src)
 			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
