@@ -32,31 +32,51 @@ func newPipe(depth int) *pipe {
 
 // Write copies b into the buffer, waiting while it is full. It fails once
 // the reader has stopped or the writer has ended.
-func (p *pipe) Write(b []byte) (int, error) {
+func (p *pipe) Write(b []byte) (int, error) { return writePipes(b, p) }
+
+// writePipes writes b to every pipe of ps, as io.MultiWriter would, but
+// copies each piece once: the pipes' readers share it (nobody writes to a
+// piece once it is sent).
+func writePipes(b []byte, ps ...*pipe) (int, error) {
 	n := 0
 	for len(b) > 0 {
 		k := min(len(b), pipePiece)
 		piece := make([]byte, k)
 		copy(piece, b[:k])
-		select {
-		case <-p.done:
-			return n, p.rerr
-		case <-p.closed:
-			return n, io.ErrClosedPipe
-		default:
-		}
-		select {
-		case p.ch <- piece:
-		case <-p.done:
-			return n, p.rerr
-		case <-p.closed:
-			return n, io.ErrClosedPipe
+		for _, p := range ps {
+			if err := p.send(piece); err != nil {
+				return n, err
+			}
 		}
 		n += k
 		b = b[k:]
 	}
 	return n, nil
 }
+
+// send queues piece, waiting while the buffer is full.
+func (p *pipe) send(piece []byte) error {
+	select {
+	case <-p.done:
+		return p.rerr
+	case <-p.closed:
+		return io.ErrClosedPipe
+	default:
+	}
+	select {
+	case p.ch <- piece:
+		return nil
+	case <-p.done:
+		return p.rerr
+	case <-p.closed:
+		return io.ErrClosedPipe
+	}
+}
+
+// tee is a writer to several pipes (writePipes).
+type tee []*pipe
+
+func (t tee) Write(b []byte) (int, error) { return writePipes(b, t...) }
 
 // CloseWrite ends the stream: the reader gets err after the buffered
 // bytes, or io.EOF when err is nil. Call it once, after the last Write.

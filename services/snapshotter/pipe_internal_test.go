@@ -115,4 +115,25 @@ func TestPipe(t *testing.T) {
 			t.Fatalf("write after CloseWrite: %v, want io.ErrClosedPipe", err)
 		}
 	})
+
+	t.Run("a tee gives both readers every byte, and stops with either", func(t *testing.T) {
+		data := bytes.Repeat([]byte("0123456789"), pipePiece/4) // 2.5 pieces
+		a, b := newPipe(8), newPipe(8)
+		if n, err := (tee{a, b}).Write(data); n != len(data) || err != nil {
+			t.Fatalf("write: %d, %v", n, err)
+		}
+		a.CloseWrite(nil)
+		b.CloseWrite(nil)
+		for _, p := range []*pipe{a, b} {
+			if got, err := io.ReadAll(p); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("read %d bytes (%v), want the %d written", len(got), err, len(data))
+			}
+		}
+		c, d := newPipe(8), newPipe(8)
+		stopped := errors.New("verifier failed")
+		d.CloseRead(stopped)
+		if _, err := (tee{c, d}).Write(data); !errors.Is(err, stopped) {
+			t.Fatalf("write with one reader stopped: %v, want %v", err, stopped)
+		}
+	})
 }

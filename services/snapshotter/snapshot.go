@@ -189,7 +189,11 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 		var st exportStats
 		sl, err := s.seal(toPut, false)
 		if err == nil {
-			man, st, err = s.export(ctx, md, io.MultiWriter(sl.w, toVerify), total, progress)
+			var w io.Writer = tee{toPut, toVerify} // the usual case: one copy for both
+			if sl.w != io.Writer(toPut) {
+				w = io.MultiWriter(sl.w, toVerify)
+			}
+			man, st, err = s.export(ctx, md, w, total, progress)
 			err = sl.close(err, nil)
 		}
 		toPut.CloseWrite(err)
