@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
@@ -37,17 +38,17 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 		Format: archive.FormatV1, SnapshotID: cmd.SnapshotID, Name: cmd.Name, CreatedAt: started,
 		ChromaVersion: version, Tenant: cmd.Tenant, Database: cmd.Database,
 	}
+	before, err := s.count(ctx, cmd, colls, "")
+	if err != nil {
+		return nil, err
+	}
 	var total int64
 	for i, c := range colls {
-		n, err := s.chroma.Count(ctx, cmd.Tenant, cmd.Database, c.ID)
-		if err != nil {
-			return nil, fmt.Errorf("count collection %q: %w", c.Name, err)
-		}
 		md.Collections = append(md.Collections, archive.CollectionInfo{
 			Index: i, ID: c.ID, Name: c.Name, Metadata: c.Metadata, Configuration: c.Configuration,
-			Dimension: c.Dimension, ExpectedCount: int64(n),
+			Dimension: c.Dimension, ExpectedCount: before[i],
 		})
-		total += int64(n)
+		total += before[i]
 	}
 
 	// A put that fails mid-way (its stream between leaders, say), or
@@ -77,7 +78,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 		return nil, err
 	}
 	progress.Update(contract.Progress{Phase: "counting", DoneRecords: st.man.TotalRecords, TotalRecords: total, Bytes: int64(st.info.Size)})
-	after, err := s.countAfter(ctx, cmd, colls)
+	after, err := s.count(ctx, cmd, colls, " after export")
 	if err != nil {
 		return nil, err
 	}
@@ -123,17 +124,40 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	return m, nil
 }
 
-// countAfter counts colls again once the export has ended.
-func (s *Service) countAfter(ctx context.Context, cmd *contract.SnapshotCommand, colls []chroma.Collection) ([]int64, error) {
-	after := make([]int64, len(colls))
+// countParallel is how many collections count counts at once.
+const countParallel = 4
+
+// count counts the records of colls, countParallel at a time: each count
+// is a round trip, and a database of many small collections would
+// otherwise wait for them one after another, twice a snapshot. when says
+// which count failed ("" before the export). The first failure stops
+// the rest: with Chroma down, each count would retry to its bound.
+func (s *Service) count(ctx context.Context, cmd *contract.SnapshotCommand, colls []chroma.Collection, when string) ([]int64, error) {
+	counts := make([]int64, len(colls))
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, countParallel)
+	var wg sync.WaitGroup
 	for i, c := range colls {
-		n, err := s.chroma.Count(ctx, cmd.Tenant, cmd.Database, c.ID)
-		if err != nil {
-			return nil, fmt.Errorf("count collection %q after export: %w", c.Name, err)
+		sem <- struct{}{}
+		if cctx.Err() != nil {
+			break
 		}
-		after[i] = int64(n)
+		wg.Go(func() {
+			defer func() { <-sem }()
+			n, err := s.chroma.Count(cctx, cmd.Tenant, cmd.Database, c.ID)
+			if err != nil {
+				cancel(fmt.Errorf("count collection %q%s: %w", c.Name, when, err)) // the first cause stays
+				return
+			}
+			counts[i] = int64(n)
+		})
 	}
-	return after, nil
+	wg.Wait()
+	if cctx.Err() != nil {
+		return nil, context.Cause(cctx)
+	}
+	return counts, nil
 }
 
 // storeTries bounds the tries of storing an archive.
