@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 )
@@ -173,5 +174,49 @@ func (c *Client) Count(ctx context.Context, tenant, db, collectionID string) (in
 	err := c.getJSON(ctx, op, collPath(tenant, db, collectionID)+"/count", &n)
 	return n, err
 }
+
+// CountEach counts the records of each collection of ids, parallel at a
+// time: each count is a round trip, and a database of many collections
+// need not wait for them one after another. The first failure stops the
+// counts not yet started (with Chroma down each would retry to its bound)
+// and is returned as a *CountError; a ctx ended before that returns its
+// cause.
+func (c *Client) CountEach(ctx context.Context, tenant, db string, ids []string, parallel int) ([]int64, error) {
+	counts := make([]int64, len(ids))
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, max(parallel, 1))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		if cctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			n, err := c.Count(cctx, tenant, db, id)
+			if err != nil {
+				cancel(&CountError{Index: i, Err: err}) // the first cause stays
+				return
+			}
+			counts[i] = int64(n)
+		})
+	}
+	wg.Wait()
+	if cctx.Err() != nil {
+		return nil, context.Cause(cctx)
+	}
+	return counts, nil
+}
+
+// CountError is a failed count of CountEach: Index is the collection's
+// place in its ids.
+type CountError struct {
+	Index int
+	Err   error
+}
+
+func (e *CountError) Error() string { return e.Err.Error() }
+func (e *CountError) Unwrap() error { return e.Err }
 
 func quote(s string) string { return strconv.Quote(s) }

@@ -282,35 +282,27 @@ func (s *Service) inspectTarget(ctx context.Context, sp *spec) (*targetState, *a
 	}
 	// Counts, a few at a time, of what the plan shows: the archive's
 	// targets and, in a full rollback, the extra collections.
-	var mu sync.Mutex
-	var first *apiError
 	shown := map[string]bool{}
 	for _, name := range sp.names {
 		shown[name] = true
 	}
-	sem := make(chan struct{}, inspectWorkers)
+	var counted []chroma.Collection
+	var ids []string
 	for _, c := range cols {
-		if sp.mode != modeFull && !shown[c.Name] {
-			continue
+		if sp.mode == modeFull || shown[c.Name] {
+			counted, ids = append(counted, c), append(ids, c.ID)
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			n, err := sp.target.Count(ctx, sp.tenant, sp.database, c.ID)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if first == nil {
-					first = chromaError(fmt.Sprintf("count of collection %q", c.Name), err)
-				}
-				return
-			}
-			st.counts[c.Name] = int64(n)
-		})
 	}
-	wg.Wait()
-	if first != nil {
-		return nil, first
+	counts, err := sp.target.CountEach(ctx, sp.tenant, sp.database, ids, inspectWorkers)
+	var ce *chroma.CountError
+	if errors.As(err, &ce) {
+		return nil, chromaError(fmt.Sprintf("count of collection %q", counted[ce.Index].Name), ce.Err)
+	}
+	if err != nil {
+		return nil, chromaError(fmt.Sprintf("counts of %s/%s", sp.tenant, sp.database), err)
+	}
+	for i, c := range counted {
+		st.counts[c.Name] = counts[i]
 	}
 	return st, nil
 }

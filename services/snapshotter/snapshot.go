@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
@@ -127,37 +126,20 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 // countParallel is how many collections count counts at once.
 const countParallel = 4
 
-// count counts the records of colls, countParallel at a time: each count
-// is a round trip, and a database of many small collections would
-// otherwise wait for them one after another, twice a snapshot. when says
-// which count failed ("" before the export). The first failure stops
-// the rest: with Chroma down, each count would retry to its bound.
+// count counts the records of colls, countParallel at a time
+// (chroma.Client.CountEach). when says which count failed ("" before the
+// export).
 func (s *Service) count(ctx context.Context, cmd *contract.SnapshotCommand, colls []chroma.Collection, when string) ([]int64, error) {
-	counts := make([]int64, len(colls))
-	cctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	sem := make(chan struct{}, countParallel)
-	var wg sync.WaitGroup
+	ids := make([]string, len(colls))
 	for i, c := range colls {
-		sem <- struct{}{}
-		if cctx.Err() != nil {
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			n, err := s.chroma.Count(cctx, cmd.Tenant, cmd.Database, c.ID)
-			if err != nil {
-				cancel(fmt.Errorf("count collection %q%s: %w", c.Name, when, err)) // the first cause stays
-				return
-			}
-			counts[i] = int64(n)
-		})
+		ids[i] = c.ID
 	}
-	wg.Wait()
-	if cctx.Err() != nil {
-		return nil, context.Cause(cctx)
+	counts, err := s.chroma.CountEach(ctx, cmd.Tenant, cmd.Database, ids, countParallel)
+	var ce *chroma.CountError
+	if errors.As(err, &ce) {
+		return nil, fmt.Errorf("count collection %q%s: %w", colls[ce.Index].Name, when, ce.Err)
 	}
-	return counts, nil
+	return counts, err
 }
 
 // storeTries bounds the tries of storing an archive.

@@ -37,9 +37,9 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 30*time.Second, "redeliver a job whose worker is silent this long")
 	fs.IntVar(&cfg.FetchWorkers, "fetch-workers", 2, "pages fetched from Chroma in parallel")
 	retention := fs.String("retention", svcmain.Env("RETENTION", "7d"), "delete snapshots older than this, daily at 00:00 UTC, unless kept: a duration (72h), days (7d) or off (env RETENTION)")
-	// 120 MiB: peak RSS about 125-130 MB whatever the collection's size;
-	// at 100 MiB it was 108-115 MB, for 0.1-0.25 s more CPU per 50,000 x
-	// 768 snapshot spent collecting and returning memory.
+	// 120 MiB: peak RSS 116-131 MB in the bench, whatever the collection's
+	// size; at 100 MiB it was 107-115 MB, for 0.1-0.27 s more CPU per
+	// 50,000 x 768 snapshot spent collecting and returning memory.
 	setMemoryLimit := svcmain.MemoryLimit(fs, 120)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
