@@ -27,6 +27,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // benchWorkload is one database the benchmark seeds and snapshots.
@@ -486,24 +487,37 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 	if err := json.Unmarshal(msg.Data, &rep); err != nil {
 		fail("decode create reply: %v", err)
 	}
+	// The operation record's updates say when it ended: a watch sees the
+	// change as it happens, where polling would add up to its period.
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	watch, err := nt.Assets.State.Watch(wctx, contract.OperationKey(rep.OpID))
+	if err != nil {
+		fail("watch operation %s: %v", rep.OpID, err)
+	}
+	defer func() { _ = watch.Stop() }()
 	var op contract.Operation
+	deadline := time.After(30 * time.Minute)
+wait:
 	for {
-		entry, err := nt.Assets.State.Get(ctx, "op."+rep.OpID)
-		if err == nil {
+		select {
+		case entry, ok := <-watch.Updates():
+			if !ok {
+				fail("watch of operation %s ended", rep.OpID)
+			}
+			if entry == nil || entry.Operation() != jetstream.KeyValuePut {
+				continue // nil: the current value was delivered
+			}
 			if err := json.Unmarshal(entry.Value(), &op); err != nil {
 				fail("decode operation: %v", err)
 			}
 			if op.Status == contract.StatusCompleted || op.Status == contract.StatusFailed {
-				break
+				break wait
 			}
-		}
-		select {
 		case err := <-exited:
 			exited <- err
 			fail("snapshotter exited during the snapshot of %s: %v", db, err)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Since(start) > 30*time.Minute {
+		case <-deadline:
 			fail("snapshot of %s did not end within 30m", db)
 		}
 	}
