@@ -231,8 +231,12 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\n", coll, it.Target, it.Action, it.SnapshotRecords, now, it.WriteRecords, strings.Join(it.Batches, ","))
 	}
 	tw.Flush()
-	fmt.Fprintf(a.stdout, "Records to write: %d; estimated time %s at %.0f records/s\n",
-		p.WriteRecords, (time.Duration(p.EstimatedSeconds * float64(time.Second))).Round(time.Second), p.AddRate)
+	rate := "measured"
+	if !p.AddRateMeasured {
+		rate = "assumed: nothing was restored into this Chroma yet"
+	}
+	fmt.Fprintf(a.stdout, "Records to write: %d; estimated time %s at %.0f records/s (%s)\n",
+		p.WriteRecords, (time.Duration(p.EstimatedSeconds * float64(time.Second))).Round(time.Second), p.AddRate, rate)
 	for _, w := range p.Warnings {
 		fmt.Fprintln(a.stdout, "warning:", w)
 	}

@@ -1,6 +1,8 @@
 package contract
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -18,6 +20,7 @@ const (
 	TypeControl         = "chromadb-rollback.v1.control"
 	TypeMigrationRecord = "chromadb-rollback.v1.migration_record"
 	TypeImportRequest   = "chromadb-rollback.v1.snapshot_import_request"
+	TypeAddRate         = "chromadb-rollback.v1.add_rate"
 )
 
 // RollbackRequest asks for a rollback (chroma.api.rollback.start) or for its
@@ -112,9 +115,11 @@ type RollbackPlan struct {
 	Mode           string     `json:"mode"` // full, partial or batches
 	Items          []PlanItem `json:"items"`
 	WriteRecords   int64      `json:"write_records"`
-	// AddRate is the records/s the estimate assumes (measured on this
-	// restorer when it has restored before, else a conservative default).
+	// AddRate is the records/s the estimate assumes: measured by the
+	// restores into the target Chroma (AddRateMeasured), else the
+	// restorer's --default-add-rate.
 	AddRate          float64 `json:"add_rate"`
+	AddRateMeasured  bool    `json:"add_rate_measured"`
 	EstimatedSeconds float64 `json:"estimated_seconds"`
 	// ArchiveVerified says the whole archive was read and verified for
 	// this plan; Verification says when a restore verifies it.
@@ -347,6 +352,28 @@ func ParseScopedKey(key string) (kind, tenant, database string, err error) {
 // StatusCancelled is the final status of an operation stopped by a cancel
 // request (chroma.api.rollback.cancel).
 const StatusCancelled = "cancelled"
+
+// AddRateKey is the key of the add rate measured restoring into the Chroma
+// at chromaURL (normalized: scheme and host lower case, no credentials, no
+// trailing slash), named by the first 16 hex digits of the URL's SHA-256
+// (a URL holds characters a key may not).
+func AddRateKey(chromaURL string) string {
+	sum := sha256.Sum256([]byte(chromaURL))
+	return "rate.add." + hex.EncodeToString(sum[:8])
+}
+
+// AddRate is the add rate the restores into one Chroma measured, kept in
+// CHROMA_STATE so that every restorer's plans estimate from it, also after
+// a restart. RecordsPerSecond averages the restores (each new one weighs
+// half); Records and Seconds are the last one's.
+type AddRate struct {
+	Envelope
+	ChromaURL        string    `json:"chroma_url"`
+	RecordsPerSecond float64   `json:"records_per_second"`
+	Records          int64     `json:"records"`
+	Seconds          float64   `json:"seconds"`
+	MeasuredAt       time.Time `json:"measured_at"`
+}
 
 // CancelKey is the key under which a cancel request for an operation is
 // kept (an OperationRef naming who asked); the job checks it between batches.

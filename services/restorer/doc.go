@@ -11,8 +11,9 @@
 // digest, counts and batches against the manifest), then compares the
 // snapshot with the target database: per collection create, replace,
 // untouched, extra (kept) or drop, upsert for batch-level rollbacks, with
-// record counts and an estimate from the add rate this instance measured
-// (or Config.DefaultAddRate). Nothing is changed. Start computes the same
+// record counts and an estimate from the add rate the restores into the
+// target Chroma measured (kept in CHROMA_STATE under contract.AddRateKey,
+// else Config.DefaultAddRate; the plan says which). Nothing is changed. Start computes the same
 // plan; without "confirm": true it answers with the plan and why it
 // refused. Confirmed, it takes the tenant/database lease for the new
 // operation (a second start is refused with a 409 naming the holder),

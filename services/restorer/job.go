@@ -418,8 +418,8 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		// The lease taken when the rollback was started.
 		_ = fence.Release(cctx, s.assets.State, tenant, database, j.cmd.OpID)
 	}
-	if status == contract.StatusCompleted && ck != nil {
-		s.recordAddRate(ck.RecordsWritten, ck.WriteSeconds)
+	if status == contract.StatusCompleted && ck != nil && j.sp != nil {
+		s.recordAddRate(cctx, j.sp.targetURL, ck.RecordsWritten, ck.WriteSeconds)
 	}
 	ev := j.ev
 	ev.Outcome, ev.Error = outcome, opErr

@@ -412,7 +412,7 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	if err := fence.Check(ctx, s.assets.State, sp.tenant, sp.database, sp.req.OpID); err != nil && errors.Is(err, fence.ErrHeld) {
 		p.Warnings = append(p.Warnings, err.Error()+": starting this rollback is refused until it is released")
 	}
-	p.AddRate = s.measuredAddRate()
+	p.AddRate, p.AddRateMeasured = s.addRate(ctx, sp.targetURL)
 	p.EstimatedSeconds = float64(p.WriteRecords) / p.AddRate
 	return p, nil
 }

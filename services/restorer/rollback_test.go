@@ -3,6 +3,7 @@ package restorer_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -57,7 +58,7 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 	var armed atomic.Bool
 	reached := make(chan restorer.HookPoint, 1)
 	release := make(chan struct{})
-	e.startRestorer(t, restorer.Config{}, func(ctx context.Context, p restorer.HookPoint) error {
+	stopRestorer := e.startRestorer(t, restorer.Config{}, func(ctx context.Context, p restorer.HookPoint) error {
 		if p.Name == "batch" && armed.CompareAndSwap(true, false) {
 			reached <- p
 			select {
@@ -102,6 +103,9 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 		}
 		if p.WriteRecords != 800 || p.AddRate <= 0 || p.EstimatedSeconds <= 0 {
 			t.Errorf("plan writes %d records at %.0f/s in %.1fs; want 800 and an estimate", p.WriteRecords, p.AddRate, p.EstimatedSeconds)
+		}
+		if p.AddRateMeasured || p.AddRate != 1000 { // nothing restored into this Chroma yet: the default
+			t.Errorf("plan assumes %.0f records/s, measured %v; want the default 1000, not measured", p.AddRate, p.AddRateMeasured)
 		}
 		if !slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "migration_added") }) {
 			t.Errorf("plan does not warn about the extra collection: %q", p.Warnings)
@@ -225,6 +229,29 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 			t.Errorf("report does not list the drop: %s", mustJSON(t, op.Restore))
 		}
 		e.assertReleased(t)
+	})
+
+	t.Run("plans estimate from the measured add rate, also after a restart", func(t *testing.T) {
+		entry, err := e.nats.Assets.State.Get(ctx, contract.AddRateKey(e.chroma.URL))
+		if err != nil {
+			t.Fatalf("no add rate kept for %s: %v", e.chroma.URL, err)
+		}
+		var rec contract.AddRate
+		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Type != contract.TypeAddRate || rec.ChromaURL != e.chroma.URL || rec.Records != 800 || rec.Seconds <= 0 || !(rec.RecordsPerSecond > 0) {
+			t.Errorf("kept add rate %s; want the last rollback's 800 records into %s", entry.Value(), e.chroma.URL)
+		}
+		stopRestorer() // a new instance knows only what CHROMA_STATE keeps
+		e.startRestorer(t, restorer.Config{Instance: "restorer-restarted"}, nil)
+		p := e.plan(t, contract.RollbackRequest{SnapshotID: snap})
+		if !p.AddRateMeasured || p.AddRate != rec.RecordsPerSecond {
+			t.Errorf("plan after a restart assumes %v records/s (measured %v); want the kept %v", p.AddRate, p.AddRateMeasured, rec.RecordsPerSecond)
+		}
+		if want := float64(p.WriteRecords) / rec.RecordsPerSecond; math.Abs(p.EstimatedSeconds-want) > 1e-9 {
+			t.Errorf("estimate %.3fs for %d records; want %.3fs", p.EstimatedSeconds, p.WriteRecords, want)
+		}
 	})
 }
 

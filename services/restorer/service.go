@@ -2,6 +2,7 @@ package restorer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,9 +42,11 @@ type Service struct {
 	assets *bus.Assets
 	audit  *bus.Auditor
 
-	mu      sync.Mutex
-	addRate float64                   // measured records/s, 0 until a restore ran
-	clients map[string]*chroma.Client // other Chroma servers, by normalized URL
+	mu sync.Mutex
+	// addRates is the add rate measured here, by normalized Chroma URL:
+	// what plans assume when CHROMA_STATE cannot be read.
+	addRates map[string]float64
+	clients  map[string]*chroma.Client // other Chroma servers, by normalized URL
 
 	// hook, set only by tests, is called at named points of a job.
 	hook func(ctx context.Context, p hookPoint) error
@@ -84,6 +87,7 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 		cfg: cfg, nc: nc, subj: subj, chroma: cc, ownURL: own,
 		log:      log.With("service", auditService, "instance", cfg.Instance),
 		clients:  map[string]*chroma.Client{},
+		addRates: map[string]float64{},
 		splitMin: splitMin,
 	}, nil
 }
@@ -210,28 +214,68 @@ func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
 	return c, u, nil
 }
 
-// measuredAddRate is the add rate a plan's estimate assumes.
-func (s *Service) measuredAddRate() float64 {
+// addRate is the add rate a plan into chromaURL assumes, and whether it
+// was measured: by the last restores into that Chroma (on any instance,
+// kept in CHROMA_STATE, AddRateKey), else by this instance, else it is the
+// configured default.
+func (s *Service) addRate(ctx context.Context, chromaURL string) (float64, bool) {
+	rec, err := s.storedAddRate(ctx, chromaURL)
+	if err != nil {
+		s.log.Warn("could not read the measured add rate; estimating from this instance's", "err", err)
+	}
+	if rec != nil {
+		return rec.RecordsPerSecond, true
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.addRate > 0 {
-		return s.addRate
+	if r := s.addRates[chromaURL]; r > 0 {
+		return r, true
 	}
-	return s.cfg.DefaultAddRate
+	return s.cfg.DefaultAddRate, false
 }
 
-// recordAddRate keeps what a restore measured; small restores are noise.
-func (s *Service) recordAddRate(records int64, seconds float64) {
+// storedAddRate reads the add rate kept for chromaURL; nil when there is
+// none or it cannot be used.
+func (s *Service) storedAddRate(ctx context.Context, chromaURL string) (*contract.AddRate, error) {
+	entry, err := s.assets.State.Get(ctx, contract.AddRateKey(chromaURL))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", contract.AddRateKey(chromaURL), err)
+	}
+	var rec contract.AddRate
+	if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", contract.AddRateKey(chromaURL), err)
+	}
+	if rec.ChromaURL != chromaURL || !(rec.RecordsPerSecond > 0) {
+		return nil, nil // another URL's (a hash collision), or nonsense
+	}
+	return &rec, nil
+}
+
+// recordAddRate keeps what a restore into chromaURL measured, averaged
+// with what was measured before (each restore weighs half), here and in
+// CHROMA_STATE. Restores of fewer than 500 records are noise.
+func (s *Service) recordAddRate(ctx context.Context, chromaURL string, records int64, seconds float64) {
 	if records < 500 || seconds <= 0 {
 		return
 	}
 	rate := float64(records) / seconds
+	if prev, measured := s.addRate(ctx, chromaURL); measured {
+		rate = 0.5*prev + 0.5*rate
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.addRate == 0 {
-		s.addRate = rate
-	} else {
-		s.addRate = 0.5*s.addRate + 0.5*rate
+	s.addRates[chromaURL] = rate
+	s.mu.Unlock()
+	rec := contract.AddRate{Envelope: contract.NewEnvelope(contract.TypeAddRate), ChromaURL: chromaURL,
+		RecordsPerSecond: rate, Records: records, Seconds: seconds, MeasuredAt: time.Now().UTC()}
+	data, err := json.Marshal(rec)
+	if err == nil {
+		_, err = s.assets.State.Put(ctx, contract.AddRateKey(chromaURL), data)
+	}
+	if err != nil {
+		s.log.Warn("could not keep the measured add rate; plans on other instances will not see it", "err", err)
 	}
 }
 
