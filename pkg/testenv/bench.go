@@ -139,3 +139,54 @@ func ProcessCPU(pid int) time.Duration {
 
 // clockTicks is USER_HZ, 100 on Linux everywhere Go runs.
 const clockTicks = 100
+
+// Quiet is what WaitQuiet counts as a quiet machine: fewer than
+// quietCores cores busy, on average, over quietWindow.
+const (
+	quietCores  = 0.2
+	quietWindow = 500 * time.Millisecond
+)
+
+// WaitQuiet waits, up to timeout, until the machine is quiet (see
+// quietCores): background work left by what ran before, like Chroma
+// persisting an index after a large add or the kernel writing back what
+// was written, would otherwise land in whichever measurement comes next.
+// It returns how long it waited and whether the machine got quiet.
+func WaitQuiet(timeout time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	for {
+		s := SampleCPU()
+		time.Sleep(quietWindow)
+		if busy := s.BusyCores(SampleCPU()); busy < quietCores {
+			return time.Since(start), true
+		}
+		if time.Since(start) >= timeout {
+			return time.Since(start), false
+		}
+	}
+}
+
+// Quieter waits for a quiet machine (WaitQuiet) before each measurement
+// of a benchmark and keeps count for its report.
+type Quieter struct {
+	Waited   time.Duration
+	Waits    int
+	TimedOut int
+}
+
+// Wait waits for a quiet machine, up to timeout.
+func (q *Quieter) Wait(timeout time.Duration) {
+	d, ok := WaitQuiet(timeout)
+	q.Waited += d
+	q.Waits++
+	if !ok {
+		q.TimedOut++
+	}
+}
+
+// Emit reports the waits as prefix+"quiet_wait_seconds" (in all) and
+// prefix+"quiet_timeouts" (measurements that began on a busy machine).
+func (q *Quieter) Emit(prefix string) {
+	Emit(prefix+"quiet_wait_seconds", q.Waited.Seconds(), "s")
+	Emit(prefix+"quiet_timeouts", float64(q.TimedOut), "count")
+}

@@ -54,8 +54,10 @@ const benchTenant = "default_tenant"
 // workers), a snapshot end to end through a separate snapshotter process
 // (its peak RSS included), and the archive's size against the floor
 // (float32 bytes plus gzip of the other columns' JSON) and against a plain
-// JSON export. Figures are printed as "bench: NAME value=X unit=U"; nothing
-// is asserted about them. The whole run happens once per call, whatever b.N.
+// JSON export. Each raw get and each snapshot begins on a quiet machine
+// (testenv.WaitQuiet), so that neither pays for what ran before it.
+// Figures are printed as "bench: NAME value=X unit=U"; nothing is asserted
+// about them. The whole run happens once per call, whatever b.N.
 func BenchmarkSnapshotWorkloads(b *testing.B) {
 	workloads := benchWorkloads
 	if only := os.Getenv("BENCH_WORKLOADS"); only != "" { // e.g. "seed" while iterating
@@ -81,6 +83,13 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		d := time.Since(start)
 		testenv.Emit(w.name+"_seeding", d.Seconds(), "s")
 		testenv.Emit(w.name+"_seeding_rate", float64(w.records)/d.Seconds(), "records/s")
+	}
+
+	// Seeding 50,000 x 768 leaves Chroma and the kernel busy for a while.
+	settled, quiet := testenv.WaitQuiet(2 * time.Minute)
+	testenv.Emit("quiet_after_seeding_seconds", settled.Seconds(), "s")
+	if !quiet {
+		b.Logf("the machine was still busy %s after seeding; measuring anyway", settled.Round(time.Second))
 	}
 
 	rounds := 3
@@ -117,10 +126,14 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		var raws, snaps []time.Duration
 		var rawCores, snapCores []float64
 		cpuUse := map[string][]time.Duration{} // CPU seconds by process and measurement
+		// Each measurement begins on a quiet machine: what the one before
+		// left behind (the object store's writes, say) is not its cost.
+		q := &testenv.Quieter{}
 		var snap snapshotRun
 		var peakKB int64
 		phases := map[string][]time.Duration{}
 		for r := range rounds {
+			q.Wait(quietTimeout)
 			cpu := testenv.SampleCPU()
 			chromaCPU, selfCPU := testenv.ProcessCPU(ch.Pid()), testenv.ProcessCPU(0)
 			_, rawDur, err := rawGet(ctx, cc, w.name, colls, limit, false)
@@ -133,7 +146,7 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 			chromaCPU = testenv.ProcessCPU(ch.Pid())
 			raws = append(raws, rawDur)
 			b.StartTimer()
-			snap = runSnapshot(b, bin, nt, ch.URL, w.name, r)
+			snap = runSnapshot(b, bin, nt, ch.URL, w.name, r, q)
 			b.StopTimer()
 			snapCores = append(snapCores, snap.busyCores)
 			cpuUse["snapshot_chroma"] = append(cpuUse["snapshot_chroma"], testenv.ProcessCPU(ch.Pid())-chromaCPU)
@@ -168,6 +181,7 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		// leaves a snapshot no spare core for its own work.
 		testenv.Emit(p+"raw_get_busy_cores", testenv.Median(rawCores), "cores")
 		testenv.Emit(p+"snapshot_busy_cores", testenv.Median(snapCores), "cores")
+		q.Emit(p)
 		// Where the CPU went, by process: Chroma serving the reads, the
 		// client decoding them (raw get), and in a snapshot the
 		// snapshotter, and this process with the embedded NATS server.
@@ -395,11 +409,14 @@ func (pt *phaseTimer) durations() map[string]time.Duration {
 	return out
 }
 
+// quietTimeout bounds each wait for a quiet machine before a measurement.
+const quietTimeout = 30 * time.Second
+
 // runSnapshot starts a fresh snapshotter process, asks it for a snapshot of
 // db over NATS, waits for the operation to complete and returns how long
 // that took, the manifest and the process's peak RSS; the process is
 // stopped before returning.
-func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db string, round int) snapshotRun {
+func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db string, round int, q *testenv.Quieter) snapshotRun {
 	b.Helper()
 	ctx := b.Context()
 	logDir := os.Getenv("BENCH_LOG_DIR") // keeps the children's logs
@@ -472,6 +489,7 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 	if err := nt.Conn.Flush(); err != nil {
 		b.Fatal(err)
 	}
+	q.Wait(quietTimeout)
 	cpu := testenv.SampleCPU()
 	idleCPU, selfCPU := testenv.ProcessCPU(cmd.Process.Pid), testenv.ProcessCPU(0)
 	start := time.Now()

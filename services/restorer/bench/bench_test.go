@@ -71,9 +71,10 @@ var subj = contract.Subjects{Prefix: contract.DefaultPrefix}
 // also gets one-collection partial rollbacks (at least five rounds, each
 // against a raw add of that collection just before), and, while the time
 // budget allows, one full rollback per workload with the safety snapshot.
-// Record counts are checked after every write; the figures ("bench: NAME
-// value=X unit=U") are reported, never asserted. The whole run happens
-// once per call, whatever b.N.
+// Each raw add and each rollback begins on a quiet machine
+// (testenv.WaitQuiet). Record counts are checked after every write; the
+// figures ("bench: NAME value=X unit=U") are reported, never asserted. The
+// whole run happens once per call, whatever b.N.
 //
 // Knobs: BENCH_ROUNDS (default 1; at least 3 for the seed workload's full
 // rollbacks and 5 for its partial ones), BENCH_WORKLOADS (e.g. "seed"),
@@ -138,6 +139,12 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 		d := time.Since(start)
 		testenv.Emit(w.name+"_seeding", d.Seconds(), "s")
 		testenv.Emit(w.name+"_seeding_rate", float64(w.records)/d.Seconds(), "records/s")
+	}
+	// Seeding 50,000 x 768 leaves Chroma and the kernel busy for a while.
+	settled, quiet := testenv.WaitQuiet(2 * time.Minute)
+	testenv.Emit("quiet_after_seeding_seconds", settled.Seconds(), "s")
+	if !quiet {
+		b.Logf("the machine was still busy %s after seeding; measuring anyway", settled.Round(time.Second))
 	}
 	testenv.Emit("rounds", float64(rounds), "count")
 	testenv.Emit("loadavg_before", testenv.LoadAvg(), "load")
@@ -316,6 +323,7 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 			testenv.Emit(p+"rollback_with_safety_restorer_peak_rss", float64(rb.hwmKB)/1024, "MB")
 		}
 	}
+	e.quiet.Emit("")
 	testenv.Emit("loadavg_after", testenv.LoadAvg(), "load")
 	testenv.Emit("total_seconds", time.Since(began).Seconds(), "s")
 	b.ReportMetric(float64(measured.Nanoseconds())/float64(b.N), "ns/op")
@@ -334,7 +342,14 @@ type benchEnv struct {
 	// server, or the tracer in front of it.
 	restorerChromaURL string
 	tracer            *chromaTracer
+	// quiet: every raw add and rollback begins on a quiet machine, so that
+	// neither pays for what the step before left behind (Chroma's and the
+	// kernel's writes after the damage or the previous round).
+	quiet testenv.Quieter
 }
+
+// quietTimeout bounds each wait for a quiet machine before a measurement.
+const quietTimeout = 30 * time.Second
 
 // startSnapshotter runs a snapshotter with its defaults in this process,
 // for the snapshots and the safety snapshots.
@@ -496,6 +511,7 @@ func (e *benchEnv) rawAdd(w workload, a *loadedArchive, round int, only []int) r
 	}
 	run := rawRun{perColl: make([]time.Duration, len(a.colls))}
 	var cpu time.Duration
+	e.quiet.Wait(quietTimeout) // once: the rollback it is compared with cannot pause between collections
 	for i, info := range a.md.Collections {
 		if only != nil && !slices.Contains(only, i) {
 			continue
@@ -545,6 +561,7 @@ func (e *benchEnv) rawAddReadback(w workload, a *loadedArchive, round int) time.
 	ctx := b.Context()
 	db := w.name + "_raw"
 	var total time.Duration
+	e.quiet.Wait(quietTimeout)
 	for i, info := range a.md.Collections {
 		name := fmt.Sprintf("%s_rb%d", info.Name, round+1)
 		c, err := e.cc.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: name, Configuration: info.Configuration})
@@ -758,6 +775,7 @@ func (e *benchEnv) rollback(db, kind string, req contract.RollbackRequest) rollb
 		b.Fatal(err)
 	}
 
+	e.quiet.Wait(quietTimeout)
 	cpu0, chroma0 := cpu(), procCPU(e.chromaPid)
 	if e.tracer != nil {
 		e.tracer.reset()
