@@ -190,3 +190,17 @@ func (q *Quieter) Emit(prefix string) {
 	Emit(prefix+"quiet_wait_seconds", q.Waited.Seconds(), "s")
 	Emit(prefix+"quiet_timeouts", float64(q.TimedOut), "count")
 }
+
+// MedianRatio is the median over rounds of num[i]/den[i]: each operation
+// against the limit measured just before it, in the same round, so that a
+// slow spell of a shared machine weighs on both sides of a ratio. (A ratio
+// of the two medians can pair an operation with another round's limit.)
+func MedianRatio(num, den []time.Duration) float64 {
+	var rs []float64
+	for i := range min(len(num), len(den)) {
+		if den[i] > 0 {
+			rs = append(rs, num[i].Seconds()/den[i].Seconds())
+		}
+	}
+	return Median(rs)
+}
