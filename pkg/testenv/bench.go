@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -166,11 +167,23 @@ func WaitQuiet(timeout time.Duration) (time.Duration, bool) {
 	}
 }
 
+// SettleAfterSeeding waits up to two minutes for a quiet machine after a
+// benchmark seeded its workloads (seeding 50,000 x 768 leaves Chroma and
+// the kernel busy for a while) and reports the wait as
+// "quiet_after_seeding_seconds"; a machine still busy is logged, and
+// measured anyway.
+func SettleAfterSeeding(tb testing.TB) {
+	settled, quiet := WaitQuiet(2 * time.Minute)
+	Emit("quiet_after_seeding_seconds", settled.Seconds(), "s")
+	if !quiet {
+		tb.Logf("the machine was still busy %s after seeding; measuring anyway", settled.Round(time.Second))
+	}
+}
+
 // Quieter waits for a quiet machine (WaitQuiet) before each measurement
 // of a benchmark and keeps count for its report.
 type Quieter struct {
 	Waited   time.Duration
-	Waits    int
 	TimedOut int
 }
 
@@ -178,7 +191,6 @@ type Quieter struct {
 func (q *Quieter) Wait(timeout time.Duration) {
 	d, ok := WaitQuiet(timeout)
 	q.Waited += d
-	q.Waits++
 	if !ok {
 		q.TimedOut++
 	}

@@ -142,12 +142,7 @@ func BenchmarkRollbackWorkloads(b *testing.B) {
 		testenv.Emit(w.name+"_seeding", d.Seconds(), "s")
 		testenv.Emit(w.name+"_seeding_rate", float64(w.records)/d.Seconds(), "records/s")
 	}
-	// Seeding 50,000 x 768 leaves Chroma and the kernel busy for a while.
-	settled, quiet := testenv.WaitQuiet(2 * time.Minute)
-	testenv.Emit("quiet_after_seeding_seconds", settled.Seconds(), "s")
-	if !quiet {
-		b.Logf("the machine was still busy %s after seeding; measuring anyway", settled.Round(time.Second))
-	}
+	testenv.SettleAfterSeeding(b)
 	testenv.Emit("rounds", float64(rounds), "count")
 	testenv.Emit("loadavg_before", testenv.LoadAvg(), "load")
 
