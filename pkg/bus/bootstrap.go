@@ -43,7 +43,8 @@ const MaxReplicas = 5
 // transient failures (no meta leader yet, a node still starting) are
 // retried (see Retry).
 //
-// An asset that exists with other settings is updated to cfg's (its replica
+// An asset that exists with cfg's settings is left as it is; one that
+// exists with other settings is updated to cfg's (its replica
 // count included: the last instance to start decides, so give every
 // instance the same count). Settings the server cannot change in place
 // (storage type, retention policy, subjects another stream holds) fail
@@ -135,11 +136,28 @@ func Bootstrap(ctx context.Context, js jetstream.JetStream, cfg Config) (*Assets
 	return a, nil
 }
 
+// createOrUpdate creates an asset, and updates it only when it exists with
+// other settings. A create with the settings an asset already has is a
+// no-op on the server, while an update rewrites the stream's configuration
+// even when nothing changed; every service start would do that, on streams
+// whose consumers other services are creating at that moment (which
+// nats-server 2.15.2 does not guard: a data race between
+// fileStore.UpdateConfig and ConsumerStore).
+func createOrUpdate[T any](ctx context.Context, create, update func(context.Context) (T, error)) (T, error) {
+	v, err := create(ctx)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // also behind ErrBucketExists
+		return update(ctx)
+	}
+	return v, err
+}
+
 // ensureStream creates or updates a stream (see Bootstrap).
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, sc jetstream.StreamConfig) (jetstream.Stream, error) {
 	var st jetstream.Stream
 	err := retryBootstrap(ctx, func(ctx context.Context) (err error) {
-		st, err = js.CreateOrUpdateStream(ctx, sc)
+		st, err = createOrUpdate(ctx,
+			func(ctx context.Context) (jetstream.Stream, error) { return js.CreateStream(ctx, sc) },
+			func(ctx context.Context) (jetstream.Stream, error) { return js.CreateOrUpdateStream(ctx, sc) })
 		return err
 	})
 	if err != nil {
@@ -152,7 +170,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg Config, sc je
 func ensureKeyValue(ctx context.Context, js jetstream.JetStream, cfg Config, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	var kv jetstream.KeyValue
 	err := retryBootstrap(ctx, func(ctx context.Context) (err error) {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, kc)
+		kv, err = createOrUpdate(ctx,
+			func(ctx context.Context) (jetstream.KeyValue, error) { return js.CreateKeyValue(ctx, kc) },
+			func(ctx context.Context) (jetstream.KeyValue, error) { return js.CreateOrUpdateKeyValue(ctx, kc) })
 		return err
 	})
 	if err != nil {
@@ -165,7 +185,9 @@ func ensureKeyValue(ctx context.Context, js jetstream.JetStream, cfg Config, kc 
 func ensureObjectStore(ctx context.Context, js jetstream.JetStream, cfg Config, oc jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
 	var obs jetstream.ObjectStore
 	err := retryBootstrap(ctx, func(ctx context.Context) (err error) {
-		obs, err = js.CreateOrUpdateObjectStore(ctx, oc)
+		obs, err = createOrUpdate(ctx,
+			func(ctx context.Context) (jetstream.ObjectStore, error) { return js.CreateObjectStore(ctx, oc) },
+			func(ctx context.Context) (jetstream.ObjectStore, error) { return js.CreateOrUpdateObjectStore(ctx, oc) })
 		return err
 	})
 	if err != nil {
