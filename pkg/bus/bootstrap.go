@@ -178,7 +178,7 @@ func ensureKeyValue(ctx context.Context, js jetstream.JetStream, cfg Config, kc 
 	if err != nil {
 		return nil, explain("bucket", kc.Bucket, "KV_"+kc.Bucket, cfg, err)
 	}
-	return RetryKeyValue(kv), nil
+	return RetryKeyValue(js, kv), nil
 }
 
 // ensureObjectStore creates or updates an object store (see Bootstrap).

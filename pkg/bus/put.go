@@ -88,9 +88,9 @@ func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 		id = nuid.Next()
 	}
 	chunkSubj := ChunkSubject(bucket, id)
-	metaSubj := fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(meta.Name)))
+	metaSubj := metaSubject(bucket, meta.Name)
 	var old *jetstream.ObjectInfo
-	if raw, err := stream.GetLastMsgForSubject(ctx, metaSubj); err == nil {
+	if raw, err := leaderLastMsg(ctx, js, streamName, metaSubj); err == nil {
 		var info jetstream.ObjectInfo
 		if json.Unmarshal(raw.Data, &info) == nil && !info.Deleted {
 			old = &info
@@ -249,7 +249,7 @@ func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 	// would not change what a reader of the right number of chunks gets,
 	// but the object would not be the bytes written.
 	if chunks > 0 {
-		last, err := stream.GetLastMsgForSubject(ctx, chunkSubj)
+		last, err := leaderLastMsg(ctx, js, streamName, chunkSubj)
 		if err != nil {
 			return fail(err)
 		}
@@ -304,6 +304,12 @@ func ChunkIDFor(name string) string {
 		}
 		return '_'
 	}, name)
+}
+
+// metaSubject is the subject of bucket's object store that holds the info
+// of the object name.
+func metaSubject(bucket, name string) string {
+	return fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name)))
 }
 
 // ChunkSubject is the subject of bucket's object store that holds the
@@ -531,4 +537,79 @@ func (rb *readBack) finish(chunks uint32) (readBackResult, error) {
 func (rb *readBack) stop() {
 	<-rb.done
 	rb.iter().Stop()
+}
+
+// leaderLastMsg is the last message on subject in stream as the stream's
+// leader holds it (STREAM.MSG.GET, which only the leader answers). The
+// object store's streams allow direct gets, which every replica answers
+// once it is nearly caught up: a follower a few messages behind says that
+// chunks just stored do not exist, or that an earlier chunk is the last.
+// Checking a write needs the leader. Not found is jetstream.ErrMsgNotFound.
+func leaderLastMsg(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, apiTimeout(js))
+		defer cancel()
+	}
+	msg, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, fmt.Errorf("decode the answer to a message get on %s: %w", stream, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, resp.Error
+	}
+	if resp.Message == nil {
+		return nil, jetstream.ErrInvalidJetStreamResponse
+	}
+	m := resp.Message
+	var hdr nats.Header
+	if len(m.Header) > 0 {
+		if hdr, err = nats.DecodeHeadersMsg(m.Header); err != nil {
+			return nil, fmt.Errorf("decode the headers of message %d of %s: %w", m.Sequence, stream, err)
+		}
+	}
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: hdr, Data: m.Data, Time: m.Time}, nil
+}
+
+// apiPrefix is the subject prefix of js's API requests.
+func apiPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	}
+	return "$JS.API."
+}
+
+// apiTimeout is js's timeout for API requests whose context has no
+// deadline.
+func apiTimeout(js jetstream.JetStream) time.Duration {
+	if d := js.Options().DefaultTimeout; d > 0 {
+		return d
+	}
+	return 5 * time.Second
 }

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -93,9 +95,33 @@ func TestPutObject(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Its checks of what is stored ask the stream's leader: a direct
+		// get may be answered by a follower that lags (any replica answers
+		// them), and would miss the chunks just stored or the object's
+		// earlier info.
+		direct, err := n.Conn.SubscribeSync("$JS.API.DIRECT.GET.OBJ_" + contract.ObjectSnapshots + ".>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		directAll, err := n.Conn.SubscribeSync("$JS.API.DIRECT.GET.OBJ_" + contract.ObjectSnapshots)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Conn.Flush(); err != nil {
+			t.Fatal(err)
+		}
 		data := randomBytes(200000, 2)
 		if _, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: "again"}, bytes.NewReader(data)); err != nil {
 			t.Fatal(err)
+		}
+		if err := n.Conn.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for _, sub := range []*nats.Subscription{direct, directAll} {
+			if m, err := sub.NextMsg(100 * time.Millisecond); err == nil {
+				t.Errorf("PutObject made a direct get, which a lagging follower may answer: %s %s", m.Subject, m.Data)
+			}
+			_ = sub.Unsubscribe()
 		}
 		if got, err := obs.GetBytes(ctx, "again"); err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("Get: %d bytes, %v", len(got), err)

@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -127,15 +128,20 @@ func Publish(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, opts ..
 // finds the key holding exactly its value, or a retried Update that finds
 // its value at a newer revision, succeeded; a retried Delete that finds the
 // key gone did too.
-func RetryKeyValue(kv jetstream.KeyValue) jetstream.KeyValue {
+//
+// Get reports a key missing only once the bucket's stream leader agrees
+// (see leaderGet); js is the JetStream context kv was opened with (nil:
+// kv's own answer is taken).
+func RetryKeyValue(js jetstream.JetStream, kv jetstream.KeyValue) jetstream.KeyValue {
 	if r, ok := kv.(*retryKV); ok {
 		return r
 	}
-	return &retryKV{KeyValue: kv}
+	return &retryKV{KeyValue: kv, js: js}
 }
 
 type retryKV struct {
 	jetstream.KeyValue
+	js jetstream.JetStream
 }
 
 var _ jetstream.KeyValue = (*retryKV)(nil)
@@ -146,8 +152,57 @@ func (kv *retryKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry
 		e, err = kv.KeyValue.Get(ctx, key)
 		return err
 	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) && kv.js != nil {
+		return kv.leaderGet(ctx, key, err)
+	}
 	return e, err
 }
+
+// leaderGet reads key from the bucket's stream leader after a Get found
+// nothing. A Get is a direct get, which every replica of a clustered
+// bucket answers once it is nearly caught up: one a few messages behind
+// says that a key another process wrote a moment ago (the manifest of a
+// snapshot whose operation just completed, say) does not exist. An
+// absence is rare on the paths that matter and costs one more request.
+// notFound is returned when the leader has no value either.
+func (kv *retryKV) leaderGet(ctx context.Context, key string, notFound error) (jetstream.KeyValueEntry, error) {
+	bucket := kv.Bucket()
+	var m *jetstream.RawStreamMsg
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		m, err = leaderLastMsg(ctx, kv.js, "KV_"+bucket, "$KV."+bucket+"."+key)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s from bucket %s: %w", key, bucket, err)
+	}
+	switch m.Header.Get(kvOperationHeader) {
+	case "DEL", "PURGE":
+		return nil, notFound
+	}
+	return &leaderEntry{bucket: bucket, key: key, value: m.Data, revision: m.Sequence, created: m.Time}, nil
+}
+
+// kvOperationHeader marks a key's deletion (DEL) or purge (PURGE).
+const kvOperationHeader = "KV-Operation"
+
+// leaderEntry is a key's value as the stream leader holds it.
+type leaderEntry struct {
+	bucket, key string
+	value       []byte
+	revision    uint64
+	created     time.Time
+}
+
+func (e *leaderEntry) Bucket() string                  { return e.bucket }
+func (e *leaderEntry) Key() string                     { return e.key }
+func (e *leaderEntry) Value() []byte                   { return e.value }
+func (e *leaderEntry) Revision() uint64                { return e.revision }
+func (e *leaderEntry) Created() time.Time              { return e.created }
+func (e *leaderEntry) Delta() uint64                   { return 0 } // not known from one message
+func (e *leaderEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValuePut }
 
 func (kv *retryKV) GetRevision(ctx context.Context, key string, revision uint64) (jetstream.KeyValueEntry, error) {
 	var e jetstream.KeyValueEntry
@@ -311,13 +366,45 @@ func (r *objectResult) Error() error {
 
 var _ jetstream.ObjectStore = (*retryObjects)(nil)
 
+// GetInfo reports an object missing only once the stream leader agrees:
+// like a KV Get (leaderGet), the object store's GetInfo is a direct get
+// that a lagging replica may answer, right after another process stored
+// the object.
 func (o *retryObjects) GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
 	var info *jetstream.ObjectInfo
 	err := Retry(ctx, func(ctx context.Context) (err error) {
 		info, err = o.ObjectStore.GetInfo(ctx, name, opts...)
 		return err
 	})
+	if errors.Is(err, jetstream.ErrObjectNotFound) && len(opts) == 0 {
+		return o.leaderInfo(ctx, name, err)
+	}
 	return info, err
+}
+
+// leaderInfo reads the info of object name from the stream leader; it
+// returns notFound when the leader has none, or only a deleted one.
+func (o *retryObjects) leaderInfo(ctx context.Context, name string, notFound error) (*jetstream.ObjectInfo, error) {
+	var m *jetstream.RawStreamMsg
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		m, err = leaderLastMsg(ctx, o.js, "OBJ_"+o.bucket, metaSubject(o.bucket, name))
+		return err
+	})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get info of object %s: %w", name, err)
+	}
+	var info jetstream.ObjectInfo
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		return nil, fmt.Errorf("get info of object %s: %w", name, err)
+	}
+	if info.Deleted {
+		return nil, notFound
+	}
+	info.ModTime = m.Time
+	return &info, nil
 }
 
 // Delete marks the object deleted and purges its chunks; repeating it

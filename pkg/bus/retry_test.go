@@ -150,7 +150,7 @@ func (kv *lossyKV) Delete(_ context.Context, key string, _ ...jetstream.KVDelete
 func TestRetryKeyValueLostAnswers(t *testing.T) {
 	ctx := t.Context()
 	raw := newLossyKV()
-	kv := bus.RetryKeyValue(raw)
+	kv := bus.RetryKeyValue(nil, raw)
 
 	raw.lose = 1
 	rev, err := kv.Create(ctx, "lease", []byte("mine"))

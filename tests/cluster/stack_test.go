@@ -125,11 +125,11 @@ func newStack(t *testing.T, db string, collections, records, dim int) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.state = bus.RetryKeyValue(kv)
+	st.state = bus.RetryKeyValue(st.js, kv)
 	if kv, err = st.js.KeyValue(ctx, contract.BucketManifests); err != nil {
 		t.Fatal(err)
 	}
-	st.manifests = bus.RetryKeyValue(kv)
+	st.manifests = bus.RetryKeyValue(st.js, kv)
 	obs, err := st.js.ObjectStore(ctx, contract.ObjectSnapshots)
 	if err != nil {
 		t.Fatal(err)
