@@ -8,6 +8,12 @@ CHROMA_NPM := chromadb-js-bindings-linux-x64-gnu@1.0.5
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 TEST_TIMEOUT ?= 15m
+# make test runs every module's packages in one go test: two packages at a
+# time (GOMAXPROCS), as the tests spend most of their time waiting on
+# Chroma and JetStream. The longest start first, so that none runs alone
+# at the end.
+TEST_FIRST := tests/cluster services/restorer cmd/chromadb-rollback services/snapshotter
+TEST_PACKAGES := $(foreach m,$(TEST_FIRST) $(filter-out $(TEST_FIRST),$(MODULES)),./$(m)/...)
 # What the tests log and audit, checked for secrets after them (pkg/testenv).
 TEST_ARTIFACTS ?= $(CURDIR)/.artifacts/test
 export GOBIN := $(TOOLS)/bin
@@ -47,10 +53,7 @@ $(TOOLS)/bin/staticcheck:
 ## then the figures of the load test, and no test secret in any log or audit event
 test: tools
 	@rm -rf $(TEST_ARTIFACTS) && mkdir -p $(TEST_ARTIFACTS)
-	@for m in $(MODULES); do \
-		echo "== $$m"; \
-		(cd $$m && TEST_ARTIFACTS=$(TEST_ARTIFACTS) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...) || exit 1; \
-	done
+	TEST_ARTIFACTS=$(TEST_ARTIFACTS) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_PACKAGES)
 	@if [ -f $(TEST_ARTIFACTS)/figures.txt ]; then cat $(TEST_ARTIFACTS)/figures.txt; fi
 	@scripts/check-secrets.sh $(TEST_ARTIFACTS)
 
