@@ -21,7 +21,9 @@ import (
 // the unchanged bootstrap before it sent none.
 func TestBootstrapUpdatesOnlyWhatChanged(t *testing.T) {
 	n := testenv.StartNATS(t) // bootstraps once
-	sub, err := n.Conn.SubscribeSync("$JS.EVENT.ADVISORY.STREAM.UPDATED.>")
+	// Advisories of stream updates: this prefix, then the stream's name.
+	const updated = "$JS.EVENT.ADVISORY.STREAM.UPDATED."
+	sub, err := n.Conn.SubscribeSync(updated + ">")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +44,7 @@ func TestBootstrapUpdatesOnlyWhatChanged(t *testing.T) {
 		t.Errorf("audit stream kept for %s after the bootstrap; want 720h", got)
 	}
 
-	var updated []string
+	var streams []string
 	for {
 		msg, err := sub.NextMsg(5 * time.Second)
 		if err == nats.ErrTimeout {
@@ -51,16 +53,16 @@ func TestBootstrapUpdatesOnlyWhatChanged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		updated = append(updated, strings.TrimPrefix(msg.Subject, "$JS.EVENT.ADVISORY.STREAM.UPDATED."))
-		if len(updated) == 1 && updated[0] == contract.StreamAudit {
+		streams = append(streams, strings.TrimPrefix(msg.Subject, updated))
+		if len(streams) == 1 && streams[0] == contract.StreamAudit {
 			// The one update expected; wait briefly for any that follow it.
 			if msg, err := sub.NextMsg(300 * time.Millisecond); err == nil {
-				updated = append(updated, strings.TrimPrefix(msg.Subject, "$JS.EVENT.ADVISORY.STREAM.UPDATED."))
+				streams = append(streams, strings.TrimPrefix(msg.Subject, updated))
 			}
 			break
 		}
 	}
-	if len(updated) != 1 || updated[0] != contract.StreamAudit {
-		t.Errorf("streams updated by the two bootstraps: %v; want only %s (its retention changed)", updated, contract.StreamAudit)
+	if len(streams) != 1 || streams[0] != contract.StreamAudit {
+		t.Errorf("streams updated by the two bootstraps: %v; want only %s (its retention changed)", streams, contract.StreamAudit)
 	}
 }

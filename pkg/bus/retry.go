@@ -167,11 +167,7 @@ func (kv *retryKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry
 // notFound is returned when the leader has no value either.
 func (kv *retryKV) leaderGet(ctx context.Context, key string, notFound error) (jetstream.KeyValueEntry, error) {
 	bucket := kv.Bucket()
-	var m *jetstream.RawStreamMsg
-	err := Retry(ctx, func(ctx context.Context) (err error) {
-		m, err = leaderLastMsg(ctx, kv.js, "KV_"+bucket, "$KV."+bucket+"."+key)
-		return err
-	})
+	m, err := retryLeaderLastMsg(ctx, kv.js, "KV_"+bucket, "$KV."+bucket+"."+key)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, notFound
 	}
@@ -183,6 +179,17 @@ func (kv *retryKV) leaderGet(ctx context.Context, key string, notFound error) (j
 		return nil, notFound
 	}
 	return &leaderEntry{bucket: bucket, key: key, value: m.Data, revision: m.Sequence, created: m.Time}, nil
+}
+
+// retryLeaderLastMsg is leaderLastMsg retried on transient failures
+// (see Retry).
+func retryLeaderLastMsg(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	var m *jetstream.RawStreamMsg
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		m, err = leaderLastMsg(ctx, js, stream, subject)
+		return err
+	})
+	return m, err
 }
 
 // kvOperationHeader marks a key's deletion (DEL) or purge (PURGE).
@@ -385,11 +392,7 @@ func (o *retryObjects) GetInfo(ctx context.Context, name string, opts ...jetstre
 // leaderInfo reads the info of object name from the stream leader; it
 // returns notFound when the leader has none, or only a deleted one.
 func (o *retryObjects) leaderInfo(ctx context.Context, name string, notFound error) (*jetstream.ObjectInfo, error) {
-	var m *jetstream.RawStreamMsg
-	err := Retry(ctx, func(ctx context.Context) (err error) {
-		m, err = leaderLastMsg(ctx, o.js, "OBJ_"+o.bucket, metaSubject(o.bucket, name))
-		return err
-	})
+	m, err := retryLeaderLastMsg(ctx, o.js, "OBJ_"+o.bucket, metaSubject(o.bucket, name))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, notFound
 	}
