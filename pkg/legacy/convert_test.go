@@ -99,11 +99,12 @@ func TestConvertRoundTrip(t *testing.T) {
 
 // TestPythonWrittenArchive has Python itself write a seed archive the way
 // the old tool did (tarfile "w:gz", json.dump of numpy-free float lists) and
-// converts it. Skipped without python3.
+// converts it. It needs python3, as every integration test needs its real
+// component: a skip would pass CI without the check.
 func TestPythonWrittenArchive(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
-		t.Skip("python3 not installed")
+		t.Fatalf("python3 is needed to write an archive the way the seed tool did (install Python 3): %v", err)
 	}
 	dir := t.TempDir()
 	script := `
