@@ -91,10 +91,7 @@ func PutObject(ctx context.Context, js jetstream.JetStream, bucket string, meta 
 	metaSubj := metaSubject(bucket, meta.Name)
 	var old *jetstream.ObjectInfo
 	if raw, err := leaderLastMsg(ctx, js, streamName, metaSubj); err == nil {
-		var info jetstream.ObjectInfo
-		if json.Unmarshal(raw.Data, &info) == nil && !info.Deleted {
-			old = &info
-		}
+		old, _ = decodeObjectInfo(raw) // undecodable: no chunks of an old object to purge
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, fmt.Errorf("put object %s: %w", meta.Name, err)
 	}
@@ -310,6 +307,20 @@ func ChunkIDFor(name string) string {
 // of the object name.
 func metaSubject(bucket, name string) string {
 	return fmt.Sprintf("$O.%s.M.%s", bucket, base64.URLEncoding.EncodeToString([]byte(name)))
+}
+
+// decodeObjectInfo decodes an object info message of an object store's
+// stream; nil when it marks the object deleted.
+func decodeObjectInfo(m *jetstream.RawStreamMsg) (*jetstream.ObjectInfo, error) {
+	var info jetstream.ObjectInfo
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		return nil, err
+	}
+	if info.Deleted {
+		return nil, nil
+	}
+	info.ModTime = m.Time
+	return &info, nil
 }
 
 // ChunkSubject is the subject of bucket's object store that holds the

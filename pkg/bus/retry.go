@@ -3,7 +3,6 @@ package bus
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -399,15 +398,14 @@ func (o *retryObjects) leaderInfo(ctx context.Context, name string, notFound err
 	if err != nil {
 		return nil, fmt.Errorf("get info of object %s: %w", name, err)
 	}
-	var info jetstream.ObjectInfo
-	if err := json.Unmarshal(m.Data, &info); err != nil {
+	info, err := decodeObjectInfo(m)
+	if err != nil {
 		return nil, fmt.Errorf("get info of object %s: %w", name, err)
 	}
-	if info.Deleted {
+	if info == nil {
 		return nil, notFound
 	}
-	info.ModTime = m.Time
-	return &info, nil
+	return info, nil
 }
 
 // Delete marks the object deleted and purges its chunks; repeating it

@@ -107,7 +107,8 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		limit := benchPageSize(w.dim)
 		p := w.name + "_"
 		// A seed round takes about two seconds, and its ratio moved from
-		// 1.23 to 1.61 between rounds of one run: at least five of them.
+		// 1.48 to 1.72 between the three rounds of one run: at least five
+		// of them, for a steadier median.
 		n := rounds
 		if w.name == "seed" {
 			n = max(rounds, 5)
