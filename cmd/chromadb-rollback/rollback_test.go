@@ -35,7 +35,7 @@ func (c cli) runIn(stdin string, args ...string) (int, string, string) {
 
 // startRollbackStack runs what `serve` runs (snapshotter and restorer) on a
 // real Chroma with two seeded collections and an embedded JetStream.
-func startRollbackStack(t *testing.T) (cli, *chroma.Client) {
+func startRollbackStack(t *testing.T) (cli, *chroma.Client, *testenv.NATS) {
 	t.Helper()
 	ch := testenv.StartChroma(t)
 	cc := ch.Client(t)
@@ -75,7 +75,7 @@ func startRollbackStack(t *testing.T) (cli, *chroma.Client) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return c, cc
+	return c, cc, n
 }
 
 // state reads every record of every collection, by name.
@@ -113,7 +113,7 @@ func sameState(t *testing.T, what string, got, want map[string]*record.Batch) {
 }
 
 func TestCLIRollback(t *testing.T) {
-	c, cc := startRollbackStack(t)
+	c, cc, n := startRollbackStack(t)
 	code, stdout, stderr := c.run("snapshot", "create", "--name", "pre_migration", "--json")
 	if code != exitOK {
 		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
@@ -222,4 +222,41 @@ func TestCLIRollback(t *testing.T) {
 	if len(rep.Fences) != 0 || len(rep.Operations) != 0 || len(rep.Migrations) != 0 {
 		t.Errorf("status after the rollback: fences %+v, operations %+v, migrations %+v", rep.Fences, rep.Operations, rep.Migrations)
 	}
+
+	// A damaged archive is refused before anything changes, with the
+	// verification exit code, for a dry run and for a confirmed rollback.
+	// (The rollback swapped a new workload_00 in.)
+	if w0, err = cc.GetCollection(ctx, tTenant, tDB, "workload_00"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Delete(ctx, tTenant, tDB, w0.ID, before["workload_00"].IDs[:10]); err != nil {
+		t.Fatal(err)
+	}
+	damaged = state(t, cc)
+	data, err := n.Assets.Snapshots.GetBytes(ctx, m.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if _, err := n.Assets.Snapshots.PutBytes(ctx, m.Object, data); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"rollback", "pre_migration", "--dry-run"},
+		{"rollback", "pre_migration", "--yes", "--no-safety-snapshot"},
+	} {
+		code, _, stderr = c.run(args...)
+		if code != exitVerification || !strings.Contains(stderr, "refusing to restore") || !strings.Contains(stderr, "nothing was changed") {
+			t.Errorf("%v of a damaged archive: exit %d, want %d; stderr %q", args, code, exitVerification, stderr)
+		}
+	}
+	code, stdout, _ = c.run("rollback", "pre_migration", "--yes", "--json")
+	var refusal struct {
+		Code  int    `json:"code"`
+		Error string `json:"error"`
+	}
+	if code != exitVerification || json.Unmarshal([]byte(stdout), &refusal) != nil || refusal.Code != contract.CodeVerificationFailed {
+		t.Errorf("rollback --json of a damaged archive: exit %d, stdout %q", code, stdout)
+	}
+	sameState(t, "after refused rollbacks of a damaged archive", state(t, cc), damaged)
 }

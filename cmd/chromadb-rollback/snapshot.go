@@ -209,6 +209,15 @@ func (a *app) snapshotVerifyCmd() *cobra.Command {
 			rep.SnapshotID, rep.TotalRecords, len(rep.Collections), rep.Size, rep.SHA256)
 		return nil
 	})
+	a.exitOnRefusedArchive(cmd)
+	return cmd
+}
+
+// exitOnRefusedArchive makes cmd exit with exitVerification when the
+// server refused an archive that failed verification (422), printing the
+// error reply with --json, so that scripts tell a damaged or missing
+// archive from other failures.
+func (a *app) exitOnRefusedArchive(cmd *cobra.Command) {
 	inner := cmd.RunE
 	cmd.RunE = func(c *cobra.Command, args []string) error {
 		err := inner(c, args)
@@ -221,7 +230,6 @@ func (a *app) snapshotVerifyCmd() *cobra.Command {
 		}
 		return err
 	}
-	return cmd
 }
 
 func (a *app) snapshotInfoCmd() *cobra.Command {
