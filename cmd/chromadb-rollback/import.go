@@ -144,7 +144,7 @@ snapshot id is printed.`,
 				var ae *apiError
 				if errors.As(err, &ae) {
 					switch ae.Code {
-					case contract.CodeVerificationFailed, contract.CodeTooLarge:
+					case contract.CodeTooLarge: // a 422 exits as a failed verification in any command
 						return &exitError{code: exitVerification, err: err}
 					case contract.CodeBadRequest:
 						return &exitError{code: exitUsage, err: err}

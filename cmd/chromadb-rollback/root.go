@@ -103,6 +103,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if errors.As(err, &ee) {
 		return ee.code
 	}
+	// A 422 is a refused archive or a failed verification, whichever
+	// command asked: scripts tell it from other failures by the exit code,
+	// and with --json read the service's error reply.
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Code == contract.CodeVerificationFailed {
+		if a.json {
+			_ = a.printJSON(json.RawMessage(ae.Body))
+		}
+		return exitVerification
+	}
 	if isCobraUsage(err) {
 		return exitUsage
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -195,7 +194,7 @@ func (a *app) snapshotRefCmd(use, short, verb string, print func(data []byte) er
 }
 
 func (a *app) snapshotVerifyCmd() *cobra.Command {
-	cmd := a.snapshotRefCmd("verify", "Check a snapshot's archive against its manifest, byte for byte", "verify", func(data []byte) error {
+	return a.snapshotRefCmd("verify", "Check a snapshot's archive against its manifest, byte for byte", "verify", func(data []byte) error {
 		var rep contract.VerifyReport
 		if err := json.Unmarshal(data, &rep); err != nil {
 			return err
@@ -209,27 +208,6 @@ func (a *app) snapshotVerifyCmd() *cobra.Command {
 			rep.SnapshotID, rep.TotalRecords, len(rep.Collections), rep.Size, rep.SHA256)
 		return nil
 	})
-	a.exitOnRefusedArchive(cmd)
-	return cmd
-}
-
-// exitOnRefusedArchive makes cmd exit with exitVerification when the
-// server refused an archive that failed verification (422), printing the
-// error reply with --json, so that scripts tell a damaged or missing
-// archive from other failures.
-func (a *app) exitOnRefusedArchive(cmd *cobra.Command) {
-	inner := cmd.RunE
-	cmd.RunE = func(c *cobra.Command, args []string) error {
-		err := inner(c, args)
-		var ae *apiError
-		if errors.As(err, &ae) && ae.Code == contract.CodeVerificationFailed {
-			if a.json {
-				_ = a.printJSON(json.RawMessage(ae.Body))
-			}
-			return &exitError{code: exitVerification, err: err}
-		}
-		return err
-	}
 }
 
 func (a *app) snapshotInfoCmd() *cobra.Command {
