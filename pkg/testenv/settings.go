@@ -1,0 +1,88 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var (
+	helpFlag = regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
+	// "(env NAME", "; env NAME" and "its token in NAME".
+	helpEnv = regexp.MustCompile(`\b(?:env|in) ([A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z]{4,}\b)`)
+)
+
+// CheckSettingsDocumented fails tb for each flag, and each environment
+// variable a flag's usage names, of a service's --help output that
+// deploy/README.md does not name in backquotes ("`--flag`", "`ENV`"), so
+// a setting added to a service cannot go undocumented.
+func CheckSettingsDocumented(tb testing.TB, help string) {
+	tb.Helper()
+	tools, err := ToolsDir()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(filepath.Dir(tools), "deploy", "README.md")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	doc := string(data)
+	flags := helpFlag.FindAllStringSubmatch(help, -1)
+	if len(flags) < 5 {
+		tb.Fatalf("found %d flags in the help output, want the service's whole list:\n%s", len(flags), help)
+	}
+	for _, m := range flags {
+		if name := "`--" + m[1] + "`"; !strings.Contains(doc, name) {
+			tb.Errorf("%s does not document the flag %s", path, name)
+		}
+	}
+	seen := map[string]bool{}
+	for _, m := range helpEnv.FindAllStringSubmatch(help, -1) {
+		if name := fmt.Sprintf("`%s`", m[1]); !seen[name] {
+			seen[name] = true
+			if !strings.Contains(doc, name) {
+				tb.Errorf("%s does not document the environment variable %s", path, name)
+			}
+		}
+	}
+	if len(seen) < 3 {
+		tb.Errorf("found %d environment variables in the help output (%v), want the service's whole list", len(seen), seen)
+	}
+}
+
+// CaptureStderr returns what f writes to os.Stderr (a flag set's help,
+// say). Tests that use it must not run in parallel.
+func CaptureStderr(tb testing.TB, f func()) string {
+	tb.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	old := os.Stderr
+	os.Stderr = w
+	out := make(chan string, 1)
+	go func() {
+		var sb strings.Builder
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Read(buf)
+			sb.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		out <- sb.String()
+	}()
+	defer func() {
+		os.Stderr = old
+		_ = w.Close()
+	}()
+	f()
+	os.Stderr = old
+	_ = w.Close()
+	return <-out
+}
