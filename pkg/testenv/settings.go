@@ -1,6 +1,9 @@
 package testenv
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,12 +18,18 @@ var (
 	helpEnv = regexp.MustCompile(`\b(?:env|in) ([A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z]{4,}\b)`)
 )
 
-// CheckSettingsDocumented fails tb for each flag, and each environment
-// variable a flag's usage names, of a service's --help output that
-// deploy/README.md does not name in backquotes ("`--flag`", "`ENV`"), so
-// a setting added to a service cannot go undocumented.
-func CheckSettingsDocumented(tb testing.TB, help string) {
+// CheckSettingsDocumented runs a service binary's run function with
+// -help and fails tb for each flag, and each environment variable a flag's
+// usage names, that deploy/README.md does not name in backquotes
+// ("`--flag`", "`ENV`"), so a setting added to a service cannot go
+// undocumented. The test calling it must not run in parallel.
+func CheckSettingsDocumented(tb testing.TB, run func(context.Context, []string) error) {
 	tb.Helper()
+	var err error
+	help := CaptureStderr(tb, func() { err = run(context.Background(), []string{"-help"}) })
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		tb.Fatalf("run -help: %v", err)
+	}
 	tools, err := ToolsDir()
 	if err != nil {
 		tb.Fatal(err)
@@ -77,12 +86,12 @@ func CaptureStderr(tb testing.TB, f func()) string {
 		}
 		out <- sb.String()
 	}()
-	defer func() {
-		os.Stderr = old
-		_ = w.Close()
+	func() {
+		defer func() { // also when f ends the test (Goexit)
+			os.Stderr = old
+			_ = w.Close()
+		}()
+		f()
 	}()
-	f()
-	os.Stderr = old
-	_ = w.Close()
 	return <-out
 }
