@@ -28,24 +28,33 @@ const ChromaPackage = "chromadb-js-bindings-linux-x64-gnu"
 // ChromaStartTimeout bounds the wait for a started server's heartbeat.
 const ChromaStartTimeout = 60 * time.Second
 
-// ToolsDir finds <repo root>/.tools, the repo root being the nearest
-// directory above the working directory that holds go.work. The environment
-// variable CHROMADB_ROLLBACK_TOOLS overrides it.
+// ToolsDir finds <repo root>/.tools (RepoRoot). The environment variable
+// CHROMADB_ROLLBACK_TOOLS overrides it.
 func ToolsDir() (string, error) {
 	if d := os.Getenv("CHROMADB_ROLLBACK_TOOLS"); d != "" {
 		return filepath.Abs(d)
 	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", fmt.Errorf("%w; set CHROMADB_ROLLBACK_TOOLS", err)
+	}
+	return filepath.Join(root, ".tools"), nil
+}
+
+// RepoRoot is the nearest directory above the working directory that
+// holds go.work.
+func RepoRoot() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for dir := wd; ; {
 		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return filepath.Join(dir, ".tools"), nil
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", fmt.Errorf("no go.work above %s; set CHROMADB_ROLLBACK_TOOLS", wd)
+			return "", fmt.Errorf("no go.work above %s", wd)
 		}
 		dir = parent
 	}

@@ -30,11 +30,11 @@ func CheckSettingsDocumented(tb testing.TB, run func(context.Context, []string) 
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		tb.Fatalf("run -help: %v", err)
 	}
-	tools, err := ToolsDir()
+	root, err := RepoRoot()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	path := filepath.Join(filepath.Dir(tools), "deploy", "README.md")
+	path := filepath.Join(root, "deploy", "README.md")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		tb.Fatal(err)
