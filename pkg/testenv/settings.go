@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -26,7 +27,7 @@ var (
 func CheckSettingsDocumented(tb testing.TB, run func(context.Context, []string) error) {
 	tb.Helper()
 	var err error
-	help := CaptureStderr(tb, func() { err = run(context.Background(), []string{"-help"}) })
+	help := captureStderr(tb, func() { err = run(context.Background(), []string{"-help"}) })
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		tb.Fatalf("run -help: %v", err)
 	}
@@ -63,28 +64,20 @@ func CheckSettingsDocumented(tb testing.TB, run func(context.Context, []string) 
 	}
 }
 
-// CaptureStderr returns what f writes to os.Stderr (a flag set's help,
-// say). Tests that use it must not run in parallel.
-func CaptureStderr(tb testing.TB, f func()) string {
+// captureStderr returns what f writes to os.Stderr (a flag set's help).
+func captureStderr(tb testing.TB, f func()) string {
 	tb.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		tb.Fatal(err)
 	}
+	defer r.Close()
 	old := os.Stderr
 	os.Stderr = w
-	out := make(chan string, 1)
+	out := make(chan []byte, 1)
 	go func() {
-		var sb strings.Builder
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := r.Read(buf)
-			sb.Write(buf[:n])
-			if err != nil {
-				break
-			}
-		}
-		out <- sb.String()
+		data, _ := io.ReadAll(r)
+		out <- data
 	}()
 	func() {
 		defer func() { // also when f ends the test (Goexit)
@@ -93,5 +86,5 @@ func CaptureStderr(tb testing.TB, f func()) string {
 		}()
 		f()
 	}()
-	return <-out
+	return string(<-out)
 }
