@@ -248,6 +248,10 @@ func TestMetricsAfterSnapshotAndRollback(t *testing.T) {
 		if since := time.Since(m.StartedAt).Seconds(); !ok || age < 0 || age > since+1 || age > 300 {
 			t.Errorf("newest_verified_snapshot_age_seconds = %v (present %v); the snapshot started %.1fs ago", age, ok, since)
 		}
+		// The snapshot holds the whole database: it is the newest full one too.
+		if full, ok := ss.value("chromadb_rollback_newest_full_snapshot_age_seconds", db); !ok || math.Abs(full-age) > 1 {
+			t.Errorf("newest_full_snapshot_age_seconds = %v (present %v), want the newest snapshot's age %v", full, ok, age)
+		}
 		if lag, ok := ss.value("chromadb_rollback_audit_lag_messages", nil); !ok || lag < 0 || math.IsNaN(lag) {
 			t.Errorf("audit_lag_messages = %v (present %v)", lag, ok)
 		}

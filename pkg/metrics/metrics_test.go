@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,35 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
+
+// readmeListsSeries fails for each of our series in fams (every one, once
+// the test recorded a sample of each) that the README's metrics table
+// does not list.
+func readmeListsSeries(t *testing.T, fams map[string]*dto.MetricFamily) {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ours int
+	for name := range fams {
+		short, ok := strings.CutPrefix(name, metrics.Namespace+"_")
+		if !ok {
+			continue
+		}
+		ours++
+		if !strings.Contains(string(readme), "| `"+short+"` |") {
+			t.Errorf("README.md's metrics table does not list %s", short)
+		}
+	}
+	if ours < 10 {
+		t.Errorf("only %d of our series scraped; the check sees too little", ours)
+	}
+}
 
 // scrape GETs /metrics and parses the text exposition.
 func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
@@ -112,8 +143,10 @@ func TestMetrics(t *testing.T) {
 	r.Failure("restorer", "rollback", metrics.ReasonCancelled)
 	r.Trigger(contract.TriggerValidation)
 
-	// State: acme/prod has two verified snapshots and a fence; beta/main a
-	// verified one; gamma/x only an unverified one; delta/y only a fence.
+	// State: acme/prod has two verified snapshots, a newer partial one
+	// (a rollback's safety snapshot, say) and a fence; beta/main a
+	// verified one; gamma/x only an unverified one; delta/y only a fence;
+	// eps/z only a partial one.
 	started := time.Now().Add(-time.Minute).UTC()
 	m := func(id, tenant, db string, startedAt time.Time, verified bool) contract.SnapshotManifest {
 		mf := contract.SnapshotManifest{SnapshotID: id, Tenant: tenant, Database: db, StartedAt: startedAt}
@@ -127,6 +160,9 @@ func TestMetrics(t *testing.T) {
 	putJSON(t, n.Assets.Manifests, "snap_3", m("snap_3", "beta", "main", started.Add(-24*time.Hour), true))
 	putJSON(t, n.Assets.Manifests, "snap_4", m("snap_4", "gamma", "x", started, false))
 	putJSON(t, n.Assets.Manifests, "snap_5", m("snap_5", "beta", "main", started, true))
+	partial := func(mf contract.SnapshotManifest) contract.SnapshotManifest { mf.Partial = true; return mf }
+	putJSON(t, n.Assets.Manifests, "snap_6", partial(m("snap_6", "acme", "prod", started.Add(50*time.Second), true)))
+	putJSON(t, n.Assets.Manifests, "snap_7", partial(m("snap_7", "eps", "z", started, true)))
 	if err := n.Assets.Manifests.Delete(ctx, "snap_5"); err != nil { // a deleted snapshot does not count
 		t.Fatal(err)
 	}
@@ -181,15 +217,37 @@ func TestMetrics(t *testing.T) {
 		}
 		return v
 	}
-	if a := age("acme", "prod"); a < 60 || a > 120 { // snap_2, a minute old
-		t.Errorf("age of acme/prod %v, want about 60", a)
+	if a := age("acme", "prod"); a < 10 || a > 60 { // snap_6, ten seconds old
+		t.Errorf("age of acme/prod %v, want about 10", a)
+	}
+	fullAge := func(tenant, db string) float64 {
+		v, ok := value(fams, "chromadb_rollback_newest_full_snapshot_age_seconds", map[string]string{"tenant": tenant, "database": db})
+		if !ok {
+			t.Errorf("newest_full_snapshot_age_seconds of %s/%s is missing", tenant, db)
+		}
+		return v
+	}
+	if a := fullAge("acme", "prod"); a < 60 || a > 120 { // snap_2: the newer snap_6 is partial
+		t.Errorf("full age of acme/prod %v, want about 60", a)
+	}
+	if a := fullAge("beta", "main"); a < 24*3600 || a > 24*3600+120 {
+		t.Errorf("full age of beta/main %v, want about a day", a)
+	}
+	if a := age("eps", "z"); a < 60 || a > 120 {
+		t.Errorf("age of eps/z %v, want about 60", a)
+	}
+	if _, ok := value(fams, "chromadb_rollback_newest_full_snapshot_age_seconds", map[string]string{"tenant": "eps", "database": "z"}); ok {
+		t.Error("a database with only a partial snapshot gives a full snapshot age")
 	}
 	if a := age("beta", "main"); a < 24*3600 || a > 24*3600+120 { // snap_3: snap_5 was deleted
 		t.Errorf("age of beta/main %v, want about a day", a)
 	}
-	if _, ok := value(fams, "chromadb_rollback_newest_verified_snapshot_age_seconds", map[string]string{"tenant": "gamma", "database": "x"}); ok {
-		t.Error("an unverified snapshot gives an age")
+	for _, name := range []string{"chromadb_rollback_newest_verified_snapshot_age_seconds", "chromadb_rollback_newest_full_snapshot_age_seconds"} {
+		if _, ok := value(fams, name, map[string]string{"tenant": "gamma", "database": "x"}); ok {
+			t.Errorf("an unverified snapshot gives %s", name)
+		}
 	}
+	readmeListsSeries(t, fams)
 	want(t, fams, "chromadb_rollback_audit_lag_messages", nil, 4) // three pending, one delivered unacked
 	want(t, fams, "chromadb_rollback_state_scrape_ok", nil, 1)
 	if _, ok := fams["go_goroutines"]; !ok {

@@ -29,8 +29,8 @@ type StateOptions struct {
 }
 
 // WatchState adds the gauges read from JetStream at every scrape:
-// fence_raised, newest_verified_snapshot_age_seconds, audit_lag_messages
-// and state_scrape_ok. Only the first call on a registry counts: services
+// fence_raised, newest_verified_snapshot_age_seconds,
+// newest_full_snapshot_age_seconds, audit_lag_messages and state_scrape_ok. Only the first call on a registry counts: services
 // in one process share them.
 func (r *Registry) WatchState(js jetstream.JetStream, opts StateOptions) {
 	if r == nil {
@@ -51,6 +51,9 @@ var (
 		[]string{"tenant", "database"}, nil)
 	ageDesc = prometheus.NewDesc(Namespace+"_newest_verified_snapshot_age_seconds",
 		"Seconds since the newest verified snapshot of the tenant/database was started (its data is at least this old).",
+		[]string{"tenant", "database"}, nil)
+	fullAgeDesc = prometheus.NewDesc(Namespace+"_newest_full_snapshot_age_seconds",
+		"Seconds since the newest verified snapshot holding every collection of the tenant/database was started; partial ones (named collections, a rollback's safety snapshot) do not count.",
 		[]string{"tenant", "database"}, nil)
 	lagDesc = prometheus.NewDesc(Namespace+"_audit_lag_messages",
 		"Audit events the auditor's durable consumer has not yet acknowledged (0 while the consumer does not exist).", nil, nil)
@@ -75,6 +78,7 @@ func newStateCollector(js jetstream.JetStream, opts StateOptions) *stateCollecto
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- fenceDesc
 	ch <- ageDesc
+	ch <- fullAgeDesc
 	ch <- lagDesc
 	ch <- stateOKDesc
 }
@@ -87,7 +91,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	var (
 		wg               sync.WaitGroup
-		newest           map[database]time.Time
+		newest           map[database]newestStarts
 		fences           map[database]bool
 		lag              uint64
 		errM, errF, errL error
@@ -98,8 +102,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	wg.Wait()
 
 	now := time.Now()
-	for db, started := range newest {
-		ch <- prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, max(now.Sub(started).Seconds(), 0), db.tenant, db.database)
+	for db, n := range newest {
+		ch <- prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, max(now.Sub(n.any).Seconds(), 0), db.tenant, db.database)
+		if n.hasFull {
+			ch <- prometheus.MustNewConstMetric(fullAgeDesc, prometheus.GaugeValue, max(now.Sub(n.full).Seconds(), 0), db.tenant, db.database)
+		}
 	}
 	if errF == nil {
 		for db := range newest {
@@ -138,28 +145,42 @@ func (c *stateCollector) buckets(ctx context.Context) (manifests, state jetstrea
 	return c.manifests, c.state, nil
 }
 
-// newestSnapshots returns the start time of the newest verified snapshot
-// of every tenant/database.
-func (c *stateCollector) newestSnapshots(ctx context.Context) (map[database]time.Time, error) {
+// newestStarts are the start times of a database's newest verified
+// snapshot and of its newest verified one holding every collection
+// (hasFull false when all are partial).
+type newestStarts struct {
+	any, full time.Time
+	hasFull   bool
+}
+
+// newestSnapshots returns the newest verified snapshots of every
+// tenant/database.
+func (c *stateCollector) newestSnapshots(ctx context.Context) (map[database]newestStarts, error) {
 	kv, _, err := c.buckets(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := map[database]time.Time{}
+	out := map[database]newestStarts{}
 	err = eachValue(ctx, kv, ">", func(data []byte) {
 		var m struct {
 			Tenant     string    `json:"tenant"`
 			Database   string    `json:"database"`
 			StartedAt  time.Time `json:"started_at"`
 			VerifiedAt time.Time `json:"verified_at"`
+			Partial    bool      `json:"partial"`
 		}
 		if json.Unmarshal(data, &m) != nil || m.VerifiedAt.IsZero() {
 			return
 		}
 		db := database{m.Tenant, m.Database}
-		if cur, ok := out[db]; !ok || m.StartedAt.After(cur) {
-			out[db] = m.StartedAt
+		cur, ok := out[db]
+		if !ok || m.StartedAt.After(cur.any) {
+			cur.any = m.StartedAt
 		}
+		if !m.Partial && (!cur.hasFull || m.StartedAt.After(cur.full)) {
+			cur.full, cur.hasFull = m.StartedAt, true
+		}
+		out[db] = cur
 	})
 	return out, err
 }
