@@ -32,8 +32,11 @@ func statusReport(now time.Time) contract.StatusReport {
 			Operation: contract.Operation{OpID: "op_rb_reindex-7_12_validation", Kind: "rollback", Status: contract.StatusRunning, Phase: "restoring", Tenant: "acme", Database: "prod"},
 			Progress:  &contract.Progress{Phase: "restoring", DoneRecords: 400, TotalRecords: 1000, RatePerSec: 1200, ETASeconds: 0.5},
 		}},
-		Snapshots: []contract.DatabaseSnapshot{{Tenant: "acme", Database: "prod", SnapshotID: "snap_1", Name: "pre_migration_reindex-7", TotalRecords: 1000, Size: 4096, VerifiedAt: now}},
-		Alerts:    []contract.StatusAlert{{Name: "connectivity", Detail: "Chroma failed 3 heartbeats in a row", Since: now}},
+		Snapshots: []contract.DatabaseSnapshot{
+			{Tenant: "acme", Database: "prod", SnapshotID: "snap_2", Name: "safety_op_9", TotalRecords: 300, Size: 1024, VerifiedAt: now, Partial: true},
+			{Tenant: "acme", Database: "prod", SnapshotID: "snap_1", Name: "pre_migration_reindex-7", TotalRecords: 1000, Size: 4096, VerifiedAt: now},
+		},
+		Alerts: []contract.StatusAlert{{Name: "connectivity", Detail: "Chroma failed 3 heartbeats in a row", Since: now}},
 	}
 }
 
@@ -72,7 +75,8 @@ func TestCLIStatus(t *testing.T) {
 		"Migrations (2)", "reindex-7", "acme/prod", "900/1000 = 0.9000 < 0.95", "op_rb_reindex-7_12_validation running (partial: docs)",
 		"(in 50m0s)", "(1h0m0s ago)", "nightly", "paused", "connectivity",
 		"Fences (1)", "Operations (1)", "restoring 400/1000 records (40%), 1200/s, ETA 1s",
-		"Newest verified snapshots (1)", "snap_1", "pre_migration_reindex-7",
+		"Newest verified snapshots (2)", "HOLDS",
+		"snap_2    safety_op_9              some collections", "snap_1    pre_migration_reindex-7  all collections ",
 		"Alerts (1)", "Chroma failed 3 heartbeats in a row",
 	} {
 		if !strings.Contains(stdout, s) {

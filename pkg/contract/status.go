@@ -78,7 +78,9 @@ type StatusReport struct {
 	// Operations are the operations not ended (op.> not completed, failed
 	// or cancelled), with their latest progress when seen.
 	Operations []OperationStatus `json:"operations"`
-	// Snapshots is the newest verified snapshot of every tenant/database.
+	// Snapshots is the newest verified snapshot of every tenant/database
+	// and, when that one is partial, the newest verified one holding every
+	// collection after it (by tenant/database, newest first).
 	Snapshots []DatabaseSnapshot `json:"snapshots"`
 	// Alerts are the conditions the answering watchdog sees failing now.
 	Alerts []StatusAlert `json:"alerts"`
@@ -151,7 +153,7 @@ type OperationStatus struct {
 	Progress  *Progress `json:"progress,omitempty"`
 }
 
-// DatabaseSnapshot is the newest verified snapshot of a tenant/database.
+// DatabaseSnapshot is a newest verified snapshot of a tenant/database.
 type DatabaseSnapshot struct {
 	Tenant       string    `json:"tenant"`
 	Database     string    `json:"database"`
@@ -161,6 +163,9 @@ type DatabaseSnapshot struct {
 	Size         int64     `json:"size"`
 	StartedAt    time.Time `json:"started_at"`
 	VerifiedAt   time.Time `json:"verified_at"`
+	// Partial is set when it holds only some collections (named ones, or
+	// a rollback's safety snapshot).
+	Partial bool `json:"partial,omitempty"`
 }
 
 // StatusAlert is a condition a watchdog sees failing.

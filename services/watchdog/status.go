@@ -109,23 +109,34 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	}
 	s.mu.Unlock()
 
-	newest := map[string]contract.DatabaseSnapshot{}
+	// The newest verified snapshot of each database, and the newest one
+	// holding every collection when the newest is partial.
+	newest, newestFull := map[string]contract.DatabaseSnapshot{}, map[string]contract.DatabaseSnapshot{}
+	newer := func(cur contract.DatabaseSnapshot, ok bool, m *contract.SnapshotManifest) bool {
+		return !ok || m.StartedAt.After(cur.StartedAt) || (m.StartedAt.Equal(cur.StartedAt) && m.SnapshotID > cur.SnapshotID)
+	}
 	if err := eachValue(ctx, s.assets.Manifests, ">", func(key string, data []byte) {
 		var m contract.SnapshotManifest
 		if json.Unmarshal(data, &m) != nil || m.VerifiedAt.IsZero() {
 			return
 		}
 		k := m.Tenant + "/" + m.Database
-		if cur, ok := newest[k]; ok && (cur.StartedAt.After(m.StartedAt) || (cur.StartedAt.Equal(m.StartedAt) && cur.SnapshotID > m.SnapshotID)) {
-			return
+		ds := contract.DatabaseSnapshot{Tenant: m.Tenant, Database: m.Database, SnapshotID: m.SnapshotID, Name: m.Name,
+			TotalRecords: m.TotalRecords, Size: m.Size, StartedAt: m.StartedAt, VerifiedAt: m.VerifiedAt, Partial: m.Partial}
+		if cur, ok := newest[k]; newer(cur, ok, &m) {
+			newest[k] = ds
 		}
-		newest[k] = contract.DatabaseSnapshot{Tenant: m.Tenant, Database: m.Database, SnapshotID: m.SnapshotID, Name: m.Name,
-			TotalRecords: m.TotalRecords, Size: m.Size, StartedAt: m.StartedAt, VerifiedAt: m.VerifiedAt}
+		if cur, ok := newestFull[k]; !m.Partial && newer(cur, ok, &m) {
+			newestFull[k] = ds
+		}
 	}); err != nil {
 		return nil, err
 	}
 	for _, k := range slices.Sorted(maps.Keys(newest)) {
 		rep.Snapshots = append(rep.Snapshots, newest[k])
+		if full, ok := newestFull[k]; ok && newest[k].Partial {
+			rep.Snapshots = append(rep.Snapshots, full)
+		}
 	}
 
 	s.mu.Lock()

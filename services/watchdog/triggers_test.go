@@ -162,6 +162,12 @@ func TestTimeLimitAbortsThenRollsBack(t *testing.T) {
 		t.Errorf("rollback ended %s after the abort", since)
 	}
 	compareDB(t, e.dump(t, tenant, db), pre)
+	// The rollback's safety snapshot, of the collections it overwrote, is
+	// now the newest; the full snapshot is listed after it.
+	if rep := e.status(t); len(rep.Snapshots) != 2 || !rep.Snapshots[0].Partial || !strings.HasPrefix(rep.Snapshots[0].Name, "safety_") ||
+		rep.Snapshots[1].SnapshotID != snap || rep.Snapshots[1].Partial {
+		t.Errorf("status snapshots after the rollback: %s", mustJSON(t, rep.Snapshots))
+	}
 	trig := e.waitAudit(t, time.Second, "trigger.time", byWatchdog(job, "trigger.time"))
 	if trig.Figures["time_limit_seconds"] != 2.0 || trig.OpID != rec.RollbackOpID {
 		t.Errorf("trigger event: %+v", trig.AuditEvent)
