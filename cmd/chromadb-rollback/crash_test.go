@@ -115,17 +115,7 @@ func TestServeKilledMidRollback(t *testing.T) {
 	}
 	before := state(t, cc)
 
-	// A bad migration: a third of one collection deleted, another dropped.
-	w0, err := cc.GetCollection(ctx, tTenant, tDB, "workload_00")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cc.Delete(ctx, tTenant, tDB, w0.ID, before["workload_00"].IDs[:200]); err != nil {
-		t.Fatal(err)
-	}
-	if err := cc.DeleteCollection(ctx, tTenant, tDB, "workload_01"); err != nil {
-		t.Fatal(err)
-	}
+	badMigration(t, cc, before)
 
 	code, stdout, stderr := c.run("rollback", "pre_migration", "--yes", "--no-wait", "--json")
 	if code != exitOK {

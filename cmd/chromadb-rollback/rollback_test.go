@@ -112,6 +112,24 @@ func sameState(t *testing.T, what string, got, want map[string]*record.Batch) {
 	}
 }
 
+// badMigration damages the seeded database as a bad migration would:
+// 200 records of workload_00 deleted (before is its state), workload_01
+// dropped.
+func badMigration(t *testing.T, cc *chroma.Client, before map[string]*record.Batch) {
+	t.Helper()
+	ctx := t.Context()
+	w0, err := cc.GetCollection(ctx, tTenant, tDB, "workload_00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Delete(ctx, tTenant, tDB, w0.ID, before["workload_00"].IDs[:200]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.DeleteCollection(ctx, tTenant, tDB, "workload_01"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCLIRollback(t *testing.T) {
 	c, cc, n := startRollbackStack(t)
 	code, stdout, stderr := c.run("snapshot", "create", "--name", "pre_migration", "--json")
@@ -124,18 +142,8 @@ func TestCLIRollback(t *testing.T) {
 	}
 	before := state(t, cc)
 
-	// A bad migration: half of one collection deleted, the other dropped.
+	badMigration(t, cc, before)
 	ctx := t.Context()
-	w0, err := cc.GetCollection(ctx, tTenant, tDB, "workload_00")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cc.Delete(ctx, tTenant, tDB, w0.ID, before["workload_00"].IDs[:200]); err != nil {
-		t.Fatal(err)
-	}
-	if err := cc.DeleteCollection(ctx, tTenant, tDB, "workload_01"); err != nil {
-		t.Fatal(err)
-	}
 	damaged := state(t, cc)
 
 	t.Run("flags are checked before anything is asked", func(t *testing.T) {
@@ -226,7 +234,8 @@ func TestCLIRollback(t *testing.T) {
 	// A damaged archive is refused before anything changes, with the
 	// verification exit code, for a dry run and for a confirmed rollback.
 	// (The rollback swapped a new workload_00 in.)
-	if w0, err = cc.GetCollection(ctx, tTenant, tDB, "workload_00"); err != nil {
+	w0, err := cc.GetCollection(ctx, tTenant, tDB, "workload_00")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cc.Delete(ctx, tTenant, tDB, w0.ID, before["workload_00"].IDs[:10]); err != nil {
