@@ -24,7 +24,9 @@ import (
 // again on the same data directory. The rollback, redelivered from the
 // restarted JetStream, resumes from its checkpoint and ends with the
 // database exactly as in the snapshot: no staging collection left, no
-// fence raised, nothing running.
+// fence raised, nothing running. The CLI that started it waits through
+// the crash, says that it lost the connection and got it back, and
+// reports the rollback completed.
 func TestServeKilledMidRollback(t *testing.T) {
 	ch := testenv.StartChroma(t)
 	cc := ch.Client(t)
@@ -117,14 +119,16 @@ func TestServeKilledMidRollback(t *testing.T) {
 
 	badMigration(t, cc, before)
 
-	code, stdout, stderr := c.run("rollback", "pre_migration", "--yes", "--no-wait", "--json")
-	if code != exitOK {
-		t.Fatalf("rollback: exit %d: %s", code, stderr)
+	// An operator's CLI waits for the rollback, through the crash.
+	type result struct {
+		code           int
+		stdout, stderr string
 	}
-	var reply contract.RollbackReply
-	if err := json.Unmarshal([]byte(stdout), &reply); err != nil || reply.OpID == "" {
-		t.Fatalf("rollback --no-wait --json: %v\n%s", err, stdout)
-	}
+	waited := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := c.runIn("", "rollback", "pre_migration", "--yes", "--json")
+		waited <- result{code, stdout, stderr}
+	}()
 	select {
 	case <-held:
 	case <-exited:
@@ -144,20 +148,24 @@ func TestServeKilledMidRollback(t *testing.T) {
 	}
 
 	serve()
-	var op contract.Operation
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		out := waitAnswer("rollback-status", reply.OpID, "--json")
-		if err := json.Unmarshal([]byte(out), &op); err != nil {
-			t.Fatalf("rollback-status --json: %v\n%s", err, out)
-		}
-		if op.Status == contract.StatusCompleted || op.Status == contract.StatusFailed || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
+	var res result
+	select {
+	case res = <-waited:
+	case <-time.After(4 * time.Minute):
+		t.Fatal("the waiting CLI did not return within four minutes of the restart")
 	}
-	if op.Status != contract.StatusCompleted || op.Attempt < 2 {
-		t.Fatalf("rollback after serve was killed: %s, attempt %d (%s); want completed by a second attempt", op.Status, op.Attempt, op.Error)
+	var op contract.Operation
+	if err := json.Unmarshal([]byte(res.stdout), &op); err != nil {
+		t.Fatalf("rollback --json: exit %d: %v\nstdout: %s\nstderr: %s", res.code, err, res.stdout, res.stderr)
+	}
+	if res.code != exitOK || op.Status != contract.StatusCompleted || op.Attempt < 2 {
+		t.Fatalf("rollback after serve was killed: exit %d, %s, attempt %d (%s); want completed by a second attempt\nstderr: %s",
+			res.code, op.Status, op.Attempt, op.Error, res.stderr)
+	}
+	for _, want := range []string{"lost the connection to NATS", "The operation goes on", "reconnected to NATS at nats://" + listen} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("the waiting CLI did not say %q:\n%s", want, res.stderr)
+		}
 	}
 	sameState(t, "after the resumed rollback", state(t, cc), before) // staging collections would be extra ones
 

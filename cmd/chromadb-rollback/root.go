@@ -50,6 +50,10 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	subj           contract.Subjects
+	// connEvents carries what happened to the NATS connection (lost,
+	// back) from the client's callbacks to a command waiting for an
+	// operation, which prints it.
+	connEvents chan string
 }
 
 func envOr(key, def string) string {
@@ -140,7 +144,29 @@ func (a *app) connect() (*nats.Conn, error) {
 	if err := a.conn.Validate(); err != nil {
 		return nil, usageErr("%v", err)
 	}
-	nc, err := a.conn.Connect(a.natsURL, nats.Name("chromadb-rollback-cli"), nats.Timeout(5*time.Second))
+	events := make(chan string, 8)
+	a.connEvents = events
+	say := func(msg string) {
+		select {
+		case events <- msg:
+		default: // nobody is waiting to print it
+		}
+	}
+	nc, err := a.conn.Connect(a.natsURL, nats.Name("chromadb-rollback-cli"), nats.Timeout(5*time.Second),
+		// A command waiting for an operation outlives a restart of the
+		// server (serve restarted, a cluster node replaced): it reconnects
+		// for as long as it waits, and says so, rather than giving up
+		// after the client's default two minutes and then waiting
+		// unanswered until --wait-timeout.
+		nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				say(fmt.Sprintf("lost the connection to NATS (%v); reconnecting. The operation goes on in the services.", err))
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			say("reconnected to NATS at " + natsconn.Redact(nc.ConnectedUrl()))
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("%w (is `chromadb-rollback serve` running? set --nats-url or NATS_URL)", err)
 	}
