@@ -148,7 +148,14 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 			return nil, fmt.Errorf("stopped waiting for operation %s: %w (it goes on; see `snapshot list`)", opID, ctx.Err())
 		case msg := <-a.connEvents:
 			fmt.Fprintln(a.stderr, msg)
-		case e := <-w.Updates():
+		case e, ok := <-w.Updates():
+			if !ok { // the watch ended with the connection
+				why := ""
+				if err := nc.LastError(); err != nil {
+					why = fmt.Sprintf(" (%v)", err)
+				}
+				return nil, fmt.Errorf("stopped waiting for operation %s: the connection to NATS is closed%s; the operation goes on: see `status`", opID, why)
+			}
 			if e == nil {
 				continue // initial values delivered
 			}
