@@ -64,12 +64,7 @@ func TestServeKilledMidRollback(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build chromadb-rollback: %v\n%s", err, out)
 	}
-	nl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := nl.Addr().String()
-	nl.Close()
+	listen := freeAddr(t)
 	dataDir := t.TempDir()
 	logs := &testenv.SyncBuffer{}
 	serve := func() (*exec.Cmd, chan struct{}) {

@@ -154,7 +154,7 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 				if err := nc.LastError(); err != nil {
 					why = fmt.Sprintf(" (%v)", err)
 				}
-				return nil, fmt.Errorf("stopped waiting for operation %s: the connection to NATS is closed%s; the operation goes on: see `status`", opID, why)
+				return nil, fmt.Errorf("stopped waiting for operation %s: the connection to NATS is closed%s (it goes on; see `status`)", opID, why)
 			}
 			if e == nil {
 				continue // initial values delivered
