@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -203,6 +204,22 @@ func (a *app) auditFollow(ctx context.Context, nc *nats.Conn, filter *auditor.Fi
 		return fmt.Errorf("follow %s: %w", contract.StreamAudit, err)
 	}
 	defer it.Stop()
+	// The connection's losses and returns go to stderr as they happen;
+	// the ordered consumer goes on after the last event it delivered.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	defer wg.Wait()
+	defer close(stop)
+	wg.Go(func() {
+		for {
+			select {
+			case e := <-a.connEvents:
+				fmt.Fprintln(a.stderr, e.text("Following resumes after the last event printed once it is back."))
+			case <-stop:
+				return
+			}
+		}
+	})
 	seen := map[string]bool{}
 	for _, e := range printed {
 		seen[eventIDOf(e.Event)] = true

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -26,7 +27,8 @@ import (
 // database exactly as in the snapshot: no staging collection left, no
 // fence raised, nothing running. The CLI that started it waits through
 // the crash, says that it lost the connection and got it back, and
-// reports the rollback completed.
+// reports the rollback completed. An `audit-log --follow` started before
+// the crash does the same, and prints the completion.
 func TestServeKilledMidRollback(t *testing.T) {
 	ch := testenv.StartChroma(t)
 	cc := ch.Client(t)
@@ -114,6 +116,23 @@ func TestServeKilledMidRollback(t *testing.T) {
 
 	badMigration(t, cc, before)
 
+	// An operator follows the trail of completed rollbacks, through the
+	// crash: the one the restarted serve completes is printed.
+	var follow, followErr testenv.SyncBuffer
+	fctx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	followed := make(chan int, 1)
+	go func() {
+		followed <- run(fctx, []string{"--nats-url", c.url, "audit-log", "--follow", "--action", "rollback", "--outcome", "completed"},
+			strings.NewReader(""), &follow, &followErr)
+	}()
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(follow.String(), "no matching audit entries"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("audit-log --follow did not start: %s%s", follow.String(), followErr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
 	// An operator's CLI waits for the rollback, through the crash.
 	type result struct {
 		code           int
@@ -163,6 +182,22 @@ func TestServeKilledMidRollback(t *testing.T) {
 		}
 	}
 	sameState(t, "after the resumed rollback", state(t, cc), before) // staging collections would be extra ones
+
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(follow.String(), "op="+op.OpID); {
+		if time.Now().After(deadline) {
+			t.Fatalf("audit-log --follow did not print the completed rollback after the restart:\n%s%s", follow.String(), followErr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopFollow()
+	if code := <-followed; code != exitOK {
+		t.Errorf("audit-log --follow ended with exit %d: %s", code, followErr.String())
+	}
+	for _, want := range []string{"lost the connection to NATS", "Following resumes", "reconnected to NATS at nats://" + listen} {
+		if !strings.Contains(followErr.String(), want) {
+			t.Errorf("audit-log --follow did not say %q:\n%s", want, followErr.String())
+		}
+	}
 
 	var st contract.StatusReport
 	if err := json.Unmarshal([]byte(waitAnswer("status", "--json")), &st); err != nil {

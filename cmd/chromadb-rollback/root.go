@@ -51,9 +51,24 @@ type app struct {
 	stdout, stderr io.Writer
 	subj           contract.Subjects
 	// connEvents carries what happened to the NATS connection (lost,
-	// back) from the client's callbacks to a command waiting for an
-	// operation, which prints it.
-	connEvents chan string
+	// back) from the client's callbacks to a command that waits (for an
+	// operation, or following the audit trail), which prints it.
+	connEvents chan connEvent
+}
+
+// connEvent is the NATS connection lost (with why) or back.
+type connEvent struct {
+	lost bool
+	msg  string
+}
+
+// text is what a command prints for e; whileLost says what goes on in
+// the meantime.
+func (e connEvent) text(whileLost string) string {
+	if e.lost {
+		return e.msg + " " + whileLost
+	}
+	return e.msg
 }
 
 func envOr(key, def string) string {
@@ -144,28 +159,28 @@ func (a *app) connect() (*nats.Conn, error) {
 	if err := a.conn.Validate(); err != nil {
 		return nil, usageErr("%v", err)
 	}
-	events := make(chan string, 8)
+	events := make(chan connEvent, 8)
 	a.connEvents = events
-	say := func(msg string) {
+	say := func(e connEvent) {
 		select {
-		case events <- msg:
+		case events <- e:
 		default: // nobody is waiting to print it
 		}
 	}
 	nc, err := a.conn.Connect(a.natsURL, nats.Name("chromadb-rollback-cli"), nats.Timeout(5*time.Second),
-		// A command waiting for an operation outlives a restart of the
-		// server (serve restarted, a cluster node replaced): it reconnects
-		// for as long as it waits, and says so, rather than giving up
-		// after the client's default two minutes and then waiting
-		// unanswered until --wait-timeout.
+		// A command that waits (for an operation, or following the audit
+		// trail) outlives a restart of the server (serve restarted, a
+		// cluster node replaced): it reconnects for as long as it waits,
+		// and says so, rather than giving up after the client's default
+		// two minutes and then waiting unanswered until --wait-timeout.
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				say(fmt.Sprintf("lost the connection to NATS (%v); reconnecting. The operation goes on in the services.", err))
+				say(connEvent{lost: true, msg: fmt.Sprintf("lost the connection to NATS (%v); reconnecting.", err)})
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			say("reconnected to NATS at " + natsconn.Redact(nc.ConnectedUrl()))
+			say(connEvent{msg: "reconnected to NATS at " + natsconn.Redact(nc.ConnectedUrl())})
 		}))
 	if err != nil {
 		return nil, fmt.Errorf("%w (is `chromadb-rollback serve` running? set --nats-url or NATS_URL)", err)

@@ -146,8 +146,8 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("stopped waiting for operation %s: %w (it goes on; see `snapshot list`)", opID, ctx.Err())
-		case msg := <-a.connEvents:
-			fmt.Fprintln(a.stderr, msg)
+		case e := <-a.connEvents:
+			fmt.Fprintln(a.stderr, e.text("The operation goes on in the services."))
 		case e, ok := <-w.Updates():
 			if !ok { // the watch ended with the connection
 				why := ""
