@@ -108,7 +108,15 @@ func printCleanup(w io.Writer, r *contract.CleanupReport) {
 	table("Kept", r.Kept, "WHY", func(it contract.CleanupItem) string { return it.Reason + ": " + it.Detail })
 	if r.DryRun {
 		fmt.Fprintf(w, "\n%d to delete, %d kept; would free %d bytes\n", len(r.Deleted), len(r.Kept), r.BytesFreed)
-		return
+	} else {
+		fmt.Fprintf(w, "\n%d deleted, %d kept, %d failed; freed %d bytes\n", len(r.Deleted), len(r.Kept), len(r.Failed), r.BytesFreed)
 	}
-	fmt.Fprintf(w, "\n%d deleted, %d kept, %d failed; freed %d bytes\n", len(r.Deleted), len(r.Kept), len(r.Failed), r.BytesFreed)
+	if r.StatePruned != nil {
+		verb := "Pruned"
+		if r.DryRun {
+			verb = "Would prune"
+		}
+		fmt.Fprintf(w, "%s the records of work that ended before the cutoff: %d operations, %d migrations, %d retention claims\n", verb,
+			r.StatePruned["operations"], r.StatePruned["migrations"], r.StatePruned["retention_claims"])
+	}
 }

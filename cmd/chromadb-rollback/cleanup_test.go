@@ -90,6 +90,9 @@ func TestCLICleanup(t *testing.T) {
 		"Kept (2)",
 		"older than 7d",
 		"1 to delete, 2 kept; would free",
+		// The service's clock is 30 days ahead: the three snapshots'
+		// operations ended before the cutoff.
+		"Would prune the records of work that ended before the cutoff: 3 operations, 0 migrations, 0 retention claims",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("cleanup --dry-run output lacks %q:\n%s", want, stdout)
@@ -135,7 +138,8 @@ func TestCLICleanup(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("cleanup: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "Deleted (1)") || !strings.Contains(stdout, "1 deleted, 2 kept, 0 failed; freed") || strings.Contains(stdout, "Dry run") {
+	if !strings.Contains(stdout, "Deleted (1)") || !strings.Contains(stdout, "1 deleted, 2 kept, 0 failed; freed") || strings.Contains(stdout, "Dry run") ||
+		!strings.Contains(stdout, "Pruned the records of work that ended before the cutoff: 3 operations") {
 		t.Errorf("cleanup output:\n%s", stdout)
 	}
 	if got, want := listed(), []string{newest, pinned}; !slices.Equal(got, want) {

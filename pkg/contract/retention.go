@@ -118,6 +118,12 @@ type CleanupReport struct {
 	Failed []CleanupItem `json:"failed"`
 	// BytesFreed is the archive bytes of Deleted.
 	BytesFreed int64 `json:"bytes_freed"`
+	// StatePruned counts the records of work that ended before Cutoff
+	// that the run purged from the state bucket (with DryRun, would
+	// purge), by kind: "operations" (completed, failed or cancelled),
+	// "migrations" (ended, their rollback too) and "retention_claims"
+	// (of days over). Only a run over every tenant prunes.
+	StatePruned map[string]int `json:"state_pruned,omitempty"`
 }
 
 // SnapshotKeepRequest pins a snapshot so that retention never deletes it,

@@ -190,8 +190,14 @@ func (s *Service) decodeRef(ctx context.Context, r micro.Request, action string)
 		switch {
 		case err != nil:
 			e = unavailable("%v", err)
-		case op == nil || op.Kind != "rollback":
-			e = &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("no rollback operation %q", ref.OpID), field: "op_id"}
+		case op == nil:
+			// Retention prunes the records of operations ended before its
+			// cutoff; the audit trail keeps what they did.
+			e = &apiError{code: contract.CodeNotFound, field: "op_id", msg: fmt.Sprintf(
+				"no rollback operation %q (records of ended operations are pruned by retention; `audit-log --op %s` shows what it did)", ref.OpID, ref.OpID)}
+		case op.Kind != "rollback":
+			e = &apiError{code: contract.CodeNotFound, field: "op_id", msg: fmt.Sprintf(
+				"no rollback operation %q: it is a %s operation (%s, of snapshot %s; see `snapshot info %s`)", ref.OpID, op.Kind, op.Status, op.SnapshotID, op.SnapshotID)}
 		}
 	}
 	if e != nil {

@@ -64,8 +64,13 @@ func TestRefusalsAndFailures(t *testing.T) {
 			{"bad op id", start, contract.RollbackRequest{SnapshotID: snap, OpID: "op.with.dots", Confirm: true}, contract.CodeBadRequest, "op_id"},
 			{"oversized", plan, []byte(`{"reason":"` + strings.Repeat("a", contract.MaxRequestBytes) + `"}`), contract.CodeTooLarge, "at most"},
 			{"status without op", e.subj.API("rollback", "status"), []byte(`{}`), contract.CodeBadRequest, "op_id is required"},
-			{"status of unknown op", e.subj.API("rollback", "status"), contract.OperationRef{OpID: "op_nope"}, contract.CodeNotFound, `no rollback operation "op_nope"`},
+			{"status of unknown op", e.subj.API("rollback", "status"), contract.OperationRef{OpID: "op_nope"}, contract.CodeNotFound, `no rollback operation "op_nope" (records of ended operations are pruned by retention; ` + "`audit-log --op op_nope`"},
+			{"status of a snapshot op", e.subj.API("rollback", "status"), contract.OperationRef{OpID: "op_snap"}, contract.CodeNotFound, "it is a snapshot operation (completed, of snapshot snap_x; see `snapshot info snap_x`)"},
 			{"cancel of unknown op", e.subj.API("rollback", "cancel"), contract.OperationRef{OpID: "op_nope"}, contract.CodeNotFound, `no rollback operation "op_nope"`},
+		}
+		snapOp, _ := json.Marshal(contract.Operation{OpID: "op_snap", Kind: "snapshot", SnapshotID: "snap_x", Status: contract.StatusCompleted})
+		if _, err := e.nats.Assets.State.Put(ctx, contract.OperationKey("op_snap"), snapOp); err != nil {
+			t.Fatal(err)
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {

@@ -67,8 +67,10 @@ func retentionString(d time.Duration) string {
 // the daily retention of day (00:00 UTC) creates first, so that one
 // instance runs it.
 func RetentionClaimKey(day time.Time) string {
-	return "retention." + day.UTC().Format(time.DateOnly)
+	return retentionClaimPrefix + day.UTC().Format(time.DateOnly)
 }
+
+const retentionClaimPrefix = "retention."
 
 // retentionClaim is the value of a RetentionClaimKey.
 type retentionClaim struct {
@@ -253,6 +255,16 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 			log.Warn("could not sweep what killed puts and imports left", "err", err)
 		}
 		runEv.Figures["orphan_chunk_subjects"], runEv.Figures["stale_staging_objects"] = chunks, staged
+		// So are the records of ended work (pruneState).
+		pruned, err := s.pruneState(ctx, rep.Cutoff, o.dryRun)
+		if err != nil {
+			log.Warn("could not prune every record of ended work", "err", err)
+			runEv.Figures["state_prune_error"] = err.Error()
+		}
+		rep.StatePruned = pruned
+		for kind, n := range pruned {
+			runEv.Figures["pruned_"+kind] = n
+		}
 	}
 	if o.dryRun {
 		runEv.Figures["would_delete"], runEv.Figures["would_free"] = len(rep.Deleted), rep.BytesFreed

@@ -580,15 +580,37 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 		return slices.Sorted(slices.Values(names))
 	}
 	all, allObjects := orphans(), objects()
+	// The record of a snapshot operation that ended 8 days ago: runs over
+	// everything prune it (TestPruneState has the rules).
+	oldOp := contract.OperationKey("op_ended")
+	e.putState(t, oldOp, contract.Operation{OpID: "op_ended", Kind: "snapshot", Status: contract.StatusCompleted, UpdatedAt: now.Add(-8 * day)})
+	opThere := func() bool {
+		_, err := e.nats.Assets.State.Get(ctx, oldOp)
+		return err == nil
+	}
+	pruned := func(rep contract.CleanupReport) int {
+		t.Helper()
+		if len(rep.StatePruned) != 3 {
+			t.Errorf("state_pruned %v: want operations, migrations and retention_claims", rep.StatePruned)
+		}
+		return rep.StatePruned["operations"]
+	}
 
-	e.cleanup(t, contract.CleanupRequest{OlderThan: "7d", DryRun: true})
+	if rep := e.cleanup(t, contract.CleanupRequest{OlderThan: "7d", Tenant: "nobody"}); rep.StatePruned != nil || !opThere() {
+		t.Errorf("a run over one tenant pruned records: %v", rep.StatePruned)
+	}
+	if n := pruned(e.cleanup(t, contract.CleanupRequest{OlderThan: "7d", DryRun: true})); n != 1 || !opThere() {
+		t.Errorf("a dry run counted %d ended operations (want 1), and the record is there: %v", n, opThere())
+	}
 	if got := orphans(); !slices.Equal(got, all) {
 		t.Errorf("a dry run purged chunks: %v left of %v", got, all)
 	}
 	if got := objects(); !slices.Equal(got, allObjects) {
 		t.Errorf("a dry run deleted objects: %v left of %v", got, allObjects)
 	}
-	e.cleanup(t, contract.CleanupRequest{OlderThan: "7d"})
+	if n := pruned(e.cleanup(t, contract.CleanupRequest{OlderThan: "7d"})); n != 1 || opThere() {
+		t.Errorf("the run pruned %d ended operations (want 1), and the record is there: %v", n, opThere())
+	}
 	want := []string{foreign, young, youngImport}
 	slices.Sort(want)
 	if got := orphans(); !slices.Equal(got, want) {
@@ -605,7 +627,14 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 	for _, ev := range findAudit(e.auditEvents(t), "snapshot.cleanup", contract.OutcomeCompleted) {
 		counted = append(counted, ev.Figures["orphan_chunk_subjects"], ev.Figures["stale_staging_objects"])
 	}
-	if !slices.Equal(counted, []any{3.0, 1.0, 3.0, 1.0}) {
-		t.Errorf("orphan_chunk_subjects and stale_staging_objects in the runs' audit events: %v, want 3 and 1 in the dry run and the run", counted)
+	if !slices.Equal(counted, []any{nil, nil, 3.0, 1.0, 3.0, 1.0}) {
+		t.Errorf("orphan_chunk_subjects and stale_staging_objects in the runs' audit events: %v, want none in the tenant's run, 3 and 1 in the dry run and the run", counted)
+	}
+	var prunedOps []any
+	for _, ev := range findAudit(e.auditEvents(t), "snapshot.cleanup", contract.OutcomeCompleted) {
+		prunedOps = append(prunedOps, ev.Figures["pruned_operations"])
+	}
+	if !slices.Equal(prunedOps, []any{nil, 1.0, 1.0}) {
+		t.Errorf("pruned_operations in the runs' audit events: %v, want none in the tenant's run, 1 in the dry run and the run", prunedOps)
 	}
 }
