@@ -90,7 +90,7 @@ func TestPruneState(t *testing.T) {
 	})
 	mig("job_young", contract.MigrationCompleted, ago(2), nil)
 	mig("job_rerun", contract.MigrationCompleted, ago(20), nil) // started again during the run
-	claim(ago(7)) // the cutoff's own day, which ends after it
+	claim(ago(7))                                               // the cutoff's own day, which ends after it
 	claim(now)
 	put("lease.acme/prod", []byte(`{"holder":"op_rb_running"}`))
 	put("fence.acme/prod", []byte(`{"op_id":"op_rb_running"}`))
