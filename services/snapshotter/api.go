@@ -184,7 +184,39 @@ func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotMan
 			return &all[i], nil
 		}
 	}
+	if why := s.noManifestYet(ctx, ref); why != "" {
+		return nil, &apiError{code: contract.CodeNotFound, msg: why, field: "snapshot"}
+	}
 	return nil, &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("no snapshot with id or name %q (see `snapshot list`)", ref), field: "snapshot"}
+}
+
+// noManifestYet says why the snapshot id has no manifest when an operation
+// of the snapshotter's made, or is making, it: still running, failed, or
+// deleted since. "" when no operation (left) names it.
+func (s *Service) noManifestYet(ctx context.Context, id string) string {
+	if contract.ValidToken(id) != nil {
+		return ""
+	}
+	var op *contract.Operation
+	_ = eachState(ctx, s.assets.State, contract.OperationKey(">"), func(_ string, data []byte) error {
+		var o contract.Operation
+		if op == nil && json.Unmarshal(data, &o) == nil && o.Kind == "snapshot" && o.SnapshotID == id {
+			op = &o
+		}
+		return nil
+	})
+	if op == nil {
+		return ""
+	}
+	at := op.UpdatedAt.UTC().Format(time.RFC3339)
+	switch op.Status {
+	case contract.StatusQueued, contract.StatusRunning:
+		return fmt.Sprintf("snapshot %s is not made yet: its operation %s is %s (since %s); `status` shows its progress", id, op.OpID, op.Status, at)
+	case contract.StatusFailed:
+		return fmt.Sprintf("snapshot %s was not made: its operation %s failed at %s: %s", id, op.OpID, at, op.Error)
+	default:
+		return fmt.Sprintf("snapshot %s was made (operation %s, %s at %s) and has been deleted since; `audit-log --snapshot %s` says when and by whom", id, op.OpID, op.Status, at, id)
+	}
 }
 
 // listManifests returns every manifest, newest first.

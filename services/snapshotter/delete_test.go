@@ -14,6 +14,8 @@ import (
 // operator's delete refuses too unless forced: a pinned snapshot, one a
 // running migration uses (by name), one a running rollback uses. Refused
 // deletes change nothing; a forced one deletes and says so in the audit.
+// Afterwards info of a deleted snapshot, of one still being made and of
+// one whose operation failed says so, instead of only "no snapshot".
 func TestDeleteRefusesPinnedAndInUse(t *testing.T) {
 	e := newEnv(t)
 	const tenant, db = "default_tenant", "del"
@@ -81,5 +83,25 @@ func TestDeleteRefusesPinnedAndInUse(t *testing.T) {
 	}
 	if forced != 1 || rejected != 3 {
 		t.Errorf("audit: %d forced deletes, %d refusals; want 1 and 3", forced, rejected)
+	}
+
+	// A snapshot id without a manifest: info says what became of it when
+	// a snapshot operation names it.
+	e.putState(t, contract.OperationKey("op_making"), contract.Operation{OpID: "op_making", Kind: "snapshot",
+		SnapshotID: "snap_making", Status: contract.StatusRunning, UpdatedAt: now})
+	e.putState(t, contract.OperationKey("op_broke"), contract.Operation{OpID: "op_broke", Kind: "snapshot",
+		SnapshotID: "snap_broke", Status: contract.StatusFailed, Error: "read collection \"c\": Chroma is unreachable", UpdatedAt: now})
+	for id, want := range map[string]string{
+		"snap_making":    "snapshot snap_making is not made yet: its operation op_making is running (since ",
+		"snap_broke":     `snapshot snap_broke was not made: its operation op_broke failed at ` + now.Format(time.RFC3339) + `: read collection "c": Chroma is unreachable`,
+		plain.SnapshotID: "snapshot " + plain.SnapshotID + " was made (operation ",
+		"snap_unknown":   `no snapshot with id or name "snap_unknown" (see ` + "`snapshot list`)",
+	} {
+		code, body := e.request(t, e.subj.API("snapshot", "info"), mustJSON(t, contract.SnapshotRef{Snapshot: id}))
+		var eb contract.ErrorBody
+		_ = json.Unmarshal(body, &eb)
+		if code != contract.CodeNotFound || !strings.Contains(eb.Error, want) {
+			t.Errorf("info %s: %d %q, want 404 saying %q", id, code, eb.Error, want)
+		}
 	}
 }
