@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,7 +153,7 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 		t.Errorf("snapshot delete: exit %d %s", code, stdout)
 	}
 	code, _, stderr = c.run("snapshot", "info", m.SnapshotID)
-	if code != exitFailed || !strings.Contains(stderr, "no snapshot with id or name") {
+	if code != exitFailed || !strings.Contains(stderr, fmt.Sprintf("no snapshot %q: it was made", m.SnapshotID)) || !strings.Contains(stderr, "deleted since") {
 		t.Errorf("info after delete: exit %d %s", code, stderr)
 	}
 }

@@ -211,11 +211,11 @@ func (s *Service) noManifestYet(ctx context.Context, id string) string {
 	at := op.UpdatedAt.UTC().Format(time.RFC3339)
 	switch op.Status {
 	case contract.StatusQueued, contract.StatusRunning:
-		return fmt.Sprintf("snapshot %s is not made yet: its operation %s is %s (since %s); `status` shows its progress", id, op.OpID, op.Status, at)
+		return fmt.Sprintf("no snapshot %q yet: its operation %s is %s (since %s); `status` shows its progress", id, op.OpID, op.Status, at)
 	case contract.StatusFailed:
-		return fmt.Sprintf("snapshot %s was not made: its operation %s failed at %s: %s", id, op.OpID, at, op.Error)
+		return fmt.Sprintf("no snapshot %q: its operation %s failed at %s: %s", id, op.OpID, at, op.Error)
 	default:
-		return fmt.Sprintf("snapshot %s was made (operation %s, %s at %s) and has been deleted since; `audit-log --snapshot %s` says when and by whom", id, op.OpID, op.Status, at, id)
+		return fmt.Sprintf("no snapshot %q: it was made (operation %s, %s at %s) and deleted since; `audit-log --snapshot %s` says when and by whom", id, op.OpID, op.Status, at, id)
 	}
 }
 

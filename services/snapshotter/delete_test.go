@@ -92,9 +92,9 @@ func TestDeleteRefusesPinnedAndInUse(t *testing.T) {
 	e.putState(t, contract.OperationKey("op_broke"), contract.Operation{OpID: "op_broke", Kind: "snapshot",
 		SnapshotID: "snap_broke", Status: contract.StatusFailed, Error: "read collection \"c\": Chroma is unreachable", UpdatedAt: now})
 	for id, want := range map[string]string{
-		"snap_making":    "snapshot snap_making is not made yet: its operation op_making is running (since ",
-		"snap_broke":     `snapshot snap_broke was not made: its operation op_broke failed at ` + now.Format(time.RFC3339) + `: read collection "c": Chroma is unreachable`,
-		plain.SnapshotID: "snapshot " + plain.SnapshotID + " was made (operation ",
+		"snap_making":    `no snapshot "snap_making" yet: its operation op_making is running (since `,
+		"snap_broke":     `no snapshot "snap_broke": its operation op_broke failed at ` + now.Format(time.RFC3339) + `: read collection "c": Chroma is unreachable`,
+		plain.SnapshotID: `no snapshot "` + plain.SnapshotID + `": it was made (operation `,
 		"snap_unknown":   `no snapshot with id or name "snap_unknown" (see ` + "`snapshot list`)",
 	} {
 		code, body := e.request(t, e.subj.API("snapshot", "info"), mustJSON(t, contract.SnapshotRef{Snapshot: id}))
