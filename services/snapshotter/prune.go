@@ -21,8 +21,8 @@ import (
 // rollback is pending or alerted), what changed since it was read, and what
 // it cannot read.
 
-// stateKinds are the kinds of records pruneState purges, as the cleanup
-// report counts them.
+// The kinds of records pruneState purges, as the cleanup report counts
+// them.
 const (
 	prunedOperations = "operations"
 	prunedMigrations = "migrations"
