@@ -124,6 +124,80 @@ func TestSnapshotterKilledMidSnapshot(t *testing.T) {
 	}
 }
 
+// TestSnapshotGivenUpAfterMaxDeliver: every delivery of a snapshot command
+// dies mid-export (MaxDeliver 2: two workers stopped in turn). The work
+// queue gives up on it; a running instance hears so and fails the
+// operation, saying why, instead of leaving it "running" for ever: the
+// failure is audited, info says it, and neither an object nor a chunk of
+// the attempts is left.
+func TestSnapshotGivenUpAfterMaxDeliver(t *testing.T) {
+	e := newEnv(t)
+	if err := testenv.SeedWorkload(t.Context(), e.cc, "default_tenant", "default_database", 1, 4000, 64, 100); err != nil {
+		t.Fatal(err)
+	}
+	cfg := snapshotter.Config{MaxPageRecords: 20, AckWait: 2 * time.Second, MaxDeliver: 2}
+	exporting := make(chan struct{}, 1)
+	sub, err := e.nats.Conn.Subscribe(e.subj.Progress("*"), func(m *nats.Msg) {
+		var p contract.Progress
+		if json.Unmarshal(m.Data, &p) == nil && p.Phase == "exporting" && p.DoneRecords > 0 {
+			select {
+			case exporting <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	// Each worker takes the command (a delivery) and is stopped mid-export.
+	midExport := func(instance string) {
+		t.Helper()
+		select {
+		case <-exporting:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no export progress on %s within 30s", instance)
+		}
+	}
+	cfg.Instance = "a"
+	stop := e.startService(t, cfg)
+	rep := e.create(t, contract.SnapshotCreateRequest{Name: "never_done", Actor: "test"})
+	midExport("a")
+	stop()
+	<-time.After(200 * time.Millisecond)
+	for len(exporting) > 0 { // what a sent last
+		<-exporting
+	}
+	cfg.Instance = "b"
+	stop = e.startService(t, cfg)
+	midExport("b")
+	stop()
+	cfg.Instance = "c"
+	e.startService(t, cfg)
+
+	op := e.waitOp(t, rep.OpID, time.Minute)
+	if op.Status != contract.StatusFailed || op.Attempt != 2 || !strings.Contains(op.Error, "given up after 2 deliveries of its command") {
+		t.Fatalf("operation: %s, attempt %d, %q; want failed after 2 deliveries", op.Status, op.Attempt, op.Error)
+	}
+	if _, ok := e.manifest(t, rep.SnapshotID); ok {
+		t.Error("a manifest was written")
+	}
+	if objs := e.objects(t); len(objs) != 0 {
+		t.Errorf("objects left: %v", objs)
+	}
+	if orphans, err := bus.OrphanChunks(t.Context(), e.nats.JS, contract.ObjectSnapshots); err != nil || len(orphans) != 0 {
+		t.Errorf("chunks left: %v (%v)", orphans, err)
+	}
+	failed := findAudit(e.auditEvents(t), "snapshot.create", contract.OutcomeFailed)
+	if len(failed) != 1 || failed[0].OpID != rep.OpID || failed[0].Figures["attempt"] != 2.0 || !strings.Contains(failed[0].Error, "given up") {
+		t.Errorf("failed audit events: %+v; want one, of attempt 2, saying it was given up", failed)
+	}
+	code, data := e.request(t, e.subj.API("snapshot", "info"), mustJSON(t, contract.SnapshotRef{Snapshot: rep.SnapshotID}))
+	if code != contract.CodeNotFound || !strings.Contains(string(data), "failed at") || !strings.Contains(string(data), "given up after 2 deliveries") {
+		t.Errorf("info: %d %s; want why there is no snapshot", code, data)
+	}
+}
+
 // TestSnapshotterSIGKILLedMidPut: a snapshotter process killed outright
 // (SIGKILL: no cleanup runs) while its archive's chunks are being stored.
 // The redelivered command yields exactly one verified snapshot, and none

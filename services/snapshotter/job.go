@@ -134,6 +134,48 @@ func (s *Service) storedManifest(ctx context.Context, snapshotID string) *contra
 	return &m
 }
 
+// givenUp ends the operation of a snapshot command that the work queue
+// gave up on: every delivery ended without an answer, each snapshotter
+// that took it dying, hanging or stopping on it. Nobody else would say so:
+// the operation would stay "running" and a waiting client would wait for
+// it to the end. The manifest decides, as for a failed attempt: if one was
+// written (the last ack was lost), the snapshot is made.
+func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
+	var cmd contract.SnapshotCommand
+	if err := json.Unmarshal(u.Data, &cmd); err != nil || cmd.SnapshotID == "" || cmd.OpID == "" || contract.ValidToken(cmd.SnapshotID) != nil {
+		s.log.Error("a snapshot command was given up on after its last delivery, and is unreadable", "seq", u.Seq, "err", err)
+		return
+	}
+	log := s.log.With("snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "deliveries", u.Deliveries)
+	if cur := s.operation(ctx, cmd.OpID); cur != nil && terminalStatus(cur.Status) {
+		return // it ended after all, or another instance saw to it
+	}
+	if m := s.storedManifest(ctx, cmd.SnapshotID); m != nil {
+		log.Warn("the last delivery of a snapshot command went unanswered, but its manifest was written")
+		s.discardEarlier(cmd.SnapshotID, u.Deliveries+1, m.Object, log)
+		_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusCompleted, Attempt: u.Deliveries})
+		return
+	}
+	err := fmt.Errorf("given up after %d deliveries of its command: the snapshotter that took it died, hung or was stopped each time (see its logs); nothing was kept", u.Deliveries)
+	log.Error("snapshot given up", "err", err)
+	s.discardEarlier(cmd.SnapshotID, u.Deliveries+1, "", log)
+	s.observeJob(&cmd, nil, time.Since(u.Queued), err)
+	bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID).Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
+	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), Attempt: u.Deliveries})
+	_ = s.audit.Emit(ctx, contract.AuditEvent{Action: "snapshot.create", Outcome: contract.OutcomeFailed, Actor: cmd.Actor, Reason: cmd.Reason,
+		SnapshotID: cmd.SnapshotID, OpID: cmd.OpID, Tenant: cmd.Tenant, Database: cmd.Database, Error: err.Error(),
+		Figures: map[string]any{"attempt": u.Deliveries, "seconds": time.Since(u.Queued).Seconds()}})
+}
+
+// operation reads an operation record; nil when it is missing or unreadable.
+func (s *Service) operation(ctx context.Context, opID string) *contract.Operation {
+	_, op, ok := getState[contract.Operation](ctx, s.assets.State, contract.OperationKey(opID))
+	if !ok {
+		return nil
+	}
+	return &op
+}
+
 // discardEarlier deletes the objects that the deliveries of a command
 // before attempt may have left (a worker that died mid-put), except keep,
 // the object the manifest names.

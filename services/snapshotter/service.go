@@ -105,6 +105,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
+	if err := bus.OnMaxDeliveries(ctx, s.nc, s.assets.JS, contract.StreamCommands, consumerName, s.log, s.givenUp); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { s.retentionLoop(ctx) })
