@@ -111,8 +111,9 @@
 // "cancelled".
 //
 // What is not undone: if every delivery of a command dies (MaxDeliver), the
-// operation stays "running" and the fence stays raised, because the data
-// may be half restored; the lease expires. Lower the fence by hand (`nats
-// kv del CHROMA_STATE fence.<tenant>/<database>`) after checking the data,
-// or roll back again.
+// work queue gives up on it and a running restorer fails the operation
+// (bus.OnMaxDeliveries) and takes back its staging collections, but the
+// fence stays raised, because the data may be half restored; the lease
+// expires. Lower the fence by hand (`nats kv del CHROMA_STATE
+// fence.<tenant>/<database>`) after checking the data, or roll back again.
 package restorer

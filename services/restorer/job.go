@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -653,4 +654,109 @@ func workName(target, sep, opID string) string {
 		target = strings.TrimRight(target[:512-len(suffix)], "._-")
 	}
 	return target + suffix
+}
+
+// givenUp fails the operation of a rollback command that the work queue
+// gave up on: every delivery ended without an answer, each restorer that
+// took it dying, hanging or stopping on it. Nobody else would end it: the
+// operation would stay "running" for ever, a waiting client would wait to
+// its limit, and the watchdog would not learn that its rollback failed.
+// Nothing else is undone: the data may be half restored, so a fence it
+// raised stays raised (and paused jobs paused) until an operator has
+// looked; its lease lapses by itself.
+func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
+	var cmd contract.RollbackCommand
+	if err := json.Unmarshal(u.Data, &cmd); err != nil || contract.ValidToken(cmd.OpID) != nil {
+		s.log.Error("a rollback command was given up on after its last delivery, and is unreadable", "seq", u.Seq, "err", err)
+		return
+	}
+	log := s.log.With("op_id", cmd.OpID, "deliveries", u.Deliveries)
+	op, err := s.getOperation(ctx, cmd.OpID)
+	if err != nil {
+		log.Error("a rollback was given up on after its last delivery; its operation cannot be read to say so", "err", err)
+		return
+	}
+	if op != nil && terminal(op.Status) {
+		return // it ended after all, or another instance saw to it
+	}
+	if op == nil {
+		op = &contract.Operation{OpID: cmd.OpID, SnapshotID: cmd.Request.SnapshotID, Actor: cmd.Request.Actor}
+	}
+	what := "no write fence of it is raised"
+	if op.Tenant != "" && op.Database != "" {
+		if f, err := fence.Get(ctx, s.assets.State, op.Tenant, op.Database); err == nil && f != nil && f.OpID == cmd.OpID {
+			what = fmt.Sprintf("the write fence of %s/%s stays raised: check the data, then roll back again (its lease lapses within %s) or lower the fence by hand (`nats kv del %s %s`)",
+				op.Tenant, op.Database, s.cfg.LeaseTTL, contract.BucketState, contract.FenceKey(op.Tenant, op.Database))
+		}
+	}
+	jobErr := fmt.Errorf("given up after %d deliveries of its command: the restorer that took it died, hung or was stopped each time (see its logs). The data may be half restored; %s",
+		u.Deliveries, what)
+	log.Error("rollback given up", "err", jobErr)
+
+	var written int64
+	var colls int
+	ck, err := s.loadCheckpoint(ctx, cmd.OpID)
+	if err != nil {
+		log.Warn("cannot read the checkpoint of the rollback given up", "err", err)
+	}
+	if ck != nil {
+		written, colls = ck.RecordsWritten, len(ck.Collections)
+		// Staging collections are not live data: take them back, as a
+		// failed attempt does, so that they do not linger beside the
+		// collections. The checkpoint goes once nothing is left to do.
+		warnings := s.undoGivenUp(ctx, &cmd, op, ck)
+		op.Warnings = append(op.Warnings, warnings...)
+		if len(warnings) == 0 {
+			_ = s.assets.State.Purge(ctx, contract.CheckpointKey(cmd.OpID))
+			_ = s.assets.State.Purge(ctx, contract.CancelKey(cmd.OpID))
+		}
+	}
+	took := time.Since(u.Queued)
+	op.Status, op.Phase, op.Error, op.Attempt = contract.StatusFailed, contract.StatusFailed, jobErr.Error(), u.Deliveries
+	if err := s.putOperation(ctx, *op); err != nil {
+		log.Error("could not record that the rollback was given up", "err", err)
+	}
+	bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID).Update(contract.Progress{Phase: contract.StatusFailed, Done: true, Error: jobErr.Error(), DoneRecords: written})
+	_ = s.audit.Emit(ctx, contract.AuditEvent{Action: "rollback", Outcome: contract.OutcomeFailed, Actor: cmd.Request.Actor, Reason: cmd.Request.Reason,
+		OpID: cmd.OpID, SnapshotID: cmd.Request.SnapshotID, Tenant: op.Tenant, Database: op.Database, Error: jobErr.Error(),
+		Figures: map[string]any{"attempt": u.Deliveries, "status": contract.StatusFailed, "records_written": written,
+			"seconds": took.Seconds(), "collections": colls, "verified": false}})
+	s.observeJob(op.Tenant, op.Database, contract.StatusFailed, took, nil, &contract.RestoreReport{RecordsWritten: written}, jobErr)
+}
+
+// undoGivenUp takes back the stage and swap of each collection of the
+// checkpoint ck that was not swapped in (undoStaging), and finishes the
+// swap of one that was; in place and batch-level writes cannot be undone.
+// It returns what it could not do.
+func (s *Service) undoGivenUp(ctx context.Context, cmd *contract.RollbackCommand, op *contract.Operation, ck *checkpoint) []string {
+	if cmd.Request.InPlace || op.Tenant == "" || op.Database == "" {
+		return nil
+	}
+	c, _, apiErr := s.targetClient(cmd.Request.ChromaURL)
+	if apiErr != nil {
+		return []string{fmt.Sprintf("cleanup not done: %s", apiErr.msg)}
+	}
+	var out []string
+	for _, i := range slices.Sorted(maps.Keys(ck.Collections)) {
+		cs := ck.Collections[i]
+		if cs == nil || cs.Action == contract.PlanUpsert {
+			continue
+		}
+		staging, old := workName(cs.Target, stagingSep, cmd.OpID), workName(cs.Target, oldSep, cmd.OpID)
+		var err error
+		if cs.Stage == stageSwapped {
+			// Restored and renamed in: only the displaced one is left.
+			err = c.DeleteCollection(ctx, op.Tenant, op.Database, old)
+			if errors.Is(err, chroma.ErrNotFound) {
+				err = nil
+			}
+		} else {
+			err = undoStaging(ctx, c, op.Tenant, op.Database, cs, staging, old)
+		}
+		if err != nil {
+			out = append(out, fmt.Sprintf("cleanup failed: %v; %q in %s/%s holds what it held before unless it is missing and %q exists (rename that back); delete the staging collection %q if it is left",
+				err, cs.Target, op.Tenant, op.Database, old, staging))
+		}
+	}
+	return out
 }

@@ -1062,30 +1062,48 @@ func (w *collWriter) rename(ctx context.Context, id, name string) error {
 // target holds what it held before. In place and batch-level writes cannot
 // be undone; the safety snapshot holds what was there.
 func (w *collWriter) undo(ctx context.Context) error {
-	if w.how != writeStage || w.cs.Stage == stageDone || w.cs.Stage == stageSwapped {
+	if w.how != writeStage {
 		return nil
 	}
-	sp := w.j.sp
-	live, err := w.get(ctx, w.cs.Target)
+	return undoStaging(ctx, w.client(), w.j.sp.tenant, w.j.sp.database, w.cs, w.staging, w.old)
+}
+
+// undoStaging takes back the stage and swap of the collection cs, whose
+// staging collection is staging and whose displaced live one is renamed
+// old: unless it was swapped in, a swap cut short is reversed and the
+// staging collection deleted.
+func undoStaging(ctx context.Context, c *chroma.Client, tenant, database string, cs *collCheckpoint, staging, old string) error {
+	if cs.Stage == stageDone || cs.Stage == stageSwapped {
+		return nil
+	}
+	get := func(name string) (*chroma.Collection, error) {
+		coll, err := c.GetCollection(ctx, tenant, database, name)
+		if errors.Is(err, chroma.ErrNotFound) {
+			return nil, nil
+		}
+		return coll, err
+	}
+	live, err := get(cs.Target)
 	if err != nil {
 		return err
 	}
 	if live == nil {
-		old, err := w.get(ctx, w.old)
+		displaced, err := get(old)
 		if err != nil {
 			return err
 		}
-		if old != nil {
-			if err := w.rename(ctx, old.ID, w.cs.Target); err != nil {
-				return fmt.Errorf("put %q back: %w", w.cs.Target, err)
+		if displaced != nil {
+			name := cs.Target
+			if err := c.ModifyCollection(ctx, tenant, database, displaced.ID, &name, nil); err != nil {
+				return fmt.Errorf("put %q back: rename collection %s: %w", cs.Target, displaced.ID, err)
 			}
 		}
-	} else if live.ID == w.cs.WorkID {
+	} else if live.ID == cs.WorkID {
 		return nil // swapped in after all: it is restored and verified
 	}
-	err = w.client().DeleteCollection(ctx, sp.tenant, sp.database, w.staging)
+	err = c.DeleteCollection(ctx, tenant, database, staging)
 	if err != nil && !errors.Is(err, chroma.ErrNotFound) {
-		return fmt.Errorf("delete staging collection %q: %w", w.staging, err)
+		return fmt.Errorf("delete staging collection %q: %w", staging, err)
 	}
 	return nil
 }

@@ -136,3 +136,102 @@ func (e *env) safetySnapshots(t *testing.T, opID string) int {
 	}
 	return n
 }
+
+// TestRollbackGivenUpAfterMaxDeliver: every delivery of a rollback command
+// dies mid-restore (MaxDeliver 2: two restorers stopped in turn). The work
+// queue gives up on it; a running restorer hears so and fails the
+// operation, saying why and what to do, instead of leaving it "running"
+// for ever. The data may be half restored, so the fence stays raised; once
+// the dead attempts' lease lapses, rolling back again restores the
+// pre-migration state and lowers the fence.
+func TestRollbackGivenUpAfterMaxDeliver(t *testing.T) {
+	e := seeded(t)
+	pre := e.dump(t, "acme", "prod")
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	damage(t, e.cc, 1)
+	damaged := e.dump(t, "acme", "prod")
+
+	// Each attempt stops at its first batch, as a worker that dies there.
+	reached := make(chan int, 2)
+	var mu sync.Mutex
+	stopped := map[int]bool{}
+	hook := func(ctx context.Context, p restorer.HookPoint) error {
+		mu.Lock()
+		first := p.Name == "batch" && !stopped[p.Attempt]
+		stopped[p.Attempt] = stopped[p.Attempt] || first
+		mu.Unlock()
+		if first {
+			reached <- p.Attempt
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}
+	cfg := restorer.Config{MaxDeliver: 2}
+	cfg.Instance = "a"
+	stop := e.startRestorer(t, cfg, hook)
+	r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true, Actor: "test"})
+	for _, instance := range []string{"a", "b"} {
+		select {
+		case a := <-reached:
+			t.Logf("stopping instance %s in attempt %d", instance, a)
+		case <-time.After(time.Minute):
+			t.Fatalf("instance %s never reached a batch", instance)
+		}
+		stop()
+		if instance == "a" {
+			cfg.Instance = "b"
+			stop = e.startRestorer(t, cfg, hook)
+		}
+	}
+	cfg.Instance = "c"
+	e.startRestorer(t, cfg, nil)
+
+	op := e.waitOp(t, r.OpID, time.Minute)
+	if op.Status != contract.StatusFailed || op.Attempt != 2 || !strings.Contains(op.Error, "given up after 2 deliveries of its command") ||
+		!strings.Contains(op.Error, "the write fence of acme/prod stays raised") || !strings.Contains(op.Error, "nats kv del CHROMA_STATE fence.acme/prod") {
+		t.Fatalf("operation: %s, attempt %d, %q; want failed after 2 deliveries, naming the fence", op.Status, op.Attempt, op.Error)
+	}
+	if keys := e.stateKeys(t, "fence."); len(keys) != 1 {
+		t.Errorf("fence keys after giving up: %v; the fence must stay raised", keys)
+	}
+	// Its staging collections are taken back; the live ones hold what the
+	// migration left.
+	got := e.dump(t, "acme", "prod")
+	compareDB(t, "after giving up", got, damaged, nil)
+	if keys := e.stateKeys(t, "checkpoint."); len(keys) != 0 {
+		t.Errorf("checkpoints after giving up: %v", keys)
+	}
+	var failed []contract.AuditEvent
+	for _, ev := range e.auditEvents(t) {
+		if ev.Action == "rollback" && ev.Outcome == contract.OutcomeFailed {
+			failed = append(failed, ev)
+		}
+	}
+	if len(failed) != 1 || failed[0].OpID != r.OpID || failed[0].Figures["attempt"] != 2.0 || !strings.Contains(failed[0].Error, "given up") {
+		t.Errorf("failed rollback audit events: %+v; want one, of attempt 2, saying it was given up", failed)
+	}
+
+	// Roll back again, once the lease of the dead attempts lapsed.
+	var again contract.RollbackReply
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		code, data := e.request(t, e.subj.API("rollback", "start"), contract.RollbackRequest{SnapshotID: snap, Confirm: true, Actor: "test"})
+		if code == 0 {
+			if err := json.Unmarshal(data, &again); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		if code != contract.CodeConflict || time.Now().After(deadline) {
+			t.Fatalf("rollback again: %d %s", code, data)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if op := e.waitOp(t, again.OpID, 2*time.Minute); op.Status != contract.StatusCompleted {
+		t.Fatalf("rollback again: %s %s", op.Status, op.Error)
+	}
+	want := pre.clone()
+	want["migration_added"] = damaged["migration_added"]
+	compareDB(t, "after rolling back again", e.dump(t, "acme", "prod"), want, nil)
+	e.assertReleased(t)
+}

@@ -141,6 +141,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
+	if err := bus.OnMaxDeliveries(ctx, s.nc, s.assets.JS, contract.StreamCommands, consumerName, s.log, s.givenUp); err != nil {
+		return err
+	}
 	s.log.Info("restorer started", "chroma_url", s.cfg.ChromaURL)
 	return s.consume(ctx, cons)
 }
