@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
-	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 )
 
 // TestPruneState: the records of work that ended before the cutoff go
@@ -19,13 +18,8 @@ import (
 // same and purges nothing. A record changed between the read and the
 // purge (a new run of the same job) stays.
 func TestPruneState(t *testing.T) {
-	n := testenv.StartNATS(t)
+	s, n := storeOnlyService(t)
 	ctx := t.Context()
-	s, err := New(Config{ChromaURL: "http://127.0.0.1:1"}, n.Conn, contract.Subjects{Prefix: contract.DefaultPrefix}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.assets = n.Assets
 	kv := n.Assets.State
 	now := time.Now().UTC()
 	ago := func(days float64) time.Time { return now.Add(-time.Duration(days * 24 * float64(time.Hour))) }

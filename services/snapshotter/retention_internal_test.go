@@ -16,13 +16,8 @@ import (
 // (chroma.api.snapshot.delete) the same snapshot is deleted, manifest
 // first, then object.
 func TestRetentionSparesSnapshotPinnedDuringRun(t *testing.T) {
-	n := testenv.StartNATS(t)
+	s, n := storeOnlyService(t)
 	ctx := t.Context()
-	s, err := New(Config{ChromaURL: "http://127.0.0.1:1"}, n.Conn, contract.Subjects{Prefix: contract.DefaultPrefix}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.assets = n.Assets
 
 	m := contract.SnapshotManifest{Envelope: contract.NewEnvelope(contract.TypeSnapshotManifest), SnapshotID: "snap_pin",
 		Name: "pin", Tenant: "t", Database: "d", Object: objectName("snap_pin"), StartedAt: time.Now().Add(-30 * 24 * time.Hour)}
@@ -68,4 +63,18 @@ func TestRetentionSparesSnapshotPinnedDuringRun(t *testing.T) {
 	if _, _, e := s.setKeep(ctx, m.SnapshotID, false); e == nil || e.code != contract.CodeNotFound {
 		t.Errorf("keep of a deleted snapshot: %v, want not found", e)
 	}
+}
+
+// storeOnlyService is a snapshotter on an embedded JetStream, its streams
+// and buckets made, that is not running and has no Chroma: for testing
+// what it does to the store.
+func storeOnlyService(t *testing.T) (*Service, *testenv.NATS) {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	s, err := New(Config{ChromaURL: "http://127.0.0.1:1"}, n.Conn, contract.Subjects{Prefix: contract.DefaultPrefix}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.assets = n.Assets
+	return s, n
 }
