@@ -684,7 +684,11 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	}
 	what := "no write fence of it is raised"
 	if op.Tenant != "" && op.Database != "" {
-		if f, err := fence.Get(ctx, s.assets.State, op.Tenant, op.Database); err == nil && f != nil && f.OpID == cmd.OpID {
+		f, err := fence.Get(ctx, s.assets.State, op.Tenant, op.Database)
+		switch {
+		case err != nil:
+			what = fmt.Sprintf("whether its write fence of %s/%s is raised could not be read (%v): see `status`", op.Tenant, op.Database, err)
+		case f != nil && f.OpID == cmd.OpID:
 			what = fmt.Sprintf("the write fence of %s/%s stays raised: check the data, then roll back again (its lease lapses within %s) or lower the fence by hand (`nats kv del %s %s`)",
 				op.Tenant, op.Database, s.cfg.LeaseTTL, contract.BucketState, contract.FenceKey(op.Tenant, op.Database))
 		}
