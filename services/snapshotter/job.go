@@ -139,7 +139,8 @@ func (s *Service) storedManifest(ctx context.Context, snapshotID string) *contra
 // that took it dying, hanging or stopping on it. Nobody else would say so:
 // the operation would stay "running" and a waiting client would wait for
 // it to the end. The manifest decides, as for a failed attempt: if one was
-// written (the last ack was lost), the snapshot is made.
+// written (the last ack was lost), the snapshot is made; if the last
+// attempt's worker finishes after all, it records the snapshot completed.
 func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	var cmd contract.SnapshotCommand
 	if err := json.Unmarshal(u.Data, &cmd); err != nil || cmd.SnapshotID == "" || cmd.OpID == "" || contract.ValidToken(cmd.SnapshotID) != nil {
@@ -158,7 +159,10 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	}
 	err := fmt.Errorf("given up after %d deliveries of its command: the snapshotter that took it died, hung or was stopped each time (see its logs); nothing was kept", u.Deliveries)
 	log.Error("snapshot given up", "err", err)
-	s.discardEarlier(cmd.SnapshotID, u.Deliveries+1, "", log)
+	// What earlier attempts left, as a failed attempt deletes it. The
+	// last attempt's worker may only have lost touch and still finish:
+	// what it leaves is retention's, a day on (sweepOrphanChunks).
+	s.discardEarlier(cmd.SnapshotID, u.Deliveries, "", log)
 	s.observeJob(&cmd, nil, time.Since(u.Queued), err)
 	bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID).Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
 	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), Attempt: u.Deliveries})

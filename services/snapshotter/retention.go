@@ -250,11 +250,12 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 		"scanned": len(rep.Deleted) + len(rep.Kept) + len(rep.Failed), "kept": len(rep.Kept), "failed": len(rep.Failed)}
 	if o.tenant == "" && ctx.Err() == nil {
 		// Chunks belong to no tenant: only a run over everything sweeps them.
-		chunks, staged, err := s.sweepOrphanChunks(ctx, now, o.dryRun)
+		left, err := s.sweepOrphanChunks(ctx, now, o.dryRun)
 		if err != nil {
 			log.Warn("could not sweep what killed puts and imports left", "err", err)
 		}
-		runEv.Figures["orphan_chunk_subjects"], runEv.Figures["stale_staging_objects"] = chunks, staged
+		runEv.Figures["orphan_chunk_subjects"], runEv.Figures["stale_staging_objects"] = left.chunks, left.staged
+		runEv.Figures["unnamed_archive_objects"] = left.unnamed
 		// So are the records of ended work (pruneState).
 		pruned, err := s.pruneState(ctx, rep.Cutoff, o.dryRun)
 		if err != nil {
@@ -540,10 +541,10 @@ func (s *Service) cleanupRequestOptions(req *contract.CleanupRequest) (cleanupOp
 // export, so no put still running is touched.
 const orphanChunkAge = 24 * time.Hour
 
-// leftoverRE matches the chunk id of a snapshot's archive object, or the
-// name of an import's staging object as the CLI makes it and its chunk id
-// (bus.ChunkIDFor), capturing the time it was made.
-var leftoverRE = regexp.MustCompile(`^(?:snap_(\d{8}T\d{6}Z)_[A-Za-z0-9_-]+_tar_zst|import[_/](\d{8}T\d{6}Z)_[0-9a-f]+)$`)
+// leftoverRE matches the name of a snapshot's archive object and its chunk
+// id (bus.ChunkIDFor), or the name of an import's staging object as the
+// CLI makes it and its chunk id, capturing the time it was made.
+var leftoverRE = regexp.MustCompile(`^(?:snap_(\d{8}T\d{6}Z)_[A-Za-z0-9_.-]+[_.]tar[_.]zst|import[_/](\d{8}T\d{6}Z)_[0-9a-f]+)$`)
 
 // leftoverAge is when leftoverRE dates name, if it matches.
 func leftoverAge(name string, now time.Time) (time.Duration, bool) {
@@ -558,50 +559,87 @@ func leftoverAge(name string, now time.Time) (time.Duration, bool) {
 	return now.Sub(at), true
 }
 
+// leftovers counts what sweepOrphanChunks found: chunk subjects no object
+// names, import staging objects, and archive objects no manifest names.
+type leftovers struct{ chunks, staged, unnamed int }
+
 // sweepOrphanChunks purges (dry run: counts) what puts and imports left
 // once it is orphanChunkAge old: the chunks of snapshot and staging
 // objects that no object info names (their process was killed, and a
 // snapshot's command was not delivered again: the next delivery purges
-// them itself), and staging objects of imports whose client was killed
-// before it removed them. Chunks and objects under other names are left
-// alone. It returns the chunk subjects and staging objects found.
-func (s *Service) sweepOrphanChunks(ctx context.Context, now time.Time, dryRun bool) (chunks, staged int, err error) {
+// them itself), staging objects of imports whose client was killed before
+// it removed them, and snapshot archive objects that no manifest names.
+// Chunks and objects under other names are left alone.
+func (s *Service) sweepOrphanChunks(ctx context.Context, now time.Time, dryRun bool) (found leftovers, err error) {
 	orphans, err := bus.OrphanChunks(ctx, s.assets.JS, contract.ObjectSnapshots)
 	if err != nil {
-		return 0, 0, err
+		return found, err
 	}
 	for id, n := range orphans {
 		if age, ok := leftoverAge(id, now); !ok || age < orphanChunkAge {
 			continue
 		}
-		chunks++
+		found.chunks++
 		if dryRun {
 			continue
 		}
 		if err := bus.PurgeChunks(ctx, s.assets.JS, contract.ObjectSnapshots, id); err != nil {
-			return chunks, staged, err
+			return found, err
 		}
 		s.log.Info("purged chunks that no object names", "chunk_id", id, "chunks", n)
 	}
 	objs, err := s.assets.Snapshots.List(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return chunks, staged, err
+		return found, err
 	}
 	for _, o := range objs {
+		age, ok := leftoverAge(o.Name, now)
+		if !ok || age < orphanChunkAge {
+			continue
+		}
+		what, count := "a staging object an import left", &found.staged
 		if !strings.HasPrefix(o.Name, contract.ImportStagingPrefix) {
-			continue
+			// An archive its snapshot's manifest does not name: an attempt
+			// whose command was given up on after its last delivery (its
+			// worker may have lived on, so it was not deleted at once), or
+			// an object whose deletion failed after its manifest's.
+			if !s.unnamedArchive(ctx, o.Name) {
+				continue
+			}
+			what, count = "an archive object no manifest names", &found.unnamed
 		}
-		if age, ok := leftoverAge(o.Name, now); !ok || age < orphanChunkAge {
-			continue
-		}
-		staged++
+		*count++
 		if dryRun {
 			continue
 		}
 		if err := s.assets.Snapshots.Delete(ctx, o.Name); err != nil && !bus.IsNotFound(err) {
-			return chunks, staged, err
+			return found, err
 		}
-		s.log.Info("deleted a staging object an import left", "object", o.Name, "size", o.Size)
+		s.log.Info("deleted "+what, "object", o.Name, "size", o.Size)
 	}
-	return chunks, staged, nil
+	return found, nil
+}
+
+// snapshotObjectRE matches the archive objects snapshots and imports write
+// (objectName, attemptObjectName), capturing the snapshot id.
+var snapshotObjectRE = regexp.MustCompile(`^(snap_\d{8}T\d{6}Z_[A-Za-z0-9_-]+?)(?:\.attempt\d+)?\.tar\.zst$`)
+
+// unnamedArchive says that name is a snapshot's archive object which its
+// snapshot's manifest does not name: there is no manifest of that id, or
+// a readable one names another object. A manifest that cannot be read
+// keeps the object.
+func (s *Service) unnamedArchive(ctx context.Context, name string) bool {
+	m := snapshotObjectRE.FindStringSubmatch(name)
+	if m == nil {
+		return false
+	}
+	e, err := s.assets.Manifests.Get(ctx, m[1])
+	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	var man contract.SnapshotManifest
+	return json.Unmarshal(e.Value(), &man) == nil && man.Object != "" && man.Object != name
 }

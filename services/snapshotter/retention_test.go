@@ -172,6 +172,14 @@ func reasons(items []contract.CleanupItem) map[string]string {
 	return out
 }
 
+func (e *env) putManifest(t *testing.T, m contract.SnapshotManifest) {
+	t.Helper()
+	m.Envelope = contract.NewEnvelope(contract.TypeSnapshotManifest)
+	if _, err := e.nats.Assets.Manifests.Put(t.Context(), m.SnapshotID, mustJSON(t, m)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (e *env) putState(t *testing.T, key string, v any) {
 	t.Helper()
 	if _, err := e.nats.Assets.State.Put(t.Context(), key, mustJSON(t, v)); err != nil {
@@ -520,7 +528,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // of snapshot objects that no object info names (a put killed outright,
 // its command never delivered again) once their snapshot is a day old; it
 // leaves younger ones (a put may still be running), live objects' chunks
-// and chunk ids that are not a snapshot object's. A dry run counts only.
+// and chunk ids that are not a snapshot object's. So it does with archive
+// objects that their snapshot's manifest does not name, and with the
+// staging objects of killed imports. A dry run counts only.
 func TestRetentionSweepsOrphanChunks(t *testing.T) {
 	e := newEnv(t)
 	e.startService(t, snapshotter.Config{})
@@ -549,14 +559,22 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A live object, two days old by its name: its chunks stay.
+	// A live object, two days old by its name, which its (pinned)
+	// snapshot's manifest names: it and its chunks stay.
 	liveName := id(48*time.Hour, "") + ".attempt3.tar.zst"
 	put(liveName)
+	e.putManifest(t, contract.SnapshotManifest{SnapshotID: id(48*time.Hour, ""), Name: "live", Tenant: "default_tenant", Database: "default_database",
+		Object: liveName, StartedAt: now.Add(-48 * time.Hour), VerifiedAt: now.Add(-47 * time.Hour), Keep: true})
+	// Archive objects no manifest names, as the last attempt of a command
+	// given up on leaves them: an earlier attempt of the live snapshot's
+	// command and one of a snapshot never made go; a young one stays.
+	unnamed := []string{id(48*time.Hour, "") + ".attempt2.tar.zst", id(30*time.Hour, "") + ".tar.zst"}
 	// Staging objects of imports whose client was killed after the
 	// upload: the old one goes, the young one and one named by hand stay.
 	staleStaging := contract.ImportStagingPrefix + stamp(48*time.Hour) + "_abcdef012345"
-	kept := []string{liveName, contract.ImportStagingPrefix + stamp(time.Hour) + "_abcdef012345", contract.ImportStagingPrefix + "1"}
-	for _, name := range append([]string{staleStaging}, kept[1:]...) {
+	kept := []string{liveName, contract.ImportStagingPrefix + stamp(time.Hour) + "_abcdef012345", contract.ImportStagingPrefix + "1",
+		id(2*time.Hour, "") + ".tar.zst"}
+	for _, name := range append(append([]string{staleStaging}, unnamed...), kept[1:]...) {
 		put(name)
 	}
 	orphans := func() []string {
@@ -625,10 +643,10 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 	}
 	var counted []any
 	for _, ev := range findAudit(e.auditEvents(t), "snapshot.cleanup", contract.OutcomeCompleted) {
-		counted = append(counted, ev.Figures["orphan_chunk_subjects"], ev.Figures["stale_staging_objects"])
+		counted = append(counted, ev.Figures["orphan_chunk_subjects"], ev.Figures["stale_staging_objects"], ev.Figures["unnamed_archive_objects"])
 	}
-	if !slices.Equal(counted, []any{nil, nil, 3.0, 1.0, 3.0, 1.0}) {
-		t.Errorf("orphan_chunk_subjects and stale_staging_objects in the runs' audit events: %v, want none in the tenant's run, 3 and 1 in the dry run and the run", counted)
+	if !slices.Equal(counted, []any{nil, nil, nil, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0}) {
+		t.Errorf("orphan_chunk_subjects, stale_staging_objects and unnamed_archive_objects in the runs' audit events: %v, want none in the tenant's run, 3, 1 and 2 in the dry run and the run", counted)
 	}
 	var prunedOps []any
 	for _, ev := range findAudit(e.auditEvents(t), "snapshot.cleanup", contract.OutcomeCompleted) {
