@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -118,5 +119,12 @@ func printCleanup(w io.Writer, r *contract.CleanupReport) {
 		}
 		fmt.Fprintf(w, "%s the records of work that ended before the cutoff: %d operations, %d migrations, %d retention claims\n", verb,
 			r.StatePruned["operations"], r.StatePruned["migrations"], r.StatePruned["retention_claims"])
+	}
+	if len(r.Abandoned) > 0 {
+		verb := "Failed"
+		if r.DryRun {
+			verb = "Would fail"
+		}
+		fmt.Fprintf(w, "%s the operations that no worker can end, their commands gone from CHROMA_CMDS: %s\n", verb, strings.Join(r.Abandoned, ", "))
 	}
 }

@@ -80,6 +80,13 @@ func TestCLICleanup(t *testing.T) {
 		t.Errorf("snapshot list does not show keep true for %s only:\n%s", pinned, stdout)
 	}
 
+	// A snapshot queued now, that no snapshotter took: 30 days on, its
+	// command has left the work queue.
+	stuck, _ := json.Marshal(contract.Operation{OpID: "op_stuck", Kind: "snapshot", SnapshotID: "snap_stuck", Status: contract.StatusQueued, UpdatedAt: time.Now()})
+	if _, err := n.Assets.State.Put(t.Context(), contract.OperationKey("op_stuck"), stuck); err != nil {
+		t.Fatal(err)
+	}
+
 	code, stdout, stderr := c.run("cleanup", "--dry-run")
 	if code != exitOK {
 		t.Fatalf("cleanup --dry-run: exit %d: %s", code, stderr)
@@ -93,6 +100,7 @@ func TestCLICleanup(t *testing.T) {
 		// The service's clock is 30 days ahead: the three snapshots'
 		// operations ended before the cutoff.
 		"Would prune the records of work that ended before the cutoff: 3 operations, 0 migrations, 0 retention claims",
+		"Would fail the operations that no worker can end, their commands gone from CHROMA_CMDS: op_stuck",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("cleanup --dry-run output lacks %q:\n%s", want, stdout)
@@ -139,7 +147,8 @@ func TestCLICleanup(t *testing.T) {
 		t.Fatalf("cleanup: exit %d: %s", code, stderr)
 	}
 	if !strings.Contains(stdout, "Deleted (1)") || !strings.Contains(stdout, "1 deleted, 2 kept, 0 failed; freed") || strings.Contains(stdout, "Dry run") ||
-		!strings.Contains(stdout, "Pruned the records of work that ended before the cutoff: 3 operations") {
+		!strings.Contains(stdout, "Pruned the records of work that ended before the cutoff: 3 operations") ||
+		!strings.Contains(stdout, "Failed the operations that no worker can end, their commands gone from CHROMA_CMDS: op_stuck") {
 		t.Errorf("cleanup output:\n%s", stdout)
 	}
 	if got, want := listed(), []string{newest, pinned}; !slices.Equal(got, want) {

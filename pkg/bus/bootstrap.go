@@ -73,7 +73,7 @@ func Bootstrap(ctx context.Context, js jetstream.JetStream, cfg Config) (*Assets
 		Storage:     cfg.Storage,
 		Replicas:    cfg.Replicas,
 		Duplicates:  24 * time.Hour,
-		MaxAge:      7 * 24 * time.Hour,
+		MaxAge:      CommandMaxAge,
 	})
 	if err != nil {
 		return nil, err
@@ -267,3 +267,7 @@ func ParseReplicas(s string) (int, error) {
 	}
 	return n, nil
 }
+
+// CommandMaxAge is how long CHROMA_CMDS keeps a command, taken or not: an
+// operation whose command is older no worker can end any more.
+const CommandMaxAge = 7 * 24 * time.Hour

@@ -124,6 +124,11 @@ type CleanupReport struct {
 	// "migrations" (ended, their rollback too) and "retention_claims"
 	// (of days over). Only a run over every tenant prunes.
 	StatePruned map[string]int `json:"state_pruned,omitempty"`
+	// Abandoned are the operations the run failed (with DryRun, would
+	// fail) because they were still queued or running when their command
+	// had left CHROMA_CMDS, so that no worker could end them. Only a run
+	// over every tenant looks for them.
+	Abandoned []string `json:"abandoned_operations,omitempty"`
 }
 
 // SnapshotKeepRequest pins a snapshot so that retention never deletes it,

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -29,21 +32,31 @@ const (
 	prunedClaims     = "retention_claims"
 )
 
+// pruned is what pruneState did: the records purged by kind, and the
+// operations it failed because no worker could end them any more.
+type pruned struct {
+	counts    map[string]int
+	abandoned []string
+}
+
 // pruneState purges (or with dryRun counts) the records of work that ended
 // before cutoff: operations completed, failed or cancelled, with any
 // checkpoint and cancel request of theirs; migrations that ended and keep
 // no snapshot busy; retention claims of days over before cutoff. Each
-// record is purged only at the revision it was read at. It returns how
-// many of each kind.
-func (s *Service) pruneState(ctx context.Context, cutoff time.Time, dryRun bool) (map[string]int, error) {
+// record is purged only at the revision it was read at. An operation
+// still queued or running whose last change is older than the work queue
+// keeps commands (bus.CommandMaxAge) is failed instead (abandon): its
+// command is gone, so no worker can end it.
+func (s *Service) pruneState(ctx context.Context, now, cutoff time.Time, dryRun bool) (pruned, error) {
 	kv := s.assets.State
 	lister, err := kv.ListKeys(ctx)
-	counts := map[string]int{prunedOperations: 0, prunedMigrations: 0, prunedClaims: 0}
+	res := pruned{counts: map[string]int{prunedOperations: 0, prunedMigrations: 0, prunedClaims: 0}}
+	counts := res.counts
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return counts, nil
+		return res, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list state keys: %w", err)
+		return res, fmt.Errorf("list state keys: %w", err)
 	}
 	keys := map[string]bool{}
 	for k := range lister.Keys() {
@@ -82,10 +95,29 @@ func (s *Service) pruneState(ctx context.Context, cutoff time.Time, dryRun bool)
 		switch {
 		case strings.HasPrefix(key, contract.OperationKey("")):
 			e, op, ok := getState[contract.Operation](ctx, kv, key)
-			if !ok || !terminalStatus(op.Status) {
+			if !ok {
 				continue
 			}
-			if at := lastChange(op.UpdatedAt, op.Time); !at.IsZero() && at.Before(cutoff) {
+			at := lastChange(op.UpdatedAt, op.Time)
+			if at.IsZero() {
+				continue
+			}
+			if !terminalStatus(op.Status) {
+				if !at.Before(now.Add(-abandonedAfter)) {
+					continue
+				}
+				if !dryRun {
+					if err := s.abandon(ctx, e.Revision(), op, now); err != nil {
+						if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+							errs = append(errs, err)
+						}
+						continue
+					}
+				}
+				res.abandoned = append(res.abandoned, op.OpID)
+				continue
+			}
+			if at.Before(cutoff) {
 				purge(prunedOperations, key, e.Revision(), contract.CheckpointKey(op.OpID), contract.CancelKey(op.OpID))
 			}
 		case strings.HasPrefix(key, contract.MigrationKey("")):
@@ -106,7 +138,44 @@ func (s *Service) pruneState(ctx context.Context, cutoff time.Time, dryRun bool)
 			}
 		}
 	}
-	return counts, errors.Join(errs...)
+	slices.Sort(res.abandoned)
+	return res, errors.Join(errs...)
+}
+
+// abandonedAfter is how long after its last change an operation not ended
+// is failed by abandon: its command has left the work queue by then.
+const abandonedAfter = bus.CommandMaxAge + time.Hour
+
+// abandon fails op, queued or running since before its command left the
+// work queue, at the revision it was read at: no worker took the command
+// in time (none ran), or the last one lost touch and the give-up
+// (givenUp) was not heard. A rollback's write fence, if it holds one,
+// stays raised, as when a rollback is given up.
+func (s *Service) abandon(ctx context.Context, rev uint64, op contract.Operation, now time.Time) error {
+	worker := "snapshotter"
+	if op.Kind == "rollback" {
+		worker = "restorer"
+	}
+	why := fmt.Sprintf("no worker ended it: its command left %s, which keeps commands %s (no %s took it in time, or the last one lost touch)",
+		contract.StreamCommands, contract.FormatAge(bus.CommandMaxAge), worker)
+	if op.Kind == "rollback" && op.Tenant != "" && op.Database != "" {
+		if f, err := fence.Get(ctx, s.assets.State, op.Tenant, op.Database); err == nil && f != nil && f.OpID == op.OpID {
+			why += fmt.Sprintf("; the data may be half restored, and the write fence of %s/%s stays raised: check the data, then roll back again or lower the fence by hand (`nats kv del %s %s`)",
+				op.Tenant, op.Database, contract.BucketState, contract.FenceKey(op.Tenant, op.Database))
+		}
+		op.Phase = contract.StatusFailed
+	}
+	op.Envelope = contract.NewEnvelope(contract.TypeOperation)
+	op.Status, op.Error, op.UpdatedAt = contract.StatusFailed, why, now.UTC()
+	data, err := json.Marshal(op)
+	if err != nil {
+		return err
+	}
+	if _, err := s.assets.State.Update(ctx, contract.OperationKey(op.OpID), data, rev); err != nil {
+		return fmt.Errorf("fail abandoned operation %s: %w", op.OpID, err)
+	}
+	s.log.Warn("operation failed: no worker ended it before its command left the work queue", "op_id", op.OpID, "kind", op.Kind)
+	return nil
 }
 
 // beforeStatePurge, when set (by tests), runs between reading a record and

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,9 +15,11 @@ import (
 // (operations completed, failed or cancelled with their checkpoint and
 // cancel keys, ended migrations, claims of days over); work not ended,
 // young records, unreadable ones, migrations whose rollback an operator
-// still has to run, and keys of other kinds stay. A dry run counts the
-// same and purges nothing. A record changed between the read and the
-// purge (a new run of the same job) stays.
+// still has to run, and keys of other kinds stay. Operations not ended
+// since before their command left the work queue are failed, saying why
+// (and that a rollback's fence stays). A dry run counts the same and
+// changes nothing. A record changed between the read and the purge (a new
+// run of the same job) stays.
 func TestPruneState(t *testing.T) {
 	s, n := storeOnlyService(t)
 	ctx := t.Context()
@@ -68,10 +71,13 @@ func TestPruneState(t *testing.T) {
 		contract.CancelKey("op_rb_failed"), contract.OperationKey("op_rb_cancelled"),
 		contract.MigrationKey("job_done"), contract.MigrationKey("job_rolled_back"), oldClaim,
 	}
-	// These stay.
-	op("op_rb_running", "rollback", contract.StatusRunning, ago(30))
+	// These stay. The two not ended since before their commands left the
+	// work queue are failed.
+	put(contract.OperationKey("op_rb_running"), contract.Operation{OpID: "op_rb_running", Kind: "rollback", Status: contract.StatusRunning,
+		Tenant: "acme", Database: "prod", UpdatedAt: ago(30)})
 	put(contract.CheckpointKey("op_rb_running"), []byte(`{"op_id":"op_rb_running"}`))
 	op("op_snap_queued", "snapshot", contract.StatusQueued, ago(30))
+	op("op_snap_running_young", "snapshot", contract.StatusRunning, ago(6))
 	op("op_snap_young", "snapshot", contract.StatusCompleted, ago(6))
 	op("op_no_time", "snapshot", contract.StatusCompleted, time.Time{})
 	put(contract.OperationKey("op_garbled"), []byte("not json"))
@@ -87,7 +93,7 @@ func TestPruneState(t *testing.T) {
 	claim(ago(7))                                               // the cutoff's own day, which ends after it
 	claim(now)
 	put("lease.acme/prod", []byte(`{"holder":"op_rb_running"}`))
-	put("fence.acme/prod", []byte(`{"op_id":"op_rb_running"}`))
+	put(contract.FenceKey("acme", "prod"), contract.Fence{Tenant: "acme", Database: "prod", OpID: "op_rb_running"})
 	put(contract.AddRateKey("http://chroma:8000"), []byte(`{"records_per_second":1000}`))
 
 	keys := func() []string {
@@ -107,12 +113,25 @@ func TestPruneState(t *testing.T) {
 	cutoff := ago(7)
 	want := map[string]int{prunedOperations: 3, prunedMigrations: 3, prunedClaims: 1}
 
-	counts, err := s.pruneState(ctx, cutoff, true)
-	if err != nil || !maps.Equal(counts, want) {
-		t.Errorf("dry run counted %v (%v), want %v", counts, err, want)
+	abandoned := []string{"op_rb_running", "op_snap_queued"}
+	status := func(id string) contract.Operation {
+		t.Helper()
+		_, o, ok := getState[contract.Operation](ctx, kv, contract.OperationKey(id))
+		if !ok {
+			t.Fatalf("operation %s is gone", id)
+		}
+		return o
+	}
+
+	res, err := s.pruneState(ctx, now, cutoff, true)
+	if err != nil || !maps.Equal(res.counts, want) || !slices.Equal(res.abandoned, abandoned) {
+		t.Errorf("dry run counted %v and %v (%v), want %v and %v", res.counts, res.abandoned, err, want, abandoned)
 	}
 	if got := keys(); !slices.Equal(got, all) {
 		t.Fatalf("a dry run changed the keys: %v, was %v", got, all)
+	}
+	if o := status("op_rb_running"); o.Status != contract.StatusRunning {
+		t.Errorf("a dry run failed %s: %s", o.OpID, o.Status)
 	}
 
 	// A new run of job_rerun starts between the read and the purge.
@@ -124,9 +143,20 @@ func TestPruneState(t *testing.T) {
 	}
 	t.Cleanup(func() { beforeStatePurge = nil })
 	want[prunedMigrations] = 2
-	counts, err = s.pruneState(ctx, cutoff, false)
-	if err != nil || !maps.Equal(counts, want) {
-		t.Errorf("run pruned %v (%v), want %v", counts, err, want)
+	res, err = s.pruneState(ctx, now, cutoff, false)
+	if err != nil || !maps.Equal(res.counts, want) || !slices.Equal(res.abandoned, abandoned) {
+		t.Errorf("run pruned %v and failed %v (%v), want %v and %v", res.counts, res.abandoned, err, want, abandoned)
+	}
+	for id, says := range map[string]string{
+		"op_rb_running":  "no restorer took it in time, or the last one lost touch); the data may be half restored, and the write fence of acme/prod stays raised",
+		"op_snap_queued": "no worker ended it: its command left CHROMA_CMDS, which keeps commands 7d (no snapshotter took it in time",
+	} {
+		if o := status(id); o.Status != contract.StatusFailed || !strings.Contains(o.Error, says) || o.UpdatedAt.Before(now) {
+			t.Errorf("%s after the run: %s, %q, updated %s; want failed now, saying %q", id, o.Status, o.Error, o.UpdatedAt, says)
+		}
+	}
+	if o := status("op_snap_running_young"); o.Status != contract.StatusRunning {
+		t.Errorf("a young running operation was failed: %s", o.Error)
 	}
 	wantKeys := slices.DeleteFunc(slices.Clone(all), func(k string) bool { return slices.Contains(gone, k) })
 	if got := keys(); !slices.Equal(got, wantKeys) {
@@ -140,8 +170,8 @@ func TestPruneState(t *testing.T) {
 
 	// Nothing left to prune: a second run purges nothing.
 	beforeStatePurge = nil
-	counts, err = s.pruneState(ctx, cutoff, false)
-	if err != nil || !maps.Equal(counts, map[string]int{prunedOperations: 0, prunedMigrations: 0, prunedClaims: 0}) {
-		t.Errorf("second run pruned %v (%v), want nothing", counts, err)
+	res, err = s.pruneState(ctx, now, cutoff, false)
+	if err != nil || !maps.Equal(res.counts, map[string]int{prunedOperations: 0, prunedMigrations: 0, prunedClaims: 0}) || len(res.abandoned) != 0 {
+		t.Errorf("second run pruned %v and failed %v (%v), want nothing", res.counts, res.abandoned, err)
 	}
 }

@@ -257,15 +257,16 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 		runEv.Figures["orphan_chunk_subjects"], runEv.Figures["stale_staging_objects"] = left.chunks, left.staged
 		runEv.Figures["unnamed_archive_objects"] = left.unnamed
 		// So are the records of ended work (pruneState).
-		pruned, err := s.pruneState(ctx, rep.Cutoff, o.dryRun)
+		pr, err := s.pruneState(ctx, now, rep.Cutoff, o.dryRun)
 		if err != nil {
 			log.Warn("could not prune every record of ended work", "err", err)
 			runEv.Figures["state_prune_error"] = err.Error()
 		}
-		rep.StatePruned = pruned
-		for kind, n := range pruned {
+		rep.StatePruned, rep.Abandoned = pr.counts, pr.abandoned
+		for kind, n := range pr.counts {
 			runEv.Figures["pruned_"+kind] = n
 		}
+		runEv.Figures["abandoned_operations"] = len(pr.abandoned)
 	}
 	if o.dryRun {
 		runEv.Figures["would_delete"], runEv.Figures["would_free"] = len(rep.Deleted), rep.BytesFreed
