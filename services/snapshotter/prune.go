@@ -56,7 +56,7 @@ func (s *Service) pruneState(ctx context.Context, now, cutoff time.Time, dryRun 
 		return res, nil
 	}
 	if err != nil {
-		return res, fmt.Errorf("list state keys: %w", err)
+		return pruned{}, fmt.Errorf("list state keys: %w", err) // nothing done, nothing counted
 	}
 	keys := map[string]bool{}
 	for k := range lister.Keys() {
