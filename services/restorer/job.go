@@ -661,9 +661,10 @@ func workName(target, sep, opID string) string {
 // took it dying, hanging or stopping on it. Nobody else would end it: the
 // operation would stay "running" for ever, a waiting client would wait to
 // its limit, and the watchdog would not learn that its rollback failed.
-// Nothing else is undone: the data may be half restored, so a fence it
-// raised stays raised (and paused jobs paused) until an operator has
-// looked; its lease lapses by itself.
+// Its staging collections, which are not live data, are taken back, as a
+// failed attempt does (undoGivenUp). Nothing else is undone: the data may
+// be half restored, so a fence it raised stays raised (and paused jobs
+// paused) until an operator has looked; its lease lapses by itself.
 func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	var cmd contract.RollbackCommand
 	if err := json.Unmarshal(u.Data, &cmd); err != nil || contract.ValidToken(cmd.OpID) != nil {
