@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -25,6 +26,10 @@ type maxDeliveriesAdvisory struct {
 	StreamSeq  uint64 `json:"stream_seq"`
 	Deliveries uint64 `json:"deliveries"`
 }
+
+// ErrGivenUp opens the error of an operation whose command the work queue
+// gave up on (OnMaxDeliveries).
+var ErrGivenUp = errors.New("given up")
 
 // Undelivered is a command whose every delivery ended without an ack or a
 // term: each worker that took it died, hung past its ack wait or was

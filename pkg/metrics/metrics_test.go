@@ -70,37 +70,14 @@ func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// value returns the value of the series name{labels}: a counter's or
-// gauge's value, a histogram's sample count; ok is false when it is absent.
+// value returns the value of the series name{labels} (metrics.SeriesValue);
+// ok is false when it is absent.
 func value(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
 	f, ok := fams[name]
 	if !ok {
 		return 0, false
 	}
-next:
-	for _, m := range f.GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		if len(got) != len(labels) {
-			continue
-		}
-		for k, v := range labels {
-			if got[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
+	return metrics.SeriesValue(f, labels)
 }
 
 func want(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels map[string]string, w float64) {

@@ -10,6 +10,7 @@ const (
 	ReasonLeaseLost    = "lease_lost"   // another holder took the tenant/database
 	ReasonChroma       = "chroma"       // Chroma failed or could not be reached
 	ReasonTimeout      = "timeout"      // a deadline passed
+	ReasonGivenUp      = "given_up"     // every delivery of its command died: a crash each attempt repeats
 )
 
 // CodeReason names the reason of a refused request by its error code

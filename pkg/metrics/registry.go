@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	dto "github.com/prometheus/client_model/go"
 	"sync"
 	"time"
 
@@ -122,4 +123,48 @@ func (r *Registry) Trigger(trigger string) {
 		return
 	}
 	r.triggers.WithLabelValues(trigger).Inc()
+}
+
+// Value returns the value of the registry's series name{labels} (every
+// label given), for tests and diagnostics; ok is false when it is absent.
+func (r *Registry) Value(name string, labels map[string]string) (value float64, ok bool) {
+	if r == nil {
+		return 0, false
+	}
+	fams, err := r.reg.Gather()
+	if err != nil {
+		return 0, false
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			return SeriesValue(f, labels)
+		}
+	}
+	return 0, false
+}
+
+// SeriesValue returns the value of the series of f with exactly labels: a
+// counter's or gauge's value, a histogram's sample count; ok is false when
+// there is none.
+func SeriesValue(f *dto.MetricFamily, labels map[string]string) (value float64, ok bool) {
+next:
+	for _, m := range f.GetMetric() {
+		if len(m.GetLabel()) != len(labels) {
+			continue
+		}
+		for _, l := range m.GetLabel() {
+			if v, ok := labels[l.GetName()]; !ok || v != l.GetValue() {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
 }

@@ -694,8 +694,8 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 				op.Tenant, op.Database, s.cfg.LeaseTTL, contract.BucketState, contract.FenceKey(op.Tenant, op.Database))
 		}
 	}
-	jobErr := fmt.Errorf("given up after %d deliveries of its command: the restorer that took it died, hung or was stopped each time (see its logs). The data may be half restored; %s",
-		u.Deliveries, what)
+	jobErr := fmt.Errorf("%w after %d deliveries of its command: the restorer that took it died, hung or was stopped each time (see its logs). The data may be half restored; %s",
+		bus.ErrGivenUp, u.Deliveries, what)
 	log.Error("rollback given up", "err", jobErr)
 
 	var written int64

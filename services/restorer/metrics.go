@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
@@ -45,6 +46,8 @@ func failureReason(err error) string {
 	switch {
 	case err == nil:
 		return metrics.ReasonError
+	case errors.Is(err, bus.ErrGivenUp):
+		return metrics.ReasonGivenUp
 	case errors.Is(err, errCancelled):
 		return metrics.ReasonCancelled
 	case errors.Is(err, errLeaseLost):

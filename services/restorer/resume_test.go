@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 )
 
@@ -184,10 +185,14 @@ func TestRollbackGivenUpAfterMaxDeliver(t *testing.T) {
 			stop = e.startRestorer(t, cfg, hook)
 		}
 	}
-	cfg.Instance = "c"
+	cfg.Instance, cfg.Metrics = "c", metrics.New()
 	e.startRestorer(t, cfg, nil)
 
 	op := e.waitOp(t, r.OpID, time.Minute)
+	if n, _ := cfg.Metrics.Value(metrics.Namespace+"_operation_failures_total",
+		map[string]string{"service": "restorer", "operation": "rollback", "reason": metrics.ReasonGivenUp}); n != 1 {
+		t.Errorf("operation_failures_total given_up: %v, want 1", n)
+	}
 	if op.Status != contract.StatusFailed || op.Attempt != 2 || !strings.Contains(op.Error, "given up after 2 deliveries of its command") ||
 		!strings.Contains(op.Error, "the write fence of acme/prod stays raised") || !strings.Contains(op.Error, "nats kv del CHROMA_STATE fence.acme/prod") {
 		t.Fatalf("operation: %s, attempt %d, %q; want failed after 2 deliveries, naming the fence", op.Status, op.Attempt, op.Error)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
 	"github.com/nats-io/nats.go"
@@ -172,10 +173,14 @@ func TestSnapshotGivenUpAfterMaxDeliver(t *testing.T) {
 	stop = e.startService(t, cfg)
 	midExport("b")
 	stop()
-	cfg.Instance = "c"
+	cfg.Instance, cfg.Metrics = "c", metrics.New()
 	e.startService(t, cfg)
 
 	op := e.waitOp(t, rep.OpID, time.Minute)
+	if n, _ := cfg.Metrics.Value(metrics.Namespace+"_operation_failures_total",
+		map[string]string{"service": "snapshotter", "operation": "snapshot.create", "reason": metrics.ReasonGivenUp}); n != 1 {
+		t.Errorf("operation_failures_total given_up: %v, want 1", n)
+	}
 	if op.Status != contract.StatusFailed || op.Attempt != 2 || !strings.Contains(op.Error, "given up after 2 deliveries of its command") {
 		t.Fatalf("operation: %s, attempt %d, %q; want failed after 2 deliveries", op.Status, op.Attempt, op.Error)
 	}

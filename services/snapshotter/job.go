@@ -157,7 +157,7 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusCompleted, Attempt: u.Deliveries})
 		return
 	}
-	err := fmt.Errorf("given up after %d deliveries of its command: the snapshotter that took it died, hung or was stopped each time (see its logs); nothing was kept", u.Deliveries)
+	err := fmt.Errorf("%w after %d deliveries of its command: the snapshotter that took it died, hung or was stopped each time (see its logs); nothing was kept", bus.ErrGivenUp, u.Deliveries)
 	log.Error("snapshot given up", "err", err)
 	// What earlier attempts left, as a failed attempt deletes it. The
 	// last attempt's worker may only have lost touch and still finish:

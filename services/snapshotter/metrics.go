@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
@@ -46,6 +47,8 @@ func failureReason(err error) string {
 	switch {
 	case err == nil:
 		return metrics.ReasonError
+	case errors.Is(err, bus.ErrGivenUp):
+		return metrics.ReasonGivenUp
 	case errors.Is(err, archive.ErrChecksumMismatch), errors.Is(err, archive.ErrTruncated), errors.Is(err, archive.ErrCorrupt):
 		return metrics.ReasonVerification
 	case errors.As(err, &apiErr), errors.Is(err, chroma.ErrNotFound), errors.As(err, &urlErr):
