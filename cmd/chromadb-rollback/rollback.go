@@ -276,6 +276,9 @@ func rollbackOutcome(op *contract.Operation) error {
 	if op.Status == contract.StatusCompleted && (op.Restore == nil || op.Restore.Verified) {
 		return nil
 	}
+	if op.Status == contract.StatusCancelled {
+		return fmt.Errorf("rollback %s was cancelled: %s", op.OpID, op.Error)
+	}
 	if op.Restore != nil && !op.Restore.Verified && len(op.Restore.Collections) > 0 {
 		return &exitError{code: exitVerification, err: fmt.Errorf("rollback %s did not verify: %s", op.OpID, op.Error)}
 	}

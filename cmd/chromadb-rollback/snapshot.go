@@ -163,7 +163,7 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 			if json.Unmarshal(e.Value(), &op) != nil {
 				continue
 			}
-			if op.Status == contract.StatusCompleted || op.Status == contract.StatusFailed {
+			if contract.Ended(op.Status) { // a rollback may also be cancelled
 				return &op, nil
 			}
 		}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -32,5 +34,44 @@ func TestWaitEndsWhenTheConnectionCloses(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("the wait ended %v after it began; want right after the connection closed", d)
+	}
+}
+
+// TestWaitEndsWhenTheRollbackIsCancelled: a rollback cancelled while a
+// CLI waits for it (chroma.api.rollback.cancel) ends the wait at once, and
+// the CLI fails saying it was cancelled, not that it did not verify. The
+// wait used to end only on completed or failed, so it ran to
+// --wait-timeout.
+func TestWaitEndsWhenTheRollbackIsCancelled(t *testing.T) {
+	n := testenv.StartNATS(t)
+	a := &app{stdout: io.Discard, stderr: io.Discard, subj: contract.Subjects{Prefix: "chroma"}}
+	nc := n.Connect(t)
+	put := func(status string) {
+		t.Helper()
+		op := contract.Operation{OpID: "op_cancelled", Kind: "rollback", Status: status, Error: "cancelled by ops@example",
+			Restore: &contract.RestoreReport{Cancelled: status == contract.StatusCancelled,
+				Collections: []contract.RestoreCollectionReport{{Collection: "corpus"}}}}
+		data, _ := json.Marshal(op)
+		if _, err := n.Assets.State.Put(t.Context(), contract.OperationKey(op.OpID), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(contract.StatusRunning)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		put(contract.StatusCancelled)
+	}()
+	start := time.Now()
+	op, err := a.waitOperation(t.Context(), nc, "op_cancelled", time.Minute)
+	if err != nil || op.Status != contract.StatusCancelled {
+		t.Fatalf("wait: %+v, %v; want the cancelled operation", op, err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the wait ended %v after it began; want right after the cancel", d)
+	}
+	err = rollbackOutcome(op)
+	var ee *exitError
+	if err == nil || errors.As(err, &ee) || !strings.Contains(err.Error(), "was cancelled: cancelled by ops@example") {
+		t.Errorf("outcome of a cancelled rollback: %v; want a plain failure (exit 1) saying it was cancelled", err)
 	}
 }

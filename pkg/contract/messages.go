@@ -201,6 +201,16 @@ const (
 	StatusFailed    = "failed"
 )
 
+// Ended says an operation with status is over: completed, failed or
+// cancelled (StatusCancelled); nothing changes it any more.
+func Ended(status string) bool {
+	switch status {
+	case StatusCompleted, StatusFailed, StatusCancelled:
+		return true
+	}
+	return false
+}
+
 // Progress is published on chroma.progress.<op_id> while a job runs.
 type Progress struct {
 	Envelope
