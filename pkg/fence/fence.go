@@ -87,6 +87,19 @@ func Get(ctx context.Context, kv jetstream.KeyValue, tenant, database string) (*
 	return f, err
 }
 
+// LeftRaised says what an operator has to do about the fence of
+// tenant/database that the operation opID, ended without lowering it (no
+// worker could end it), still holds: "" when it holds none. The data may
+// be half restored, so the fence is not lowered for the operator.
+func LeftRaised(ctx context.Context, kv jetstream.KeyValue, tenant, database, opID string) (string, error) {
+	f, err := Get(ctx, kv, tenant, database)
+	if err != nil || f == nil || f.OpID != opID {
+		return "", err
+	}
+	return fmt.Sprintf("the write fence of %s/%s stays raised: check the data, then roll back again (once the operation's lease has lapsed) or lower the fence by hand (`nats kv del %s %s`)",
+		tenant, database, contract.BucketState, contract.FenceKey(tenant, database)), nil
+}
+
 func readFence(ctx context.Context, kv jetstream.KeyValue, key string) (*contract.Fence, uint64, error) {
 	e, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {

@@ -1,12 +1,12 @@
 package metrics
 
 import (
-	dto "github.com/prometheus/client_model/go"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Namespace prefixes every series of this project.

@@ -104,7 +104,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	for db, n := range newest {
 		ch <- prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, max(now.Sub(n.any).Seconds(), 0), db.tenant, db.database)
-		if n.hasFull {
+		if !n.full.IsZero() {
 			ch <- prometheus.MustNewConstMetric(fullAgeDesc, prometheus.GaugeValue, max(now.Sub(n.full).Seconds(), 0), db.tenant, db.database)
 		}
 	}
@@ -146,12 +146,9 @@ func (c *stateCollector) buckets(ctx context.Context) (manifests, state jetstrea
 }
 
 // newestStarts are the start times of a database's newest verified
-// snapshot and of its newest verified one holding every collection
-// (hasFull false when all are partial).
-type newestStarts struct {
-	any, full time.Time
-	hasFull   bool
-}
+// snapshot and of its newest verified one holding every collection (zero
+// when all are partial).
+type newestStarts struct{ any, full time.Time }
 
 // newestSnapshots returns the newest verified snapshots of every
 // tenant/database.
@@ -177,8 +174,8 @@ func (c *stateCollector) newestSnapshots(ctx context.Context) (map[database]newe
 		if !ok || m.StartedAt.After(cur.any) {
 			cur.any = m.StartedAt
 		}
-		if !m.Partial && (!cur.hasFull || m.StartedAt.After(cur.full)) {
-			cur.full, cur.hasFull = m.StartedAt, true
+		if !m.Partial && m.StartedAt.After(cur.full) {
+			cur.full = m.StartedAt
 		}
 		out[db] = cur
 	})

@@ -216,7 +216,7 @@ func (s *Service) handleStatus(ctx context.Context, r micro.Request) {
 	if !ok {
 		return
 	}
-	if !terminal(op.Status) {
+	if !contract.Ended(op.Status) {
 		if c, err := s.cancelRequest(ctx, op.OpID); err == nil && c != nil {
 			op.Warnings = append(op.Warnings, cancelNote(c))
 		}
@@ -230,7 +230,7 @@ func (s *Service) handleCancel(ctx context.Context, r micro.Request) {
 		return
 	}
 	ev := contract.AuditEvent{Action: "rollback.cancel", Actor: ref.Actor, OpID: op.OpID, SnapshotID: op.SnapshotID, Tenant: op.Tenant, Database: op.Database}
-	if terminal(op.Status) {
+	if contract.Ended(op.Status) {
 		s.reject(ctx, r, "rollback.cancel", &apiError{code: contract.CodeConflict, msg: fmt.Sprintf("operation %s has already ended: %s", op.OpID, op.Status), field: "op_id"}, ev)
 		return
 	}
@@ -254,10 +254,6 @@ func cancelNote(c *contract.OperationRef) string {
 		who = " by " + c.Actor
 	}
 	return fmt.Sprintf("cancel requested%s at %s: the rollback stops at the next batch", who, c.Time.Format(time.RFC3339))
-}
-
-func terminal(status string) bool {
-	return status == contract.StatusCompleted || status == contract.StatusFailed || status == contract.StatusCancelled
 }
 
 func (s *Service) getOperation(ctx context.Context, opID string) (*contract.Operation, error) {

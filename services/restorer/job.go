@@ -100,7 +100,7 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(s.cfg.AckWait)
 		return
 	}
-	if op != nil && terminal(op.Status) {
+	if op != nil && contract.Ended(op.Status) {
 		j.log.Info("rollback already ended; redelivered command acknowledged", "status", op.Status)
 		_ = msg.Ack()
 		return
@@ -441,8 +441,7 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	j.putOp(cctx)
 	// Only once the operation is final: a redelivery now finds it ended
 	// instead of starting over without a checkpoint.
-	_ = s.assets.State.Purge(cctx, contract.CheckpointKey(j.cmd.OpID))
-	_ = s.assets.State.Purge(cctx, contract.CancelKey(j.cmd.OpID))
+	s.dropJobState(cctx, j.cmd.OpID)
 	if jobErr != nil {
 		j.log.Error("rollback ended", "status", status, "err", jobErr)
 	} else {
@@ -677,7 +676,7 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		log.Error("a rollback was given up on after its last delivery; its operation cannot be read to say so", "err", err)
 		return
 	}
-	if op != nil && terminal(op.Status) {
+	if op != nil && contract.Ended(op.Status) {
 		return // it ended after all, or another instance saw to it
 	}
 	if op == nil {
@@ -685,13 +684,12 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	}
 	what := "no write fence of it is raised"
 	if op.Tenant != "" && op.Database != "" {
-		f, err := fence.Get(ctx, s.assets.State, op.Tenant, op.Database)
+		note, err := fence.LeftRaised(ctx, s.assets.State, op.Tenant, op.Database, cmd.OpID)
 		switch {
 		case err != nil:
 			what = fmt.Sprintf("whether its write fence of %s/%s is raised could not be read (%v): see `status`", op.Tenant, op.Database, err)
-		case f != nil && f.OpID == cmd.OpID:
-			what = fmt.Sprintf("the write fence of %s/%s stays raised: check the data, then roll back again (its lease lapses within %s) or lower the fence by hand (`nats kv del %s %s`)",
-				op.Tenant, op.Database, s.cfg.LeaseTTL, contract.BucketState, contract.FenceKey(op.Tenant, op.Database))
+		case note != "":
+			what = note
 		}
 	}
 	jobErr := fmt.Errorf("%w after %d deliveries of its command: the restorer that took it died, hung or was stopped each time (see its logs). The data may be half restored; %s",
@@ -700,6 +698,7 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 
 	var written int64
 	var colls int
+	var left []string // what the cleanup could not do
 	ck, err := s.loadCheckpoint(ctx, cmd.OpID)
 	if err != nil {
 		log.Warn("cannot read the checkpoint of the rollback given up", "err", err)
@@ -708,18 +707,18 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		written, colls = ck.RecordsWritten, len(ck.Collections)
 		// Staging collections are not live data: take them back, as a
 		// failed attempt does, so that they do not linger beside the
-		// collections. The checkpoint goes once nothing is left to do.
-		warnings := s.undoGivenUp(ctx, &cmd, op, ck)
-		op.Warnings = append(op.Warnings, warnings...)
-		if len(warnings) == 0 {
-			_ = s.assets.State.Purge(ctx, contract.CheckpointKey(cmd.OpID))
-			_ = s.assets.State.Purge(ctx, contract.CancelKey(cmd.OpID))
-		}
+		// collections.
+		left = s.undoGivenUp(ctx, &cmd, op, ck)
+		op.Warnings = append(op.Warnings, left...)
 	}
 	took := time.Since(u.Queued)
 	op.Status, op.Phase, op.Error, op.Attempt = contract.StatusFailed, contract.StatusFailed, jobErr.Error(), u.Deliveries
 	if err := s.putOperation(ctx, *op); err != nil {
 		log.Error("could not record that the rollback was given up", "err", err)
+	} else if ck != nil && len(left) == 0 {
+		// As finish does, once the operation is final; a checkpoint
+		// whose cleanup failed stays, naming what is left.
+		s.dropJobState(ctx, cmd.OpID)
 	}
 	bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID).Update(contract.Progress{Phase: contract.StatusFailed, Done: true, Error: jobErr.Error(), DoneRecords: written})
 	_ = s.audit.Emit(ctx, contract.AuditEvent{Action: "rollback", Outcome: contract.OutcomeFailed, Actor: cmd.Request.Actor, Reason: cmd.Request.Reason,
@@ -764,4 +763,11 @@ func (s *Service) undoGivenUp(ctx context.Context, cmd *contract.RollbackCommand
 		}
 	}
 	return out
+}
+
+// dropJobState deletes the checkpoint and cancel request of an operation
+// that ended.
+func (s *Service) dropJobState(ctx context.Context, opID string) {
+	_ = s.assets.State.Purge(ctx, contract.CheckpointKey(opID))
+	_ = s.assets.State.Purge(ctx, contract.CancelKey(opID))
 }

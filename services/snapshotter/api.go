@@ -194,14 +194,16 @@ func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotMan
 // of the snapshotter's made, or is making, it: still running, failed, or
 // deleted since. "" when no operation (left) names it.
 func (s *Service) noManifestYet(ctx context.Context, id string) string {
-	if contract.ValidToken(id) != nil {
-		return ""
+	if !strings.HasPrefix(id, "snap_") || contract.ValidToken(id) != nil {
+		return "" // not a snapshot id: a name
 	}
 	var op *contract.Operation
+	found := errors.New("found")
 	_ = eachState(ctx, s.assets.State, contract.OperationKey(">"), func(_ string, data []byte) error {
 		var o contract.Operation
-		if op == nil && json.Unmarshal(data, &o) == nil && o.Kind == "snapshot" && o.SnapshotID == id {
+		if json.Unmarshal(data, &o) == nil && o.Kind == "snapshot" && o.SnapshotID == id {
 			op = &o
+			return found // read no further
 		}
 		return nil
 	})

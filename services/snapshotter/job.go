@@ -29,8 +29,7 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		attempt = int(md.NumDelivered)
 	}
 	log := s.log.With("snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "attempt", attempt)
-	ev := contract.AuditEvent{Action: "snapshot.create", Actor: cmd.Actor, Reason: cmd.Reason, SnapshotID: cmd.SnapshotID,
-		OpID: cmd.OpID, Tenant: cmd.Tenant, Database: cmd.Database}
+	ev := snapshotEvent(&cmd, "", "", nil)
 
 	if m := s.storedManifest(ctx, cmd.SnapshotID); m != nil {
 		log.Info("snapshot already exists; redelivered command acknowledged")
@@ -86,20 +85,16 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 			}
 		}
 	}
-	s.observeJob(&cmd, m, time.Since(start), err)
 	if err != nil {
 		log.Error("snapshot failed", "err", err)
 		// This attempt's object, and what earlier attempts left.
 		s.discard(obj, log)
 		s.discardEarlier(cmd.SnapshotID, attempt, "", log)
-		progress.Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
-		_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), Attempt: attempt})
-		ev.Outcome, ev.Error = contract.OutcomeFailed, err.Error()
-		ev.Figures = map[string]any{"attempt": attempt, "seconds": time.Since(start).Seconds()}
-		_ = s.audit.Emit(ctx, ev)
+		s.failed(ctx, &cmd, attempt, time.Since(start), progress, err)
 		_ = msg.Term()
 		return
 	}
+	s.observeJob(&cmd, m, time.Since(start), nil)
 	var warnings []string
 	if !m.Consistent {
 		warnings = append(warnings, "snapshot is not consistent: "+m.Inconsistency)
@@ -148,7 +143,7 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		return
 	}
 	log := s.log.With("snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "deliveries", u.Deliveries)
-	if cur := s.operation(ctx, cmd.OpID); cur != nil && terminalStatus(cur.Status) {
+	if cur := s.operation(ctx, cmd.OpID); cur != nil && contract.Ended(cur.Status) {
 		return // it ended after all, or another instance saw to it
 	}
 	if m := s.storedManifest(ctx, cmd.SnapshotID); m != nil {
@@ -163,12 +158,16 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	// last attempt's worker may only have lost touch and still finish:
 	// what it leaves is retention's, a day on (sweepOrphanChunks).
 	s.discardEarlier(cmd.SnapshotID, u.Deliveries, "", log)
-	s.observeJob(&cmd, nil, time.Since(u.Queued), err)
-	bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID).Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
-	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), Attempt: u.Deliveries})
-	_ = s.audit.Emit(ctx, contract.AuditEvent{Action: "snapshot.create", Outcome: contract.OutcomeFailed, Actor: cmd.Actor, Reason: cmd.Reason,
-		SnapshotID: cmd.SnapshotID, OpID: cmd.OpID, Tenant: cmd.Tenant, Database: cmd.Database, Error: err.Error(),
-		Figures: map[string]any{"attempt": u.Deliveries, "seconds": time.Since(u.Queued).Seconds()}})
+	s.failed(ctx, &cmd, u.Deliveries, time.Since(u.Queued), bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID), err)
+}
+
+// failed records that attempt of cmd failed with err after took: metrics,
+// the final progress, the operation and the audit event.
+func (s *Service) failed(ctx context.Context, cmd *contract.SnapshotCommand, attempt int, took time.Duration, progress *bus.ProgressPublisher, err error) {
+	s.observeJob(cmd, nil, took, err)
+	progress.Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
+	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), Attempt: attempt})
+	_ = s.audit.Emit(ctx, snapshotEvent(cmd, contract.OutcomeFailed, err.Error(), map[string]any{"attempt": attempt, "seconds": took.Seconds()}))
 }
 
 // operation reads an operation record; nil when it is missing or unreadable.
@@ -220,3 +219,9 @@ func attemptObjectName(snapshotID string, attempt int) string {
 }
 
 var errNotConsistent = errors.New("collection counts changed during the export")
+
+// snapshotEvent is the snapshot.create audit event of cmd.
+func snapshotEvent(cmd *contract.SnapshotCommand, outcome, errText string, figures map[string]any) contract.AuditEvent {
+	return contract.AuditEvent{Action: "snapshot.create", Outcome: outcome, Error: errText, Figures: figures, Actor: cmd.Actor, Reason: cmd.Reason,
+		SnapshotID: cmd.SnapshotID, OpID: cmd.OpID, Tenant: cmd.Tenant, Database: cmd.Database}
+}

@@ -102,7 +102,7 @@ func (s *Service) pruneState(ctx context.Context, now, cutoff time.Time, dryRun 
 			if at.IsZero() {
 				continue
 			}
-			if !terminalStatus(op.Status) {
+			if !contract.Ended(op.Status) {
 				if !at.Before(now.Add(-abandonedAfter)) {
 					continue
 				}
@@ -159,9 +159,8 @@ func (s *Service) abandon(ctx context.Context, rev uint64, op contract.Operation
 	why := fmt.Sprintf("no worker ended it: its command left %s, which keeps commands %s (no %s took it in time, or the last one lost touch)",
 		contract.StreamCommands, contract.FormatAge(bus.CommandMaxAge), worker)
 	if op.Kind == "rollback" && op.Tenant != "" && op.Database != "" {
-		if f, err := fence.Get(ctx, s.assets.State, op.Tenant, op.Database); err == nil && f != nil && f.OpID == op.OpID {
-			why += fmt.Sprintf("; the data may be half restored, and the write fence of %s/%s stays raised: check the data, then roll back again or lower the fence by hand (`nats kv del %s %s`)",
-				op.Tenant, op.Database, contract.BucketState, contract.FenceKey(op.Tenant, op.Database))
+		if note, err := fence.LeftRaised(ctx, s.assets.State, op.Tenant, op.Database, op.OpID); note != "" && err == nil {
+			why += "; the data may be half restored, and " + note
 		}
 		op.Phase = contract.StatusFailed
 	}
@@ -202,12 +201,4 @@ func lastChange(ts ...time.Time) time.Time {
 		}
 	}
 	return last
-}
-
-func terminalStatus(status string) bool {
-	switch status {
-	case contract.StatusCompleted, contract.StatusFailed, contract.StatusCancelled:
-		return true
-	}
-	return false
 }

@@ -376,7 +376,7 @@ func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 		if err := json.Unmarshal(data, &op); err != nil {
 			return fmt.Errorf("operation %s is unreadable (%v): fix or delete it", key, err)
 		}
-		if op.Kind != "rollback" || terminalStatus(op.Status) {
+		if op.Kind != "rollback" || contract.Ended(op.Status) {
 			return nil
 		}
 		detail := fmt.Sprintf("rollback %s (%s) uses it", op.OpID, op.Status)

@@ -83,8 +83,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		if json.Unmarshal(data, &op) != nil {
 			return
 		}
-		switch op.Status {
-		case contract.StatusCompleted, contract.StatusFailed, contract.StatusCancelled:
+		if contract.Ended(op.Status) {
 			return
 		}
 		running[op.OpID] = true

@@ -392,8 +392,7 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 		})
 		return
 	}
-	terminal := op.Status == contract.StatusCompleted || op.Status == contract.StatusFailed || op.Status == contract.StatusCancelled
-	if !terminal {
+	if !contract.Ended(op.Status) {
 		if op.Status == contract.StatusRunning && rec.RollbackStatus != contract.StatusRunning {
 			_, _, _ = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 				if !same(cur) {
