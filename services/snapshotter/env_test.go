@@ -48,11 +48,18 @@ func testLogger(t *testing.T) *slog.Logger { return testenv.Logger(t) }
 // context is cancelled and the connection closed without acking.
 func (e *env) startService(t *testing.T, cfg snapshotter.Config) (stop func()) {
 	t.Helper()
+	return e.startServiceWith(t, cfg, e.cc)
+}
+
+// startServiceWith is startService with the instance talking to Chroma
+// through cc.
+func (e *env) startServiceWith(t *testing.T, cfg snapshotter.Config, cc *chroma.Client) (stop func()) {
+	t.Helper()
 	nc := e.nats.Connect(t)
 	if cfg.ChromaURL == "" {
 		cfg.ChromaURL = e.chroma.URL
 	}
-	svc, err := snapshotter.New(cfg, nc, e.subj, e.cc, testLogger(t))
+	svc, err := snapshotter.New(cfg, nc, e.subj, cc, testLogger(t))
 	if err != nil {
 		t.Fatalf("new snapshotter: %v", err)
 	}

@@ -18,7 +18,9 @@ type exportStats struct {
 }
 
 // export writes the archive of md's collections to w, one page per batch.
-func (s *Service) export(ctx context.Context, md *archive.Metadata, w io.Writer, total int64, progress *bus.ProgressPublisher) (*archive.Manifest, exportStats, error) {
+// read, if not nil, is called once every record has been read from Chroma,
+// before the archive's end is written.
+func (s *Service) export(ctx context.Context, md *archive.Metadata, w io.Writer, total int64, progress *bus.ProgressPublisher, read func()) (*archive.Manifest, exportStats, error) {
 	aw, err := archive.NewWriter(w, md)
 	if err != nil {
 		return nil, exportStats{}, fmt.Errorf("start archive: %w", err)
@@ -36,6 +38,9 @@ func (s *Service) export(ctx context.Context, md *archive.Metadata, w io.Writer,
 	})
 	if err != nil {
 		return nil, exportStats{}, err
+	}
+	if read != nil {
+		read()
 	}
 	man, err := aw.Close()
 	if err != nil {

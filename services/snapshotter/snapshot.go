@@ -58,11 +58,16 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	// twice.) Chroma's own failures are not retried here: its client
 	// already retried them.
 	var st *storedArchive
+	// The counts after the export are taken as soon as its last page has
+	// been read, while the archive's end is still being written, verified
+	// and stored: that is when the export stopped looking at Chroma.
+	var after <-chan counted
+	countAfter := func() { after = s.countLater(ctx, cmd, colls, " after export") }
 	for try := 1; ; try++ {
 		// A previous try, or an attempt under this name, may have left
 		// a partial object.
 		s.discard(obj, log)
-		st, err = s.store(ctx, cmd, md, obj, total, progress)
+		st, err = s.store(ctx, cmd, md, obj, total, progress, countAfter)
 		var pe *putError
 		if err == nil || !errors.As(err, &pe) || try >= storeTries || ctx.Err() != nil {
 			break
@@ -77,9 +82,9 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 		return nil, err
 	}
 	progress.Update(contract.Progress{Phase: "counting", DoneRecords: st.man.TotalRecords, TotalRecords: total, Bytes: int64(st.info.Size)})
-	after, err := s.count(ctx, cmd, colls, " after export")
-	if err != nil {
-		return nil, err
+	ac := <-after // set: the export that stored st read every page
+	if ac.err != nil {
+		return nil, ac.err
 	}
 	info := st.info
 	sum, err := jetstream.DecodeObjectDigest(info.Digest)
@@ -101,11 +106,11 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	for i, mc := range st.man.Collections {
 		ci := md.Collections[i]
 		m.Collections = append(m.Collections, contract.CollectionSummary{
-			ID: mc.ID, Name: mc.Name, Count: mc.Count, CountBefore: ci.ExpectedCount, CountAfter: after[i],
+			ID: mc.ID, Name: mc.Name, Count: mc.Count, CountBefore: ci.ExpectedCount, CountAfter: ac.counts[i],
 			Dimension: ci.Dimension, Batches: mc.Batches, ContentDigest: mc.ContentDigest,
 		})
-		if mc.Count != ci.ExpectedCount || after[i] != ci.ExpectedCount {
-			moved = append(moved, fmt.Sprintf("%q: %d before, %d exported, %d after", mc.Name, ci.ExpectedCount, mc.Count, after[i]))
+		if mc.Count != ci.ExpectedCount || ac.counts[i] != ci.ExpectedCount {
+			moved = append(moved, fmt.Sprintf("%q: %d before, %d exported, %d after", mc.Name, ci.ExpectedCount, mc.Count, ac.counts[i]))
 		}
 	}
 	if len(moved) > 0 {
@@ -142,6 +147,22 @@ func (s *Service) count(ctx context.Context, cmd *contract.SnapshotCommand, coll
 	return counts, err
 }
 
+type counted struct {
+	counts []int64
+	err    error
+}
+
+// countLater counts as count does, in the background; the channel gets
+// the result.
+func (s *Service) countLater(ctx context.Context, cmd *contract.SnapshotCommand, colls []chroma.Collection, when string) <-chan counted {
+	ch := make(chan counted, 1)
+	go func() {
+		n, err := s.count(ctx, cmd, colls, when)
+		ch <- counted{n, err}
+	}()
+	return ch
+}
+
 // storeTries bounds the tries of storing an archive.
 const storeTries = 3
 
@@ -160,8 +181,8 @@ type storedArchive struct {
 }
 
 // store exports md's collections into the object obj, verifying the
-// archive as it is written.
-func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *archive.Metadata, obj string, total int64, progress *bus.ProgressPublisher) (*storedArchive, error) {
+// archive as it is written. read is called as export calls it.
+func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *archive.Metadata, obj string, total int64, progress *bus.ProgressPublisher, read func()) (*storedArchive, error) {
 	// Buffered pipes let the writer, the put and the verifier each go at
 	// their own pace, a few MB apart (pipeDepth).
 	toPut := newPipe(pipeDepth)
@@ -199,7 +220,7 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 			if sl.w != io.Writer(toPut) {
 				w = io.MultiWriter(sl.w, toVerify)
 			}
-			man, st, err = s.export(ctx, md, w, total, progress)
+			man, st, err = s.export(ctx, md, w, total, progress, read)
 			err = sl.close(err, nil)
 		}
 		toPut.CloseWrite(err)

@@ -5,11 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
@@ -308,5 +314,94 @@ func TestVerifyDetectsDamage(t *testing.T) {
 	failed := findAudit(e.auditEvents(t), "snapshot.verify", contract.OutcomeFailed)
 	if len(failed) != len(cases) {
 		t.Errorf("%d failed verify audit events, want %d", len(failed), len(cases))
+	}
+}
+
+// TestSnapshotOfMovingDatabase adds records to a collection while it is
+// being exported, through a proxy in front of the real Chroma that writes
+// them just before the export's first read: the snapshot keeps every
+// record it read, and its manifest says it is not consistent, naming the
+// collection with its counts before, exported and after. The other
+// collection is consistent.
+func TestSnapshotOfMovingDatabase(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	const tenant, db, per = "default_tenant", "moving", 100
+	if err := testenv.SeedWorkload(ctx, e.cc, tenant, db, 2, 2*per, 8, 20); err != nil {
+		t.Fatal(err)
+	}
+	const late = 5
+	var once sync.Once
+	var moved string // the id of the collection that got the late records
+	target, err := url.Parse(e.chroma.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if parts := strings.Split(r.URL.Path, "/"); r.Method == http.MethodPost && parts[len(parts)-1] == "get" {
+			once.Do(func() {
+				moved = parts[len(parts)-2]
+				b := &record.Batch{}
+				for i := range late {
+					b.IDs = append(b.IDs, fmt.Sprintf("late-%d", i))
+					b.Embeddings = append(b.Embeddings, []float32{1, 2, 3, 4, 5, 6, 7, float32(i)})
+				}
+				if err := e.cc.Add(ctx, tenant, db, moved, b); err != nil {
+					t.Errorf("add the late records: %v", err)
+				}
+			})
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	cc, err := chroma.New(proxy.URL, chroma.WithRetryMaxElapsed(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.startServiceWith(t, snapshotter.Config{MaxPageRecords: 64}, cc)
+
+	rep := e.create(t, contract.SnapshotCreateRequest{Name: "moving", Tenant: tenant, Database: db, Actor: "test"})
+	if op := e.waitOp(t, rep.OpID, time.Minute); op.Status != contract.StatusCompleted {
+		t.Fatalf("snapshot ended %s: %s", op.Status, op.Error)
+	}
+	m, ok := e.manifest(t, rep.SnapshotID)
+	if !ok {
+		t.Fatalf("no manifest for %s", rep.SnapshotID)
+	}
+	if m.Consistent {
+		t.Fatalf("snapshot taken while records were added is marked consistent")
+	}
+	var name string
+	for _, c := range m.Collections {
+		want := contract.CollectionSummary{Count: per, CountBefore: per, CountAfter: per}
+		if c.ID == moved {
+			name = c.Name
+			want = contract.CollectionSummary{Count: per + late, CountBefore: per, CountAfter: per + late}
+		}
+		if c.Count != want.Count || c.CountBefore != want.CountBefore || c.CountAfter != want.CountAfter {
+			t.Errorf("collection %q: %d exported, %d before, %d after; want %d, %d, %d",
+				c.Name, c.Count, c.CountBefore, c.CountAfter, want.Count, want.CountBefore, want.CountAfter)
+		}
+	}
+	if name == "" {
+		t.Fatalf("no collection of the manifest has the id %q that got the late records", moved)
+	}
+	wantMsg := fmt.Sprintf("%q: %d before, %d exported, %d after", name, per, per+late, per+late)
+	if !strings.Contains(m.Inconsistency, wantMsg) || strings.Count(m.Inconsistency, "before") != 1 {
+		t.Errorf("inconsistency %q, want it to name only %s", m.Inconsistency, wantMsg)
+	}
+	// Every record read is in the archive, the late ones included.
+	_, batches := e.readArchive(t, m.Object)
+	ids := map[string]bool{}
+	for _, b := range batches {
+		if m.Collections[b.Collection].ID == moved {
+			for _, id := range b.Records.IDs {
+				ids[id] = true
+			}
+		}
+	}
+	if len(ids) != per+late || !ids["late-0"] || !ids[fmt.Sprintf("late-%d", late-1)] {
+		t.Errorf("archive holds %d distinct records of %q, want %d with the late ones", len(ids), name, per+late)
 	}
 }
