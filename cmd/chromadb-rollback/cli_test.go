@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
@@ -181,5 +182,67 @@ func TestCLIUsageAndErrors(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.msg)
 			}
 		})
+	}
+}
+
+// TestCLIWarnsOfMovingSnapshot makes a snapshot while a writer adds records
+// (a proxy in front of the real Chroma adds them before the export's first
+// read): the CLI prints the snapshot id and exits 0, as the snapshot holds
+// every record it read, and warns on stderr that it is not consistent,
+// naming the collection and its counts.
+func TestCLIWarnsOfMovingSnapshot(t *testing.T) {
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	const db, per, late = "moving", 150, 4
+	if err := testenv.SeedWorkload(t.Context(), cc, "default_tenant", db, 2, 2*per, 16, 50); err != nil {
+		t.Fatal(err)
+	}
+	lw := testenv.StartLateWriter(t, ch.URL, cc, "default_tenant", db, late, 16)
+	via, err := chroma.New(lw.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := testenv.StartNATS(t)
+	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, via, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c := cli{t: t, url: n.URL}
+	for i := 0; i < 100; i++ { // the service may still be registering
+		if code, _, _ := c.run("snapshot", "list"); code == exitOK {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	code, stdout, stderr := c.run("snapshot", "create", "--name", "moving", "--database", db)
+	if code != exitOK {
+		t.Fatalf("snapshot create: exit %d: %s%s", code, stdout, stderr)
+	}
+	id := strings.TrimSpace(stdout)
+	if !strings.HasPrefix(id, "snap_") || strings.Contains(id, "\n") {
+		t.Fatalf("stdout %q, want the snapshot id alone", stdout)
+	}
+	coll, err := cc.ListCollections(t.Context(), "default_tenant", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	for _, col := range coll {
+		if col.ID == lw.Added() {
+			name = col.Name
+		}
+	}
+	if name == "" {
+		t.Fatalf("no collection got the late records")
+	}
+	want := fmt.Sprintf("warning: snapshot %s is not consistent: collection counts changed during the export (writers were active): %q: %d before, %d exported, %d after\n",
+		id, name, per, per+late, per+late)
+	if stderr != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, want)
 	}
 }

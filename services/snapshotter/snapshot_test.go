@@ -5,13 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -331,31 +326,8 @@ func TestSnapshotOfMovingDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	const late = 5
-	var once sync.Once
-	var moved string // the id of the collection that got the late records
-	target, err := url.Parse(e.chroma.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if parts := strings.Split(r.URL.Path, "/"); r.Method == http.MethodPost && parts[len(parts)-1] == "get" {
-			once.Do(func() {
-				moved = parts[len(parts)-2]
-				b := &record.Batch{}
-				for i := range late {
-					b.IDs = append(b.IDs, fmt.Sprintf("late-%d", i))
-					b.Embeddings = append(b.Embeddings, []float32{1, 2, 3, 4, 5, 6, 7, float32(i)})
-				}
-				if err := e.cc.Add(ctx, tenant, db, moved, b); err != nil {
-					t.Errorf("add the late records: %v", err)
-				}
-			})
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(proxy.Close)
-	cc, err := chroma.New(proxy.URL, chroma.WithRetryMaxElapsed(3*time.Second))
+	lw := testenv.StartLateWriter(t, e.chroma.URL, e.cc, tenant, db, late, 8)
+	cc, err := chroma.New(lw.URL, chroma.WithRetryMaxElapsed(3*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,6 +344,7 @@ func TestSnapshotOfMovingDatabase(t *testing.T) {
 	if m.Consistent {
 		t.Fatalf("snapshot taken while records were added is marked consistent")
 	}
+	moved := lw.Added()
 	var name string
 	for _, c := range m.Collections {
 		want := contract.CollectionSummary{Count: per, CountBefore: per, CountAfter: per}
@@ -401,7 +374,7 @@ func TestSnapshotOfMovingDatabase(t *testing.T) {
 			}
 		}
 	}
-	if len(ids) != per+late || !ids["late-0"] || !ids[fmt.Sprintf("late-%d", late-1)] {
+	if len(ids) != per+late || !ids[lw.IDs[0]] || !ids[lw.IDs[late-1]] {
 		t.Errorf("archive holds %d distinct records of %q, want %d with the late ones", len(ids), name, per+late)
 	}
 }
