@@ -2,6 +2,7 @@ package chroma
 
 import (
 	"errors"
+	"math"
 	"strconv"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/internal/jsonx"
@@ -65,19 +66,11 @@ func (p *rowParser) row() ([]float32, error) {
 	}
 	for {
 		p.Space()
-		start := p.I
-		if !p.Number() {
-			return nil, p.Fail("a JSON number")
-		}
-		f, err := strconv.ParseFloat(string(p.Data[start:p.I]), 32)
+		f, err := p.float32()
 		if err != nil {
-			var ne *strconv.NumError
-			if errors.As(err, &ne) && ne.Err == strconv.ErrRange {
-				return nil, errFloatRange
-			}
-			return nil, p.Fail("a number")
+			return nil, err
 		}
-		row = append(row, float32(f))
+		row = append(row, f)
 		p.Space()
 		if p.Consume(']') {
 			p.dim = len(row)
@@ -87,4 +80,133 @@ func (p *rowParser) row() ([]float32, error) {
 			return nil, p.Fail("',' or ']' in an embedding")
 		}
 	}
+}
+
+// pow10 holds the powers of ten that float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// float32 parses a number in JSON's grammar at p.I and leaves p.I after
+// it. The value is what strconv.ParseFloat(s, 32) gives, bit for bit;
+// out of float32's range is errFloatRange.
+//
+// The digits are read once, into a decimal mantissa and exponent. When
+// both are small, as Chroma's shortest forms of float32 values (at most 9
+// digits) nearly always are, the value is one correctly rounded float64
+// operation on exact operands, then rounded to float32. That second
+// rounding can differ from rounding the decimal straight to float32 only
+// when the float64 falls exactly halfway between two float32s; those, and
+// anything longer, larger or smaller, go to strconv.
+func (p *rowParser) float32() (float32, error) {
+	d, i := p.Data, p.I
+	start := i
+	neg := i < len(d) && d[i] == '-'
+	if neg {
+		i++
+	}
+	var (
+		mant   uint64 // the first 19 significant digits
+		nd     int    // how many digits mant holds
+		exp    int    // the value is mant * 10^exp, give or take dropped digits
+		exact  = true // no non-zero digit was dropped
+		digits int
+	)
+	digit := func(c byte, frac bool) {
+		switch {
+		case mant == 0 && c == '0':
+			// A leading zero: not significant.
+		case nd < 19:
+			mant = mant*10 + uint64(c-'0')
+			nd++
+		default:
+			exact = exact && c == '0'
+			if !frac {
+				exp++
+			}
+			return
+		}
+		if frac {
+			exp--
+		}
+	}
+	switch {
+	case i < len(d) && d[i] == '0':
+		i++
+	case i < len(d) && d[i] >= '1' && d[i] <= '9':
+		for ; i < len(d) && d[i] >= '0' && d[i] <= '9'; i++ {
+			digit(d[i], false)
+		}
+	default:
+		p.I = i
+		return 0, p.Fail("a JSON number")
+	}
+	if i < len(d) && d[i] == '.' {
+		i++
+		for digits = 0; i < len(d) && d[i] >= '0' && d[i] <= '9'; i++ {
+			digit(d[i], true)
+			digits++
+		}
+		if digits == 0 {
+			p.I = i
+			return 0, p.Fail("a digit after the decimal point")
+		}
+	}
+	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
+		i++
+		esign := 1
+		if i < len(d) && (d[i] == '+' || d[i] == '-') {
+			if d[i] == '-' {
+				esign = -1
+			}
+			i++
+		}
+		e := 0
+		for digits = 0; i < len(d) && d[i] >= '0' && d[i] <= '9'; i++ {
+			if e < 100000 {
+				e = e*10 + int(d[i]-'0')
+			}
+			digits++
+		}
+		if digits == 0 {
+			p.I = i
+			return 0, p.Fail("a digit in the exponent")
+		}
+		exp += esign * e
+	}
+	p.I = i
+	if mant == 0 {
+		var z float32
+		if neg {
+			z = -z
+		}
+		return z, nil
+	}
+	// mant < 2^53 and |exp| <= 22: both operands exact, and the result
+	// lies between 1e-22 and 9e37, inside float32's normal range.
+	if exact && mant < 1<<53 && exp >= -22 && exp <= 22 {
+		f := float64(mant)
+		if exp < 0 {
+			f /= pow10[-exp]
+		} else {
+			f *= pow10[exp]
+		}
+		// float64 keeps 29 bits more than float32: halfway is 1 and 28 zeros.
+		if math.Float64bits(f)&(1<<29-1) != 1<<28 {
+			r := float32(f)
+			if neg {
+				r = -r
+			}
+			return r, nil
+		}
+	}
+	f, err := strconv.ParseFloat(string(d[start:i]), 32)
+	if err != nil {
+		var ne *strconv.NumError
+		if errors.As(err, &ne) && ne.Err == strconv.ErrRange {
+			return 0, errFloatRange
+		}
+		p.I = start
+		return 0, p.Fail("a number")
+	}
+	return float32(f), nil
 }
