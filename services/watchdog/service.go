@@ -237,6 +237,14 @@ func (s *Service) wake() {
 // deterministic, so the same decision audited twice (a redelivered event,
 // two instances) is stored once within the stream's dedup window.
 func (s *Service) emit(ctx context.Context, id string, ev contract.AuditEvent) {
+	_ = s.emitChecked(ctx, id, ev)
+}
+
+// emitChecked is emit, saying whether the event was stored. An event sent
+// again under the same id within the audit stream's duplicate window (an
+// hour) is stored once: an event published before the record change it
+// reports can be sent again by whoever makes that change after a crash.
+func (s *Service) emitChecked(ctx context.Context, id string, ev contract.AuditEvent) error {
 	ev.Envelope = contract.NewEnvelope(contract.TypeAuditEvent)
 	if id != "" {
 		ev.ID = "wd_" + id
@@ -248,7 +256,7 @@ func (s *Service) emit(ctx context.Context, id string, ev contract.AuditEvent) {
 	if ev.Actor == "" {
 		ev.Actor = "watchdog"
 	}
-	_ = s.audit.Emit(ctx, ev)
+	return s.audit.Emit(ctx, ev)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -209,7 +209,18 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 	}
 	switch op.Status {
 	case contract.StatusCompleted:
-		_, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		// The event goes out before the record says the snapshot is
+		// there: an instance stopped between the two would otherwise
+		// leave the record written and the event never sent. The next
+		// tick sends it again under the same id, stored once.
+		err := s.emitChecked(ctx, fmt.Sprintf("snap_%s_%d_done", job, run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeCompleted,
+			Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotPendingID, OpID: op.OpID,
+			Reason:  fmt.Sprintf("pre-migration snapshot %s of migration %s is verified", rec.SnapshotPendingID, job),
+			Figures: map[string]any{"job": job, "run": run}})
+		if err != nil {
+			return // the next tick tries again
+		}
+		_, _, _ = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 			if !same(cur) || cur.SnapshotOpID != rec.SnapshotOpID {
 				return nil
 			}
@@ -217,12 +228,6 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 			next.SnapshotID = cur.SnapshotPendingID
 			return &next
 		})
-		if err == nil && written {
-			s.emit(ctx, fmt.Sprintf("snap_%s_%d_done", job, run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeCompleted,
-				Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotPendingID, OpID: op.OpID,
-				Reason:  fmt.Sprintf("pre-migration snapshot %s of migration %s is verified", rec.SnapshotPendingID, job),
-				Figures: map[string]any{"job": job, "run": run}})
-		}
 	case contract.StatusFailed, contract.StatusCancelled:
 		s.snapshotFailed(ctx, rec, fmt.Sprintf("snapshot operation %s %s: %s", op.OpID, op.Status, op.Error))
 	}
@@ -230,7 +235,20 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 
 // snapshotFailed records that the pre-migration snapshot cannot be had and
 // raises an alert: the job should not go on, and no rollback is possible.
+//
+// As for a completed snapshot, the alert goes out before the record
+// changes, so that a stop between the two does not lose it.
 func (s *Service) snapshotFailed(ctx context.Context, rec *contract.MigrationRecord, why string) {
+	if rec.SnapshotID != "" || rec.SnapshotError != "" {
+		return
+	}
+	err := s.emitChecked(ctx, fmt.Sprintf("snap_%s_%d_failed", rec.Job, rec.Run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeAlert,
+		Tenant: rec.Tenant, Database: rec.Database, Error: why,
+		Reason:  fmt.Sprintf("the pre-migration snapshot of migration %s could not be taken (%s): the job must not go on, and no rollback to it is possible", rec.Job, why),
+		Figures: map[string]any{"job": rec.Job, "run": rec.Run}})
+	if err != nil {
+		return // the next tick tries again
+	}
 	_, written, err := s.update(ctx, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 		if cur == nil || cur.Run != rec.Run || cur.SnapshotID != "" || cur.SnapshotError != "" {
 			return nil
@@ -239,14 +257,9 @@ func (s *Service) snapshotFailed(ctx context.Context, rec *contract.MigrationRec
 		next.SnapshotError = why
 		return &next
 	})
-	if err != nil || !written {
-		return
+	if err == nil && written {
+		s.observeFailure("snapshot.pre_migration")
 	}
-	s.observeFailure("snapshot.pre_migration")
-	s.emit(ctx, fmt.Sprintf("snap_%s_%d_failed", rec.Job, rec.Run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeAlert,
-		Tenant: rec.Tenant, Database: rec.Database, Error: why,
-		Reason:  fmt.Sprintf("the pre-migration snapshot of migration %s could not be taken (%s): the job must not go on, and no rollback to it is possible", rec.Job, why),
-		Figures: map[string]any{"job": rec.Job, "run": rec.Run}})
 }
 
 // actRollback takes a triggered rollback one step on: audit the trigger,
