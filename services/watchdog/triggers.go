@@ -418,7 +418,7 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 		}
 		return
 	}
-	next, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+	change := func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 		if !same(cur) {
 			return nil
 		}
@@ -431,52 +431,69 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 			n.RollbackCommand = s.operatorCommand(cur)
 		}
 		return &n
-	})
-	if err != nil || !written {
+	}
+	// The outcome is audited before it is recorded, as the pre-migration
+	// snapshot's is: a stop in between repeats the event under its id.
+	would := change(rec)
+	if would == nil {
 		return
 	}
-	ev := contract.AuditEvent{Tenant: next.Tenant, Database: next.Database, SnapshotID: next.SnapshotID, OpID: opID,
-		Figures: map[string]any{"job": job, "run": next.Run, "trigger": next.Trigger}}
+	ev := contract.AuditEvent{Tenant: would.Tenant, Database: would.Database, SnapshotID: would.SnapshotID, OpID: opID,
+		Figures: map[string]any{"job": job, "run": would.Run, "trigger": would.Trigger}}
 	if op.Restore != nil {
 		ev.Figures["records_written"], ev.Figures["verified"] = op.Restore.RecordsWritten, op.Restore.Verified
 	}
+	id := "rolled_back_" + opID
 	if op.Status == contract.StatusCompleted {
 		ev.Action, ev.Outcome = "migration.rolled_back", contract.OutcomeCompleted
-		ev.Reason = fmt.Sprintf("migration %s rolled back to snapshot %s by %s (%s trigger: %s)", job, next.SnapshotID, opID, next.Trigger, next.TriggerReason)
-		s.emit(ctx, "rolled_back_"+opID, ev)
-		if next.EndedAt.IsZero() && next.AbortSentAt.IsZero() {
-			// The restorer paused the job and does not resume the job it
-			// rolled back: tell it that its run is over.
-			s.control(ctx, next, contract.ControlAbort, fmt.Sprintf("migration %s was rolled back (%s trigger: %s)", job, next.Trigger, next.TriggerReason), opID)
-		}
+		ev.Reason = fmt.Sprintf("migration %s rolled back to snapshot %s by %s (%s trigger: %s)", job, would.SnapshotID, opID, would.Trigger, would.TriggerReason)
+	} else {
+		id = "rollback_failed_" + opID
+		ev.Action, ev.Outcome, ev.Error = "alert.rollback", contract.OutcomeAlert, would.RollbackError
+		ev.Reason = fmt.Sprintf("the %s trigger's rollback of migration %s did not complete (%s); check the data, then roll back by hand: %s",
+			would.Trigger, job, would.RollbackError, would.RollbackCommand)
+	}
+	if err := s.emitChecked(ctx, id, ev); err != nil {
+		return // the next tick tries again
+	}
+	next, written, err := s.update(ctx, job, change)
+	if err != nil || !written {
 		return
 	}
-	ev.Action, ev.Outcome, ev.Error = "alert.rollback", contract.OutcomeAlert, next.RollbackError
-	ev.Reason = fmt.Sprintf("the %s trigger's rollback of migration %s did not complete (%s); check the data, then roll back by hand: %s",
-		next.Trigger, job, next.RollbackError, next.RollbackCommand)
-	s.emit(ctx, "rollback_failed_"+opID, ev)
+	if op.Status == contract.StatusCompleted && next.EndedAt.IsZero() && next.AbortSentAt.IsZero() {
+		// The restorer paused the job and does not resume the job it
+		// rolled back: tell it that its run is over.
+		s.control(ctx, next, contract.ControlAbort, fmt.Sprintf("migration %s was rolled back (%s trigger: %s)", job, next.Trigger, next.TriggerReason), opID)
+	}
 }
 
 // rollbackFailed records that the run's rollback cannot be run and alerts
 // with the command an operator would use.
 func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRecord, why string) {
-	next, written, err := s.update(ctx, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+	change := func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 		if cur == nil || cur.Run != rec.Run || cur.RollbackOpID != rec.RollbackOpID || cur.RollbackStatus != contract.RollbackRequested {
 			return nil
 		}
 		n := *cur
 		n.RollbackStatus, n.RollbackError, n.RollbackCommand = contract.StatusFailed, why, s.operatorCommand(cur)
 		return &n
-	})
-	if err != nil || !written {
+	}
+	// Audited before it is recorded, as followRollback does.
+	would := change(rec)
+	if would == nil {
 		return
 	}
-	s.observeFailure("rollback")
-	s.emit(ctx, "rollback_failed_"+rec.RollbackOpID, contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
-		Tenant: next.Tenant, Database: next.Database, SnapshotID: next.SnapshotID, OpID: next.RollbackOpID, Error: why,
+	err := s.emitChecked(ctx, "rollback_failed_"+rec.RollbackOpID, contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
+		Tenant: would.Tenant, Database: would.Database, SnapshotID: would.SnapshotID, OpID: would.RollbackOpID, Error: why,
 		Reason: fmt.Sprintf("the %s trigger fired for migration %s (%s), but its rollback cannot run: %s; to roll back by hand: %s",
-			next.Trigger, next.Job, next.TriggerReason, why, next.RollbackCommand),
-		Figures: triggerFigures(next, false)})
+			would.Trigger, would.Job, would.TriggerReason, why, would.RollbackCommand),
+		Figures: triggerFigures(would, false)})
+	if err != nil {
+		return // the next tick tries again
+	}
+	if _, written, err := s.update(ctx, rec.Job, change); err == nil && written {
+		s.observeFailure("rollback")
+	}
 }
 
 // alertDisabled turns a triggered rollback into an alert naming the
