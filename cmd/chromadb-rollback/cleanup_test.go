@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"regexp"
 	"slices"
@@ -33,21 +32,7 @@ func TestCLICleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := testenv.StartNATS(t)
-	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, Clock: laterClock{30 * 24 * time.Hour}}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = svc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	c := cli{t: t, url: n.URL}
-	for i := 0; i < 100; i++ {
-		if code, _, _ := c.run("snapshot", "list"); code == exitOK {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c := startSnapshotter(t, n, snapshotter.Config{ChromaURL: ch.URL, Clock: laterClock{30 * 24 * time.Hour}}, cc)
 
 	create := func(args ...string) string {
 		t.Helper()

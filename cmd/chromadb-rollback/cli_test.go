@@ -60,6 +60,29 @@ func startStack(t *testing.T) (cli, *testenv.NATS) {
 	return cli{t: t, url: n.URL}, n
 }
 
+// startSnapshotter runs a snapshotter on n, reaching Chroma through cc,
+// until the test ends, and returns a CLI for n once the snapshotter
+// answers.
+func startSnapshotter(t *testing.T, n *testenv.NATS, cfg snapshotter.Config, cc *chroma.Client) cli {
+	t.Helper()
+	svc, err := snapshotter.New(cfg, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c := cli{t: t, url: n.URL}
+	for i := 0; i < 100; i++ { // the service may still be registering
+		if code, _, _ := c.run("snapshot", "list"); code == exitOK {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return c
+}
+
 func TestCLISnapshotLifecycle(t *testing.T) {
 	c, n := startStack(t)
 	// The service may still be registering; health-check retries are the user's job, the test waits.
@@ -203,21 +226,7 @@ func TestCLIWarnsOfMovingSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := testenv.StartNATS(t)
-	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, via, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = svc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	c := cli{t: t, url: n.URL}
-	for i := 0; i < 100; i++ { // the service may still be registering
-		if code, _, _ := c.run("snapshot", "list"); code == exitOK {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c := startSnapshotter(t, n, snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, via)
 
 	code, stdout, stderr := c.run("snapshot", "create", "--name", "moving", "--database", db)
 	if code != exitOK {

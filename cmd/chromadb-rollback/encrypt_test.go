@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"filippo.io/age"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -64,21 +62,7 @@ func TestCLIEncryptedSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, Recipients: recipients}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = svc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	c := cli{t: t, url: n.URL}
-	for i := 0; i < 100; i++ {
-		if code, _, _ := c.run("snapshot", "list"); code == exitOK {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c := startSnapshotter(t, n, snapshotter.Config{ChromaURL: ch.URL, Recipients: recipients}, cc)
 
 	code, stdout, stderr := c.run("snapshot", "create", "--name", "sealed", "--json")
 	if code != exitOK {
