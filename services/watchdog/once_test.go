@@ -199,3 +199,57 @@ func (e *env) manifestsNamed(t *testing.T, name string) int {
 	}
 	return n
 }
+
+// TestAuditBeforeRecord holds the watchdog, as if it had died, right after
+// it records that the pre-migration snapshot is there, then right after it
+// records that the migration was rolled back: each time the audit event
+// must be stored already. Sent after the record, it would be lost with the
+// instance, as a later one finds the record done and sends nothing.
+func TestAuditBeforeRecord(t *testing.T) {
+	e := newEnv(t, false)
+	const job = "audit-first"
+	tenant := e.tenant("wd_first")
+	e.seed(t, tenant, "one")
+	e.services(t)
+	e.watchdog(t, e.fast("wd-first"))
+	// Registered after the instance, so released before it is stopped.
+	release := watchdog.HangAfterRecordWrite(func(r *contract.MigrationRecord) bool {
+		return r.Job == job && r.SnapshotID != ""
+	})
+	t.Cleanup(release)
+	pre := e.dump(t, tenant, "one")
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, "one", "", time.Hour))
+	rec := e.waitRecord(t, job, time.Minute, "pre-migration snapshot", func(r contract.MigrationRecord) bool {
+		return r.SnapshotID != "" || r.SnapshotError != ""
+	})
+	if rec.SnapshotError != "" {
+		t.Fatal(rec.SnapshotError)
+	}
+	snapshotDone := func(a auditEntry) bool {
+		return a.Action == "snapshot.pre_migration" && a.Outcome == contract.OutcomeCompleted && a.Figures["job"] == job
+	}
+	if got := find(e.audit(t), snapshotDone); len(got) != 1 {
+		t.Fatalf("%d pre-migration snapshot events once the record names the snapshot, want 1", len(got))
+	}
+	release()
+
+	releaseRolledBack := watchdog.HangAfterRecordWrite(func(r *contract.MigrationRecord) bool {
+		return r.Job == job && r.Status == contract.MigrationRolledBack
+	})
+	t.Cleanup(releaseRolledBack)
+	lost := e.migrate(t, tenant, "one", 0.2, "workload_00")
+	e.publish(t, job, contract.EventValidation, "val", validation(int64(300-lost), 300,
+		contract.CollectionValidation{Collection: "workload_00", ValidChunks: int64(150 - lost), TotalChunks: 150},
+		contract.CollectionValidation{Collection: "workload_01", ValidChunks: 150, TotalChunks: 150}))
+	rec = e.waitRecord(t, job, 2*time.Minute, "rolled back", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRolledBack || r.RollbackStatus == contract.StatusFailed
+	})
+	if rec.Status != contract.MigrationRolledBack {
+		t.Fatalf("record: %s", mustJSON(t, rec))
+	}
+	if got := find(e.audit(t), byWatchdog(job, "migration.rolled_back")); len(got) != 1 {
+		t.Fatalf("%d rolled-back events once the record says rolled back, want 1", len(got))
+	}
+	compareDB(t, e.dump(t, tenant, "one"), pre)
+}

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -175,10 +176,18 @@ func (s *Service) update(ctx context.Context, job string, fn func(cur *contract.
 		s.mu.Lock()
 		s.cacheLocked(job, *next, newRev)
 		s.mu.Unlock()
+		if hook := afterRecordWrite.Load(); hook != nil {
+			(*hook)(next)
+		}
 		return next, true, nil
 	}
 	return nil, false, fmt.Errorf("migration record %s: %w", job, errConflict)
 }
+
+// afterRecordWrite, when set (by tests), runs after every migration record
+// an instance writes: a test holds an instance there, as if it had died
+// right after the write, to see that nothing the write stands for is lost.
+var afterRecordWrite atomic.Pointer[func(rec *contract.MigrationRecord)]
 
 // ended says the job itself is over: it reported completed or failed, or
 // its run was rolled back.
