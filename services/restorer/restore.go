@@ -495,14 +495,20 @@ func (w *collWriter) client() *chroma.Client { return w.j.sp.target }
 
 // get returns a collection by name, nil if there is none.
 func (w *collWriter) get(ctx context.Context, name string) (*chroma.Collection, error) {
-	c, err := w.client().GetCollection(ctx, w.j.sp.tenant, w.j.sp.database, name)
+	return findCollection(ctx, w.client(), w.j.sp.tenant, w.j.sp.database, name)
+}
+
+// findCollection gets the collection name of tenant/database from c; nil
+// (and no error) when there is none.
+func findCollection(ctx context.Context, c *chroma.Client, tenant, database, name string) (*chroma.Collection, error) {
+	coll, err := c.GetCollection(ctx, tenant, database, name)
 	if errors.Is(err, chroma.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err // names the collection already
 	}
-	return c, nil
+	return coll, nil
 }
 
 // create makes a collection with the archived configuration, then sets the
@@ -1076,19 +1082,12 @@ func undoStaging(ctx context.Context, c *chroma.Client, tenant, database string,
 	if cs.Stage == stageDone || cs.Stage == stageSwapped {
 		return nil
 	}
-	get := func(name string) (*chroma.Collection, error) {
-		coll, err := c.GetCollection(ctx, tenant, database, name)
-		if errors.Is(err, chroma.ErrNotFound) {
-			return nil, nil
-		}
-		return coll, err
-	}
-	live, err := get(cs.Target)
+	live, err := findCollection(ctx, c, tenant, database, cs.Target)
 	if err != nil {
 		return err
 	}
 	if live == nil {
-		displaced, err := get(old)
+		displaced, err := findCollection(ctx, c, tenant, database, old)
 		if err != nil {
 			return err
 		}

@@ -184,6 +184,20 @@ func (s *Service) update(ctx context.Context, job string, fn func(cur *contract.
 	return nil, false, fmt.Errorf("migration record %s: %w", job, errConflict)
 }
 
+// updateAudited is update preceded by the audit event (under id) that
+// reports the change: the record changes only once the event is stored,
+// so an instance stopped between the two loses nothing. Whoever makes the
+// change after such a stop sends the event again under the same id, which
+// the audit stream stores once within its duplicate window. When the
+// event cannot be stored, nothing is written and the error says so: the
+// next tick tries again.
+func (s *Service) updateAudited(ctx context.Context, id string, ev contract.AuditEvent, job string, fn func(cur *contract.MigrationRecord) *contract.MigrationRecord) (rec *contract.MigrationRecord, written bool, err error) {
+	if err := s.emitChecked(ctx, id, ev); err != nil {
+		return nil, false, err
+	}
+	return s.update(ctx, job, fn)
+}
+
 // afterRecordWrite, when set (by tests), runs after every migration record
 // an instance writes: a test holds an instance there, as if it had died
 // right after the write, to see that nothing the write stands for is lost.

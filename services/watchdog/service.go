@@ -240,10 +240,8 @@ func (s *Service) emit(ctx context.Context, id string, ev contract.AuditEvent) {
 	_ = s.emitChecked(ctx, id, ev)
 }
 
-// emitChecked is emit, saying whether the event was stored. An event sent
-// again under the same id within the audit stream's duplicate window (an
-// hour) is stored once: an event published before the record change it
-// reports can be sent again by whoever makes that change after a crash.
+// emitChecked is emit, saying whether the event was stored
+// (updateAudited).
 func (s *Service) emitChecked(ctx context.Context, id string, ev contract.AuditEvent) error {
 	ev.Envelope = contract.NewEnvelope(contract.TypeAuditEvent)
 	if id != "" {

@@ -209,18 +209,11 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 	}
 	switch op.Status {
 	case contract.StatusCompleted:
-		// The event goes out before the record says the snapshot is
-		// there: an instance stopped between the two would otherwise
-		// leave the record written and the event never sent. The next
-		// tick sends it again under the same id, stored once.
-		err := s.emitChecked(ctx, fmt.Sprintf("snap_%s_%d_done", job, run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeCompleted,
+		ev := contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeCompleted,
 			Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotPendingID, OpID: op.OpID,
 			Reason:  fmt.Sprintf("pre-migration snapshot %s of migration %s is verified", rec.SnapshotPendingID, job),
-			Figures: map[string]any{"job": job, "run": run}})
-		if err != nil {
-			return // the next tick tries again
-		}
-		_, _, _ = s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+			Figures: map[string]any{"job": job, "run": run}}
+		_, _, _ = s.updateAudited(ctx, fmt.Sprintf("snap_%s_%d_done", job, run), ev, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 			if !same(cur) || cur.SnapshotOpID != rec.SnapshotOpID {
 				return nil
 			}
@@ -235,21 +228,15 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 
 // snapshotFailed records that the pre-migration snapshot cannot be had and
 // raises an alert: the job should not go on, and no rollback is possible.
-//
-// As for a completed snapshot, the alert goes out before the record
-// changes, so that a stop between the two does not lose it.
 func (s *Service) snapshotFailed(ctx context.Context, rec *contract.MigrationRecord, why string) {
 	if rec.SnapshotID != "" || rec.SnapshotError != "" {
 		return
 	}
-	err := s.emitChecked(ctx, fmt.Sprintf("snap_%s_%d_failed", rec.Job, rec.Run), contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeAlert,
+	ev := contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeAlert,
 		Tenant: rec.Tenant, Database: rec.Database, Error: why,
 		Reason:  fmt.Sprintf("the pre-migration snapshot of migration %s could not be taken (%s): the job must not go on, and no rollback to it is possible", rec.Job, why),
-		Figures: map[string]any{"job": rec.Job, "run": rec.Run}})
-	if err != nil {
-		return // the next tick tries again
-	}
-	_, written, err := s.update(ctx, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		Figures: map[string]any{"job": rec.Job, "run": rec.Run}}
+	_, written, err := s.updateAudited(ctx, fmt.Sprintf("snap_%s_%d_failed", rec.Job, rec.Run), ev, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 		if cur == nil || cur.Run != rec.Run || cur.SnapshotID != "" || cur.SnapshotError != "" {
 			return nil
 		}
@@ -432,9 +419,8 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 		}
 		return &n
 	}
-	// The outcome is audited before it is recorded, as the pre-migration
-	// snapshot's is: a stop in between repeats the event under its id.
-	would := change(rec)
+	would := change(rec) // the event says what the change will record
+
 	if would == nil {
 		return
 	}
@@ -453,10 +439,7 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 		ev.Reason = fmt.Sprintf("the %s trigger's rollback of migration %s did not complete (%s); check the data, then roll back by hand: %s",
 			would.Trigger, job, would.RollbackError, would.RollbackCommand)
 	}
-	if err := s.emitChecked(ctx, id, ev); err != nil {
-		return // the next tick tries again
-	}
-	next, written, err := s.update(ctx, job, change)
+	next, written, err := s.updateAudited(ctx, id, ev, job, change)
 	if err != nil || !written {
 		return
 	}
@@ -478,20 +461,16 @@ func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRec
 		n.RollbackStatus, n.RollbackError, n.RollbackCommand = contract.StatusFailed, why, s.operatorCommand(cur)
 		return &n
 	}
-	// Audited before it is recorded, as followRollback does.
-	would := change(rec)
+	would := change(rec) // the event says what the change will record
 	if would == nil {
 		return
 	}
-	err := s.emitChecked(ctx, "rollback_failed_"+rec.RollbackOpID, contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
+	ev := contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
 		Tenant: would.Tenant, Database: would.Database, SnapshotID: would.SnapshotID, OpID: would.RollbackOpID, Error: why,
 		Reason: fmt.Sprintf("the %s trigger fired for migration %s (%s), but its rollback cannot run: %s; to roll back by hand: %s",
 			would.Trigger, would.Job, would.TriggerReason, why, would.RollbackCommand),
-		Figures: triggerFigures(would, false)})
-	if err != nil {
-		return // the next tick tries again
-	}
-	if _, written, err := s.update(ctx, rec.Job, change); err == nil && written {
+		Figures: triggerFigures(would, false)}
+	if _, written, err := s.updateAudited(ctx, "rollback_failed_"+rec.RollbackOpID, ev, rec.Job, change); err == nil && written {
 		s.observeFailure("rollback")
 	}
 }
@@ -500,14 +479,12 @@ func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRec
 // command an operator would run (automatic rollback disabled).
 func (s *Service) alertDisabled(ctx context.Context, rec *contract.MigrationRecord) {
 	cmd := s.operatorCommand(rec)
-	// Audited before it is recorded: a crash in between repeats the event
-	// with the same id, which the audit stream stores once.
-	s.emit(ctx, "alert_"+rec.RollbackOpID, contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
+	ev := contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
 		Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotID,
 		Reason: fmt.Sprintf("automatic rollback is disabled (AUTOMATIC_ROLLBACK_ENABLED=false): the %s trigger fired for migration %s (%s); to roll back, run: %s",
 			rec.Trigger, rec.Job, rec.TriggerReason, cmd),
-		Figures: triggerFigures(rec, false)})
-	_, _, err := s.update(ctx, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		Figures: triggerFigures(rec, false)}
+	_, _, err := s.updateAudited(ctx, "alert_"+rec.RollbackOpID, ev, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 		if cur == nil || cur.Run != rec.Run || cur.RollbackOpID != rec.RollbackOpID || cur.RollbackStatus != contract.RollbackRequested {
 			return nil
 		}
