@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -46,23 +47,29 @@ func TestWaitEndsWhenTheRollbackIsCancelled(t *testing.T) {
 	n := testenv.StartNATS(t)
 	a := &app{stdout: io.Discard, stderr: io.Discard, subj: contract.Subjects{Prefix: "chroma"}}
 	nc := n.Connect(t)
-	put := func(status string) {
-		t.Helper()
+	// The put's own context is not the test's: the wait can see the
+	// cancelled record, and the test end, before the put has its ack.
+	put := func(status string) error {
 		op := contract.Operation{OpID: "op_cancelled", Kind: "rollback", Status: status, Error: "cancelled by ops@example",
 			Restore: &contract.RestoreReport{Cancelled: status == contract.StatusCancelled,
 				Collections: []contract.RestoreCollectionReport{{Collection: "corpus"}}}}
 		data, _ := json.Marshal(op)
-		if _, err := n.Assets.State.Put(t.Context(), contract.OperationKey(op.OpID), data); err != nil {
-			t.Fatal(err)
-		}
+		_, err := n.Assets.State.Put(context.Background(), contract.OperationKey(op.OpID), data)
+		return err
 	}
-	put(contract.StatusRunning)
+	if err := put(contract.StatusRunning); err != nil {
+		t.Fatal(err)
+	}
+	cancelled := make(chan error, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		put(contract.StatusCancelled)
+		cancelled <- put(contract.StatusCancelled)
 	}()
 	start := time.Now()
 	op, err := a.waitOperation(t.Context(), nc, "op_cancelled", time.Minute)
+	if perr := <-cancelled; perr != nil {
+		t.Fatalf("storing the cancelled operation: %v", perr)
+	}
 	if err != nil || op.Status != contract.StatusCancelled {
 		t.Fatalf("wait: %+v, %v; want the cancelled operation", op, err)
 	}
