@@ -125,6 +125,71 @@ func TestSnapshotterKilledMidSnapshot(t *testing.T) {
 	}
 }
 
+// TestSnapshotterStoppedWhileReporting: a worker stops after it wrote the
+// manifest, once before it audited the snapshot and once after, in both
+// cases before it recorded the operation completed. The next delivery
+// finds the manifest and reports the snapshot: the operation ends
+// completed (it used to stay "running" until retention failed it, a week
+// on) and the completion is audited exactly once (the second worker sends
+// the event again under the same id). Whoever sees the operation
+// completed finds the event stored.
+func TestSnapshotterStoppedWhileReporting(t *testing.T) {
+	for _, step := range []string{"manifest", "audited"} {
+		t.Run("after_"+step, func(t *testing.T) {
+			e := newEnv(t)
+			if err := testenv.SeedWorkload(t.Context(), e.cc, "default_tenant", "default_database", 1, 300, 16, 50); err != nil {
+				t.Fatal(err)
+			}
+			completions := func() int {
+				return len(findAudit(e.auditEvents(t), "snapshot.create", contract.OutcomeCompleted))
+			}
+			cfg := snapshotter.Config{AckWait: 2 * time.Second, Instance: "a"}
+			release := snapshotter.HoldAfter(step)
+			t.Cleanup(release)
+			stopA := e.startService(t, cfg)
+			rep := e.create(t, contract.SnapshotCreateRequest{Name: "stopped_after_" + step})
+			deadline := time.Now().Add(time.Minute)
+			want := 0 // completion events stored when the worker stops
+			if step == "audited" {
+				want = 1
+			}
+			for {
+				if _, ok := e.manifest(t, rep.SnapshotID); ok && completions() == want {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no manifest with %d completion events within a minute", want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			stopA()
+			release()
+			entry, err := e.nats.Assets.State.Get(t.Context(), contract.OperationKey(rep.OpID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var op contract.Operation
+			if err := json.Unmarshal(entry.Value(), &op); err != nil || op.Status != contract.StatusRunning {
+				t.Fatalf("operation once the first worker stopped: %s (%v); want it still running", entry.Value(), err)
+			}
+			if n := completions(); n != want {
+				t.Fatalf("%d completion events once the first worker stopped, want %d", n, want)
+			}
+
+			cfg.Instance = "b"
+			e.startService(t, cfg)
+			op = e.waitOp(t, rep.OpID, time.Minute)
+			if n := completions(); n != 1 {
+				t.Errorf("%d completion events once the operation completed, want 1", n)
+			}
+			e.redelivered(t, op, rep.SnapshotID, 300)
+			if keys, err := e.nats.Assets.Manifests.Keys(t.Context()); err != nil || len(keys) != 1 {
+				t.Errorf("manifests %v (%v), want exactly one", keys, err)
+			}
+		})
+	}
+}
+
 // TestSnapshotGivenUpAfterMaxDeliver: every delivery of a snapshot command
 // dies mid-export (MaxDeliver 2: two workers stopped in turn). The work
 // queue gives up on it; a running instance hears so and fails the

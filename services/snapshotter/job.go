@@ -33,8 +33,16 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 
 	if m := s.storedManifest(ctx, cmd.SnapshotID); m != nil {
 		log.Info("snapshot already exists; redelivered command acknowledged")
-		_ = msg.Ack()
 		s.discardEarlier(cmd.SnapshotID, attempt+1, m.Object, log) // what a worker that died after the manifest left
+		// The worker that wrote the manifest may have stopped before it
+		// reported the snapshot: report it now.
+		if cur := s.operation(ctx, cmd.OpID); cur == nil || !contract.Ended(cur.Status) {
+			if err := s.completed(ctx, &cmd, m, attempt, bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID)); err != nil {
+				log.Warn("could not report the snapshot made; the command is left for a later delivery", "err", err)
+				return
+			}
+		}
+		_ = msg.Ack()
 		return
 	}
 
@@ -95,25 +103,51 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	s.observeJob(&cmd, m, time.Since(start), nil)
-	var warnings []string
-	if !m.Consistent {
-		warnings = append(warnings, "snapshot is not consistent: "+m.Inconsistency)
+	// What earlier attempts left goes first: whoever sees the snapshot
+	// completed finds only its own archive.
+	s.discardEarlier(cmd.SnapshotID, attempt, m.Object, log)
+	if err := s.completed(ctx, &cmd, m, attempt, progress); err != nil {
+		log.Warn("could not report the snapshot made; the command is left for a later delivery", "err", err)
+		return
 	}
-	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusCompleted, Attempt: attempt, Warnings: warnings})
-	progress.Update(contract.Progress{Phase: "completed", Done: true, DoneRecords: m.TotalRecords, TotalRecords: m.TotalRecords, Bytes: m.Size})
-	ev.Outcome = contract.OutcomeCompleted
-	ev.Figures = map[string]any{"records": m.TotalRecords, "size": m.Size, "raw_bytes": m.RawBytes, "collections": len(m.Collections),
-		"consistent": m.Consistent, "seconds": time.Since(start).Seconds(), "attempt": attempt}
-	if !m.Consistent {
-		ev.Reason = m.Inconsistency
-	}
-	_ = s.audit.Emit(ctx, ev)
 	if err := msg.DoubleAck(ctx); err != nil {
 		log.Warn("ack failed; a redelivery will find the manifest and stop", "err", err)
 	}
-	s.discardEarlier(cmd.SnapshotID, attempt, m.Object, log)
 	log.Info("snapshot completed", "records", m.TotalRecords, "size", m.Size, "consistent", m.Consistent)
 }
+
+// completed reports the snapshot of cmd made, m its manifest: first the
+// audit event, then the operation and the final progress, so that whoever
+// sees the operation completed finds it audited. A worker stopped after
+// the manifest was written and before this leaves the command unacked;
+// the delivery that follows finds the manifest and calls this again, as
+// does the give-up. The event's id is the snapshot's, so the stream
+// stores it once whoever sends it (within its dedup window). An error says
+// the operation was not recorded: the command must stay unacked, so that
+// a later delivery reports it.
+func (s *Service) completed(ctx context.Context, cmd *contract.SnapshotCommand, m *contract.SnapshotManifest, attempt int, progress *bus.ProgressPublisher) error {
+	ev := snapshotEvent(cmd, contract.OutcomeCompleted, "", map[string]any{"records": m.TotalRecords, "size": m.Size,
+		"raw_bytes": m.RawBytes, "collections": len(m.Collections), "consistent": m.Consistent,
+		"seconds": m.CompletedAt.Sub(m.StartedAt).Seconds(), "attempt": attempt})
+	ev.Envelope = contract.NewEnvelope(contract.TypeAuditEvent)
+	ev.ID = completedEventID(cmd.SnapshotID)
+	var warnings []string
+	if !m.Consistent {
+		ev.Reason = m.Inconsistency
+		warnings = append(warnings, "snapshot is not consistent: "+m.Inconsistency)
+	}
+	_ = s.audit.Emit(ctx, ev)
+	holdAt(ctx, "audited")
+	if err := s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusCompleted, Attempt: attempt, Warnings: warnings}); err != nil {
+		return err
+	}
+	progress.Update(contract.Progress{Phase: "completed", Done: true, DoneRecords: m.TotalRecords, TotalRecords: m.TotalRecords, Bytes: m.Size})
+	return nil
+}
+
+// completedEventID is the id of the audit event that reports snapshotID
+// made.
+func completedEventID(snapshotID string) string { return snapshotID + "_completed" }
 
 // storedManifest is the manifest of snapshotID, nil if there is none or it
 // cannot be read.
@@ -149,7 +183,7 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	if m := s.storedManifest(ctx, cmd.SnapshotID); m != nil {
 		log.Warn("the last delivery of a snapshot command went unanswered, but its manifest was written")
 		s.discardEarlier(cmd.SnapshotID, u.Deliveries+1, m.Object, log)
-		_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusCompleted, Attempt: u.Deliveries})
+		_ = s.completed(ctx, &cmd, m, u.Deliveries, bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID))
 		return
 	}
 	err := fmt.Errorf("%w after %d deliveries of its command: the snapshotter that took it died, hung or was stopped each time (see its logs); nothing was kept", bus.ErrGivenUp, u.Deliveries)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
@@ -125,7 +126,19 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	if _, err := s.assets.Manifests.Create(ctx, cmd.SnapshotID, data); err != nil {
 		return nil, fmt.Errorf("write manifest %s: %w", cmd.SnapshotID, err)
 	}
+	holdAt(ctx, "manifest")
 	return m, nil
+}
+
+// hold, when set (by tests), runs at the steps of a snapshot's end, with
+// the context the next step uses: a test holds the worker there until it
+// is stopped, as if it had died right after that step.
+var hold atomic.Pointer[func(ctx context.Context, step string)]
+
+func holdAt(ctx context.Context, step string) {
+	if h := hold.Load(); h != nil {
+		(*h)(ctx, step)
+	}
 }
 
 // countParallel is how many collections count counts at once.
