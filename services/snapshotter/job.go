@@ -128,7 +128,7 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 func (s *Service) completed(ctx context.Context, cmd *contract.SnapshotCommand, m *contract.SnapshotManifest, attempt int, progress *bus.ProgressPublisher) error {
 	ev := snapshotEvent(cmd, contract.OutcomeCompleted, "", map[string]any{"records": m.TotalRecords, "size": m.Size,
 		"raw_bytes": m.RawBytes, "collections": len(m.Collections), "consistent": m.Consistent,
-		"seconds": m.CompletedAt.Sub(m.StartedAt).Seconds(), "attempt": attempt})
+		"seconds": max(0, m.CompletedAt.Sub(m.StartedAt).Seconds()), "attempt": attempt}) // wall clock: never below 0
 	ev.Envelope = contract.NewEnvelope(contract.TypeAuditEvent)
 	ev.ID = completedEventID(cmd.SnapshotID)
 	var warnings []string
