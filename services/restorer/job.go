@@ -713,6 +713,18 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	}
 	took := time.Since(u.Queued)
 	op.Status, op.Phase, op.Error, op.Attempt = contract.StatusFailed, contract.StatusFailed, jobErr.Error(), u.Deliveries
+	// As finish does: audited, counted and announced before the operation
+	// says it failed, so whoever sees it failed finds all three. The
+	// event's id is the operation's, should the advisory be handled twice.
+	ev := contract.AuditEvent{Envelope: contract.NewEnvelope(contract.TypeAuditEvent), Action: "rollback", Outcome: contract.OutcomeFailed,
+		Actor: cmd.Request.Actor, Reason: cmd.Request.Reason, OpID: cmd.OpID, SnapshotID: cmd.Request.SnapshotID,
+		Tenant: op.Tenant, Database: op.Database, Error: jobErr.Error(),
+		Figures: map[string]any{"attempt": u.Deliveries, "status": contract.StatusFailed, "records_written": written,
+			"seconds": took.Seconds(), "collections": colls, "verified": false}}
+	ev.ID = cmd.OpID + "_given_up"
+	_ = s.audit.Emit(ctx, ev)
+	s.observeJob(op.Tenant, op.Database, contract.StatusFailed, took, nil, &contract.RestoreReport{RecordsWritten: written}, jobErr)
+	bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID).Update(contract.Progress{Phase: contract.StatusFailed, Done: true, Error: jobErr.Error(), DoneRecords: written})
 	if err := s.putOperation(ctx, *op); err != nil {
 		log.Error("could not record that the rollback was given up", "err", err)
 	} else if ck != nil && len(left) == 0 {
@@ -720,12 +732,6 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		// whose cleanup failed stays, naming what is left.
 		s.dropJobState(ctx, cmd.OpID)
 	}
-	bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID).Update(contract.Progress{Phase: contract.StatusFailed, Done: true, Error: jobErr.Error(), DoneRecords: written})
-	_ = s.audit.Emit(ctx, contract.AuditEvent{Action: "rollback", Outcome: contract.OutcomeFailed, Actor: cmd.Request.Actor, Reason: cmd.Request.Reason,
-		OpID: cmd.OpID, SnapshotID: cmd.Request.SnapshotID, Tenant: op.Tenant, Database: op.Database, Error: jobErr.Error(),
-		Figures: map[string]any{"attempt": u.Deliveries, "status": contract.StatusFailed, "records_written": written,
-			"seconds": took.Seconds(), "collections": colls, "verified": false}})
-	s.observeJob(op.Tenant, op.Database, contract.StatusFailed, took, nil, &contract.RestoreReport{RecordsWritten: written}, jobErr)
 }
 
 // undoGivenUp takes back the stage and swap of each collection of the

@@ -195,13 +195,15 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	s.failed(ctx, &cmd, u.Deliveries, time.Since(u.Queued), bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID), err)
 }
 
-// failed records that attempt of cmd failed with err after took: metrics,
-// the final progress, the operation and the audit event.
+// failed records that attempt of cmd failed with err after took: the
+// metrics, the audit event, the final progress, then the operation.
 func (s *Service) failed(ctx context.Context, cmd *contract.SnapshotCommand, attempt int, took time.Duration, progress *bus.ProgressPublisher, err error) {
+	// Counted, audited and announced before the operation says it failed,
+	// so whoever sees it failed finds all three.
 	s.observeJob(cmd, nil, took, err)
+	_ = s.audit.Emit(ctx, snapshotEvent(cmd, contract.OutcomeFailed, err.Error(), map[string]any{"attempt": attempt, "seconds": took.Seconds()}))
 	progress.Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
 	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), Attempt: attempt})
-	_ = s.audit.Emit(ctx, snapshotEvent(cmd, contract.OutcomeFailed, err.Error(), map[string]any{"attempt": attempt, "seconds": took.Seconds()}))
 }
 
 // operation reads an operation record; nil when it is missing or unreadable.
