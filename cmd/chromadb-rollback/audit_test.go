@@ -33,10 +33,7 @@ func startAuditStack(t *testing.T) *auditStack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = svc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runUntilCleanup(t, svc.Run)
 	select {
 	case <-svc.Ready():
 	case <-time.After(30 * time.Second):

@@ -52,12 +52,18 @@ func startStack(t *testing.T) (cli, *testenv.NATS) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { _ = svc.Run(ctx); done <- struct{}{} }()
-	go func() { _ = aud.Run(ctx); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done })
+	runUntilCleanup(t, svc.Run)
+	runUntilCleanup(t, aud.Run)
 	return cli{t: t, url: n.URL}, n
+}
+
+// runUntilCleanup runs a service's Run in the background until the test
+// ends, and waits at cleanup until it returned.
+func runUntilCleanup(t *testing.T, run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 // startSnapshotter runs a snapshotter on n, reaching Chroma through cc,
@@ -69,10 +75,7 @@ func startSnapshotter(t *testing.T, n *testenv.NATS, cfg snapshotter.Config, cc 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = svc.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runUntilCleanup(t, svc.Run)
 	c := cli{t: t, url: n.URL}
 	for i := 0; i < 100; i++ { // the service may still be registering
 		if code, _, _ := c.run("snapshot", "list"); code == exitOK {

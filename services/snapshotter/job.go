@@ -130,7 +130,7 @@ func (s *Service) completed(ctx context.Context, cmd *contract.SnapshotCommand, 
 		"raw_bytes": m.RawBytes, "collections": len(m.Collections), "consistent": m.Consistent,
 		"seconds": max(0, m.CompletedAt.Sub(m.StartedAt).Seconds()), "attempt": attempt}) // wall clock: never below 0
 	ev.Envelope = contract.NewEnvelope(contract.TypeAuditEvent)
-	ev.ID = completedEventID(cmd.SnapshotID)
+	ev.ID = cmd.SnapshotID + "_completed"
 	var warnings []string
 	if !m.Consistent {
 		ev.Reason = m.Inconsistency
@@ -144,10 +144,6 @@ func (s *Service) completed(ctx context.Context, cmd *contract.SnapshotCommand, 
 	progress.Update(contract.Progress{Phase: "completed", Done: true, DoneRecords: m.TotalRecords, TotalRecords: m.TotalRecords, Bytes: m.Size})
 	return nil
 }
-
-// completedEventID is the id of the audit event that reports snapshotID
-// made.
-func completedEventID(snapshotID string) string { return snapshotID + "_completed" }
 
 // storedManifest is the manifest of snapshotID, nil if there is none or it
 // cannot be read.

@@ -45,19 +45,10 @@ func (s *Service) setCondition(ctx context.Context, reason, name string, active,
 		return
 	}
 	s.mu.Unlock()
-	// The event goes out before the condition changes here: a tick that
-	// pauses or resumes jobs on the new state comes after it in the
+	// The event goes out before the condition changes (below): a tick
+	// that pauses or resumes jobs on the new state comes after it in the
 	// audit trail. Each condition is set by one loop, so nothing changes
 	// it meanwhile.
-	defer func() {
-		s.mu.Lock()
-		if active {
-			c.since = time.Now().UTC()
-		}
-		c.known, c.active, c.healthy, c.detail, c.figures = true, active, healthy, detail, figures
-		s.mu.Unlock()
-		s.wake()
-	}()
 	if active {
 		s.observeTrigger(name)
 	}
@@ -75,6 +66,14 @@ func (s *Service) setCondition(ctx context.Context, reason, name string, active,
 		ev.Figures["alert_seconds"] = time.Since(since).Seconds()
 	}
 	s.emit(ctx, "", ev)
+
+	s.mu.Lock()
+	if active {
+		c.since = time.Now().UTC()
+	}
+	c.known, c.active, c.healthy, c.detail, c.figures = true, active, healthy, detail, figures
+	s.mu.Unlock()
+	s.wake()
 }
 
 // heartbeatLoop checks Chroma's heartbeat every HeartbeatInterval;
