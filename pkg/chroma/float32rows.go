@@ -1,8 +1,10 @@
 package chroma
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
+	"math/bits"
 	"strconv"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/internal/jsonx"
@@ -90,13 +92,14 @@ var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
 // it. The value is what strconv.ParseFloat(s, 32) gives, bit for bit;
 // out of float32's range is errFloatRange.
 //
-// The digits are read once, into a decimal mantissa and exponent. When
-// both are small, as Chroma's shortest forms of float32 values (at most 9
-// digits) nearly always are, the value is one correctly rounded float64
-// operation on exact operands, then rounded to float32. That second
-// rounding can differ from rounding the decimal straight to float32 only
-// when the float64 falls exactly halfway between two float32s; those, and
-// anything longer, larger or smaller, go to strconv.
+// The digits are read once, eight at a time where they run that long,
+// into a decimal mantissa and exponent. When both are small, as Chroma's
+// shortest forms of float32 values (at most 9 significant digits) nearly
+// always are, the value is one correctly rounded float64 operation on
+// exact operands, then rounded to float32. That second rounding can
+// differ from rounding the decimal straight to float32 only when the
+// float64 falls exactly halfway between two float32s; those, and anything
+// longer, larger or smaller, go to strconv.
 func (p *rowParser) float32() (float32, error) {
 	d, i := p.Data, p.I
 	start := i
@@ -105,36 +108,17 @@ func (p *rowParser) float32() (float32, error) {
 		i++
 	}
 	var (
-		mant   uint64 // the first 19 significant digits
-		nd     int    // how many digits mant holds
-		exp    int    // the value is mant * 10^exp, give or take dropped digits
-		exact  = true // no non-zero digit was dropped
-		digits int
+		mant uint64 // the digits, but for an integer part of 0; exact while nd <= 19
+		nd   int    // how many digits mant took, zeros after the point included
+		exp  int    // the value is mant * 10^exp
 	)
-	digit := func(c byte, frac bool) {
-		switch {
-		case mant == 0 && c == '0':
-			// A leading zero: not significant.
-		case nd < 19:
-			mant = mant*10 + uint64(c-'0')
-			nd++
-		default:
-			exact = exact && c == '0'
-			if !frac {
-				exp++
-			}
-			return
-		}
-		if frac {
-			exp--
-		}
-	}
 	switch {
 	case i < len(d) && d[i] == '0':
 		i++
 	case i < len(d) && d[i] >= '1' && d[i] <= '9':
-		for ; i < len(d) && d[i] >= '0' && d[i] <= '9'; i++ {
-			digit(d[i], false)
+		for ; i < len(d) && d[i]-'0' <= 9; i++ {
+			mant = mant*10 + uint64(d[i]-'0')
+			nd++
 		}
 	default:
 		p.I = i
@@ -142,14 +126,35 @@ func (p *rowParser) float32() (float32, error) {
 	}
 	if i < len(d) && d[i] == '.' {
 		i++
-		for digits = 0; i < len(d) && d[i] >= '0' && d[i] <= '9'; i++ {
-			digit(d[i], true)
-			digits++
+		frac := i
+		for i+8 <= len(d) {
+			x := binary.LittleEndian.Uint64(d[i:])
+			n := leadingDigits(x)
+			// Past 19 digits mant wraps; nd says so.
+			if n == 8 {
+				mant = mant*1e8 + parseEightDigits(x)
+				nd += 8
+				i += 8
+				continue
+			}
+			if n > 0 {
+				// The n digits moved up to the most significant end,
+				// below them '0's.
+				mant = mant*pow10u[n] + parseEightDigits(x<<(64-8*n)|0x3030303030303030>>(8*n))
+				nd += n
+				i += n
+			}
+			break
 		}
-		if digits == 0 {
+		for ; i < len(d) && d[i]-'0' <= 9; i++ {
+			mant = mant*10 + uint64(d[i]-'0')
+			nd++
+		}
+		if i == frac {
 			p.I = i
 			return 0, p.Fail("a digit after the decimal point")
 		}
+		exp = frac - i
 	}
 	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
 		i++
@@ -160,8 +165,8 @@ func (p *rowParser) float32() (float32, error) {
 			}
 			i++
 		}
-		e := 0
-		for digits = 0; i < len(d) && d[i] >= '0' && d[i] <= '9'; i++ {
+		e, digits := 0, 0
+		for ; i < len(d) && d[i]-'0' <= 9; i++ {
 			if e < 100000 {
 				e = e*10 + int(d[i]-'0')
 			}
@@ -174,7 +179,7 @@ func (p *rowParser) float32() (float32, error) {
 		exp += esign * e
 	}
 	p.I = i
-	if mant == 0 {
+	if nd <= 19 && mant == 0 {
 		var z float32
 		if neg {
 			z = -z
@@ -183,7 +188,7 @@ func (p *rowParser) float32() (float32, error) {
 	}
 	// mant < 2^53 and |exp| <= 22: both operands exact, and the result
 	// lies between 1e-22 and 9e37, inside float32's normal range.
-	if exact && mant < 1<<53 && exp >= -22 && exp <= 22 {
+	if nd <= 19 && mant < 1<<53 && exp >= -22 && exp <= 22 {
 		f := float64(mant)
 		if exp < 0 {
 			f /= pow10[-exp]
@@ -209,4 +214,22 @@ func (p *rowParser) float32() (float32, error) {
 		return 0, p.Fail("a number")
 	}
 	return float32(f), nil
+}
+
+// leadingDigits is how many of the 8 bytes of x, from the first (the low
+// byte) on, are ASCII digits before one that is not. A byte below 0x30
+// borrows, and one above 0x39 carries, only into the bytes after it.
+func leadingDigits(x uint64) int {
+	return bits.TrailingZeros64(((x+0x4646464646464646)|(x-0x3030303030303030))&0x8080808080808080) >> 3
+}
+
+// pow10u holds 10^n for the n of leadingDigits.
+var pow10u = [...]uint64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8}
+
+// parseEightDigits is the number the 8 ASCII digits of x spell, the first
+// in the low byte, most significant: pairs, then quads, then the eight.
+func parseEightDigits(x uint64) uint64 {
+	x -= 0x3030303030303030
+	x = x*10 + x>>8
+	return ((x&0x000000FF000000FF)*(100+1000000<<32) + (x>>16&0x000000FF000000FF)*(1+10000<<32)) >> 32
 }

@@ -41,6 +41,21 @@ func checkFloat32(t *testing.T, s string) {
 	if math.Float32bits(got) != math.Float32bits(float32(want)) {
 		t.Fatalf("%q: %v (%#08x), strconv %v (%#08x)", s, got, math.Float32bits(got), float32(want), math.Float32bits(float32(want)))
 	}
+	// Inside an array, where the digits are read 8 bytes at a time past
+	// the number's end: the same value, and it stops at the number's end.
+	for _, after := range []string{",0.5]", "]", " ,12345678901]", "e"} {
+		p := rowParser{Scanner: jsonx.Scanner{Data: []byte(s + after), What: "embeddings"}}
+		in, err := p.float32()
+		if after == "e" {
+			if err == nil && p.I == len(s)+1 {
+				t.Fatalf("%q: took %v", s+after, in)
+			}
+			continue
+		}
+		if err != nil || p.I != len(s) || math.Float32bits(in) != math.Float32bits(got) {
+			t.Fatalf("%q: %v ending at %d (%v), alone %v", s+after, in, p.I, err, got)
+		}
+	}
 }
 
 // TestFloat32MatchesStrconv checks the parser of embedding values against
@@ -125,4 +140,33 @@ func FuzzFloat32(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) { checkFloat32(t, s) })
+}
+
+// BenchmarkRows parses 100 embeddings of 384 values in [-1, 1) written as
+// Chroma writes them (shortest float32 form, no exponent).
+func BenchmarkRows(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	buf := []byte{'['}
+	for i := range 100 {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, '[')
+		for j := range 384 {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = strconv.AppendFloat(buf, float64(r.Float32()*2-1), 'f', -1, 32)
+		}
+		buf = append(buf, ']')
+	}
+	buf = append(buf, ']')
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		p := rowParser{Scanner: jsonx.Scanner{Data: buf, What: "embeddings"}}
+		rows, err := p.rows()
+		if err != nil || len(rows) != 100 {
+			b.Fatalf("%d rows, %v", len(rows), err)
+		}
+	}
 }
