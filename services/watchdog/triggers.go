@@ -420,7 +420,6 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 		return &n
 	}
 	would := change(rec) // the event says what the change will record
-
 	if would == nil {
 		return
 	}
