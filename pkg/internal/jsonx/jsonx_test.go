@@ -77,6 +77,33 @@ func FuzzString(f *testing.F) {
 	})
 }
 
+// TestStringAllocatesOnce: a string with escapes is decoded into one
+// allocation of the right size, which becomes the string; growing the
+// buffer by steps, then copying it, cost a snapshot most of its string
+// decoding.
+func TestStringAllocatesOnce(t *testing.T) {
+	for _, in := range []string{
+		`"` + strings.Repeat(`naïve café \"quoted\" back\\slash tab\there new\nline`, 20) + `"`,
+		`"ends in an escaped backslash \\"`,
+		`"` + strings.Repeat(`\\\"`, 100) + `"`,
+	} {
+		data := []byte(in)
+		var want string
+		if err := json.Unmarshal(data, &want); err != nil {
+			t.Fatalf("test input %q: %v", in, err)
+		}
+		allocs := testing.AllocsPerRun(20, func() {
+			sc := Scanner{Data: data}
+			if got, err := sc.String(); err != nil || got != want {
+				t.Fatalf("String(%q) = %q, %v; want %q", in, got, err, want)
+			}
+		})
+		if allocs != 1 {
+			t.Errorf("String(%.40q...) made %v allocations, want 1", in, allocs)
+		}
+	}
+}
+
 func FuzzNumberAndInt(f *testing.F) {
 	for _, s := range []string{"0", "-0", "12", "01", "-", "1.", ".5", "+1", "1e5", "1E+5", "1e", "-1.25e-3", "9223372036854775807", "9223372036854775808", "-9223372036854775808"} {
 		f.Add(s)

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Scanner reads JSON text from Data, starting at I. Methods that read a
@@ -154,13 +155,21 @@ func (s *Scanner) String() (string, error) {
 		return "", s.Fail("a string")
 	}
 	s.I = end
-	return string(out), nil
+	if len(out) == 0 {
+		return "", nil
+	}
+	// out is unquote's own and nothing else refers to it: it becomes the
+	// string without a copy.
+	return unsafe.String(unsafe.SliceData(out), len(out)), nil
 }
 
 // unquote decodes the string whose content starts at i (after its quote)
-// and returns the decoded bytes and the index after the closing quote.
+// and returns the decoded bytes, in a slice of its own, and the index
+// after the closing quote. The slice is sized once, to the quoted text's
+// length, which bounds what it decodes to unless invalid UTF-8 has to be
+// replaced (a byte by three).
 func unquote(data []byte, i int) ([]byte, int, bool) {
-	out := make([]byte, 0, 256)
+	out := make([]byte, 0, quotedLen(data, i))
 	for i < len(data) {
 		j := i + plainRun(data[i:], false)
 		for j < len(data) {
@@ -231,6 +240,27 @@ func unquote(data []byte, i int) ([]byte, int, bool) {
 		}
 	}
 	return nil, 0, false
+}
+
+// quotedLen is the length of the quoted text that starts at i (after its
+// quote), up to the first quote no backslash escapes; 256 if there is
+// none.
+func quotedLen(data []byte, i int) int {
+	for j := i; j < len(data); j++ {
+		k := bytes.IndexByte(data[j:], '"')
+		if k < 0 {
+			break
+		}
+		j += k
+		esc := false // an odd run of backslashes before j escapes it
+		for p := j - 1; p >= i && data[p] == '\\'; p-- {
+			esc = !esc
+		}
+		if !esc {
+			return j - i
+		}
+	}
+	return 256
 }
 
 // hex4 is the value of the 4 hex digits at data[i:], or -1.
