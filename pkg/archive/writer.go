@@ -150,6 +150,9 @@ func (w *Writer) WriteBatch(collIndex int, b *record.Batch) error {
 	if dim != nil {
 		f32Size = int64(len(b.IDs)-len(nulls)) * int64(*dim) * 4
 	}
+	if hint := batchJSONHint(b); cap(w.js) < hint {
+		w.js = make([]byte, 0, hint) // one allocation, not a growth by quarters
+	}
 	w.js, err = appendBatchJSON(w.js[:0], &batchFile{
 		IDs:            b.IDs,
 		Documents:      b.Documents,
@@ -312,4 +315,20 @@ func (w *Writer) writeEmbeddings(name string, emb [][]float32, size int64) error
 func (w *Writer) record(name string, size int64, sum []byte) {
 	w.entries = append(w.entries, ManifestEntry{Name: name, Size: size, SHA256: hex.EncodeToString(sum)})
 	w.raw += size
+}
+
+// batchJSONHint estimates the size of b's batch JSON: its strings, with
+// room for quoting and escapes, and 96 bytes a record for each metadata.
+func batchJSONHint(b *record.Batch) int {
+	n := 64 + 104*len(b.IDs)
+	for i, id := range b.IDs {
+		n += len(id)
+		if i < len(b.Documents) && b.Documents[i] != nil {
+			n += len(*b.Documents[i]) + len(*b.Documents[i])/8
+		}
+		if i < len(b.URIs) && b.URIs[i] != nil {
+			n += len(*b.URIs[i])
+		}
+	}
+	return n
 }
