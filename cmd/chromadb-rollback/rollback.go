@@ -217,8 +217,15 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 		verified = "verified"
 	}
 	fmt.Fprintf(a.stdout, "Archive: %s\n", verified)
+	if len(p.Items) == 0 {
+		// Only a full rollback of an empty snapshot into an empty
+		// database plans nothing: a header alone would look cut short.
+		fmt.Fprintln(a.stdout, "  No collections: the snapshot holds none and the target database has none.")
+	}
 	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  COLLECTION\tTARGET\tACTION\tIN SNAPSHOT\tNOW\tTO WRITE\tBATCHES")
+	if len(p.Items) > 0 {
+		fmt.Fprintln(tw, "  COLLECTION\tTARGET\tACTION\tIN SNAPSHOT\tNOW\tTO WRITE\tBATCHES")
+	}
 	for _, it := range p.Items {
 		now := fmt.Sprint(it.CurrentRecords)
 		if it.CurrentRecords < 0 {
