@@ -217,13 +217,12 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 		verified = "verified"
 	}
 	fmt.Fprintf(a.stdout, "Archive: %s\n", verified)
+	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
 	if len(p.Items) == 0 {
 		// Only a full rollback of an empty snapshot into an empty
 		// database plans nothing: a header alone would look cut short.
-		fmt.Fprintln(a.stdout, "  No collections: the snapshot holds none and the target database has none.")
-	}
-	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
-	if len(p.Items) > 0 {
+		fmt.Fprintln(tw, "  No collections: the snapshot holds none and the target database has none.")
+	} else {
 		fmt.Fprintln(tw, "  COLLECTION\tTARGET\tACTION\tIN SNAPSHOT\tNOW\tTO WRITE\tBATCHES")
 	}
 	for _, it := range p.Items {

@@ -169,7 +169,11 @@ func (s *Scanner) String() (string, error) {
 // length, which bounds what it decodes to unless invalid UTF-8 has to be
 // replaced (a byte by three).
 func unquote(data []byte, i int) ([]byte, int, bool) {
-	out := make([]byte, 0, quotedLen(data, i))
+	size := 256
+	if end, ok := skipString(data, i-1); ok {
+		size = end - 1 - i
+	}
+	out := make([]byte, 0, size)
 	for i < len(data) {
 		j := i + plainRun(data[i:], false)
 		for j < len(data) {
@@ -242,27 +246,6 @@ func unquote(data []byte, i int) ([]byte, int, bool) {
 	return nil, 0, false
 }
 
-// quotedLen is the length of the quoted text that starts at i (after its
-// quote), up to the first quote no backslash escapes; 256 if there is
-// none.
-func quotedLen(data []byte, i int) int {
-	for j := i; j < len(data); j++ {
-		k := bytes.IndexByte(data[j:], '"')
-		if k < 0 {
-			break
-		}
-		j += k
-		esc := false // an odd run of backslashes before j escapes it
-		for p := j - 1; p >= i && data[p] == '\\'; p-- {
-			esc = !esc
-		}
-		if !esc {
-			return j - i
-		}
-	}
-	return 256
-}
-
 // hex4 is the value of the 4 hex digits at data[i:], or -1.
 func hex4(data []byte, i int) rune {
 	if i+4 > len(data) {
@@ -309,12 +292,19 @@ func skipString(data []byte, i int) (int, bool) {
 	if i >= len(data) || data[i] != '"' {
 		return 0, false
 	}
-	for i++; i < len(data); i++ {
-		switch data[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1, true
+	start := i + 1
+	for j := start; j < len(data); j++ {
+		k := bytes.IndexByte(data[j:], '"')
+		if k < 0 {
+			break
+		}
+		j += k
+		esc := false // an odd run of backslashes before the quote escapes it
+		for p := j - 1; p >= start && data[p] == '\\'; p-- {
+			esc = !esc
+		}
+		if !esc {
+			return j + 1, true
 		}
 	}
 	return 0, false
