@@ -21,7 +21,7 @@ type Limits struct {
 	// reader keeps a few dozen bytes per batch until the manifest.
 	MaxBatches int
 	// MaxWindowSize caps the zstd window (decoder memory). Writer uses a
-	// 4 MiB window.
+	// 1 MiB window; archives written before 2026-11-28 used 4 MiB.
 	MaxWindowSize uint64
 }
 

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 )
@@ -310,5 +313,49 @@ func TestNewWriterDoesNotModifyMetadata(t *testing.T) {
 	}
 	if md.Format != "" || md.Collections[1].Index != 7 {
 		t.Errorf("NewWriter changed its argument: format %q, index %d", md.Format, md.Collections[1].Index)
+	}
+}
+
+// TestWriterWindow holds the writer to its 1 MiB zstd window, which keeps
+// the memory of both sides down, and archives written with the 4 MiB
+// window it used before still read.
+func TestWriterWindow(t *testing.T) {
+	b := randomBatch(rand.New(rand.NewPCG(3, 4)), "w", 1000, 384, 500)
+	data := writeArchive(t, testMetadata(1), []written{{0, b}, {0, b}})
+	var h zstd.Header
+	if err := h.Decode(data); err != nil {
+		t.Fatal(err)
+	}
+	if h.WindowSize == 0 || h.WindowSize > windowSize {
+		t.Errorf("frame window %d bytes, want at most %d", h.WindowSize, windowSize)
+	}
+
+	// The same tar stream in a 4 MiB window, as written before.
+	var old bytes.Buffer
+	zw, err := zstd.NewWriter(&old, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(4<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zw.Write(decompress(t, data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Decode(old.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if h.WindowSize != 4<<20 {
+		t.Fatalf("re-encoded frame window %d bytes, want 4 MiB", h.WindowSize)
+	}
+	_, got, err := readArchive(old.Bytes())
+	if err != nil {
+		t.Fatalf("archive in a 4 MiB window: %v", err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d batches, want 2", len(got))
+	}
+	for i, g := range got {
+		equalBatches(t, fmt.Sprintf("batch %d", i), g.Records, b)
 	}
 }
