@@ -88,8 +88,10 @@ func embeddingShape(b *record.Batch) (dim *int, nulls []int, err error) {
 	return &d, nulls, nil
 }
 
-// checkUTF8 rejects strings that JSON would silently alter, which would
-// make the archived records differ from the digest taken of the originals.
+// checkUTF8 names the first string of b that JSON would silently alter,
+// which would make the archived records differ from the digest taken of
+// the originals. appendBatchJSON refuses such strings as it writes them;
+// this says which record holds one.
 func checkUTF8(b *record.Batch) error {
 	for i, id := range b.IDs {
 		if !utf8.ValidString(id) {
@@ -103,9 +105,11 @@ func checkUTF8(b *record.Batch) error {
 		}
 		if b.Metadatas != nil {
 			for k, v := range b.Metadatas[i] {
-				s, isString := v.(string)
-				if !utf8.ValidString(k) || (isString && !utf8.ValidString(s)) {
+				if !utf8.ValidString(k) {
 					return fmt.Errorf("record %d (id %q): metadata key %q is not valid UTF-8", i, id, k)
+				}
+				if s, isString := v.(string); isString && !utf8.ValidString(s) {
+					return fmt.Errorf("record %d (id %q): metadata value of %q is not valid UTF-8", i, id, k)
 				}
 			}
 		}

@@ -19,9 +19,17 @@ import (
 // matter for archives: field names must be spelled exactly and appear
 // once.
 
-// appendBatchJSON appends bf's .json entry, newline included, to dst.
+// appendBatchJSON appends bf's .json entry, newline included, to dst. A
+// string that is not valid UTF-8 fails it with record.ErrInvalidUTF8:
+// JSON would alter it, and the archive would not hold what was digested.
 func appendBatchJSON(dst []byte, bf *batchFile) ([]byte, error) {
-	str := func(dst []byte, s string) ([]byte, error) { return jsonx.AppendString(dst, s, false), nil }
+	str := func(dst []byte, s string) ([]byte, error) {
+		dst, valid := jsonx.AppendStringValid(dst, s, false)
+		if !valid {
+			return nil, record.ErrInvalidUTF8
+		}
+		return dst, nil
+	}
 	nullable := func(dst []byte, s *string) ([]byte, error) {
 		if s == nil {
 			return append(dst, "null"...), nil
@@ -29,7 +37,7 @@ func appendBatchJSON(dst []byte, bf *batchFile) ([]byte, error) {
 		return str(dst, *s)
 	}
 	integer := func(dst []byte, n int) ([]byte, error) { return strconv.AppendInt(dst, int64(n), 10), nil }
-	metadata := func(dst []byte, m record.Metadata) ([]byte, error) { return m.AppendJSON(dst) }
+	metadata := func(dst []byte, m record.Metadata) ([]byte, error) { return m.AppendJSONStrict(dst) }
 	var err error
 	dst = append(dst, `{"ids":`...)
 	if dst, err = jsonx.AppendArray(dst, bf.IDs, str); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,6 +214,16 @@ func TestWriterRejects(t *testing.T) {
 	ragged := &record.Batch{IDs: []string{"a", "b"}, Embeddings: [][]float32{{1, 2}, {1, 2, 3}}}
 	short := &record.Batch{IDs: []string{"a", "b"}, Documents: []*string{ptr("x")}}
 	badUTF8 := &record.Batch{IDs: []string{"a\xff"}}
+	// The bad string comes second, after a good record with non-ASCII
+	// text, so the error must name the right record.
+	badString := func(doc, uri *string, md record.Metadata) *record.Batch {
+		return &record.Batch{
+			IDs:       []string{"é", "b"},
+			Documents: []*string{ptr("ü ok"), doc},
+			URIs:      []*string{ptr("ü"), uri},
+			Metadatas: []record.Metadata{{"ключ": "значение"}, md},
+		}
+	}
 	badMeta := &record.Batch{IDs: []string{"a"}, Metadatas: []record.Metadata{{"k": []int{1}}}}
 	nan := &record.Batch{IDs: []string{"a"}, Metadatas: []record.Metadata{{"k": math.NaN()}}}
 	ok := &record.Batch{IDs: []string{"ok"}}
@@ -220,16 +231,21 @@ func TestWriterRejects(t *testing.T) {
 		name string
 		coll int
 		b    *record.Batch
+		want string // in the error, when set
 	}{
-		{"ragged embeddings", 1, ragged},
-		{"short column", 1, short},
-		{"invalid UTF-8 id", 1, badUTF8},
-		{"unsupported metadata type", 1, badMeta},
-		{"NaN metadata", 1, nan},
-		{"negative index", -1, ok},
-		{"index past end", 2, ok},
-		{"earlier collection", 0, ok},
-		{"nil batch", 1, nil},
+		{"ragged embeddings", 1, ragged, ""},
+		{"short column", 1, short, ""},
+		{"invalid UTF-8 id", 1, badUTF8, `record 0: id "a\xff" is not valid UTF-8`},
+		{"invalid UTF-8 document", 1, badString(ptr("x\xe4\xb8"), nil, nil), `record 1 (id "b"): document is not valid UTF-8`},
+		{"invalid UTF-8 uri", 1, badString(nil, ptr("\xff"), nil), `record 1 (id "b"): uri is not valid UTF-8`},
+		{"invalid UTF-8 metadata key", 1, badString(nil, nil, record.Metadata{"k\xff": 1}), `record 1 (id "b"): metadata key "k\xff" is not valid UTF-8`},
+		{"invalid UTF-8 metadata value", 1, badString(nil, nil, record.Metadata{"k": "\xed\xa0\x80"}), `record 1 (id "b"): metadata value of "k" is not valid UTF-8`},
+		{"unsupported metadata type", 1, badMeta, ""},
+		{"NaN metadata", 1, nan, ""},
+		{"negative index", -1, ok, ""},
+		{"index past end", 2, ok, ""},
+		{"earlier collection", 0, ok, ""},
+		{"nil batch", 1, nil, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -241,8 +257,12 @@ func TestWriterRejects(t *testing.T) {
 			if err := w.WriteBatch(1, ok); err != nil {
 				t.Fatal(err)
 			}
-			if err := w.WriteBatch(tt.coll, tt.b); err == nil {
+			err = w.WriteBatch(tt.coll, tt.b)
+			if err == nil {
 				t.Fatal("WriteBatch: got nil error, want one")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("WriteBatch: %v, want an error saying %s", err, tt.want)
 			}
 			// The rejected batch left the archive intact and usable.
 			if err := w.WriteBatch(1, ok); err != nil {

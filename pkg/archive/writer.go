@@ -145,9 +145,6 @@ func (w *Writer) WriteBatch(collIndex int, b *record.Batch) error {
 	if err := b.Validate(); err != nil {
 		return fmt.Errorf("archive: collection %d: %w", collIndex, err)
 	}
-	if err := checkUTF8(b); err != nil {
-		return fmt.Errorf("archive: collection %d: %w", collIndex, err)
-	}
 	dim, nulls, err := embeddingShape(b)
 	if err != nil {
 		return fmt.Errorf("archive: collection %d: %w", collIndex, err)
@@ -170,6 +167,12 @@ func (w *Writer) WriteBatch(collIndex int, b *record.Batch) error {
 		Dimension:      dim,
 		NullEmbeddings: nulls,
 	})
+	if errors.Is(err, record.ErrInvalidUTF8) {
+		// The encoder found it on its way; checkUTF8 says which record.
+		if e := checkUTF8(b); e != nil {
+			return fmt.Errorf("archive: collection %d: %w", collIndex, e)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("archive: collection %d: encode batch: %w", collIndex, err)
 	}

@@ -2,6 +2,7 @@ package record
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -25,8 +26,19 @@ func (m Metadata) MarshalJSON() ([]byte, error) {
 
 // AppendJSON appends the canonical JSON encoding of m to dst: keys
 // sorted, strings escaped as json.Marshal escapes them (content digests
-// hash this encoding, so it must never change).
-func (m Metadata) AppendJSON(dst []byte) ([]byte, error) {
+// hash this encoding, so it must never change). As json.Marshal, it
+// writes U+FFFD for bytes that are not valid UTF-8.
+func (m Metadata) AppendJSON(dst []byte) ([]byte, error) { return m.appendJSON(dst, false) }
+
+// ErrInvalidUTF8 is a string that JSON cannot hold as it is: encoding it
+// would replace its bad bytes with U+FFFD.
+var ErrInvalidUTF8 = errors.New("not valid UTF-8")
+
+// AppendJSONStrict is AppendJSON that fails with ErrInvalidUTF8 on a key
+// or string value that is not valid UTF-8, instead of altering it.
+func (m Metadata) AppendJSONStrict(dst []byte) ([]byte, error) { return m.appendJSON(dst, true) }
+
+func (m Metadata) appendJSON(dst []byte, strict bool) ([]byte, error) {
 	if m == nil {
 		return append(dst, "null"...), nil
 	}
@@ -41,10 +53,13 @@ func (m Metadata) AppendJSON(dst []byte) ([]byte, error) {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = jsonx.AppendString(dst, k, true)
+		var valid bool
+		if dst, valid = jsonx.AppendStringValid(dst, k, true); !valid && strict {
+			return nil, fmt.Errorf("metadata key %q: %w", k, ErrInvalidUTF8)
+		}
 		dst = append(dst, ':')
 		var err error
-		dst, err = appendValue(dst, k, m[k])
+		dst, err = appendValue(dst, k, m[k], strict)
 		if err != nil {
 			return nil, err
 		}
@@ -52,10 +67,14 @@ func (m Metadata) AppendJSON(dst []byte) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-func appendValue(dst []byte, key string, v any) ([]byte, error) {
+func appendValue(dst []byte, key string, v any, strict bool) ([]byte, error) {
 	switch x := v.(type) {
 	case string:
-		return jsonx.AppendString(dst, x, true), nil
+		dst, valid := jsonx.AppendStringValid(dst, x, true)
+		if !valid && strict {
+			return nil, fmt.Errorf("metadata key %q: value %w", key, ErrInvalidUTF8)
+		}
+		return dst, nil
 	case bool:
 		return strconv.AppendBool(dst, x), nil
 	case int64:

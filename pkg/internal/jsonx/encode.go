@@ -12,6 +12,17 @@ const hexDigits = "0123456789abcdef"
 // SetEscapeHTML(false) without. Invalid UTF-8 becomes U+FFFD, and U+2028
 // and U+2029 are escaped either way.
 func AppendString(dst []byte, s string, escapeHTML bool) []byte {
+	dst, _ = AppendStringValid(dst, s, escapeHTML)
+	return dst
+}
+
+// AppendStringValid is AppendString that also says whether s was valid
+// UTF-8 (when not, what it appended has U+FFFD in place of the bad
+// bytes): a writer that must refuse such strings learns it in the same
+// pass, where a separate utf8.ValidString would read every non-ASCII
+// rune a second time.
+func AppendStringValid(dst []byte, s string, escapeHTML bool) ([]byte, bool) {
+	valid := true
 	dst = append(dst, '"')
 	start := 0
 	for i := plainRun(s, escapeHTML); i < len(s); {
@@ -44,6 +55,7 @@ func AppendString(dst []byte, s string, escapeHTML bool) []byte {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && size == 1:
+			valid = false
 			dst = append(dst, s[start:i]...)
 			dst = append(dst, `\ufffd`...)
 		case r == '\u2028' || r == '\u2029':
@@ -57,7 +69,7 @@ func AppendString(dst []byte, s string, escapeHTML bool) []byte {
 		start = i
 	}
 	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, '"'), valid
 }
 
 // AppendArray appends xs as a JSON array, each element by elem, or null

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 var stringSeeds = []string{
@@ -37,6 +38,10 @@ func FuzzAppendString(f *testing.F) {
 		}
 		if m, _ := json.Marshal(s); !bytes.Equal(AppendString(nil, s, true), m) {
 			t.Fatalf("AppendString(%q, true) differs from json.Marshal %s", s, m)
+		}
+		got, valid := AppendStringValid(nil, s, false)
+		if want := AppendString(nil, s, false); !bytes.Equal(got, want) || valid != utf8.ValidString(s) {
+			t.Fatalf("AppendStringValid(%q) = %s, %v; AppendString writes %s, utf8.ValidString says %v", s, got, valid, want, utf8.ValidString(s))
 		}
 	})
 }
