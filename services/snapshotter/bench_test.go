@@ -57,7 +57,8 @@ const benchTenant = "default_tenant"
 // BenchmarkSnapshotWorkloads seeds both workloads into one real Chroma, then
 // for each measures the raw read limit (a minimal paginated get with two
 // workers), a snapshot end to end through a separate snapshotter process
-// (its peak RSS included), and the archive's size against the floor
+// (its peak RSS included, at the end and with half the records exported),
+// and the archive's size against the floor
 // (float32 bytes plus gzip of the other columns' JSON) and against a plain
 // JSON export. Each raw get and each snapshot begins on a quiet machine
 // (testenv.WaitQuiet), so that neither pays for what ran before it; the
@@ -136,6 +137,8 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		q := &testenv.Quieter{}
 		var snap snapshotRun
 		var peakKB int64
+		var secondHalf []float64 // each round's end peak over its peak at half way
+		var halfDone []float64
 		phases := map[string][]time.Duration{}
 		for r := range n {
 			q.Wait(quietTimeout)
@@ -160,6 +163,10 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 			measured += snap.dur
 			snaps = append(snaps, snap.dur)
 			peakKB = max(peakKB, snap.hwmKB)
+			if snap.halfKB > 0 {
+				secondHalf = append(secondHalf, float64(snap.hwmKB)/float64(snap.halfKB))
+				halfDone = append(halfDone, snap.halfDone)
+			}
 			for ph, d := range snap.phases {
 				phases[ph] = append(phases[ph], d)
 			}
@@ -207,6 +214,13 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		testenv.Emit(p+"archive_vs_floor", size/float64(floor), "ratio")
 		testenv.Emit(p+"archive_vs_json", size/float64(jsonSize), "ratio")
 		testenv.Emit(p+"snapshotter_peak_rss", peakMB, "MB")
+		// Flat in collection size: the peak at the end against the peak
+		// with half the records exported (the largest over the rounds; no
+		// line when no progress came between half way and the end).
+		if len(secondHalf) > 0 {
+			testenv.Emit(p+"rss_growth_second_half", slices.Max(secondHalf), "ratio")
+			testenv.Emit(p+"rss_half_measured_at", slices.Min(halfDone), "done")
+		}
 
 		b.ReportMetric(rawRate, p+"raw_get_records/s")
 		b.ReportMetric(snapRate, p+"snapshot_records/s")
@@ -372,6 +386,11 @@ type snapshotRun struct {
 	dur      time.Duration
 	manifest contract.SnapshotManifest
 	hwmKB    int64
+	// halfKB is the process's peak RSS when the first progress message
+	// saying that half the records or more were exported came (0 if none
+	// came before the end), halfDone the share they said was done.
+	halfKB   int64
+	halfDone float64
 	// busyCores is how many of the machine's cores were busy on average
 	// during the snapshot.
 	busyCores float64
@@ -484,11 +503,27 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 		b.Fatal(err)
 	}
 	pt := &phaseTimer{firsts: map[string]time.Time{}}
+	var half struct {
+		sync.Mutex
+		kb   int64
+		done float64
+	}
 	sub, err := nt.Conn.Subscribe(subj.Progress("*"), func(m *nats.Msg) {
 		at := time.Now()
 		var pr contract.Progress
 		if json.Unmarshal(m.Data, &pr) == nil && pr.Phase != "" && !pr.Done {
 			pt.seen(pr.Phase, at)
+		}
+		// The peak when half the records are out: if memory grew with
+		// the records exported, the end's peak would be above it.
+		if pr.Phase == "exporting" && pr.TotalRecords > 0 && 2*pr.DoneRecords >= pr.TotalRecords {
+			half.Lock()
+			if half.kb == 0 {
+				if kb, err := testenv.PeakRSSKB(cmd.Process.Pid); err == nil {
+					half.kb, half.done = kb, float64(pr.DoneRecords)/float64(pr.TotalRecords)
+				}
+			}
+			half.Unlock()
 		}
 	})
 	if err != nil {
@@ -569,7 +604,9 @@ wait:
 	if err := json.Unmarshal(entry.Value(), &m); err != nil {
 		fail("decode manifest: %v", err)
 	}
-	return snapshotRun{dur: dur, manifest: m, hwmKB: hwm, busyCores: busy, cpu: used, selfCPU: self, phases: pt.durations()}
+	half.Lock()
+	defer half.Unlock()
+	return snapshotRun{dur: dur, manifest: m, hwmKB: hwm, halfKB: half.kb, halfDone: half.done, busyCores: busy, cpu: used, selfCPU: self, phases: pt.durations()}
 }
 
 // waitAnswer waits until a service answers on subject, or the process exits.
