@@ -32,8 +32,9 @@ var errConflict = errors.New("the migration record kept changing; try again")
 var errUnreadable = errors.New("unreadable migration record")
 
 // watchRecords fills the record cache from the state bucket and keeps it
-// current until ctx ends. The cache drives the ticker and the status
-// report; every decision re-reads the key and writes by revision.
+// current until ctx ends. The cache drives the ticker; every decision
+// re-reads the key and writes by revision, and the status report reads
+// the bucket.
 func (s *Service) watchRecords(ctx context.Context) error {
 	w, err := s.assets.State.WatchFiltered(ctx, []string{contract.MigrationKey(">")})
 	if err != nil {
@@ -111,13 +112,18 @@ func (s *Service) cached() []contract.MigrationRecord {
 		out = append(out, c.rec)
 	}
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b contract.MigrationRecord) int {
+	sortRecords(out)
+	return out
+}
+
+// sortRecords sorts records oldest run first, then by job.
+func sortRecords(recs []contract.MigrationRecord) {
+	slices.SortFunc(recs, func(a, b contract.MigrationRecord) int {
 		if c := a.StartedAt.Compare(b.StartedAt); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Job, b.Job)
 	})
-	return out
 }
 
 // get reads a job's record from the bucket; nil when there is none.

@@ -61,12 +61,19 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		Snapshots:  []contract.DatabaseSnapshot{},
 		Alerts:     []contract.StatusAlert{},
 	}
-	for _, r := range s.cached() {
-		if busy(&r) {
+	kv := s.assets.State
+	// The records as the bucket holds them, not the watched cache: whoever
+	// saw a record written (a job, a test, `nats kv get`) finds it here,
+	// where the cache may be a watch delivery or a write behind.
+	if err := eachValue(ctx, kv, contract.MigrationKey(">"), func(key string, data []byte) {
+		var r contract.MigrationRecord
+		if json.Unmarshal(data, &r) == nil && busy(&r) {
 			rep.Migrations = append(rep.Migrations, r)
 		}
+	}); err != nil {
+		return nil, err
 	}
-	kv := s.assets.State
+	sortRecords(rep.Migrations)
 	if err := eachValue(ctx, kv, "fence.>", func(key string, data []byte) {
 		var f contract.Fence
 		if json.Unmarshal(data, &f) == nil {
