@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -158,7 +159,7 @@ func (c *stateCollector) newestSnapshots(ctx context.Context) (map[database]newe
 		return nil, err
 	}
 	out := map[database]newestStarts{}
-	err = eachValue(ctx, kv, ">", func(data []byte) {
+	err = bus.EachValue(ctx, kv, ">", func(_ string, data []byte) error {
 		var m struct {
 			Tenant     string    `json:"tenant"`
 			Database   string    `json:"database"`
@@ -167,7 +168,7 @@ func (c *stateCollector) newestSnapshots(ctx context.Context) (map[database]newe
 			Partial    bool      `json:"partial"`
 		}
 		if json.Unmarshal(data, &m) != nil || m.VerifiedAt.IsZero() {
-			return
+			return nil
 		}
 		db := database{m.Tenant, m.Database}
 		cur, ok := out[db]
@@ -178,6 +179,7 @@ func (c *stateCollector) newestSnapshots(ctx context.Context) (map[database]newe
 			cur.full = m.StartedAt
 		}
 		out[db] = cur
+		return nil
 	})
 	return out, err
 }
@@ -189,11 +191,12 @@ func (c *stateCollector) fences(ctx context.Context) (map[database]bool, error) 
 		return nil, err
 	}
 	out := map[database]bool{}
-	err = eachValue(ctx, kv, "fence.>", func(data []byte) {
+	err = bus.EachValue(ctx, kv, "fence.>", func(_ string, data []byte) error {
 		var f contract.Fence
 		if json.Unmarshal(data, &f) == nil && f.Tenant != "" {
 			out[database{f.Tenant, f.Database}] = true
 		}
+		return nil
 	})
 	return out, err
 }
@@ -210,28 +213,4 @@ func (c *stateCollector) auditLag(ctx context.Context) (uint64, error) {
 	}
 	info := cons.CachedInfo()
 	return info.NumPending + uint64(max(info.NumAckPending, 0)), nil
-}
-
-// eachValue calls fn with the current value of every key matching filter,
-// read by one watcher rather than a request per key.
-func eachValue(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(data []byte)) error {
-	w, err := kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("watch %s %s: %w", kv.Bucket(), filter, err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("read %s %s: %w", kv.Bucket(), filter, ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("read %s %s: watcher stopped", kv.Bucket(), filter)
-			}
-			if e == nil {
-				return nil // every current value was delivered
-			}
-			fn(e.Value())
-		}
-	}
 }

@@ -3,12 +3,11 @@ package restorer
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // pauseJobs tells the migrations running against the target to pause. The
@@ -77,32 +76,20 @@ func (j *job) resumeJobs(ctx context.Context) {
 // migrations lists the migration records of the job's tenant/database,
 // only those in one of statuses when any are given.
 func (j *job) migrations(ctx context.Context, statuses ...string) ([]contract.MigrationRecord, error) {
-	kv := j.s.assets.State
-	lister, err := kv.ListKeysFiltered(ctx, contract.MigrationKey(">"))
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("list migration records: %w", err)
-	}
 	var out []contract.MigrationRecord
-	for key := range lister.Keys() {
-		e, err := kv.Get(ctx, key)
-		if err != nil {
-			continue // ended and deleted while listing
-		}
+	err := bus.EachValue(ctx, j.s.assets.State, contract.MigrationKey(">"), func(key string, data []byte) error {
 		var m contract.MigrationRecord
-		if err := json.Unmarshal(e.Value(), &m); err != nil {
+		if err := json.Unmarshal(data, &m); err != nil {
 			j.log.Warn("unreadable migration record skipped", "key", key, "err", err)
-			continue
+			return nil
 		}
-		if m.Tenant != j.sp.tenant || m.Database != j.sp.database {
-			continue
+		if m.Tenant == j.sp.tenant && m.Database == j.sp.database && (len(statuses) == 0 || slices.Contains(statuses, m.Status)) {
+			out = append(out, m)
 		}
-		if len(statuses) > 0 && !slices.Contains(statuses, m.Status) {
-			continue
-		}
-		out = append(out, m)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list migration records: %w", err)
 	}
 	return out, nil
 }

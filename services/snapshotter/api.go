@@ -199,7 +199,7 @@ func (s *Service) noManifestYet(ctx context.Context, id string) string {
 	}
 	var op *contract.Operation
 	found := errors.New("found")
-	_ = eachState(ctx, s.assets.State, contract.OperationKey(">"), func(_ string, data []byte) error {
+	_ = bus.EachValue(ctx, s.assets.State, contract.OperationKey(">"), func(_ string, data []byte) error {
 		var o contract.Operation
 		if json.Unmarshal(data, &o) == nil && o.Kind == "snapshot" && o.SnapshotID == id {
 			op = &o

@@ -356,7 +356,7 @@ func cleanupItem(m *contract.SnapshotManifest, now time.Time) contract.CleanupIt
 // record that cannot be read fails the run, as what it protects is unknown.
 func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 	use := &snapshotUse{refs: map[string][]keepReason{}}
-	err := eachState(ctx, s.assets.State, contract.MigrationKey(">"), func(key string, data []byte) error {
+	err := bus.EachValue(ctx, s.assets.State, contract.MigrationKey(">"), func(key string, data []byte) error {
 		var r contract.MigrationRecord
 		if err := json.Unmarshal(data, &r); err != nil {
 			return fmt.Errorf("migration record %s is unreadable (%v): fix or delete it", key, err)
@@ -371,7 +371,7 @@ func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = eachState(ctx, s.assets.State, contract.OperationKey(">"), func(key string, data []byte) error {
+	err = bus.EachValue(ctx, s.assets.State, contract.OperationKey(">"), func(key string, data []byte) error {
 		var op contract.Operation
 		if err := json.Unmarshal(data, &op); err != nil {
 			return fmt.Errorf("operation %s is unreadable (%v): fix or delete it", key, err)
@@ -419,33 +419,6 @@ func migrationBusy(r *contract.MigrationRecord) string {
 		return "status unknown"
 	}
 	return r.Status
-}
-
-// eachState calls fn with every value under filter; deleted keys are skipped.
-func eachState(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(key string, data []byte) error) error {
-	lister, err := kv.ListKeysFiltered(ctx, filter)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("list %s: %w", filter, err)
-	}
-	var ferr error
-	for key := range lister.Keys() {
-		if ferr != nil {
-			continue // drain the lister
-		}
-		e, err := kv.Get(ctx, key)
-		if bus.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			ferr = fmt.Errorf("read %s: %w", key, err)
-			continue
-		}
-		ferr = fn(key, e.Value())
-	}
-	return ferr
 }
 
 // manifestEntries returns every readable manifest with its revision, newest

@@ -3,7 +3,6 @@ package watchdog
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,7 +11,6 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -65,33 +63,35 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	// The records as the bucket holds them, not the watched cache: whoever
 	// saw a record written (a job, a test, `nats kv get`) finds it here,
 	// where the cache may be a watch delivery or a write behind.
-	if err := eachValue(ctx, kv, contract.MigrationKey(">"), func(key string, data []byte) {
+	if err := bus.EachValue(ctx, kv, contract.MigrationKey(">"), func(_ string, data []byte) error {
 		var r contract.MigrationRecord
 		if json.Unmarshal(data, &r) == nil && busy(&r) {
 			rep.Migrations = append(rep.Migrations, r)
 		}
+		return nil
 	}); err != nil {
 		return nil, err
 	}
 	sortRecords(rep.Migrations)
-	if err := eachValue(ctx, kv, "fence.>", func(key string, data []byte) {
+	if err := bus.EachValue(ctx, kv, "fence.>", func(_ string, data []byte) error {
 		var f contract.Fence
 		if json.Unmarshal(data, &f) == nil {
 			rep.Fences = append(rep.Fences, f)
 		}
+		return nil
 	}); err != nil {
 		return nil, err
 	}
 	slices.SortFunc(rep.Fences, func(a, b contract.Fence) int { return a.RaisedAt.Compare(b.RaisedAt) })
 
 	running := map[string]bool{}
-	if err := eachValue(ctx, kv, "op.>", func(key string, data []byte) {
+	if err := bus.EachValue(ctx, kv, "op.>", func(_ string, data []byte) error {
 		var op contract.Operation
 		if json.Unmarshal(data, &op) != nil {
-			return
+			return nil
 		}
 		if contract.Ended(op.Status) {
-			return
+			return nil
 		}
 		running[op.OpID] = true
 		os := contract.OperationStatus{Operation: op}
@@ -101,6 +101,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		}
 		s.mu.Unlock()
 		rep.Operations = append(rep.Operations, os)
+		return nil
 	}); err != nil {
 		return nil, err
 	}
@@ -121,10 +122,10 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	newer := func(cur contract.DatabaseSnapshot, ok bool, m *contract.SnapshotManifest) bool {
 		return !ok || m.StartedAt.After(cur.StartedAt) || (m.StartedAt.Equal(cur.StartedAt) && m.SnapshotID > cur.SnapshotID)
 	}
-	if err := eachValue(ctx, s.assets.Manifests, ">", func(key string, data []byte) {
+	if err := bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
 		var m contract.SnapshotManifest
 		if json.Unmarshal(data, &m) != nil || m.VerifiedAt.IsZero() {
-			return
+			return nil
 		}
 		k := m.Tenant + "/" + m.Database
 		ds := contract.DatabaseSnapshot{Tenant: m.Tenant, Database: m.Database, SnapshotID: m.SnapshotID, Name: m.Name,
@@ -135,6 +136,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		if cur, ok := newestFull[k]; !m.Partial && newer(cur, ok, &m) {
 			newestFull[k] = ds
 		}
+		return nil
 	}); err != nil {
 		return nil, err
 	}
@@ -154,23 +156,4 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	s.mu.Unlock()
 	rep.Storage = s.storage(ctx)
 	return rep, nil
-}
-
-// eachValue calls fn with every value of the keys matching filter.
-func eachValue(ctx context.Context, kv jetstream.KeyValue, filter string, fn func(key string, data []byte)) error {
-	lister, err := kv.ListKeysFiltered(ctx, filter)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil
-		}
-		return fmt.Errorf("list %s keys: %w", filter, err)
-	}
-	for key := range lister.Keys() {
-		e, err := kv.Get(ctx, key)
-		if err != nil {
-			continue // deleted while listing
-		}
-		fn(key, e.Value())
-	}
-	return nil
 }
