@@ -72,12 +72,17 @@ type CPUSample struct {
 
 // SampleCPU reads the machine's CPU time so far (zero when unknown).
 func SampleCPU() CPUSample {
-	s := CPUSample{at: time.Now()}
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return s
+		return CPUSample{at: time.Now()}
 	}
-	line, rest, _ := strings.Cut(string(data), "\n")
+	return parseCPUSample(string(data), time.Now())
+}
+
+// parseCPUSample reads a /proc/stat taken at at.
+func parseCPUSample(data string, at time.Time) CPUSample {
+	s := CPUSample{at: at}
+	line, rest, _ := strings.Cut(data, "\n")
 	for l := range strings.Lines(rest) {
 		if len(l) > 3 && strings.HasPrefix(l, "cpu") && l[3] >= '0' && l[3] <= '9' {
 			s.cores++
@@ -111,31 +116,57 @@ func (s CPUSample) BusyCores(later CPUSample) float64 {
 
 // ProcessCPU is the CPU time (user and system) a process and its waited-for
 // children have used so far; pid 0 means this process. It is 0 when unknown.
-func ProcessCPU(pid int) time.Duration {
+func ProcessCPU(pid int) time.Duration { return procTicks(pid, 11, 12, 13, 14) } // utime, stime, cutime, cstime
+
+// ProcessSystemCPU is the part of ProcessCPU spent in the kernel: system
+// calls, and page faults of memory touched for the first time.
+func ProcessSystemCPU(pid int) time.Duration { return procTicks(pid, 12, 14) } // stime, cstime
+
+// procTicks sums the fields at is of procStat(pid), in clock ticks.
+func procTicks(pid int, is ...int) time.Duration {
+	f := procStat(pid)
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks uint64
+	for _, i := range is {
+		n, _ := strconv.ParseUint(f[i], 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// ProcessMinorFaults is how many minor page faults a process has taken so
+// far (pid 0: this process), 0 when unknown: each is a page of memory
+// touched for the first time (or again after it was given back), which
+// costs system CPU.
+func ProcessMinorFaults(pid int) uint64 {
+	f := procStat(pid)
+	if len(f) < 8 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[7], 10, 64) // minflt
+	return n
+}
+
+// procStat is the fields of /proc/<pid>/stat after the command name, nil
+// when unreadable; pid 0 means this process.
+func procStat(pid int) []string {
 	path := "/proc/self/stat"
 	if pid > 0 {
 		path = fmt.Sprintf("/proc/%d/stat", pid)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return nil
 	}
 	// The command name, in parentheses, may hold spaces: fields count
 	// from the last ')'.
 	i := strings.LastIndexByte(string(data), ')')
 	if i < 0 {
-		return 0
+		return nil
 	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 15 {
-		return 0
-	}
-	var ticks uint64
-	for _, v := range f[11:15] { // utime, stime, cutime, cstime
-		n, _ := strconv.ParseUint(v, 10, 64)
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / clockTicks
+	return strings.Fields(string(data[i+1:]))
 }
 
 // clockTicks is USER_HZ, 100 on Linux everywhere Go runs.

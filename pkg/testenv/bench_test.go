@@ -35,3 +35,34 @@ func TestMedianRatio(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessStat: the CPU time and the minor faults read from /proc move
+// with the work this process does, and an unknown process reads as 0.
+func TestProcessStat(t *testing.T) {
+	faults, cpu := testenv.ProcessMinorFaults(0), testenv.ProcessCPU(0)
+	// 64 MiB touched page by page, fresh from the kernel: at least a
+	// fault per 2 MiB even where huge pages back the heap.
+	buf := make([]byte, 64<<20)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	if got := testenv.ProcessMinorFaults(0) - faults; got < 32 {
+		t.Errorf("touching 64 MiB took %d minor faults, want at least 32", got)
+	}
+	// Spinning shows as CPU time (in ticks of 10 ms) well within 5 s,
+	// however busy the machine.
+	for end := time.Now().Add(5 * time.Second); testenv.ProcessCPU(0)-cpu < 20*time.Millisecond; buf[len(buf)-1]++ {
+		if time.Now().After(end) {
+			t.Fatalf("5 s of spinning used %v of CPU", testenv.ProcessCPU(0)-cpu)
+		}
+	}
+	if sys, all := testenv.ProcessSystemCPU(0), testenv.ProcessCPU(0); sys > all {
+		t.Errorf("system CPU %v is more than all CPU %v", sys, all)
+	}
+	if got := testenv.ProcessMinorFaults(1 << 30); got != 0 {
+		t.Errorf("an unknown process took %d faults", got)
+	}
+	if got := testenv.ProcessCPU(1<<30) + testenv.ProcessSystemCPU(1<<30); got != 0 {
+		t.Errorf("an unknown process used %v", got)
+	}
+}

@@ -140,6 +140,7 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		var secondHalf []float64 // each round's end peak over its peak at half way
 		var halfDone []float64
 		phases := map[string][]time.Duration{}
+		var faults []float64
 		for r := range n {
 			q.Wait(quietTimeout)
 			cpu := testenv.SampleCPU()
@@ -160,6 +161,8 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 			cpuUse["snapshot_chroma"] = append(cpuUse["snapshot_chroma"], testenv.ProcessCPU(ch.Pid())-chromaCPU)
 			cpuUse["snapshot_nats_and_bench"] = append(cpuUse["snapshot_nats_and_bench"], snap.selfCPU)
 			cpuUse["snapshot_snapshotter"] = append(cpuUse["snapshot_snapshotter"], snap.cpu)
+			cpuUse["snapshot_snapshotter_system"] = append(cpuUse["snapshot_snapshotter_system"], snap.sysCPU)
+			faults = append(faults, float64(snap.faults))
 			measured += snap.dur
 			snaps = append(snaps, snap.dur)
 			peakKB = max(peakKB, snap.hwmKB)
@@ -204,6 +207,9 @@ func BenchmarkSnapshotWorkloads(b *testing.B) {
 		for _, k := range slices.Sorted(maps.Keys(cpuUse)) {
 			testenv.Emit(p+"cpu_"+k+"_seconds", testenv.Median(cpuUse[k]).Seconds(), "s")
 		}
+		// A fresh process touches its heap for the first time: each fault
+		// is a page of it, paid for in system CPU.
+		testenv.Emit(p+"snapshotter_minor_faults", testenv.Median(faults), "count")
 		for _, ph := range slices.Sorted(maps.Keys(phases)) {
 			testenv.Emit(p+"phase_"+ph+"_seconds", testenv.Median(phases[ph]).Seconds(), "s")
 		}
@@ -400,6 +406,12 @@ type snapshotRun struct {
 	// selfCPU is what this process (the embedded NATS server among it)
 	// used from the request to the snapshot's end.
 	selfCPU time.Duration
+	// faults is the snapshotter's minor page faults in the same span:
+	// memory it touched for the first time (or again after returning it),
+	// and sysCPU the part of cpu spent in the kernel, those faults' cost
+	// among it.
+	faults uint64
+	sysCPU time.Duration
 	// phases is how long each progress phase lasted, "queued" being the
 	// time from the request to the first progress message.
 	phases map[string]time.Duration
@@ -536,6 +548,7 @@ func runSnapshot(b *testing.B, bin string, nt *testenv.NATS, chromaURL, db strin
 	q.Wait(quietTimeout)
 	cpu := testenv.SampleCPU()
 	idleCPU, selfCPU := testenv.ProcessCPU(cmd.Process.Pid), testenv.ProcessCPU(0)
+	idleFaults, idleSys := testenv.ProcessMinorFaults(cmd.Process.Pid), testenv.ProcessSystemCPU(cmd.Process.Pid)
 	start := time.Now()
 	pt.start = start
 	msg, err := nt.Conn.Request(subj.API("snapshot", "create"), req, 60*time.Second)
@@ -586,6 +599,7 @@ wait:
 	dur := time.Since(start)
 	busy := cpu.BusyCores(testenv.SampleCPU())
 	used, self := testenv.ProcessCPU(cmd.Process.Pid)-idleCPU, testenv.ProcessCPU(0)-selfCPU
+	faults, sys := testenv.ProcessMinorFaults(cmd.Process.Pid)-idleFaults, testenv.ProcessSystemCPU(cmd.Process.Pid)-idleSys
 	pt.mu.Lock()
 	pt.end = start.Add(dur)
 	pt.mu.Unlock()
@@ -606,7 +620,7 @@ wait:
 	}
 	half.Lock()
 	defer half.Unlock()
-	return snapshotRun{dur: dur, manifest: m, hwmKB: hwm, halfKB: half.kb, halfDone: half.done, busyCores: busy, cpu: used, selfCPU: self, phases: pt.durations()}
+	return snapshotRun{dur: dur, manifest: m, hwmKB: hwm, halfKB: half.kb, halfDone: half.done, busyCores: busy, cpu: used, selfCPU: self, faults: faults, sysCPU: sys, phases: pt.durations()}
 }
 
 // waitAnswer waits until a service answers on subject, or the process exits.
