@@ -160,8 +160,8 @@ snapshot id is printed.`,
 			if a.json {
 				return a.printJSON(m)
 			}
-			fmt.Fprintf(a.stderr, "imported %s as %s (%q): %d records in %d collections of %s/%s, verified\n",
-				filepath.Base(file), m.SnapshotID, m.Name, m.TotalRecords, len(m.Collections), m.Tenant, m.Database)
+			fmt.Fprintf(a.stderr, "imported %s as %s (%q): %s in %s of %s/%s, verified\n",
+				filepath.Base(file), m.SnapshotID, m.Name, counted(m.TotalRecords, "record"), counted(len(m.Collections), "collection"), m.Tenant, m.Database)
 			fmt.Fprintln(a.stdout, m.SnapshotID)
 			return nil
 		},

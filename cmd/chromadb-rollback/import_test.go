@@ -110,7 +110,7 @@ func TestCLIImport(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("import native: exit %d: %s", code, stderr)
 	}
-	if code, out, _ := c.run("snapshot", "verify", strings.TrimSpace(stdout)); code != exitOK || !strings.Contains(out, "300 records") {
+	if code, out, _ := c.run("snapshot", "verify", strings.TrimSpace(stdout)); code != exitOK || !strings.Contains(out, "300 records in 2 collections,") {
 		t.Errorf("verify the re-imported native archive: exit %d %s", code, out)
 	}
 

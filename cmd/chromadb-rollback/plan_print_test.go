@@ -26,3 +26,19 @@ func TestPrintPlanEmpty(t *testing.T) {
 		t.Errorf("plan of one collection printed:\n%s", s)
 	}
 }
+
+// TestCounted: counts in messages agree with their nouns.
+func TestCounted(t *testing.T) {
+	for _, c := range []struct {
+		got, want string
+	}{
+		{counted(0, "record"), "0 records"},
+		{counted(1, "collection"), "1 collection"},
+		{counted(int64(2), "collection"), "2 collections"},
+		{counted(int64(9832), "record"), "9832 records"},
+	} {
+		if c.got != c.want {
+			t.Errorf("counted: %q, want %q", c.got, c.want)
+		}
+	}
+}

@@ -235,6 +235,15 @@ func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, req, o
 }
 
 // printJSON writes v indented.
+// counted is n and noun, in the plural unless n is 1: "1 collection",
+// "2 collections".
+func counted[N ~int | ~int64](n N, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 func (a *app) printJSON(v any) error {
 	enc := json.NewEncoder(a.stdout)
 	enc.SetIndent("", "  ")

@@ -213,8 +213,8 @@ func (a *app) snapshotVerifyCmd() *cobra.Command {
 			fmt.Fprintln(a.stderr, "warning:", rep.ContentUnchecked)
 			return nil
 		}
-		fmt.Fprintf(a.stdout, "OK: snapshot %s verified: %d records in %d collections, %d bytes, sha256 %s\n",
-			rep.SnapshotID, rep.TotalRecords, len(rep.Collections), rep.Size, rep.SHA256)
+		fmt.Fprintf(a.stdout, "OK: snapshot %s verified: %s in %s, %d bytes, sha256 %s\n",
+			rep.SnapshotID, counted(rep.TotalRecords, "record"), counted(len(rep.Collections), "collection"), rep.Size, rep.SHA256)
 		return nil
 	})
 }

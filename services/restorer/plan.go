@@ -384,8 +384,11 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 			p.Items = append(p.Items, it)
 		}
 		if len(extras) > 0 && !sp.req.DropExtra {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("%d collections in %s/%s are not in the snapshot and are kept: %s (drop_extra deletes them)",
-				len(extras), sp.tenant, sp.database, quoteList(extras)))
+			what := fmt.Sprintf("%d collections in %s/%s are not in the snapshot and are kept: %s (drop_extra deletes them)", len(extras), sp.tenant, sp.database, quoteList(extras))
+			if len(extras) == 1 {
+				what = fmt.Sprintf("1 collection in %s/%s is not in the snapshot and is kept: %s (drop_extra deletes it)", sp.tenant, sp.database, quoteList(extras))
+			}
+			p.Warnings = append(p.Warnings, what)
 		}
 	}
 	for _, it := range p.Items {
