@@ -142,6 +142,18 @@ type SnapshotManifest struct {
 	Recipients []string `json:"recipients,omitempty"`
 }
 
+// TakenAt is when the snapshot's data was read from Chroma: for an import
+// whose file said when its original snapshot was made, that time;
+// otherwise StartedAt. The newest snapshot of a database is the one taken
+// last, so an old archive imported today is not taken for a recent restore
+// point (status, retention's newest_verified, the snapshot age metrics).
+func (m *SnapshotManifest) TakenAt() time.Time {
+	if m.ImportedFrom != nil && m.ImportedFrom.SourceCreatedAt != nil && !m.ImportedFrom.SourceCreatedAt.IsZero() {
+		return *m.ImportedFrom.SourceCreatedAt
+	}
+	return m.StartedAt
+}
+
 // EncryptionAge is SnapshotManifest.Encryption of an archive encrypted with
 // age (filippo.io/age) to X25519 recipients.
 const EncryptionAge = "age"

@@ -140,6 +140,12 @@ func TestMetrics(t *testing.T) {
 	partial := func(mf contract.SnapshotManifest) contract.SnapshotManifest { mf.Partial = true; return mf }
 	putJSON(t, n.Assets.Manifests, "snap_6", partial(m("snap_6", "acme", "prod", started.Add(50*time.Second), true)))
 	putJSON(t, n.Assets.Manifests, "snap_7", partial(m("snap_7", "eps", "z", started, true)))
+	// beta/main also holds an archive of two days ago, imported just now:
+	// its data is older than snap_3's.
+	imported := m("snap_8", "beta", "main", started.Add(55*time.Second), true)
+	twoDays := started.Add(-48 * time.Hour)
+	imported.ImportedFrom = &contract.ImportOrigin{Format: "native", SourceCreatedAt: &twoDays}
+	putJSON(t, n.Assets.Manifests, "snap_8", imported)
 	if err := n.Assets.Manifests.Delete(ctx, "snap_5"); err != nil { // a deleted snapshot does not count
 		t.Fatal(err)
 	}
@@ -216,7 +222,7 @@ func TestMetrics(t *testing.T) {
 	if _, ok := value(fams, "chromadb_rollback_newest_full_snapshot_age_seconds", map[string]string{"tenant": "eps", "database": "z"}); ok {
 		t.Error("a database with only a partial snapshot gives a full snapshot age")
 	}
-	if a := age("beta", "main"); a < 24*3600 || a > 24*3600+120 { // snap_3: snap_5 was deleted
+	if a := age("beta", "main"); a < 24*3600 || a > 24*3600+120 { // snap_3: snap_5 was deleted, snap_8's data is older
 		t.Errorf("age of beta/main %v, want about a day", a)
 	}
 	for _, name := range []string{"chromadb_rollback_newest_verified_snapshot_age_seconds", "chromadb_rollback_newest_full_snapshot_age_seconds"} {

@@ -51,10 +51,10 @@ var (
 		"1 while a rollback's write fence is raised on the tenant/database, else 0 (databases with a snapshot or a fence).",
 		[]string{"tenant", "database"}, nil)
 	ageDesc = prometheus.NewDesc(Namespace+"_newest_verified_snapshot_age_seconds",
-		"Seconds since the newest verified snapshot of the tenant/database was started (its data is at least this old).",
+		"Seconds since the newest verified snapshot of the tenant/database was started (its data is at least this old); for an imported archive, since its original snapshot was.",
 		[]string{"tenant", "database"}, nil)
 	fullAgeDesc = prometheus.NewDesc(Namespace+"_newest_full_snapshot_age_seconds",
-		"Seconds since the newest verified snapshot holding every collection of the tenant/database was started; partial ones (named collections, a rollback's safety snapshot) do not count.",
+		"Seconds since the newest verified snapshot holding every collection of the tenant/database was started (for an imported archive, its original); partial ones (named collections, a rollback's safety snapshot) do not count.",
 		[]string{"tenant", "database"}, nil)
 	lagDesc = prometheus.NewDesc(Namespace+"_audit_lag_messages",
 		"Audit events the auditor's durable consumer has not yet acknowledged (0 while the consumer does not exist).", nil, nil)
@@ -160,23 +160,27 @@ func (c *stateCollector) newestSnapshots(ctx context.Context) (map[database]newe
 	}
 	out := map[database]newestStarts{}
 	err = bus.EachValue(ctx, kv, ">", func(_ string, data []byte) error {
+		// Only the fields needed: a scrape reads every manifest.
 		var m struct {
-			Tenant     string    `json:"tenant"`
-			Database   string    `json:"database"`
-			StartedAt  time.Time `json:"started_at"`
-			VerifiedAt time.Time `json:"verified_at"`
-			Partial    bool      `json:"partial"`
+			Tenant       string                 `json:"tenant"`
+			Database     string                 `json:"database"`
+			StartedAt    time.Time              `json:"started_at"`
+			VerifiedAt   time.Time              `json:"verified_at"`
+			Partial      bool                   `json:"partial"`
+			ImportedFrom *contract.ImportOrigin `json:"imported_from"`
 		}
 		if json.Unmarshal(data, &m) != nil || m.VerifiedAt.IsZero() {
 			return nil
 		}
 		db := database{m.Tenant, m.Database}
 		cur, ok := out[db]
-		if !ok || m.StartedAt.After(cur.any) {
-			cur.any = m.StartedAt
+		// An old archive imported today is not a recent snapshot.
+		at := (&contract.SnapshotManifest{StartedAt: m.StartedAt, ImportedFrom: m.ImportedFrom}).TakenAt()
+		if !ok || at.After(cur.any) {
+			cur.any = at
 		}
-		if !m.Partial && m.StartedAt.After(cur.full) {
-			cur.full = m.StartedAt
+		if !m.Partial && at.After(cur.full) {
+			cur.full = at
 		}
 		out[db] = cur
 		return nil

@@ -285,10 +285,14 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 // each with its reasons, and returns the expired ones, newest first.
 func (s *Service) decide(all []manifestEntry, use *snapshotUse, rep *contract.CleanupReport, o cleanupOptions) []manifestEntry {
 	// Newest verified, and newest verified holding every collection, per
-	// tenant/database; newest of each name, for references by name.
-	newest, newestFull, newestByName := map[string]string{}, map[string]string{}, map[string]string{}
-	for _, e := range all { // newest first
-		m := &e.m
+	// tenant/database, by when their data was taken (an old archive
+	// imported today is not the newest); newest of each name, for
+	// references by name, by when it was made, as the restorer resolves
+	// a name.
+	newest, newestFull := map[string]*contract.SnapshotManifest{}, map[string]*contract.SnapshotManifest{}
+	newestByName := map[string]string{}
+	for i := range all { // newest started first
+		m := &all[i].m
 		db := m.Tenant + "/" + m.Database
 		if _, ok := newestByName[m.Name]; !ok {
 			newestByName[m.Name] = m.SnapshotID
@@ -296,12 +300,15 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, rep *contract.Cl
 		if m.VerifiedAt.IsZero() {
 			continue
 		}
-		if _, ok := newest[db]; !ok {
-			newest[db] = m.SnapshotID
+		if cur := newest[db]; cur == nil || m.TakenAt().After(cur.TakenAt()) {
+			newest[db] = m
 		}
-		if _, ok := newestFull[db]; !ok && !m.Partial {
-			newestFull[db] = m.SnapshotID
+		if cur := newestFull[db]; !m.Partial && (cur == nil || m.TakenAt().After(cur.TakenAt())) {
+			newestFull[db] = m
 		}
+	}
+	is := func(newest map[string]*contract.SnapshotManifest, db, id string) bool {
+		return newest[db] != nil && newest[db].SnapshotID == id
 	}
 	var expired []manifestEntry
 	for _, e := range all {
@@ -318,9 +325,9 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, rep *contract.Cl
 		if newestByName[m.Name] == m.SnapshotID {
 			why = append(why, use.refs[m.Name]...)
 		}
-		if newest[db] == m.SnapshotID {
+		if is(newest, db, m.SnapshotID) {
 			why = append(why, keepReason{contract.KeepNewest, "the newest verified snapshot of " + db})
-		} else if newestFull[db] == m.SnapshotID {
+		} else if is(newestFull, db, m.SnapshotID) {
 			why = append(why, keepReason{contract.KeepNewestFull, "the newest verified snapshot of all collections of " + db + " (newer ones hold only some)"})
 		}
 		if !m.StartedAt.Before(rep.Cutoff) {

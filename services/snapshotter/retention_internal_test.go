@@ -3,6 +3,8 @@ package snapshotter
 import (
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -77,4 +79,53 @@ func storeOnlyService(t *testing.T) (*Service, *testenv.NATS) {
 	}
 	s.assets = n.Assets
 	return s, n
+}
+
+// TestRetentionNewestByTakenAt: the newest snapshot of a database, which
+// retention keeps whatever its age, is the one whose data was taken last.
+// An archive of 60 days ago imported yesterday is kept as younger than 7
+// days (its import), not as the newest; the snapshot taken 10 days ago is
+// the newest and stays. An import that does not say when its original was
+// taken counts from its import.
+func TestRetentionNewestByTakenAt(t *testing.T) {
+	now := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	man := func(id, db string, started time.Time, source *time.Time) manifestEntry {
+		m := contract.SnapshotManifest{SnapshotID: id, Name: id, Tenant: "t", Database: db,
+			StartedAt: started, VerifiedAt: started.Add(time.Second)}
+		if source != nil {
+			m.ImportedFrom = &contract.ImportOrigin{Format: contract.ImportFormatNative, SourceCreatedAt: source}
+		}
+		return manifestEntry{m: m}
+	}
+	sixtyDays, tenDaysAgo := now.Add(-60*day), now.Add(-10*day)
+	all := []manifestEntry{ // newest started first, as manifestEntries sorts them
+		man("a_import", "a", now.Add(-day), &sixtyDays),
+		man("b_import_undated", "b", now.Add(-day), nil),
+		man("a_taken", "a", tenDaysAgo, nil),
+		man("b_taken", "b", tenDaysAgo, nil),
+		man("a_old", "a", now.Add(-30*day), nil),
+	}
+	rep := &contract.CleanupReport{Now: now, Cutoff: now.Add(-7 * day), OlderThan: "7d"}
+	expired := (&Service{}).decide(all, &snapshotUse{refs: map[string][]keepReason{}}, rep, cleanupOptions{olderThan: 7 * day})
+
+	kept := map[string]string{}
+	for _, it := range rep.Kept {
+		kept[it.SnapshotID] = it.Reason
+	}
+	want := map[string]string{
+		"a_import":         contract.KeepRecent,
+		"a_taken":          contract.KeepNewest,
+		"b_import_undated": contract.KeepNewest,
+	}
+	if !maps.Equal(kept, want) {
+		t.Errorf("kept %v, want %v", kept, want)
+	}
+	var gone []string
+	for _, e := range expired {
+		gone = append(gone, e.m.SnapshotID)
+	}
+	if want := []string{"b_taken", "a_old"}; !slices.Equal(gone, want) {
+		t.Errorf("expired %v, want %v", gone, want)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -117,10 +118,14 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	s.mu.Unlock()
 
 	// The newest verified snapshot of each database, and the newest one
-	// holding every collection when the newest is partial.
+	// holding every collection when the newest is partial: the ones whose
+	// data was taken last (SnapshotManifest.TakenAt), so an old archive
+	// imported today is not shown as a recent restore point.
 	newest, newestFull := map[string]contract.DatabaseSnapshot{}, map[string]contract.DatabaseSnapshot{}
+	takenAt := map[string]time.Time{} // by snapshot id
 	newer := func(cur contract.DatabaseSnapshot, ok bool, m *contract.SnapshotManifest) bool {
-		return !ok || m.StartedAt.After(cur.StartedAt) || (m.StartedAt.Equal(cur.StartedAt) && m.SnapshotID > cur.SnapshotID)
+		at, curAt := m.TakenAt(), takenAt[cur.SnapshotID]
+		return !ok || at.After(curAt) || (at.Equal(curAt) && m.SnapshotID > cur.SnapshotID)
 	}
 	if err := bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
 		var m contract.SnapshotManifest
@@ -130,6 +135,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		k := m.Tenant + "/" + m.Database
 		ds := contract.DatabaseSnapshot{Tenant: m.Tenant, Database: m.Database, SnapshotID: m.SnapshotID, Name: m.Name,
 			TotalRecords: m.TotalRecords, Size: m.Size, StartedAt: m.StartedAt, VerifiedAt: m.VerifiedAt, Partial: m.Partial}
+		takenAt[m.SnapshotID] = m.TakenAt()
 		if cur, ok := newest[k]; newer(cur, ok, &m) {
 			newest[k] = ds
 		}

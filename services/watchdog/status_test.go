@@ -1,0 +1,48 @@
+package watchdog_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+// TestStatusNewestByTakenAt: the status's newest snapshot of a database is
+// the one whose data was taken last. An archive of two days ago imported
+// just now is not shown as a recent restore point over yesterday's
+// snapshot; an import that does not say when its original was taken
+// counts from its import.
+func TestStatusNewestByTakenAt(t *testing.T) {
+	e := newEnv(t, false)
+	e.watchdog(t, e.fast("wd"))
+
+	now := time.Now().UTC()
+	twoDaysAgo := now.Add(-48 * time.Hour)
+	put := func(id, db string, started time.Time, source *time.Time) {
+		m := contract.SnapshotManifest{Envelope: contract.NewEnvelope(contract.TypeSnapshotManifest), SnapshotID: id, Name: id,
+			Tenant: "t", Database: db, StartedAt: started, VerifiedAt: started.Add(time.Second)}
+		if source != nil {
+			m.ImportedFrom = &contract.ImportOrigin{Format: contract.ImportFormatNative, SourceCreatedAt: source}
+		}
+		data, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.nats.Assets.Manifests.Put(t.Context(), id, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a_yesterday", "a", now.Add(-24*time.Hour), nil)
+	put("a_import", "a", now.Add(-time.Minute), &twoDaysAgo)
+	put("b_yesterday", "b", now.Add(-24*time.Hour), nil)
+	put("b_import_undated", "b", now.Add(-time.Minute), nil)
+
+	got := map[string]string{}
+	for _, s := range e.status(t).Snapshots {
+		got[s.Tenant+"/"+s.Database] = s.SnapshotID
+	}
+	if want := map[string]string{"t/a": "a_yesterday", "t/b": "b_import_undated"}; len(got) != len(want) || got["t/a"] != want["t/a"] || got["t/b"] != want["t/b"] {
+		t.Errorf("newest snapshots %v, want %v", got, want)
+	}
+}
