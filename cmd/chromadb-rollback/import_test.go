@@ -81,7 +81,10 @@ func TestCLIImport(t *testing.T) {
 	if code, stdout, _ := c.run("snapshot", "verify", "pre_migration_2025-11-30"); code != exitOK || !strings.HasPrefix(stdout, "OK") {
 		t.Errorf("verify the imported snapshot: exit %d %s", code, stdout)
 	}
-	if code, stdout, _ := c.run("snapshot", "info", m.SnapshotID); code != exitOK || !strings.Contains(stdout, "batch_000000..batch_000002 (3)") {
+	if code, stdout, _ := c.run("snapshot", "info", m.SnapshotID); code != exitOK || !strings.Contains(stdout, "batch_000000..batch_000002 (3)") ||
+		m.ImportedFrom.SourceCreatedAt == nil ||
+		!strings.Contains(stdout, "(seed format, sha256 "+m.ImportedFrom.SHA256[:16]+"); original ") ||
+		!strings.Contains(stdout, "taken "+m.ImportedFrom.SourceCreatedAt.UTC().Format(time.RFC3339)+"\n") {
 		t.Errorf("info: exit %d\n%s", code, stdout)
 	}
 
@@ -112,6 +115,16 @@ func TestCLIImport(t *testing.T) {
 	}
 	if code, out, _ := c.run("snapshot", "verify", strings.TrimSpace(stdout)); code != exitOK || !strings.Contains(out, "300 records in 2 collections,") {
 		t.Errorf("verify the re-imported native archive: exit %d %s", code, out)
+	}
+	// Its info names the original and when it was taken.
+	var live contract.SnapshotManifest
+	if code, out, _ := c.run("snapshot", "info", "live", "--json"); code != exitOK || json.Unmarshal([]byte(out), &live) != nil {
+		t.Fatalf("info live: exit %d %s", code, out)
+	}
+	if code, out, _ := c.run("snapshot", "info", strings.TrimSpace(stdout)); code != exitOK ||
+		!strings.Contains(out, "imported:    live.tar.zst (native format, sha256 ") ||
+		!strings.Contains(out, "original "+live.SnapshotID+`, "live", taken `+live.StartedAt.UTC().Format(time.RFC3339)+"\n") {
+		t.Errorf("info of the re-imported native archive: exit %d\n%s", code, out)
 	}
 
 	// Refusals: nothing created, nothing staged left behind.

@@ -231,6 +231,9 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 		if m.Encryption != "" {
 			fmt.Fprintf(w, "encryption:\t%s to %s\n", m.Encryption, strings.Join(m.Recipients, ", "))
 		}
+		if o := m.ImportedFrom; o != nil {
+			fmt.Fprintf(w, "imported:\t%s\n", importedText(o))
+		}
 		w.Flush()
 		fmt.Fprintln(a.stdout, "\ncollections:")
 		w = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
@@ -240,6 +243,26 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 		}
 		return w.Flush()
 	})
+}
+
+// importedText says where an imported snapshot came from, and when its
+// original was taken when the file said (which dates it as the newest of
+// its database, in status and retention).
+func importedText(o *contract.ImportOrigin) string {
+	text := fmt.Sprintf("%s (%s format, sha256 %.16s)", o.File, o.Format, o.SHA256)
+	var orig []string
+	if o.SourceSnapshotID != "" {
+		orig = append(orig, o.SourceSnapshotID)
+	}
+	if o.SourceName != "" {
+		orig = append(orig, fmt.Sprintf("%q", o.SourceName))
+	}
+	if o.SourceCreatedAt != nil && !o.SourceCreatedAt.IsZero() {
+		orig = append(orig, "taken "+o.SourceCreatedAt.UTC().Format(time.RFC3339))
+	} else {
+		orig = append(orig, "taken at an unknown time (dated by its import)")
+	}
+	return text + "; original " + strings.Join(orig, ", ")
 }
 
 func batchRange(b []string) string {
