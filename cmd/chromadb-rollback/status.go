@@ -81,13 +81,17 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", op.OpID, op.Kind, op.Status, dash(op.Phase), db, progressText(o.Progress))
 		}
 	})
-	section("Newest verified snapshots", len(r.Snapshots), "DATABASE\tSNAPSHOT\tNAME\tHOLDS\tRECORDS\tSIZE\tVERIFIED", func(tw *tabwriter.Writer) {
+	section("Newest verified snapshots", len(r.Snapshots), "DATABASE\tSNAPSHOT\tNAME\tHOLDS\tRECORDS\tSIZE\tTAKEN\tVERIFIED", func(tw *tabwriter.Writer) {
 		for _, s := range r.Snapshots {
 			holds := "all collections"
 			if s.Partial {
 				holds = "some collections"
 			}
-			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.Tenant, s.Database, s.SnapshotID, s.Name, holds, s.TotalRecords, s.Size, stamp(s.VerifiedAt))
+			taken := s.TakenAt
+			if taken.IsZero() { // a watchdog older than taken_at
+				taken = s.StartedAt
+			}
+			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.Tenant, s.Database, s.SnapshotID, s.Name, holds, s.TotalRecords, s.Size, stamp(taken), stamp(s.VerifiedAt))
 		}
 	})
 	section("Alerts", len(r.Alerts), "ALERT\tSINCE\tDETAIL", func(tw *tabwriter.Writer) {

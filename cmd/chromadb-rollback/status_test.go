@@ -34,7 +34,8 @@ func statusReport(now time.Time) contract.StatusReport {
 		}},
 		Snapshots: []contract.DatabaseSnapshot{
 			{Tenant: "acme", Database: "prod", SnapshotID: "snap_2", Name: "safety_op_9", TotalRecords: 300, Size: 1024, VerifiedAt: now, Partial: true},
-			{Tenant: "acme", Database: "prod", SnapshotID: "snap_1", Name: "pre_migration_reindex-7", TotalRecords: 1000, Size: 4096, VerifiedAt: now},
+			{Tenant: "acme", Database: "prod", SnapshotID: "snap_1", Name: "pre_migration_reindex-7", TotalRecords: 1000, Size: 4096, VerifiedAt: now,
+				StartedAt: now.Add(-time.Hour), TakenAt: now.Add(-48 * time.Hour)},
 		},
 		Alerts: []contract.StatusAlert{{Name: "connectivity", Detail: "Chroma failed 3 heartbeats in a row", Since: now}},
 	}
@@ -77,6 +78,7 @@ func TestCLIStatus(t *testing.T) {
 		"Fences (1)", "Operations (1)", "restoring 400/1000 records (40%), 1200/s, ETA 1s",
 		"Newest verified snapshots (2)", "HOLDS",
 		"snap_2    safety_op_9              some collections", "snap_1    pre_migration_reindex-7  all collections ",
+		"TAKEN", "4096  " + stamp(now.Add(-48*time.Hour)) + "  " + stamp(now),
 		"Alerts (1)", "Chroma failed 3 heartbeats in a row",
 	} {
 		if !strings.Contains(stdout, s) {

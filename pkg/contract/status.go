@@ -163,6 +163,10 @@ type DatabaseSnapshot struct {
 	Size         int64     `json:"size"`
 	StartedAt    time.Time `json:"started_at"`
 	VerifiedAt   time.Time `json:"verified_at"`
+	// TakenAt is when its data was read from Chroma
+	// (SnapshotManifest.TakenAt): StartedAt, or for an import the time of
+	// its original. The newest snapshot is the one taken last.
+	TakenAt time.Time `json:"taken_at"`
 	// Partial is set when it holds only some collections (named ones, or
 	// a rollback's safety snapshot).
 	Partial bool `json:"partial,omitempty"`

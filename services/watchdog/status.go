@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -122,10 +121,9 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	// data was taken last (SnapshotManifest.TakenAt), so an old archive
 	// imported today is not shown as a recent restore point.
 	newest, newestFull := map[string]contract.DatabaseSnapshot{}, map[string]contract.DatabaseSnapshot{}
-	takenAt := map[string]time.Time{} // by snapshot id
 	newer := func(cur contract.DatabaseSnapshot, ok bool, m *contract.SnapshotManifest) bool {
-		at, curAt := m.TakenAt(), takenAt[cur.SnapshotID]
-		return !ok || at.After(curAt) || (at.Equal(curAt) && m.SnapshotID > cur.SnapshotID)
+		at := m.TakenAt()
+		return !ok || at.After(cur.TakenAt) || (at.Equal(cur.TakenAt) && m.SnapshotID > cur.SnapshotID)
 	}
 	if err := bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
 		var m contract.SnapshotManifest
@@ -134,8 +132,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		}
 		k := m.Tenant + "/" + m.Database
 		ds := contract.DatabaseSnapshot{Tenant: m.Tenant, Database: m.Database, SnapshotID: m.SnapshotID, Name: m.Name,
-			TotalRecords: m.TotalRecords, Size: m.Size, StartedAt: m.StartedAt, VerifiedAt: m.VerifiedAt, Partial: m.Partial}
-		takenAt[m.SnapshotID] = m.TakenAt()
+			TotalRecords: m.TotalRecords, Size: m.Size, StartedAt: m.StartedAt, VerifiedAt: m.VerifiedAt, TakenAt: m.TakenAt(), Partial: m.Partial}
 		if cur, ok := newest[k]; newer(cur, ok, &m) {
 			newest[k] = ds
 		}

@@ -41,8 +41,23 @@ func TestStatusNewestByTakenAt(t *testing.T) {
 	got := map[string]string{}
 	for _, s := range e.status(t).Snapshots {
 		got[s.Tenant+"/"+s.Database] = s.SnapshotID
+		if !s.TakenAt.Equal(s.StartedAt) {
+			t.Errorf("snapshot %s: taken at %s, started %s", s.SnapshotID, s.TakenAt, s.StartedAt)
+		}
 	}
 	if want := map[string]string{"t/a": "a_yesterday", "t/b": "b_import_undated"}; len(got) != len(want) || got["t/a"] != want["t/a"] || got["t/b"] != want["t/b"] {
 		t.Errorf("newest snapshots %v, want %v", got, want)
+	}
+
+	// Once the import is the newest, status dates it by its original.
+	put("a_import_recent", "a", now.Add(-time.Second), &now)
+	var shown []contract.DatabaseSnapshot
+	for _, s := range e.status(t).Snapshots {
+		if s.Database == "a" {
+			shown = append(shown, s)
+		}
+	}
+	if len(shown) != 1 || shown[0].SnapshotID != "a_import_recent" || !shown[0].TakenAt.Equal(now) {
+		t.Errorf("newest snapshot of t/a: %+v, want a_import_recent taken at %s", shown, now)
 	}
 }
