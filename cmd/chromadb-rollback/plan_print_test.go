@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 )
@@ -39,6 +40,29 @@ func TestCounted(t *testing.T) {
 	} {
 		if c.got != c.want {
 			t.Errorf("counted: %q, want %q", c.got, c.want)
+		}
+	}
+}
+
+// TestImportedText: snapshot info says where an import came from and when
+// its original was taken, or why it is dated by its import.
+func TestImportedText(t *testing.T) {
+	started := time.Date(2026, 11, 28, 2, 0, 0, 0, time.UTC)
+	before, after := started.Add(-48*time.Hour), started.Add(time.Hour)
+	origin := func(at *time.Time) *contract.SnapshotManifest {
+		return &contract.SnapshotManifest{StartedAt: started, ImportedFrom: &contract.ImportOrigin{
+			File: "old.tar.gz", Format: "seed", SHA256: strings.Repeat("ab", 32), SourceName: "pre", SourceCreatedAt: at}}
+	}
+	for _, c := range []struct {
+		m    *contract.SnapshotManifest
+		want string
+	}{
+		{origin(&before), `old.tar.gz (seed format, sha256 abababababababab); original "pre", taken 2026-11-26T02:00:00Z`},
+		{origin(nil), `old.tar.gz (seed format, sha256 abababababababab); original "pre", taken at an unknown time (dated by its import)`},
+		{origin(&after), `old.tar.gz (seed format, sha256 abababababababab); original "pre", dated 2026-11-28T03:00:00Z, after its import (dated by its import)`},
+	} {
+		if got := importedText(c.m); got != c.want {
+			t.Errorf("importedText:\n got %s\nwant %s", got, c.want)
 		}
 	}
 }

@@ -232,7 +232,7 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 			fmt.Fprintf(w, "encryption:\t%s to %s\n", m.Encryption, strings.Join(m.Recipients, ", "))
 		}
 		if o := m.ImportedFrom; o != nil {
-			fmt.Fprintf(w, "imported:\t%s\n", importedText(o))
+			fmt.Fprintf(w, "imported:\t%s\n", importedText(&m))
 		}
 		w.Flush()
 		fmt.Fprintln(a.stdout, "\ncollections:")
@@ -248,7 +248,8 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 // importedText says where an imported snapshot came from, and when its
 // original was taken when the file said (which dates it as the newest of
 // its database, in status and retention).
-func importedText(o *contract.ImportOrigin) string {
+func importedText(m *contract.SnapshotManifest) string {
+	o := m.ImportedFrom
 	text := fmt.Sprintf("%s (%s format, sha256 %.16s)", o.File, o.Format, o.SHA256)
 	var orig []string
 	if o.SourceSnapshotID != "" {
@@ -257,10 +258,13 @@ func importedText(o *contract.ImportOrigin) string {
 	if o.SourceName != "" {
 		orig = append(orig, fmt.Sprintf("%q", o.SourceName))
 	}
-	if o.SourceCreatedAt != nil && !o.SourceCreatedAt.IsZero() {
-		orig = append(orig, "taken "+o.SourceCreatedAt.UTC().Format(time.RFC3339))
-	} else {
+	switch src := o.SourceCreatedAt; {
+	case src == nil || src.IsZero():
 		orig = append(orig, "taken at an unknown time (dated by its import)")
+	case !m.TakenAt().Equal(*src):
+		orig = append(orig, "dated "+src.UTC().Format(time.RFC3339)+", after its import (dated by its import)")
+	default:
+		orig = append(orig, "taken "+src.UTC().Format(time.RFC3339))
 	}
 	return text + "; original " + strings.Join(orig, ", ")
 }

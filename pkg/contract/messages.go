@@ -147,9 +147,11 @@ type SnapshotManifest struct {
 // otherwise StartedAt. The newest snapshot of a database is the one taken
 // last, so an old archive imported today is not taken for a recent restore
 // point (status, retention's newest_verified, the snapshot age metrics).
+// An original can only have been taken before its import: a file dated
+// later (a clock set wrong, a zone misread) counts from its import.
 func (m *SnapshotManifest) TakenAt() time.Time {
-	if m.ImportedFrom != nil && m.ImportedFrom.SourceCreatedAt != nil && !m.ImportedFrom.SourceCreatedAt.IsZero() {
-		return *m.ImportedFrom.SourceCreatedAt
+	if o := m.ImportedFrom; o != nil && o.SourceCreatedAt != nil && !o.SourceCreatedAt.IsZero() && o.SourceCreatedAt.Before(m.StartedAt) {
+		return *o.SourceCreatedAt
 	}
 	return m.StartedAt
 }
