@@ -50,14 +50,15 @@ func TestStatusNewestByTakenAt(t *testing.T) {
 	}
 
 	// Once the import is the newest, status dates it by its original.
-	put("a_import_recent", "a", now.Add(-time.Second), &now)
+	hourAgo := now.Add(-time.Hour)
+	put("a_import_recent", "a", now.Add(-time.Second), &hourAgo)
 	var shown []contract.DatabaseSnapshot
 	for _, s := range e.status(t).Snapshots {
 		if s.Database == "a" {
 			shown = append(shown, s)
 		}
 	}
-	if len(shown) != 1 || shown[0].SnapshotID != "a_import_recent" || !shown[0].TakenAt.Equal(now) {
-		t.Errorf("newest snapshot of t/a: %+v, want a_import_recent taken at %s", shown, now)
+	if len(shown) != 1 || shown[0].SnapshotID != "a_import_recent" || !shown[0].TakenAt.Equal(hourAgo) {
+		t.Errorf("newest snapshot of t/a: %+v, want a_import_recent taken at %s", shown, hourAgo)
 	}
 }
