@@ -100,10 +100,12 @@ func TestRetentionNewestByTakenAt(t *testing.T) {
 	}
 	sixtyDays, tenDaysAgo := now.Add(-60*day), now.Add(-10*day)
 	all := []manifestEntry{ // newest started first, as manifestEntries sorts them
-		man("a_import", "a", now.Add(-day), &sixtyDays),
+		man("c_reimport", "c", now.Add(-day), &tenDaysAgo),
 		man("b_import_undated", "b", now.Add(-day), nil),
-		man("a_taken", "a", tenDaysAgo, nil),
+		man("a_import", "a", now.Add(-day), &sixtyDays),
+		man("z_original", "c", tenDaysAgo, nil),
 		man("b_taken", "b", tenDaysAgo, nil),
+		man("a_taken", "a", tenDaysAgo, nil),
 		man("a_old", "a", now.Add(-30*day), nil),
 	}
 	rep := &contract.CleanupReport{Now: now, Cutoff: now.Add(-7 * day), OlderThan: "7d"}
@@ -113,10 +115,14 @@ func TestRetentionNewestByTakenAt(t *testing.T) {
 	for _, it := range rep.Kept {
 		kept[it.SnapshotID] = it.Reason
 	}
+	// c_reimport is z_original imported again: the same data, taken at
+	// the same time; the tie goes to the one made last, as status breaks
+	// it.
 	want := map[string]string{
 		"a_import":         contract.KeepRecent,
 		"a_taken":          contract.KeepNewest,
 		"b_import_undated": contract.KeepNewest,
+		"c_reimport":       contract.KeepNewest,
 	}
 	if !maps.Equal(kept, want) {
 		t.Errorf("kept %v, want %v", kept, want)
@@ -125,7 +131,7 @@ func TestRetentionNewestByTakenAt(t *testing.T) {
 	for _, e := range expired {
 		gone = append(gone, e.m.SnapshotID)
 	}
-	if want := []string{"b_taken", "a_old"}; !slices.Equal(gone, want) {
+	if want := []string{"z_original", "b_taken", "a_old"}; !slices.Equal(gone, want) {
 		t.Errorf("expired %v, want %v", gone, want)
 	}
 }

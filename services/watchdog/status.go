@@ -121,9 +121,19 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	// data was taken last (SnapshotManifest.TakenAt), so an old archive
 	// imported today is not shown as a recent restore point.
 	newest, newestFull := map[string]contract.DatabaseSnapshot{}, map[string]contract.DatabaseSnapshot{}
+	// Ties go to the one made last, then to the greater id, as in
+	// retention's choice of the newest.
 	newer := func(cur contract.DatabaseSnapshot, ok bool, m *contract.SnapshotManifest) bool {
-		at := m.TakenAt()
-		return !ok || at.After(cur.TakenAt) || (at.Equal(cur.TakenAt) && m.SnapshotID > cur.SnapshotID)
+		if !ok {
+			return true
+		}
+		if at := m.TakenAt(); !at.Equal(cur.TakenAt) {
+			return at.After(cur.TakenAt)
+		}
+		if !m.StartedAt.Equal(cur.StartedAt) {
+			return m.StartedAt.After(cur.StartedAt)
+		}
+		return m.SnapshotID > cur.SnapshotID
 	}
 	if err := bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
 		var m contract.SnapshotManifest

@@ -61,4 +61,15 @@ func TestStatusNewestByTakenAt(t *testing.T) {
 	if len(shown) != 1 || shown[0].SnapshotID != "a_import_recent" || !shown[0].TakenAt.Equal(hourAgo) {
 		t.Errorf("newest snapshot of t/a: %+v, want a_import_recent taken at %s", shown, hourAgo)
 	}
+
+	// An import of the newest snapshot holds the same data, taken at the
+	// same time: the tie goes to the one made last, as retention breaks
+	// it, whatever the ids.
+	put("z_original", "c", hourAgo, nil)
+	put("a_reimport", "c", now.Add(-time.Second), &hourAgo)
+	for _, s := range e.status(t).Snapshots {
+		if s.Database == "c" && s.SnapshotID != "a_reimport" {
+			t.Errorf("newest snapshot of t/c: %s, want a_reimport (made last)", s.SnapshotID)
+		}
+	}
 }
