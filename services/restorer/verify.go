@@ -103,11 +103,11 @@ func (c *batchCheck) embedding(id string, want, got []float32) {
 	tol := cosineTolerance * max(scale, math.SmallestNonzeroFloat32)
 	for k := range want {
 		d := math.Abs(float64(want[k]) - float64(got[k]))
-		c.maxDiff = max(c.maxDiff, d)
-		if d > tol {
+		if !(d <= tol) { // a NaN is a difference too
 			c.add("record %q: embedding value %d is %v, want %v (difference %.3g over the cosine tolerance %.3g)", id, k, got[k], want[k], d, tol)
 			return
 		}
+		c.maxDiff = max(c.maxDiff, d)
 	}
 }
 
