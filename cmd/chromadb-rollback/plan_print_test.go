@@ -66,3 +66,47 @@ func TestImportedText(t *testing.T) {
 		}
 	}
 }
+
+// TestRollbackOutcome: the exit code of a rollback that ended. Only an
+// archive or restored data that did not verify exits 3; a rollback that
+// Chroma's outage stopped half-way exits 1, though its report lists
+// collections not verified.
+func TestRollbackOutcome(t *testing.T) {
+	halfway := &contract.RestoreReport{Collections: []contract.RestoreCollectionReport{
+		{Collection: "a", Verified: true}, {Collection: "b"},
+	}}
+	for _, tc := range []struct {
+		name string
+		op   contract.Operation
+		code int // 0: no error
+		says string
+	}{
+		{"completed", contract.Operation{Status: contract.StatusCompleted, Restore: &contract.RestoreReport{Verified: true}}, 0, ""},
+		{"did not verify", contract.Operation{Status: contract.StatusFailed, FailureReason: "verification", Restore: halfway,
+			Error: `restored data does not match the snapshot: collection "b", batch 0: record "x" is missing`}, exitVerification, `did not verify: restored data`},
+		{"archive damaged", contract.Operation{Status: contract.StatusFailed, FailureReason: "verification",
+			Error: "archive failed verification"}, exitVerification, "did not verify: archive failed"},
+		{"chroma outage", contract.Operation{Status: contract.StatusFailed, FailureReason: "chroma", Restore: halfway,
+			Error: "write add batch 3 of collection \"b\": connection refused"}, 1, "failed: write add batch 3"},
+		{"no reason recorded", contract.Operation{Status: contract.StatusFailed, Restore: halfway, Error: "boom"}, 1, "failed: boom"},
+		{"cancelled", contract.Operation{Status: contract.StatusCancelled, FailureReason: "cancelled", Restore: halfway, Error: "cancelled by ops"}, 1, "was cancelled: cancelled by ops"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.op.OpID = "op_1"
+			err := rollbackOutcome(&tc.op)
+			if tc.code == 0 {
+				if err != nil {
+					t.Fatalf("outcome %v, want none", err)
+				}
+				return
+			}
+			code := 1
+			if ee, ok := err.(*exitError); ok {
+				code = ee.code
+			}
+			if err == nil || code != tc.code || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("outcome %v (exit %d); want exit %d saying %q", err, code, tc.code, tc.says)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/spf13/cobra"
 )
 
@@ -277,7 +278,8 @@ func (a *app) printOperation(op *contract.Operation) {
 }
 
 // rollbackOutcome maps a finished operation to the exit code: 0 when it
-// completed and verified, 3 when the restored data did not verify, 1 otherwise.
+// completed and verified, 3 when the archive or the restored data did not
+// verify, 1 otherwise (a Chroma outage, say, however far it got).
 func rollbackOutcome(op *contract.Operation) error {
 	if op.Status == contract.StatusCompleted && (op.Restore == nil || op.Restore.Verified) {
 		return nil
@@ -285,7 +287,7 @@ func rollbackOutcome(op *contract.Operation) error {
 	if op.Status == contract.StatusCancelled {
 		return fmt.Errorf("rollback %s was cancelled: %s", op.OpID, op.Error)
 	}
-	if op.Restore != nil && !op.Restore.Verified && len(op.Restore.Collections) > 0 {
+	if op.FailureReason == metrics.ReasonVerification {
 		return &exitError{code: exitVerification, err: fmt.Errorf("rollback %s did not verify: %s", op.OpID, op.Error)}
 	}
 	return fmt.Errorf("rollback %s failed: %s", op.OpID, op.Error)

@@ -190,14 +190,19 @@ type VerifyReport struct {
 // "op.<op_id>".
 type Operation struct {
 	Envelope
-	OpID       string    `json:"op_id"`
-	Kind       string    `json:"kind"`
-	SnapshotID string    `json:"snapshot_id,omitempty"`
-	Status     string    `json:"status"`
-	Error      string    `json:"error,omitempty"`
-	Attempt    int       `json:"attempt"`
-	UpdatedAt  time.Time `json:"updated_at"`
-	Warnings   []string  `json:"warnings,omitempty"`
+	OpID       string `json:"op_id"`
+	Kind       string `json:"kind"`
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	Status     string `json:"status"`
+	Error      string `json:"error,omitempty"`
+	// FailureReason classifies a failed or cancelled operation, as the
+	// services' failure metrics do: "verification" (an archive or the
+	// data restored did not verify), "chroma", "timeout", "cancelled",
+	// "lease_lost", "given_up" or "error".
+	FailureReason string    `json:"failure_reason,omitempty"`
+	Attempt       int       `json:"attempt"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	Warnings      []string  `json:"warnings,omitempty"`
 	// Fields below are set by rollbacks.
 	Phase    string         `json:"phase,omitempty"`
 	Tenant   string         `json:"tenant,omitempty"`

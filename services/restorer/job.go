@@ -392,7 +392,7 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		j.op.Restore = &rep
 	}
 	if jobErr != nil {
-		j.op.Error = jobErr.Error()
+		j.op.Error, j.op.FailureReason = jobErr.Error(), failureReason(jobErr)
 		if status == contract.StatusCancelled && j.canceler != nil && j.canceler.Actor != "" {
 			j.op.Error = fmt.Sprintf("%v by %s", jobErr, j.canceler.Actor)
 		}

@@ -3,6 +3,7 @@ package restorer
 import (
 	"context"
 	"errors"
+	"net/url"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
@@ -43,6 +44,7 @@ func (s *Service) observeRefusal(action string, code int) {
 // values, never the error's text.
 func failureReason(err error) string {
 	var apiErr *chroma.APIError
+	var urlErr *url.Error
 	switch {
 	case err == nil:
 		return metrics.ReasonError
@@ -55,8 +57,8 @@ func failureReason(err error) string {
 	case errors.Is(err, errVerify), errors.Is(err, errArchive), errors.Is(err, archive.ErrChecksumMismatch),
 		errors.Is(err, archive.ErrTruncated), errors.Is(err, archive.ErrCorrupt):
 		return metrics.ReasonVerification
-	case errors.As(err, &apiErr), errors.Is(err, chroma.ErrNotFound):
-		return metrics.ReasonChroma
+	case errors.As(err, &apiErr), errors.Is(err, chroma.ErrNotFound), errors.As(err, &urlErr):
+		return metrics.ReasonChroma // the restorer speaks HTTP only to Chroma
 	case errors.Is(err, context.DeadlineExceeded):
 		return metrics.ReasonTimeout
 	}

@@ -1,7 +1,6 @@
 package restorer_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"maps"
@@ -11,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestRefusalsAndFailures: bad requests, a held lease and a corrupt archive
@@ -150,8 +148,8 @@ func TestRefusalsAndFailures(t *testing.T) {
 			t.Errorf("start plan: %s", mustJSON(t, r.Plan))
 		}
 		op := e.waitOp(t, r.OpID, time.Minute)
-		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "archive failed verification") {
-			t.Fatalf("op of an archive damaged in storage: %s %q", op.Status, op.Error)
+		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "archive failed verification") || op.FailureReason != metrics.ReasonVerification {
+			t.Fatalf("op of an archive damaged in storage: %s %q (%s)", op.Status, op.Error, op.FailureReason)
 		}
 		if op.Restore == nil || op.Restore.RecordsWritten == 0 || op.Restore.Verified {
 			t.Errorf("the damage should be found after staging: %s", mustJSON(t, op.Restore))
@@ -205,8 +203,9 @@ func TestRefusalsAndFailures(t *testing.T) {
 		defer setHook(nil)
 		r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true, NoSafetySnapshot: true})
 		op := e.waitOp(t, r.OpID, time.Minute)
-		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "does not match the snapshot") || !strings.Contains(op.Error, "corpus.v1") {
-			t.Fatalf("op %s: %s", op.Status, op.Error)
+		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "does not match the snapshot") || !strings.Contains(op.Error, "corpus.v1") ||
+			op.FailureReason != metrics.ReasonVerification {
+			t.Fatalf("op %s: %s (%s)", op.Status, op.Error, op.FailureReason)
 		}
 		var listed bool
 		for _, c := range op.Restore.Collections {
@@ -253,8 +252,8 @@ func TestRefusalsAndFailures(t *testing.T) {
 		}
 		close(release)
 		op = e.waitOp(t, r.OpID, time.Minute)
-		if op.Status != contract.StatusCancelled || !strings.Contains(op.Error, "by dave") || !op.Restore.Cancelled {
-			t.Errorf("cancelled op: %s %q %s", op.Status, op.Error, mustJSON(t, op.Restore))
+		if op.Status != contract.StatusCancelled || !strings.Contains(op.Error, "by dave") || !op.Restore.Cancelled || op.FailureReason != metrics.ReasonCancelled {
+			t.Errorf("cancelled op: %s %q (%s) %s", op.Status, op.Error, op.FailureReason, mustJSON(t, op.Restore))
 		}
 		compareDB(t, "after a cancelled rollback", e.dump(t, "acme", "prod"), damaged, nil)
 		e.assertReleased(t)
@@ -275,8 +274,10 @@ func TestRefusalsAndFailures(t *testing.T) {
 		defer setHook(nil)
 		r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true, NoSafetySnapshot: true, Collections: []string{"corpus.v1"}})
 		op := e.waitOp(t, r.OpID, time.Minute)
-		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "chroma") {
-			t.Errorf("op during an outage: %s %q", op.Status, op.Error)
+		// Not a verification failure, however far the restore got: the
+		// CLI exits 1 for it, not 3.
+		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "chroma") || op.FailureReason != metrics.ReasonChroma || op.Restore == nil {
+			t.Errorf("op during an outage: %s %q (%s), report %s", op.Status, op.Error, op.FailureReason, mustJSON(t, op.Restore))
 		}
 		e.assertReleased(t)
 		e.chroma.Restart(t)
@@ -295,11 +296,7 @@ func TestRefusalsAndFailures(t *testing.T) {
 // corrupt flips one byte in the middle of a snapshot's stored archive.
 func (e *env) corrupt(t *testing.T, snapshotID string) {
 	t.Helper()
-	m, data := e.storedArchive(t, snapshotID)
-	data[len(data)/2] ^= 0x40
-	if _, err := e.nats.Assets.Snapshots.Put(t.Context(), jetstream.ObjectMeta{Name: m.Object}, bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
+	e.nats.ReplaceStoredArchive(t, e.storedManifest(t, snapshotID).Object)
 }
 
 // collectionIDs maps the names of tenant/db's collections to their ids.
@@ -317,54 +314,9 @@ func (e *env) collectionIDs(t *testing.T, tenant, db string) map[string]string {
 }
 
 // corruptChunks flips one byte of a snapshot's stored archive (at offset
-// at(size)) in the object store's chunk messages, leaving the object's
-// recorded size and digest as they were: damage in storage, not a
-// replaced object.
+// at(size)) in its chunks, leaving the object's size and digest as they
+// were (testenv.NATS.DamageStoredChunks).
 func (e *env) corruptChunks(t *testing.T, snapshotID string, at func(size int) int) {
 	t.Helper()
-	ctx := t.Context()
-	m := e.storedManifest(t, snapshotID)
-	info, err := e.nats.Assets.Snapshots.GetInfo(ctx, m.Object)
-	if err != nil {
-		t.Fatal(err)
-	}
-	str, err := e.nats.JS.Stream(ctx, "OBJ_"+contract.ObjectSnapshots)
-	if err != nil {
-		t.Fatal(err)
-	}
-	subj := bus.ChunkSubject(contract.ObjectSnapshots, info.NUID)
-	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var chunks [][]byte
-	size := 0
-	for len(chunks) < int(info.Chunks) {
-		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-		if err != nil {
-			t.Fatalf("read chunk %d of %s: %v", len(chunks), m.Object, err)
-		}
-		chunks = append(chunks, slices.Clone(msg.Data()))
-		size += len(msg.Data())
-	}
-	off := at(size)
-	for i := range chunks {
-		if off < len(chunks[i]) {
-			chunks[i][off] ^= 0x40
-			break
-		}
-		off -= len(chunks[i])
-	}
-	if err := str.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range chunks {
-		if _, err := e.nats.JS.Publish(ctx, subj, c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	after, err := e.nats.Assets.Snapshots.GetInfo(ctx, m.Object)
-	if err != nil || after.Digest != info.Digest || after.Size != info.Size {
-		t.Fatalf("object info changed: %+v, %v", after, err)
-	}
+	e.nats.DamageStoredChunks(t, e.storedManifest(t, snapshotID).Object, at)
 }

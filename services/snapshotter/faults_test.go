@@ -53,6 +53,9 @@ func TestChromaKilledDuringSnapshot(t *testing.T) {
 	if !strings.Contains(op.Error, "read collection") {
 		t.Errorf("error %q does not say what failed", op.Error)
 	}
+	if op.FailureReason != metrics.ReasonChroma {
+		t.Errorf("failure reason %q, want %q", op.FailureReason, metrics.ReasonChroma)
+	}
 	if _, ok := e.manifest(t, rep.SnapshotID); ok {
 		t.Errorf("a failed snapshot left a manifest")
 	}
@@ -246,8 +249,8 @@ func TestSnapshotGivenUpAfterMaxDeliver(t *testing.T) {
 		map[string]string{"service": "snapshotter", "operation": "snapshot.create", "reason": metrics.ReasonGivenUp}); n != 1 {
 		t.Errorf("operation_failures_total given_up: %v, want 1", n)
 	}
-	if op.Status != contract.StatusFailed || op.Attempt != 2 || !strings.Contains(op.Error, "given up after 2 deliveries of its command") {
-		t.Fatalf("operation: %s, attempt %d, %q; want failed after 2 deliveries", op.Status, op.Attempt, op.Error)
+	if op.Status != contract.StatusFailed || op.Attempt != 2 || !strings.Contains(op.Error, "given up after 2 deliveries of its command") || op.FailureReason != metrics.ReasonGivenUp {
+		t.Fatalf("operation: %s, attempt %d, %q (%s); want failed after 2 deliveries (given_up)", op.Status, op.Attempt, op.Error, op.FailureReason)
 	}
 	if _, ok := e.manifest(t, rep.SnapshotID); ok {
 		t.Error("a manifest was written")

@@ -199,7 +199,7 @@ func (s *Service) failed(ctx context.Context, cmd *contract.SnapshotCommand, att
 	s.observeJob(cmd, nil, took, err)
 	_ = s.audit.Emit(ctx, snapshotEvent(cmd, contract.OutcomeFailed, err.Error(), map[string]any{"attempt": attempt, "seconds": took.Seconds()}))
 	progress.Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
-	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), Attempt: attempt})
+	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), FailureReason: failureReason(err), Attempt: attempt})
 }
 
 // operation reads an operation record; nil when it is missing or unreadable.
