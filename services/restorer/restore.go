@@ -819,7 +819,11 @@ func (w *collWriter) check(it writeItem, got *record.Batch, err error, cosine bo
 	chk.compare(it.b, got)
 	if chk.total > 0 {
 		w.j.addDiffs(w.idx, chk.diffs, chk.total)
-		w.fail(fmt.Errorf("%w: collection %q, batch %d: %d differences, first: %s", errVerify, w.cs.Collection, it.k, chk.total, chk.diffs[0]))
+		first := chk.diffs[0]
+		if chk.total > 1 {
+			first = fmt.Sprintf("%d differences, first: %s", chk.total, first)
+		}
+		w.fail(fmt.Errorf("%w: collection %q, batch %d: %s", errVerify, w.cs.Collection, it.k, first))
 		return
 	}
 	if err := w.commit(it, chk.maxDiff); err != nil {
