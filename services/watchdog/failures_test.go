@@ -1,0 +1,156 @@
+package watchdog_test
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+// TestAutomaticRollbackFails: when the watchdog cannot take a migration's
+// pre-migration snapshot, or cannot roll the migration back, it records
+// why in the run's record, raises an alert that names the command an
+// operator would run, and changes nothing: the seed's "automatic rollback
+// failed - manual intervention required". The job the failed rollback was
+// for stays paused for the operator.
+func TestAutomaticRollbackFails(t *testing.T) {
+	e := newEnv(t, false)
+	e.services(t)
+	e.watchdog(t, e.fast("wd"))
+	const db = "main"
+
+	// lossy publishes a validation that fires the trigger.
+	lossy := func(t *testing.T, job string) {
+		e.publish(t, job, contract.EventValidation, "", validation(270, 300))
+	}
+	failed := func(t *testing.T, job string) contract.MigrationRecord {
+		return e.waitRecord(t, job, time.Minute, "rollback failed", func(r contract.MigrationRecord) bool {
+			return r.RollbackStatus == contract.StatusFailed || r.Status == contract.MigrationRolledBack
+		})
+	}
+	alerted := func(t *testing.T, job string) auditEntry {
+		return e.waitAudit(t, 30*time.Second, "alert.rollback", byWatchdog(job, "alert.rollback"))
+	}
+	object := func(t *testing.T, snap string) string {
+		entry, err := e.nats.Assets.Manifests.Get(t.Context(), snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m contract.SnapshotManifest
+		if err := json.Unmarshal(entry.Value(), &m); err != nil {
+			t.Fatal(err)
+		}
+		return m.Object
+	}
+
+	t.Run("no pre-migration snapshot", func(t *testing.T) {
+		const job = "nosnap"
+		tenant := e.tenant("wd_nosnap")
+		e.seed(t, tenant, db)
+		before := e.dump(t, tenant, db)
+		ev := started(tenant, db, "", time.Hour)
+		ev.Collections = []string{"workload_00", "no_such_collection"} // the job named one that is not there
+		e.publish(t, job, contract.EventStarted, "", ev)
+
+		rec := e.waitRecord(t, job, time.Minute, "snapshot failed", func(r contract.MigrationRecord) bool {
+			return r.SnapshotID != "" || r.SnapshotError != ""
+		})
+		if rec.SnapshotID != "" || !strings.Contains(rec.SnapshotError, "the snapshotter refused it") || !strings.Contains(rec.SnapshotError, "no_such_collection") {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		a := e.waitAudit(t, 30*time.Second, "pre-migration snapshot alert", func(a auditEntry) bool {
+			return byWatchdog(job, "snapshot.pre_migration")(a) && a.Outcome == contract.OutcomeAlert
+		})
+		if !strings.Contains(a.Reason, "could not be taken") || !strings.Contains(a.Reason, "must not go on") || !strings.Contains(a.Error, "no_such_collection") {
+			t.Errorf("alert: reason %q, error %q", a.Reason, a.Error)
+		}
+
+		// The job went on anyway and lost data: there is nothing to roll
+		// back to, and the alert says so.
+		lossy(t, job)
+		rec = failed(t, job)
+		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "no verified pre-migration snapshot") ||
+			!strings.Contains(rec.RollbackError, "no_such_collection") {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		if a := alerted(t, job); a.Outcome != contract.OutcomeAlert || !strings.Contains(a.Reason, "its rollback cannot run") {
+			t.Errorf("alert: %q (outcome %s)", a.Reason, a.Outcome)
+		}
+		if ops := e.rollbackOps(t); len(ops) != 0 {
+			t.Errorf("rollbacks started: %+v", ops)
+		}
+		compareDB(t, e.dump(t, tenant, db), before)
+	})
+
+	t.Run("restorer refuses the archive", func(t *testing.T) {
+		const job = "refused"
+		tenant := e.tenant("wd_refused")
+		e.seed(t, tenant, db)
+		snap := e.snapshot(t, tenant, db, "before_refused")
+		e.nats.ReplaceStoredArchive(t, object(t, snap)) // its digest is no longer the manifest's
+		ctl := e.controls(t, job)
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+		e.waitRecord(t, job, 30*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
+		e.migrate(t, tenant, db, 0.10, "workload_00", "workload_01")
+		damaged := e.dump(t, tenant, db)
+		lossy(t, job)
+
+		rec := failed(t, job)
+		cmd := "chromadb-rollback rollback " + snap + " "
+		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "the restorer refused the rollback") ||
+			!strings.Contains(rec.RollbackError, "nothing was changed") || !strings.HasPrefix(rec.RollbackCommand, cmd) {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		a := alerted(t, job)
+		if a.Outcome != contract.OutcomeAlert || !strings.Contains(a.Reason, "its rollback cannot run") || !strings.Contains(a.Reason, "to roll back by hand: "+rec.RollbackCommand) {
+			t.Errorf("alert: %q (outcome %s)", a.Reason, a.Outcome)
+		}
+		compareDB(t, e.dump(t, tenant, db), damaged)
+		time.Sleep(300 * time.Millisecond) // a control would come within a few ticks
+		if got := ctl.commands(); len(got) != 0 {
+			t.Errorf("controls sent: %v", got)
+		}
+	})
+
+	t.Run("rollback fails", func(t *testing.T) {
+		const job = "fails"
+		tenant := e.tenant("wd_fails")
+		e.seed(t, tenant, db)
+		snap := e.snapshot(t, tenant, db, "before_fails")
+		// Damage in storage, near the archive's end: the start's check of
+		// the object passes; the restore finds it while staging.
+		e.nats.DamageStoredChunks(t, object(t, snap), func(size int) int { return size - 20 })
+		ctl := e.controls(t, job)
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+		e.waitRecord(t, job, 30*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
+		e.migrate(t, tenant, db, 0.10, "workload_00", "workload_01")
+		damaged := e.dump(t, tenant, db)
+		lossy(t, job)
+
+		rec := failed(t, job)
+		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "rollback "+rec.RollbackOpID+" failed") ||
+			!strings.Contains(rec.RollbackError, "archive failed verification") || !strings.HasPrefix(rec.RollbackCommand, "chromadb-rollback rollback "+snap+" ") {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		op, ok := e.op(t, rec.RollbackOpID)
+		if !ok || op.Status != contract.StatusFailed || op.FailureReason != "verification" {
+			t.Errorf("rollback operation: %s", mustJSON(t, op))
+		}
+		a := alerted(t, job)
+		if a.Outcome != contract.OutcomeAlert || a.OpID != rec.RollbackOpID || !strings.Contains(a.Reason, "did not complete") ||
+			!strings.Contains(a.Reason, "check the data, then roll back by hand: "+rec.RollbackCommand) || figure(a, "verified") != "false" {
+			t.Errorf("alert: %q (outcome %s, op %s, figures %v)", a.Reason, a.Outcome, a.OpID, a.Figures)
+		}
+		compareDB(t, e.dump(t, tenant, db), damaged)
+		// The restorer paused the job for the rollback; a failed rollback
+		// leaves it paused for the operator: no resume, no abort.
+		ctl.wait(t, contract.ControlPause, 10*time.Second)
+		time.Sleep(300 * time.Millisecond)
+		if got := ctl.commands(); !slices.Equal(got, []string{contract.ControlPause}) {
+			t.Errorf("controls sent: %v; want pause only", got)
+		}
+	})
+}
