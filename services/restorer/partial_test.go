@@ -113,6 +113,9 @@ func TestPartialAndBatchRollback(t *testing.T) {
 		wantColl := *before["corpus.v1"]
 		wantColl.Records = want
 		compareCollection(t, "after batch rollback/corpus.v1", after["corpus.v1"], &wantColl)
+		if after["corpus.v1"].ID != before["corpus.v1"].ID {
+			t.Errorf("corpus.v1 is %s after a batch-level rollback, %s before; upserts keep the collection", after["corpus.v1"].ID, before["corpus.v1"].ID)
+		}
 		for _, id := range b1[:5] {
 			if slices.Contains(after["corpus.v1"].Records.IDs, id) {
 				t.Errorf("record %q of an unnamed batch came back", id)

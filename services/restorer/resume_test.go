@@ -45,6 +45,7 @@ func TestRestorerKilledMidRestore(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			damage(t, e.cc, i+1)
 			damaged := e.dump(t, "acme", "prod")
+			ids := e.collectionIDs(t, "acme", "prod")
 			reached := make(chan restorer.HookPoint, 1)
 			var once atomic.Bool
 			stopA := e.startRestorer(t, restorer.Config{Instance: "a"}, func(ctx context.Context, p restorer.HookPoint) error {
@@ -91,6 +92,23 @@ func TestRestorerKilledMidRestore(t *testing.T) {
 			want["migration_added"] = damaged["migration_added"]
 			compareDB(t, "after the resumed rollback", e.dump(t, "acme", "prod"), want, nil)
 			e.assertReleased(t)
+			// A replaced collection, staged and swapped in or recreated in
+			// place, is a new collection with a new id (the README says so:
+			// clients that hold the old id must get it again by name).
+			after := e.collectionIDs(t, "acme", "prod")
+			replaced := 0
+			for _, it := range op.Plan.Items {
+				if it.Action != contract.PlanReplace {
+					continue
+				}
+				replaced++
+				if after[it.Target] == "" || after[it.Target] == ids[it.Target] {
+					t.Errorf("%q is %q after the rollback, %s before; want a new collection", it.Target, after[it.Target], ids[it.Target])
+				}
+			}
+			if replaced == 0 {
+				t.Errorf("the plan replaces no collection: %s", mustJSON(t, op.Plan))
+			}
 			// Instance b resumed: it wrote nothing instance a had finished.
 			mu.Lock()
 			for _, p := range seen {
