@@ -650,6 +650,9 @@ func shortID(opID string) string {
 func workName(target, sep, opID string) string {
 	suffix := sep + shortID(opID)
 	if len(target)+len(suffix) > 512 {
+		// Cut to fit Chroma's 512 characters, and told apart from other
+		// names cut to the same prefix by a hash of the whole name.
+		suffix = "_" + shortID(target) + suffix
 		target = strings.TrimRight(target[:512-len(suffix)], "._-")
 	}
 	return target + suffix
