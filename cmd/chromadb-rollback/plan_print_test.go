@@ -26,6 +26,14 @@ func TestPrintPlanEmpty(t *testing.T) {
 	if s := out.String(); strings.Contains(s, "No collections") || !strings.Contains(s, "COLLECTION") || !strings.Contains(s, "docs") {
 		t.Errorf("plan of one collection printed:\n%s", s)
 	}
+
+	// The report of such a rollback says the same.
+	op := &contract.Operation{OpID: "op_x", Status: contract.StatusCompleted, Restore: &contract.RestoreReport{Verified: true}}
+	out.Reset()
+	(&app{stdout: &out}).printOperation(op)
+	if s := out.String(); !strings.Contains(s, "No collections: the snapshot holds none") || strings.Contains(s, "COLLECTION") || !strings.Contains(s, "verified: true") {
+		t.Errorf("report of an empty rollback printed:\n%s", s)
+	}
 }
 
 // TestCounted: counts in messages agree with their nouns.

@@ -261,8 +261,13 @@ func (a *app) printOperation(op *contract.Operation) {
 	if r.SafetySnapshotID != "" {
 		fmt.Fprintf(a.stdout, "Safety snapshot: %s (roll back to it to undo this rollback)\n", r.SafetySnapshotID)
 	}
+	if len(r.Collections) == 0 {
+		fmt.Fprintln(a.stdout, "No collections: the snapshot holds none and the target database has none.")
+	}
 	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  COLLECTION\tTARGET\tACTION\tRECORDS\tVERIFIED\tEMBEDDINGS")
+	if len(r.Collections) > 0 {
+		fmt.Fprintln(tw, "  COLLECTION\tTARGET\tACTION\tRECORDS\tVERIFIED\tEMBEDDINGS")
+	}
 	for _, c := range r.Collections {
 		check := c.EmbeddingCheck
 		if c.MaxAbsDiff > 0 {
