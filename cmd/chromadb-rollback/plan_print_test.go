@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +116,40 @@ func TestRollbackOutcome(t *testing.T) {
 			}
 			if err == nil || code != tc.code || !strings.Contains(err.Error(), tc.says) {
 				t.Fatalf("outcome %v (exit %d); want exit %d saying %q", err, code, tc.code, tc.says)
+			}
+		})
+	}
+}
+
+// TestLossWarning: the prompt warns, as the seed tool did, of what a
+// rollback overwrites and whether anything keeps it.
+func TestLossWarning(t *testing.T) {
+	items := func(actions ...string) []contract.PlanItem {
+		var out []contract.PlanItem
+		for i, a := range actions {
+			out = append(out, contract.PlanItem{Target: fmt.Sprintf("c%d", i), Action: a})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		plan contract.RollbackPlan
+		want []string
+	}{
+		{"creates only", contract.RollbackPlan{Items: items(contract.PlanCreate, contract.PlanExtra), SafetySnapshot: true},
+			[]string{"CRITICAL: this will RESTORE t/d from snapshot snap_1 (pre)"}},
+		{"replaces and drops", contract.RollbackPlan{Items: items(contract.PlanReplace, contract.PlanReplace, contract.PlanDrop, contract.PlanUntouched), SafetySnapshot: true},
+			[]string{"CRITICAL: this will RESTORE t/d from snapshot snap_1 (pre)",
+				"2 collections replaced, 1 collection deleted: everything written to them since the snapshot will be LOST; the safety snapshot taken first keeps it"}},
+		{"batches, no safety snapshot", contract.RollbackPlan{Items: items(contract.PlanUpsert, contract.PlanUntouched)},
+			[]string{"CRITICAL: this will RESTORE t/d from snapshot snap_1 (pre)",
+				"the named batches of 1 collection overwritten: everything written to them since the snapshot will be LOST; nothing keeps it (--no-safety-snapshot)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.plan
+			p.SnapshotID, p.SnapshotName, p.Tenant, p.Database = "snap_1", "pre", "t", "d"
+			if got := lossWarning(&p); !slices.Equal(got, tc.want) {
+				t.Errorf("warning\n%q\nwant\n%q", got, tc.want)
 			}
 		})
 	}

@@ -70,6 +70,9 @@ type 'yes' (or pass --yes). --dry-run stops after the plan.`,
 				a.printPlan(&plan)
 			}
 			if !yes {
+				for _, w := range lossWarning(&plan) {
+					fmt.Fprintln(a.stderr, "WARNING:", w)
+				}
 				ok, err := a.confirm()
 				if err != nil {
 					return err
@@ -181,6 +184,46 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// lossWarning is what the prompt warns of, as the seed tool did: which
+// target the rollback restores, and what it overwrites or deletes, with
+// whether anything keeps that.
+func lossWarning(p *contract.RollbackPlan) []string {
+	var replaced, dropped, upserted int
+	for _, it := range p.Items {
+		switch it.Action {
+		case contract.PlanReplace:
+			replaced++
+		case contract.PlanDrop:
+			dropped++
+		case contract.PlanUpsert:
+			upserted++
+		}
+	}
+	name := p.SnapshotID
+	if p.SnapshotName != "" {
+		name += " (" + p.SnapshotName + ")"
+	}
+	out := []string{fmt.Sprintf("CRITICAL: this will RESTORE %s/%s from snapshot %s", p.Tenant, p.Database, name)}
+	var what []string
+	if replaced > 0 {
+		what = append(what, counted(replaced, "collection")+" replaced")
+	}
+	if upserted > 0 {
+		what = append(what, "the named batches of "+counted(upserted, "collection")+" overwritten")
+	}
+	if dropped > 0 {
+		what = append(what, counted(dropped, "collection")+" deleted")
+	}
+	if len(what) == 0 {
+		return out // it only creates collections
+	}
+	kept := "the safety snapshot taken first keeps it"
+	if !p.SafetySnapshot {
+		kept = "nothing keeps it (--no-safety-snapshot)"
+	}
+	return append(out, fmt.Sprintf("%s: everything written to them since the snapshot will be LOST; %s", strings.Join(what, ", "), kept))
 }
 
 // confirm asks as the seed tool did and accepts only "yes".

@@ -183,7 +183,9 @@ func TestCLIRollback(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("rollback: exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	if !strings.Contains(stderr, "Type 'yes' to confirm") || !strings.Contains(stdout, "completed") {
+	if !strings.Contains(stderr, "Type 'yes' to confirm") || !strings.Contains(stdout, "completed") ||
+		!strings.Contains(stderr, "WARNING: CRITICAL: this will RESTORE "+tTenant+"/"+tDB+" from snapshot") ||
+		!strings.Contains(stderr, "will be LOST; nothing keeps it (--no-safety-snapshot)") {
 		t.Errorf("rollback output:\n%s\n%s", stdout, stderr)
 	}
 	sameState(t, "after rollback", state(t, cc), before)
