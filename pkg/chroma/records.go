@@ -48,12 +48,20 @@ type GetRequest struct {
 // Get reads records of a collection. Columns not included are nil in the
 // returned batch; within an included column a nil entry is a null.
 func (c *Client) Get(ctx context.Context, tenant, db, collectionID string, q GetRequest) (*record.Batch, error) {
+	b, _, err := c.GetPage(ctx, tenant, db, collectionID, q)
+	return b, err
+}
+
+// GetPage is Get, and also returns the size in bytes of Chroma's answer:
+// what a reader sizes its next pages by, as the records' documents and
+// metadata can make a page of a given number of records any size.
+func (c *Client) GetPage(ctx context.Context, tenant, db, collectionID string, q GetRequest) (*record.Batch, int, error) {
 	op := "get records of " + collectionID
 	if err := checkNames(op, "tenant", tenant, "database", db, "collection id", collectionID); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if q.Limit < 0 || q.Offset < 0 {
-		return nil, fmt.Errorf("chroma: %s: negative limit or offset", op)
+		return nil, 0, fmt.Errorf("chroma: %s: negative limit or offset", op)
 	}
 	body := struct {
 		IDs     []string  `json:"ids,omitempty"`
@@ -68,29 +76,34 @@ func (c *Client) Get(ctx context.Context, tenant, db, collectionID string, q Get
 		body.Include = IncludeAll
 	}
 	if q.IDs != nil && len(q.IDs) == 0 {
-		return &record.Batch{IDs: []string{}}, nil
+		return &record.Batch{IDs: []string{}}, 0, nil
 	}
 	raw, err := json.Marshal(body)
 	if err != nil {
-		return nil, fmt.Errorf("chroma: %s: encode request: %w", op, err)
+		return nil, 0, fmt.Errorf("chroma: %s: encode request: %w", op, err)
 	}
 	var b *record.Batch
+	size := 0
 	err = c.do(ctx, op, http.MethodPost, collPath(tenant, db, collectionID)+"/get", raw, func(r io.Reader) error {
-		var err error
-		b, err = DecodeGetResponse(r)
+		data, err := readBody(r)
+		if err != nil {
+			return err
+		}
+		size = len(data)
+		b, err = decodeGetBody(data)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if b.Len() > 0 {
 		for _, inc := range body.Include {
 			if missing(b, inc) {
-				return nil, fmt.Errorf("chroma: %s: server returned no %s though asked", op, inc)
+				return nil, 0, fmt.Errorf("chroma: %s: server returned no %s though asked", op, inc)
 			}
 		}
 	}
-	return b, nil
+	return b, size, nil
 }
 
 func missing(b *record.Batch, inc Include) bool {
@@ -116,6 +129,10 @@ func DecodeGetResponse(r io.Reader) (*record.Batch, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeGetBody(data)
+}
+
+func decodeGetBody(data []byte) (*record.Batch, error) {
 	var resp getResponse
 	if err := decodeGetObject(data, &resp); err != nil {
 		return nil, err

@@ -2,8 +2,11 @@ package snapshotter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -50,15 +53,60 @@ func (s *Service) export(ctx context.Context, md *archive.Metadata, w io.Writer,
 	return man, exportStats{records: recs, rawBytes: raw}, nil
 }
 
-// pageSize picks records per page so that one page is about PageBytes as
-// Chroma sends it (embeddings as decimal text dominate).
-func (s *Service) pageSize(dim *int) int {
-	per := 1024 // document, metadata and id
+// minPageRecords is the fewest records a page asks for, however large
+// its records are.
+const minPageRecords = 8
+
+// probeRecords is how many records of a collection the probe reads, without
+// embeddings, to size its pages.
+const probeRecords = 16
+
+// recordBytes is what one record of a collection is taken to weigh in
+// Chroma's answer before a page of it was read: its embedding as decimal
+// text, and its id, document, metadata and URI, at least 1 KiB, or half as
+// much again as the probe's records weighed.
+func recordBytes(dim *int, probed int) int {
+	per := max(1024, probed*3/2)
 	if dim != nil {
 		per += *dim * 11
 	}
-	n := s.cfg.PageBytes / per
-	return min(max(n, 50), s.cfg.MaxPageRecords)
+	return per
+}
+
+// pageLimit is how many records a page asks for so that it is about
+// PageBytes as Chroma sends it, for records of perRecord bytes.
+func (s *Service) pageLimit(perRecord int) int {
+	return min(max(s.cfg.PageBytes/max(perRecord, 1), minPageRecords), s.cfg.MaxPageRecords)
+}
+
+// probe reads the first records of each collection that has any, without
+// their embeddings, and returns what one weighs in Chroma's answer (0 when
+// the collection has none). A page is then sized by the records' bytes,
+// not their number: 2,500 records of 40 KB documents are a 100 MB page.
+func (s *Service) probe(ctx context.Context, tenant, db string, colls []archive.CollectionInfo) ([]int, error) {
+	out := make([]int, len(colls))
+	errs := make([]error, len(colls))
+	sem := make(chan struct{}, countParallel)
+	var wg sync.WaitGroup
+	for i, c := range colls {
+		if c.ExpectedCount <= 0 {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			b, size, err := s.chroma.GetPage(ctx, tenant, db, c.ID, chroma.GetRequest{Limit: probeRecords,
+				Include: []chroma.Include{chroma.IncludeDocuments, chroma.IncludeMetadatas, chroma.IncludeURIs}})
+			if err != nil {
+				errs[i] = fmt.Errorf("read collection %q: %w", c.Name, err)
+			} else if b.Len() > 0 {
+				out[i] = size / b.Len()
+			}
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 // balancePages splits count records into the fewest pages of at most limit
@@ -77,38 +125,55 @@ type pageResult struct {
 	err   error
 }
 
+// page is one get of a collection's records, dispatched in order.
+type page struct {
+	coll, offset int
+	limit        int  // the records it stands for
+	last         bool // the collection's last planned page: it asks for one more
+	res          chan pageResult
+}
+
 // exportPages reads every collection page by page with FetchWorkers
 // requests in flight and hands pages to emit in collection and get order.
 // Pages are planned across all collections at once, so small collections
 // (one page each) are read in parallel too, and the order channel's
-// capacity bounds how many fetched pages wait in memory. Pages are planned
-// from the counts taken before. A collection's last planned page asks for
-// one record more than were counted: if that record comes back, records
-// were added meanwhile, and reading goes on until a short page, so they
-// are kept (and the counts flag the snapshot as not consistent). An
-// empty collection is one such page. No request is spent on finding that
-// nothing follows.
+// capacity bounds how many fetched pages wait in memory.
+//
+// Pages are sized by bytes (about PageBytes each as Chroma sends them):
+// from a probe of each collection's first records at first, then from the
+// largest records per byte any page of the collection came back with, and
+// planned from the counts taken before. A collection's last planned page
+// asks for one record more than were counted: if that record comes back,
+// records were added meanwhile, and reading goes on until a short page,
+// so they are kept (and the counts flag the snapshot as not consistent).
+// An empty collection is one such page. No request is spent on finding
+// that nothing follows.
 func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []archive.CollectionInfo, emit func(int, *record.Batch) error) error {
-	limits := make([]int, len(colls))
-	planned := make([]int, len(colls))
-	for i, c := range colls {
-		limits[i], planned[i] = balancePages(c.ExpectedCount, s.pageSize(c.Dimension))
-		planned[i] = max(planned[i], 1)
+	probed, err := s.probe(ctx, tenant, db, colls)
+	if err != nil {
+		return err
 	}
+	// perRecord[i] is what a record of collection i is taken to weigh.
+	perRecord := make([]atomic.Int64, len(colls))
+	for i, c := range colls {
+		perRecord[i].Store(int64(recordBytes(c.Dimension, probed[i])))
+	}
+	limit := func(i int) int { return s.pageLimit(int(perRecord[i].Load())) }
 	get := func(i, offset, limit int) (*record.Batch, error) {
 		c := colls[i]
-		b, err := s.chroma.Get(ctx, tenant, db, c.ID, chroma.GetRequest{Limit: limit, Offset: offset, Include: chroma.IncludeAll})
+		b, size, err := s.chroma.GetPage(ctx, tenant, db, c.ID, chroma.GetRequest{Limit: limit, Offset: offset, Include: chroma.IncludeAll})
 		if err != nil {
 			return nil, fmt.Errorf("read collection %q at offset %d: %w", c.Name, offset, err)
 		}
-		return b, nil
-	}
-	// pageLimit is how many records page p of collection i asks for.
-	pageLimit := func(i, p int) int {
-		if p == planned[i]-1 {
-			return limits[i] + 1
+		if n := b.Len(); n > 0 {
+			for per := int64(size / n); ; {
+				cur := perRecord[i].Load()
+				if per <= cur || perRecord[i].CompareAndSwap(cur, per) {
+					break
+				}
+			}
 		}
-		return limits[i]
+		return b, nil
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -117,75 +182,81 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 	// every worker's, plus the next one, so a worker that finishes starts
 	// the following page at once while the writer is still busy with an
 	// earlier one. At most FetchWorkers+1 fetched pages wait in memory.
-	order := make(chan chan pageResult, s.cfg.FetchWorkers+1)
+	order := make(chan *page, s.cfg.FetchWorkers+1)
 	sem := make(chan struct{}, s.cfg.FetchWorkers)
 	go func() {
 		defer close(order)
-		for i := range colls {
-			for p := range planned[i] {
-				ch := make(chan pageResult, 1)
-				select {
-				case order <- ch:
-				case <-ctx.Done():
-					return
-				}
+		for i, c := range colls {
+			count := int(max(c.ExpectedCount, 0))
+			for offset := 0; ; {
+				// A worker is free first: a page is sized by what every
+				// page that came back so far weighed.
 				select {
 				case sem <- struct{}{}:
 				case <-ctx.Done():
 					return
 				}
-				go func(offset, limit int) {
+				// The rest of the collection in pages of about the same
+				// size, so the workers finish together (2,458 records in
+				// pages of 1,598 would be 1,598 + 860).
+				size, pages := balancePages(int64(count-offset), limit(i))
+				p := &page{coll: i, offset: offset, limit: size, last: pages <= 1, res: make(chan pageResult, 1)}
+				select {
+				case order <- p:
+				case <-ctx.Done():
+					<-sem
+					return
+				}
+				ask := p.limit
+				if p.last {
+					ask++
+				}
+				go func() {
 					defer func() { <-sem }()
-					b, err := get(i, offset, limit)
-					ch <- pageResult{b, err}
-				}(p*limits[i], pageLimit(i, p))
+					b, err := get(p.coll, p.offset, ask)
+					p.res <- pageResult{b, err}
+				}()
+				if p.last {
+					break
+				}
+				offset += size
 			}
 		}
 	}()
-	for i := range colls {
-		more := false
-		for p := range planned[i] {
-			var r pageResult
-			select {
-			case ch, ok := <-order:
-				if !ok {
-					return ctx.Err()
-				}
-				select {
-				case r = <-ch:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			if r.err != nil {
-				return r.err
-			}
-			b := r.batch
-			if p == planned[i]-1 && b.Len() > limits[i] {
-				// The record past the counted ones: it opens the next page.
-				b, more = b.Slice(0, limits[i]), true
-			}
-			if b.Len() > 0 {
-				if err := emit(i, b); err != nil {
-					return err
-				}
+	for p := range order {
+		var r pageResult
+		select {
+		case r = <-p.res:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if r.err != nil {
+			return r.err
+		}
+		b, more := r.batch, false
+		if p.last && b.Len() > p.limit {
+			// The record past the counted ones: it opens the next page.
+			b, more = b.Slice(0, p.limit), true
+		}
+		if b.Len() > 0 {
+			if err := emit(p.coll, b); err != nil {
+				return err
 			}
 		}
-		for offset := planned[i] * limits[i]; more; {
-			b, err := get(i, offset, limits[i])
+		for offset := p.offset + p.limit; more; {
+			n := limit(p.coll)
+			b, err := get(p.coll, offset, n)
 			if err != nil {
 				return err
 			}
 			if b.Len() > 0 {
-				if err := emit(i, b); err != nil {
+				if err := emit(p.coll, b); err != nil {
 					return err
 				}
 			}
-			more = b.Len() == limits[i]
+			more = b.Len() == n
 			offset += b.Len()
 		}
 	}
-	return nil
+	return ctx.Err()
 }
