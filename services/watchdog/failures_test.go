@@ -85,19 +85,29 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		compareDB(t, e.dump(t, tenant, db), before)
 	})
 
-	t.Run("restorer refuses the archive", func(t *testing.T) {
-		const job = "refused"
-		tenant := e.tenant("wd_refused")
+	// lossyRun runs job on a new database whose pre-migration snapshot
+	// spoil damages, loses 10% of its records and reports it: the trigger
+	// fires. It returns the snapshot, the database as the migration left
+	// it, and the job's control messages.
+	lossyRun := func(t *testing.T, job string, spoil func(object string)) (string, func() dbState, dbState, *controlLog) {
+		tenant := e.tenant("wd_" + job)
 		e.seed(t, tenant, db)
-		snap := e.snapshot(t, tenant, db, "before_refused")
-		e.nats.ReplaceStoredArchive(t, object(t, snap)) // its digest is no longer the manifest's
+		snap := e.snapshot(t, tenant, db, "before_"+job)
+		spoil(object(t, snap))
 		ctl := e.controls(t, job)
 		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
 		e.waitRecord(t, job, 30*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
 		e.migrate(t, tenant, db, 0.10, "workload_00", "workload_01")
 		damaged := e.dump(t, tenant, db)
 		lossy(t, job)
+		return snap, func() dbState { return e.dump(t, tenant, db) }, damaged, ctl
+	}
 
+	t.Run("restorer refuses the archive", func(t *testing.T) {
+		const job = "refused"
+		snap, now, damaged, ctl := lossyRun(t, job, func(obj string) {
+			e.nats.ReplaceStoredArchive(t, obj) // its digest is no longer the manifest's
+		})
 		rec := failed(t, job)
 		cmd := "chromadb-rollback rollback " + snap + " "
 		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "the restorer refused the rollback") ||
@@ -108,7 +118,7 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		if a.Outcome != contract.OutcomeAlert || !strings.Contains(a.Reason, "its rollback cannot run") || !strings.Contains(a.Reason, "to roll back by hand: "+rec.RollbackCommand) {
 			t.Errorf("alert: %q (outcome %s)", a.Reason, a.Outcome)
 		}
-		compareDB(t, e.dump(t, tenant, db), damaged)
+		compareDB(t, now(), damaged)
 		time.Sleep(300 * time.Millisecond) // a control would come within a few ticks
 		if got := ctl.commands(); len(got) != 0 {
 			t.Errorf("controls sent: %v", got)
@@ -117,19 +127,11 @@ func TestAutomaticRollbackFails(t *testing.T) {
 
 	t.Run("rollback fails", func(t *testing.T) {
 		const job = "fails"
-		tenant := e.tenant("wd_fails")
-		e.seed(t, tenant, db)
-		snap := e.snapshot(t, tenant, db, "before_fails")
-		// Damage in storage, near the archive's end: the start's check of
-		// the object passes; the restore finds it while staging.
-		e.nats.DamageStoredChunks(t, object(t, snap), func(size int) int { return size - 20 })
-		ctl := e.controls(t, job)
-		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
-		e.waitRecord(t, job, 30*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
-		e.migrate(t, tenant, db, 0.10, "workload_00", "workload_01")
-		damaged := e.dump(t, tenant, db)
-		lossy(t, job)
-
+		snap, now, damaged, ctl := lossyRun(t, job, func(obj string) {
+			// Damage in storage, near the archive's end: the start's check
+			// of the object passes; the restore finds it while staging.
+			e.nats.DamageStoredChunks(t, obj, func(size int) int { return size - 20 })
+		})
 		rec := failed(t, job)
 		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "rollback "+rec.RollbackOpID+" failed") ||
 			!strings.Contains(rec.RollbackError, "archive failed verification") || !strings.HasPrefix(rec.RollbackCommand, "chromadb-rollback rollback "+snap+" ") {
@@ -144,7 +146,7 @@ func TestAutomaticRollbackFails(t *testing.T) {
 			!strings.Contains(a.Reason, "check the data, then roll back by hand: "+rec.RollbackCommand) || figure(a, "verified") != "false" {
 			t.Errorf("alert: %q (outcome %s, op %s, figures %v)", a.Reason, a.Outcome, a.OpID, a.Figures)
 		}
-		compareDB(t, e.dump(t, tenant, db), damaged)
+		compareDB(t, now(), damaged)
 		// The restorer paused the job for the rollback; a failed rollback
 		// leaves it paused for the operator: no resume, no abort.
 		ctl.wait(t, contract.ControlPause, 10*time.Second)
