@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
@@ -517,5 +518,52 @@ func TestCollectionsListModifyDelete(t *testing.T) {
 	}
 	if _, err := c.GetCollection(ctx, tenant, db, newName); err == nil {
 		t.Error("collection still there after delete")
+	}
+}
+
+// TestGetPageSize: GetPage gives the records Get gives and the size of
+// Chroma's answer, by which the snapshotter sizes its pages.
+func TestGetPageSize(t *testing.T) {
+	target, _ := url.Parse(server.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var answered atomic.Int64
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.URL.Path, "/get") {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		answered.Store(int64(len(body)))
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		return nil
+	}
+	s := httptest.NewServer(proxy)
+	defer s.Close()
+	c, err := chroma.New(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant, db := newDB(t, c)
+	col, err := c.CreateCollection(t.Context(), tenant, db, chroma.CreateCollection{Name: "sized"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := edgeBatch(30, 16)
+	if err := c.Add(t.Context(), tenant, db, col.ID, want); err != nil {
+		t.Fatal(err)
+	}
+	for _, include := range [][]chroma.Include{chroma.IncludeAll, {chroma.IncludeDocuments}} {
+		b, size, err := c.GetPage(t.Context(), tenant, db, col.ID, chroma.GetRequest{Limit: 100, Include: include})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if size <= 0 || int64(size) != answered.Load() {
+			t.Errorf("include %v: size %d, Chroma answered %d bytes", include, size, answered.Load())
+		}
+		if b.Len() != want.Len() {
+			t.Errorf("include %v: %d records, want %d", include, b.Len(), want.Len())
+		}
 	}
 }
