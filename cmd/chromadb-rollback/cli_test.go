@@ -258,3 +258,38 @@ func TestCLIWarnsOfMovingSnapshot(t *testing.T) {
 		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, want)
 	}
 }
+
+// TestHealthCheckWhenChromaIsDown: with Chroma down, health-check says
+// so, with why (the connection refused), answers within the checks'
+// deadline, and does not fail the JetStream and store checks with it.
+func TestHealthCheckWhenChromaIsDown(t *testing.T) {
+	ch := testenv.StartChroma(t)
+	n := testenv.StartNATS(t)
+	c := startSnapshotter(t, n, snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, ch.Client(t))
+	ch.Stop()
+	start := time.Now()
+	code, stdout, stderr := c.run("health-check", "--json")
+	took := time.Since(start)
+	var h contract.Health
+	if err := json.Unmarshal([]byte(stdout), &h); err != nil {
+		t.Fatalf("health-check output %q (%s): %v", stdout, stderr, err)
+	}
+	if code != exitFailed || h.OK {
+		t.Errorf("exit %d, ok %v; want a failed check", code, h.OK)
+	}
+	got := map[string]contract.HealthCheck{}
+	for _, ch := range h.Checks {
+		got[ch.Name] = ch
+	}
+	if chk := got["chroma"]; chk.OK || !strings.Contains(chk.Detail, "connection refused") {
+		t.Errorf("chroma check %+v; want it failed, saying the connection was refused", chk)
+	}
+	for _, name := range []string{"nats", "jetstream", "store_writable", "disk_free"} {
+		if chk, ok := got[name]; !ok || !chk.OK {
+			t.Errorf("%s check %+v; want it to pass while Chroma is down", name, chk)
+		}
+	}
+	if took > 12*time.Second {
+		t.Errorf("health-check took %v with Chroma down", took)
+	}
+}

@@ -2,6 +2,7 @@ package chroma_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -273,6 +274,24 @@ func TestContextCancelStopsRetries(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("returned after %v, want soon after the context ended", took)
+	}
+}
+
+// TestDeadlineSaysWhatFailed: when the caller's deadline ends the retries,
+// the error is still the deadline's, and says what kept failing.
+func TestDeadlineSaysWhatFailed(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	c, _ := chroma.New("http://" + addr) // retries for longer than the deadline
+	ctx, cancel := contextWithTimeout(t, 500*time.Millisecond)
+	defer cancel()
+	err = c.Heartbeat(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "attempts") {
+		t.Errorf("err = %v; want the deadline, after attempts refused", err)
 	}
 }
 

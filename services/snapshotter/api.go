@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -359,6 +360,10 @@ func (s *Service) handleVerify(ctx context.Context, r micro.Request) {
 	bus.RespondJSON(r, rep)
 }
 
+// healthCheckTimeout bounds each check of a health request; the CLI waits
+// 15 s for the answer.
+const healthCheckTimeout = 5 * time.Second
+
 func (s *Service) handleHealth(ctx context.Context, r micro.Request) {
 	h := contract.Health{Envelope: contract.NewEnvelope(contract.TypeHealth), OK: true}
 	add := func(name string, err error, detail string) {
@@ -369,22 +374,49 @@ func (s *Service) handleHealth(ctx context.Context, r micro.Request) {
 		}
 		h.Checks = append(h.Checks, c)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	v, err := s.chroma.Version(cctx)
-	add("chroma", err, fmt.Sprintf("%s reachable, version %s", s.cfg.ChromaURL, v))
-	info, err := s.assets.JS.AccountInfo(cctx)
-	detail := ""
-	if err == nil {
-		detail = fmt.Sprintf("JetStream ready: %d streams, %d bytes stored", info.Streams, info.Store)
+	// Each check has its own deadline, and they run at once: Chroma being
+	// down (its client retries until the deadline) must neither fail the
+	// other checks nor outlast the caller's wait for the answer.
+	type result struct {
+		err    error
+		detail string
 	}
-	add("jetstream", err, detail)
-	key := "health." + s.cfg.Instance
-	_, err = s.assets.State.Put(cctx, key, []byte(time.Now().UTC().Format(time.RFC3339)))
-	if err == nil {
-		err = s.assets.State.Purge(cctx, key)
+	checks := []func(context.Context) result{
+		func(ctx context.Context) result {
+			v, err := s.chroma.Version(ctx)
+			return result{err, fmt.Sprintf("%s reachable, version %s", s.cfg.ChromaURL, v)}
+		},
+		func(ctx context.Context) result {
+			info, err := s.assets.JS.AccountInfo(ctx)
+			if err != nil {
+				return result{err: err}
+			}
+			return result{detail: fmt.Sprintf("JetStream ready: %d streams, %d bytes stored", info.Streams, info.Store)}
+		},
+		func(ctx context.Context) result {
+			key := "health." + s.cfg.Instance
+			_, err := s.assets.State.Put(ctx, key, []byte(time.Now().UTC().Format(time.RFC3339)))
+			if err == nil {
+				err = s.assets.State.Purge(ctx, key)
+			}
+			return result{err, "state bucket accepts writes"}
+		},
 	}
-	add("store_writable", err, "state bucket accepts writes")
+	results := make([]result, len(checks))
+	var wg sync.WaitGroup
+	for i, check := range checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, healthCheckTimeout)
+			defer cancel()
+			results[i] = check(cctx)
+		}()
+	}
+	wg.Wait()
+	for i, name := range []string{"chroma", "jetstream", "store_writable"} {
+		add(name, results[i].err, results[i].detail)
+	}
 	if s.cfg.DataDir != "" {
 		free, err := disk.Free(s.cfg.DataDir)
 		add("disk_free", err, fmt.Sprintf("%d MiB free under %s", free>>20, s.cfg.DataDir))
