@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
@@ -295,7 +296,8 @@ func writeAuditRow(w io.Writer, e *contract.AuditTrailEntry) {
 		at = e.Stored
 	}
 	var detail []string
-	for _, kv := range [][2]string{{"snapshot", ev.SnapshotID}, {"op", ev.OpID}, {"job", jobOf(&ev)}, {"error", ev.Error}, {"reason", ev.Reason}} {
+	for _, kv := range [][2]string{{"snapshot", ev.SnapshotID}, {"op", ev.OpID}, {"job", figure(&ev, "job")},
+		{"collection", figure(&ev, "collection")}, {"error", ev.Error}, {"reason", ev.Reason}} {
 		if kv[1] != "" {
 			detail = append(detail, kv[0]+"="+clipText(kv[1]))
 		}
@@ -303,19 +305,24 @@ func writeAuditRow(w io.Writer, e *contract.AuditTrailEntry) {
 	fmt.Fprintf(w, auditRow, at.UTC().Format(time.RFC3339), strconv.FormatUint(e.Seq, 10), dash(ev.Service), dash(ev.Action), dash(ev.Outcome), dash(ev.Actor), strings.Join(detail, " "))
 }
 
-func jobOf(ev *contract.AuditEvent) string {
-	if j, ok := ev.Figures["job"].(string); ok {
-		return j
+// figure is the event's figure key when it is a string: the job, or the
+// collection a rollback step is about ("collection restored" twice says
+// nothing without it).
+func figure(ev *contract.AuditEvent, key string) string {
+	if v, ok := ev.Figures[key].(string); ok {
+		return v
 	}
 	return ""
 }
 
+// clipText puts s on one line of at most 120 characters, cut between
+// characters, never inside one.
 func clipText(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > 120 {
-		return s[:117] + "..."
+	if utf8.RuneCountInString(s) <= 120 {
+		return s
 	}
-	return s
+	return string([]rune(s)[:117]) + "..."
 }
 
 func (a *app) auditCmd() *cobra.Command {

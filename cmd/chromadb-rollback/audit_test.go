@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -291,5 +292,33 @@ func TestCLIAuditVerify(t *testing.T) {
 	}
 	if code, _, stderr = c.run("audit", "verify", "extra"); code != exitUsage {
 		t.Errorf("audit verify with an argument: exit %d, %s", code, stderr)
+	}
+}
+
+// TestAuditRow checks the text row of one entry: a rollback step names its
+// collection, and a long reason is cut between characters.
+func TestAuditRow(t *testing.T) {
+	long := strings.Repeat("é", 130)
+	ev, err := json.Marshal(contract.AuditEvent{
+		Service: "restorer", Action: "rollback.step", Outcome: "completed", Actor: "watchdog",
+		SnapshotID: "snap_1", OpID: "op_1", Reason: "collection restored " + long,
+		Figures: map[string]any{"collection": "corpus.v1", "records": 500, "job": "nightly"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	writeAuditRow(&buf, &contract.AuditTrailEntry{Seq: 7, Stored: time.Now(), Event: ev})
+	row := buf.String()
+	for _, want := range []string{"snapshot=snap_1 op=op_1 job=nightly collection=corpus.v1 reason=collection restored é", "...\n"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("row lacks %q: %s", want, row)
+		}
+	}
+	if !utf8.ValidString(row) {
+		t.Errorf("row is not valid UTF-8 (a character was cut): %q", row)
+	}
+	if n := utf8.RuneCountInString(row[strings.Index(row, "reason=")+len("reason="):]); n != 121 {
+		t.Errorf("reason printed as %d characters with the newline, want 117 and \"...\" and the newline", n)
 	}
 }

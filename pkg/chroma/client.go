@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v4"
 )
@@ -360,7 +361,11 @@ func readAPIError(op string, resp *http.Response) error {
 	} else {
 		msg := strings.TrimSpace(string(raw))
 		if len(msg) > 200 {
-			msg = msg[:200] + "..."
+			n := 200
+			for n > 0 && !utf8.RuneStart(msg[n]) { // cut between characters
+				n--
+			}
+			msg = msg[:n] + "..."
 		}
 		if msg == "" {
 			msg = http.StatusText(resp.StatusCode)

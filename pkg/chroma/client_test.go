@@ -349,3 +349,23 @@ func TestErrorMessage(t *testing.T) {
 	}
 	var _ = json.Valid
 }
+
+// TestLongPlainErrorBody: a proxy in front of Chroma answering with a long
+// page of text gets its first 200 bytes in the error, cut between
+// characters.
+func TestLongPlainErrorBody(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, "x"+strings.Repeat("é", 300))
+	}))
+	defer s.Close()
+	c, _ := chroma.New(s.URL)
+	err := c.Heartbeat(t.Context())
+	var ae *chroma.APIError
+	if !errors.As(err, &ae) || ae.StatusCode != 403 {
+		t.Fatalf("err = %v, want a 403", err)
+	}
+	if want := "x" + strings.Repeat("é", 99) + "..."; ae.Message != want {
+		t.Errorf("message = %q, want %q", ae.Message, want)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 )
@@ -78,7 +79,11 @@ func clip(event json.RawMessage, raw []byte) string {
 		s = fmt.Sprintf("raw %q", raw)
 	}
 	if len(s) > 160 {
-		s = s[:160] + "..."
+		n := 160
+		for n > 0 && !utf8.RuneStart(s[n]) { // cut between characters
+			n--
+		}
+		s = s[:n] + "..."
 	}
 	return s
 }
