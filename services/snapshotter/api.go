@@ -318,7 +318,7 @@ func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
 		}
 		if len(why) > 0 {
 			s.reject(ctx, r, "snapshot.delete", &apiError{code: contract.CodeConflict, field: "snapshot",
-				msg: fmt.Sprintf("not deleting snapshot %s (%s): %s; pass force to delete it anyway", m.SnapshotID, m.Name, strings.Join(why, "; "))}, ev)
+				msg: fmt.Sprintf("not deleting snapshot %s (%s): %s; to delete it anyway, set \"force\": true (the CLI: snapshot delete --force)", m.SnapshotID, m.Name, strings.Join(why, "; "))}, ev)
 			return
 		}
 	}

@@ -49,8 +49,8 @@ func TestDeleteRefusesPinnedAndInUse(t *testing.T) {
 		code, body := del(tc.m.SnapshotID, false)
 		var eb contract.ErrorBody
 		_ = json.Unmarshal(body, &eb)
-		if code != contract.CodeConflict || !strings.Contains(eb.Error, tc.want) || !strings.Contains(eb.Error, "force") {
-			t.Errorf("delete %s: %d %q, want 409 naming %q and force", tc.m.Name, code, eb.Error, tc.want)
+		if code != contract.CodeConflict || !strings.Contains(eb.Error, tc.want) || !strings.Contains(eb.Error, `"force": true`) || !strings.Contains(eb.Error, "--force") {
+			t.Errorf("delete %s: %d %q, want 409 naming %q, \"force\": true and --force", tc.m.Name, code, eb.Error, tc.want)
 		}
 		if _, ok := e.manifest(t, tc.m.SnapshotID); !ok {
 			t.Errorf("refused delete of %s removed its manifest", tc.m.Name)
