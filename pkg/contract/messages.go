@@ -203,11 +203,14 @@ type Operation struct {
 	Attempt       int       `json:"attempt"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	Warnings      []string  `json:"warnings,omitempty"`
+	// Tenant and Database are what the operation reads (a snapshot) or
+	// writes (a rollback); Actor who asked; Name a snapshot's name.
+	Tenant   string `json:"tenant,omitempty"`
+	Database string `json:"database,omitempty"`
+	Actor    string `json:"actor,omitempty"`
+	Name     string `json:"name,omitempty"`
 	// Fields below are set by rollbacks.
 	Phase    string         `json:"phase,omitempty"`
-	Tenant   string         `json:"tenant,omitempty"`
-	Database string         `json:"database,omitempty"`
-	Actor    string         `json:"actor,omitempty"`
 	Plan     *RollbackPlan  `json:"plan,omitempty"`
 	Restore  *RestoreReport `json:"restore,omitempty"`
 }

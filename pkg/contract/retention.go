@@ -135,7 +135,7 @@ type CleanupReport struct {
 // or unpins it (chroma.api.snapshot.keep). Keep is required.
 type SnapshotKeepRequest struct {
 	Envelope
-	// Snapshot is a snapshot id or name (the newest of that name).
+	// Snapshot is a snapshot id or name (SnapshotByName).
 	Snapshot string `json:"snapshot"`
 	Keep     *bool  `json:"keep"`
 	Actor    string `json:"actor,omitempty"`

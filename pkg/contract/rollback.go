@@ -28,7 +28,8 @@ const (
 // a full rollback of the snapshot's database.
 type RollbackRequest struct {
 	Envelope
-	// SnapshotID is a snapshot id or name (the newest snapshot of that name).
+	// SnapshotID is a snapshot id or name (SnapshotByName: the one of that
+	// name taken last; a name used in two databases is refused).
 	SnapshotID string `json:"snapshot_id"`
 	// Collections, when set, makes a partial rollback: only these
 	// collections (names as in the snapshot) are touched.
@@ -267,6 +268,13 @@ type MigrationRecord struct {
 	SnapshotRequestedAt time.Time `json:"snapshot_requested_at,omitzero"`
 	SnapshotRequestedBy string    `json:"snapshot_requested_by,omitempty"`
 	SnapshotError       string    `json:"snapshot_error,omitempty"`
+	// PinnedSnapshotID is the snapshot the run's rollback restores: what
+	// SnapshotID stood for when the watchdog first found it (at the
+	// started event, a later event, or the trigger): SnapshotID itself
+	// when it is an id, else the snapshot of that name of the run's
+	// tenant/database taken last (SnapshotByName). A snapshot made or
+	// imported later under the same name does not change it.
+	PinnedSnapshotID string `json:"pinned_snapshot_id,omitempty"`
 	// LastHeartbeat, Phase and DoneRecords are from the latest heartbeat.
 	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
 	Phase         string    `json:"phase,omitempty"`

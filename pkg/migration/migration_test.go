@@ -318,11 +318,45 @@ func TestWaitForSnapshot(t *testing.T) {
 		if _, err := j.WaitForSnapshot(ctx); !errors.Is(err, migration.ErrNotStarted) {
 			t.Errorf("before Start: err = %v, want ErrNotStarted", err)
 		}
-		if _, err := j.Start(ctx, migration.StartOptions{Tenant: "acme", Database: "prod", SnapshotID: "pre"}); err != nil {
+		r, err := j.Start(ctx, migration.StartOptions{Tenant: "acme", Database: "prod", SnapshotID: "pre"})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if id, err := j.WaitForSnapshot(ctx); err != nil || id != "pre" {
-			t.Errorf("WaitForSnapshot = %q, %v; want pre", id, err)
+		// The watchdog's updates: the run's record, then the snapshot the
+		// name stands for, pinned.
+		rec := contract.MigrationRecord{Job: "own-snap", Tenant: "acme", Database: "prod",
+			Status: contract.MigrationRunning, Run: r.Sequence, StartedAt: r.Event.Time, SnapshotID: "pre"}
+		pinned := rec
+		pinned.PinnedSnapshotID = "snap_pre"
+		put := make(chan error, 1)
+		go func() {
+			time.Sleep(100 * time.Millisecond)
+			err := putRecordErr(ctx, n, rec)
+			time.Sleep(100 * time.Millisecond)
+			put <- errors.Join(err, putRecordErr(ctx, n, pinned))
+		}()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if id, err := j.WaitForSnapshot(wctx); err != nil || id != "snap_pre" {
+			t.Errorf("WaitForSnapshot = %q, %v; want snap_pre", id, err)
+		}
+		if err := <-put; err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("named by the job, of another database", func(t *testing.T) {
+		j := newJob(t, n, "wrong-db")
+		r, err := j.Start(ctx, migration.StartOptions{Tenant: "acme", Database: "prod", SnapshotID: "snap_staging"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		putRecord(t, n, contract.MigrationRecord{Job: "wrong-db", Tenant: "acme", Database: "prod", Status: contract.MigrationRunning,
+			Run: r.Sequence, SnapshotID: "snap_staging", SnapshotError: "snapshot snap_staging is of acme/staging"})
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := j.WaitForSnapshot(wctx); !errors.Is(err, migration.ErrSnapshotFailed) || !strings.Contains(err.Error(), "acme/staging") {
+			t.Errorf("err = %v, want ErrSnapshotFailed naming the cause", err)
 		}
 	})
 

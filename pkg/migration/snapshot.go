@@ -15,19 +15,19 @@ import (
 // the job and the watchdog differ).
 const runSkew = time.Minute
 
-// WaitForSnapshot returns the pre-migration snapshot id. When Start named
-// one, that is returned at once. With TakeSnapshot it watches the job's
-// migration record (key migration.<job> in CHROMA_STATE) until the watchdog
-// has taken and verified the snapshot, and returns ErrSnapshotFailed when
-// the watchdog reports it could not. Records of earlier runs of the same
-// job name are ignored. Bound the wait with ctx.
+// WaitForSnapshot returns the id of the pre-migration snapshot a rollback
+// of the run restores. It watches the job's migration record (key
+// migration.<job> in CHROMA_STATE) until the watchdog has found the
+// snapshot Start named (by id, or the one of that name of the run's
+// database, once it is made) or, with TakeSnapshot, has taken and
+// verified one; it returns ErrSnapshotFailed when the watchdog reports
+// it could not, or that the named one cannot be used (it is of another
+// database). Records of earlier runs of the same job name are ignored.
+// Bound the wait with ctx.
 func (j *Job) WaitForSnapshot(ctx context.Context) (string, error) {
 	r, ok := j.Started()
 	if !ok {
 		return "", fmt.Errorf("wait for snapshot: %w", ErrNotStarted)
-	}
-	if r.Event.SnapshotID != "" {
-		return r.Event.SnapshotID, nil
 	}
 	kv, err := j.js.KeyValue(ctx, contract.BucketState)
 	if err != nil {
@@ -63,7 +63,9 @@ func (j *Job) WaitForSnapshot(ctx context.Context) (string, error) {
 			continue
 		}
 		switch {
-		case rec.SnapshotID != "":
+		case rec.PinnedSnapshotID != "":
+			return rec.PinnedSnapshotID, nil
+		case r.Event.TakeSnapshot && rec.SnapshotID != "":
 			return rec.SnapshotID, nil
 		case rec.SnapshotError != "":
 			return "", fmt.Errorf("%w: %s", ErrSnapshotFailed, rec.SnapshotError)

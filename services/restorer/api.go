@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -298,7 +297,8 @@ func (s *Service) cancelRequest(ctx context.Context, opID string) (*contract.Ope
 	return &c, nil
 }
 
-// lookup finds a manifest by snapshot id, or by name (the newest of that name).
+// lookup finds a manifest by snapshot id, or by name (contract.SnapshotByName:
+// the one of that name taken last; a name used in two databases is refused).
 func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotManifest, *apiError) {
 	if ref == "" {
 		return nil, badRequest("snapshot_id", "snapshot_id is required: give a snapshot id or name")
@@ -329,16 +329,14 @@ func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotMan
 			found = append(found, m)
 		}
 	}
-	if len(found) == 0 {
+	m, err := contract.SnapshotByName(found, ref, "", "")
+	if err != nil {
+		return nil, badRequest("snapshot_id", "%v", err)
+	}
+	if m == nil {
 		return nil, &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("no snapshot with id or name %q (see `snapshot list`)", ref), field: "snapshot_id"}
 	}
-	sort.Slice(found, func(i, j int) bool {
-		if !found[i].StartedAt.Equal(found[j].StartedAt) {
-			return found[i].StartedAt.After(found[j].StartedAt)
-		}
-		return found[i].SnapshotID > found[j].SnapshotID
-	})
-	return &found[0], nil
+	return m, nil
 }
 
 // chromaError turns an error from Chroma into an API error.

@@ -91,7 +91,7 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 		Reason:      req.Reason,
 		Keep:        req.Keep,
 	}
-	if err := s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusQueued}); err != nil {
+	if err := s.putOperation(ctx, snapshotOp(&cmd, contract.StatusQueued, 0)); err != nil {
 		s.reject(ctx, r, "snapshot.create", &apiError{code: contract.CodeUnavailable, msg: err.Error()}, ev)
 		return
 	}
@@ -160,7 +160,8 @@ func (s *Service) putOperation(ctx context.Context, op contract.Operation) error
 	return nil
 }
 
-// lookup finds a manifest by snapshot id, or by name (the newest of that name).
+// lookup finds a manifest by snapshot id, or by name (contract.SnapshotByName:
+// the one of that name taken last; a name used in two databases is refused).
 func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotManifest, *apiError) {
 	if ref == "" {
 		return nil, badRequest("snapshot", "snapshot is required: give a snapshot id or name")
@@ -180,10 +181,12 @@ func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotMan
 	if err != nil {
 		return nil, &apiError{code: contract.CodeUnavailable, msg: err.Error()}
 	}
-	for i := range all {
-		if all[i].Name == ref {
-			return &all[i], nil
-		}
+	m, err := contract.SnapshotByName(all, ref, "", "")
+	if err != nil {
+		return nil, badRequest("snapshot", "%v", err)
+	}
+	if m != nil {
+		return m, nil
 	}
 	if why := s.noManifestYet(ctx, ref); why != "" {
 		return nil, &apiError{code: contract.CodeNotFound, msg: why, field: "snapshot"}

@@ -62,7 +62,7 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		}
 	}()
 
-	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusRunning, Attempt: attempt})
+	_ = s.putOperation(ctx, snapshotOp(&cmd, contract.StatusRunning, attempt))
 	ev.Outcome = contract.OutcomeStarted
 	ev.Figures = map[string]any{"attempt": attempt, "collections": cmd.Collections}
 	_ = s.audit.Emit(ctx, ev)
@@ -138,7 +138,7 @@ func (s *Service) completed(ctx context.Context, cmd *contract.SnapshotCommand, 
 	}
 	_ = s.audit.Emit(ctx, ev)
 	holdAt(ctx, "audited")
-	if err := s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusCompleted, Attempt: attempt, Warnings: warnings}); err != nil {
+	if err := s.putOperation(ctx, withWarnings(snapshotOp(cmd, contract.StatusCompleted, attempt), warnings)); err != nil {
 		return err
 	}
 	progress.Update(contract.Progress{Phase: "completed", Done: true, DoneRecords: m.TotalRecords, TotalRecords: m.TotalRecords, Bytes: m.Size})
@@ -199,7 +199,7 @@ func (s *Service) failed(ctx context.Context, cmd *contract.SnapshotCommand, att
 	s.observeJob(cmd, nil, took, err)
 	_ = s.audit.Emit(ctx, snapshotEvent(cmd, contract.OutcomeFailed, err.Error(), map[string]any{"attempt": attempt, "seconds": took.Seconds()}))
 	progress.Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
-	_ = s.putOperation(ctx, contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: contract.StatusFailed, Error: err.Error(), FailureReason: failureReason(err), Attempt: attempt})
+	_ = s.putOperation(ctx, withError(snapshotOp(cmd, contract.StatusFailed, attempt), err))
 }
 
 // operation reads an operation record; nil when it is missing or unreadable.
@@ -253,6 +253,24 @@ func attemptObjectName(snapshotID string, attempt int) string {
 var errNotConsistent = errors.New("collection counts changed during the export")
 
 // snapshotEvent is the snapshot.create audit event of cmd.
+// snapshotOp is the operation record of a snapshot command: its tenant,
+// database and name say what it makes (the watchdog waits for a snapshot
+// of a name still being made before it takes an older one of that name).
+func snapshotOp(cmd *contract.SnapshotCommand, status string, attempt int) contract.Operation {
+	return contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: status, Attempt: attempt,
+		Tenant: cmd.Tenant, Database: cmd.Database, Name: cmd.Name, Actor: cmd.Actor}
+}
+
+func withWarnings(op contract.Operation, warnings []string) contract.Operation {
+	op.Warnings = warnings
+	return op
+}
+
+func withError(op contract.Operation, err error) contract.Operation {
+	op.Error, op.FailureReason = err.Error(), failureReason(err)
+	return op
+}
+
 func snapshotEvent(cmd *contract.SnapshotCommand, outcome, errText string, figures map[string]any) contract.AuditEvent {
 	return contract.AuditEvent{Action: "snapshot.create", Outcome: outcome, Error: errText, Figures: figures, Actor: cmd.Actor, Reason: cmd.Reason,
 		SnapshotID: cmd.SnapshotID, OpID: cmd.OpID, Tenant: cmd.Tenant, Database: cmd.Database}

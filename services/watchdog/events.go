@@ -66,6 +66,9 @@ func (s *Service) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	if err := msg.Ack(); err != nil {
 		s.log.Warn("ack of a migration event failed; its redelivery changes nothing", "seq", in.seq, "err", err)
 	}
+	if in.event == contract.EventStarted {
+		s.pin(ctx, in.job) // at once; the ticker looks again while it is not found
+	}
 }
 
 // parseSubject splits <prefix>.migration.<job>.<event>.

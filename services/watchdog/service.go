@@ -59,6 +59,7 @@ type Service struct {
 	progress map[string]contract.Progress // op id -> latest progress seen
 	inflight map[string]bool              // jobs with an act goroutine running
 	retryAt  map[string]time.Time         // job -> no request before this time
+	pinAt    map[string]time.Time         // job -> the tick looks for its snapshot again after this time
 	retries  map[string]int               // job -> requests failed in a row
 	audited  map[string]bool              // trigger audits already sent by this process
 }
@@ -93,6 +94,7 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 		progress: map[string]contract.Progress{},
 		inflight: map[string]bool{},
 		retryAt:  map[string]time.Time{},
+		pinAt:    map[string]time.Time{},
 		retries:  map[string]int{},
 		audited:  map[string]bool{},
 	}

@@ -29,7 +29,7 @@ func (s *Service) tick(ctx context.Context) {
 			s.fireTime(ctx, r.Job)
 			continue
 		}
-		if needsAct(r) {
+		if needsAct(r) || (needsPin(r) && s.pinDue(r.Job)) {
 			s.startAct(ctx, r.Job)
 		}
 	}
@@ -125,6 +125,12 @@ func (s *Service) act(ctx context.Context, job string) {
 		}
 		return
 	}
+	if needsPin(rec) {
+		s.pin(ctx, job)
+		if rec, _, err = s.get(ctx, job); err != nil || rec == nil {
+			return
+		}
+	}
 	if rec.TakeSnapshot && rec.SnapshotID == "" && rec.SnapshotError == "" {
 		s.actSnapshot(ctx, rec)
 		if rec, _, err = s.get(ctx, job); err != nil || rec == nil {
@@ -181,7 +187,7 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 			return
 		}
 		if err != nil {
-			s.snapshotFailed(ctx, rec, "the snapshotter refused it: "+err.Error())
+			s.snapshotFailed(ctx, rec, "could not be taken", "the snapshotter refused it: "+err.Error())
 			return
 		}
 		s.succeeded(job)
@@ -218,26 +224,33 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 				return nil
 			}
 			next := *cur
-			next.SnapshotID = cur.SnapshotPendingID
+			next.SnapshotID, next.PinnedSnapshotID = cur.SnapshotPendingID, cur.SnapshotPendingID
 			return &next
 		})
 	case contract.StatusFailed, contract.StatusCancelled:
-		s.snapshotFailed(ctx, rec, fmt.Sprintf("snapshot operation %s %s: %s", op.OpID, op.Status, op.Error))
+		s.snapshotFailed(ctx, rec, "could not be taken", fmt.Sprintf("snapshot operation %s %s: %s", op.OpID, op.Status, op.Error))
 	}
+}
+
+// snapshotSettled says the run's pre-migration snapshot is known (taken by
+// the watchdog, or pinned) or known to be unusable.
+func snapshotSettled(r *contract.MigrationRecord) bool {
+	return (r.TakeSnapshot && r.SnapshotID != "") || r.PinnedSnapshotID != "" || r.SnapshotError != ""
 }
 
 // snapshotFailed records that the pre-migration snapshot cannot be had and
 // raises an alert: the job should not go on, and no rollback is possible.
-func (s *Service) snapshotFailed(ctx context.Context, rec *contract.MigrationRecord, why string) {
-	if rec.SnapshotID != "" || rec.SnapshotError != "" {
+// problem says what happened to it ("could not be taken").
+func (s *Service) snapshotFailed(ctx context.Context, rec *contract.MigrationRecord, problem, why string) {
+	if snapshotSettled(rec) {
 		return
 	}
 	ev := contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeAlert,
 		Tenant: rec.Tenant, Database: rec.Database, Error: why,
-		Reason:  fmt.Sprintf("the pre-migration snapshot of migration %s could not be taken (%s): the job must not go on, and no rollback to it is possible", rec.Job, why),
+		Reason:  fmt.Sprintf("the pre-migration snapshot of migration %s %s (%s): the job must not go on, and no rollback to it is possible", rec.Job, problem, why),
 		Figures: map[string]any{"job": rec.Job, "run": rec.Run}}
 	_, written, err := s.updateAudited(ctx, fmt.Sprintf("snap_%s_%d_failed", rec.Job, rec.Run), ev, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
-		if cur == nil || cur.Run != rec.Run || cur.SnapshotID != "" || cur.SnapshotError != "" {
+		if cur == nil || cur.Run != rec.Run || snapshotSettled(cur) {
 			return nil
 		}
 		next := *cur
@@ -292,6 +305,36 @@ func (s *Service) actRollback(ctx context.Context, rec *contract.MigrationRecord
 			s.rollbackFailed(ctx, rec, why)
 			return
 		}
+		if rec.PinnedSnapshotID == "" {
+			// Not found before the trigger: the one the name stands for
+			// now, in the migrated database only.
+			res, err := s.resolveSnapshot(ctx, rec)
+			if err != nil {
+				s.log.Warn("cannot look up the pre-migration snapshot; retrying", "job", job, "snapshot", rec.SnapshotID, "err", err)
+				s.later(job)
+				return
+			}
+			if res.pending {
+				return // the ticker comes back once it is made
+			}
+			if res.id == "" {
+				s.rollbackFailed(ctx, rec, res.why)
+				return
+			}
+			id := res.id
+			next, _, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+				if !same(cur) || cur.PinnedSnapshotID != "" {
+					return nil
+				}
+				n := *cur
+				n.PinnedSnapshotID = id
+				return &n
+			})
+			if err != nil || next == nil || next.PinnedSnapshotID == "" {
+				return // the next tick tries again
+			}
+			rec = next
+		}
 		if s.cfg.AutomaticRollbackDisabled {
 			s.alertDisabled(ctx, rec)
 			return
@@ -321,7 +364,7 @@ func (s *Service) requestRollback(ctx context.Context, rec *contract.MigrationRe
 	if err != nil || !claimed {
 		return
 	}
-	req := contract.RollbackRequest{Envelope: contract.NewEnvelope(contract.TypeRollbackRequest), SnapshotID: rec.SnapshotID,
+	req := contract.RollbackRequest{Envelope: contract.NewEnvelope(contract.TypeRollbackRequest), SnapshotID: restorePoint(rec),
 		Collections: rec.RollbackCollections, Confirm: true, Actor: "watchdog", Job: job, OpID: opID,
 		Reason: fmt.Sprintf("watchdog %s trigger of migration %s: %s", rec.Trigger, job, rec.TriggerReason)}
 	var reply contract.RollbackReply
@@ -365,7 +408,7 @@ func (s *Service) requestRollback(ctx context.Context, rec *contract.MigrationRe
 	if err != nil {
 		s.log.Warn("cannot record the queued rollback; following it at the next tick", "job", job, "err", err)
 	}
-	s.log.Info("rollback requested", "job", job, "op_id", opID, "status", status, "snapshot_id", rec.SnapshotID)
+	s.log.Info("rollback requested", "job", job, "op_id", opID, "status", status, "snapshot_id", restorePoint(rec))
 	s.wake()
 }
 
@@ -550,7 +593,7 @@ func (s *Service) operatorCommand(rec *contract.MigrationRecord) string {
 	if s.subj.Prefix != "" && s.subj.Prefix != contract.DefaultPrefix {
 		parts = append(parts, "--prefix", shellQuote(s.subj.Prefix))
 	}
-	snap := rec.SnapshotID
+	snap := restorePoint(rec)
 	if snap == "" {
 		snap = "SNAPSHOT" // none is known: the operator must pick one
 	}

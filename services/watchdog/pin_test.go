@@ -1,0 +1,126 @@
+package watchdog_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+// TestSnapshotNamePinned: a job names its pre-migration snapshot by name,
+// and names are not unique. The rollback restores the snapshot the name
+// stood for when the run started, in the migrated database: not one taken
+// later under that name (after the damage), nor one of another database.
+// A snapshot id of another database is an alert at once, and no rollback
+// restores another database.
+func TestSnapshotNamePinned(t *testing.T) {
+	e := newEnv(t, false)
+	tenant := e.tenant("wd_pin")
+	const db, other = "main", "other"
+	e.seed(t, tenant, db)
+	e.seed(t, tenant, other)
+	e.services(t)
+	e.watchdog(t, e.fast("wd"))
+	pre := e.dump(t, tenant, db)
+	before := e.snapshot(t, tenant, db, "before")
+
+	t.Run("a name", func(t *testing.T) {
+		const job = "pinned"
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, "before", time.Hour))
+		rec := e.waitRecord(t, job, 30*time.Second, "snapshot pinned", func(r contract.MigrationRecord) bool {
+			return r.PinnedSnapshotID != "" || r.SnapshotError != ""
+		})
+		if rec.PinnedSnapshotID != before || rec.SnapshotID != "before" {
+			t.Fatalf("record: %s; want %s pinned", mustJSON(t, rec), before)
+		}
+		lost := e.migrate(t, tenant, db, 0.10, "workload_00", "workload_01")
+		// Taken after the damage under the same name, and in another
+		// database: both newer than the one the run started from.
+		later := e.snapshot(t, tenant, db, "before")
+		elsewhere := e.snapshot(t, tenant, other, "before")
+		otherPre := e.dump(t, tenant, other)
+
+		e.publish(t, job, contract.EventValidation, "", validation(int64(300-lost), 300))
+		rec = e.waitRecord(t, job, 2*time.Minute, "rolled back", func(r contract.MigrationRecord) bool {
+			return r.Status == contract.MigrationRolledBack || r.RollbackStatus == contract.StatusFailed
+		})
+		if rec.Status != contract.MigrationRolledBack {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		op, ok := e.op(t, rec.RollbackOpID)
+		if !ok || op.SnapshotID != before {
+			t.Errorf("the rollback restored %q, want %s (not %s taken later, nor %s of %s)", op.SnapshotID, before, later, elsewhere, other)
+		}
+		compareDB(t, e.dump(t, tenant, db), pre)
+		compareDB(t, e.dump(t, tenant, other), otherPre)
+	})
+
+	t.Run("a name still being made", func(t *testing.T) {
+		// The job asks for its snapshot and starts at once, as the
+		// README's nats example does; an older one has the same name.
+		const job, db2 = "asked", "nightly_db"
+		e.seed(t, tenant, db2)
+		older := e.snapshot(t, tenant, db2, "nightly")
+		var reply contract.SnapshotCreateReply
+		e.request(t, e.subj.API("snapshot", "create"), contract.SnapshotCreateRequest{Name: "nightly", Tenant: tenant, Database: db2, Actor: "job"}, &reply)
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db2, "nightly", time.Hour))
+		if op, _ := e.op(t, reply.OpID); !contract.Ended(op.Status) {
+			t.Logf("the snapshot was still being made (%s) when the run started", op.Status)
+		}
+		rec := e.waitRecord(t, job, time.Minute, "snapshot pinned", func(r contract.MigrationRecord) bool {
+			return r.PinnedSnapshotID != "" || r.SnapshotError != ""
+		})
+		if rec.PinnedSnapshotID != reply.SnapshotID {
+			t.Fatalf("pinned %q, want %s (the one being made, not %s made before)", rec.PinnedSnapshotID, reply.SnapshotID, older)
+		}
+		if op, _ := e.op(t, reply.OpID); op.Status != contract.StatusCompleted || op.Name != "nightly" || op.Database != db2 {
+			t.Errorf("snapshot operation: %s", mustJSON(t, op))
+		}
+		e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
+	})
+
+	t.Run("an id of another database", func(t *testing.T) {
+		const job = "wrongdb"
+		otherSnap := e.snapshot(t, tenant, other, "other_before")
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, otherSnap, time.Hour))
+		rec := e.waitRecord(t, job, 30*time.Second, "snapshot refused", func(r contract.MigrationRecord) bool {
+			return r.PinnedSnapshotID != "" || r.SnapshotError != ""
+		})
+		if rec.PinnedSnapshotID != "" || !strings.Contains(rec.SnapshotError, "is of "+tenant+"/"+other) {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		a := e.waitAudit(t, 30*time.Second, "pre-migration snapshot alert", func(a auditEntry) bool {
+			return byWatchdog(job, "snapshot.pre_migration")(a) && a.Outcome == contract.OutcomeAlert
+		})
+		if !strings.Contains(a.Reason, "cannot be used") || !strings.Contains(a.Reason, "another database") || !strings.Contains(a.Reason, "must not go on") {
+			t.Errorf("alert: %q", a.Reason)
+		}
+		otherPre := e.dump(t, tenant, other)
+		e.publish(t, job, contract.EventValidation, "", validation(200, 300))
+		rec = e.waitRecord(t, job, time.Minute, "rollback failed", func(r contract.MigrationRecord) bool {
+			return r.RollbackStatus == contract.StatusFailed || r.Status == contract.MigrationRolledBack
+		})
+		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "another database") {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		compareDB(t, e.dump(t, tenant, other), otherPre)
+	})
+
+	t.Run("a name of another database only", func(t *testing.T) {
+		const job = "elsewhere"
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, "other_before", time.Hour))
+		e.publish(t, job, contract.EventHeartbeat, "", contract.MigrationEvent{Phase: "copy"})
+		e.publish(t, job, contract.EventValidation, "", validation(200, 300))
+		rec := e.waitRecord(t, job, time.Minute, "rollback failed", func(r contract.MigrationRecord) bool {
+			return r.RollbackStatus == contract.StatusFailed || r.Status == contract.MigrationRolledBack
+		})
+		if rec.RollbackStatus != contract.StatusFailed || rec.PinnedSnapshotID != "" ||
+			!strings.Contains(rec.RollbackError, "other databases ("+tenant+"/"+other+")") {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		if ops := e.rollbackOps(t); len(ops) != 1 { // the first subtest's
+			t.Errorf("%d rollback operations, want only the first subtest's", len(ops))
+		}
+	})
+}
