@@ -210,9 +210,9 @@ type Operation struct {
 	Actor    string `json:"actor,omitempty"`
 	Name     string `json:"name,omitempty"`
 	// Fields below are set by rollbacks.
-	Phase    string         `json:"phase,omitempty"`
-	Plan     *RollbackPlan  `json:"plan,omitempty"`
-	Restore  *RestoreReport `json:"restore,omitempty"`
+	Phase   string         `json:"phase,omitempty"`
+	Plan    *RollbackPlan  `json:"plan,omitempty"`
+	Restore *RestoreReport `json:"restore,omitempty"`
 }
 
 // Operation statuses.
