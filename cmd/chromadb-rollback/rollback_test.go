@@ -171,6 +171,15 @@ func TestCLIRollback(t *testing.T) {
 	}
 	sameState(t, "after dry run", state(t, cc), damaged)
 
+	// What the service refuses as a bad request exits 2, and --json prints
+	// its error reply.
+	code, stdout, stderr = c.run("rollback", "pre_migration", "--partial", "--failed-collections", "no_such", "--dry-run", "--json")
+	var eb contract.ErrorBody
+	if code != exitUsage || json.Unmarshal([]byte(stdout), &eb) != nil || eb.Code != contract.CodeBadRequest ||
+		!strings.Contains(eb.Error, `"no_such"`) || !strings.Contains(stderr, "collections not in snapshot") {
+		t.Errorf("a collection not in the snapshot: exit %d, stdout %q, stderr %q; want %d and the error reply", code, stdout, stderr, exitUsage)
+	}
+
 	if code, _, stderr = c.runIn("no\n", "rollback", "pre_migration"); code != exitFailed || !strings.Contains(stderr, "not confirmed") {
 		t.Errorf("answered no: exit %d, stderr %q", code, stderr)
 	}

@@ -122,15 +122,22 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	// A 422 is a refused archive or a failed verification, whichever
-	// command asked: scripts tell it from other failures by the exit code,
-	// and with --json read the service's error reply.
+	// A service's error reply: with --json it is printed, so scripts read
+	// the code, the message and the field at fault. A 422 is a refused
+	// archive or a failed verification, whichever command asked; a 400 a
+	// request to fix (a collection not in the snapshot, an invalid name):
+	// scripts tell them from other failures by the exit code.
 	var ae *apiError
-	if errors.As(err, &ae) && ae.Code == contract.CodeVerificationFailed {
-		if a.json {
+	if errors.As(err, &ae) {
+		if a.json && json.Valid(ae.Body) {
 			_ = a.printJSON(json.RawMessage(ae.Body))
 		}
-		return exitVerification
+		switch ae.Code {
+		case contract.CodeVerificationFailed:
+			return exitVerification
+		case contract.CodeBadRequest:
+			return exitUsage
+		}
 	}
 	if isCobraUsage(err) {
 		return exitUsage
