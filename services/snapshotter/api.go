@@ -316,7 +316,7 @@ func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
 			s.reject(ctx, r, "snapshot.delete", &apiError{code: contract.CodeUnavailable, msg: "cannot tell whether a migration or rollback uses the snapshot: " + err.Error()}, ev)
 			return
 		}
-		for _, k := range append(use.refs[m.SnapshotID], use.refs[m.Name]...) {
+		for _, k := range use.reasons(m) {
 			why = append(why, k.detail)
 		}
 		if len(why) > 0 {

@@ -153,15 +153,41 @@ type keepReason struct{ code, detail string }
 
 // snapshotUse is what running work needs which snapshot.
 type snapshotUse struct {
-	// refs maps a snapshot id, or a name (the newest snapshot of that
-	// name, as the restorer resolves it), to why it is in use.
+	// refs maps a snapshot id, or a name, to why it is in use. A name is
+	// keyed with the tenant/database of the migration that named it
+	// (nameKey), or with none (a rollback's request), and keeps every
+	// snapshot of that name there: which one it stands for is the
+	// watchdog's and the restorer's to decide (contract.SnapshotByName),
+	// and keeping one too many while it runs loses nothing.
 	refs map[string][]keepReason
 }
 
-func (u *snapshotUse) add(ref, code, detail string) {
-	if ref != "" {
-		u.refs[ref] = append(u.refs[ref], keepReason{code, detail})
+// nameKey keys a reference by name within tenant/database ("" for any).
+func nameKey(name, tenant, database string) string {
+	return "\x00" + name + "\x00" + tenant + "/" + database
+}
+
+// add records that ref (an id or a name) is in use, by work on
+// tenant/database ("" when it could be any).
+func (u *snapshotUse) add(ref, tenant, database, code, detail string) {
+	if ref == "" {
+		return
 	}
+	r := keepReason{code, detail}
+	u.refs[ref] = append(u.refs[ref], r) // as an id
+	if tenant != "" {
+		ref = nameKey(ref, tenant, database)
+	} else {
+		ref = nameKey(ref, "", "")
+	}
+	u.refs[ref] = append(u.refs[ref], r) // as a name
+}
+
+// reasons says why m is in use: by its id, or by its name.
+func (u *snapshotUse) reasons(m *contract.SnapshotManifest) []keepReason {
+	why := slices.Clone(u.refs[m.SnapshotID])
+	why = append(why, u.refs[nameKey(m.Name, m.Tenant, m.Database)]...)
+	return append(why, u.refs[nameKey(m.Name, "", "")]...)
 }
 
 // cleanup runs retention once. It audits every deletion and the run. An
@@ -286,17 +312,11 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 func (s *Service) decide(all []manifestEntry, use *snapshotUse, rep *contract.CleanupReport, o cleanupOptions) []manifestEntry {
 	// Newest verified, and newest verified holding every collection, per
 	// tenant/database, by when their data was taken (an old archive
-	// imported today is not the newest); newest of each name, for
-	// references by name, by when it was made, as the restorer resolves
-	// a name.
+	// imported today is not the newest).
 	newest, newestFull := map[string]*contract.SnapshotManifest{}, map[string]*contract.SnapshotManifest{}
-	newestByName := map[string]string{}
 	for i := range all { // newest started first
 		m := &all[i].m
 		db := m.Tenant + "/" + m.Database
-		if _, ok := newestByName[m.Name]; !ok {
-			newestByName[m.Name] = m.SnapshotID
-		}
 		if m.VerifiedAt.IsZero() {
 			continue
 		}
@@ -321,10 +341,7 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, rep *contract.Cl
 		if m.Keep {
 			why = append(why, keepReason{contract.KeepPinned, "pinned with keep"})
 		}
-		why = append(why, use.refs[m.SnapshotID]...)
-		if newestByName[m.Name] == m.SnapshotID {
-			why = append(why, use.refs[m.Name]...)
-		}
+		why = append(why, use.reasons(m)...)
 		if is(newest, db, m.SnapshotID) {
 			why = append(why, keepReason{contract.KeepNewest, "the newest verified snapshot of " + db})
 		} else if is(newestFull, db, m.SnapshotID) {
@@ -370,8 +387,9 @@ func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 		}
 		if why := migrationBusy(&r); why != "" {
 			detail := fmt.Sprintf("migration %s (%s) depends on it", r.Job, why)
-			use.add(r.SnapshotID, contract.KeepMigration, detail)
-			use.add(r.SnapshotPendingID, contract.KeepMigration, detail)
+			use.add(r.SnapshotID, r.Tenant, r.Database, contract.KeepMigration, detail)
+			use.add(r.PinnedSnapshotID, r.Tenant, r.Database, contract.KeepMigration, detail)
+			use.add(r.SnapshotPendingID, r.Tenant, r.Database, contract.KeepMigration, detail)
 		}
 		return nil
 	})
@@ -387,12 +405,12 @@ func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 			return nil
 		}
 		detail := fmt.Sprintf("rollback %s (%s) uses it", op.OpID, op.Status)
-		use.add(op.SnapshotID, contract.KeepRollback, detail)
+		use.add(op.SnapshotID, "", "", contract.KeepRollback, detail)
 		if op.Plan != nil && op.Plan.SnapshotID != op.SnapshotID {
-			use.add(op.Plan.SnapshotID, contract.KeepRollback, detail)
+			use.add(op.Plan.SnapshotID, "", "", contract.KeepRollback, detail)
 		}
 		if op.Restore != nil {
-			use.add(op.Restore.SafetySnapshotID, contract.KeepRollback, fmt.Sprintf("safety snapshot of rollback %s (%s)", op.OpID, op.Status))
+			use.add(op.Restore.SafetySnapshotID, "", "", contract.KeepRollback, fmt.Sprintf("safety snapshot of rollback %s (%s)", op.OpID, op.Status))
 		}
 		return nil
 	})

@@ -234,6 +234,11 @@ func TestRetention(t *testing.T) {
 	bExpired := e.snap(t, contract.SnapshotCreateRequest{Name: "b_expired", Tenant: tenant, Database: dbB}, ago(30*day))
 	bFull := e.snap(t, contract.SnapshotCreateRequest{Name: "b_full", Tenant: tenant, Database: dbB}, ago(10*day))
 	bPartial := e.snap(t, contract.SnapshotCreateRequest{Name: "b_partial", Tenant: tenant, Database: dbB, Collections: []string{"workload_00"}}, ago(9*day))
+	// Another database's snapshot under the name the running migration of
+	// dbA uses, newer than the one it means; and the one a running
+	// migration's name was pinned to.
+	bMig := e.snap(t, contract.SnapshotCreateRequest{Name: "a_mig", Tenant: tenant, Database: dbB}, ago(17*day+12*time.Hour))
+	aPinnedByMig := e.snap(t, a("a_pinned_by_mig"), ago(15*day))
 
 	if !aKeep.Keep || !aUnpinned.Keep || aPinned.Keep {
 		t.Fatalf("create did not record keep: a_keep %v, a_unpinned %v, a_pinned %v", aKeep.Keep, aUnpinned.Keep, aPinned.Keep)
@@ -252,21 +257,25 @@ func TestRetention(t *testing.T) {
 		Job: "reindex", Tenant: tenant, Database: dbA, Status: contract.MigrationRunning, SnapshotID: "a_mig", StartedAt: ago(time.Hour)})
 	e.putState(t, contract.MigrationKey("old-job"), contract.MigrationRecord{Envelope: contract.NewEnvelope(contract.TypeMigrationRecord),
 		Job: "old-job", Tenant: tenant, Database: dbA, Status: contract.MigrationCompleted, SnapshotID: aMigDone.SnapshotID, StartedAt: ago(17 * day)})
+	e.putState(t, contract.MigrationKey("pinned-job"), contract.MigrationRecord{Envelope: contract.NewEnvelope(contract.TypeMigrationRecord),
+		Job: "pinned-job", Tenant: tenant, Database: dbA, Status: contract.MigrationRunning, SnapshotID: "nightly",
+		PinnedSnapshotID: aPinnedByMig.SnapshotID, StartedAt: ago(time.Hour)})
 	e.putState(t, contract.OperationKey("op_rb_test"), contract.Operation{Envelope: contract.NewEnvelope(contract.TypeOperation),
 		OpID: "op_rb_test", Kind: "rollback", SnapshotID: aRB.SnapshotID, Status: contract.StatusRunning, Tenant: tenant, Database: dbA})
 
-	wantDeleted := []string{bExpired.SnapshotID, aUnpinned.SnapshotID, aMigDone.SnapshotID} // oldest first
+	wantDeleted := []string{bExpired.SnapshotID, aUnpinned.SnapshotID, bMig.SnapshotID, aMigDone.SnapshotID} // oldest first
 	wantKept := map[string]string{
-		aKeep.SnapshotID:    contract.KeepPinned,
-		aPinned.SnapshotID:  contract.KeepPinned,
-		aMig.SnapshotID:     contract.KeepMigration,
-		aRB.SnapshotID:      contract.KeepRollback,
-		aYoung.SnapshotID:   contract.KeepNewest,
-		bFull.SnapshotID:    contract.KeepNewestFull,
-		bPartial.SnapshotID: contract.KeepNewest,
+		aKeep.SnapshotID:        contract.KeepPinned,
+		aPinned.SnapshotID:      contract.KeepPinned,
+		aMig.SnapshotID:         contract.KeepMigration,
+		aPinnedByMig.SnapshotID: contract.KeepMigration,
+		aRB.SnapshotID:          contract.KeepRollback,
+		aYoung.SnapshotID:       contract.KeepNewest,
+		bFull.SnapshotID:        contract.KeepNewestFull,
+		bPartial.SnapshotID:     contract.KeepNewest,
 	}
 	sizes := map[string]int64{}
-	for _, m := range []contract.SnapshotManifest{aUnpinned, aKeep, aPinned, aMig, aMigDone, aRB, aYoung, bExpired, bFull, bPartial} {
+	for _, m := range []contract.SnapshotManifest{aUnpinned, aKeep, aPinned, aMig, aMigDone, aRB, aYoung, bExpired, bFull, bPartial, bMig, aPinnedByMig} {
 		sizes[m.SnapshotID] = m.Size
 	}
 	ids := func(items []contract.CleanupItem) []string {
@@ -278,13 +287,13 @@ func TestRetention(t *testing.T) {
 	}
 
 	before := e.storeState(t)
-	if len(before.manifests) != 10 || len(before.objects) != 10 {
-		t.Fatalf("before: %d manifests and %d objects, want 10 of each", len(before.manifests), len(before.objects))
+	if len(before.manifests) != 12 || len(before.objects) != 12 {
+		t.Fatalf("before: %d manifests and %d objects, want 12 of each", len(before.manifests), len(before.objects))
 	}
 
 	t.Run("dry run scoped to one database", func(t *testing.T) {
 		rep := e.cleanup(t, contract.CleanupRequest{DryRun: true, Tenant: tenant, Database: dbB, Actor: "test"})
-		if got, want := ids(rep.Deleted), []string{bExpired.SnapshotID}; !slices.Equal(got, want) {
+		if got, want := ids(rep.Deleted), []string{bExpired.SnapshotID, bMig.SnapshotID}; !slices.Equal(got, want) {
 			t.Errorf("would delete %v, want %v", got, want)
 		}
 		if got, want := reasons(rep.Kept), map[string]string{bFull.SnapshotID: contract.KeepNewestFull, bPartial.SnapshotID: contract.KeepNewest}; !maps.Equal(got, want) {
@@ -377,12 +386,12 @@ func TestRetention(t *testing.T) {
 			t.Fatalf("%d completed cleanup runs audited, want 3 (two dry runs and this one)", len(runs))
 		}
 		last := runs[2]
-		if last.OpID != rep.RunID || last.Reason != "disk is filling" || last.Figures["deleted"] != float64(3) ||
+		if last.OpID != rep.RunID || last.Reason != "disk is filling" || last.Figures["deleted"] != float64(len(wantDeleted)) ||
 			last.Figures["kept"] != float64(len(wantKept)) || last.Figures["bytes_freed"] != float64(freed) || last.Figures["dry_run"] != false {
-			t.Errorf("run event %+v: want op_id %s, 3 deleted, %d kept, %d bytes freed", last, rep.RunID, len(wantKept), freed)
+			t.Errorf("run event %+v: want op_id %s, %d deleted, %d kept, %d bytes freed", last, rep.RunID, len(wantDeleted), len(wantKept), freed)
 		}
-		if dry := runs[1]; dry.Figures["dry_run"] != true || dry.Figures["would_delete"] != float64(3) {
-			t.Errorf("dry run event figures %v: want dry_run and would_delete 3", dry.Figures)
+		if dry := runs[1]; dry.Figures["dry_run"] != true || dry.Figures["would_delete"] != float64(len(wantDeleted)) {
+			t.Errorf("dry run event figures %v: want dry_run and would_delete %d", dry.Figures, len(wantDeleted))
 		}
 		if keeps := findAudit(evs, "snapshot.keep", contract.OutcomeCompleted); len(keeps) != 2 {
 			t.Errorf("%d keep events, want 2 (pin, unpin)", len(keeps))
