@@ -59,9 +59,9 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 		rows(tw)
 		tw.Flush()
 	}
-	section("Migrations", len(r.Migrations), "JOB\tDATABASE\tSTATUS\tSTARTED\tDEADLINE\tVALIDATION\tTRIGGER\tROLLBACK\tPAUSED BY", func(tw *tabwriter.Writer) {
+	section("Migrations", len(r.Migrations), "JOB\tDATABASE\tSTATUS\tSNAPSHOT\tSTARTED\tDEADLINE\tVALIDATION\tTRIGGER\tROLLBACK\tPAUSED BY", func(tw *tabwriter.Writer) {
 		for _, m := range r.Migrations {
-			fmt.Fprintf(tw, "  %s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Job, m.Tenant, m.Database, m.Status,
+			fmt.Fprintf(tw, "  %s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Job, m.Tenant, m.Database, m.Status, snapshotText(&m),
 				stamp(m.StartedAt), deadlineText(m.Deadline, now), validationText(m.Validation), dash(m.Trigger),
 				rollbackText(&m), pausedText(m.PausedBy))
 		}
@@ -200,6 +200,25 @@ func validationText(v *contract.MigrationValidation) string {
 		cmp = "<"
 	}
 	return fmt.Sprintf("%d/%d = %.4f %s %g", v.ValidChunks, v.TotalChunks, v.Ratio, cmp, v.Threshold)
+}
+
+// snapshotText says which snapshot the run's rollback would restore: the
+// pinned id (with the name the job gave), one being taken, one named but
+// not found yet, or none that can be used.
+func snapshotText(m *contract.MigrationRecord) string {
+	switch {
+	case m.SnapshotError != "":
+		return "unusable (see snapshot_error)"
+	case m.PinnedSnapshotID != "" && m.SnapshotID != "" && m.SnapshotID != m.PinnedSnapshotID:
+		return m.PinnedSnapshotID + " (" + m.SnapshotID + ")"
+	case m.PinnedSnapshotID != "":
+		return m.PinnedSnapshotID
+	case m.TakeSnapshot && m.SnapshotID == "":
+		return "being taken"
+	case m.SnapshotID != "":
+		return m.SnapshotID + " (not found yet)"
+	}
+	return "-"
 }
 
 func rollbackText(m *contract.MigrationRecord) string {
