@@ -279,4 +279,20 @@ func TestCLIRollback(t *testing.T) {
 		t.Errorf("rollback --json of a damaged archive: exit %d, stdout %q", code, stdout)
 	}
 	sameState(t, "after refused rollbacks of a damaged archive", state(t, cc), damaged)
+
+	// The same name in another database: create warns, and by name a
+	// rollback is refused as ambiguous (exit 2), before anything changes.
+	if err := cc.CreateDatabase(ctx, tTenant, "other"); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = c.run("snapshot", "create", "--name", "pre_migration", "--database", "other")
+	if code != exitOK || !strings.Contains(stderr, `warning: the name "pre_migration" is also used by snapshots of `+tTenant+"/"+tDB) ||
+		!strings.Contains(stderr, "refer to this one by its id "+strings.TrimSpace(stdout)) {
+		t.Errorf("create under a name used in another database: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	code, _, stderr = c.run("rollback", "pre_migration", "--yes", "--no-safety-snapshot")
+	if code != exitUsage || !strings.Contains(stderr, "more than one tenant/database") || !strings.Contains(stderr, m.SnapshotID) {
+		t.Errorf("rollback by an ambiguous name: exit %d, stderr %q", code, stderr)
+	}
+	sameState(t, "after a rollback by an ambiguous name", state(t, cc), damaged)
 }

@@ -61,6 +61,9 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 			if err := a.request(ctx, nc, a.subj.API("snapshot", "create"), &req, &reply, 0); err != nil {
 				return err
 			}
+			for _, w := range reply.Warnings {
+				fmt.Fprintln(a.stderr, "warning:", w)
+			}
 			if noWait {
 				if a.json {
 					return a.printJSON(reply)

@@ -67,6 +67,9 @@ type SnapshotCreateReply struct {
 	OpID       string `json:"op_id"`
 	Status     string `json:"status"`
 	Progress   string `json:"progress_subject"`
+	// Warnings say what the caller should know before relying on the
+	// snapshot, such as its name being used in another database too.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // SnapshotCommand is the durable job on the command stream. Its message id

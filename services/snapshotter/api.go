@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -104,13 +106,33 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 		return
 	}
 	s.log.Info("snapshot queued", "snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "name", cmd.Name)
+	var warnings []string
+	if dbs := s.nameUsedElsewhere(ctx, cmd.Name, cmd.Tenant, cmd.Database); len(dbs) > 0 {
+		warnings = append(warnings, fmt.Sprintf("the name %q is also used by snapshots of %s: a name used in more than one database is refused where a snapshot is asked for by name, so refer to this one by its id %s",
+			cmd.Name, strings.Join(dbs, ", "), cmd.SnapshotID))
+	}
 	bus.RespondJSON(r, contract.SnapshotCreateReply{
 		Envelope:   contract.NewEnvelope(contract.TypeSnapshotCreateReply),
 		SnapshotID: cmd.SnapshotID,
 		OpID:       cmd.OpID,
 		Status:     contract.StatusQueued,
 		Progress:   s.subj.Progress(cmd.OpID),
+		Warnings:   warnings,
 	})
+}
+
+// nameUsedElsewhere lists the other tenant/databases that have snapshots
+// named name (best effort: nothing when the manifests cannot be read).
+func (s *Service) nameUsedElsewhere(ctx context.Context, name, tenant, database string) []string {
+	seen := map[string]bool{}
+	_ = bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
+		var m contract.SnapshotManifest
+		if json.Unmarshal(data, &m) == nil && m.Name == name && (m.Tenant != tenant || m.Database != database) {
+			seen[m.Tenant+"/"+m.Database] = true
+		}
+		return nil
+	})
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // validateCreate checks the request against Chroma before anything is enqueued.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,9 +30,18 @@ func TestSnapshotFidelity(t *testing.T) {
 	// Small pages so collections span several batches and pages are read in parallel.
 	e.startService(t, snapshotter.Config{MaxPageRecords: 64})
 
+	var named []string // the databases with a snapshot named "fidelity" so far
 	for _, db := range fx.Databases {
 		t.Run(db.Tenant+"/"+db.Database, func(t *testing.T) {
 			rep := e.create(t, contract.SnapshotCreateRequest{Name: "fidelity", Tenant: db.Tenant, Database: db.Database, Actor: "test"})
+			// The name is used elsewhere from the second database on:
+			// the reply says so, naming them.
+			if len(named) == 0 && len(rep.Warnings) > 0 || len(named) > 0 && (len(rep.Warnings) != 1 ||
+				!strings.Contains(rep.Warnings[0], strings.Join(named, ", ")) || !strings.Contains(rep.Warnings[0], rep.SnapshotID)) {
+				t.Errorf("create warnings %q, with the name used in %v", rep.Warnings, named)
+			}
+			named = append(named, db.Tenant+"/"+db.Database)
+			slices.Sort(named)
 			if op := e.waitOp(t, rep.OpID, 2*time.Minute); op.Status != contract.StatusCompleted {
 				t.Fatalf("snapshot ended %s: %s", op.Status, op.Error)
 			}
