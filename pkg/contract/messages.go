@@ -58,6 +58,11 @@ type SnapshotCreateRequest struct {
 	// Keep pins the snapshot: retention never deletes it (see
 	// chroma.api.snapshot.keep to unpin).
 	Keep bool `json:"keep,omitempty"`
+	// ForOp is the rollback that asks for this snapshot (its safety
+	// snapshot) while it holds the database's lease and fence. Any other
+	// snapshot of a database a rollback is restoring is refused: it would
+	// hold a half-restored state, staging collections included.
+	ForOp string `json:"for_op,omitempty"`
 }
 
 // SnapshotCreateReply says which snapshot was enqueued.
@@ -86,6 +91,8 @@ type SnapshotCommand struct {
 	Reason      string   `json:"reason,omitempty"`
 	// Keep is copied into the manifest.
 	Keep bool `json:"keep,omitempty"`
+	// ForOp is SnapshotCreateRequest.ForOp.
+	ForOp string `json:"for_op,omitempty"`
 }
 
 // SnapshotRef names a snapshot by id or by its human name.

@@ -42,6 +42,7 @@ func (j *job) safetySnapshot(ctx context.Context) error {
 			Name:     name, Tenant: j.sp.tenant, Database: j.sp.database, Collections: cols,
 			Actor:  j.cmd.Request.Actor,
 			Reason: fmt.Sprintf("safety snapshot before rollback %s to snapshot %s", j.cmd.OpID, j.sp.m.SnapshotID),
+			ForOp:  j.cmd.OpID, // this rollback holds the lease and the fence
 		}
 		data, _ := json.Marshal(req)
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)

@@ -81,6 +81,13 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 		s.reject(ctx, r, "snapshot.create", e, ev)
 		return
 	}
+	if why, err := s.rollbackUnderway(ctx, req.Tenant, req.Database, req.ForOp); err != nil {
+		s.reject(ctx, r, "snapshot.create", &apiError{code: contract.CodeUnavailable, msg: "cannot tell whether a rollback is restoring the database: " + err.Error()}, ev)
+		return
+	} else if why != "" {
+		s.reject(ctx, r, "snapshot.create", &apiError{code: contract.CodeConflict, field: "database", msg: (&errRollbackUnderway{why}).Error()}, ev)
+		return
+	}
 	cmd := contract.SnapshotCommand{
 		Envelope:    contract.NewEnvelope(contract.TypeSnapshotCommand),
 		SnapshotID:  contract.NewID("snap_"),
@@ -92,6 +99,7 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 		Actor:       req.Actor,
 		Reason:      req.Reason,
 		Keep:        req.Keep,
+		ForOp:       req.ForOp,
 	}
 	if err := s.putOperation(ctx, snapshotOp(&cmd, contract.StatusQueued, 0)); err != nil {
 		s.reject(ctx, r, "snapshot.create", &apiError{code: contract.CodeUnavailable, msg: err.Error()}, ev)

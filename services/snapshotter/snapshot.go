@@ -26,6 +26,10 @@ import (
 func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, obj string, progress *bus.ProgressPublisher, log *slog.Logger) (*contract.SnapshotManifest, error) {
 	started := time.Now().UTC()
 	progress.Update(contract.Progress{Phase: "listing"})
+	// A rollback that began after the request, before this worker took it.
+	if err := s.checkNoRollback(ctx, cmd); err != nil {
+		return nil, err
+	}
 	version, err := s.chroma.Version(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read Chroma version: %w", err)
@@ -118,6 +122,12 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 		m.Consistent = false
 		m.Inconsistency = fmt.Sprintf("%v (writers were active): %s", errNotConsistent, strings.Join(moved, "; "))
 	}
+	// A rollback that began while the export read the database: what was
+	// read may be half restored.
+	holdAt(ctx, "exported")
+	if err := s.checkNoRollback(ctx, cmd); err != nil {
+		return nil, err
+	}
 	m.VerifiedAt = time.Now().UTC()
 	data, err := json.Marshal(m)
 	if err != nil {
@@ -128,6 +138,19 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	}
 	holdAt(ctx, "manifest")
 	return m, nil
+}
+
+// checkNoRollback fails the snapshot when a rollback other than the one
+// that asked for it restores its database.
+func (s *Service) checkNoRollback(ctx context.Context, cmd *contract.SnapshotCommand) error {
+	why, err := s.rollbackUnderway(ctx, cmd.Tenant, cmd.Database, cmd.ForOp)
+	if err != nil {
+		return fmt.Errorf("cannot tell whether a rollback is restoring the database: %w", err)
+	}
+	if why != "" {
+		return &errRollbackUnderway{why}
+	}
+	return nil
 }
 
 // hold, when set (by tests), runs at the steps of a snapshot's end, with
