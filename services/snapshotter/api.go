@@ -77,6 +77,10 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 		req.Database = DefaultDatabase
 	}
 	ev := contract.AuditEvent{Actor: req.Actor, Reason: req.Reason, Tenant: req.Tenant, Database: req.Database}
+	// Whether the name is used in other databases, looked up while Chroma
+	// is asked about the request.
+	elsewhere := make(chan []string, 1)
+	go func() { elsewhere <- s.nameUsedElsewhere(ctx, req.Name, req.Tenant, req.Database) }()
 	if e := s.validateCreate(ctx, &req); e != nil {
 		s.reject(ctx, r, "snapshot.create", e, ev)
 		return
@@ -115,7 +119,7 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 	}
 	s.log.Info("snapshot queued", "snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "name", cmd.Name)
 	var warnings []string
-	if dbs := s.nameUsedElsewhere(ctx, cmd.Name, cmd.Tenant, cmd.Database); len(dbs) > 0 {
+	if dbs := <-elsewhere; len(dbs) > 0 {
 		warnings = append(warnings, fmt.Sprintf("the name %q is also used by snapshots of %s: a name used in more than one database is refused where a snapshot is asked for by name, so refer to this one by its id %s",
 			cmd.Name, strings.Join(dbs, ", "), cmd.SnapshotID))
 	}
