@@ -65,10 +65,12 @@ until interrupted. --json prints one JSON entry per line.`,
 				if rep.More {
 					fmt.Fprintf(a.stderr, "showing the newest %d of %d matching entries; raise --limit for more\n", len(entries), rep.Matched)
 				}
+				a.warnTrail(rep)
 				return nil
 			}
 			slices.Reverse(entries)
 			a.printAuditEntries(entries, true)
+			a.warnTrail(rep)
 			return a.auditFollow(cmd.Context(), nc, filter, rep.TrailLastSeq+1, entries)
 		},
 	}
@@ -157,6 +159,17 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 	return now.Add(-(d + days)).UTC(), nil
 }
 
+// warnTrail says on stderr that the trail read is not as the auditor
+// wrote it, or holds lines that are not entries.
+func (a *app) warnTrail(rep contract.AuditQueryReply) {
+	if rep.Warning != "" {
+		fmt.Fprintf(a.stderr, "warning: %s\n", rep.Warning)
+	}
+	if rep.Unreadable > 0 {
+		fmt.Fprintf(a.stderr, "warning: %s of the trail are not entries and were skipped\n", counted(rep.Unreadable, "line"))
+	}
+}
+
 // auditQuery asks for up to req.Limit entries, newest first, a page at a
 // time; the reply returned is the first page's (Matched, TrailLastSeq).
 func (a *app) auditQuery(ctx context.Context, nc *nats.Conn, req contract.AuditQueryRequest) ([]contract.AuditQueryEntry, contract.AuditQueryReply, error) {
@@ -176,6 +189,7 @@ func (a *app) auditQuery(ctx context.Context, nc *nats.Conn, req contract.AuditQ
 		if page == 0 {
 			first = rep
 		}
+		first.Unreadable = max(first.Unreadable, rep.Unreadable)
 		out = append(out, rep.Entries...)
 		first.More = rep.More
 		if !rep.More || len(out) >= want || len(rep.Entries) == 0 {

@@ -285,6 +285,13 @@ func TestCLIAuditVerify(t *testing.T) {
 		t.Errorf("audit verify --file of an edited copy: exit %d, %s", code, stderr)
 	}
 
+	// audit-log still shows the edited trail, and warns that it cannot be trusted.
+	code, stdout, stderr = c.run("audit-log")
+	if code != exitOK || strings.Count(stdout, "\n") != 5 || !strings.Contains(stdout, "reason=routine work") ||
+		!strings.Contains(stderr, "warning: trail changed under the auditor") || !strings.Contains(stderr, "run audit verify") {
+		t.Errorf("audit-log of an edited trail: exit %d\n%s%s", code, stdout, stderr)
+	}
+
 	other := testenv.StartNATS(t) // no auditor there
 	code, _, stderr = cli{t: t, url: other.URL}.run("audit", "verify")
 	if code != exitFailed || !strings.Contains(stderr, "no service answers on chroma.api.audit.verify") {

@@ -241,7 +241,6 @@ func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, req, o
 	return nil
 }
 
-// printJSON writes v indented.
 // counted is n and noun, in the plural unless n is 1: "1 collection",
 // "2 collections".
 func counted[N ~int | ~int64](n N, noun string) string {
@@ -251,6 +250,7 @@ func counted[N ~int | ~int64](n N, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
+// printJSON writes v indented.
 func (a *app) printJSON(v any) error {
 	enc := json.NewEncoder(a.stdout)
 	enc.SetIndent("", "  ")

@@ -119,6 +119,12 @@ type AuditQueryReply struct {
 	// TrailLastSeq is the stream sequence the trail was written through
 	// when the query ran: a follower continues from the one after it.
 	TrailLastSeq uint64 `json:"trail_last_seq"`
+	// Warning says the trail file is not as the auditor wrote it (edited,
+	// appended to or replaced): the entries may be altered or missing, and
+	// `audit verify` names what changed.
+	Warning string `json:"warning,omitempty"`
+	// Unreadable counts lines of the file that are not trail entries.
+	Unreadable int `json:"unreadable,omitempty"`
 }
 
 // AuditVerifyRequest asks chroma.api.audit.verify to check the trail.

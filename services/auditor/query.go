@@ -100,6 +100,14 @@ func (s *Service) query(q contract.AuditQueryRequest, maxBytes int) (contract.Au
 	}
 	head := s.trail.Head()
 	rep := contract.AuditQueryReply{Envelope: contract.NewEnvelope(contract.TypeAuditQueryReply), Entries: []contract.AuditQueryEntry{}, TrailLastSeq: head.LastSeq}
+	// A trail changed under the auditor is read whole, not to where the
+	// auditor wrote it (an edit moves every later line), and the reply
+	// says it cannot be trusted.
+	upTo := head.Size
+	if err := s.trail.Unchanged(); err != nil {
+		rep.Warning = fmt.Sprintf("%v: entries may be altered or missing; run audit verify (chroma.api.audit.verify) to see what changed", err)
+		upTo = -1
+	}
 	file, err := os.Open(s.trail.Path())
 	if err != nil {
 		return rep, "", fmt.Errorf("open trail: %w", err)
@@ -107,10 +115,14 @@ func (s *Service) query(q contract.AuditQueryRequest, maxBytes int) (contract.Au
 	defer file.Close()
 	ring := make([]queryResult, 0, min(limit, 1024))
 	next, line := 0, 0
-	_, _, err = scanLines(file, head.Size, func(b []byte) {
+	_, torn, err := scanLines(file, upTo, func(b []byte) {
 		line++
 		var e contract.AuditTrailEntry
-		if json.Unmarshal(b, &e) != nil || (q.BeforeSeq > 0 && e.Seq >= q.BeforeSeq) || !f.Match(&e) {
+		if json.Unmarshal(b, &e) != nil || e.Type != contract.TypeAuditTrailEntry {
+			rep.Unreadable++
+			return
+		}
+		if (q.BeforeSeq > 0 && e.Seq >= q.BeforeSeq) || !f.Match(&e) {
 			return
 		}
 		rep.Matched++
@@ -123,6 +135,9 @@ func (s *Service) query(q contract.AuditQueryRequest, maxBytes int) (contract.Au
 	})
 	if err != nil {
 		return rep, "", fmt.Errorf("read trail: %w", err)
+	}
+	if torn > 0 {
+		rep.Unreadable++
 	}
 	// ring[next-1] is the newest once it wrapped; walk back from it.
 	size := 512

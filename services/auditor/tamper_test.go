@@ -161,6 +161,53 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 		})
 	}
 
+	// A line made longer in place: verify names it and says the file
+	// grew without naming a line after the last; a query reads the whole
+	// file (every entry, the last one included) and warns.
+	t.Run("lengthen a line", func(t *testing.T) {
+		l := splitLines(pristine)
+		l[4] = bytes.Replace(l[4], []byte(`"snap_05"`), []byte(`"snap_05x"`), 1)
+		if err := os.WriteFile(path, join(l), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := os.WriteFile(path, pristine, 0o640); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		rep := verifyNow(t, nc)
+		if rep.OK || rep.Problems[0].Line != 5 || rep.Problems[0].Kind != contract.AuditHashMismatch {
+			t.Fatalf("verify: %+v", rep.Problems)
+		}
+		var extra *contract.AuditProblem
+		for i, p := range rep.Problems {
+			if p.Line > 12 {
+				t.Errorf("problem names line %d of a 12-line trail: %+v", p.Line, p)
+			}
+			if p.Kind == contract.AuditExtraBytes {
+				extra = &rep.Problems[i]
+			}
+		}
+		if extra == nil || !strings.Contains(extra.Detail, "1 byte longer") || !strings.Contains(extra.Detail, "lengthened") {
+			t.Errorf("the grown file is not reported as a lengthened line: %+v", rep.Problems)
+		}
+		var q contract.AuditQueryReply
+		if err := request(t, nc, "query", contract.AuditQueryRequest{Envelope: contract.NewEnvelope(contract.TypeAuditQueryRequest)}, &q); err != nil {
+			t.Fatal(err)
+		}
+		if q.Matched != 12 || len(q.Entries) != 12 || q.Entries[0].Seq != seqs[12] || q.Unreadable != 0 {
+			t.Errorf("query of the edited trail: %d matched, %d entries, %d unreadable, newest %+v; want all 12, the newest seq %d",
+				q.Matched, len(q.Entries), q.Unreadable, q.Entries[0].AuditTrailEntry.Seq, seqs[12])
+		}
+		if !strings.Contains(q.Warning, ErrChanged.Error()) || !strings.Contains(q.Warning, "audit verify") {
+			t.Errorf("query warning %q", q.Warning)
+		}
+	})
+	var q contract.AuditQueryReply
+	if err := request(t, nc, "query", contract.AuditQueryRequest{Envelope: contract.NewEnvelope(contract.TypeAuditQueryRequest)}, &q); err != nil || q.Warning != "" || q.Matched != 12 {
+		t.Errorf("query of the pristine trail: %v, warning %q, %d matched", err, q.Warning, q.Matched)
+	}
+
 	// The offline check (a copy of the file) sees what the chain shows.
 	for _, tc := range cases[:7] {
 		copyPath := t.TempDir() + "/copy.jsonl"
@@ -217,6 +264,15 @@ func TestAuditWriterStopsOnForeignChanges(t *testing.T) {
 	}
 	if rep := verifyNow(t, nc); rep.OK || rep.Problems[0].Line != 2 || rep.Problems[0].Kind != contract.AuditMalformed {
 		t.Errorf("verify of the tampered trail: %+v", rep.Problems)
+	}
+	// A query still answers, with the entry, the line it cannot read and
+	// a warning.
+	var q contract.AuditQueryReply
+	if err := request(t, nc, "query", contract.AuditQueryRequest{Envelope: contract.NewEnvelope(contract.TypeAuditQueryRequest)}, &q); err != nil {
+		t.Fatal(err)
+	}
+	if q.Matched != 1 || q.Unreadable != 1 || !strings.Contains(q.Warning, ErrChanged.Error()) {
+		t.Errorf("query of the tampered trail: %d matched, %d unreadable, warning %q", q.Matched, q.Unreadable, q.Warning)
 	}
 	if err := os.WriteFile(path, pristine, 0o640); err != nil {
 		t.Fatal(err)

@@ -264,6 +264,14 @@ func (t *Trail) unchanged(size int64) error {
 	return nil
 }
 
+// Unchanged reports ErrChanged when the file at the trail's path is not
+// the one the auditor writes, or does not end where it stopped writing.
+func (t *Trail) Unchanged() error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	return t.unchanged(t.Head().Size)
+}
+
 // readStill calls fn with the file at the trail's path, opened anew, and
 // the head, while no append runs: the file holds exactly the head's bytes
 // unless someone else changed it. replaced says the path no longer names

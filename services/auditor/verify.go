@@ -88,8 +88,7 @@ func (s *Service) verify(ctx context.Context) contract.AuditVerifyReport {
 	err := s.trail.readStill(func(f *os.File, h Head, replaced bool) {
 		head = h
 		if n := scanTrail(&rep, c, f, -1); n > h.Size {
-			rep.Problems = append(rep.Problems, contract.AuditProblem{Line: h.Lines + 1, Kind: contract.AuditExtraBytes,
-				Detail: fmt.Sprintf("the file is %d bytes longer than the auditor wrote it", n-h.Size)})
+			rep.Problems = append(rep.Problems, extraBytes(n-h.Size, rep.Lines, h.Lines))
 		}
 		if replaced {
 			rep.Problems = append(rep.Problems, contract.AuditProblem{Kind: contract.AuditReplaced,
@@ -239,4 +238,20 @@ func (s *Service) describeDiffs(problems []contract.AuditProblem, want map[int]*
 			problems[i].Detail += ": " + d
 		}
 	}
+}
+
+// extraBytes describes a trail longer than the auditor wrote it: lines
+// added after its last one, or (as many lines as it wrote) an edit that
+// lengthened a line, which has no line of its own to name.
+func extraBytes(extra int64, lines, wrote int) contract.AuditProblem {
+	size := fmt.Sprintf("%d bytes", extra)
+	if extra == 1 {
+		size = "1 byte"
+	}
+	if lines > wrote {
+		return contract.AuditProblem{Line: wrote + 1, Kind: contract.AuditExtraBytes,
+			Detail: fmt.Sprintf("the file is %s longer than the auditor wrote it, from this line on", size)}
+	}
+	return contract.AuditProblem{Kind: contract.AuditExtraBytes,
+		Detail: fmt.Sprintf("the file is %s longer than the auditor wrote it, with no line after the %d it wrote: a line above was lengthened", size, wrote)}
 }
