@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -76,12 +76,19 @@ func (a *app) serveCmd() *cobra.Command {
 	var metricsListen string
 	var dataDir, listen, gateListen, allowURLs, chromaDataDir, retention, replicas string
 	var keys crypt.Config
+	// The watchdog's trigger settings, as bin/watchdog takes them.
+	var wcfg watchdog.Config
+	wflags := flag.NewFlagSet("watchdog", flag.ContinueOnError)
+	watchdogSettings := watchdog.RegisterFlags(wflags, &wcfg)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run an embedded JetStream server and the services in one process",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(a.stderr)
+			if err := watchdogSettings(); err != nil {
+				return usageErr("%v", err)
+			}
 			retentionPeriod, err := snapshotter.ParseRetention(retention)
 			if err != nil {
 				return usageErr("--retention: %v", err)
@@ -159,16 +166,9 @@ func (a *app) serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			wcfg := watchdog.Config{ChromaURL: cf.url, Instance: hostInstance("watchdog"), Replicas: nreplicas, DiskPaths: []string{store}, Metrics: ep.Metrics()}
+			wcfg.ChromaURL, wcfg.Instance, wcfg.Replicas, wcfg.DiskPaths, wcfg.Metrics = cf.url, hostInstance("watchdog"), nreplicas, []string{store}, ep.Metrics()
 			if chromaDataDir != "" {
 				wcfg.DiskPaths = append(wcfg.DiskPaths, chromaDataDir)
-			}
-			if v := os.Getenv("AUTOMATIC_ROLLBACK_ENABLED"); v != "" {
-				on, err := strconv.ParseBool(v)
-				if err != nil {
-					return usageErr("AUTOMATIC_ROLLBACK_ENABLED=%q: want true or false", v)
-				}
-				wcfg.AutomaticRollbackDisabled = !on
 			}
 			wd, err := watchdog.New(wcfg, nc, a.subj, wcc, log)
 			if err != nil {
@@ -205,6 +205,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&chromaDataDir, "chroma-data-dir", os.Getenv("CHROMA_DATA_DIR"), "Chroma's data directory, watched for free disk space by the watchdog (env CHROMA_DATA_DIR)")
 	cmd.Flags().StringVar(&retention, "retention", envOr("RETENTION", "7d"), "the snapshotter deletes snapshots older than this daily at 00:00 UTC, unless kept: a duration (72h), days (7d) or off (env RETENTION)")
 	cmd.Flags().StringVar(&allowURLs, "allow-chroma-url", os.Getenv("ALLOW_CHROMA_URLS"), "comma-separated other Chroma servers a rollback may restore into, or * (env ALLOW_CHROMA_URLS)")
+	cmd.Flags().AddGoFlagSet(wflags)
 	keys = crypt.ConfigFromEnv()
 	cmd.Flags().StringVar(&keys.Recipients, "age-recipients", keys.Recipients, "encrypt every new archive with age to these X25519 public keys (age1..., comma-separated; env AGE_RECIPIENTS)")
 	cmd.Flags().StringVar(&keys.RecipientsFile, "age-recipients-file", keys.RecipientsFile, "file of age public keys to encrypt to, one per line (env AGE_RECIPIENTS_FILE)")

@@ -141,9 +141,15 @@ func (c *Config) setDefaults() {
 
 // Validate reports the first invalid field.
 func (c *Config) Validate() error {
-	switch {
-	case c.ChromaURL == "":
+	if c.ChromaURL == "" {
 		return errors.New("chroma URL is required (--chroma-url or CHROMA_URL)")
+	}
+	return c.validateSettings()
+}
+
+// validateSettings reports the first invalid setting besides the Chroma URL.
+func (c *Config) validateSettings() error {
+	switch {
 	case c.ValidationThreshold <= 0 || c.ValidationThreshold > 1:
 		return fmt.Errorf("validation threshold %v: want a ratio in (0, 1], e.g. 0.95", c.ValidationThreshold)
 	case c.DefaultTimeLimit < 0:

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/migration"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/nats-io/nats.go"
+)
+
+// TestServeWatchdogSettings: serve's watchdog takes the trigger settings
+// bin/watchdog takes, as flags and from the environment. With
+// --validation-threshold 0.99 a validation of 0.98 fires (the default 0.95
+// would not); with AUTOMATIC_ROLLBACK_ENABLED=false it raises an alert
+// naming the command instead of rolling back; MIGRATION_TIME_LIMIT sets
+// the deadline of a run that gives none.
+func TestServeWatchdogSettings(t *testing.T) {
+	ch := testenv.StartChroma(t)
+	if err := testenv.SeedWorkload(t.Context(), ch.Client(t), "default_tenant", "default_database", 1, 20, 8, 40); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NATS_URL", "")
+	t.Setenv("AUTOMATIC_ROLLBACK_ENABLED", "false")
+	t.Setenv("MIGRATION_TIME_LIMIT", "2h")
+
+	c := cli{t: t, url: "nats://127.0.0.1:1"}
+	if code, _, stderr := c.run("serve", "--chroma-url", ch.URL, "--data-dir", t.TempDir(), "--listen", freeAddr(t), "--metrics-listen", "off", "--validation-threshold", "1.5"); code != exitUsage || !strings.Contains(stderr, "validation threshold 1.5") {
+		t.Errorf("serve --validation-threshold 1.5: exit %d, %s; want %d naming it", code, stderr, exitUsage)
+	}
+	t.Setenv("HEARTBEAT_FAILURES", "many")
+	if code, _, stderr := c.run("serve", "--chroma-url", ch.URL, "--data-dir", t.TempDir(), "--listen", freeAddr(t), "--metrics-listen", "off"); code != exitUsage || !strings.Contains(stderr, "HEARTBEAT_FAILURES") {
+		t.Errorf("serve with HEARTBEAT_FAILURES=many: exit %d, %s; want %d naming it", code, stderr, exitUsage)
+	}
+	t.Setenv("HEARTBEAT_FAILURES", "")
+
+	natsAddr := freeAddr(t)
+	var serveLog testenv.SyncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan int, 1)
+	go func() {
+		served <- run(ctx, []string{"serve", "--chroma-url", ch.URL, "--data-dir", t.TempDir(), "--listen", natsAddr,
+			"--metrics-listen", "off", "--validation-threshold", "0.99"}, strings.NewReader(""), io.Discard, &serveLog)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-served; code != exitOK {
+			t.Errorf("serve exited %d:\n%s", code, serveLog.String())
+		}
+	})
+	c = cli{t: t, url: "nats://" + natsAddr}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		if code, _, _ := c.run("health-check"); code == exitOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not healthy:\n%s", serveLog.String())
+		}
+	}
+	if code, _, stderr := c.run("snapshot", "create", "--name", "pre"); code != exitOK {
+		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
+	}
+
+	nc, err := nats.Connect(c.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	job, err := migration.New(nc, "strict")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Start(t.Context(), migration.StartOptions{Tenant: "default_tenant", Database: "default_database", SnapshotID: "pre"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := job.ReportValidation(t.Context(), 98, 100); err != nil {
+		t.Fatal(err)
+	}
+
+	var rec contract.MigrationRecord
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, stdout, stderr := c.run("status", "--json")
+		var rep contract.StatusReport
+		if code != exitOK || json.Unmarshal([]byte(stdout), &rep) != nil {
+			t.Fatalf("status: exit %d: %s%s", code, stdout, stderr)
+		}
+		for _, m := range rep.Migrations {
+			if m.Job == "strict" {
+				rec = m
+			}
+		}
+		if rec.RollbackCommand != "" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if rec.Trigger != "validation" || rec.RollbackStatus != contract.RollbackAlerted || !strings.Contains(rec.RollbackCommand, "chromadb-rollback rollback snap_") {
+		t.Errorf("a validation of 0.98 under --validation-threshold 0.99 with AUTOMATIC_ROLLBACK_ENABLED=false: trigger %q, rollback %q, command %q; want the validation trigger and an alert naming the command instead of a rollback",
+			rec.Trigger, rec.RollbackStatus, rec.RollbackCommand)
+	}
+	if got := rec.Deadline.Sub(rec.StartedAt); got < 2*time.Hour-time.Minute || got > 2*time.Hour+time.Minute {
+		t.Errorf("deadline %s after the start under MIGRATION_TIME_LIMIT=2h", got)
+	}
+}
