@@ -250,9 +250,11 @@ func attemptObjectName(snapshotID string, attempt int) string {
 	return fmt.Sprintf("%s.attempt%d.tar.zst", snapshotID, attempt)
 }
 
-var errNotConsistent = errors.New("collection counts changed during the export")
+var (
+	errNotConsistent      = errors.New("collection counts changed during the export")
+	errCollectionsChanged = errors.New("the database's collections changed during the export")
+)
 
-// snapshotEvent is the snapshot.create audit event of cmd.
 // snapshotOp is the operation record of a snapshot command: its tenant,
 // database and name say what it makes (the watchdog waits for a snapshot
 // of a name still being made before it takes an older one of that name).
@@ -271,6 +273,7 @@ func withError(op contract.Operation, err error) contract.Operation {
 	return op
 }
 
+// snapshotEvent is the snapshot.create audit event of cmd.
 func snapshotEvent(cmd *contract.SnapshotCommand, outcome, errText string, figures map[string]any) contract.AuditEvent {
 	return contract.AuditEvent{Action: "snapshot.create", Outcome: outcome, Error: errText, Figures: figures, Actor: cmd.Actor, Reason: cmd.Reason,
 		SnapshotID: cmd.SnapshotID, OpID: cmd.OpID, Tenant: cmd.Tenant, Database: cmd.Database}

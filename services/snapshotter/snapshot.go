@@ -1,6 +1,7 @@
 package snapshotter
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -118,9 +119,16 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 			moved = append(moved, fmt.Sprintf("%q: %d before, %d exported, %d after", mc.Name, ci.ExpectedCount, mc.Count, ac.counts[i]))
 		}
 	}
+	var why []string
 	if len(moved) > 0 {
+		why = append(why, fmt.Sprintf("%v (writers were active): %s", errNotConsistent, strings.Join(moved, "; ")))
+	}
+	if len(ac.changed) > 0 {
+		why = append(why, fmt.Sprintf("%v (writers were active): %s", errCollectionsChanged, strings.Join(ac.changed, "; ")))
+	}
+	if len(why) > 0 {
 		m.Consistent = false
-		m.Inconsistency = fmt.Sprintf("%v (writers were active): %s", errNotConsistent, strings.Join(moved, "; "))
+		m.Inconsistency = strings.Join(why, "; and ")
 	}
 	// A rollback that began while the export read the database: what was
 	// read may be half restored.
@@ -185,18 +193,77 @@ func (s *Service) count(ctx context.Context, cmd *contract.SnapshotCommand, coll
 
 type counted struct {
 	counts []int64
-	err    error
+	// changed describes how the database's collections changed since they
+	// were listed (a snapshot of a whole database only).
+	changed []string
+	err     error
 }
 
 // countLater counts as count does, in the background; the channel gets
-// the result.
+// the result. For a snapshot of a whole database it lists the collections
+// again too: one created, deleted or renamed during the export, or whose
+// metadata or configuration changed, is a write the counts do not show.
 func (s *Service) countLater(ctx context.Context, cmd *contract.SnapshotCommand, colls []chroma.Collection, when string) <-chan counted {
 	ch := make(chan counted, 1)
 	go func() {
+		var changed []string
+		var lerr error
+		listed := make(chan struct{})
+		go func() {
+			defer close(listed)
+			if len(cmd.Collections) > 0 {
+				return
+			}
+			now, err := s.chroma.ListCollections(ctx, cmd.Tenant, cmd.Database)
+			if err != nil {
+				lerr = fmt.Errorf("list collections of %s/%s%s: %w", cmd.Tenant, cmd.Database, when, err)
+				return
+			}
+			changed = collectionChanges(colls, now)
+		}()
 		n, err := s.count(ctx, cmd, colls, when)
-		ch <- counted{n, err}
+		<-listed
+		if err == nil {
+			err = lerr
+		}
+		ch <- counted{n, changed, err}
 	}()
 	return ch
+}
+
+// collectionChanges names what differs between the collections listed
+// before an export and after it, in the order listed.
+func collectionChanges(before, after []chroma.Collection) []string {
+	now := make(map[string]*chroma.Collection, len(after))
+	for i := range after {
+		now[after[i].ID] = &after[i]
+	}
+	var out []string
+	for _, b := range before {
+		a, ok := now[b.ID]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("%q deleted", b.Name))
+			continue
+		case a.Name != b.Name:
+			out = append(out, fmt.Sprintf("%q renamed to %q", b.Name, a.Name))
+		}
+		if !bytes.Equal(a.Configuration, b.Configuration) {
+			out = append(out, fmt.Sprintf("configuration of %q changed", a.Name))
+		}
+		bm, _ := b.Metadata.AppendJSON(nil)
+		am, _ := a.Metadata.AppendJSON(nil)
+		if !bytes.Equal(am, bm) {
+			out = append(out, fmt.Sprintf("metadata of %q changed", a.Name))
+		}
+		delete(now, b.ID)
+	}
+	for _, a := range after {
+		if _, ok := now[a.ID]; ok {
+			out = append(out, fmt.Sprintf("%q created", a.Name))
+		}
+	}
+	return out
 }
 
 // storeTries bounds the tries of storing an archive.
