@@ -154,3 +154,21 @@ func TestLossWarning(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanEstimateLine: the estimate says what it assumes, with the cost
+// of each collection when restores measured one.
+func TestPlanEstimateLine(t *testing.T) {
+	plan := &contract.RollbackPlan{Items: []contract.PlanItem{{Collection: "docs", Target: "docs", Action: "replace", WriteRecords: 3000}},
+		WriteRecords: 3000, WriteCollections: 300, AddRate: 1261, SecondsPerCollection: 0.072, EstimatedSeconds: 23.98, AddRateMeasured: true}
+	var out bytes.Buffer
+	(&app{stdout: &out}).printPlan(plan)
+	if want := "Records to write: 3000; estimated time 24s at 1261 records/s and 72ms for each of 300 collections (measured)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("plan printed:\n%s\nwant the line %q", out.String(), want)
+	}
+	plan.SecondsPerCollection, plan.AddRateMeasured, plan.AddRate, plan.EstimatedSeconds = 0, false, 1000, 3
+	out.Reset()
+	(&app{stdout: &out}).printPlan(plan)
+	if want := "Records to write: 3000; estimated time 3s at 1000 records/s (assumed: nothing was restored into this Chroma yet)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("plan printed:\n%s\nwant the line %q", out.String(), want)
+	}
+}

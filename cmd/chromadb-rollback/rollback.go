@@ -285,8 +285,12 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 	if !p.AddRateMeasured {
 		rate = "assumed: nothing was restored into this Chroma yet"
 	}
-	fmt.Fprintf(a.stdout, "Records to write: %d; estimated time %s at %.0f records/s (%s)\n",
-		p.WriteRecords, (time.Duration(p.EstimatedSeconds * float64(time.Second))).Round(time.Second), p.AddRate, rate)
+	perColl := ""
+	if p.SecondsPerCollection > 0 {
+		perColl = fmt.Sprintf(" and %s for each of %s", roundDuration(p.SecondsPerCollection), counted(p.WriteCollections, "collection"))
+	}
+	fmt.Fprintf(a.stdout, "Records to write: %d; estimated time %s at %.0f records/s%s (%s)\n",
+		p.WriteRecords, roundDuration(p.EstimatedSeconds), p.AddRate, perColl, rate)
 	for _, w := range p.Warnings {
 		fmt.Fprintln(a.stdout, "warning:", w)
 	}
@@ -367,4 +371,13 @@ func (a *app) rollbackStatusCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// roundDuration shows seconds to a second, or to a millisecond under one.
+func roundDuration(seconds float64) time.Duration {
+	d := time.Duration(seconds * float64(time.Second))
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
 }

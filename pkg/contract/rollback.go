@@ -116,12 +116,15 @@ type RollbackPlan struct {
 	Mode           string     `json:"mode"` // full, partial or batches
 	Items          []PlanItem `json:"items"`
 	WriteRecords   int64      `json:"write_records"`
-	// AddRate is the records/s the estimate assumes: measured by the
-	// restores into the target Chroma (AddRateMeasured), else the
-	// restorer's --default-add-rate.
-	AddRate          float64 `json:"add_rate"`
-	AddRateMeasured  bool    `json:"add_rate_measured"`
-	EstimatedSeconds float64 `json:"estimated_seconds"`
+	// AddRate is the records/s the estimate assumes, and
+	// SecondsPerCollection what it adds for each of the WriteCollections
+	// collections written: measured by the restores into the target Chroma
+	// (AddRateMeasured), else the restorer's --default-add-rate and nothing.
+	AddRate              float64 `json:"add_rate"`
+	SecondsPerCollection float64 `json:"seconds_per_collection,omitempty"`
+	WriteCollections     int     `json:"write_collections"`
+	AddRateMeasured      bool    `json:"add_rate_measured"`
+	EstimatedSeconds     float64 `json:"estimated_seconds"`
 	// ArchiveVerified says the whole archive was read and verified for
 	// this plan; Verification says when a restore verifies it.
 	ArchiveVerified bool     `json:"archive_verified"`
@@ -370,17 +373,29 @@ func AddRateKey(chromaURL string) string {
 	return "rate.add." + hex.EncodeToString(sum[:8])
 }
 
-// AddRate is the add rate the restores into one Chroma measured, kept in
+// AddRate is how fast the restores into one Chroma wrote, kept in
 // CHROMA_STATE so that every restorer's plans estimate from it, also after
-// a restart. RecordsPerSecond averages the restores (each new one weighs
-// half); Records and Seconds are the last one's.
+// a restart. A restore takes about SecondsPerCollection for each
+// collection it writes (Chroma's first add to a new collection alone takes
+// tens of milliseconds) plus its records at RecordsPerSecond: both are
+// fitted to the last restores (Samples). Records and Seconds are the last
+// restore's.
 type AddRate struct {
 	Envelope
-	ChromaURL        string    `json:"chroma_url"`
-	RecordsPerSecond float64   `json:"records_per_second"`
-	Records          int64     `json:"records"`
-	Seconds          float64   `json:"seconds"`
-	MeasuredAt       time.Time `json:"measured_at"`
+	ChromaURL            string          `json:"chroma_url"`
+	RecordsPerSecond     float64         `json:"records_per_second"`
+	SecondsPerCollection float64         `json:"seconds_per_collection,omitempty"`
+	Records              int64           `json:"records"`
+	Seconds              float64         `json:"seconds"`
+	Samples              []AddRateSample `json:"samples,omitempty"`
+	MeasuredAt           time.Time       `json:"measured_at"`
+}
+
+// AddRateSample is what one restore wrote, and in how long.
+type AddRateSample struct {
+	Collections int     `json:"collections"`
+	Records     int64   `json:"records"`
+	Seconds     float64 `json:"seconds"`
 }
 
 // CancelKey is the key under which a cancel request for an operation is

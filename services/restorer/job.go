@@ -420,7 +420,7 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		_ = fence.Release(cctx, s.assets.State, tenant, database, j.cmd.OpID)
 	}
 	if status == contract.StatusCompleted && ck != nil && j.sp != nil {
-		s.recordAddRate(cctx, j.sp.targetURL, ck.RecordsWritten, ck.WriteSeconds)
+		s.recordAddRate(cctx, j.sp.targetURL, writeCollections(ck.Plan), ck.RecordsWritten, ck.WriteSeconds)
 	}
 	ev := j.ev
 	ev.Outcome, ev.Error = outcome, opErr

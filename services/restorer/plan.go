@@ -415,8 +415,10 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	if err := fence.Check(ctx, s.assets.State, sp.tenant, sp.database, sp.req.OpID); err != nil && errors.Is(err, fence.ErrHeld) {
 		p.Warnings = append(p.Warnings, err.Error()+": starting this rollback is refused until it is released")
 	}
-	p.AddRate, p.AddRateMeasured = s.addRate(ctx, sp.targetURL)
-	p.EstimatedSeconds = float64(p.WriteRecords) / p.AddRate
+	am, measured := s.addModel(ctx, sp.targetURL)
+	p.WriteCollections = writeCollections(p)
+	p.AddRate, p.SecondsPerCollection, p.AddRateMeasured = 1/am.perRecord, am.perCollection, measured
+	p.EstimatedSeconds = am.seconds(p.WriteCollections, p.WriteRecords)
 	return p, nil
 }
 

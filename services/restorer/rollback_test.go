@@ -242,17 +242,23 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Type != contract.TypeAddRate || rec.ChromaURL != e.chroma.URL || rec.Records != 800 || rec.Seconds <= 0 || !(rec.RecordsPerSecond > 0) {
+		if rec.Type != contract.TypeAddRate || rec.ChromaURL != e.chroma.URL || rec.Records != 800 || rec.Seconds <= 0 || !(rec.RecordsPerSecond > 0) || rec.SecondsPerCollection < 0 {
 			t.Errorf("kept add rate %s; want the last rollback's 800 records into %s", entry.Value(), e.chroma.URL)
+		}
+		// Every full rollback above is a sample, the last one last.
+		if n := len(rec.Samples); n < 2 || n > 8 || rec.Samples[n-1] != (contract.AddRateSample{Collections: 5, Records: 800, Seconds: rec.Seconds}) {
+			t.Errorf("kept samples %+v; want 2 to 8, the last one the last rollback's 5 collections and 800 records", rec.Samples)
 		}
 		stopRestorer() // a new instance knows only what CHROMA_STATE keeps
 		e.startRestorer(t, restorer.Config{Instance: "restorer-restarted"}, nil)
 		p := e.plan(t, contract.RollbackRequest{SnapshotID: snap})
-		if !p.AddRateMeasured || p.AddRate != rec.RecordsPerSecond {
-			t.Errorf("plan after a restart assumes %v records/s (measured %v); want the kept %v", p.AddRate, p.AddRateMeasured, rec.RecordsPerSecond)
+		if !p.AddRateMeasured || p.AddRate != rec.RecordsPerSecond || p.SecondsPerCollection != rec.SecondsPerCollection {
+			t.Errorf("plan after a restart assumes %v records/s and %vs a collection (measured %v); want the kept %v and %v",
+				p.AddRate, p.SecondsPerCollection, p.AddRateMeasured, rec.RecordsPerSecond, rec.SecondsPerCollection)
 		}
-		if want := float64(p.WriteRecords) / rec.RecordsPerSecond; math.Abs(p.EstimatedSeconds-want) > 1e-9 {
-			t.Errorf("estimate %.3fs for %d records; want %.3fs", p.EstimatedSeconds, p.WriteRecords, want)
+		want := float64(p.WriteCollections)*rec.SecondsPerCollection + float64(p.WriteRecords)/rec.RecordsPerSecond
+		if p.WriteCollections != 5 || math.Abs(p.EstimatedSeconds-want) > 1e-9 {
+			t.Errorf("estimate %.3fs for %d records in %d collections; want %.3fs for 5", p.EstimatedSeconds, p.WriteRecords, p.WriteCollections, want)
 		}
 	})
 }

@@ -43,9 +43,9 @@ type Service struct {
 	audit  *bus.Auditor
 
 	mu sync.Mutex
-	// addRates is the add rate measured here, by normalized Chroma URL:
-	// what plans assume when CHROMA_STATE cannot be read.
-	addRates map[string]float64
+	// addRates is what the restores here measured, by normalized Chroma
+	// URL: what plans assume when CHROMA_STATE cannot be read.
+	addRates map[string]contract.AddRate
 	clients  map[string]*chroma.Client // other Chroma servers, by normalized URL
 
 	// hook, set only by tests, is called at named points of a job.
@@ -87,7 +87,7 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 		cfg: cfg, nc: nc, subj: subj, chroma: cc, ownURL: own,
 		log:      log.With("service", auditService, "instance", cfg.Instance),
 		clients:  map[string]*chroma.Client{},
-		addRates: map[string]float64{},
+		addRates: map[string]contract.AddRate{},
 		splitMin: splitMin,
 	}, nil
 }
@@ -217,24 +217,26 @@ func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
 	return c, u, nil
 }
 
-// addRate is the add rate a plan into chromaURL assumes, and whether it
-// was measured: by the last restores into that Chroma (on any instance,
-// kept in CHROMA_STATE, AddRateKey), else by this instance, else it is the
-// configured default.
-func (s *Service) addRate(ctx context.Context, chromaURL string) (float64, bool) {
+// addModel is how long a plan into chromaURL assumes writing takes, and
+// whether it was measured: by the last restores into that Chroma (on any
+// instance, kept in CHROMA_STATE, AddRateKey), else by this instance, else
+// the configured default rate.
+func (s *Service) addModel(ctx context.Context, chromaURL string) (addModel, bool) {
 	rec, err := s.storedAddRate(ctx, chromaURL)
 	if err != nil {
 		s.log.Warn("could not read the measured add rate; estimating from this instance's", "err", err)
 	}
+	if rec == nil {
+		s.mu.Lock()
+		if r, ok := s.addRates[chromaURL]; ok {
+			rec = &r
+		}
+		s.mu.Unlock()
+	}
 	if rec != nil {
-		return rec.RecordsPerSecond, true
+		return addModel{perCollection: rec.SecondsPerCollection, perRecord: 1 / rec.RecordsPerSecond}, true
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r := s.addRates[chromaURL]; r > 0 {
-		return r, true
-	}
-	return s.cfg.DefaultAddRate, false
+	return addModel{perRecord: 1 / s.cfg.DefaultAddRate}, false
 }
 
 // storedAddRate reads the add rate kept for chromaURL; nil when there is
@@ -257,22 +259,41 @@ func (s *Service) storedAddRate(ctx context.Context, chromaURL string) (*contrac
 	return &rec, nil
 }
 
-// recordAddRate keeps what a restore into chromaURL measured, averaged
-// with what was measured before (each restore weighs half), here and in
-// CHROMA_STATE. Restores of fewer than 500 records are noise.
-func (s *Service) recordAddRate(ctx context.Context, chromaURL string, records int64, seconds float64) {
+// recordAddRate adds what a restore into chromaURL measured to the last
+// restores' and fits the model again, here and in CHROMA_STATE. Restores
+// of fewer than 500 records are noise.
+func (s *Service) recordAddRate(ctx context.Context, chromaURL string, collections int, records int64, seconds float64) {
 	if records < 500 || seconds <= 0 {
 		return
 	}
-	rate := float64(records) / seconds
-	if prev, measured := s.addRate(ctx, chromaURL); measured {
-		rate = 0.5*prev + 0.5*rate
+	var samples []contract.AddRateSample
+	prev, err := s.storedAddRate(ctx, chromaURL)
+	if err != nil {
+		s.log.Warn("could not read the measured add rate; fitting to this instance's", "err", err)
 	}
-	s.mu.Lock()
-	s.addRates[chromaURL] = rate
-	s.mu.Unlock()
+	if prev == nil {
+		s.mu.Lock()
+		if r, ok := s.addRates[chromaURL]; ok {
+			prev = &r
+		}
+		s.mu.Unlock()
+	}
+	if prev != nil {
+		samples = prev.Samples
+		if len(samples) == 0 && prev.Records > 0 && prev.Seconds > 0 {
+			// Kept before samples were: its last restore.
+			samples = []contract.AddRateSample{{Records: prev.Records, Seconds: prev.Seconds}}
+		}
+	}
+	samples = append(samples, contract.AddRateSample{Collections: collections, Records: records, Seconds: seconds})
+	samples = samples[max(0, len(samples)-addModelSamples):]
+	m, _ := fitAddModel(samples)
 	rec := contract.AddRate{Envelope: contract.NewEnvelope(contract.TypeAddRate), ChromaURL: chromaURL,
-		RecordsPerSecond: rate, Records: records, Seconds: seconds, MeasuredAt: time.Now().UTC()}
+		RecordsPerSecond: 1 / m.perRecord, SecondsPerCollection: m.perCollection,
+		Records: records, Seconds: seconds, Samples: samples, MeasuredAt: time.Now().UTC()}
+	s.mu.Lock()
+	s.addRates[chromaURL] = rec
+	s.mu.Unlock()
 	data, err := json.Marshal(rec)
 	if err == nil {
 		_, err = s.assets.State.Put(ctx, contract.AddRateKey(chromaURL), data)

@@ -1,0 +1,67 @@
+package restorer
+
+import (
+	"math"
+	"testing"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+// TestFitAddModel: the estimate's model is fitted to restores of
+// different shapes, so that a database of many small collections and one
+// of a few large ones are both estimated from what restores measured.
+func TestFitAddModel(t *testing.T) {
+	// Measured on the bench machine: 300 collections of 10 records in 24 s,
+	// 2 collections of 10,000 in 16 s.
+	many := contract.AddRateSample{Collections: 300, Records: 3000, Seconds: 24}
+	big := contract.AddRateSample{Collections: 2, Records: 20000, Seconds: 16}
+	near := func(got, want float64) bool { return math.Abs(got-want) <= 0.02*want }
+
+	m, ok := fitAddModel([]contract.AddRateSample{many, big})
+	if !ok || !near(m.perCollection, 0.0722) || !near(1/m.perRecord, 1261) {
+		t.Errorf("two shapes: %+v; want about 0.072 s a collection and 1,261 records/s", m)
+	}
+	for _, s := range []contract.AddRateSample{many, big} {
+		if got := m.seconds(s.Collections, s.Records); !near(got, s.Seconds) {
+			t.Errorf("model estimates %.1fs for %+v", got, s)
+		}
+	}
+	// A sample that cannot be used is skipped.
+	if m2, _ := fitAddModel([]contract.AddRateSample{many, {Collections: 1}, big, {Records: 10, Seconds: -1}}); m2 != m {
+		t.Errorf("with unusable samples: %+v, want %+v", m2, m)
+	}
+
+	// One restore, or restores of one shape, cannot tell a collection's
+	// cost from its records': the records carry the time, as one rate did.
+	for name, ss := range map[string][]contract.AddRateSample{
+		"one":       {big},
+		"one shape": {big, {Collections: 4, Records: 40000, Seconds: 32}},
+	} {
+		m, ok := fitAddModel(ss)
+		if !ok || m.perCollection != 0 || !near(1/m.perRecord, 1250) {
+			t.Errorf("%s: %+v; want 1,250 records/s and nothing a collection", name, m)
+		}
+	}
+	// A fit that would make a collection cost negative time falls back too.
+	m, ok = fitAddModel([]contract.AddRateSample{{Collections: 100, Records: 1000, Seconds: 1}, {Collections: 1, Records: 1000, Seconds: 2}})
+	if !ok || m.perCollection != 0 || m.perRecord <= 0 {
+		t.Errorf("negative collection cost: %+v; want records only", m)
+	}
+	if _, ok := fitAddModel(nil); ok {
+		t.Error("no samples: a model")
+	}
+}
+
+// TestWriteCollections counts the collections a plan writes.
+func TestWriteCollections(t *testing.T) {
+	p := &contract.RollbackPlan{Items: []contract.PlanItem{
+		{Action: contract.PlanCreate}, {Action: contract.PlanReplace}, {Action: contract.PlanUpsert},
+		{Action: contract.PlanUntouched}, {Action: contract.PlanExtra}, {Action: contract.PlanDrop},
+	}}
+	if n := writeCollections(p); n != 3 {
+		t.Errorf("%d collections written, want 3 (create, replace, upsert)", n)
+	}
+	if writeCollections(nil) != 0 {
+		t.Error("nil plan")
+	}
+}
