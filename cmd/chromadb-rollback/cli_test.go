@@ -257,6 +257,11 @@ func TestCLIWarnsOfMovingSnapshot(t *testing.T) {
 	if stderr != want {
 		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, want)
 	}
+	// info says it too, on one line.
+	code, stdout, stderr = c.run("snapshot", "info", id)
+	if want := "consistent:  false (collection counts changed during the export"; code != exitOK || !strings.Contains(stdout, want) {
+		t.Errorf("snapshot info: exit %d, %s%s; want %q", code, stdout, stderr, want)
+	}
 }
 
 // TestHealthCheckWhenChromaIsDown: with Chroma down, health-check says

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -229,8 +230,12 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 			return err
 		}
 		w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "id:\t%s\nname:\t%s\nsource:\t%s/%s (Chroma %s)\ncreated:\t%s\nrecords:\t%d\nsize:\t%d bytes (raw %d)\nsha256:\t%s\nconsistent:\t%v %s\nkeep:\t%v\n",
-			m.SnapshotID, m.Name, m.Tenant, m.Database, m.ChromaVersion, m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.RawBytes, m.SHA256, m.Consistent, m.Inconsistency, m.Keep)
+		consistent := strconv.FormatBool(m.Consistent)
+		if m.Inconsistency != "" {
+			consistent += " (" + m.Inconsistency + ")"
+		}
+		fmt.Fprintf(w, "id:\t%s\nname:\t%s\nsource:\t%s/%s (Chroma %s)\ncreated:\t%s\nrecords:\t%d\nsize:\t%d bytes (raw %d)\nsha256:\t%s\nconsistent:\t%s\nkeep:\t%v\n",
+			m.SnapshotID, m.Name, m.Tenant, m.Database, m.ChromaVersion, m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.RawBytes, m.SHA256, consistent, m.Keep)
 		if m.Encryption != "" {
 			fmt.Fprintf(w, "encryption:\t%s to %s\n", m.Encryption, strings.Join(m.Recipients, ", "))
 		}
