@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -41,7 +42,7 @@ var ErrStalled = errors.New("stalled")
 // system is temporarily unavailable (HTTP-like code 503 or 408, no leader,
 // not enough peers up, expected sequence not ready).
 func Transient(err error) bool {
-	if err == nil {
+	if err == nil || StoreFull(err) {
 		return false
 	}
 	switch {
@@ -63,6 +64,25 @@ func Transient(err error) bool {
 			return true
 		}
 		return api.Code == 503 || api.Code == 408
+	}
+	return false
+}
+
+// StoreFull reports whether err is JetStream refusing a message for want
+// of room: the stream's byte or message limit, or the server's or
+// account's storage. That lasts until someone deletes or raises a limit,
+// so it is not Transient.
+func StoreFull(err error) bool {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	switch api.ErrorCode {
+	case 10047: // insufficient storage resources available
+		return true
+	case 10077: // stream store failed: says why
+		d := strings.ToLower(api.Description)
+		return strings.Contains(d, "maximum bytes") || strings.Contains(d, "maximum messages") || strings.Contains(d, "storage")
 	}
 	return false
 }

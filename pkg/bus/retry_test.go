@@ -37,6 +37,9 @@ func TestTransient(t *testing.T) {
 		{"bad config", &jetstream.APIError{Code: 400, ErrorCode: 10052}, false},
 		{"connection closed", nats.ErrConnectionClosed, false},
 		{"anything else", errors.New("disk on fire"), false},
+		{"stream full", &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum bytes exceeded"}, false},
+		{"storage exhausted", &jetstream.APIError{Code: 500, ErrorCode: 10047, Description: "insufficient storage resources available"}, false},
+		{"store failed otherwise", &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "write error"}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,6 +47,27 @@ func TestTransient(t *testing.T) {
 				t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestStoreFull: JetStream refusing a message for want of room is told
+// apart from other store failures, also wrapped.
+func TestStoreFull(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("put object x: %w", &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum bytes exceeded"}), true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum messages exceeded"}, true},
+		{&jetstream.APIError{Code: 500, ErrorCode: 10047}, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "write error"}, false},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10023}, false},
+		{errors.New("maximum bytes exceeded"), false},
+		{nil, false},
+	} {
+		if got := bus.StoreFull(tc.err); got != tc.want {
+			t.Errorf("StoreFull(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
 

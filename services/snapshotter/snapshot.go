@@ -337,6 +337,11 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 	toPut.CloseRead(fmt.Errorf("object store put ended: %v", putErr)) // unblocks the exporter if the put failed first
 	res := <-done
 	ver := <-checked
+	// A full store stays full until someone makes room: no export again.
+	if putErr != nil && bus.StoreFull(putErr) {
+		return nil, fmt.Errorf("store archive %s: the object store %s has no room for it (%w): delete snapshots (snapshot delete, cleanup) or raise JetStream's storage limits, then take it again; nothing of it was kept",
+			obj, contract.ObjectSnapshots, putErr)
+	}
 	// A put that fails by itself returns its own error; one that read the
 	// exporter's failure returns that.
 	if putErr != nil && !errors.Is(putErr, res.err) && (bus.Transient(putErr) || errors.Is(putErr, bus.ErrReadBack)) {
