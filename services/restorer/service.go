@@ -222,9 +222,18 @@ func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
 // instance, kept in CHROMA_STATE, AddRateKey), else by this instance, else
 // the configured default rate.
 func (s *Service) addModel(ctx context.Context, chromaURL string) (addModel, bool) {
+	if rec := s.knownAddRate(ctx, chromaURL); rec != nil {
+		return addModel{perCollection: rec.SecondsPerCollection, perRecord: 1 / rec.RecordsPerSecond}, true
+	}
+	return addModel{perRecord: 1 / s.cfg.DefaultAddRate}, false
+}
+
+// knownAddRate is what the restores into chromaURL measured: as kept in
+// CHROMA_STATE, else as this instance measured it; nil when neither knows.
+func (s *Service) knownAddRate(ctx context.Context, chromaURL string) *contract.AddRate {
 	rec, err := s.storedAddRate(ctx, chromaURL)
 	if err != nil {
-		s.log.Warn("could not read the measured add rate; estimating from this instance's", "err", err)
+		s.log.Warn("could not read the measured add rate; using this instance's", "err", err)
 	}
 	if rec == nil {
 		s.mu.Lock()
@@ -233,10 +242,7 @@ func (s *Service) addModel(ctx context.Context, chromaURL string) (addModel, boo
 		}
 		s.mu.Unlock()
 	}
-	if rec != nil {
-		return addModel{perCollection: rec.SecondsPerCollection, perRecord: 1 / rec.RecordsPerSecond}, true
-	}
-	return addModel{perRecord: 1 / s.cfg.DefaultAddRate}, false
+	return rec
 }
 
 // storedAddRate reads the add rate kept for chromaURL; nil when there is
@@ -267,18 +273,7 @@ func (s *Service) recordAddRate(ctx context.Context, chromaURL string, collectio
 		return
 	}
 	var samples []contract.AddRateSample
-	prev, err := s.storedAddRate(ctx, chromaURL)
-	if err != nil {
-		s.log.Warn("could not read the measured add rate; fitting to this instance's", "err", err)
-	}
-	if prev == nil {
-		s.mu.Lock()
-		if r, ok := s.addRates[chromaURL]; ok {
-			prev = &r
-		}
-		s.mu.Unlock()
-	}
-	if prev != nil {
+	if prev := s.knownAddRate(ctx, chromaURL); prev != nil {
 		samples = prev.Samples
 		if len(samples) == 0 && prev.Records > 0 && prev.Seconds > 0 {
 			// Kept before samples were: its last restore.
