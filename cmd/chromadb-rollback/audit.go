@@ -189,7 +189,6 @@ func (a *app) auditQuery(ctx context.Context, nc *nats.Conn, req contract.AuditQ
 		if page == 0 {
 			first = rep
 		}
-		first.Unreadable = max(first.Unreadable, rep.Unreadable)
 		out = append(out, rep.Entries...)
 		first.More = rep.More
 		if !rep.More || len(out) >= want || len(rep.Entries) == 0 {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -201,32 +202,28 @@ type counted struct {
 
 // countLater counts as count does, in the background; the channel gets
 // the result. For a snapshot of a whole database it lists the collections
-// again too: one created, deleted or renamed during the export, or whose
-// metadata or configuration changed, is a write the counts do not show.
+// again too, as at the start: one created or renamed during the export, or
+// whose metadata or configuration changed, is a write the counts do not
+// show. (One deleted fails its count.)
 func (s *Service) countLater(ctx context.Context, cmd *contract.SnapshotCommand, colls []chroma.Collection, when string) <-chan counted {
 	ch := make(chan counted, 1)
 	go func() {
-		var changed []string
+		var res counted
+		var now []chroma.Collection
 		var lerr error
-		listed := make(chan struct{})
-		go func() {
-			defer close(listed)
-			if len(cmd.Collections) > 0 {
-				return
-			}
-			now, err := s.chroma.ListCollections(ctx, cmd.Tenant, cmd.Database)
-			if err != nil {
-				lerr = fmt.Errorf("list collections of %s/%s%s: %w", cmd.Tenant, cmd.Database, when, err)
-				return
-			}
-			changed = collectionChanges(colls, now)
-		}()
-		n, err := s.count(ctx, cmd, colls, when)
-		<-listed
-		if err == nil {
-			err = lerr
+		var wg sync.WaitGroup
+		if len(cmd.Collections) == 0 {
+			wg.Go(func() { now, lerr = s.resolveCollections(ctx, cmd) })
 		}
-		ch <- counted{n, changed, err}
+		res.counts, res.err = s.count(ctx, cmd, colls, when)
+		wg.Wait()
+		if res.err == nil {
+			res.err = lerr
+		}
+		if res.err == nil && len(cmd.Collections) == 0 {
+			res.changed = collectionChanges(colls, now)
+		}
+		ch <- res
 	}()
 	return ch
 }
@@ -241,11 +238,11 @@ func collectionChanges(before, after []chroma.Collection) []string {
 	var out []string
 	for _, b := range before {
 		a, ok := now[b.ID]
-		switch {
-		case !ok:
-			out = append(out, fmt.Sprintf("%q deleted", b.Name))
-			continue
-		case a.Name != b.Name:
+		if !ok {
+			continue // deleted: its count after the export failed
+		}
+		delete(now, b.ID)
+		if a.Name != b.Name {
 			out = append(out, fmt.Sprintf("%q renamed to %q", b.Name, a.Name))
 		}
 		if !bytes.Equal(a.Configuration, b.Configuration) {
@@ -256,7 +253,6 @@ func collectionChanges(before, after []chroma.Collection) []string {
 		if !bytes.Equal(am, bm) {
 			out = append(out, fmt.Sprintf("metadata of %q changed", a.Name))
 		}
-		delete(now, b.ID)
 	}
 	for _, a := range after {
 		if _, ok := now[a.ID]; ok {
