@@ -165,10 +165,17 @@ func TestPlanEstimateLine(t *testing.T) {
 	if want := "Records to write: 3000; estimated time 24s at 1261 records/s and 72ms for each of 300 collections (measured)\n"; !strings.Contains(out.String(), want) {
 		t.Errorf("plan printed:\n%s\nwant the line %q", out.String(), want)
 	}
-	plan.SecondsPerCollection, plan.AddRateMeasured, plan.AddRate, plan.EstimatedSeconds = 0, false, 1000, 3
+	// Measured by restores of one shape: the cost of a collection is not.
+	plan.SecondsPerCollection, plan.SecondsPerCollectionAssumed, plan.AddRate, plan.EstimatedSeconds = 0.024, true, 8333, 7.56
 	out.Reset()
 	(&app{stdout: &out}).printPlan(plan)
-	if want := "Records to write: 3000; estimated time 3s at 1000 records/s (assumed: nothing was restored into this Chroma yet)\n"; !strings.Contains(out.String(), want) {
+	if want := "Records to write: 3000; estimated time 8s at 8333 records/s and 24ms for each of 300 collections (measured; the time for each collection assumed until restores of other shapes measure it)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("plan printed:\n%s\nwant the line %q", out.String(), want)
+	}
+	plan.SecondsPerCollection, plan.AddRateMeasured, plan.AddRate, plan.EstimatedSeconds = 0.05, false, 1000, 18
+	out.Reset()
+	(&app{stdout: &out}).printPlan(plan)
+	if want := "Records to write: 3000; estimated time 18s at 1000 records/s and 50ms for each of 300 collections (assumed: nothing was restored into this Chroma yet)\n"; !strings.Contains(out.String(), want) {
 		t.Errorf("plan printed:\n%s\nwant the line %q", out.String(), want)
 	}
 }

@@ -282,8 +282,11 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 	}
 	tw.Flush()
 	rate := "measured"
-	if !p.AddRateMeasured {
+	switch {
+	case !p.AddRateMeasured:
 		rate = "assumed: nothing was restored into this Chroma yet"
+	case p.SecondsPerCollectionAssumed && p.WriteCollections > 0:
+		rate = "measured; the time for each collection assumed until restores of other shapes measure it"
 	}
 	perColl := ""
 	if p.SecondsPerCollection > 0 {

@@ -119,12 +119,16 @@ type RollbackPlan struct {
 	// AddRate is the records/s the estimate assumes, and
 	// SecondsPerCollection what it adds for each of the WriteCollections
 	// collections written: measured by the restores into the target Chroma
-	// (AddRateMeasured), else the restorer's --default-add-rate and nothing.
-	AddRate              float64 `json:"add_rate"`
-	SecondsPerCollection float64 `json:"seconds_per_collection,omitempty"`
-	WriteCollections     int     `json:"write_collections"`
-	AddRateMeasured      bool    `json:"add_rate_measured"`
-	EstimatedSeconds     float64 `json:"estimated_seconds"`
+	// (AddRateMeasured), else the restorer's --default-add-rate and an
+	// assumed cost of a collection. SecondsPerCollectionAssumed says the
+	// latter was not measured (nothing restored yet, or only restores of
+	// one shape, which cannot tell it from the records' cost).
+	AddRate                     float64 `json:"add_rate"`
+	SecondsPerCollection        float64 `json:"seconds_per_collection,omitempty"`
+	SecondsPerCollectionAssumed bool    `json:"seconds_per_collection_assumed,omitempty"`
+	WriteCollections            int     `json:"write_collections"`
+	AddRateMeasured             bool    `json:"add_rate_measured"`
+	EstimatedSeconds            float64 `json:"estimated_seconds"`
 	// ArchiveVerified says the whole archive was read and verified for
 	// this plan; Verification says when a restore verifies it.
 	ArchiveVerified bool     `json:"archive_verified"`
@@ -378,17 +382,19 @@ func AddRateKey(chromaURL string) string {
 // a restart. A restore takes about SecondsPerCollection for each
 // collection it writes (Chroma's first add to a new collection alone takes
 // tens of milliseconds) plus its records at RecordsPerSecond: both are
-// fitted to the last restores (Samples). Records and Seconds are the last
-// restore's.
+// fitted to the last restores (Samples); while those are all of one shape,
+// SecondsPerCollection is assumed (SecondsPerCollectionAssumed) and the
+// records carry the rest. Records and Seconds are the last restore's.
 type AddRate struct {
 	Envelope
-	ChromaURL            string          `json:"chroma_url"`
-	RecordsPerSecond     float64         `json:"records_per_second"`
-	SecondsPerCollection float64         `json:"seconds_per_collection,omitempty"`
-	Records              int64           `json:"records"`
-	Seconds              float64         `json:"seconds"`
-	Samples              []AddRateSample `json:"samples,omitempty"`
-	MeasuredAt           time.Time       `json:"measured_at"`
+	ChromaURL                   string          `json:"chroma_url"`
+	RecordsPerSecond            float64         `json:"records_per_second"`
+	SecondsPerCollection        float64         `json:"seconds_per_collection,omitempty"`
+	SecondsPerCollectionAssumed bool            `json:"seconds_per_collection_assumed,omitempty"`
+	Records                     int64           `json:"records"`
+	Seconds                     float64         `json:"seconds"`
+	Samples                     []AddRateSample `json:"samples,omitempty"`
+	MeasuredAt                  time.Time       `json:"measured_at"`
 }
 
 // AddRateSample is what one restore wrote, and in how long.

@@ -32,20 +32,46 @@ func TestFitAddModel(t *testing.T) {
 	}
 
 	// One restore, or restores of one shape, cannot tell a collection's
-	// cost from its records': the records carry the time, as one rate did.
+	// cost from its records': a collection is assumed to cost
+	// assumedSecondsPerCollection, and the records carry the rest.
 	for name, ss := range map[string][]contract.AddRateSample{
 		"one":       {big},
 		"one shape": {big, {Collections: 4, Records: 40000, Seconds: 32}},
 	} {
 		m, ok := fitAddModel(ss)
-		if !ok || m.perCollection != 0 || !near(1/m.perRecord, 1250) {
-			t.Errorf("%s: %+v; want 1,250 records/s and nothing a collection", name, m)
+		if !ok || m.perCollection != assumedSecondsPerCollection || !m.collectionAssumed || !near(1/m.perRecord, 1257.9) {
+			t.Errorf("%s: %+v; want 1,258 records/s and an assumed %gs a collection", name, m, assumedSecondsPerCollection)
 		}
+		for _, s := range ss {
+			if got := m.seconds(s.Collections, s.Records); !near(got, s.Seconds) {
+				t.Errorf("%s: model estimates %.2fs for %+v", name, got, s)
+			}
+		}
+	}
+	if m.collectionAssumed {
+		t.Errorf("two shapes: %+v says the collection cost is assumed", m)
+	}
+	// A collection never takes more than half of what a sample took for
+	// each: 3 collections of 200 records in 0.144 s say at most 24 ms.
+	// Found by hand: after that restore, a plan for 1,100 collections of 3
+	// records estimated 0.8 s (4,168 records/s and nothing a collection),
+	// and it took 41 s.
+	small := contract.AddRateSample{Collections: 3, Records: 600, Seconds: 0.144}
+	m, ok = fitAddModel([]contract.AddRateSample{small})
+	if !ok || !near(m.perCollection, 0.024) || !m.collectionAssumed || !near(m.seconds(3, 600), 0.144) {
+		t.Errorf("small restore: %+v; want 24 ms a collection and the sample's 0.144 s", m)
+	}
+	if got := m.seconds(1100, 3300); got < 20 {
+		t.Errorf("small restore: estimates %.1fs for 1,100 collections of 3 records; it took 41 s", got)
 	}
 	// A fit that would make a collection cost negative time falls back too.
 	m, ok = fitAddModel([]contract.AddRateSample{{Collections: 100, Records: 1000, Seconds: 1}, {Collections: 1, Records: 1000, Seconds: 2}})
-	if !ok || m.perCollection != 0 || m.perRecord <= 0 {
-		t.Errorf("negative collection cost: %+v; want records only", m)
+	if !ok || !m.collectionAssumed || !near(m.perCollection, 0.005) || m.perRecord <= 0 {
+		t.Errorf("negative collection cost: %+v; want an assumed 5 ms a collection (half the first sample's)", m)
+	}
+	// Nothing restored yet: the default rate and the assumed collection.
+	if d := defaultAddModel(1000); d.perCollection != assumedSecondsPerCollection || !d.collectionAssumed || d.seconds(300, 3000) != 18 {
+		t.Errorf("default model %+v estimates %.1fs for 300 collections of 10 records, want 18 s", d, d.seconds(300, 3000))
 	}
 	if _, ok := fitAddModel(nil); ok {
 		t.Error("no samples: a model")

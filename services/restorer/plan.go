@@ -418,6 +418,7 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	am, measured := s.addModel(ctx, sp.targetURL)
 	p.WriteCollections = writeCollections(p)
 	p.AddRate, p.SecondsPerCollection, p.AddRateMeasured = 1/am.perRecord, am.perCollection, measured
+	p.SecondsPerCollectionAssumed = am.collectionAssumed
 	p.EstimatedSeconds = am.seconds(p.WriteCollections, p.WriteRecords)
 	return p, nil
 }

@@ -107,6 +107,10 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 		if p.AddRateMeasured || p.AddRate != 1000 { // nothing restored into this Chroma yet: the default
 			t.Errorf("plan assumes %.0f records/s, measured %v; want the default 1000, not measured", p.AddRate, p.AddRateMeasured)
 		}
+		if p.SecondsPerCollection != 0.05 || !p.SecondsPerCollectionAssumed || p.WriteCollections != 5 || math.Abs(p.EstimatedSeconds-(5*0.05+800/1000.0)) > 1e-9 {
+			t.Errorf("plan assumes %vs for each of %d collections (assumed %v), estimate %.3fs; want an assumed 0.05 s for each of 5, 1.05 s",
+				p.SecondsPerCollection, p.WriteCollections, p.SecondsPerCollectionAssumed, p.EstimatedSeconds)
+		}
 		if !slices.ContainsFunc(p.Warnings, func(w string) bool {
 			return strings.Contains(w, `1 collection in acme/prod is not in the snapshot and is kept: "migration_added" (drop_extra deletes it)`)
 		}) {
@@ -252,9 +256,9 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 		stopRestorer() // a new instance knows only what CHROMA_STATE keeps
 		e.startRestorer(t, restorer.Config{Instance: "restorer-restarted"}, nil)
 		p := e.plan(t, contract.RollbackRequest{SnapshotID: snap})
-		if !p.AddRateMeasured || p.AddRate != rec.RecordsPerSecond || p.SecondsPerCollection != rec.SecondsPerCollection {
-			t.Errorf("plan after a restart assumes %v records/s and %vs a collection (measured %v); want the kept %v and %v",
-				p.AddRate, p.SecondsPerCollection, p.AddRateMeasured, rec.RecordsPerSecond, rec.SecondsPerCollection)
+		if !p.AddRateMeasured || p.AddRate != rec.RecordsPerSecond || p.SecondsPerCollection != rec.SecondsPerCollection || p.SecondsPerCollectionAssumed != rec.SecondsPerCollectionAssumed {
+			t.Errorf("plan after a restart assumes %v records/s and %vs a collection (measured %v, collection assumed %v); want the kept %v and %v (%v)",
+				p.AddRate, p.SecondsPerCollection, p.AddRateMeasured, p.SecondsPerCollectionAssumed, rec.RecordsPerSecond, rec.SecondsPerCollection, rec.SecondsPerCollectionAssumed)
 		}
 		want := float64(p.WriteCollections)*rec.SecondsPerCollection + float64(p.WriteRecords)/rec.RecordsPerSecond
 		if p.WriteCollections != 5 || math.Abs(p.EstimatedSeconds-want) > 1e-9 {

@@ -223,9 +223,9 @@ func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
 // the configured default rate.
 func (s *Service) addModel(ctx context.Context, chromaURL string) (addModel, bool) {
 	if rec := s.knownAddRate(ctx, chromaURL); rec != nil {
-		return addModel{perCollection: rec.SecondsPerCollection, perRecord: 1 / rec.RecordsPerSecond}, true
+		return addModel{perCollection: rec.SecondsPerCollection, perRecord: 1 / rec.RecordsPerSecond, collectionAssumed: rec.SecondsPerCollectionAssumed}, true
 	}
-	return addModel{perRecord: 1 / s.cfg.DefaultAddRate}, false
+	return defaultAddModel(s.cfg.DefaultAddRate), false
 }
 
 // knownAddRate is what the restores into chromaURL measured: as kept in
@@ -284,7 +284,7 @@ func (s *Service) recordAddRate(ctx context.Context, chromaURL string, collectio
 	samples = samples[max(0, len(samples)-addModelSamples):]
 	m, _ := fitAddModel(samples)
 	rec := contract.AddRate{Envelope: contract.NewEnvelope(contract.TypeAddRate), ChromaURL: chromaURL,
-		RecordsPerSecond: 1 / m.perRecord, SecondsPerCollection: m.perCollection,
+		RecordsPerSecond: 1 / m.perRecord, SecondsPerCollection: m.perCollection, SecondsPerCollectionAssumed: m.collectionAssumed,
 		Records: records, Seconds: seconds, Samples: samples, MeasuredAt: time.Now().UTC()}
 	s.mu.Lock()
 	s.addRates[chromaURL] = rec
