@@ -3,13 +3,25 @@
 package natsembed
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/filelock"
 	"github.com/nats-io/nats-server/v2/server"
 )
+
+// LockFile is the file in the store directory that a running server holds
+// locked: two servers on one store corrupt it, and nats-server does not
+// stop the second.
+const LockFile = "LOCK"
+
+// ErrStoreInUse says another process runs a server on the store directory.
+var ErrStoreInUse = errors.New("the JetStream store is in use by another process")
 
 // Options configure the embedded server.
 type Options struct {
@@ -56,14 +68,31 @@ func Start(o Options) (*server.Server, error) {
 		MaxPayload:         8 << 20,
 		JetStreamMaxMemory: 256 << 20,
 	}
+	if err := os.MkdirAll(o.StoreDir, 0o750); err != nil {
+		return nil, fmt.Errorf("embedded NATS: store directory: %w", err)
+	}
+	// Held until the server has shut down; a server of this process that
+	// is shutting down on the same store is waited for a little.
+	lock, err := filelock.Acquire(filepath.Join(o.StoreDir, LockFile), 3*time.Second)
+	if errors.Is(err, filelock.ErrHeld) {
+		return nil, fmt.Errorf("%w (%s): is another chromadb-rollback serve running with this data directory? Stop it, or give this one its own --data-dir", ErrStoreInUse, o.StoreDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
+		lock.Release()
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
 	if o.Logging {
 		s.ConfigureLogger()
 	}
 	go s.Start()
+	go func() {
+		s.WaitForShutdown()
+		lock.Release()
+	}()
 	if !s.ReadyForConnections(15 * time.Second) {
 		s.Shutdown()
 		return nil, fmt.Errorf("embedded NATS on %s did not become ready within 15s", o.Listen)

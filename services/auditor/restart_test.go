@@ -116,6 +116,17 @@ func TestAuditTrailFile(t *testing.T) {
 	if seq, ok := tr.Seen("x"); !ok || seq != 1 {
 		t.Errorf("Seen(x) = %d, %v", seq, ok)
 	}
+	// A second writer (another auditor given the same --data-dir) is
+	// refused while this one has the trail open, and nothing is written.
+	if tr2, err := OpenTrail(path, nil); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "another auditor") {
+		t.Errorf("second OpenTrail while open: %v; want a refusal naming %s and another auditor", err, path)
+		if tr2 != nil {
+			tr2.Close()
+		}
+	}
+	if h2 := tr.Head(); h2 != h {
+		t.Errorf("head after the refused open %+v, want %+v", h2, h)
+	}
 	tr.Close()
 	data, err := os.ReadFile(path)
 	if err != nil {

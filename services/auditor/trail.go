@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/filelock"
 )
 
 // maxLineBytes bounds one trail line: a NATS message (1 MiB by default, at
@@ -33,6 +34,7 @@ type Trail struct {
 	path string
 	log  *slog.Logger
 	f    *os.File
+	lock *filelock.Lock // held while open: the trail has one writer
 
 	wmu sync.Mutex // held by an append, and by a reader that needs the whole file still
 
@@ -62,9 +64,20 @@ func OpenTrail(path string, log *slog.Logger) (*Trail, error) {
 			return nil, err
 		}
 	}
-	t := &Trail{path: path, log: log, f: f}
-	if err := t.load(); err != nil {
+	// One writer: a second auditor appending to the same file would
+	// interleave its lines with this one's.
+	lock, err := filelock.Acquire(path, 0)
+	if errors.Is(err, filelock.ErrHeld) {
 		f.Close()
+		return nil, fmt.Errorf("audit trail %s is written by another auditor: every auditor needs its own --data-dir (and its own consumer)", path)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	t := &Trail{path: path, log: log, f: f, lock: lock}
+	if err := t.load(); err != nil {
+		t.Close()
 		return nil, err
 	}
 	return t, nil
@@ -296,5 +309,11 @@ func (t *Trail) readStill(fn func(f *os.File, head Head, replaced bool)) error {
 	return nil
 }
 
-// Close closes the file.
-func (t *Trail) Close() error { return t.f.Close() }
+// Close closes the file and lets another auditor open it.
+func (t *Trail) Close() error {
+	err := t.f.Close()
+	if lerr := t.lock.Release(); err == nil {
+		err = lerr
+	}
+	return err
+}
