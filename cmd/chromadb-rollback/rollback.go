@@ -98,7 +98,7 @@ type 'yes' (or pass --yes). --dry-run stops after the plan.`,
 				fmt.Fprintln(a.stdout, reply.OpID)
 				return nil
 			}
-			op, err := a.waitOperation(ctx, nc, reply.OpID, wait)
+			op, err := a.waitOperation(ctx, nc, reply.OpID, wait, followRollback(reply.OpID))
 			if err != nil {
 				return err
 			}
@@ -374,6 +374,74 @@ func (a *app) rollbackStatusCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// followRollback says how to follow a rollback the CLI stopped waiting for,
+// and how to stop it.
+func followRollback(opID string) string {
+	return fmt.Sprintf("follow it with `chromadb-rollback rollback-status %s`, stop it with `chromadb-rollback rollback-cancel %s`", opID, opID)
+}
+
+func (a *app) rollbackCancelCmd() *cobra.Command {
+	var noWait bool
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "rollback-cancel OP_ID",
+		Short: "Stop a running rollback at its next batch, and wait until it has stopped",
+		Long: `Ask a running rollback to stop (chroma.api.rollback.cancel). It stops at its next
+batch: staged collections are discarded and live ones keep what they held (an
+in-place rollback leaves the collection it was writing partly restored; its
+safety snapshot holds what was there). The fence is lowered and paused
+migrations are resumed as at any end. Exits 0 once the rollback was cancelled,
+1 when it ended otherwise first.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc, err := a.connect()
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			ctx := cmd.Context()
+			var op contract.Operation
+			ref := contract.OperationRef{Envelope: contract.NewEnvelope(contract.TypeOperationRef), OpID: args[0], Actor: a.actor}
+			if err := a.request(ctx, nc, a.subj.API("rollback", "cancel"), ref, &op, 0); err != nil {
+				return err
+			}
+			if noWait {
+				if a.json {
+					return a.printJSON(op)
+				}
+				for _, w := range op.Warnings {
+					fmt.Fprintln(a.stdout, w)
+				}
+				return nil
+			}
+			if !a.json {
+				for _, w := range op.Warnings {
+					fmt.Fprintln(a.stderr, w)
+				}
+			}
+			ended, err := a.waitOperation(ctx, nc, op.OpID, wait, fmt.Sprintf("follow it with `chromadb-rollback rollback-status %s`", op.OpID))
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if err := a.printJSON(ended); err != nil {
+					return err
+				}
+			} else {
+				a.printOperation(ended)
+			}
+			if ended.Status != contract.StatusCancelled {
+				return fmt.Errorf("rollback %s ended %s before the cancel took effect", ended.OpID, ended.Status)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&noWait, "no-wait", false, "return once the cancel was requested")
+	f.DurationVar(&wait, "wait-timeout", 10*time.Minute, "give up waiting after this long (the cancel stands)")
+	return cmd
 }
 
 // roundDuration shows seconds to a second, or to a millisecond under one.

@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of one API request")
 	pf.StringVar(&a.actor, "actor", defaultActor(), "who is asking, recorded in the audit trail")
 
-	root.AddCommand(a.serveCmd(), a.snapshotCmd(), a.rollbackCmd(), a.rollbackStatusCmd(), a.healthCmd())
+	root.AddCommand(a.serveCmd(), a.snapshotCmd(), a.rollbackCmd(), a.rollbackStatusCmd(), a.rollbackCancelCmd(), a.healthCmd())
 	root.AddCommand(a.statusCmd())
 	root.AddCommand(a.cleanupCmd())
 	root.AddCommand(a.auditLogCmd(), a.auditCmd())

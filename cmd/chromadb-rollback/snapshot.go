@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -72,7 +73,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 				fmt.Fprintln(a.stdout, reply.SnapshotID)
 				return nil
 			}
-			op, err := a.waitOperation(ctx, nc, reply.OpID, wait)
+			op, err := a.waitOperation(ctx, nc, reply.OpID, wait, fmt.Sprintf("`chromadb-rollback snapshot info %s` says how it ended", reply.SnapshotID))
 			if err != nil {
 				return err
 			}
@@ -107,7 +108,10 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 
 // waitOperation follows an operation's status in the state bucket until it
 // ends, drawing a progress bar from its progress subject on a terminal.
-func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, limit time.Duration) (*contract.Operation, error) {
+// follow says how to follow the operation once the wait stops before it
+// ended (interrupted, --wait-timeout, or NATS gone): it goes on in the
+// services.
+func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, limit time.Duration, follow string) (*contract.Operation, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -149,7 +153,11 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("stopped waiting for operation %s: %w (it goes on; see `snapshot list`)", opID, ctx.Err())
+			why := "interrupted"
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				why = fmt.Sprintf("not ended after %v (--wait-timeout)", limit)
+			}
+			return nil, fmt.Errorf("stopped waiting for operation %s: %s; it goes on in the services: %s", opID, why, follow)
 		case e := <-a.connEvents:
 			fmt.Fprintln(a.stderr, e.text("The operation goes on in the services."))
 		case e, ok := <-w.Updates():
@@ -158,7 +166,7 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 				if err := nc.LastError(); err != nil {
 					why = fmt.Sprintf(" (%v)", err)
 				}
-				return nil, fmt.Errorf("stopped waiting for operation %s: the connection to NATS is closed%s (it goes on; see `status`)", opID, why)
+				return nil, fmt.Errorf("stopped waiting for operation %s: the connection to NATS is closed%s; it goes on in the services: %s", opID, why, follow)
 			}
 			if e == nil {
 				continue // initial values delivered

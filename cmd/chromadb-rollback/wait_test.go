@@ -29,7 +29,7 @@ func TestWaitEndsWhenTheConnectionCloses(t *testing.T) {
 		nc.Close()
 	}()
 	start := time.Now()
-	_, err := a.waitOperation(t.Context(), nc, "op_never_started", time.Minute)
+	_, err := a.waitOperation(t.Context(), nc, "op_never_started", time.Minute, "follow it")
 	if err == nil || !strings.Contains(err.Error(), "connection to NATS is closed") || !strings.Contains(err.Error(), "goes on") {
 		t.Fatalf("wait after the connection closed: %v", err)
 	}
@@ -66,7 +66,7 @@ func TestWaitEndsWhenTheRollbackIsCancelled(t *testing.T) {
 		cancelled <- put(contract.StatusCancelled)
 	}()
 	start := time.Now()
-	op, err := a.waitOperation(t.Context(), nc, "op_cancelled", time.Minute)
+	op, err := a.waitOperation(t.Context(), nc, "op_cancelled", time.Minute, "follow it")
 	if perr := <-cancelled; perr != nil {
 		t.Fatalf("storing the cancelled operation: %v", perr)
 	}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+)
+
+// holdWrites is a proxy in front of Chroma that holds every add and upsert
+// until released.
+type holdWrites struct {
+	held    atomic.Int64
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *holdWrites) Release() { h.once.Do(func() { close(h.release) }) }
+
+func startHoldWrites(t *testing.T, upstream string) (*holdWrites, string) {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &holdWrites{release: make(chan struct{})}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/add") || strings.HasSuffix(r.URL.Path, "/upsert") {
+			h.held.Add(1)
+			<-h.release
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(h.Release) // before srv.Close: cleanups run last first
+	return h, srv.URL
+}
+
+// TestCLIRollbackCancel: a CLI that stops waiting for a rollback says how
+// to follow it and how to stop it, and rollback-cancel stops it: the
+// staged collection is discarded, the live ones keep what they held, the
+// fence is lowered, and the command waits until the rollback has stopped.
+// Before rollback-cancel, stopping a rollback took `nats req
+// chroma.api.rollback.cancel`, which neither the CLI nor the runbook
+// mentioned, and an interrupted wait pointed to `snapshot list`.
+func TestCLIRollbackCancel(t *testing.T) {
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	if err := testenv.SeedWorkload(t.Context(), cc, tTenant, tDB, 2, 400, 16, 80); err != nil {
+		t.Fatal(err)
+	}
+	hold, proxyURL := startHoldWrites(t, ch.URL)
+	n := testenv.StartNATS(t)
+	subj := contract.Subjects{Prefix: "chroma"}
+	snap, err := snapshotter.New(snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, n.Connect(t), subj, cc, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := chroma.New(proxyURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, err := restorer.New(restorer.Config{ChromaURL: proxyURL}, n.Connect(t), subj, pc, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runAll(ctx, snap.Run, rest.Run) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c := cli{t: t, url: n.URL}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := n.Conn.Request(subj.API("rollback", "status"), []byte(`{}`), time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("restorer does not answer")
+		}
+	}
+	if code, _, stderr := c.run("snapshot", "create", "--name", "pre"); code != exitOK {
+		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
+	}
+	before := state(t, cc)
+	badMigration(t, cc, before)
+	damaged := state(t, cc)
+
+	// The wait gives up while the restore's first add is held.
+	code, _, stderr := c.run("rollback", "pre", "--yes", "--no-safety-snapshot", "--wait-timeout", "2s")
+	m := regexp.MustCompile(`stopped waiting for operation (op_\S+): not ended after 2s \(--wait-timeout\); it goes on in the services: follow it with ` +
+		"`chromadb-rollback rollback-status (op_\\S+)`, stop it with `chromadb-rollback rollback-cancel (op_\\S+)`").FindStringSubmatch(stderr)
+	if code != exitFailed || m == nil || m[1] != m[2] || m[1] != m[3] {
+		t.Fatalf("rollback that outlasts --wait-timeout: exit %d, %s; want %d saying how to follow and stop it", code, stderr, exitFailed)
+	}
+	op := m[1]
+	if hold.held.Load() == 0 {
+		t.Fatal("no add was held: the rollback ended before the wait did?")
+	}
+
+	// rollback-cancel asks, then waits for the end: let the held add go
+	// once the cancel is recorded.
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	cancelled := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := c.run("rollback-cancel", op)
+		cancelled <- result{code, stdout, stderr}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := n.Assets.State.Get(t.Context(), contract.CancelKey(op)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cancel was not recorded")
+		}
+	}
+	hold.Release()
+	var r result
+	select {
+	case r = <-cancelled:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("rollback-cancel did not return")
+	}
+	if r.code != exitOK || !strings.Contains(r.stdout, "Rollback "+op+": cancelled") || !strings.Contains(r.stderr, "cancel requested by ") || !strings.Contains(r.stderr, "stops at the next batch") {
+		t.Fatalf("rollback-cancel: exit %d\n%s%s\nwant 0, the request noted and the rollback cancelled", r.code, r.stdout, r.stderr)
+	}
+	// Nothing of the cancelled restore is live, and the fence is down.
+	sameState(t, "after the cancelled rollback", state(t, cc), damaged)
+	if _, err := n.Assets.State.Get(t.Context(), contract.FenceKey(tTenant, tDB)); err == nil {
+		t.Error("the fence is still raised after the cancelled rollback")
+	}
+
+	// An ended rollback cannot be cancelled; an unknown one is not found.
+	if code, _, stderr := c.run("rollback-cancel", op); code != exitFailed || !strings.Contains(stderr, "has already ended: cancelled") {
+		t.Errorf("rollback-cancel of the cancelled rollback: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := c.run("rollback-cancel", "op_20250101T000000Z_000000000000"); code != exitFailed || !strings.Contains(stderr, "op_20250101T000000Z_000000000000") {
+		t.Errorf("rollback-cancel of an unknown operation: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := c.run("rollback-cancel"); code != exitUsage {
+		t.Errorf("rollback-cancel without an id: exit %d, %s", code, stderr)
+	}
+}
