@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 )
 
@@ -98,16 +100,9 @@ type 'yes' (or pass --yes). --dry-run stops after the plan.`,
 				fmt.Fprintln(a.stdout, reply.OpID)
 				return nil
 			}
-			op, err := a.waitOperation(ctx, nc, reply.OpID, wait, followRollback(reply.OpID))
+			op, err := a.waitAndPrint(ctx, nc, reply.OpID, wait, followRollback(reply.OpID))
 			if err != nil {
 				return err
-			}
-			if a.json {
-				if err := a.printJSON(op); err != nil {
-					return err
-				}
-			} else {
-				a.printOperation(op)
 			}
 			return rollbackOutcome(op)
 		},
@@ -376,6 +371,20 @@ func (a *app) rollbackStatusCmd() *cobra.Command {
 	}
 }
 
+// waitAndPrint waits for a rollback to end (waitOperation) and prints its
+// report, or its record with --json.
+func (a *app) waitAndPrint(ctx context.Context, nc *nats.Conn, opID string, wait time.Duration, follow string) (*contract.Operation, error) {
+	op, err := a.waitOperation(ctx, nc, opID, wait, follow)
+	if err != nil {
+		return nil, err
+	}
+	if a.json {
+		return op, a.printJSON(op)
+	}
+	a.printOperation(op)
+	return op, nil
+}
+
 // followRollback says how to follow a rollback the CLI stopped waiting for,
 // and how to stop it.
 func followRollback(opID string) string {
@@ -421,16 +430,9 @@ migrations are resumed as at any end. Exits 0 once the rollback was cancelled,
 					fmt.Fprintln(a.stderr, w)
 				}
 			}
-			ended, err := a.waitOperation(ctx, nc, op.OpID, wait, fmt.Sprintf("follow it with `chromadb-rollback rollback-status %s`", op.OpID))
+			ended, err := a.waitAndPrint(ctx, nc, op.OpID, wait, fmt.Sprintf("follow it with `chromadb-rollback rollback-status %s`", op.OpID))
 			if err != nil {
 				return err
-			}
-			if a.json {
-				if err := a.printJSON(ended); err != nil {
-					return err
-				}
-			} else {
-				a.printOperation(ended)
 			}
 			if ended.Status != contract.StatusCancelled {
 				return fmt.Errorf("rollback %s ended %s before the cancel took effect", ended.OpID, ended.Status)
