@@ -159,6 +159,27 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 	if rep, err := archive.Verify(bytes.NewReader(data)); err != nil || rep.TotalRecords != 300 {
 		t.Errorf("exported archive: %v, %+v", err, rep)
 	}
+	// An existing file is an earlier export, perhaps the last copy of a
+	// snapshot: it is replaced only with --force. Found by hand: export
+	// overwrote it without a word.
+	earlier := filepath.Join(filepath.Dir(file), "earlier.tar.zst")
+	if err := os.WriteFile(earlier, []byte("an earlier export"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = c.run("snapshot", "export", m.SnapshotID, "-o", earlier)
+	if got, _ := os.ReadFile(earlier); code != exitUsage || !strings.Contains(stderr, earlier+" exists") || !strings.Contains(stderr, "--force") || string(got) != "an earlier export" {
+		t.Errorf("export onto an existing file: exit %d, %s; the file now holds %d bytes; want %d, the file kept", code, stderr, len(got), exitUsage)
+	}
+	if code, _, stderr = c.run("snapshot", "export", m.SnapshotID, "-o", filepath.Dir(file)); code != exitUsage || !strings.Contains(stderr, "is a directory") {
+		t.Errorf("export onto a directory: exit %d, %s", code, stderr)
+	}
+	code, _, stderr = c.run("snapshot", "export", m.SnapshotID, "-o", earlier, "--force")
+	if got, _ := os.ReadFile(earlier); code != exitOK || !bytes.Equal(got, data) {
+		t.Errorf("export --force onto an existing file: exit %d, %s; holds %d bytes, want the archive's %d", code, stderr, len(got), len(data))
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(file), "*.partial")); len(left) != 0 {
+		t.Errorf("exports left %v", left)
+	}
 
 	// A damaged archive: verify exits with the verification code.
 	bad := bytes.Clone(data)

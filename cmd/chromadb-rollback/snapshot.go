@@ -375,13 +375,24 @@ func (a *app) snapshotListCmd() *cobra.Command {
 
 func (a *app) snapshotExportCmd() *cobra.Command {
 	var out string
+	var force bool
 	cmd := &cobra.Command{
-		Use:   "export SNAPSHOT -o FILE",
+		Use:   "export SNAPSHOT -o FILE [--force]",
 		Short: "Copy a snapshot's archive to a file, checking its SHA-256",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return usageErr("-o FILE is required")
+			}
+			// An existing file may be an earlier export, the only copy of
+			// a snapshot retention has deleted since.
+			if fi, err := os.Stat(out); err == nil {
+				if fi.IsDir() {
+					return usageErr("-o %s is a directory: give a file name", out)
+				}
+				if !force {
+					return usageErr("-o %s exists: give another name, or --force to replace it", out)
+				}
 			}
 			nc, err := a.connect()
 			if err != nil {
@@ -393,7 +404,7 @@ func (a *app) snapshotExportCmd() *cobra.Command {
 			if err := a.request(ctx, nc, a.subj.API("snapshot", "info"), contract.SnapshotRef{Snapshot: args[0]}, &m, 0); err != nil {
 				return err
 			}
-			n, err := a.exportObject(ctx, nc, &m, out)
+			n, err := a.exportObject(ctx, nc, &m, out, force)
 			if err != nil {
 				return err
 			}
@@ -407,13 +418,15 @@ func (a *app) snapshotExportCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "file to write (written to FILE.partial, renamed when complete)")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "file to write (written beside it as FILE.*.partial, moved into place when complete and checked)")
+	cmd.Flags().BoolVar(&force, "force", false, "replace FILE when it exists")
 	return cmd
 }
 
-// exportObject streams the archive into out.partial, checks size and
-// SHA-256 against the manifest, then renames it into place.
-func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.SnapshotManifest, out string) (int64, error) {
+// exportObject streams the archive into a temporary file beside out, checks
+// size and SHA-256 against the manifest, then moves it into place: never
+// over an existing file unless replace.
+func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.SnapshotManifest, out string, replace bool) (int64, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return 0, err
@@ -432,12 +445,18 @@ func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.Snaps
 		return 0, fmt.Errorf("open archive %s: %w", m.Object, err)
 	}
 	defer r.Close()
-	tmp := out + ".partial"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	// A file of its own: another export to the same name cannot write
+	// into it.
+	f, err := os.CreateTemp(filepath.Dir(out), filepath.Base(out)+".*.partial")
 	if err != nil {
 		return 0, err
 	}
+	tmp := f.Name()
 	defer os.Remove(tmp)
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return 0, err
+	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), r)
 	if err == nil {
@@ -452,7 +471,13 @@ func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.Snaps
 	if got := hex.EncodeToString(h.Sum(nil)); got != m.SHA256 || n != m.Size {
 		return n, &exitError{code: exitVerification, err: fmt.Errorf("export %s: got %d bytes with sha256 %s, manifest says %d bytes with %s", m.Object, n, got, m.Size, m.SHA256)}
 	}
-	if err := os.Rename(tmp, out); err != nil {
+	if replace {
+		err = os.Rename(tmp, out)
+	} else if err = os.Link(tmp, out); errors.Is(err, os.ErrExist) {
+		// Made while this export ran.
+		return n, fmt.Errorf("export %s: %s was created meanwhile; it is left as it is (--force replaces it)", m.Object, out)
+	}
+	if err != nil {
 		return n, err
 	}
 	return n, syncDir(filepath.Dir(out))
