@@ -54,11 +54,15 @@ func (s *Service) export(ctx context.Context, md *archive.Metadata, w io.Writer,
 }
 
 // minPageRecords is the fewest records a page asks for, however large
-// its records are.
-const minPageRecords = 8
+// its records are: one. A record can be close to Chroma's 40 MiB request
+// limit; with 8 a page, a collection of 8 MB documents was read in 64 MB
+// answers, three at a time, and a snapshot of 96 MB of records took the
+// process from 50 MB to 660 MB.
+const minPageRecords = 1
 
 // probeRecords is how many records of a collection the probe reads, without
-// embeddings, to size its pages.
+// embeddings, to size its pages: the first one, then as many more as fit
+// in a page by its size.
 const probeRecords = 16
 
 // recordBytes is what one record of a collection is taken to weigh in
@@ -83,6 +87,9 @@ func (s *Service) pageLimit(perRecord int) int {
 // their embeddings, and returns what one weighs in Chroma's answer (0 when
 // the collection has none). A page is then sized by the records' bytes,
 // not their number: 2,500 records of 40 KB documents are a 100 MB page.
+// It reads one record, then up to probeRecords in all as far as they fit
+// in a page by the first one's size: 16 records of 8 MB documents would be
+// a 128 MB answer.
 func (s *Service) probe(ctx context.Context, tenant, db string, colls []archive.CollectionInfo) ([]int, error) {
 	out := make([]int, len(colls))
 	errs := make([]error, len(colls))
@@ -96,12 +103,26 @@ func (s *Service) probe(ctx context.Context, tenant, db string, colls []archive.
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			b, size, err := s.chroma.GetPage(ctx, tenant, db, c.ID, chroma.GetRequest{Limit: probeRecords,
-				Include: []chroma.Include{chroma.IncludeDocuments, chroma.IncludeMetadatas, chroma.IncludeURIs}})
+			get := func(offset, limit int) (int, int, error) {
+				b, size, err := s.chroma.GetPage(ctx, tenant, db, c.ID, chroma.GetRequest{Offset: offset, Limit: limit,
+					Include: []chroma.Include{chroma.IncludeDocuments, chroma.IncludeMetadatas, chroma.IncludeURIs}})
+				if err != nil {
+					return 0, 0, fmt.Errorf("read collection %q: %w", c.Name, err)
+				}
+				return b.Len(), size, nil
+			}
+			n, size, err := get(0, 1)
+			if err == nil && n > 0 {
+				if more := min(probeRecords, s.cfg.PageBytes/max(size, 1)) - 1; more > 0 && c.ExpectedCount > 1 {
+					var m, msize int
+					m, msize, err = get(1, more)
+					n, size = n+m, size+msize
+				}
+			}
 			if err != nil {
-				errs[i] = fmt.Errorf("read collection %q: %w", c.Name, err)
-			} else if b.Len() > 0 {
-				out[i] = size / b.Len()
+				errs[i] = err
+			} else if n > 0 {
+				out[i] = size / n
 			}
 		}()
 	}

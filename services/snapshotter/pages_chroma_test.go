@@ -1,9 +1,15 @@
 package snapshotter
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"path"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
@@ -70,7 +76,32 @@ func TestExportPagesWhenCountsMoved(t *testing.T) {
 // in get order.
 func TestExportPagesSizedByBytes(t *testing.T) {
 	ctx := t.Context()
-	cc := testenv.StartChroma(t).Client(t)
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	// The probe's requests (no embeddings), by collection: the limits asked.
+	var mu sync.Mutex
+	probes := map[string][]int{}
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.Body != nil && strings.HasSuffix(r.URL.Path, "/get") {
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				return nil, err
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			var req struct {
+				Limit   int      `json:"limit"`
+				Include []string `json:"include"`
+			}
+			if json.Unmarshal(body, &req) == nil && !slices.Contains(req.Include, "embeddings") {
+				coll := path.Base(path.Dir(r.URL.Path))
+				mu.Lock()
+				probes[coll] = append(probes[coll], req.Limit)
+				mu.Unlock()
+			}
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	probing := ch.Client(t, chroma.WithHTTPClient(&http.Client{Transport: rt}))
 	const tenant, db, dim, big = "default_tenant", "default_database", 8, 8 << 10
 	seed := func(name string, docSize func(k int) int, n int) chroma.Collection {
 		c, err := cc.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: name})
@@ -97,6 +128,10 @@ func TestExportPagesSizedByBytes(t *testing.T) {
 		seed("large", func(int) int { return big }, 120),
 		seed("small", func(int) int { return 100 }, 100),
 		seed("skewed", func(k int) int { return map[bool]int{true: 100, false: big}[k < probeRecords] }, 400),
+		// Each record more than a page: pages of one record, and a probe
+		// of one. (Pages of at least 8 records, and a probe of 16, held
+		// 64 MB and 128 MB answers for 8 MB documents.)
+		seed("huge", func(int) int { return 3 * 128 << 10 }, 5),
 	}
 	var info []archive.CollectionInfo
 	for _, c := range colls {
@@ -107,7 +142,7 @@ func TestExportPagesSizedByBytes(t *testing.T) {
 		info = append(info, archive.CollectionInfo{ID: c.ID, Name: c.Name, Dimension: c.Dimension, ExpectedCount: int64(n)})
 	}
 	const pageBytes = 128 << 10
-	s := &Service{chroma: cc, cfg: Config{MaxPageRecords: 2500, PageBytes: pageBytes, FetchWorkers: 2}}
+	s := &Service{chroma: probing, cfg: Config{MaxPageRecords: 2500, PageBytes: pageBytes, FetchWorkers: 2}}
 	pages := make([][]int, len(colls)) // records per page, by collection
 	ids := make([][]string, len(colls))
 	if err := s.exportPages(ctx, tenant, db, info, func(i int, b *record.Batch) error {
@@ -147,4 +182,28 @@ func TestExportPagesSizedByBytes(t *testing.T) {
 			t.Errorf("skewed: page %d has %d records; want about %d at most once the large ones came back (pages %v)", k+s.cfg.FetchWorkers, n, perPage, pages[2])
 		}
 	}
+	if !slices.Equal(pages[3], []int{1, 1, 1, 1, 1}) {
+		t.Errorf("huge: pages %v; want 5 of one record", pages[3])
+	}
+	// The probe reads one record, then as many more as fit in a page by
+	// its size: 15 more of 100-byte records, 10 more of 8 KB ones (the
+	// answer carries ids and JSON besides), none of 384 KB ones.
+	mu.Lock()
+	defer mu.Unlock()
+	for i, want := range [][]int{{1, 14}, {1, 15}, {1, 15}, {1}} {
+		got := probes[colls[i].ID]
+		if i == 0 {
+			if len(got) != 2 || got[0] != 1 || got[1] < 8 || got[1] > 15 {
+				t.Errorf("%s: probe asked for %v records; want 1, then 8 to 15", colls[i].Name, got)
+			}
+			continue
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: probe asked for %v records; want %v", colls[i].Name, got, want)
+		}
+	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
