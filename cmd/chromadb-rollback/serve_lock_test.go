@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,29 +19,7 @@ func TestServeRefusesDataDirInUse(t *testing.T) {
 	ch := testenv.StartChroma(t)
 	t.Setenv("NATS_URL", "")
 	dataDir := t.TempDir()
-	natsAddr := freeAddr(t)
-	var serveLog testenv.SyncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan int, 1)
-	go func() {
-		served <- run(ctx, []string{"serve", "--chroma-url", ch.URL, "--data-dir", dataDir, "--listen", natsAddr, "--metrics-listen", "off"},
-			strings.NewReader(""), io.Discard, &serveLog)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-served; code != exitOK {
-			t.Errorf("serve exited %d:\n%s", code, serveLog.String())
-		}
-	})
-	c := cli{t: t, url: "nats://" + natsAddr}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		if code, _, _ := c.run("health-check"); code == exitOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve not healthy:\n%s", serveLog.String())
-		}
-	}
+	c := startServe(t, "--chroma-url", ch.URL, "--data-dir", dataDir)
 	if code, _, stderr := c.run("snapshot", "create", "--name", "pre"); code != exitOK {
 		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
 	}

@@ -39,29 +39,7 @@ func TestServeWatchdogSettings(t *testing.T) {
 	}
 	t.Setenv("HEARTBEAT_FAILURES", "")
 
-	natsAddr := freeAddr(t)
-	var serveLog testenv.SyncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan int, 1)
-	go func() {
-		served <- run(ctx, []string{"serve", "--chroma-url", ch.URL, "--data-dir", t.TempDir(), "--listen", natsAddr,
-			"--metrics-listen", "off", "--validation-threshold", "0.99"}, strings.NewReader(""), io.Discard, &serveLog)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-served; code != exitOK {
-			t.Errorf("serve exited %d:\n%s", code, serveLog.String())
-		}
-	})
-	c = cli{t: t, url: "nats://" + natsAddr}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		if code, _, _ := c.run("health-check"); code == exitOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve not healthy:\n%s", serveLog.String())
-		}
-	}
+	c = startServe(t, "--chroma-url", ch.URL, "--data-dir", t.TempDir(), "--validation-threshold", "0.99")
 	if code, _, stderr := c.run("snapshot", "create", "--name", "pre"); code != exitOK {
 		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
 	}
@@ -104,5 +82,35 @@ func TestServeWatchdogSettings(t *testing.T) {
 	}
 	if got := rec.Deadline.Sub(rec.StartedAt); got < 2*time.Hour-time.Minute || got > 2*time.Hour+time.Minute {
 		t.Errorf("deadline %s after the start under MIGRATION_TIME_LIMIT=2h", got)
+	}
+}
+
+// startServe runs serve in this process with args, its NATS on a free port
+// and no metrics listener, and returns a CLI for it once health-check
+// passes. It is stopped at cleanup, and the test fails if it then exits
+// with an error.
+func startServe(t *testing.T, args ...string) cli {
+	t.Helper()
+	natsAddr := freeAddr(t)
+	var serveLog testenv.SyncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan int, 1)
+	go func() {
+		served <- run(ctx, append([]string{"serve", "--listen", natsAddr, "--metrics-listen", "off"}, args...), strings.NewReader(""), io.Discard, &serveLog)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-served; code != exitOK {
+			t.Errorf("serve exited %d:\n%s", code, serveLog.String())
+		}
+	})
+	c := cli{t: t, url: "nats://" + natsAddr}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		if code, _, _ := c.run("health-check"); code == exitOK {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not healthy:\n%s", serveLog.String())
+		}
 	}
 }
