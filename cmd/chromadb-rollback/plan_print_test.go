@@ -15,11 +15,16 @@ import (
 // printing a table header with nothing under it.
 func TestPrintPlanEmpty(t *testing.T) {
 	plan := &contract.RollbackPlan{SnapshotID: "snap_x", SnapshotName: "empty", Mode: "full", ArchiveVerified: true,
-		Tenant: "t", Database: "d", SourceTenant: "t", SourceDatabase: "d"}
+		Tenant: "t", Database: "d", SourceTenant: "t", SourceDatabase: "d",
+		AddRate: 1000, SecondsPerCollection: 0.05, SecondsPerCollectionAssumed: true}
 	var out bytes.Buffer
 	(&app{stdout: &out}).printPlan(plan)
 	if s := out.String(); !strings.Contains(s, "No collections: the snapshot holds none and the target database has none.") || strings.Contains(s, "COLLECTION") {
 		t.Errorf("empty plan printed:\n%s", s)
+	}
+	// Nothing written: no cost of "each of 0 collections".
+	if want := "Records to write: 0; estimated time 0s at 1000 records/s (assumed: nothing was restored into this Chroma yet)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("empty plan printed:\n%s\nwant the line %q", out.String(), want)
 	}
 
 	plan.Items = []contract.PlanItem{{Collection: "docs", Target: "docs", Action: "replace", SnapshotRecords: 3, CurrentRecords: 2, WriteRecords: 3}}

@@ -284,7 +284,7 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 		rate = "measured; the time for each collection assumed until restores of other shapes measure it"
 	}
 	perColl := ""
-	if p.SecondsPerCollection > 0 {
+	if p.SecondsPerCollection > 0 && p.WriteCollections > 0 {
 		perColl = fmt.Sprintf(" and %s for each of %s", roundDuration(p.SecondsPerCollection), counted(p.WriteCollections, "collection"))
 	}
 	fmt.Fprintf(a.stdout, "Records to write: %d; estimated time %s at %.0f records/s%s (%s)\n",
