@@ -319,3 +319,31 @@ func TestHealthCheckWhenChromaIsDown(t *testing.T) {
 		t.Errorf("health-check took %v with Chroma down", took)
 	}
 }
+
+// TestPlaceFile: an export is moved into place over nothing, or over a file
+// only when told to replace it.
+func TestPlaceFile(t *testing.T) {
+	dir := t.TempDir()
+	tmp, out := filepath.Join(dir, "x.partial"), filepath.Join(dir, "x")
+	write := func(path, s string) {
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(path string) string {
+		b, _ := os.ReadFile(path)
+		return string(b)
+	}
+	write(tmp, "new")
+	if err := placeFile(tmp, out, false); err != nil || read(out) != "new" {
+		t.Fatalf("place over nothing: %v, %q", err, read(out))
+	}
+	os.Remove(tmp) // as exportObject does
+	write(tmp, "newer")
+	if err := placeFile(tmp, out, false); err == nil || !strings.Contains(err.Error(), "created meanwhile") || read(out) != "new" {
+		t.Errorf("place over a file: %v, %q; want refused, the file kept", err, read(out))
+	}
+	if err := placeFile(tmp, out, true); err != nil || read(out) != "newer" {
+		t.Errorf("replace: %v, %q", err, read(out))
+	}
+}

@@ -471,16 +471,34 @@ func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.Snaps
 	if got := hex.EncodeToString(h.Sum(nil)); got != m.SHA256 || n != m.Size {
 		return n, &exitError{code: exitVerification, err: fmt.Errorf("export %s: got %d bytes with sha256 %s, manifest says %d bytes with %s", m.Object, n, got, m.Size, m.SHA256)}
 	}
-	if replace {
-		err = os.Rename(tmp, out)
-	} else if err = os.Link(tmp, out); errors.Is(err, os.ErrExist) {
-		// Made while this export ran.
-		return n, fmt.Errorf("export %s: %s was created meanwhile; it is left as it is (--force replaces it)", m.Object, out)
-	}
-	if err != nil {
-		return n, err
+	if err := placeFile(tmp, out, replace); err != nil {
+		return n, fmt.Errorf("export %s: %w", m.Object, err)
 	}
 	return n, syncDir(filepath.Dir(out))
+}
+
+// placeFile moves tmp to out; unless replace, never over a file that
+// exists, also one made while the export ran. A hard link refuses an
+// existing name atomically; where the file system has none (some network
+// and FUSE mounts), a check just before the rename stands in.
+func placeFile(tmp, out string, replace bool) error {
+	if replace {
+		return os.Rename(tmp, out)
+	}
+	exists := fmt.Errorf("%s was created meanwhile; it is left as it is (--force replaces it)", out)
+	err := os.Link(tmp, out)
+	switch {
+	case err == nil:
+		return nil // the caller removes tmp
+	case errors.Is(err, os.ErrExist):
+		return exists
+	}
+	if _, err := os.Lstat(out); err == nil {
+		return exists
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.Rename(tmp, out)
 }
 
 func syncDir(dir string) error {
