@@ -118,7 +118,7 @@ func (a *app) serveCmd() *cobra.Command {
 				return fmt.Errorf("data dir: %w", err)
 			}
 			store := filepath.Join(dataDir, "jetstream")
-			ns, err := natsembed.Start(natsembed.Options{Listen: listen, StoreDir: store})
+			ns, err := natsembed.Start(natsembed.Options{Listen: listen, StoreDir: store, Log: log})
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,10 @@ import (
 // ErrHeld says another holder has the lock.
 var ErrHeld = errors.New("locked by another process")
 
+// ErrUnsupported says the file system takes no such locks (a few network
+// and FUSE file systems): the caller decides whether to go on without one.
+var ErrUnsupported = errors.New("file locks are not supported here")
+
 // Lock is a held lock; Release lets it go. The kernel releases it when the
 // process exits, however it exits.
 type Lock struct{ f *os.File }
@@ -32,6 +36,10 @@ func Acquire(path string, wait time.Duration) (*Lock, error) {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
 			return &Lock{f: f}, nil
+		}
+		if unsupported(err) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w (%w)", path, ErrUnsupported, err)
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
@@ -53,4 +61,14 @@ func (l *Lock) Release() error {
 	err := l.f.Close() // closing the last descriptor releases the flock
 	l.f = nil
 	return err
+}
+
+// unsupported says whether flock's err means the file system takes no locks.
+func unsupported(err error) bool {
+	for _, e := range []error{syscall.ENOTSUP, syscall.EOPNOTSUPP, syscall.ENOLCK, syscall.ENOSYS} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -62,5 +63,20 @@ func TestLockExcludesOtherProcesses(t *testing.T) {
 	}
 	if got := child(); got != "taken" {
 		t.Errorf("another process after Release: %q, want taken", got)
+	}
+}
+
+// TestUnsupported: the errors of a file system without locks are told
+// apart from a held lock and from other failures.
+func TestUnsupported(t *testing.T) {
+	for _, err := range []error{syscall.ENOTSUP, syscall.EOPNOTSUPP, syscall.ENOLCK, syscall.ENOSYS} {
+		if !unsupported(err) {
+			t.Errorf("%v: not taken for a file system without locks", err)
+		}
+	}
+	for _, err := range []error{syscall.EWOULDBLOCK, syscall.EBADF, syscall.EINTR, nil} {
+		if unsupported(err) {
+			t.Errorf("%v: taken for a file system without locks", err)
+		}
 	}
 }

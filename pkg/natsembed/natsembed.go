@@ -5,6 +5,7 @@ package natsembed
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -35,6 +36,9 @@ type Options struct {
 	MaxStore int64
 	// Logging routes the server's own log to stderr.
 	Logging bool
+	// Log gets a warning when the store cannot be locked because its file
+	// system takes no locks; nil discards it.
+	Log *slog.Logger
 }
 
 // Start runs a server and waits until it accepts clients.
@@ -77,7 +81,10 @@ func Start(o Options) (*server.Server, error) {
 	if errors.Is(err, filelock.ErrHeld) {
 		return nil, fmt.Errorf("%w (%s): is another chromadb-rollback serve running with this data directory? Stop it, or give this one its own --data-dir", ErrStoreInUse, o.StoreDir)
 	}
-	if err != nil {
+	if errors.Is(err, filelock.ErrUnsupported) && o.Log != nil {
+		o.Log.Warn("the JetStream store's file system takes no locks: nothing stops a second server on it", "store", o.StoreDir, "err", err)
+	}
+	if err != nil && !errors.Is(err, filelock.ErrUnsupported) {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
 	s, err := server.NewServer(opts)

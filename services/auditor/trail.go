@@ -71,7 +71,9 @@ func OpenTrail(path string, log *slog.Logger) (*Trail, error) {
 		f.Close()
 		return nil, fmt.Errorf("audit trail %s is written by another auditor: every auditor needs its own --data-dir (and its own consumer)", path)
 	}
-	if err != nil {
+	if errors.Is(err, filelock.ErrUnsupported) {
+		log.Warn("the trail's file system takes no locks: nothing stops a second auditor on it", "path", path, "err", err)
+	} else if err != nil {
 		f.Close()
 		return nil, err
 	}
