@@ -60,7 +60,7 @@ func TestRestoreElsewhere(t *testing.T) {
 		req.Collections = []string{"personality"}
 		req.Confirm = true
 		code, body := e.requestError(t, e.subj.API("rollback", "start"), req)
-		if code != contract.CodeBadRequest || body.Field != "no_safety_snapshot" {
+		if code != contract.CodeBadRequest || body.Field != "no_safety_snapshot" || !strings.Contains(body.Error, "--no-safety-snapshot") {
 			t.Errorf("overwrite on another Chroma without waiving the safety snapshot: %d %+v", code, body)
 		}
 		req.NoSafetySnapshot = true

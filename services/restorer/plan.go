@@ -384,9 +384,9 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 			p.Items = append(p.Items, it)
 		}
 		if len(extras) > 0 && !sp.req.DropExtra {
-			what := fmt.Sprintf("%d collections in %s/%s are not in the snapshot and are kept: %s (drop_extra deletes them)", len(extras), sp.tenant, sp.database, quoteList(extras))
+			what := fmt.Sprintf("%d collections in %s/%s are not in the snapshot and are kept: %s (drop_extra, --drop-extra in the CLI, deletes them)", len(extras), sp.tenant, sp.database, quoteList(extras))
 			if len(extras) == 1 {
-				what = fmt.Sprintf("1 collection in %s/%s is not in the snapshot and is kept: %s (drop_extra deletes it)", sp.tenant, sp.database, quoteList(extras))
+				what = fmt.Sprintf("1 collection in %s/%s is not in the snapshot and is kept: %s (drop_extra, --drop-extra in the CLI, deletes it)", sp.tenant, sp.database, quoteList(extras))
 			}
 			p.Warnings = append(p.Warnings, what)
 		}
@@ -398,7 +398,7 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 		}
 	}
 	if p.SafetySnapshot && !sp.own {
-		return nil, badRequest("no_safety_snapshot", "a safety snapshot can only be taken of the restorer's own Chroma (%s), and this rollback overwrites collections on %s; set no_safety_snapshot to go ahead without one", s.ownURL, sp.targetURL)
+		return nil, badRequest("no_safety_snapshot", "a safety snapshot can only be taken of the restorer's own Chroma (%s), and this rollback overwrites collections on %s; set no_safety_snapshot (--no-safety-snapshot in the CLI) to go ahead without one", s.ownURL, sp.targetURL)
 	}
 	if !m.Consistent {
 		p.Warnings = append(p.Warnings, "snapshot is not consistent: "+m.Inconsistency)

@@ -112,7 +112,7 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 				p.SecondsPerCollection, p.WriteCollections, p.SecondsPerCollectionAssumed, p.EstimatedSeconds)
 		}
 		if !slices.ContainsFunc(p.Warnings, func(w string) bool {
-			return strings.Contains(w, `1 collection in acme/prod is not in the snapshot and is kept: "migration_added" (drop_extra deletes it)`)
+			return strings.Contains(w, `1 collection in acme/prod is not in the snapshot and is kept: "migration_added" (drop_extra, --drop-extra in the CLI, deletes it)`)
 		}) {
 			t.Errorf("plan does not warn about the extra collection: %q", p.Warnings)
 		}

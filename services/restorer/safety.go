@@ -50,7 +50,7 @@ func (j *job) safetySnapshot(ctx context.Context) error {
 		cancel()
 		switch {
 		case errors.Is(err, nats.ErrNoResponders):
-			return fmt.Errorf("safety snapshot: no snapshotter answers on %s; start one, or set no_safety_snapshot to roll back without one; nothing was changed",
+			return fmt.Errorf("safety snapshot: no snapshotter answers on %s; start one, or set no_safety_snapshot (--no-safety-snapshot in the CLI) to roll back without one; nothing was changed",
 				s.subj.API("snapshot", "create"))
 		case err != nil:
 			return fmt.Errorf("safety snapshot: ask the snapshotter: %w; nothing was changed", err)
