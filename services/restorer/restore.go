@@ -557,12 +557,16 @@ func (w *collWriter) resetProgress(ctx context.Context, workID string) error {
 // prepareStaging creates the staging collection, or finds the one an
 // earlier attempt of this op was writing.
 func (w *collWriter) prepareStaging(ctx context.Context) error {
-	s, err := w.get(ctx, w.staging)
-	if err != nil {
-		return err
-	}
-	if s != nil && w.cs.WorkID == s.ID {
-		return nil // resume at NextBatch
+	// Only a checkpointed staging collection is resumed: without one there
+	// is nothing to look up (create finds a leftover by name anyway).
+	if w.cs.WorkID != "" {
+		s, err := w.get(ctx, w.staging)
+		if err != nil {
+			return err
+		}
+		if s != nil && w.cs.WorkID == s.ID {
+			return nil // resume at NextBatch
+		}
 	}
 	// Either nothing was written yet, or an earlier attempt created it and
 	// died before checkpointing: re-adding what it holds is harmless.
