@@ -3,6 +3,7 @@ package contract
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -56,6 +57,10 @@ type AuditTrailEntry struct {
 	Hash string `json:"hash,omitempty"`
 }
 
+// AuditOutcomes are the outcomes an audit event can have (the audit event
+// schema's enum).
+var AuditOutcomes = []string{OutcomeStarted, OutcomeCompleted, OutcomeFailed, OutcomeRejected, OutcomeAlert}
+
 // AuditQueryRequest asks chroma.api.audit.query for trail entries, newest
 // (highest stream sequence) first. Every filter that is set must match.
 type AuditQueryRequest struct {
@@ -87,6 +92,10 @@ func (q *AuditQueryRequest) Validate() (field string, err error) {
 	}
 	if q.Since != nil && q.Until != nil && !q.Until.After(*q.Since) {
 		return "until", fmt.Errorf("until %s is not after since %s", q.Until.UTC().Format(time.RFC3339), q.Since.UTC().Format(time.RFC3339))
+	}
+	// A misspelt outcome would match nothing, which reads as "none".
+	if o := q.Outcome; o != "" && !slices.Contains(AuditOutcomes, o) {
+		return "outcome", fmt.Errorf("outcome %q: want one of %s", o, strings.Join(AuditOutcomes, ", "))
 	}
 	if a := q.Action; a != "" {
 		if i := strings.IndexByte(a, '*'); i >= 0 && i != len(a)-1 {

@@ -141,6 +141,8 @@ func TestAuditQuery(t *testing.T) {
 		{"limit too big", contract.AuditQueryRequest{Limit: contract.MaxAuditQueryLimit + 1}, 400, "limit", "give 1 to 10000"},
 		{"star inside action", contract.AuditQueryRequest{Action: "roll*back"}, 400, "action", "may only end a prefix"},
 		{"until before since", contract.AuditQueryRequest{Since: ptr(at(5)), Until: ptr(at(1))}, 400, "until", "is not after since"},
+		// A misspelt outcome matched nothing, which read as "none".
+		{"unknown outcome", contract.AuditQueryRequest{Outcome: "complete"}, 400, "outcome", `outcome "complete": want one of started, completed, failed, rejected, alert`},
 		{"malformed JSON", []byte(`{"limit":`), 400, "", "malformed JSON"},
 		{"wrong type", []byte(`{"limit":"ten"}`), 400, "", "malformed JSON"},
 		{"too large", []byte(`{"action":"` + strings.Repeat("a", contract.MaxRequestBytes) + `"}`), 413, "", "at most"},
