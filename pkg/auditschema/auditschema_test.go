@@ -433,3 +433,26 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// TestEnumsMatchContract: the outcomes and services an audit query accepts
+// (contract.AuditOutcomes, contract.AuditServices) are the envelope
+// schema's, so a query never refuses what an event may carry.
+func TestEnumsMatchContract(t *testing.T) {
+	data, err := os.ReadFile("v1/" + auditschema.EnvelopeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Properties map[string]struct {
+			Enum []string `json:"enum"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		t.Fatal(err)
+	}
+	for field, want := range map[string][]string{"outcome": contract.AuditOutcomes, "service": contract.AuditServices} {
+		if got := s.Properties[field].Enum; !slices.Equal(got, want) {
+			t.Errorf("%s: the schema allows %v, the contract %v", field, got, want)
+		}
+	}
+}

@@ -57,9 +57,12 @@ type AuditTrailEntry struct {
 	Hash string `json:"hash,omitempty"`
 }
 
-// AuditOutcomes are the outcomes an audit event can have (the audit event
-// schema's enum).
-var AuditOutcomes = []string{OutcomeStarted, OutcomeCompleted, OutcomeFailed, OutcomeRejected, OutcomeAlert}
+// AuditOutcomes are the outcomes an audit event can have, and AuditServices
+// the services that emit them (the audit event schema's enums).
+var (
+	AuditOutcomes = []string{OutcomeStarted, OutcomeCompleted, OutcomeFailed, OutcomeRejected, OutcomeAlert}
+	AuditServices = []string{"snapshotter", "restorer", "watchdog", "auditor"}
+)
 
 // AuditQueryRequest asks chroma.api.audit.query for trail entries, newest
 // (highest stream sequence) first. Every filter that is set must match.
@@ -96,6 +99,9 @@ func (q *AuditQueryRequest) Validate() (field string, err error) {
 	// A misspelt outcome would match nothing, which reads as "none".
 	if o := q.Outcome; o != "" && !slices.Contains(AuditOutcomes, o) {
 		return "outcome", fmt.Errorf("outcome %q: want one of %s", o, strings.Join(AuditOutcomes, ", "))
+	}
+	if v := q.Service; v != "" && !slices.Contains(AuditServices, v) {
+		return "service", fmt.Errorf("service %q: want one of %s", v, strings.Join(AuditServices, ", "))
 	}
 	if a := q.Action; a != "" {
 		if i := strings.IndexByte(a, '*'); i >= 0 && i != len(a)-1 {

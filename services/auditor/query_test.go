@@ -143,6 +143,7 @@ func TestAuditQuery(t *testing.T) {
 		{"until before since", contract.AuditQueryRequest{Since: ptr(at(5)), Until: ptr(at(1))}, 400, "until", "is not after since"},
 		// A misspelt outcome matched nothing, which read as "none".
 		{"unknown outcome", contract.AuditQueryRequest{Outcome: "complete"}, 400, "outcome", `outcome "complete": want one of started, completed, failed, rejected, alert`},
+		{"unknown service", contract.AuditQueryRequest{Service: "snapshoter"}, 400, "service", `service "snapshoter": want one of snapshotter, restorer, watchdog, auditor`},
 		{"malformed JSON", []byte(`{"limit":`), 400, "", "malformed JSON"},
 		{"wrong type", []byte(`{"limit":"ten"}`), 400, "", "malformed JSON"},
 		{"too large", []byte(`{"action":"` + strings.Repeat("a", contract.MaxRequestBytes) + `"}`), 413, "", "at most"},
