@@ -176,7 +176,7 @@ func TestAuditFilterMatchesRawEvents(t *testing.T) {
 		{"prefix is not substring", `{"action":"pre_rollback"}`, contract.AuditQueryRequest{Action: "rollback*"}, false},
 		{"bare star matches all", `{"action":"x"}`, contract.AuditQueryRequest{Action: "*"}, true},
 		{"mistyped outcome", `{"outcome":5,"action":"a"}`, contract.AuditQueryRequest{Action: "a"}, true},
-		{"mistyped outcome does not match", `{"outcome":5}`, contract.AuditQueryRequest{Outcome: "5"}, false},
+		{"mistyped outcome does not match", `{"outcome":5}`, contract.AuditQueryRequest{Outcome: "failed"}, false},
 		{"bad time uses stored", `{"time":"yesterday"}`, contract.AuditQueryRequest{Since: ptr(stored)}, true},
 		{"event time wins", `{"time":"2024-01-01T00:00:00Z"}`, contract.AuditQueryRequest{Since: ptr(stored)}, false},
 		{"not an object", `[1,2]`, contract.AuditQueryRequest{Until: ptr(stored.Add(time.Second))}, true},
