@@ -92,8 +92,8 @@ func printCleanup(w io.Writer, r *contract.CleanupReport) {
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		fmt.Fprintf(tw, "  ID\tNAME\tDATABASE\tSTARTED\tAGE\tSIZE\t%s\n", last)
 		for _, it := range items {
-			fmt.Fprintf(tw, "  %s\t%s\t%s/%s\t%s\t%s\t%d\t%s\n", it.SnapshotID, it.Name, it.Tenant, it.Database,
-				it.StartedAt.UTC().Format(time.RFC3339), it.Age, it.Size, cell(it))
+			fmt.Fprintf(tw, "  %s\t%s\t%s/%s\t%s\t%s\t%s\t%s\n", it.SnapshotID, it.Name, it.Tenant, it.Database,
+				it.StartedAt.UTC().Format(time.RFC3339), it.Age, sizeText(it.Size), cell(it))
 		}
 		tw.Flush()
 	}

@@ -135,6 +135,10 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, m.SnapshotID) || !strings.Contains(stdout, "pre_migration_2025-11-30") {
 		t.Errorf("snapshot list: exit %d\n%s", code, stdout)
 	}
+	// Sizes are for people in a table: 1.2 MiB, not 1234567.
+	if want := sizeText(m.Size); !strings.Contains(stdout, "  "+want+"  ") || !strings.HasSuffix(want, "KiB") {
+		t.Errorf("snapshot list shows the size of %d bytes as %q? (want it in KiB)\n%s", m.Size, want, stdout)
+	}
 	code, stdout, _ = c.run("snapshot", "info", "pre_migration_2025-11-30")
 	if code != exitOK || !strings.Contains(stdout, m.SnapshotID) || !strings.Contains(stdout, "batch_000000") {
 		t.Errorf("snapshot info by name: exit %d\n%s", code, stdout)

@@ -365,8 +365,8 @@ func (a *app) snapshotListCmd() *cobra.Command {
 			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tNAME\tSOURCE\tCREATED\tRECORDS\tSIZE\tCONSISTENT\tKEEP")
 			for _, m := range list.Snapshots {
-				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%d\t%d\t%v\t%v\n", m.SnapshotID, m.Name, m.Tenant, m.Database,
-					m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.Consistent, m.Keep)
+				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%d\t%s\t%v\t%v\n", m.SnapshotID, m.Name, m.Tenant, m.Database,
+					m.StartedAt.Format(time.RFC3339), m.TotalRecords, sizeText(m.Size), m.Consistent, m.Keep)
 			}
 			return w.Flush()
 		},

@@ -91,7 +91,7 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 			if taken.IsZero() { // a watchdog older than taken_at
 				taken = s.StartedAt
 			}
-			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.Tenant, s.Database, s.SnapshotID, s.Name, holds, s.TotalRecords, s.Size, stamp(taken), stamp(s.VerifiedAt))
+			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Tenant, s.Database, s.SnapshotID, s.Name, holds, s.TotalRecords, sizeText(s.Size), stamp(taken), stamp(s.VerifiedAt))
 		}
 	})
 	section("Alerts", len(r.Alerts), "ALERT\tSINCE\tDETAIL", func(tw *tabwriter.Writer) {
@@ -149,6 +149,9 @@ func bytesText(n uint64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// sizeText prints an object's size for a table; --json keeps the bytes.
+func sizeText(n int64) string { return bytesText(uint64(max(n, 0))) }
 
 // limitBytes prints a JetStream byte limit; 0 or less is none.
 func limitBytes(n int64) string {

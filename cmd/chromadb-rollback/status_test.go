@@ -132,3 +132,11 @@ func TestCLIStatusErrors(t *testing.T) {
 		t.Errorf("status with an argument: exit %d, %q", code, stderr)
 	}
 }
+
+func TestBytesText(t *testing.T) {
+	for n, want := range map[int64]string{-1: "0 B", 0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 24274: "23.7 KiB", 153_600_000: "146.5 MiB", 5 << 30: "5.0 GiB"} {
+		if got := sizeText(n); got != want {
+			t.Errorf("sizeText(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
