@@ -119,9 +119,19 @@ func TestAutomaticRollbackFails(t *testing.T) {
 			t.Errorf("alert: %q (outcome %s)", a.Reason, a.Outcome)
 		}
 		compareDB(t, now(), damaged)
-		time.Sleep(300 * time.Millisecond) // a control would come within a few ticks
-		if got := ctl.commands(); len(got) != 0 {
-			t.Errorf("controls sent: %v", got)
+		// No rollback paused the job: the watchdog does, as a failed
+		// rollback would have left it, and tells it why.
+		c := ctl.wait(t, contract.ControlPause, 10*time.Second)
+		if c.OpID != rec.RollbackOpID || !strings.Contains(c.Reason, "its rollback cannot run") || !strings.Contains(c.Reason, "validation ratio 0.9") {
+			t.Errorf("pause: op %q, reason %q", c.OpID, c.Reason)
+		}
+		time.Sleep(300 * time.Millisecond) // another control would come within a few ticks
+		if got := ctl.commands(); !slices.Equal(got, []string{contract.ControlPause}) {
+			t.Errorf("controls sent: %v; want pause only", got)
+		}
+		p := e.waitAudit(t, 10*time.Second, "control.pause", byWatchdog(job, "control.pause"))
+		if p.OpID != rec.RollbackOpID {
+			t.Errorf("pause audited with op %q", p.OpID)
 		}
 	})
 

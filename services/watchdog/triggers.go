@@ -512,8 +512,18 @@ func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRec
 		Reason: fmt.Sprintf("the %s trigger fired for migration %s (%s), but its rollback cannot run: %s; to roll back by hand: %s",
 			would.Trigger, would.Job, would.TriggerReason, why, would.RollbackCommand),
 		Figures: triggerFigures(would, false)}
-	if _, written, err := s.updateAudited(ctx, "rollback_failed_"+rec.RollbackOpID, ev, rec.Job, change); err == nil && written {
-		s.observeFailure("rollback")
+	next, written, err := s.updateAudited(ctx, "rollback_failed_"+rec.RollbackOpID, ev, rec.Job, change)
+	if err != nil || !written {
+		return
+	}
+	s.observeFailure("rollback")
+	if next.EndedAt.IsZero() && next.AbortSentAt.IsZero() {
+		// A rollback that runs and fails leaves the job paused by its
+		// fence; one that cannot run must not leave it writing on top of
+		// the loss the trigger found. (An abort would end the run; the
+		// operator decides that. The time trigger has aborted it already.)
+		s.control(ctx, next, contract.ControlPause, fmt.Sprintf("the %s trigger fired (%s) and its rollback cannot run: write nothing more until an operator has rolled back by hand or ended the run",
+			next.Trigger, next.TriggerReason), next.RollbackOpID)
 	}
 }
 
