@@ -183,11 +183,18 @@ func (u *snapshotUse) add(ref, tenant, database, code, detail string) {
 	u.refs[ref] = append(u.refs[ref], r) // as a name
 }
 
-// reasons says why m is in use: by its id, or by its name.
+// reasons says why m is in use: by its id, or by its name, each reason
+// once (a migration that named m and was pinned to its id uses it once).
 func (u *snapshotUse) reasons(m *contract.SnapshotManifest) []keepReason {
-	why := slices.Clone(u.refs[m.SnapshotID])
-	why = append(why, u.refs[nameKey(m.Name, m.Tenant, m.Database)]...)
-	return append(why, u.refs[nameKey(m.Name, "", "")]...)
+	var why []keepReason
+	for _, ref := range []string{m.SnapshotID, nameKey(m.Name, m.Tenant, m.Database), nameKey(m.Name, "", "")} {
+		for _, r := range u.refs[ref] {
+			if !slices.Contains(why, r) {
+				why = append(why, r)
+			}
+		}
+	}
+	return why
 }
 
 // cleanup runs retention once. It audits every deletion and the run. An

@@ -135,3 +135,20 @@ func TestRetentionNewestByTakenAt(t *testing.T) {
 		t.Errorf("expired %v, want %v", gone, want)
 	}
 }
+
+// TestSnapshotUseReasonsOnce: a migration that named a snapshot and was
+// pinned to its id uses it once, not once per reference (delete said
+// "migration job5 (running) depends on it" twice).
+func TestSnapshotUseReasonsOnce(t *testing.T) {
+	u := &snapshotUse{refs: map[string][]keepReason{}}
+	m := &contract.SnapshotManifest{SnapshotID: "snap_1", Name: "before", Tenant: "t", Database: "d"}
+	const job = "migration job5 (running) depends on it"
+	u.add("before", "t", "d", contract.KeepMigration, job) // the name it gave
+	u.add("snap_1", "t", "d", contract.KeepMigration, job) // the id it was pinned to
+	u.add("before", "", "", contract.KeepRollback, "rollback op_1 (running) uses it")
+	u.add("before", "t", "other", contract.KeepMigration, "migration elsewhere depends on it") // another database's snapshot of that name
+	want := []keepReason{{contract.KeepMigration, job}, {contract.KeepRollback, "rollback op_1 (running) uses it"}}
+	if got := u.reasons(m); !slices.Equal(got, want) {
+		t.Errorf("reasons = %v, want %v", got, want)
+	}
+}
