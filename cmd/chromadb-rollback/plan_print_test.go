@@ -177,6 +177,13 @@ func TestPlanEstimateLine(t *testing.T) {
 	if want := "Records to write: 3000; estimated time 8s at 8333 records/s and 24ms for each of 300 collections (measured; the time for each collection assumed until restores of other shapes measure it)\n"; !strings.Contains(out.String(), want) {
 		t.Errorf("plan printed:\n%s\nwant the line %q", out.String(), want)
 	}
+	plan.WriteRecords, plan.WriteCollections, plan.EstimatedSeconds = 35, 1, 0.028
+	out.Reset()
+	(&app{stdout: &out}).printPlan(plan)
+	if want := "Records to write: 35; estimated time 28ms at 8333 records/s and 24ms for its one collection (measured; the time for each collection assumed until restores of other shapes measure it)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("plan printed:\n%s\nwant the line %q", out.String(), want)
+	}
+	plan.WriteRecords, plan.WriteCollections = 3000, 300
 	plan.SecondsPerCollection, plan.AddRateMeasured, plan.AddRate, plan.EstimatedSeconds = 0.05, false, 1000, 18
 	out.Reset()
 	(&app{stdout: &out}).printPlan(plan)

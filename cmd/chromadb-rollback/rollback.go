@@ -286,6 +286,9 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 	perColl := ""
 	if p.SecondsPerCollection > 0 && p.WriteCollections > 0 {
 		perColl = fmt.Sprintf(" and %s for each of %s", roundDuration(p.SecondsPerCollection), counted(p.WriteCollections, "collection"))
+		if p.WriteCollections == 1 {
+			perColl = fmt.Sprintf(" and %s for its one collection", roundDuration(p.SecondsPerCollection))
+		}
 	}
 	fmt.Fprintf(a.stdout, "Records to write: %d; estimated time %s at %.0f records/s%s (%s)\n",
 		p.WriteRecords, roundDuration(p.EstimatedSeconds), p.AddRate, perColl, rate)
