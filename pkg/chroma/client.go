@@ -344,6 +344,13 @@ func (e *errReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// NotAnswering says err is Chroma not answering in time: an attempt or the
+// caller's deadline ran out while waiting for it (a hung or overloaded
+// server, or one behind a dead network), not a refusal or a broken reply.
+func NotAnswering(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || isTimeout(err)
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

@@ -344,5 +344,8 @@ func chromaError(what string, err error) *apiError {
 	if errors.Is(err, chroma.ErrNotFound) {
 		return &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("%s not found in Chroma", what)}
 	}
+	if chroma.NotAnswering(err) {
+		return unavailable("read %s from Chroma: Chroma did not answer in time (%v): is it running and not overloaded? chromadb-rollback health-check checks it; nothing was changed", what, err)
+	}
 	return unavailable("read %s from Chroma: %v", what, err)
 }

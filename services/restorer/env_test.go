@@ -35,6 +35,8 @@ type env struct {
 	subj   contract.Subjects
 	// splitMin, when set, is the restorers' restorer.SetSplitMin.
 	splitMin int
+	// lookupTimeout, when set, is the restorers' restorer.SetLookupTimeout.
+	lookupTimeout time.Duration
 }
 
 func newEnv(t *testing.T) *env {
@@ -126,6 +128,9 @@ func (e *env) startRestorer(t *testing.T, cfg restorer.Config, hook func(context
 		}
 		if err == nil && e.splitMin > 0 {
 			restorer.SetSplitMin(svc, e.splitMin)
+		}
+		if err == nil && e.lookupTimeout > 0 {
+			restorer.SetLookupTimeout(svc, e.lookupTimeout)
 		}
 		return svc, err
 	})

@@ -1,6 +1,9 @@
 package restorer
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // HookPoint exposes hookPoint to the tests.
 type HookPoint = hookPoint
@@ -11,3 +14,7 @@ func SetHook(s *Service, h func(ctx context.Context, p HookPoint) error) { s.hoo
 // SetSplitMin makes s split the last batch it writes from n records on
 // (at least 2); set it before Run.
 func SetSplitMin(s *Service, n int) { s.splitMin = max(n, 2) }
+
+// SetLookupTimeout bounds s's plan lookups of the target tenant and
+// database by d instead of 20 s; set it before Run.
+func SetLookupTimeout(s *Service, d time.Duration) { s.lookupTimeout = d }

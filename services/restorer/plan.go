@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -256,10 +257,40 @@ func (s *Service) inspectTarget(ctx context.Context, sp *spec) (*targetState, *a
 	var tenantErr, dbErr, listErr error
 	var cols []chroma.Collection
 	var wg sync.WaitGroup
-	wg.Go(func() { _, tenantErr = sp.target.GetTenant(ctx, sp.tenant) })
-	wg.Go(func() { _, dbErr = sp.target.GetDatabase(ctx, sp.tenant, sp.database) })
-	wg.Go(func() { cols, listErr = sp.target.ListCollections(ctx, sp.tenant, sp.database) })
+	// A hung Chroma is reported after s.lookupTimeout, not after a whole
+	// attempt's (minutes, sized for pages of records): the tenant and
+	// database lookups are one small request each, and when one is not
+	// answered in time the others are not waited for.
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lookup := func(get func(context.Context) error) error {
+		tctx, done := context.WithTimeout(lctx, s.lookupTimeout)
+		defer done()
+		err := get(tctx)
+		if chroma.NotAnswering(err) {
+			cancel()
+		}
+		return err
+	}
+	wg.Go(func() {
+		tenantErr = lookup(func(ctx context.Context) error { _, err := sp.target.GetTenant(ctx, sp.tenant); return err })
+	})
+	wg.Go(func() {
+		dbErr = lookup(func(ctx context.Context) error {
+			_, err := sp.target.GetDatabase(ctx, sp.tenant, sp.database)
+			return err
+		})
+	})
+	wg.Go(func() { cols, listErr = sp.target.ListCollections(lctx, sp.tenant, sp.database) })
 	wg.Wait()
+	if ctx.Err() == nil && lctx.Err() != nil {
+		// A lookup was not answered and cut the others short: report it,
+		// not their cancellation.
+		if chroma.NotAnswering(tenantErr) {
+			return nil, chromaError(fmt.Sprintf("tenant %q on %s", sp.tenant, sp.targetURL), tenantErr)
+		}
+		return nil, chromaError(fmt.Sprintf("database %s/%s on %s", sp.tenant, sp.database, sp.targetURL), dbErr)
+	}
 	switch {
 	case errors.Is(tenantErr, chroma.ErrNotFound):
 		return st, nil
@@ -306,6 +337,10 @@ func (s *Service) inspectTarget(ctx context.Context, sp *spec) (*targetState, *a
 	}
 	return st, nil
 }
+
+// defaultLookupTimeout bounds a plan's lookup of the target tenant and
+// database: one small request each.
+const defaultLookupTimeout = 20 * time.Second
 
 // inspectWorkers is how many collections a plan counts at once.
 const inspectWorkers = 4

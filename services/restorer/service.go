@@ -53,6 +53,9 @@ type Service struct {
 	// splitMin is the size from which the last batch written is split
 	// (see tailParts); tests lower it.
 	splitMin int
+	// lookupTimeout bounds a plan's lookup of the target tenant and
+	// database (defaultLookupTimeout); tests lower it.
+	lookupTimeout time.Duration
 }
 
 // hookPoint says where a job is, for tests that stop it there.
@@ -88,7 +91,7 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 		log:      log.With("service", auditService, "instance", cfg.Instance),
 		clients:  map[string]*chroma.Client{},
 		addRates: map[string]contract.AddRate{},
-		splitMin: splitMin,
+		splitMin: splitMin, lookupTimeout: defaultLookupTimeout,
 	}, nil
 }
 

@@ -61,6 +61,9 @@ func chromaError(what string, err error) *apiError {
 	if errors.Is(err, chroma.ErrNotFound) {
 		return &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("%s not found in Chroma", what)}
 	}
+	if chroma.NotAnswering(err) {
+		return &apiError{code: contract.CodeUnavailable, msg: fmt.Sprintf("check %s in Chroma: Chroma did not answer in time (%v): is it running and not overloaded? chromadb-rollback health-check checks it; nothing was started", what, err)}
+	}
 	return &apiError{code: contract.CodeUnavailable, msg: fmt.Sprintf("check %s in Chroma: %v", what, err)}
 }
 
@@ -168,7 +171,9 @@ func (s *Service) validateCreate(ctx context.Context, req *contract.SnapshotCrea
 		}
 		seen[c] = true
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// The answer must come well inside the CLI's 30 s (--timeout), so a
+	// hung Chroma is reported as such, not as the request timing out.
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ChromaCheckTimeout)
 	defer cancel()
 	if _, err := s.chroma.GetTenant(cctx, req.Tenant); err != nil {
 		return chromaError(fmt.Sprintf("tenant %q", req.Tenant), err)

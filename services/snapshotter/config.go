@@ -46,6 +46,10 @@ type Config struct {
 	// Recipients, when set, encrypt every new archive with age to these
 	// public keys; writing needs no identity.
 	Recipients *crypt.Recipients
+	// ChromaCheckTimeout bounds the lookups a snapshot request makes in
+	// Chroma before it is answered (tenant, database, named collections);
+	// default 10 s, inside the CLI's 30 s.
+	ChromaCheckTimeout time.Duration
 	// Identities decrypt encrypted archives for a full verify and for
 	// importing an encrypted file; without them verify checks only the
 	// ciphertext and an encrypted file is not imported.
@@ -76,6 +80,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Clock == nil {
 		c.Clock = systemClock{}
+	}
+	if c.ChromaCheckTimeout <= 0 {
+		c.ChromaCheckTimeout = 10 * time.Second
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,4 +429,53 @@ func TestBadRequests(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestCreateWhileChromaHangs: a Chroma that takes connections and answers
+// nothing (stopped, overloaded) gets a create refused within the check
+// timeout, saying Chroma did not answer; before, the CLI's request timed
+// out first, with only "context deadline exceeded". Nothing is enqueued,
+// and once Chroma answers again the same request succeeds.
+func TestCreateWhileChromaHangs(t *testing.T) {
+	e := newEnv(t)
+	e.startService(t, snapshotter.Config{ChromaCheckTimeout: time.Second})
+	pid := e.chroma.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+
+	start := time.Now()
+	code, data := e.request(t, e.subj.API("snapshot", "create"), []byte(`{"name":"while_hung"}`))
+	took := time.Since(start)
+	var body contract.ErrorBody
+	if err := json.Unmarshal(data, &body); err != nil {
+		t.Fatalf("reply %q: %v", data, err)
+	}
+	if code != contract.CodeUnavailable || !strings.Contains(body.Error, `check tenant "default_tenant" in Chroma: Chroma did not answer in time`) ||
+		!strings.Contains(body.Error, "health-check") {
+		t.Errorf("reply %d: %s", code, body.Error)
+	}
+	if took > 10*time.Second {
+		t.Errorf("answered after %s; the check is bounded by 1s", took)
+	}
+	if ev := findAudit(e.auditEvents(t), "snapshot.create", contract.OutcomeRejected); len(ev) != 1 || !strings.Contains(ev[0].Error, "did not answer in time") {
+		t.Errorf("rejected audit events: %+v", ev)
+	}
+	if info, err := e.nats.Assets.Commands.Info(t.Context()); err != nil || info.State.LastSeq != 0 {
+		t.Errorf("a refused create enqueued a command (%v)", err)
+	}
+
+	resume()
+	rep := e.create(t, contract.SnapshotCreateRequest{Name: "while_hung"})
+	if op := e.waitOp(t, rep.OpID, time.Minute); op.Status != contract.StatusCompleted {
+		t.Fatalf("snapshot once Chroma answers: %s %s", op.Status, op.Error)
+	}
 }
