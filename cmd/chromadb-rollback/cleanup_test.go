@@ -92,7 +92,7 @@ func TestCLICleanup(t *testing.T) {
 		}
 	}
 	for id, why := range map[string]string{old: "-", pinned: "keep: pinned with keep", newest: "newest_verified: the newest verified snapshot of default_tenant/default_database"} {
-		if !regexp.MustCompile(regexp.QuoteMeta(id) + `\s+\S+\s+default_tenant/default_database\s+\S+\s+30d\s+\d+\s+` + regexp.QuoteMeta(why)).MatchString(stdout) {
+		if !regexp.MustCompile(regexp.QuoteMeta(id) + `\s+\S+\s+default_tenant/default_database\s+\S+\s+30d\s+[\d.]+ (B|KiB)\s+` + regexp.QuoteMeta(why)).MatchString(stdout) {
 			t.Errorf("cleanup --dry-run: no row for %s, 30 days old, %q:\n%s", id, why, stdout)
 		}
 	}

@@ -79,7 +79,7 @@ func TestCLIStatus(t *testing.T) {
 		"Fences (1)", "Operations (1)", "restoring 400/1000 records (40%), 1200/s, ETA 1s",
 		"Newest verified snapshots (2)", "HOLDS",
 		"snap_2    safety_op_9              some collections", "snap_1    pre_migration_reindex-7  all collections ",
-		"TAKEN", "4096  " + stamp(now.Add(-48*time.Hour)) + "  " + stamp(now),
+		"TAKEN", "4.0 KiB  " + stamp(now.Add(-48*time.Hour)) + "  " + stamp(now),
 		"Alerts (1)", "Chroma failed 3 heartbeats in a row",
 	} {
 		if !strings.Contains(stdout, s) {
