@@ -222,7 +222,7 @@ func TestCLIUsageAndErrors(t *testing.T) {
 		{"unknown flag", []string{"snapshot", "list", "--bogus"}, exitUsage, "unknown flag"},
 		{"create without name", []string{"snapshot", "create"}, exitUsage, "name is required"},
 		{"create with bad name", []string{"snapshot", "create", "--name", "a b"}, exitUsage, "invalid"},
-		{"verify without id", []string{"snapshot", "verify"}, exitUsage, "accepts 1 arg"},
+		{"verify without id", []string{"snapshot", "verify"}, exitUsage, "chromadb-rollback snapshot verify takes one argument, 0 given; usage: chromadb-rollback snapshot verify SNAPSHOT"},
 		{"export without -o", []string{"snapshot", "export", "x"}, exitUsage, "-o FILE"},
 		{"no NATS", []string{"snapshot", "list"}, exitFailed, "connect to NATS"},
 	}

@@ -45,7 +45,7 @@ by the snapshotter with its --age-identity-file, and refused when it has none.
 The file is uploaded to the object store under a staging name, converted
 and verified by the snapshotter, and the staging object is removed. The new
 snapshot id is printed.`,
-		Args: cobra.ExactArgs(1),
+		Args: oneArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file := args[0]
 			if req.Name != "" {

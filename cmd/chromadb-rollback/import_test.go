@@ -151,7 +151,7 @@ func TestCLIImport(t *testing.T) {
 		{"missing file", []string{filepath.Join(dir, "nope.tar.gz")}, exitFailed, "no such file"},
 		{"bad name", []string{arc, "--name", "a b"}, exitUsage, "--name"},
 		{"contradiction", []string{arc, "--manifest", man, "--no-manifest"}, exitUsage, "contradict"},
-		{"no file", nil, exitUsage, "accepts 1 arg"},
+		{"no file", nil, exitUsage, "takes one argument, 0 given; usage: chromadb-rollback snapshot import FILE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := c.run(append([]string{"snapshot", "import"}, tc.args...)...)

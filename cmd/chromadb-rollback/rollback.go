@@ -37,7 +37,7 @@ func (a *app) rollbackCmd() *cobra.Command {
 
 The archive is verified and the plan printed first; nothing changes until you
 type 'yes' (or pass --yes). --dry-run stops after the plan.`,
-		Args: cobra.ExactArgs(1),
+		Args: oneArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.SnapshotID = args[0]
 			if err := a.buildRollback(&req, partial, failed, rename, batches); err != nil {
@@ -350,7 +350,7 @@ func (a *app) rollbackStatusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "rollback-status OP_ID",
 		Short: "Show a rollback operation's status, plan and verification report",
-		Args:  cobra.ExactArgs(1),
+		Args:  oneArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nc, err := a.connect()
 			if err != nil {
@@ -406,7 +406,7 @@ in-place rollback leaves the collection it was writing partly restored; its
 safety snapshot holds what was there). The fence is lowered and paused
 migrations are resumed as at any end. Exits 0 once the rollback was cancelled,
 1 when it ended otherwise first.`,
-		Args: cobra.ExactArgs(1),
+		Args: oneArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nc, err := a.connect()
 			if err != nil {

@@ -256,3 +256,12 @@ func (a *app) printJSON(v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// oneArg is cobra.ExactArgs(1) with an error that shows what the argument
+// is: "accepts 1 arg(s), received 0" did not say an OP_ID was missing.
+func oneArg(cmd *cobra.Command, args []string) error {
+	if len(args) == 1 {
+		return nil
+	}
+	return usageErr("%s takes one argument, %d given; usage: %s", cmd.CommandPath(), len(args), cmd.UseLine())
+}

@@ -186,7 +186,7 @@ func (a *app) snapshotRefCmd(use, short, verb string, print func(data []byte) er
 	return &cobra.Command{
 		Use:   use + " SNAPSHOT",
 		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Args:  oneArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nc, err := a.connect()
 			if err != nil {
@@ -315,7 +315,7 @@ func (a *app) snapshotKeepCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "keep SNAPSHOT [--off]",
 		Short: "Pin a snapshot so that retention never deletes it (--off unpins it)",
-		Args:  cobra.ExactArgs(1),
+		Args:  oneArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nc, err := a.connect()
 			if err != nil {
@@ -379,7 +379,7 @@ func (a *app) snapshotExportCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "export SNAPSHOT -o FILE [--force]",
 		Short: "Copy a snapshot's archive to a file, checking its SHA-256",
-		Args:  cobra.ExactArgs(1),
+		Args:  oneArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return usageErr("-o FILE is required")
