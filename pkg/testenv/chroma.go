@@ -221,7 +221,25 @@ func (c *Chroma) Close() error {
 	return nil
 }
 
-// Running reports whether the server process is alive.
+// Freeze stops the server's process group (SIGSTOP): it keeps its port and
+// takes connections, and answers nothing, as a hung or overloaded server.
+// The returned thaw continues it (SIGCONT); it is idempotent and also runs
+// at the test's cleanup.
+func (c *Chroma) Freeze(tb testing.TB) (thaw func()) {
+	tb.Helper()
+	pid := c.Pid()
+	if pid == 0 {
+		tb.Fatal("testenv: Freeze: Chroma is not running")
+	}
+	if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
+		tb.Fatalf("testenv: freeze Chroma: %v", err)
+	}
+	var once sync.Once
+	thaw = func() { once.Do(func() { _ = syscall.Kill(-pid, syscall.SIGCONT) }) }
+	tb.Cleanup(thaw)
+	return thaw
+}
+
 // Pid is the server process's id (0 when it is not running), so that a
 // benchmark can read what the server spent.
 func (c *Chroma) Pid() int {
@@ -233,6 +251,7 @@ func (c *Chroma) Pid() int {
 	return c.cmd.Process.Pid
 }
 
+// Running reports whether the server process is alive.
 func (c *Chroma) Running() bool {
 	c.mu.Lock()
 	done := c.done

@@ -2,7 +2,6 @@ package restorer_test
 
 import (
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,18 +23,7 @@ func TestPlanWhileChromaHangs(t *testing.T) {
 	e.lookupTimeout = time.Second
 	e.startRestorer(t, restorer.Config{}, nil)
 
-	pid := e.chroma.Pid()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
-	t.Cleanup(resume)
+	resume := e.chroma.Freeze(t)
 
 	req := contract.RollbackRequest{SnapshotID: snap, Confirm: true, NoSafetySnapshot: true}
 	for _, verb := range []string{"plan", "start"} {

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -439,18 +438,7 @@ func TestBadRequests(t *testing.T) {
 func TestCreateWhileChromaHangs(t *testing.T) {
 	e := newEnv(t)
 	e.startService(t, snapshotter.Config{ChromaCheckTimeout: time.Second})
-	pid := e.chroma.Pid()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
-	t.Cleanup(resume)
+	resume := e.chroma.Freeze(t)
 
 	start := time.Now()
 	code, data := e.request(t, e.subj.API("snapshot", "create"), []byte(`{"name":"while_hung"}`))
