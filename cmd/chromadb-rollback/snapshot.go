@@ -126,7 +126,7 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 	var bar *progressbar.ProgressBar
 	if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !a.json {
 		bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(a.stderr), progressbar.OptionSetDescription("starting"),
-			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("records"),
+			progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(false),
 			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
 		sub, err := nc.Subscribe(a.subj.Progress(opID), func(m *nats.Msg) {
 			var p contract.Progress
@@ -136,7 +136,7 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 			if p.TotalRecords > 0 {
 				bar.ChangeMax64(p.TotalRecords)
 			}
-			bar.Describe(strings.TrimSpace(p.Phase + " " + p.Collection))
+			bar.Describe(barLabel(p))
 			_ = bar.Set64(p.DoneRecords)
 		})
 		if err == nil {
@@ -180,6 +180,21 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 			}
 		}
 	}
+}
+
+// barLabel is the progress bar's description: the phase and collection,
+// then the rate and time left as the service measured them, once it has
+// (the bar's own rate read "0 records/hr" until the first records were
+// done, and its own estimate started with the bar, not the work).
+func barLabel(p contract.Progress) string {
+	out := strings.TrimSpace(p.Phase + " " + p.Collection)
+	if p.RatePerSec > 0 {
+		out += fmt.Sprintf(", %.0f records/s", p.RatePerSec)
+	}
+	if p.ETASeconds >= 1 {
+		out += fmt.Sprintf(", about %s left", (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second))
+	}
+	return out
 }
 
 func (a *app) snapshotRefCmd(use, short, verb string, print func(data []byte) error, set ...func(*contract.SnapshotRef)) *cobra.Command {

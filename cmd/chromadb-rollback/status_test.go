@@ -140,3 +140,24 @@ func TestBytesText(t *testing.T) {
 		}
 	}
 }
+
+// TestBarLabel: the progress bar names the phase and collection, and the
+// rate and time left only once the service has measured them (never the
+// "0 records/hr" a rate of zero read as).
+func TestBarLabel(t *testing.T) {
+	for _, c := range []struct {
+		p    contract.Progress
+		want string
+	}{
+		{contract.Progress{Phase: "listing"}, "listing"},
+		{contract.Progress{Phase: "exporting", Collection: "docs", TotalRecords: 3000}, "exporting docs"},
+		{contract.Progress{Phase: "exporting", Collection: "docs", DoneRecords: 1200, TotalRecords: 3000, RatePerSec: 1234.4, ETASeconds: 1.46},
+			"exporting docs, 1234 records/s, about 1s left"},
+		{contract.Progress{Phase: "restoring", Collection: "big", RatePerSec: 980, ETASeconds: 0.4}, "restoring big, 980 records/s"},
+		{contract.Progress{Phase: "verifying", ETASeconds: 125}, "verifying, about 2m5s left"},
+	} {
+		if got := barLabel(c.p); got != c.want {
+			t.Errorf("barLabel(%+v) = %q, want %q", c.p, got, c.want)
+		}
+	}
+}
