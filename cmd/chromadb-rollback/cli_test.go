@@ -143,6 +143,9 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, m.SnapshotID) || !strings.Contains(stdout, "batch_000000") {
 		t.Errorf("snapshot info by name: exit %d\n%s", code, stdout)
 	}
+	if want := fmt.Sprintf("size:        %s (%d bytes), %s before compression\n", sizeText(m.Size), m.Size, sizeText(m.RawBytes)); m.RawBytes <= m.Size || !strings.Contains(stdout, want) {
+		t.Errorf("snapshot info: want the line %q (raw %d bytes)\n%s", want, m.RawBytes, stdout)
+	}
 	code, stdout, _ = c.run("snapshot", "verify", m.SnapshotID)
 	if code != exitOK || !strings.HasPrefix(stdout, "OK") {
 		t.Errorf("snapshot verify: exit %d\n%s", code, stdout)

@@ -182,6 +182,16 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 	}
 }
 
+// archiveSizeText is a snapshot's size as stored, exact in bytes, and as
+// the archive was before compression when known (not for some imports).
+func archiveSizeText(size, raw int64) string {
+	out := fmt.Sprintf("%s (%d bytes)", sizeText(size), size)
+	if raw > 0 {
+		out += fmt.Sprintf(", %s before compression", sizeText(raw))
+	}
+	return out
+}
+
 // barLabel is the progress bar's description: the phase and collection,
 // then the rate and time left as the service measured them, once it has
 // (the bar's own rate read "0 records/hr" until the first records were
@@ -257,8 +267,8 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 		if m.Inconsistency != "" {
 			consistent += " (" + m.Inconsistency + ")"
 		}
-		fmt.Fprintf(w, "id:\t%s\nname:\t%s\nsource:\t%s/%s (Chroma %s)\ncreated:\t%s\nrecords:\t%d\nsize:\t%d bytes (raw %d)\nsha256:\t%s\nconsistent:\t%s\nkeep:\t%v\n",
-			m.SnapshotID, m.Name, m.Tenant, m.Database, m.ChromaVersion, m.StartedAt.Format(time.RFC3339), m.TotalRecords, m.Size, m.RawBytes, m.SHA256, consistent, m.Keep)
+		fmt.Fprintf(w, "id:\t%s\nname:\t%s\nsource:\t%s/%s (Chroma %s)\ncreated:\t%s\nrecords:\t%d\nsize:\t%s\nsha256:\t%s\nconsistent:\t%s\nkeep:\t%v\n",
+			m.SnapshotID, m.Name, m.Tenant, m.Database, m.ChromaVersion, m.StartedAt.Format(time.RFC3339), m.TotalRecords, archiveSizeText(m.Size, m.RawBytes), m.SHA256, consistent, m.Keep)
 		if m.Encryption != "" {
 			fmt.Fprintf(w, "encryption:\t%s to %s\n", m.Encryption, strings.Join(m.Recipients, ", "))
 		}
