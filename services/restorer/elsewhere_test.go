@@ -37,8 +37,16 @@ func TestRestoreElsewhere(t *testing.T) {
 				t.Errorf("plan item %+v", it)
 			}
 		}
-		if !slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "gamma/copy does not exist") }) {
-			t.Errorf("plan does not say the database will be created: %q", p.Warnings)
+		if !slices.ContainsFunc(p.Warnings, func(w string) bool {
+			return strings.Contains(w, `tenant "gamma" does not exist`) && strings.Contains(w, "database gamma/copy will be created")
+		}) {
+			t.Errorf("plan does not say the tenant and the database will be created: %q", p.Warnings)
+		}
+		// An existing tenant: only the database is new.
+		if p := e.plan(t, contract.RollbackRequest{SnapshotID: snap, TargetDatabase: "copy"}); !slices.ContainsFunc(p.Warnings, func(w string) bool {
+			return strings.Contains(w, "database acme/copy does not exist") && !strings.Contains(w, "tenant")
+		}) {
+			t.Errorf("plan into a new database of tenant acme: %q", p.Warnings)
 		}
 		e.rollback(t, req)
 		compareDB(t, "gamma/copy", e.dump(t, "gamma", "copy"), pre, rename)

@@ -438,7 +438,10 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	if !m.Consistent {
 		p.Warnings = append(p.Warnings, "snapshot is not consistent: "+m.Inconsistency)
 	}
-	if !st.databaseExists {
+	switch {
+	case !st.tenantExists: // a misspelt tenant would otherwise be made in silence
+		p.Warnings = append(p.Warnings, fmt.Sprintf("tenant %q does not exist on %s: it and the database %s/%s will be created (is the tenant's name right?)", sp.tenant, sp.targetURL, sp.tenant, sp.database))
+	case !st.databaseExists:
 		p.Warnings = append(p.Warnings, fmt.Sprintf("database %s/%s does not exist on %s: it will be created", sp.tenant, sp.database, sp.targetURL))
 	}
 	if sp.req.InPlace {
