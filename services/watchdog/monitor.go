@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/disk"
 	"github.com/nats-io/nats.go/jetstream"
@@ -100,9 +101,13 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 		} else {
 			failures++
 			figures["consecutive_failures"], figures["error"] = failures, err.Error()
+			why := err.Error()
+			if chroma.NotAnswering(err) { // "context deadline exceeded" says nothing to an operator
+				why = fmt.Sprintf("no answer within %s (is it hung or overloaded, or are packets to it dropped?)", s.cfg.HeartbeatTimeout)
+			}
 			s.setCondition(ctx, contract.PauseConnectivity, "connectivity", failures >= s.cfg.HeartbeatFailures, false,
-				fmt.Sprintf("Chroma at %s failed %d heartbeats in a row (threshold %d, one every %s): %v",
-					s.cfg.ChromaURL, failures, s.cfg.HeartbeatFailures, s.cfg.HeartbeatInterval, err), figures)
+				fmt.Sprintf("Chroma at %s failed %d heartbeats in a row (threshold %d, one every %s): %s",
+					s.cfg.ChromaURL, failures, s.cfg.HeartbeatFailures, s.cfg.HeartbeatInterval, why), figures)
 		}
 		select {
 		case <-ctx.Done():

@@ -10,6 +10,32 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// TestHungChromaPausesAndResumes: a Chroma that takes connections and
+// answers nothing (frozen) pauses the job as a stopped one does, and the
+// reason says it did not answer in time, not "context deadline exceeded".
+func TestHungChromaPausesAndResumes(t *testing.T) {
+	e := newEnv(t, true)
+	const job = "hung-job"
+	cfg := e.fast("wd")
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	cfg.HeartbeatTimeout = 300 * time.Millisecond
+	cfg.HeartbeatFailures = 2
+	e.watchdog(t, cfg)
+	ctl := e.controls(t, job)
+	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
+	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+
+	thaw := e.chroma.Freeze(t)
+	pause := ctl.wait(t, contract.ControlPause, 10*time.Second)
+	if want := "no answer within 300ms"; !strings.Contains(pause.Reason, want) || strings.Contains(pause.Reason, "deadline exceeded") {
+		t.Errorf("pause reason %q, want it to say %q", pause.Reason, want)
+	}
+	thaw()
+	if resume := ctl.wait(t, contract.ControlResume, 10*time.Second); !strings.Contains(resume.Reason, "recovered") {
+		t.Errorf("resume reason %q", resume.Reason)
+	}
+}
+
 // TestChromaOutagePausesAndResumes: Chroma stopped mid-migration: the job
 // gets pause within the configured detection time (failures x interval,
 // plus one check's timeout); Chroma back: resume. Nothing is rolled back.
