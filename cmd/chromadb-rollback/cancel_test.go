@@ -21,8 +21,9 @@ import (
 )
 
 // holdWrites is a proxy in front of Chroma that holds every add and upsert
-// until released.
+// (after the first pass ones) until released.
 type holdWrites struct {
+	pass    atomic.Int64 // adds and upserts let through before holding
 	held    atomic.Int64
 	release chan struct{}
 	once    sync.Once
@@ -38,7 +39,7 @@ func startHoldWrites(t *testing.T, upstream string) (*holdWrites, string) {
 	h := &holdWrites{release: make(chan struct{})}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/add") || strings.HasSuffix(r.URL.Path, "/upsert") {
+		if (strings.HasSuffix(r.URL.Path, "/add") || strings.HasSuffix(r.URL.Path, "/upsert")) && h.pass.Add(-1) < 0 {
 			h.held.Add(1)
 			<-h.release
 		}
@@ -100,7 +101,7 @@ func TestCLIRollbackCancel(t *testing.T) {
 	// The wait gives up while the restore's first add is held.
 	code, _, stderr := c.run("rollback", "pre", "--yes", "--no-safety-snapshot", "--wait-timeout", "2s")
 	m := regexp.MustCompile(`stopped waiting for operation (op_\S+): not ended after 2s \(--wait-timeout\); it goes on in the services: follow it with ` +
-		"`chromadb-rollback rollback-status (op_\\S+)`, stop it with `chromadb-rollback rollback-cancel (op_\\S+)`").FindStringSubmatch(stderr)
+		"`chromadb-rollback rollback-status --wait (op_\\S+)`, stop it with `chromadb-rollback rollback-cancel (op_\\S+)`").FindStringSubmatch(stderr)
 	if code != exitFailed || m == nil || m[1] != m[2] || m[1] != m[3] {
 		t.Fatalf("rollback that outlasts --wait-timeout: exit %d, %s; want %d saying how to follow and stop it", code, stderr, exitFailed)
 	}

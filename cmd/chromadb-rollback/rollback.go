@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -347,9 +348,11 @@ func rollbackOutcome(op *contract.Operation) error {
 }
 
 func (a *app) rollbackStatusCmd() *cobra.Command {
-	return &cobra.Command{
+	var wait bool
+	var waitTimeout time.Duration
+	cmd := &cobra.Command{
 		Use:   "rollback-status OP_ID",
-		Short: "Show a rollback operation's status, plan and verification report",
+		Short: "Show a rollback operation's status, plan, progress and verification report; --wait follows it to its end",
 		Args:  oneArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nc, err := a.connect()
@@ -362,15 +365,88 @@ func (a *app) rollbackStatusCmd() *cobra.Command {
 			if err := a.request(cmd.Context(), nc, a.subj.API("rollback", "status"), ref, &op, 0); err != nil {
 				return err
 			}
+			if wait { // then the exit code says how it ended, as rollback's does
+				if !contract.Ended(op.Status) {
+					ended, err := a.waitAndPrint(cmd.Context(), nc, op.OpID, waitTimeout, followRollback(op.OpID))
+					if err != nil {
+						return err
+					}
+					op = *ended
+				} else if a.json {
+					if err := a.printJSON(op); err != nil {
+						return err
+					}
+				} else {
+					a.printOperation(&op)
+				}
+				return rollbackOutcome(&op)
+			}
 			if a.json {
 				return a.printJSON(op)
 			}
 			a.printOperation(&op)
-			if op.Status == contract.StatusRunning || op.Status == contract.StatusQueued {
+			if !contract.Ended(op.Status) {
 				fmt.Fprintf(a.stdout, "Phase: %s\n", op.Phase)
+				if p := op.Plan; p != nil {
+					fmt.Fprintf(a.stdout, "Plan: %d records to write into %s, estimated %s\n", p.WriteRecords, plural(p.WriteCollections, "collection"),
+						(time.Duration(p.EstimatedSeconds * float64(time.Second))).Round(time.Second))
+				}
+				if pr := a.lastProgress(cmd.Context(), nc, op.OpID, progressWait); pr != nil {
+					fmt.Fprintf(a.stdout, "Progress: %s\n", progressText(pr))
+				}
+				fmt.Fprintf(a.stdout, "Follow it to its end with `chromadb-rollback rollback-status --wait %s`\n", op.OpID)
 			}
 			return nil
 		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the rollback ends (a progress bar on a terminal), print its report and exit as rollback does")
+	cmd.Flags().DurationVar(&waitTimeout, "wait-timeout", 6*time.Hour, "with --wait, give up waiting after this long (the rollback goes on)")
+	return cmd
+}
+
+// plural is "1 collection" or "3 collections".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// progressWait bounds how long rollback-status looks for a running
+// operation's progress.
+const progressWait = 3 * time.Second
+
+// lastProgress returns operation opID's latest progress, or nil. Progress
+// is published as work goes on, not stored: the watchdog keeps the latest
+// of every running operation (its status report), and without a watchdog
+// the next message within limit is taken (one comes after every batch
+// written, at most four a second).
+func (a *app) lastProgress(ctx context.Context, nc *nats.Conn, opID string, limit time.Duration) *contract.Progress {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	sub, err := nc.SubscribeSync(a.subj.Progress(opID)) // before asking, so nothing falls between
+	if err != nil {
+		return nil
+	}
+	defer sub.Unsubscribe()
+	var rep contract.StatusReport
+	req := contract.StatusRequest{Envelope: contract.NewEnvelope(contract.TypeStatusRequest), Actor: a.actor}
+	if a.request(ctx, nc, a.subj.API("status"), req, &rep, limit/2) == nil {
+		for _, o := range rep.Operations {
+			if o.Operation.OpID == opID && o.Progress != nil {
+				return o.Progress
+			}
+		}
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil
+		}
+		var p contract.Progress
+		if json.Unmarshal(m.Data, &p) == nil {
+			return &p
+		}
 	}
 }
 
@@ -391,7 +467,7 @@ func (a *app) waitAndPrint(ctx context.Context, nc *nats.Conn, opID string, wait
 // followRollback says how to follow a rollback the CLI stopped waiting for,
 // and how to stop it.
 func followRollback(opID string) string {
-	return fmt.Sprintf("follow it with `chromadb-rollback rollback-status %s`, stop it with `chromadb-rollback rollback-cancel %s`", opID, opID)
+	return fmt.Sprintf("follow it with `chromadb-rollback rollback-status --wait %s`, stop it with `chromadb-rollback rollback-cancel %s`", opID, opID)
 }
 
 func (a *app) rollbackCancelCmd() *cobra.Command {
@@ -433,7 +509,7 @@ migrations are resumed as at any end. Exits 0 once the rollback was cancelled,
 					fmt.Fprintln(a.stderr, w)
 				}
 			}
-			ended, err := a.waitAndPrint(ctx, nc, op.OpID, wait, fmt.Sprintf("follow it with `chromadb-rollback rollback-status %s`", op.OpID))
+			ended, err := a.waitAndPrint(ctx, nc, op.OpID, wait, fmt.Sprintf("follow it with `chromadb-rollback rollback-status --wait %s`", op.OpID))
 			if err != nil {
 				return err
 			}

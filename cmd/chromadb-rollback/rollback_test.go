@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -33,9 +34,16 @@ func (c cli) runIn(stdin string, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-// startRollbackStack runs what `serve` runs (snapshotter and restorer) on a
-// real Chroma with two seeded collections and an embedded JetStream.
+// startRollbackStack runs what `serve` runs (snapshotter, restorer and
+// watchdog) on a real Chroma with two seeded collections and an embedded
+// JetStream.
 func startRollbackStack(t *testing.T) (cli, *chroma.Client, *testenv.NATS) {
+	return startRollbackStackVia(t, nil)
+}
+
+// startRollbackStackVia is startRollbackStack with the restorer reaching
+// Chroma at via(Chroma's URL) when via is set (a proxy in front of it).
+func startRollbackStackVia(t *testing.T, via func(chromaURL string) string) (cli, *chroma.Client, *testenv.NATS) {
 	t.Helper()
 	ch := testenv.StartChroma(t)
 	cc := ch.Client(t)
@@ -48,7 +56,14 @@ func startRollbackStack(t *testing.T) (cli, *chroma.Client, *testenv.NATS) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rest, err := restorer.New(restorer.Config{ChromaURL: ch.URL}, n.Connect(t), subj, cc, testenv.Logger(t))
+	rc, rurl := cc, ch.URL
+	if via != nil {
+		rurl = via(ch.URL)
+		if rc, err = chroma.New(rurl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rest, err := restorer.New(restorer.Config{ChromaURL: rurl}, n.Connect(t), subj, rc, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,4 +310,85 @@ func TestCLIRollback(t *testing.T) {
 		t.Errorf("rollback by an ambiguous name: exit %d, stderr %q", code, stderr)
 	}
 	sameState(t, "after a rollback by an ambiguous name", state(t, cc), damaged)
+}
+
+// TestCLIRollbackStatusWhileRunning: rollback-status of a running rollback
+// shows its phase, plan and latest progress and how to follow it;
+// --wait follows it to its end, prints the report and exits as rollback
+// does. It used to print the phase alone, and following a rollback the CLI
+// had stopped waiting for meant running rollback-status again and again.
+func TestCLIRollbackStatusWhileRunning(t *testing.T) {
+	var hold *holdWrites
+	c, cc, _ := startRollbackStackVia(t, func(u string) string {
+		var proxy string
+		hold, proxy = startHoldWrites(t, u)
+		hold.pass.Store(1) // the first collection's add goes through
+		return proxy
+	})
+	if code, _, stderr := c.run("snapshot", "create", "--name", "pre"); code != exitOK {
+		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
+	}
+	before := state(t, cc)
+	badMigration(t, cc, before)
+	code, stdout, stderr := c.run("rollback", "pre", "--yes", "--no-safety-snapshot", "--no-wait")
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	op := lines[len(lines)-1] // after the plan
+	if code != exitOK || !strings.HasPrefix(op, "op_") {
+		t.Fatalf("rollback --no-wait: exit %d, %q %s", code, stdout, stderr)
+	}
+	for deadline := time.Now().Add(time.Minute); hold.held.Load() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second collection's add never came")
+		}
+	}
+	var rec contract.Operation
+	if code, stdout, _ := c.run("rollback-status", op, "--json"); code != exitOK || json.Unmarshal([]byte(stdout), &rec) != nil || rec.Plan == nil {
+		t.Fatalf("rollback-status --json: exit %d\n%s", code, stdout)
+	}
+	code, stdout, stderr = c.run("rollback-status", op)
+	for _, want := range []string{
+		"Rollback " + op + ": running\n",
+		"Phase: restoring\n",
+		fmt.Sprintf("Plan: %d records to write into 2 collections, estimated ", rec.Plan.WriteRecords),
+		fmt.Sprintf("/%d records (", rec.Plan.WriteRecords), // the progress line, from the watchdog
+		"Follow it to its end with `chromadb-rollback rollback-status --wait " + op + "`",
+	} {
+		if code != exitOK || !strings.Contains(stdout, want) {
+			t.Errorf("rollback-status of a running rollback: exit %d, want %q in\n%s%s", code, want, stdout, stderr)
+		}
+	}
+	if !strings.Contains(stdout, "Progress: restoring ") {
+		t.Errorf("no progress line:\n%s", stdout)
+	}
+
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	waited := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := c.run("rollback-status", "--wait", op)
+		waited <- result{code, stdout, stderr}
+	}()
+	time.Sleep(300 * time.Millisecond) // it waits while the add is held
+	select {
+	case r := <-waited:
+		t.Fatalf("rollback-status --wait returned while the rollback ran: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	default:
+	}
+	hold.Release()
+	var r result
+	select {
+	case r = <-waited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("rollback-status --wait did not return")
+	}
+	if r.code != exitOK || !strings.Contains(r.stdout, "Rollback "+op+": completed") || !strings.Contains(r.stdout, fmt.Sprintf("Records written: %d in ", rec.Plan.WriteRecords)) {
+		t.Errorf("rollback-status --wait: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	sameState(t, "after the rollback", state(t, cc), before)
+	// Of an ended rollback --wait prints the report at once.
+	if code, stdout, _ := c.run("rollback-status", "--wait", op); code != exitOK || !strings.Contains(stdout, ": completed") || strings.Contains(stdout, "Phase:") {
+		t.Errorf("rollback-status --wait of an ended rollback: exit %d\n%s", code, stdout)
+	}
 }

@@ -250,7 +250,7 @@ func progressText(p *contract.Progress) string {
 	if p == nil {
 		return "-"
 	}
-	out := p.Phase
+	out := strings.TrimSpace(p.Phase + " " + p.Collection)
 	if p.TotalRecords > 0 {
 		out += fmt.Sprintf(" %d/%d records (%.0f%%)", p.DoneRecords, p.TotalRecords, 100*float64(p.DoneRecords)/float64(p.TotalRecords))
 	} else if p.DoneRecords > 0 {
