@@ -214,6 +214,25 @@ func TestDeployServicesWithOwnUsers(t *testing.T) {
 	if err := job.Complete(t.Context()); err != nil {
 		t.Errorf("job complete: %v", err)
 	}
+	// A run that names its snapshot: the watchdog pins it after looking,
+	// with its own user, that its archive is in the object store.
+	job2, err := migration.New(s.connect("job_reindex"), "reindex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer job2.Close()
+	if _, err := job2.Start(t.Context(), migration.StartOptions{Tenant: tTenant, Database: tDB, SnapshotID: "pre_migration"}); err != nil {
+		t.Fatalf("job start naming its snapshot: %v", err)
+	}
+	wctx, wcancel = context.WithTimeout(t.Context(), time.Minute)
+	pinned, err := job2.WaitForSnapshot(wctx)
+	wcancel()
+	if err != nil || pinned != m.SnapshotID {
+		t.Errorf("the watchdog pinned %q (%v), want %s\nlogs:\n%s", pinned, err, m.SnapshotID, s.logs.String())
+	}
+	if err := job2.Complete(t.Context()); err != nil {
+		t.Errorf("job complete: %v", err)
+	}
 
 	if code, stdout, stderr = s.cli("status"); code != exitOK {
 		t.Errorf("status as the operator: exit %d\n%s%s", code, stdout, stderr)

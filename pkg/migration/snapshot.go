@@ -22,7 +22,7 @@ const runSkew = time.Minute
 // database, once it is made) or, with TakeSnapshot, has taken and
 // verified one; it returns ErrSnapshotFailed when the watchdog reports
 // it could not, or that the named one cannot be used (it is of another
-// database). Records of earlier runs of the same job name are ignored.
+// database, or its archive is missing). Records of earlier runs of the same job name are ignored.
 // Bound the wait with ctx.
 func (j *Job) WaitForSnapshot(ctx context.Context) (string, error) {
 	r, ok := j.Started()

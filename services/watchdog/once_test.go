@@ -253,3 +253,17 @@ func TestAuditBeforeRecord(t *testing.T) {
 	}
 	compareDB(t, e.dump(t, tenant, "one"), pre)
 }
+
+// manifest reads a snapshot's manifest.
+func (e *env) manifest(t *testing.T, id string) contract.SnapshotManifest {
+	t.Helper()
+	entry, err := e.nats.Assets.Manifests.Get(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal(entry.Value(), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}

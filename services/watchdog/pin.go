@@ -114,7 +114,7 @@ func (s *Service) resolveSnapshot(ctx context.Context, rec *contract.MigrationRe
 				return resolution{why: fmt.Sprintf("snapshot %s is of %s/%s, not of the migrated database %s: its rollback would restore another database",
 					ref, m.Tenant, m.Database, db), never: true}, nil
 			}
-			return resolution{id: m.SnapshotID}, nil
+			return s.usable(ctx, &m)
 		case !bus.IsNotFound(err) && !errors.Is(err, jetstream.ErrKeyDeleted):
 			return resolution{}, fmt.Errorf("read manifest %s: %w", ref, err)
 		}
@@ -144,11 +144,42 @@ func (s *Service) resolveSnapshot(ctx context.Context, rec *contract.MigrationRe
 		return resolution{}, err
 	}
 	if m, _ := contract.SnapshotByName(named, ref, rec.Tenant, rec.Database); m != nil {
-		return resolution{id: m.SnapshotID}, nil
+		return s.usable(ctx, m)
 	}
 	if len(named) > 0 {
 		return resolution{why: fmt.Sprintf("no snapshot of %s has the id or name %q: the snapshots of that name are of other databases (%s/%s): restoring one would roll back another database",
 			db, ref, named[0].Tenant, named[0].Database)}, nil
 	}
 	return resolution{why: fmt.Sprintf("no snapshot of %s has the id or name %q", db, ref)}, nil
+}
+
+// archiveLookupTimeout bounds usable's look at the object store.
+const archiveLookupTimeout = 5 * time.Second
+
+// usable resolves a run's snapshot to m, unless m's archive is not in the
+// object store as its manifest describes it (deleted or lost outside
+// chromadb-rollback): then no rollback to it can run, and the job must
+// not write. The restorer's full verification comes at the rollback; this
+// is the look a migration's start can afford.
+func (s *Service) usable(ctx context.Context, m *contract.SnapshotManifest) (resolution, error) {
+	ictx, cancel := context.WithTimeout(ctx, archiveLookupTimeout)
+	defer cancel()
+	info, err := s.assets.Snapshots.GetInfo(ictx, m.Object)
+	switch {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		return resolution{why: fmt.Sprintf("the archive of snapshot %s (object %s) is missing from %s: no rollback to it can run; take a new snapshot",
+			m.SnapshotID, m.Object, contract.ObjectSnapshots), never: true}, nil
+	case err != nil:
+		// An early warning only: the rollback verifies the archive in
+		// full. A watchdog user without the permission to read objects'
+		// metadata (an accounts.conf from before it was needed) pins as
+		// it did before.
+		s.log.Warn("cannot look up the archive of the pre-migration snapshot; pinned without that check",
+			"snapshot", m.SnapshotID, "object", m.Object, "err", err)
+		return resolution{id: m.SnapshotID}, nil
+	case int64(info.Size) != m.Size:
+		return resolution{why: fmt.Sprintf("the archive of snapshot %s (object %s) holds %d bytes where its manifest says %d: no rollback to it can run; take a new snapshot",
+			m.SnapshotID, m.Object, info.Size, m.Size), never: true}, nil
+	}
+	return resolution{id: m.SnapshotID}, nil
 }

@@ -107,6 +107,31 @@ func TestSnapshotNamePinned(t *testing.T) {
 		compareDB(t, e.dump(t, tenant, other), otherPre)
 	})
 
+	t.Run("a snapshot whose archive is gone", func(t *testing.T) {
+		// Deleted from the object store behind the tools' back (or lost
+		// with a JetStream replica): the manifest still says it exists.
+		const job = "noarchive"
+		doomed := e.snapshot(t, tenant, db, "doomed")
+		m := e.manifest(t, doomed)
+		if err := e.nats.Assets.Snapshots.Delete(t.Context(), m.Object); err != nil {
+			t.Fatal(err)
+		}
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, "doomed", time.Hour))
+		rec := e.waitRecord(t, job, 30*time.Second, "snapshot refused", func(r contract.MigrationRecord) bool {
+			return r.PinnedSnapshotID != "" || r.SnapshotError != ""
+		})
+		if rec.PinnedSnapshotID != "" || !strings.Contains(rec.SnapshotError, "the archive of snapshot "+doomed+" (object "+m.Object+") is missing from CHROMA_SNAPSHOTS") {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		a := e.waitAudit(t, 30*time.Second, "pre-migration snapshot alert", func(a auditEntry) bool {
+			return byWatchdog(job, "snapshot.pre_migration")(a) && a.Outcome == contract.OutcomeAlert
+		})
+		if !strings.Contains(a.Reason, "cannot be used") || !strings.Contains(a.Reason, "no rollback to it can run") || !strings.Contains(a.Reason, "must not go on") {
+			t.Errorf("alert: %q", a.Reason)
+		}
+		e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
+	})
+
 	t.Run("a name of another database only", func(t *testing.T) {
 		const job = "elsewhere"
 		e.publish(t, job, contract.EventStarted, "", started(tenant, db, "other_before", time.Hour))
