@@ -203,6 +203,16 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 		t.Errorf("verify --json of a damaged archive printed %q", stdout)
 	}
 
+	// An archive gone behind the tools' back: list warns, naming it.
+	if err := n.Assets.Snapshots.Delete(t.Context(), m.Object); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = c.run("snapshot", "list")
+	if want := "warning: the archive of snapshot " + m.SnapshotID + " is missing from CHROMA_SNAPSHOTS"; code != exitOK || !strings.Contains(stdout, m.SnapshotID) ||
+		!strings.Contains(stderr, want) || strings.Count(stderr, "warning:") != 1 {
+		t.Errorf("snapshot list with an archive missing: exit %d, want the warning %q once\n%s%s", code, want, stdout, stderr)
+	}
+
 	code, stdout, _ = c.run("snapshot", "delete", m.SnapshotID)
 	if code != exitOK || !strings.Contains(stdout, "deleted") {
 		t.Errorf("snapshot delete: exit %d %s", code, stdout)

@@ -172,6 +172,10 @@ func TestDeployServicesWithOwnUsers(t *testing.T) {
 	if code, stdout, stderr = s.cli("snapshot", "verify", m.SnapshotID); code != exitOK {
 		t.Errorf("snapshot verify: exit %d\n%s%s", code, stdout, stderr)
 	}
+	// The listing looks each snapshot's archive up, with the snapshotter's user.
+	if code, stdout, stderr = s.cli("snapshot", "list"); code != exitOK || !strings.Contains(stdout, m.SnapshotID) || stderr != "" {
+		t.Errorf("snapshot list: exit %d\n%s%s", code, stdout, stderr)
+	}
 	export := filepath.Join(t.TempDir(), "pre.tar.zst")
 	if code, _, stderr = s.cli("snapshot", "export", m.SnapshotID, "-o", export); code != exitOK {
 		t.Errorf("snapshot export as the operator: exit %d: %s", code, stderr)

@@ -393,7 +393,14 @@ func (a *app) snapshotListCmd() *cobra.Command {
 				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%d\t%s\t%v\t%v\n", m.SnapshotID, m.Name, m.Tenant, m.Database,
 					m.StartedAt.Format(time.RFC3339), m.TotalRecords, sizeText(m.Size), m.Consistent, m.Keep)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			for _, id := range list.ArchivesMissing {
+				fmt.Fprintf(a.stderr, "warning: the archive of snapshot %s is missing from %s (deleted or lost outside chromadb-rollback): it cannot be restored; `snapshot verify %s` shows it, `snapshot delete %s` removes its manifest\n",
+					id, contract.ObjectSnapshots, id, id)
+			}
+			return nil
 		},
 	}
 }

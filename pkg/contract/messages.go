@@ -174,6 +174,11 @@ const EncryptionAge = "age"
 type SnapshotList struct {
 	Envelope
 	Snapshots []SnapshotManifest `json:"snapshots"`
+	// ArchivesMissing are the ids of listed snapshots whose archive object
+	// the object store does not hold (deleted or lost outside
+	// chromadb-rollback): they cannot be restored. Absent when the store
+	// could not be listed.
+	ArchivesMissing []string `json:"archives_missing,omitempty"`
 }
 
 // VerifyReport answers chroma.api.snapshot.verify.

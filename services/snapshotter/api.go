@@ -304,7 +304,36 @@ func (s *Service) handleList(ctx context.Context, r micro.Request) {
 	if all == nil {
 		all = []contract.SnapshotManifest{}
 	}
-	bus.RespondJSON(r, contract.SnapshotList{Envelope: contract.NewEnvelope(contract.TypeSnapshotList), Snapshots: all})
+	bus.RespondJSON(r, contract.SnapshotList{Envelope: contract.NewEnvelope(contract.TypeSnapshotList), Snapshots: all,
+		ArchivesMissing: s.archivesMissing(ctx, all)})
+}
+
+// archivesMissing returns the ids of the snapshots in ms whose archive
+// object the store does not hold, from one listing of the store's objects
+// (their metadata, not their chunks). A manifest is written after its
+// archive and deleted before it, so a missing one was deleted or lost
+// outside chromadb-rollback. nil when the store cannot be listed: the
+// listing of snapshots does not fail for it.
+func (s *Service) archivesMissing(ctx context.Context, ms []contract.SnapshotManifest) []string {
+	if len(ms) == 0 {
+		return nil
+	}
+	objs, err := s.assets.Snapshots.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		s.log.Warn("cannot list the archives to check the snapshots have theirs", "err", err)
+		return nil
+	}
+	held := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		held[o.Name] = true
+	}
+	var out []string
+	for _, m := range ms {
+		if m.Object != "" && !held[m.Object] {
+			out = append(out, m.SnapshotID)
+		}
+	}
+	return out
 }
 
 // resolveRef decodes a SnapshotRef request and finds its manifest, answering

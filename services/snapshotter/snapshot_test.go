@@ -314,6 +314,14 @@ func TestVerifyDetectsDamage(t *testing.T) {
 			if !strings.Contains(vr.Problem, tc.want) {
 				t.Errorf("problem %q does not say %q", vr.Problem, tc.want)
 			}
+			// The listing names a snapshot without its archive, and only that.
+			var list contract.SnapshotList
+			if code, data := e.request(t, e.subj.API("snapshot", "list"), []byte(`{}`)); code != 0 || json.Unmarshal(data, &list) != nil {
+				t.Fatalf("list: code %d, %s", code, data)
+			}
+			if want := tc.name == "missing archive"; want != slices.Equal(list.ArchivesMissing, []string{m.SnapshotID}) || (!want && len(list.ArchivesMissing) > 0) {
+				t.Errorf("list says the archives of %v are missing", list.ArchivesMissing)
+			}
 			// Mend it for the next case.
 			putObject(t, original)
 			if _, err := e.nats.Assets.Manifests.Put(ctx, m.SnapshotID, mustJSON(t, m)); err != nil {
