@@ -91,7 +91,11 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 			if taken.IsZero() { // a watchdog older than taken_at
 				taken = s.StartedAt
 			}
-			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Tenant, s.Database, s.SnapshotID, s.Name, holds, s.TotalRecords, sizeText(s.Size), stamp(taken), stamp(s.VerifiedAt))
+			verified := stamp(s.VerifiedAt)
+			if s.ArchiveMissing {
+				verified += ", ARCHIVE MISSING: cannot be restored"
+			}
+			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Tenant, s.Database, s.SnapshotID, s.Name, holds, s.TotalRecords, sizeText(s.Size), stamp(taken), verified)
 		}
 	})
 	section("Alerts", len(r.Alerts), "ALERT\tSINCE\tDETAIL", func(tw *tabwriter.Writer) {

@@ -33,7 +33,7 @@ func statusReport(now time.Time) contract.StatusReport {
 			Progress:  &contract.Progress{Phase: "restoring", DoneRecords: 400, TotalRecords: 1000, RatePerSec: 1200, ETASeconds: 0.5},
 		}},
 		Snapshots: []contract.DatabaseSnapshot{
-			{Tenant: "acme", Database: "prod", SnapshotID: "snap_2", Name: "safety_op_9", TotalRecords: 300, Size: 1024, VerifiedAt: now, Partial: true},
+			{Tenant: "acme", Database: "prod", SnapshotID: "snap_2", Name: "safety_op_9", TotalRecords: 300, Size: 1024, VerifiedAt: now, Partial: true, ArchiveMissing: true},
 			{Tenant: "acme", Database: "prod", SnapshotID: "snap_1", Name: "pre_migration_reindex-7", TotalRecords: 1000, Size: 4096, VerifiedAt: now,
 				StartedAt: now.Add(-time.Hour), TakenAt: now.Add(-48 * time.Hour)},
 		},
@@ -85,6 +85,9 @@ func TestCLIStatus(t *testing.T) {
 		if !strings.Contains(stdout, s) {
 			t.Errorf("status output lacks %q:\n%s", s, stdout)
 		}
+	}
+	if n := strings.Count(stdout, stamp(now)+", ARCHIVE MISSING: cannot be restored\n"); n != 1 {
+		t.Errorf("status output marks %d snapshots as missing their archive, want snap_2:\n%s", n, stdout)
 	}
 
 	code, stdout, _ = c.run("status", "--json")

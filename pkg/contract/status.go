@@ -170,6 +170,10 @@ type DatabaseSnapshot struct {
 	// Partial is set when it holds only some collections (named ones, or
 	// a rollback's safety snapshot).
 	Partial bool `json:"partial,omitempty"`
+	// ArchiveMissing is set when its archive object is not in the object
+	// store (deleted or lost outside chromadb-rollback): it cannot be
+	// restored.
+	ArchiveMissing bool `json:"archive_missing,omitempty"`
 }
 
 // StatusAlert is a condition a watchdog sees failing.

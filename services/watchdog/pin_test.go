@@ -130,6 +130,21 @@ func TestSnapshotNamePinned(t *testing.T) {
 			t.Errorf("alert: %q", a.Reason)
 		}
 		e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
+		// Status shows it as the newest snapshot of the database, and
+		// that it cannot be restored; the other databases' are whole.
+		seen := 0
+		for _, s := range e.status(t).Snapshots {
+			if s.Tenant != tenant {
+				continue
+			}
+			seen++
+			if want := s.Database == db; s.ArchiveMissing != want || (want && s.SnapshotID != doomed) {
+				t.Errorf("status snapshot %s of %s: archive missing %v", s.SnapshotID, s.Database, s.ArchiveMissing)
+			}
+		}
+		if seen < 2 {
+			t.Errorf("status lists %d snapshots of %s, want one of each database", seen, tenant)
+		}
 	})
 
 	t.Run("a name of another database only", func(t *testing.T) {

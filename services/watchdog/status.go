@@ -3,6 +3,7 @@ package watchdog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -121,6 +123,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	// data was taken last (SnapshotManifest.TakenAt), so an old archive
 	// imported today is not shown as a recent restore point.
 	newest, newestFull := map[string]contract.DatabaseSnapshot{}, map[string]contract.DatabaseSnapshot{}
+	objects := map[string]string{} // by snapshot id
 	// Ties go to the one made last, then to the greater id, as in
 	// retention's choice of the newest.
 	newer := func(cur contract.DatabaseSnapshot, ok bool, m *contract.SnapshotManifest) bool {
@@ -141,6 +144,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 			return nil
 		}
 		k := m.Tenant + "/" + m.Database
+		objects[m.SnapshotID] = m.Object
 		ds := contract.DatabaseSnapshot{Tenant: m.Tenant, Database: m.Database, SnapshotID: m.SnapshotID, Name: m.Name,
 			TotalRecords: m.TotalRecords, Size: m.Size, StartedAt: m.StartedAt, VerifiedAt: m.VerifiedAt, TakenAt: m.TakenAt(), Partial: m.Partial}
 		if cur, ok := newest[k]; newer(cur, ok, &m) {
@@ -158,6 +162,18 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		if full, ok := newestFull[k]; ok && newest[k].Partial {
 			rep.Snapshots = append(rep.Snapshots, full)
 		}
+	}
+	// A restore point whose archive is gone is no restore point: each
+	// listed one's archive is looked up (its metadata only).
+	for i := range rep.Snapshots {
+		obj := objects[rep.Snapshots[i].SnapshotID]
+		if obj == "" {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, archiveLookupTimeout)
+		_, err := s.assets.Snapshots.GetInfo(ictx, obj)
+		cancel()
+		rep.Snapshots[i].ArchiveMissing = errors.Is(err, jetstream.ErrObjectNotFound)
 	}
 
 	s.mu.Lock()
