@@ -112,15 +112,7 @@ func TestCLIRollbackCancel(t *testing.T) {
 
 	// rollback-cancel asks, then waits for the end: let the held add go
 	// once the cancel is recorded.
-	type result struct {
-		code           int
-		stdout, stderr string
-	}
-	cancelled := make(chan result, 1)
-	go func() {
-		code, stdout, stderr := c.run("rollback-cancel", op)
-		cancelled <- result{code, stdout, stderr}
-	}()
+	cancelled := c.start("", "rollback-cancel", op)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := n.Assets.State.Get(t.Context(), contract.CancelKey(op)); err == nil {
 			break
@@ -130,12 +122,7 @@ func TestCLIRollbackCancel(t *testing.T) {
 		}
 	}
 	hold.Release()
-	var r result
-	select {
-	case r = <-cancelled:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("rollback-cancel did not return")
-	}
+	r := await(t, cancelled, 2*time.Minute, "rollback-cancel")
 	if r.code != exitOK || !strings.Contains(r.stdout, "Rollback "+op+": cancelled") || !strings.Contains(r.stderr, "cancel requested by ") || !strings.Contains(r.stderr, "stops at the next batch") {
 		t.Fatalf("rollback-cancel: exit %d\n%s%s\nwant 0, the request noted and the rollback cancelled", r.code, r.stdout, r.stderr)
 	}

@@ -36,6 +36,36 @@ func (c cli) run(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// cliResult is how a CLI run ended.
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// start runs the CLI in the background (with stdin); the channel gets how
+// it ended.
+func (c cli) start(stdin string, args ...string) <-chan cliResult {
+	ch := make(chan cliResult, 1)
+	go func() {
+		code, stdout, stderr := c.runIn(stdin, args...)
+		ch <- cliResult{code, stdout, stderr}
+	}()
+	return ch
+}
+
+// await is how a CLI run started in the background ended, failing the
+// test when it has not within limit.
+func await(t *testing.T, ch <-chan cliResult, limit time.Duration, what string) cliResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(limit):
+		t.Fatalf("%s did not return within %s", what, limit)
+		return cliResult{}
+	}
+}
+
 func startStack(t *testing.T) (cli, *testenv.NATS) {
 	t.Helper()
 	ch := testenv.StartChroma(t)

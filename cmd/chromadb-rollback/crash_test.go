@@ -134,15 +134,7 @@ func TestServeKilledMidRollback(t *testing.T) {
 	}
 
 	// An operator's CLI waits for the rollback, through the crash.
-	type result struct {
-		code           int
-		stdout, stderr string
-	}
-	waited := make(chan result, 1)
-	go func() {
-		code, stdout, stderr := c.runIn("", "rollback", "pre_migration", "--yes", "--json")
-		waited <- result{code, stdout, stderr}
-	}()
+	waited := c.start("", "rollback", "pre_migration", "--yes", "--json")
 	select {
 	case <-held:
 	case <-exited:
@@ -162,12 +154,7 @@ func TestServeKilledMidRollback(t *testing.T) {
 	}
 
 	serve()
-	var res result
-	select {
-	case res = <-waited:
-	case <-time.After(4 * time.Minute):
-		t.Fatal("the waiting CLI did not return within four minutes of the restart")
-	}
+	res := await(t, waited, 4*time.Minute, "the CLI waiting through the restart")
 	var op contract.Operation
 	if err := json.Unmarshal([]byte(res.stdout), &op); err != nil {
 		t.Fatalf("rollback --json: exit %d: %v\nstdout: %s\nstderr: %s", res.code, err, res.stdout, res.stderr)

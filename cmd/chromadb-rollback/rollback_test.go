@@ -361,15 +361,7 @@ func TestCLIRollbackStatusWhileRunning(t *testing.T) {
 		t.Errorf("no progress line:\n%s", stdout)
 	}
 
-	type result struct {
-		code           int
-		stdout, stderr string
-	}
-	waited := make(chan result, 1)
-	go func() {
-		code, stdout, stderr := c.run("rollback-status", "--wait", op)
-		waited <- result{code, stdout, stderr}
-	}()
+	waited := c.start("", "rollback-status", "--wait", op)
 	time.Sleep(300 * time.Millisecond) // it waits while the add is held
 	select {
 	case r := <-waited:
@@ -377,12 +369,7 @@ func TestCLIRollbackStatusWhileRunning(t *testing.T) {
 	default:
 	}
 	hold.Release()
-	var r result
-	select {
-	case r = <-waited:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("rollback-status --wait did not return")
-	}
+	r := await(t, waited, 2*time.Minute, "rollback-status --wait")
 	if r.code != exitOK || !strings.Contains(r.stdout, "Rollback "+op+": completed") || !strings.Contains(r.stdout, fmt.Sprintf("Records written: %d in ", rec.Plan.WriteRecords)) {
 		t.Errorf("rollback-status --wait: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}

@@ -1,7 +1,6 @@
 package watchdog_test
 
 import (
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -33,17 +32,6 @@ func TestAutomaticRollbackFails(t *testing.T) {
 	}
 	alerted := func(t *testing.T, job string) auditEntry {
 		return e.waitAudit(t, 30*time.Second, "alert.rollback", byWatchdog(job, "alert.rollback"))
-	}
-	object := func(t *testing.T, snap string) string {
-		entry, err := e.nats.Assets.Manifests.Get(t.Context(), snap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m contract.SnapshotManifest
-		if err := json.Unmarshal(entry.Value(), &m); err != nil {
-			t.Fatal(err)
-		}
-		return m.Object
 	}
 
 	t.Run("no pre-migration snapshot", func(t *testing.T) {
@@ -93,7 +81,7 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		tenant := e.tenant("wd_" + job)
 		e.seed(t, tenant, db)
 		snap := e.snapshot(t, tenant, db, "before_"+job)
-		spoil(object(t, snap))
+		spoil(e.manifest(t, snap).Object)
 		ctl := e.controls(t, job)
 		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
 		e.waitRecord(t, job, 30*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })

@@ -7,8 +7,18 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/disk"
+	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// heartbeats is the fast config of watchdog "wd" checking Chroma's
+// heartbeat every interval, each check bounded by timeout, pausing after
+// failures in a row.
+func (e *env) heartbeats(interval, timeout time.Duration, failures int) watchdog.Config {
+	cfg := e.fast("wd")
+	cfg.HeartbeatInterval, cfg.HeartbeatTimeout, cfg.HeartbeatFailures = interval, timeout, failures
+	return cfg
+}
 
 // TestHungChromaPausesAndResumes: a Chroma that takes connections and
 // answers nothing (frozen) pauses the job as a stopped one does, and the
@@ -16,11 +26,7 @@ import (
 func TestHungChromaPausesAndResumes(t *testing.T) {
 	e := newEnv(t, true)
 	const job = "hung-job"
-	cfg := e.fast("wd")
-	cfg.HeartbeatInterval = 200 * time.Millisecond
-	cfg.HeartbeatTimeout = 300 * time.Millisecond
-	cfg.HeartbeatFailures = 2
-	e.watchdog(t, cfg)
+	e.watchdog(t, e.heartbeats(200*time.Millisecond, 300*time.Millisecond, 2))
 	ctl := e.controls(t, job)
 	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
 	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
@@ -42,10 +48,7 @@ func TestHungChromaPausesAndResumes(t *testing.T) {
 func TestChromaOutagePausesAndResumes(t *testing.T) {
 	e := newEnv(t, true)
 	const job = "outage-job"
-	cfg := e.fast("wd")
-	cfg.HeartbeatInterval = 200 * time.Millisecond
-	cfg.HeartbeatTimeout = 200 * time.Millisecond
-	cfg.HeartbeatFailures = 3
+	cfg := e.heartbeats(200*time.Millisecond, 200*time.Millisecond, 3)
 	e.watchdog(t, cfg)
 	ctl := e.controls(t, job)
 	// Another run, ended, is left alone.
