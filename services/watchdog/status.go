@@ -16,6 +16,19 @@ import (
 	"github.com/nats-io/nats.go/micro"
 )
 
+// archiveGone says the object store holds no archive obj (deleted or lost
+// outside chromadb-rollback); false when it does, or cannot tell, or obj
+// is not known. It looks at the object's metadata only.
+func (s *Service) archiveGone(ctx context.Context, obj string) bool {
+	if obj == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, archiveLookupTimeout)
+	defer cancel()
+	_, err := s.assets.Snapshots.GetInfo(ctx, obj)
+	return errors.Is(err, jetstream.ErrObjectNotFound)
+}
+
 // maxProgress bounds the progress kept for the status report.
 const maxProgress = 1024
 
@@ -118,62 +131,54 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	}
 	s.mu.Unlock()
 
-	// The newest verified snapshot of each database, and the newest one
-	// holding every collection when the newest is partial: the ones whose
-	// data was taken last (SnapshotManifest.TakenAt), so an old archive
-	// imported today is not shown as a recent restore point.
-	newest, newestFull := map[string]contract.DatabaseSnapshot{}, map[string]contract.DatabaseSnapshot{}
-	objects := map[string]string{} // by snapshot id
-	// Ties go to the one made last, then to the greater id, as in
-	// retention's choice of the newest.
-	newer := func(cur contract.DatabaseSnapshot, ok bool, m *contract.SnapshotManifest) bool {
-		if !ok {
-			return true
-		}
-		if at := m.TakenAt(); !at.Equal(cur.TakenAt) {
-			return at.After(cur.TakenAt)
-		}
-		if !m.StartedAt.Equal(cur.StartedAt) {
-			return m.StartedAt.After(cur.StartedAt)
-		}
-		return m.SnapshotID > cur.SnapshotID
+	// The newest verified snapshot of each database and, when that one is
+	// partial or its archive is gone, the newest holding every collection
+	// whose archive is there: by when their data was taken
+	// (SnapshotManifest.TakenAt), so an old archive imported today is not
+	// shown as a recent restore point.
+	type candidate struct {
+		ds  contract.DatabaseSnapshot
+		obj string
 	}
+	byDB := map[string][]candidate{}
 	if err := bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
 		var m contract.SnapshotManifest
 		if json.Unmarshal(data, &m) != nil || m.VerifiedAt.IsZero() {
 			return nil
 		}
 		k := m.Tenant + "/" + m.Database
-		objects[m.SnapshotID] = m.Object
-		ds := contract.DatabaseSnapshot{Tenant: m.Tenant, Database: m.Database, SnapshotID: m.SnapshotID, Name: m.Name,
-			TotalRecords: m.TotalRecords, Size: m.Size, StartedAt: m.StartedAt, VerifiedAt: m.VerifiedAt, TakenAt: m.TakenAt(), Partial: m.Partial}
-		if cur, ok := newest[k]; newer(cur, ok, &m) {
-			newest[k] = ds
-		}
-		if cur, ok := newestFull[k]; !m.Partial && newer(cur, ok, &m) {
-			newestFull[k] = ds
-		}
+		byDB[k] = append(byDB[k], candidate{obj: m.Object, ds: contract.DatabaseSnapshot{Tenant: m.Tenant, Database: m.Database,
+			SnapshotID: m.SnapshotID, Name: m.Name, TotalRecords: m.TotalRecords, Size: m.Size, StartedAt: m.StartedAt,
+			VerifiedAt: m.VerifiedAt, TakenAt: m.TakenAt(), Partial: m.Partial}})
 		return nil
 	}); err != nil {
 		return nil, err
 	}
-	for _, k := range slices.Sorted(maps.Keys(newest)) {
-		rep.Snapshots = append(rep.Snapshots, newest[k])
-		if full, ok := newestFull[k]; ok && newest[k].Partial {
-			rep.Snapshots = append(rep.Snapshots, full)
+	for _, k := range slices.Sorted(maps.Keys(byDB)) {
+		cs := byDB[k]
+		// Newest first; ties go to the one made last, then to the greater
+		// id, as in retention's choice of the newest.
+		slices.SortFunc(cs, func(a, b candidate) int {
+			if c := b.ds.TakenAt.Compare(a.ds.TakenAt); c != 0 {
+				return c
+			}
+			if c := b.ds.StartedAt.Compare(a.ds.StartedAt); c != 0 {
+				return c
+			}
+			return strings.Compare(b.ds.SnapshotID, a.ds.SnapshotID)
+		})
+		for i, c := range cs {
+			if i > 0 && c.ds.Partial {
+				continue
+			}
+			c.ds.ArchiveMissing = s.archiveGone(ctx, c.obj)
+			if i == 0 || !c.ds.ArchiveMissing {
+				rep.Snapshots = append(rep.Snapshots, c.ds)
+			}
+			if !c.ds.Partial && !c.ds.ArchiveMissing {
+				break // a full restore point that can be restored
+			}
 		}
-	}
-	// A restore point whose archive is gone is no restore point: each
-	// listed one's archive is looked up (its metadata only).
-	for i := range rep.Snapshots {
-		obj := objects[rep.Snapshots[i].SnapshotID]
-		if obj == "" {
-			continue
-		}
-		ictx, cancel := context.WithTimeout(ctx, archiveLookupTimeout)
-		_, err := s.assets.Snapshots.GetInfo(ictx, obj)
-		cancel()
-		rep.Snapshots[i].ArchiveMissing = errors.Is(err, jetstream.ErrObjectNotFound)
 	}
 
 	s.mu.Lock()
