@@ -228,6 +228,9 @@ var valid = []contract.AuditEvent{
 		"stream_shares": map[string]float64{}, "near_limit": []string{"account storage 95 B of 100 B (95%)"}}, nil),
 	wd("alert.jetstream_storage", "completed", figs{"near_share": 0.9, "account_store_bytes": uint64(5), "account_max_store_bytes": int64(-1),
 		"stream_shares": map[string]float64{"CHROMA_AUDIT": 0.1}, "alert_seconds": 1.0}, nil),
+	wd("alert.archive_missing", "alert", figs{"object": "snap_1.tar.zst", "name": "nightly", "size": int64(4096)}, func(ev *contract.AuditEvent) {
+		ev.SnapshotID, ev.Tenant, ev.Database = "snap_1", "acme", "prod"
+	}),
 	wd("control.pause", "completed", figs{"job": "nightly", "run": 3, "command": "pause"}, nil),
 	wd("control.resume", "completed", figs{"job": "nightly", "run": 3, "command": "resume"}, nil),
 	wd("control.abort", "completed", figs{"job": "nightly", "run": 3, "command": "abort"}, func(ev *contract.AuditEvent) { ev.OpID = "op_rb_nightly_3_time" }),
@@ -398,6 +401,8 @@ func TestInvalidEvents(t *testing.T) {
 		{"ratio over 1", mutate(t, trig, func(m map[string]any) { figures(m)["ratio"] = 1.5 }), nil, "ratio"},
 		{"bad deadline", mutate(t, example(t, "migration.started", "started"), func(m map[string]any) { figures(m)["deadline"] = "soon" }), nil, "deadline"},
 		{"abort without its rollback", mutate(t, example(t, "control.abort", "completed"), func(m map[string]any) { delete(m, "op_id") }), nil, "op_id"},
+		{"missing archive without its snapshot", mutate(t, example(t, "alert.archive_missing", "alert"), func(m map[string]any) { delete(m, "snapshot_id") }), nil, "snapshot_id"},
+		{"missing archive without its object", mutate(t, example(t, "alert.archive_missing", "alert"), func(m map[string]any) { delete(figures(m), "object") }), nil, "object"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,7 +16,10 @@ const (
 	DefaultHeartbeatFailures   = 3
 	DefaultDiskMinFree         = 100 << 20 // 100 MiB
 	DefaultDiskInterval        = 30 * time.Second
-	DefaultJetStreamNear       = 0.9
+	// DefaultArchiveCheckInterval is how often the snapshots' archives are
+	// looked up.
+	DefaultArchiveCheckInterval = 10 * time.Minute
+	DefaultJetStreamNear        = 0.9
 )
 
 // Config configures a watchdog instance. The zero value of every field
@@ -75,6 +78,13 @@ type Config struct {
 	// DiskInterval). Negative disables the check.
 	JetStreamNear float64
 
+	// ArchiveCheckInterval is how often the archive of every verified
+	// snapshot is looked up in the object store (its metadata only): one
+	// gone (deleted or lost outside chromadb-rollback) is an alert, since
+	// no rollback to that snapshot can run (default 10 min). It pauses
+	// nothing. Negative disables the check.
+	ArchiveCheckInterval time.Duration
+
 	// TickInterval is how often deadlines and pending work (snapshots,
 	// rollbacks, pauses) are checked (default 1 s).
 	TickInterval time.Duration
@@ -128,6 +138,9 @@ func (c *Config) setDefaults() {
 	if c.TickInterval == 0 {
 		c.TickInterval = time.Second
 	}
+	if c.ArchiveCheckInterval == 0 {
+		c.ArchiveCheckInterval = DefaultArchiveCheckInterval
+	}
 	if c.RetryInterval == 0 {
 		c.RetryInterval = 5 * time.Second
 	}
@@ -166,6 +179,8 @@ func (c *Config) validateSettings() error {
 		return fmt.Errorf("disk interval %s is too short: at least 10ms", c.DiskInterval)
 	case c.JetStreamNear > 1:
 		return fmt.Errorf("JetStream near-full share %v: want a ratio in (0, 1], or negative to disable", c.JetStreamNear)
+	case c.ArchiveCheckInterval > 0 && c.ArchiveCheckInterval < 10*time.Millisecond:
+		return fmt.Errorf("archive check interval %s is too short: at least 10ms, or negative to disable", c.ArchiveCheckInterval)
 	case c.TickInterval < 10*time.Millisecond:
 		return fmt.Errorf("tick interval %s is too short: at least 10ms", c.TickInterval)
 	case c.RetryInterval < 0:

@@ -40,6 +40,8 @@ func RegisterFlags(fs *flag.FlagSet, cfg *Config) func() error {
 		"how often disk space and JetStream storage are checked (env DISK_INTERVAL)")
 	fs.Float64Var(&cfg.JetStreamNear, "jetstream-near", svcmain.EnvParse(&errs, "JETSTREAM_NEAR", DefaultJetStreamNear, parseFloat),
 		"share of a JetStream account or stream limit counted as nearly full; negative disables (env JETSTREAM_NEAR)")
+	fs.DurationVar(&cfg.ArchiveCheckInterval, "archive-check-interval", svcmain.EnvParse(&errs, "ARCHIVE_CHECK_INTERVAL", DefaultArchiveCheckInterval, time.ParseDuration),
+		"how often every verified snapshot's archive is looked up in the object store; one gone is an alert; negative disables (env ARCHIVE_CHECK_INTERVAL)")
 	fs.DurationVar(&cfg.TickInterval, "tick", svcmain.EnvParse(&errs, "TICK_INTERVAL", time.Second, time.ParseDuration),
 		"how often deadlines and pending work are checked (env TICK_INTERVAL)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", svcmain.EnvParse(&errs, "REQUEST_TIMEOUT", 30*time.Minute, time.ParseDuration),

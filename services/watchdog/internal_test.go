@@ -25,6 +25,8 @@ func TestConfigValidate(t *testing.T) {
 		{"near above 1", func(c *Config) { c.JetStreamNear = 2 }, "near-full"},
 		{"empty path", func(c *Config) { c.DiskPaths = []string{"/tmp", ""} }, "empty path"},
 		{"short ack wait", func(c *Config) { c.AckWait = time.Millisecond }, "ack wait"},
+		{"tiny archive check interval", func(c *Config) { c.ArchiveCheckInterval = time.Millisecond }, "archive check interval"},
+		{"archive check off", func(c *Config) { c.ArchiveCheckInterval = -1 }, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -57,6 +57,7 @@ type Service struct {
 	records  map[string]cachedRecord      // job -> newest record the watcher saw
 	conds    map[string]*condition        // pause reason -> what this instance sees
 	progress map[string]contract.Progress // op id -> latest progress seen
+	gone     map[string]goneArchive       // snapshot id -> its archive, missing since
 	inflight map[string]bool              // jobs with an act goroutine running
 	retryAt  map[string]time.Time         // job -> no request before this time
 	pinAt    map[string]time.Time         // job -> the tick looks for its snapshot again after this time
@@ -92,6 +93,7 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 		records:  map[string]cachedRecord{},
 		conds:    map[string]*condition{},
 		progress: map[string]contract.Progress{},
+		gone:     map[string]goneArchive{},
 		inflight: map[string]bool{},
 		retryAt:  map[string]time.Time{},
 		pinAt:    map[string]time.Time{},
@@ -177,6 +179,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.tickLoop(ctx) })
 	wg.Go(func() { s.heartbeatLoop(ctx) })
 	wg.Go(func() { s.diskLoop(ctx) })
+	wg.Go(func() { s.archiveLoop(ctx) })
 	s.log.Info("watchdog started", "chroma_url", s.cfg.ChromaURL, "validation_threshold", s.cfg.ValidationThreshold,
 		"automatic_rollback", !s.cfg.AutomaticRollbackDisabled, "disk_paths", s.cfg.DiskPaths)
 	<-ctx.Done()

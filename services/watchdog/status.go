@@ -188,6 +188,9 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		}
 	}
 	s.mu.Unlock()
+	if a, ok := s.archiveAlert(); ok {
+		rep.Alerts = append(rep.Alerts, a)
+	}
 	rep.Storage = s.storage(ctx)
 	return rep, nil
 }
