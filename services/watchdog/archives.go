@@ -23,18 +23,8 @@ type goneArchive struct {
 // archiveLoop looks every verified snapshot's archive up every
 // ArchiveCheckInterval (checkArchives).
 func (s *Service) archiveLoop(ctx context.Context) {
-	if s.cfg.ArchiveCheckInterval < 0 {
-		return
-	}
-	t := time.NewTicker(s.cfg.ArchiveCheckInterval)
-	defer t.Stop()
-	for {
-		s.checkArchives(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	if s.cfg.ArchiveCheckInterval > 0 {
+		every(ctx, s.cfg.ArchiveCheckInterval, func() { s.checkArchives(ctx) })
 	}
 }
 

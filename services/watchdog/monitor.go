@@ -120,11 +120,18 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 // diskLoop checks the watched paths and JetStream's storage every
 // DiskInterval.
 func (s *Service) diskLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.DiskInterval)
-	defer t.Stop()
-	for {
+	every(ctx, s.cfg.DiskInterval, func() {
 		s.checkDisk(ctx)
 		s.checkJetStream(ctx)
+	})
+}
+
+// every calls check at once, then every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, check func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		check()
 		select {
 		case <-ctx.Done():
 			return
