@@ -388,8 +388,8 @@ func (a *app) rollbackStatusCmd() *cobra.Command {
 			if !contract.Ended(op.Status) {
 				fmt.Fprintf(a.stdout, "Phase: %s\n", op.Phase)
 				if p := op.Plan; p != nil {
-					fmt.Fprintf(a.stdout, "Plan: %d records to write into %s, estimated %s\n", p.WriteRecords, plural(p.WriteCollections, "collection"),
-						(time.Duration(p.EstimatedSeconds * float64(time.Second))).Round(time.Second))
+					fmt.Fprintf(a.stdout, "Plan: %d records to write into %s, estimated %s\n", p.WriteRecords, counted(p.WriteCollections, "collection"),
+						roundDuration(p.EstimatedSeconds))
 				}
 				if pr := a.lastProgress(cmd.Context(), nc, op.OpID, progressWait); pr != nil {
 					fmt.Fprintf(a.stdout, "Progress: %s\n", progressText(pr))
@@ -402,14 +402,6 @@ func (a *app) rollbackStatusCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the rollback ends (a progress bar on a terminal), print its report and exit as rollback does")
 	cmd.Flags().DurationVar(&waitTimeout, "wait-timeout", 6*time.Hour, "with --wait, give up waiting after this long (the rollback goes on)")
 	return cmd
-}
-
-// plural is "1 collection" or "3 collections".
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // progressWait bounds how long rollback-status looks for a running

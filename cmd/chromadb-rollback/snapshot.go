@@ -202,7 +202,7 @@ func barLabel(p contract.Progress) string {
 		out += fmt.Sprintf(", %.0f records/s", p.RatePerSec)
 	}
 	if p.ETASeconds >= 1 {
-		out += fmt.Sprintf(", about %s left", (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second))
+		out += fmt.Sprintf(", about %s left", roundDuration(p.ETASeconds))
 	}
 	return out
 }

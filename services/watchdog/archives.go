@@ -3,6 +3,7 @@ package watchdog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // goneArchive is a verified snapshot whose archive the object store no
@@ -18,6 +20,27 @@ import (
 type goneArchive struct {
 	m     contract.SnapshotManifest
 	since time.Time
+}
+
+// archiveLookupTimeout bounds one look at an archive's metadata.
+const archiveLookupTimeout = 5 * time.Second
+
+// archiveInfo reads archive obj's metadata in the object store (never its
+// chunks: the watchdog's user may read only that).
+func (s *Service) archiveInfo(ctx context.Context, obj string) (*jetstream.ObjectInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, archiveLookupTimeout)
+	defer cancel()
+	return s.assets.Snapshots.GetInfo(ctx, obj)
+}
+
+// archiveGone says the object store holds no archive obj; false when it
+// does, or cannot tell, or obj is not known.
+func (s *Service) archiveGone(ctx context.Context, obj string) bool {
+	if obj == "" {
+		return false
+	}
+	_, err := s.archiveInfo(ctx, obj)
+	return errors.Is(err, jetstream.ErrObjectNotFound)
 }
 
 // archiveLoop looks every verified snapshot's archive up every

@@ -81,10 +81,8 @@ func (s *Service) setCondition(ctx context.Context, reason, name string, active,
 // HeartbeatFailures failures in a row raise the connectivity alert, the
 // next success lifts it.
 func (s *Service) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.HeartbeatInterval)
-	defer t.Stop()
 	failures := 0
-	for {
+	every(ctx, s.cfg.HeartbeatInterval, func() {
 		hctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatTimeout)
 		err := s.chroma.Heartbeat(hctx)
 		cancel()
@@ -109,12 +107,7 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 				fmt.Sprintf("Chroma at %s failed %d heartbeats in a row (threshold %d, one every %s): %s",
 					s.cfg.ChromaURL, failures, s.cfg.HeartbeatFailures, s.cfg.HeartbeatInterval, why), figures)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // diskLoop checks the watched paths and JetStream's storage every

@@ -153,18 +153,13 @@ func (s *Service) resolveSnapshot(ctx context.Context, rec *contract.MigrationRe
 	return resolution{why: fmt.Sprintf("no snapshot of %s has the id or name %q", db, ref)}, nil
 }
 
-// archiveLookupTimeout bounds usable's look at the object store.
-const archiveLookupTimeout = 5 * time.Second
-
 // usable resolves a run's snapshot to m, unless m's archive is not in the
 // object store as its manifest describes it (deleted or lost outside
 // chromadb-rollback): then no rollback to it can run, and the job must
 // not write. The restorer's full verification comes at the rollback; this
 // is the look a migration's start can afford.
 func (s *Service) usable(ctx context.Context, m *contract.SnapshotManifest) (resolution, error) {
-	ictx, cancel := context.WithTimeout(ctx, archiveLookupTimeout)
-	defer cancel()
-	info, err := s.assets.Snapshots.GetInfo(ictx, m.Object)
+	info, err := s.archiveInfo(ctx, m.Object)
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound):
 		return resolution{why: fmt.Sprintf("the archive of snapshot %s (object %s) is missing from %s: no rollback to it can run; take a new snapshot",

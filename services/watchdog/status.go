@@ -3,7 +3,6 @@ package watchdog
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,22 +11,8 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
-
-// archiveGone says the object store holds no archive obj (deleted or lost
-// outside chromadb-rollback); false when it does, or cannot tell, or obj
-// is not known. It looks at the object's metadata only.
-func (s *Service) archiveGone(ctx context.Context, obj string) bool {
-	if obj == "" {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, archiveLookupTimeout)
-	defer cancel()
-	_, err := s.assets.Snapshots.GetInfo(ctx, obj)
-	return errors.Is(err, jetstream.ErrObjectNotFound)
-}
 
 // maxProgress bounds the progress kept for the status report.
 const maxProgress = 1024
