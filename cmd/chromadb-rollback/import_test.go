@@ -1,7 +1,11 @@
 package main
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -160,6 +164,25 @@ func TestCLIImport(t *testing.T) {
 			}
 		})
 	}
+	// With --json the snapshotter's refusal is printed, as for every verb,
+	// whatever the exit code: a 422, and a 413 for a decompression bomb.
+	bomb := filepath.Join(dir, "bomb.tar.gz")
+	writeSpaceBomb(t, bomb, legacy.DefaultRatioAfter+1<<20)
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{arc, "--manifest", badManifest}, contract.CodeVerificationFailed, "checksum mismatch"},
+		{[]string{bomb, "--no-manifest"}, contract.CodeTooLarge, "decompression bomb"},
+	} {
+		code, stdout, _ := c.run(append([]string{"snapshot", "import", "--json"}, tc.args...)...)
+		var eb contract.ErrorBody
+		if code != exitVerification || json.Unmarshal([]byte(stdout), &eb) != nil || eb.Type != contract.TypeError ||
+			eb.Code != tc.code || !strings.Contains(eb.Error, tc.msg) {
+			t.Errorf("import --json %v: exit %d, stdout %q; want %d and an error reply %d naming %q", tc.args, code, stdout, exitVerification, tc.code, tc.msg)
+		}
+	}
 	after, _ := n.Assets.Manifests.ListKeys(t.Context())
 	nAfter := 0
 	for range after.Keys() {
@@ -170,5 +193,30 @@ func TestCLIImport(t *testing.T) {
 	}
 	if left := stagingLeft(); len(left) > 0 {
 		t.Errorf("staging objects left behind: %q", left)
+	}
+}
+
+// writeSpaceBomb writes a seed-format archive whose collections.json is n
+// spaces: a few dozen KB that decompress to n bytes.
+func writeSpaceBomb(t *testing.T, path string, n int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zw := gzip.NewWriter(f)
+	tw := tar.NewWriter(zw)
+	if err := tw.WriteHeader(&tar.Header{Name: "collections.json", Mode: 0o644, Size: n}); err != nil {
+		t.Fatal(err)
+	}
+	spaces := bytes.Repeat([]byte(" "), 1<<20)
+	for left := n; left > 0; left -= int64(len(spaces)) {
+		if _, err := tw.Write(spaces[:min(left, int64(len(spaces)))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := errors.Join(tw.Close(), zw.Close()); err != nil {
+		t.Fatal(err)
 	}
 }

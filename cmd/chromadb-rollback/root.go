@@ -118,20 +118,23 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "error:", err)
+	// A service's error reply: with --json it is printed, so scripts read
+	// the code, the message and the field at fault, whatever exit code
+	// the command chose for it.
+	var ae *apiError
+	isAPI := errors.As(err, &ae)
+	if isAPI && a.json && json.Valid(ae.Body) {
+		_ = a.printJSON(json.RawMessage(ae.Body))
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	// A service's error reply: with --json it is printed, so scripts read
-	// the code, the message and the field at fault. A 422 is a refused
-	// archive or a failed verification, whichever command asked; a 400 a
-	// request to fix (a collection not in the snapshot, an invalid name):
-	// scripts tell them from other failures by the exit code.
-	var ae *apiError
-	if errors.As(err, &ae) {
-		if a.json && json.Valid(ae.Body) {
-			_ = a.printJSON(json.RawMessage(ae.Body))
-		}
+	// A 422 is a refused archive or a failed verification, whichever
+	// command asked; a 400 a request to fix (a collection not in the
+	// snapshot, an invalid name): scripts tell them from other failures by
+	// the exit code.
+	if isAPI {
 		switch ae.Code {
 		case contract.CodeVerificationFailed:
 			return exitVerification
