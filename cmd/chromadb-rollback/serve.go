@@ -37,7 +37,10 @@ func (f *chromaFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.url, "chroma-url", os.Getenv("CHROMA_URL"), "Chroma server URL (env CHROMA_URL)")
 	// Help shows the default, so never credentials in CHROMA_URL.
 	cmd.Flags().Lookup("chroma-url").DefValue = chroma.RedactURL(f.url)
-	cmd.Flags().StringVar(&f.token, "chroma-token", "", "Chroma auth token (env CHROMA_TOKEN; never logged)")
+	// The token comes from CHROMA_TOKEN, as for the services: a flag's
+	// value shows in ps. The flag still works, with a warning, and is hidden.
+	cmd.Flags().StringVar(&f.token, "chroma-token", "", "Chroma auth token")
+	_ = cmd.Flags().MarkDeprecated("chroma-token", "it shows in ps and shell history; set CHROMA_TOKEN instead")
 	cmd.Flags().StringVar(&f.authHeader, "chroma-auth-header", envOr("CHROMA_AUTH_HEADER", "x-chroma-token"), "how the token is sent: x-chroma-token or bearer (env CHROMA_AUTH_HEADER)")
 }
 
