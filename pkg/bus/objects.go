@@ -39,6 +39,9 @@ const objectPullBatch = 8
 // object's size and SHA-256 digest at EOF, as ObjectStore.Get does.
 type ObjectReader struct {
 	info    *jetstream.ObjectInfo
+	js      jetstream.JetStream
+	stream  string
+	cons    jetstream.Consumer
 	it      jetstream.MessagesContext
 	cancel  context.CancelFunc
 	buf     []byte
@@ -80,7 +83,7 @@ func OpenObject(ctx context.Context, js jetstream.JetStream, bucket string, info
 		cancel()
 		return nil, fmt.Errorf("open object %s: %w", info.Name, err)
 	}
-	r.it, r.cancel = it, cancel
+	r.it, r.cancel, r.js, r.stream, r.cons = it, cancel, js, "OBJ_"+bucket, cons
 	return r, nil
 }
 
@@ -149,9 +152,26 @@ func (r *ObjectReader) finish() error {
 func (r *ObjectReader) Close() error {
 	if r.it != nil {
 		r.it.Stop()
+		dropConsumer(r.js, r.stream, r.cons)
+		r.it = nil
 	}
 	if r.cancel != nil {
 		r.cancel()
 	}
 	return nil
+}
+
+// dropConsumer deletes an ordered consumer's current consumer on the
+// server now, rather than leaving it to expire after nats.go's inactive
+// threshold (5 minutes): every read of an archive makes one, and dozens
+// idle in `nats consumer ls` after a busy hour. Best effort: one left
+// behind still expires.
+func dropConsumer(js jetstream.JetStream, stream string, cons jetstream.Consumer) {
+	ci := cons.CachedInfo()
+	if ci == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = js.DeleteConsumer(ctx, stream, ci.Name)
 }

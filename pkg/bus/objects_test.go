@@ -135,3 +135,37 @@ func TestRetryObjectStoreGet(t *testing.T) {
 		t.Errorf("Error() after a changed chunk: %v", res.Error())
 	}
 }
+
+// TestObjectReadsLeaveNoConsumers: a put's read-back and an archive read,
+// whole or given up early, delete their consumers when done, rather than
+// leaving them on the stream until they expire minutes later.
+func TestObjectReadsLeaveNoConsumers(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ctx := t.Context()
+	data := make([]byte, 1<<20+7)
+	info, err := bus.PutObject(ctx, n.JS, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: "obj"}, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{int64(len(data)), 1000} {
+		or, err := bus.OpenObject(ctx, n.JS, contract.ObjectSnapshots, info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := io.ReadAll(io.LimitReader(or, limit)); err != nil || int64(len(got)) != limit {
+			t.Fatalf("read %d bytes, %v; want %d", len(got), err, limit)
+		}
+		or.Close()
+	}
+	st, err := n.JS.Stream(ctx, "OBJ_"+contract.ObjectSnapshots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si.State.Consumers != 0 {
+		t.Errorf("%d consumers left on the object store's stream after a put and two reads", si.State.Consumers)
+	}
+}

@@ -402,6 +402,7 @@ type readBack struct {
 	js              jetstream.JetStream
 	stream, subject string
 	it              atomic.Pointer[jetstream.MessagesContext]
+	cons            jetstream.Consumer // set by open, read after done
 	reopens         int
 	published       atomic.Uint32 // chunks published so far
 	total           chan uint32
@@ -446,9 +447,14 @@ func (rb *readBack) open(ctx context.Context) error {
 	// leader notices the missing ones and starts again where it was.
 	it, err := cons.Messages(jetstream.PullMaxMessages(putReadAhead), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
+		dropConsumer(rb.js, rb.stream, cons)
 		return err
 	}
+	if rb.cons != nil { // the one a reopen replaces
+		dropConsumer(rb.js, rb.stream, rb.cons)
+	}
 	rb.it.Store(&it)
+	rb.cons = cons
 	return nil
 }
 
@@ -541,6 +547,7 @@ func (rb *readBack) finish(chunks uint32) (readBackResult, error) {
 	rb.total <- chunks
 	<-rb.done
 	rb.iter().Stop()
+	dropConsumer(rb.js, rb.stream, rb.cons)
 	return rb.res, rb.err
 }
 
@@ -548,6 +555,7 @@ func (rb *readBack) finish(chunks uint32) (readBackResult, error) {
 func (rb *readBack) stop() {
 	<-rb.done
 	rb.iter().Stop()
+	dropConsumer(rb.js, rb.stream, rb.cons)
 }
 
 // leaderLastMsg is the last message on subject in stream as the stream's
