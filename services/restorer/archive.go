@@ -85,7 +85,12 @@ func (s *Service) openArchive(ctx context.Context, m *contract.SnapshotManifest)
 	if want, err := objectDigest(m.SHA256); err != nil {
 		return nil, fmt.Errorf("%w: manifest of snapshot %s: sha256 %q: %v", errArchive, m.SnapshotID, m.SHA256, err)
 	} else if info.Digest != "" && info.Digest != want {
-		return nil, fmt.Errorf("%w: archive object %s was stored with digest %s, its manifest says sha256 %s (replaced)", errArchive, m.Object, info.Digest, m.SHA256)
+		// Both in hex, so they can be compared by eye.
+		got := info.Digest
+		if sum, err := jetstream.DecodeObjectDigest(info.Digest); err == nil {
+			got = hex.EncodeToString(sum)
+		}
+		return nil, fmt.Errorf("%w: archive object %s was stored with sha256 %s, its manifest says sha256 %s (replaced)", errArchive, m.Object, got, m.SHA256)
 	}
 	// A restore reads the archive as slowly as Chroma adds: a pull-based
 	// reader (OpenObject) holds a few chunks, where the object store's own

@@ -445,7 +445,14 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 		p.Warnings = append(p.Warnings, fmt.Sprintf("database %s/%s does not exist on %s: it will be created", sp.tenant, sp.database, sp.targetURL))
 	}
 	if sp.req.InPlace {
-		p.Warnings = append(p.Warnings, "in_place: each collection is deleted and refilled where readers see it; a failure or cancel leaves it partly restored (the safety snapshot holds what was there)")
+		w := "in_place: each collection is deleted and refilled where readers see it; a failure or cancel leaves it partly restored"
+		switch {
+		case p.SafetySnapshot:
+			w += " (the safety snapshot holds what was there)"
+		case sp.req.NoSafetySnapshot:
+			w += ", and nothing keeps what was there (no_safety_snapshot)"
+		}
+		p.Warnings = append(p.Warnings, w)
 	}
 	if sp.mode == modeBatches {
 		p.Warnings = append(p.Warnings, "batch-level: the named batches' records are overwritten with the snapshot's; records added or changed elsewhere are kept")

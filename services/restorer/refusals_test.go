@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -99,6 +100,26 @@ func TestRefusalsAndFailures(t *testing.T) {
 		compareDB(t, "after bad requests", e.dump(t, "acme", "prod"), damaged, nil)
 	})
 
+	t.Run("in-place warnings", func(t *testing.T) {
+		// What keeps the old data is said right: the safety snapshot, or
+		// nothing with no_safety_snapshot.
+		inPlace := func(p *contract.RollbackPlan) string {
+			for _, w := range p.Warnings {
+				if strings.HasPrefix(w, "in_place:") {
+					return w
+				}
+			}
+			return ""
+		}
+		if w := inPlace(e.plan(t, contract.RollbackRequest{SnapshotID: snap, InPlace: true})); !strings.HasSuffix(w, "(the safety snapshot holds what was there)") {
+			t.Errorf("in-place plan warns %q; want it to name the safety snapshot", w)
+		}
+		if w := inPlace(e.plan(t, contract.RollbackRequest{SnapshotID: snap, InPlace: true, NoSafetySnapshot: true})); strings.Contains(w, "safety snapshot holds") ||
+			!strings.HasSuffix(w, "and nothing keeps what was there (no_safety_snapshot)") {
+			t.Errorf("in-place plan without a safety snapshot warns %q; want it to say nothing keeps the old data", w)
+		}
+	})
+
 	t.Run("held lease", func(t *testing.T) {
 		l, err := fence.Acquire(ctx, e.nats.Assets.State, contract.Lease{Tenant: "acme", Database: "prod", Holder: "op_other", Kind: "import", Actor: "carol"}, time.Minute)
 		if err != nil {
@@ -122,9 +143,11 @@ func TestRefusalsAndFailures(t *testing.T) {
 	t.Run("corrupt archive", func(t *testing.T) {
 		bad := e.snapshot(t, "acme", "prod", "to_corrupt")
 		e.corrupt(t, bad)
+		// Both digests in hex, so an operator can compare them.
+		digests := regexp.MustCompile(`was stored with sha256 [0-9a-f]{64}, its manifest says sha256 ` + e.storedManifest(t, bad).SHA256 + ` \(replaced\)`)
 		for _, subject := range []string{e.subj.API("rollback", "plan"), e.subj.API("rollback", "start")} {
 			code, body := e.requestError(t, subject, contract.RollbackRequest{SnapshotID: bad, Confirm: true})
-			if code != contract.CodeVerificationFailed || !strings.Contains(body.Error, "nothing was changed") {
+			if code != contract.CodeVerificationFailed || !strings.Contains(body.Error, "nothing was changed") || !digests.MatchString(body.Error) {
 				t.Errorf("%s of a corrupt archive: %d %q", subject, code, body.Error)
 			}
 		}
