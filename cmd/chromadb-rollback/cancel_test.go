@@ -126,6 +126,10 @@ func TestCLIRollbackCancel(t *testing.T) {
 	if r.code != exitOK || !strings.Contains(r.stdout, "Rollback "+op+": cancelled") || !strings.Contains(r.stderr, "cancel requested by ") || !strings.Contains(r.stderr, "stops at the next batch") {
 		t.Fatalf("rollback-cancel: exit %d\n%s%s\nwant 0, the request noted and the rollback cancelled", r.code, r.stdout, r.stderr)
 	}
+	// The collection it stopped in was not checked, and says so.
+	if !strings.Contains(r.stdout, "not checked") || strings.Contains(r.stdout, "bit-exact") {
+		t.Errorf("report of the cancelled rollback:\n%s\nwant its unfinished collection not checked", r.stdout)
+	}
 	// Nothing of the cancelled restore is live, and the fence is down.
 	sameState(t, "after the cancelled rollback", state(t, cc), damaged)
 	if _, err := n.Assets.State.Get(t.Context(), contract.FenceKey(tTenant, tDB)); err == nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -189,5 +190,53 @@ func TestPlanEstimateLine(t *testing.T) {
 	(&app{stdout: &out}).printPlan(plan)
 	if want := "Records to write: 3000; estimated time 18s at 1000 records/s and 50ms for each of 300 collections (assumed: nothing was restored into this Chroma yet)\n"; !strings.Contains(out.String(), want) {
 		t.Errorf("plan printed:\n%s\nwant the line %q", out.String(), want)
+	}
+}
+
+// TestPrintPlanModes: the plan's header says how it writes; a batch-level
+// rollback always upserts into the live collections, never stages.
+func TestPrintPlanModes(t *testing.T) {
+	for _, tc := range []struct {
+		mode    string
+		inPlace bool
+		want    string
+	}{
+		{"full", false, "[full, stage and swap, safety snapshot first]"},
+		{"partial", true, "[partial, in place, safety snapshot first]"},
+		{"batches", false, "[batches, upsert into the live collections, safety snapshot first]"},
+	} {
+		plan := &contract.RollbackPlan{SnapshotID: "snap_x", SnapshotName: "pre", Mode: tc.mode, InPlace: tc.inPlace, SafetySnapshot: true,
+			Tenant: "t", Database: "d", SourceTenant: "t", SourceDatabase: "d", AddRate: 1000}
+		var out bytes.Buffer
+		(&app{stdout: &out}).printPlan(plan)
+		if !strings.Contains(out.String(), "-> t/d "+tc.want+"\n") {
+			t.Errorf("%s plan (in place %v) printed:\n%s\nwant the header to end %q", tc.mode, tc.inPlace, out.String(), tc.want)
+		}
+	}
+}
+
+// TestPrintCancelledReport: the report of a rollback that did not complete
+// neither promises that its safety snapshot undoes it all nor names an
+// embedding check for a collection it stopped before checking.
+func TestPrintCancelledReport(t *testing.T) {
+	report := func(status string, checked bool) string {
+		c := contract.RestoreCollectionReport{Collection: "big1", Target: "big1", Action: "replace", Records: 2400}
+		if checked {
+			c.Verified, c.EmbeddingCheck = true, "bit-exact"
+		}
+		op := &contract.Operation{OpID: "op_x", Status: status, Restore: &contract.RestoreReport{SafetySnapshotID: "snap_safe",
+			Collections: []contract.RestoreCollectionReport{c}, RecordsWritten: 2400, Verified: checked}}
+		var out bytes.Buffer
+		(&app{stdout: &out}).printOperation(op)
+		return out.String()
+	}
+	if s := report(contract.StatusCompleted, true); !strings.Contains(s, "Safety snapshot: snap_safe (roll back to it to undo this rollback)\n") ||
+		!regexp.MustCompile(`big1\s+big1\s+replace\s+2400\s+true\s+bit-exact\n`).MatchString(s) {
+		t.Errorf("completed rollback's report:\n%s", s)
+	}
+	if s := report(contract.StatusCancelled, false); strings.Contains(s, "undo this rollback") || strings.Contains(s, "bit-exact") ||
+		!strings.Contains(s, "Safety snapshot: snap_safe (the state before this rollback: roll back to it to undo what it changed)\n") ||
+		!regexp.MustCompile(`big1\s+big1\s+replace\s+2400\s+false\s+not checked\n`).MatchString(s) {
+		t.Errorf("cancelled rollback's report:\n%s", s)
 	}
 }

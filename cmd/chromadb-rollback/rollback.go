@@ -238,9 +238,12 @@ func (a *app) confirm() (bool, error) {
 func (a *app) printPlan(p *contract.RollbackPlan) {
 	var modes []string
 	modes = append(modes, p.Mode)
-	if p.InPlace {
+	switch {
+	case p.Mode == "batches": // always into the live collections
+		modes = append(modes, "upsert into the live collections")
+	case p.InPlace:
 		modes = append(modes, "in place")
-	} else {
+	default:
 		modes = append(modes, "stage and swap")
 	}
 	if p.SafetySnapshot {
@@ -307,8 +310,12 @@ func (a *app) printOperation(op *contract.Operation) {
 	if r == nil {
 		return
 	}
-	if r.SafetySnapshotID != "" {
+	switch {
+	case r.SafetySnapshotID == "":
+	case op.Status == contract.StatusCompleted:
 		fmt.Fprintf(a.stdout, "Safety snapshot: %s (roll back to it to undo this rollback)\n", r.SafetySnapshotID)
+	default: // it may have changed nothing, or some collections
+		fmt.Fprintf(a.stdout, "Safety snapshot: %s (the state before this rollback: roll back to it to undo what it changed)\n", r.SafetySnapshotID)
 	}
 	if len(r.Collections) == 0 {
 		fmt.Fprintln(a.stdout, "No collections: the snapshot holds none and the target database has none.")
@@ -319,6 +326,9 @@ func (a *app) printOperation(op *contract.Operation) {
 	}
 	for _, c := range r.Collections {
 		check := c.EmbeddingCheck
+		if check == "" {
+			check = "not checked"
+		}
 		if c.MaxAbsDiff > 0 {
 			check += fmt.Sprintf(" (max diff %.3g)", c.MaxAbsDiff)
 		}

@@ -187,7 +187,8 @@ type RestoreCollectionReport struct {
 	Records    int64  `json:"records"`
 	Verified   bool   `json:"verified"`
 	// EmbeddingCheck is "bit-exact" or, in cosine spaces, "tolerance" with
-	// MaxAbsDiff the largest difference seen.
+	// MaxAbsDiff the largest difference seen; empty when the collection was
+	// not checked (its restore stopped before).
 	EmbeddingCheck string   `json:"embedding_check,omitempty"`
 	MaxAbsDiff     float64  `json:"max_abs_diff,omitempty"`
 	Differences    []string `json:"differences,omitempty"`

@@ -269,11 +269,8 @@ func (j *job) run(ctx context.Context) error {
 	j.putOp(ctx)
 	ev := j.ev
 	ev.Outcome = contract.OutcomeStarted
-	ev.Figures = map[string]any{"attempt": j.attempt, "mode": ck.Plan.Mode, "write_records": ck.Plan.WriteRecords,
-		"in_place": ck.Plan.InPlace, "drop_extra": ck.Plan.DropExtra}
-	if req.Job != "" {
-		ev.Figures["job"] = req.Job
-	}
+	ev.Figures = withJob(map[string]any{"attempt": j.attempt, "mode": ck.Plan.Mode, "write_records": ck.Plan.WriteRecords,
+		"in_place": ck.Plan.InPlace, "drop_extra": ck.Plan.DropExtra}, req.Job)
 	_ = s.audit.Emit(ctx, ev)
 
 	if err := fence.Raise(ctx, s.assets.State, contract.Fence{Tenant: sp.tenant, Database: sp.database, OpID: j.cmd.OpID,
@@ -424,8 +421,8 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	}
 	ev := j.ev
 	ev.Outcome, ev.Error = outcome, opErr
-	ev.Figures = map[string]any{"attempt": j.attempt, "status": status, "records_written": rep.RecordsWritten,
-		"seconds": took.Seconds(), "collections": len(rep.Collections), "verified": rep.Verified}
+	ev.Figures = withJob(map[string]any{"attempt": j.attempt, "status": status, "records_written": rep.RecordsWritten,
+		"seconds": took.Seconds(), "collections": len(rep.Collections), "verified": rep.Verified}, j.cmd.Request.Job)
 	if rep.SafetySnapshotID != "" {
 		ev.Figures["safety_snapshot_id"] = rep.SafetySnapshotID
 	}
@@ -475,10 +472,15 @@ func (j *job) collectionReports() []contract.RestoreCollectionReport {
 		}
 		info := j.sp.arc.md.Collections[i]
 		r := contract.RestoreCollectionReport{Collection: cs.Collection, Target: cs.Target, Action: cs.Action, Records: cs.Records,
-			Verified: cs.Stage == stageDone && len(j.diffs[i]) == 0, MaxAbsDiff: cs.MaxDiff, EmbeddingCheck: "bit-exact",
-			Differences: j.diffs[i]}
-		if spaceOf(info.Configuration, info.Metadata) == "cosine" {
+			Verified: cs.Stage == stageDone && len(j.diffs[i]) == 0, MaxAbsDiff: cs.MaxDiff, Differences: j.diffs[i]}
+		// How the embeddings were compared, once they were: a collection a
+		// cancel or failure stopped before its check names none.
+		switch {
+		case cs.Stage != stageDone && len(j.diffs[i]) == 0:
+		case spaceOf(info.Configuration, info.Metadata) == "cosine":
 			r.EmbeddingCheck = "tolerance"
+		default:
+			r.EmbeddingCheck = "bit-exact"
 		}
 		out = append(out, r)
 	}
@@ -581,8 +583,18 @@ func (j *job) putOp(ctx context.Context) {
 func (j *job) step(ctx context.Context, what string, figures map[string]any) {
 	ev := j.ev
 	ev.Action, ev.Outcome, ev.Reason = "rollback.step", contract.OutcomeCompleted, what
-	ev.Figures = figures
+	ev.Figures = withJob(figures, j.cmd.Request.Job)
 	_ = j.s.audit.Emit(ctx, ev)
+}
+
+// withJob adds to an audit event's figures the migration job whose
+// trigger asked for the rollback, if one did: `audit-log --job` then shows
+// the whole rollback with the job's own events.
+func withJob(figures map[string]any, job string) map[string]any {
+	if job != "" {
+		figures["job"] = job
+	}
+	return figures
 }
 
 // ensureDatabase creates the target tenant and database when missing.
@@ -722,8 +734,8 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	ev := contract.AuditEvent{Envelope: contract.NewEnvelope(contract.TypeAuditEvent), Action: "rollback", Outcome: contract.OutcomeFailed,
 		Actor: cmd.Request.Actor, Reason: cmd.Request.Reason, OpID: cmd.OpID, SnapshotID: cmd.Request.SnapshotID,
 		Tenant: op.Tenant, Database: op.Database, Error: jobErr.Error(),
-		Figures: map[string]any{"attempt": u.Deliveries, "status": contract.StatusFailed, "records_written": written,
-			"seconds": took.Seconds(), "collections": colls, "verified": false}}
+		Figures: withJob(map[string]any{"attempt": u.Deliveries, "status": contract.StatusFailed, "records_written": written,
+			"seconds": took.Seconds(), "collections": colls, "verified": false}, cmd.Request.Job)}
 	ev.ID = cmd.OpID + "_given_up"
 	_ = s.audit.Emit(ctx, ev)
 	s.observeJob(op.Tenant, op.Database, contract.StatusFailed, took, nil, &contract.RestoreReport{RecordsWritten: written}, jobErr)
