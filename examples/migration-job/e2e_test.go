@@ -417,6 +417,13 @@ func checkFlowAudit(t *testing.T, e *e2e, rec contract.MigrationRecord, collecti
 		}
 		return -1
 	}
+	// The restorer's events name the job too: `audit-log --job` shows
+	// the rollback it caused, to its end.
+	for _, m := range msgs {
+		if ev := m.Event; ev.Service == "restorer" && ev.Figures["job"] != rec.Job {
+			t.Errorf("audit %d: %s %s %s names job %v, want %q", m.Seq, ev.Service, ev.Action, ev.Outcome, ev.Figures["job"], rec.Job)
+		}
+	}
 	count := make([]int, len(want))
 	seqOf := map[string]uint64{} // first sequence of a step, by "action outcome what"
 	rank, validated := 0, false

@@ -179,7 +179,7 @@ var valid = []contract.AuditEvent{
 	}),
 	event("restorer", "rollback.step", "completed", func(ev *contract.AuditEvent) {
 		ids(ev)
-		ev.Reason, ev.Figures = "collection restored", figs{"collection": "corpus.v1", "target": "corpus.v1", "action": "replace", "how": "stage", "records": 10}
+		ev.Reason, ev.Figures = "collection restored", figs{"collection": "corpus.v1", "target": "corpus.v1", "action": "replace", "how": "stage", "records": 10, "job": "nightly"}
 	}),
 	event("restorer", "rollback.step", "completed", func(ev *contract.AuditEvent) {
 		ids(ev)
