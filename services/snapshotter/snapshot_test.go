@@ -282,6 +282,8 @@ func TestVerifyDetectsDamage(t *testing.T) {
 		{"flipped byte near start", func(t *testing.T) { putObject(t, flipped(100)) }, "corrupt"},
 		{"flipped byte in the middle", func(t *testing.T) { putObject(t, flipped(len(original)/2)) }, "corrupt"},
 		{"flipped byte near end", func(t *testing.T) { putObject(t, flipped(len(original)-20)) }, "corrupt"},
+		// Put again, so also replaced: the problem says so, with both digests.
+		{"replaced by a damaged copy", func(t *testing.T) { putObject(t, flipped(len(original)/3)) }, "it was replaced after the snapshot: the object store records sha256 "},
 		{"truncated", func(t *testing.T) { putObject(t, original[:len(original)*2/3]) }, "truncated"},
 		{"manifest digest disagrees", func(t *testing.T) {
 			bad := *m

@@ -2,6 +2,7 @@ package snapshotter
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // verifyStored checks a snapshot end to end: the object exists with the
@@ -42,6 +44,12 @@ func (s *Service) verifyStored(ctx context.Context, m *contract.SnapshotManifest
 	case errors.Is(err, crypt.ErrCannotDecrypt):
 		return fail("%s", cannotDecrypt(m, err))
 	case err != nil:
+		// Damaged where it lies, or replaced by another object since (the
+		// object store's digest then is not the manifest's).
+		if stored, derr := jetstream.DecodeObjectDigest(info.Digest); derr == nil && hex.EncodeToString(stored) != m.SHA256 {
+			return fail("archive %s is corrupt: %v; it was replaced after the snapshot: the object store records sha256 %x for it, the manifest says %s",
+				m.Object, err, stored, m.SHA256)
+		}
 		return fail("archive %s is corrupt: %v", m.Object, err)
 	}
 	if digest != m.SHA256 {
