@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,6 +43,7 @@ type ObjectReader struct {
 	js      jetstream.JetStream
 	stream  string
 	cons    jetstream.Consumer
+	drop    sync.Once // of cons, by Close
 	it      jetstream.MessagesContext
 	cancel  context.CancelFunc
 	buf     []byte
@@ -152,8 +154,7 @@ func (r *ObjectReader) finish() error {
 func (r *ObjectReader) Close() error {
 	if r.it != nil {
 		r.it.Stop()
-		dropConsumer(r.js, r.stream, r.cons)
-		r.it = nil
+		r.drop.Do(func() { dropConsumer(r.js, r.stream, r.cons) })
 	}
 	if r.cancel != nil {
 		r.cancel()
