@@ -130,8 +130,15 @@ snapshot id is printed.`,
 			// stored, so the upload must be the file. Its chunks go under an
 			// id derived from the name: retention purges them if this
 			// process is killed before the upload ends.
-			if _, err := bus.PutObject(ctx, js, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: staging, Description: "import staging: " + filepath.Base(file)}, f,
-				bus.WithChunkID(bus.ChunkIDFor(staging))); err != nil {
+			var size int64
+			if st, err := f.Stat(); err == nil {
+				size = st.Size()
+			}
+			bar, uploaded := a.bytesBar("uploading "+filepath.Base(file), size)
+			_, err = bus.PutObject(ctx, js, contract.ObjectSnapshots, jetstream.ObjectMeta{Name: staging, Description: "import staging: " + filepath.Base(file)},
+				io.TeeReader(f, bar), bus.WithChunkID(bus.ChunkIDFor(staging)))
+			uploaded()
+			if err != nil {
 				return fmt.Errorf("upload %s: %w", file, err)
 			}
 
@@ -139,8 +146,14 @@ snapshot id is printed.`,
 			req.Object = staging
 			req.FileName = filepath.Base(file)
 			req.Actor = a.actor
+			// Its own operation id, so its progress can be followed while
+			// the snapshotter converts and verifies it.
+			req.OpID = contract.NewID("op_")
 			var m contract.SnapshotManifest
-			if err := a.request(ctx, nc, a.subj.API("snapshot", "import"), &req, &m, max(a.timeout, wait)); err != nil {
+			converted := a.opBar(nc, req.OpID)
+			err = a.request(ctx, nc, a.subj.API("snapshot", "import"), &req, &m, max(a.timeout, wait))
+			converted()
+			if err != nil {
 				var ae *apiError
 				if errors.As(err, &ae) {
 					switch ae.Code {

@@ -110,13 +110,20 @@ func TestCLIImport(t *testing.T) {
 		t.Fatalf("create: %s", stderr)
 	}
 	exported := filepath.Join(dir, "live.tar.zst")
-	if code, _, stderr := c.run("snapshot", "export", strings.TrimSpace(stdout), "-o", exported); code != exitOK {
-		t.Fatalf("export: %s", stderr)
+	// With progress bars (as on a terminal): the export's bytes, the
+	// upload's, then the import's own progress from its first phase.
+	t.Setenv(envProgress, "always")
+	if code, _, stderr := c.run("snapshot", "export", strings.TrimSpace(stdout), "-o", exported); code != exitOK || !strings.Contains(stderr, "exporting snap_") {
+		t.Fatalf("export: exit %d, stderr %q; want a progress bar", code, stderr)
 	}
 	code, stdout, stderr = c.run("snapshot", "import", exported, "--name", "live_again")
 	if code != exitOK {
 		t.Fatalf("import native: exit %d: %s", code, stderr)
 	}
+	if !strings.Contains(stderr, "uploading live.tar.zst") || !strings.Contains(stderr, "detecting") {
+		t.Errorf("import's stderr %q: want the upload's progress bar, then the import's", stderr)
+	}
+	t.Setenv(envProgress, "never")
 	if code, out, _ := c.run("snapshot", "verify", strings.TrimSpace(stdout)); code != exitOK || !strings.Contains(out, "300 records in 2 collections,") {
 		t.Errorf("verify the re-imported native archive: exit %d %s", code, out)
 	}

@@ -19,9 +19,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 )
 
 func (a *app) snapshotCmd() *cobra.Command {
@@ -123,27 +121,7 @@ func (a *app) waitOperation(ctx context.Context, nc *nats.Conn, opID string, lim
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 
-	var bar *progressbar.ProgressBar
-	if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !a.json {
-		bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(a.stderr), progressbar.OptionSetDescription("starting"),
-			progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(false),
-			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
-		sub, err := nc.Subscribe(a.subj.Progress(opID), func(m *nats.Msg) {
-			var p contract.Progress
-			if json.Unmarshal(m.Data, &p) != nil {
-				return
-			}
-			if p.TotalRecords > 0 {
-				bar.ChangeMax64(p.TotalRecords)
-			}
-			bar.Describe(barLabel(p))
-			_ = bar.Set64(p.DoneRecords)
-		})
-		if err == nil {
-			defer sub.Unsubscribe()
-		}
-		defer bar.Finish()
-	}
+	defer a.opBar(nc, opID)()
 
 	w, err := kv.Watch(ctx, contract.OperationKey(opID))
 	if err != nil {
@@ -490,7 +468,9 @@ func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.Snaps
 		return 0, err
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), r)
+	bar, done := a.bytesBar("exporting "+m.Object, m.Size)
+	n, err := io.Copy(io.MultiWriter(f, h, bar), r)
+	done()
 	if err == nil {
 		err = f.Sync()
 	}

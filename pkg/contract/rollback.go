@@ -338,6 +338,10 @@ type SnapshotImportRequest struct {
 	// SnapshotManifest.ImportedFrom.
 	FileName string `json:"file_name,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// OpID, when set, is the import's operation id (op_...), so the caller
+	// can follow its progress on chroma.progress.<op_id> from the start; a
+	// new one is made when it is empty. The CLI makes a new one per import.
+	OpID string `json:"op_id,omitempty"`
 }
 
 // Keys in the state bucket. Tenant and database names cannot hold '/', so

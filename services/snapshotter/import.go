@@ -65,7 +65,10 @@ func (s *Service) handleImport(ctx context.Context, r micro.Request) {
 
 	ictx, cancel := context.WithTimeout(ctx, ImportTimeout)
 	defer cancel()
-	id, opID := contract.NewID("snap_"), contract.NewID("op_")
+	id, opID := contract.NewID("snap_"), req.OpID
+	if opID == "" {
+		opID = contract.NewID("op_")
+	}
 	ev.SnapshotID, ev.OpID = id, opID
 	ev.Outcome = contract.OutcomeStarted
 	ev.Figures = map[string]any{"object": req.Object, "file": req.FileName, "size": info.Size, "format": req.Format}
@@ -105,6 +108,9 @@ func validateImport(req *contract.SnapshotImportRequest) (*legacy.SeedManifest, 
 	rest, ok := strings.CutPrefix(req.Object, contract.ImportStagingPrefix)
 	if !ok || rest == "" || len(req.Object) > 256 || strings.Contains(rest, "..") || contract.ValidToken(strings.ReplaceAll(rest, ".", "_")) != nil {
 		return nil, badRequest("object", "object %q is not a staging name: want %s<id> (letters, digits, '_', '-')", req.Object, contract.ImportStagingPrefix)
+	}
+	if req.OpID != "" && (!strings.HasPrefix(req.OpID, "op_") || len(req.OpID) > 128 || contract.ValidToken(req.OpID) != nil) {
+		return nil, badRequest("op_id", "op_id %q: want op_ then letters, digits, '_' or '-' (it names the progress subject), or none", req.OpID)
 	}
 	switch req.Format {
 	case "", contract.ImportFormatSeed, contract.ImportFormatNative:

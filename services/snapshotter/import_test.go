@@ -134,10 +134,35 @@ func TestImport(t *testing.T) {
 
 	t.Run("seed archive", func(t *testing.T) {
 		staged := e.stage(t, seed.data)
+		// The caller names the operation, and follows its progress from
+		// the start.
+		const opID = "op_import_seed_1"
+		sub, err := e.nats.Conn.SubscribeSync(e.subj.Progress(opID))
+		if err != nil {
+			t.Fatal(err)
+		}
 		code, data := e.importFile(t, contract.SnapshotImportRequest{Object: staged, Manifest: seed.manifest,
-			FileName: "snapshot_20251130_143022.tar.gz", Actor: "test"})
+			FileName: "snapshot_20251130_143022.tar.gz", Actor: "test", OpID: opID})
 		if code != 0 {
 			t.Fatalf("import: error %d: %s", code, data)
+		}
+		phases := map[string]bool{}
+		for {
+			msg, err := sub.NextMsg(2 * time.Second)
+			if err != nil {
+				t.Fatalf("progress of %s: %v after phases %v", opID, err, phases)
+			}
+			var p contract.Progress
+			if err := json.Unmarshal(msg.Data, &p); err != nil {
+				t.Fatal(err)
+			}
+			phases[p.Phase] = true
+			if p.Done {
+				break
+			}
+		}
+		if !phases["converting"] || !phases["completed"] {
+			t.Errorf("progress of the import on %s: phases %v, want converting and completed", e.subj.Progress(opID), phases)
 		}
 		var m contract.SnapshotManifest
 		if err := json.Unmarshal(data, &m); err != nil {
@@ -180,8 +205,9 @@ func TestImport(t *testing.T) {
 			}
 		}
 		evs := e.auditEvents(t)
-		if len(findAudit(evs, "snapshot.import", contract.OutcomeStarted)) == 0 || len(findAudit(evs, "snapshot.import", contract.OutcomeCompleted)) == 0 {
-			t.Errorf("audit events for the import missing")
+		done := findAudit(evs, "snapshot.import", contract.OutcomeCompleted)
+		if len(findAudit(evs, "snapshot.import", contract.OutcomeStarted)) == 0 || len(done) == 0 || done[0].OpID != opID {
+			t.Errorf("audit events for the import missing, or not of operation %s", opID)
 		}
 	})
 
@@ -255,6 +281,7 @@ func TestImport(t *testing.T) {
 			{"format mismatch", contract.SnapshotImportRequest{Format: "native"}, seed.data, contract.CodeBadRequest, "the file is a seed archive", true},
 			{"bad format", contract.SnapshotImportRequest{Format: "zip"}, seed.data, contract.CodeBadRequest, `zip`, false},
 			{"bad name", contract.SnapshotImportRequest{Name: "a b"}, seed.data, contract.CodeBadRequest, "invalid", false},
+			{"bad op_id", contract.SnapshotImportRequest{OpID: "op_a.b"}, seed.data, contract.CodeBadRequest, "op_id", false},
 			{"missing object", contract.SnapshotImportRequest{Object: contract.ImportStagingPrefix + "nothing_here"}, nil, contract.CodeNotFound, "no staged object", false},
 			{"not a staging name", contract.SnapshotImportRequest{Object: "snap_x.tar.zst"}, nil, contract.CodeBadRequest, "not a staging name", false},
 		}
