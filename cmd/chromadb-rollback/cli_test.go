@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -156,9 +157,15 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 		t.Errorf("created manifest: name %q, %d records in %d collections; want 300 in 2", m.Name, m.TotalRecords, len(m.Collections))
 	}
 
-	code, stdout, _ = c.run("snapshot", "create", "--name", "plain")
+	code, stdout, _ = c.run("snapshot", "create", "--name", "plain", "--reason", "before the reindex", "--actor", "ops@example")
 	if code != exitOK || !strings.HasPrefix(strings.TrimSpace(stdout), "snap_") {
 		t.Errorf("snapshot create without --json: exit %d, output %q, want the id", code, stdout)
+	}
+	// Its info says what it holds, who took it and why.
+	code, stdout, _ = c.run("snapshot", "info", "plain")
+	if code != exitOK || !regexp.MustCompile(`holds:\s+the whole database\n`).MatchString(stdout) ||
+		!regexp.MustCompile(`taken by:\s+ops@example\n`).MatchString(stdout) || !regexp.MustCompile(`reason:\s+before the reindex\n`).MatchString(stdout) {
+		t.Errorf("snapshot info plain: exit %d\n%s", code, stdout)
 	}
 
 	code, stdout, _ = c.run("snapshot", "list")

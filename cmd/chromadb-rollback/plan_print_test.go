@@ -240,3 +240,16 @@ func TestPrintCancelledReport(t *testing.T) {
 		t.Errorf("cancelled rollback's report:\n%s", s)
 	}
 }
+
+// TestProvenance: snapshot info says what a snapshot holds of its
+// database, who took it and why.
+func TestProvenance(t *testing.T) {
+	m := &contract.SnapshotManifest{Partial: true, Actor: "restorer", Reason: "safety snapshot before rollback op_1 to snapshot snap_0"}
+	want := [][2]string{{"holds", "only the collections below (partial)"}, {"taken by", "restorer"}, {"reason", m.Reason}}
+	if got := provenance(m); !slices.Equal(got, want) {
+		t.Errorf("provenance %q, want %q", got, want)
+	}
+	if got := provenance(&contract.SnapshotManifest{}); !slices.Equal(got, [][2]string{{"holds", "the whole database"}}) {
+		t.Errorf("provenance of a whole-database snapshot without actor or reason: %q", got)
+	}
+}

@@ -253,6 +253,9 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 		if o := m.ImportedFrom; o != nil {
 			fmt.Fprintf(w, "imported:\t%s\n", importedText(&m))
 		}
+		for _, l := range provenance(&m) {
+			fmt.Fprintf(w, "%s:\t%s\n", l[0], l[1])
+		}
 		w.Flush()
 		fmt.Fprintln(a.stdout, "\ncollections:")
 		w = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
@@ -262,6 +265,23 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 		}
 		return w.Flush()
 	})
+}
+
+// provenance is what a snapshot holds of its database, who took it and
+// why (a safety snapshot names its rollback), as "snapshot info" lines.
+func provenance(m *contract.SnapshotManifest) [][2]string {
+	scope := "the whole database"
+	if m.Partial {
+		scope = "only the collections below (partial)"
+	}
+	out := [][2]string{{"holds", scope}}
+	if m.Actor != "" {
+		out = append(out, [2]string{"taken by", m.Actor})
+	}
+	if m.Reason != "" {
+		out = append(out, [2]string{"reason", m.Reason})
+	}
+	return out
 }
 
 // importedText says where an imported snapshot came from, and when its

@@ -142,6 +142,9 @@ type SnapshotManifest struct {
 	VerifiedAt    time.Time           `json:"verified_at"`
 	Keep          bool                `json:"keep,omitempty"`
 	Actor         string              `json:"actor,omitempty"`
+	// Reason is why it was taken, as the request said (a rollback's safety
+	// snapshot names the rollback).
+	Reason string `json:"reason,omitempty"`
 	// ImportedFrom is set on snapshots made by chroma.api.snapshot.import.
 	ImportedFrom *ImportOrigin `json:"imported_from,omitempty"`
 	// Encryption is how the archive object is encrypted at rest: empty

@@ -233,7 +233,7 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 		ChromaVersion: c.md.ChromaVersion, Format: archive.FormatV1,
 		Object: obj, Size: int64(info.Size), SHA256: hex.EncodeToString(sum.Sum(nil)), RawBytes: c.rawBytes,
 		TotalRecords: c.man.TotalRecords, Consistent: true,
-		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: req.Actor,
+		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: req.Actor, Reason: req.Reason,
 		ImportedFrom: &c.origin,
 	}
 	m.Encryption, m.Recipients = s.encryption()

@@ -106,7 +106,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 		ChromaURL: s.cfg.ChromaURL, ChromaVersion: version, Format: archive.FormatV1,
 		Object: obj, Size: int64(info.Size), SHA256: digest, RawBytes: st.stats.rawBytes,
 		TotalRecords: st.man.TotalRecords, Consistent: true, Partial: len(cmd.Collections) > 0,
-		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: cmd.Actor, Keep: cmd.Keep,
+		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: cmd.Actor, Reason: cmd.Reason, Keep: cmd.Keep,
 	}
 	m.Encryption, m.Recipients = s.encryption()
 	var moved []string
