@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -399,5 +400,32 @@ func TestPlaceFile(t *testing.T) {
 	}
 	if err := placeFile(tmp, out, true); err != nil || read(out) != "newer" {
 		t.Errorf("replace: %v, %q", err, read(out))
+	}
+}
+
+// TestDefaultActorWithoutUSER: where $USER is unset (containers, systemd
+// units, cron) the audit trail names the account of the process's uid, or
+// the uid, rather than "unknown". Found by hand: every event of a cron job
+// said unknown@host.
+func TestDefaultActorWithoutUSER(t *testing.T) {
+	host, _ := os.Hostname()
+	t.Setenv("USER", "ops")
+	if got := defaultActor(); got != "ops@"+host {
+		t.Errorf("with USER=ops: %q", got)
+	}
+	t.Setenv("USER", "")
+	u, err := user.Current()
+	if err != nil {
+		t.Fatalf("this test needs the current user: %v", err)
+	}
+	if got, want := defaultActor(), u.Username+"@"+host; got != want {
+		t.Errorf("without USER: %q, want %q", got, want)
+	}
+	noAccount := func() (*user.User, error) { return nil, user.UnknownUserIdError(1000) }
+	if got := actorName("", noAccount, 1000); got != "uid1000" {
+		t.Errorf("without USER or an account: %q, want uid1000", got)
+	}
+	if got := actorName("", noAccount, -1); got != "unknown" {
+		t.Errorf("without USER, account or uid: %q, want unknown", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"time"
@@ -159,9 +160,24 @@ func isCobraUsage(err error) bool {
 }
 
 func defaultActor() string {
-	u := envOr("USER", "unknown")
 	h, _ := os.Hostname()
-	return u + "@" + h
+	return actorName(os.Getenv("USER"), user.Current, os.Getuid()) + "@" + h
+}
+
+// actorName is who runs the CLI: $USER, else (containers, systemd units,
+// cron, where it is often unset) the account of the process's uid, else
+// the uid itself; "unknown" only where there is no uid (Windows).
+func actorName(env string, current func() (*user.User, error), uid int) string {
+	if env != "" {
+		return env
+	}
+	if u, err := current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if uid >= 0 {
+		return "uid" + strconv.Itoa(uid)
+	}
+	return "unknown"
 }
 
 // connect opens a NATS connection for one command.
