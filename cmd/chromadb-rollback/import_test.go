@@ -102,6 +102,14 @@ func TestCLIImport(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &m); code != exitOK || err != nil || m.Name != "old_copy" || m.Tenant != "t2" || m.Database != "d2" || m.ImportedFrom.ManifestChecked {
 		t.Errorf("info of the second import: %+v", m)
 	}
+	// A name another database's snapshots use: warned on stderr as
+	// snapshot create warns, with the id to use instead.
+	code, stdout, stderr = c.run("snapshot", "import", arc, "--no-manifest", "--name", "pre_migration_2025-11-30", "--tenant", "t2", "--database", "d2")
+	id = strings.TrimSpace(stdout)
+	if code != exitOK || !strings.Contains(stderr, `warning: the name "pre_migration_2025-11-30" is also used by snapshots of default_tenant/default_database`) ||
+		!strings.Contains(stderr, "refer to this one by its id "+id) {
+		t.Errorf("import under a name used in another database: exit %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
 
 	// A native archive exported and imported again (the stack's Chroma
 	// holds two workload collections of 150 records).

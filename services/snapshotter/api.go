@@ -122,9 +122,8 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 	}
 	s.log.Info("snapshot queued", "snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "name", cmd.Name)
 	var warnings []string
-	if dbs := <-elsewhere; len(dbs) > 0 {
-		warnings = append(warnings, fmt.Sprintf("the name %q is also used by snapshots of %s: a name used in more than one database is refused where a snapshot is asked for by name, so refer to this one by its id %s",
-			cmd.Name, strings.Join(dbs, ", "), cmd.SnapshotID))
+	if w := nameElsewhereWarning(cmd.Name, <-elsewhere, cmd.SnapshotID); w != "" {
+		warnings = append(warnings, w)
 	}
 	bus.RespondJSON(r, contract.SnapshotCreateReply{
 		Envelope:   contract.NewEnvelope(contract.TypeSnapshotCreateReply),
@@ -148,6 +147,17 @@ func (s *Service) nameUsedElsewhere(ctx context.Context, name, tenant, database 
 		return nil
 	})
 	return slices.Sorted(maps.Keys(seen))
+}
+
+// nameElsewhereWarning is the warning for a new snapshot id named name
+// when dbs (tenant/database) have snapshots of that name too; "" when
+// none do.
+func nameElsewhereWarning(name string, dbs []string, id string) string {
+	if len(dbs) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the name %q is also used by snapshots of %s: a name used in more than one database is refused where a snapshot is asked for by name, so refer to this one by its id %s",
+		name, strings.Join(dbs, ", "), id)
 }
 
 // validateCreate checks the request against Chroma before anything is enqueued.

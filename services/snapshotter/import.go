@@ -251,6 +251,11 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 		return nil, fmt.Errorf("read-back verification of the imported archive: %s", rep.Problem)
 	}
 	m.VerifiedAt = time.Now().UTC()
+	// As snapshot.create does: a name another database's snapshots use
+	// makes the name ambiguous for every later command that takes it.
+	if w := nameElsewhereWarning(m.Name, s.nameUsedElsewhere(ctx, m.Name, m.Tenant, m.Database), id); w != "" {
+		m.ImportedFrom.Warnings = append(m.ImportedFrom.Warnings, w)
+	}
 	data, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("encode manifest: %w", err)
