@@ -20,7 +20,9 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
 )
 
 type cli struct {
@@ -86,7 +88,31 @@ func startStack(t *testing.T) (cli, *testenv.NATS) {
 	}
 	runUntilCleanup(t, svc.Run)
 	runUntilCleanup(t, aud.Run)
+	// health-check wants all four services.
+	startRestorer(t, n, restorer.Config{ChromaURL: ch.URL}, cc)
+	startWatchdog(t, n, ch)
 	return cli{t: t, url: n.URL}, n
+}
+
+// startRestorer runs a restorer on n until the test ends.
+func startRestorer(t *testing.T, n *testenv.NATS, cfg restorer.Config, cc *chroma.Client) {
+	t.Helper()
+	rest, err := restorer.New(cfg, n.Connect(t), contract.Subjects{Prefix: "chroma"}, cc, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilCleanup(t, rest.Run)
+}
+
+// startWatchdog runs a watchdog on n, watching ch, until the test ends.
+func startWatchdog(t *testing.T, n *testenv.NATS, ch *testenv.Chroma) {
+	t.Helper()
+	wd, err := watchdog.New(watchdog.Config{ChromaURL: ch.URL, DiskPaths: []string{t.TempDir()}}, n.Connect(t), contract.Subjects{Prefix: "chroma"},
+		ch.Client(t, chroma.WithRetryMaxElapsed(0)), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilCleanup(t, wd.Run)
 }
 
 // runUntilCleanup runs a service's Run in the background until the test
@@ -136,7 +162,8 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &h); err != nil || !h.OK {
 		t.Fatalf("health-check output %q: %v", stdout, err)
 	}
-	for _, want := range []string{"nats", "chroma", "jetstream", "store_writable", "disk_free", "audit_stream", "audit_trail"} {
+	for _, want := range []string{"nats", "service_snapshotter", "service_restorer", "service_watchdog", "service_auditor",
+		"chroma", "jetstream", "store_writable", "disk_free", "audit_stream", "audit_trail"} {
 		found := false
 		for _, ch := range h.Checks {
 			found = found || (ch.Name == want && ch.OK)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -159,6 +160,17 @@ func TestDeployServicesWithOwnUsers(t *testing.T) {
 			t.Fatalf("health-check as the operator: exit %d\n%s%s\nlogs:\n%s", code, stdout, stderr, s.logs.String())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// It found each service by the micro discovery ($SRV.INFO.<name>):
+	// accounts.conf lets the operator ask and each service's user answer.
+	var h contract.Health
+	if err := json.Unmarshal([]byte(stdout), &h); err != nil {
+		t.Fatalf("health-check --json: %v\n%s", err, stdout)
+	}
+	for _, name := range []string{"service_snapshotter", "service_restorer", "service_watchdog", "service_auditor"} {
+		if !slices.ContainsFunc(h.Checks, func(c contract.HealthCheck) bool { return c.Name == name && c.OK }) {
+			t.Errorf("health-check as the operator lacks a passing %s: %+v", name, h.Checks)
+		}
 	}
 
 	code, stdout, stderr = s.cli("snapshot", "create", "--name", "pre_migration", "--json")

@@ -14,7 +14,7 @@ import (
 func (a *app) healthCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "health-check",
-		Short: "Check NATS, JetStream, Chroma, the store, the audit trail and free disk",
+		Short: "Check NATS, the four services, JetStream, Chroma, the store, the audit trail and free disk",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			h := contract.Health{Envelope: contract.NewEnvelope(contract.TypeHealth), OK: true}
@@ -28,6 +28,16 @@ func (a *app) healthCmd() *cobra.Command {
 			} else {
 				defer nc.Close()
 				add(contract.HealthCheck{Name: "nats", OK: true, Detail: "connected to " + nc.ConnectedUrlRedacted()})
+				// Each of the four services runs: the health request
+				// below is answered by the snapshotter alone.
+				mine, other, err := a.discover(cmd.Context(), nc)
+				if err != nil {
+					add(contract.HealthCheck{Name: "services", Detail: "micro discovery: " + err.Error()})
+				} else {
+					for _, c := range a.serviceChecks(mine, other) {
+						add(c)
+					}
+				}
 				var remote contract.Health
 				if err := a.request(cmd.Context(), nc, a.subj.API("health"), contract.NewEnvelope("chromadb-rollback.v1.health_request"), &remote, 15*time.Second); err != nil {
 					add(contract.HealthCheck{Name: "services", Detail: err.Error()})

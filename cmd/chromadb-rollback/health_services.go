@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// healthServices are the micro services a deployment runs: health-check
+// fails naming any of them that no instance answers for.
+var healthServices = []struct {
+	name, role, without string
+}{
+	{snapshotter.ServiceName, "snapshotter", "no snapshots, verify, import or retention"},
+	{restorer.ServiceName, "restorer", "no rollback can run, automatic ones included"},
+	{watchdog.ServiceName, "watchdog", "migrations are not watched and nothing rolls back by itself"},
+	{auditor.ServiceName, "auditor", "the audit trail is not written"},
+}
+
+// discoveryWait bounds how long health-check waits for the services'
+// discovery answers; discoverySettle is how long it goes on listening,
+// once every service answered, for more instances of them.
+const (
+	discoveryWait   = 3 * time.Second
+	discoverySettle = 300 * time.Millisecond
+)
+
+// discover asks every service in healthServices for its micro info
+// ($SRV.INFO.<name>, as `nats micro info` does) and returns the
+// instances that answered, by service name, and apart those that serve
+// another subject prefix (another deployment on the same account).
+func (a *app) discover(ctx context.Context, nc *nats.Conn) (mine, other map[string][]micro.Info, err error) {
+	inbox := nc.NewInbox() // honours --nats-inbox-prefix
+	ch := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	for _, s := range healthServices {
+		subject, err := micro.ControlSubject(micro.InfoVerb, s.name, "")
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := nc.PublishRequest(subject, inbox, nil); err != nil {
+			return nil, nil, fmt.Errorf("ask %s: %w", subject, err)
+		}
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return nil, nil, err
+	}
+	mine, other = map[string][]micro.Info{}, map[string][]micro.Info{}
+	api := a.subj.API("") // "chroma.api."
+	deadline := time.NewTimer(discoveryWait)
+	defer deadline.Stop()
+	var settle <-chan time.Time
+	for {
+		select {
+		case msg := <-ch:
+			var info micro.Info
+			if json.Unmarshal(msg.Data, &info) != nil || info.Name == "" {
+				continue
+			}
+			if slices.ContainsFunc(info.Endpoints, func(e micro.EndpointInfo) bool { return strings.HasPrefix(e.Subject, api) }) {
+				mine[info.Name] = append(mine[info.Name], info)
+			} else {
+				other[info.Name] = append(other[info.Name], info)
+			}
+			if settle == nil && len(mine) == len(healthServices) {
+				settle = time.After(discoverySettle)
+			}
+		case <-settle:
+			return mine, other, nil
+		case <-deadline.C:
+			return mine, other, nil
+		case <-ctx.Done():
+			return mine, other, ctx.Err()
+		}
+	}
+}
+
+// instanceName is how a check names an instance: its "instance" metadata,
+// else its micro id.
+func instanceName(i micro.Info) string {
+	if n := i.Metadata["instance"]; n != "" {
+		return n
+	}
+	return i.ID
+}
+
+// serviceChecks are the service_<role> checks: each of the four services
+// has an instance serving this prefix's subjects.
+func (a *app) serviceChecks(mine, other map[string][]micro.Info) []contract.HealthCheck {
+	var checks []contract.HealthCheck
+	for _, s := range healthServices {
+		c := contract.HealthCheck{Name: "service_" + s.role}
+		if is := mine[s.name]; len(is) > 0 {
+			names := make([]string, len(is))
+			for i, in := range is {
+				names[i] = instanceName(in)
+			}
+			slices.Sort(names)
+			c.OK = true
+			c.Detail = fmt.Sprintf("%s %s: %s (%s)", s.name, is[0].Version, counted(len(is), "instance"), strings.Join(names, ", "))
+		} else {
+			c.Detail = fmt.Sprintf("no %s answered $SRV.INFO.%s within %s: the %s is not running (serve, or bin/%s) or not on this NATS account; without it %s",
+				s.name, s.name, discoveryWait, s.role, s.role, s.without)
+			if others := other[s.name]; len(others) > 0 {
+				var subjects []string
+				for _, in := range others {
+					for _, e := range in.Endpoints {
+						subjects = append(subjects, e.Subject)
+					}
+				}
+				c.Detail += fmt.Sprintf(" (%s of it answered for another --prefix than %q, serving %s)", counted(len(others), "instance"), a.subj.Prefix, strings.Join(subjects, ", "))
+			}
+		}
+		checks = append(checks, c)
+	}
+	return checks
+}
