@@ -162,7 +162,7 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &h); err != nil || !h.OK {
 		t.Fatalf("health-check output %q: %v", stdout, err)
 	}
-	for _, want := range []string{"nats", "service_snapshotter", "service_restorer", "service_watchdog", "service_auditor",
+	for _, want := range []string{"nats", "service_snapshotter", "service_restorer", "service_watchdog", "service_auditor", "archive_encryption",
 		"chroma", "jetstream", "store_writable", "disk_free", "audit_stream", "audit_trail"} {
 		found := false
 		for _, ch := range h.Checks {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 )
@@ -35,6 +37,9 @@ func (a *app) healthCmd() *cobra.Command {
 					add(contract.HealthCheck{Name: "services", Detail: "micro discovery: " + err.Error()})
 				} else {
 					for _, c := range a.serviceChecks(mine, other) {
+						add(c)
+					}
+					if c, ok := encryptionCheck(mine[snapshotter.ServiceName], mine[restorer.ServiceName]); ok {
 						add(c)
 					}
 				}

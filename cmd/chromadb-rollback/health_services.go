@@ -130,3 +130,51 @@ func (a *app) serviceChecks(mine, other map[string][]micro.Info) []contract.Heal
 	}
 	return checks
 }
+
+// encryptionCheck says whether every restorer can decrypt the archives
+// every snapshotter writes: with --age-recipients and no restorer identity
+// for one of them, snapshots are taken and pinned for migrations as usual,
+// and only the rollback to one is refused. ok is false when nothing can
+// be said (no snapshotter, or no restorer, answered: their own checks
+// failed).
+func encryptionCheck(snapshotters, restorers []micro.Info) (contract.HealthCheck, bool) {
+	c := contract.HealthCheck{Name: "archive_encryption", OK: true}
+	if len(snapshotters) == 0 || len(restorers) == 0 {
+		return c, false
+	}
+	// The distinct recipient sets new archives are encrypted to.
+	var sets []string
+	for _, s := range snapshotters {
+		if keys := s.Metadata[contract.MetaAgeRecipients]; keys != "" && !slices.Contains(sets, keys) {
+			sets = append(sets, keys)
+		}
+	}
+	if len(sets) == 0 {
+		c.Detail = "new archives are stored unencrypted (no --age-recipients)"
+		return c, true
+	}
+	slices.Sort(sets)
+	var problems []string
+	for _, r := range restorers {
+		ids := splitList(r.Metadata[contract.MetaAgeIdentities])
+		for _, set := range sets {
+			if slices.ContainsFunc(splitList(set), func(k string) bool { return slices.Contains(ids, k) }) {
+				continue
+			}
+			if len(ids) == 0 {
+				problems = append(problems, fmt.Sprintf("restorer %s has no identity to decrypt those encrypted to %s", instanceName(r), set))
+			} else {
+				problems = append(problems, fmt.Sprintf("the identities of restorer %s (%s) are not among the recipients %s", instanceName(r), strings.Join(ids, ","), set))
+			}
+		}
+	}
+	what := "new archives are encrypted with age to " + strings.Join(sets, " or ")
+	if len(problems) == 0 {
+		c.Detail = what + "; every restorer holds an identity for them"
+		return c, true
+	}
+	c.OK = false
+	c.Detail = fmt.Sprintf("%s, but %s: a rollback to such a snapshot, automatic ones included, will be refused until the restorer is given the identity (--age-identity-file, env AGE_IDENTITY_FILE)",
+		what, strings.Join(problems, "; "))
+	return c, true
+}

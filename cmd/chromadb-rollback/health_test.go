@@ -2,12 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
@@ -88,7 +92,7 @@ func TestHealthCheckNamesMissingService(t *testing.T) {
 		!strings.Contains(w.Detail, "the watchdog is not running") || !strings.Contains(w.Detail, `1 instance of it answered for another --prefix than "chroma", serving other.api.status`) {
 		t.Errorf("without a watchdog: exit %d, ok %v, service_watchdog %+v; want it failed, naming the watchdog\n%s", code, h.OK, w, out)
 	}
-	for _, name := range []string{"nats", "chroma", "jetstream"} {
+	for _, name := range []string{"nats", "chroma", "jetstream", "archive_encryption"} {
 		if !got[name].OK {
 			t.Errorf("%s check %+v; want it to pass without the watchdog", name, got[name])
 		}
@@ -102,5 +106,105 @@ func TestHealthCheckNamesMissingService(t *testing.T) {
 	code, h, got, out = healthUntil(t, c, func(got map[string]contract.HealthCheck) bool { return got["service_watchdog"].OK })
 	if code != exitOK || !h.OK || !strings.Contains(got["service_watchdog"].Detail, "chromadb-watchdog "+watchdog.Version+": 1 instance") {
 		t.Errorf("with every service: exit %d\n%s", code, out)
+	}
+}
+
+// TestHealthCheckEncryptedWithoutIdentity: serve with --age-recipients and
+// no identity warns at start, and health-check fails archive_encryption:
+// the restorer could not decrypt the snapshots taken, so every rollback
+// to them (the watchdog's included) would be refused. Found by hand: all
+// was OK until the automatic rollback failed.
+func TestHealthCheckEncryptedWithoutIdentity(t *testing.T) {
+	ch := testenv.StartChroma(t)
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := id.Recipient().String()
+	c, serveLog := launchServe(t, "--chroma-url", ch.URL, "--data-dir", t.TempDir(), "--age-recipients", pub)
+	code, h, got, out := healthUntil(t, c, func(got map[string]contract.HealthCheck) bool {
+		return passing(got, "service_snapshotter", "service_restorer", "service_watchdog", "service_auditor")
+	})
+	e := got["archive_encryption"]
+	if code != exitFailed || h.OK || e.OK || !strings.Contains(e.Detail, "new archives are encrypted with age to "+pub) ||
+		!strings.Contains(e.Detail, "has no identity to decrypt") || !strings.Contains(e.Detail, "will be refused") ||
+		!strings.Contains(e.Detail, "--age-identity-file") {
+		t.Errorf("health-check: exit %d, archive_encryption %+v; want it failed, saying rollbacks will be refused\n%s", code, e, out)
+	}
+	if log := serveLog.String(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "no identity was given (--age-identity-file") {
+		t.Errorf("serve did not warn that its restorer cannot decrypt:\n%s", log)
+	}
+}
+
+// TestEncryptionCheck: every restorer instance must hold an identity for
+// what every snapshotter instance encrypts to.
+func TestEncryptionCheck(t *testing.T) {
+	info := func(instance string, meta ...string) micro.Info {
+		i := micro.Info{}
+		i.Metadata = map[string]string{"instance": instance}
+		for k := 0; k+1 < len(meta); k += 2 {
+			i.Metadata[meta[k]] = meta[k+1]
+		}
+		return i
+	}
+	snap := func(keys string) micro.Info { return info("s", contract.MetaAgeRecipients, keys) }
+	rest := func(name, keys string) micro.Info { return info(name, contract.MetaAgeIdentities, keys) }
+	for _, tc := range []struct {
+		name         string
+		snapshotters []micro.Info
+		restorers    []micro.Info
+		ok, said     bool
+		want         string
+	}{
+		{"no snapshotter", nil, []micro.Info{rest("r1", "")}, true, false, ""},
+		{"no restorer", []micro.Info{snap("age1a")}, nil, true, false, ""},
+		{"plain", []micro.Info{info("s")}, []micro.Info{rest("r1", "")}, true, true, "stored unencrypted"},
+		{"identity", []micro.Info{snap("age1a,age1b")}, []micro.Info{rest("r1", "age1b")}, true, true, "every restorer holds an identity"},
+		{"no identity", []micro.Info{snap("age1a")}, []micro.Info{rest("r1", "")}, false, true, "restorer r1 has no identity to decrypt those encrypted to age1a"},
+		{"other identity", []micro.Info{snap("age1a")}, []micro.Info{rest("r1", "age1z")}, false, true, "the identities of restorer r1 (age1z) are not among the recipients age1a"},
+		{"one of two restorers", []micro.Info{snap("age1a")}, []micro.Info{rest("r1", "age1a"), rest("r2", "")}, false, true, "restorer r2 has no identity"},
+		{"two snapshotters", []micro.Info{snap("age1a"), snap("age1b")}, []micro.Info{rest("r1", "age1a")}, false, true, "are not among the recipients age1b"},
+	} {
+		c, said := encryptionCheck(tc.snapshotters, tc.restorers)
+		if said != tc.said || (said && (c.OK != tc.ok || !strings.Contains(c.Detail, tc.want))) {
+			t.Errorf("%s: %+v (said %v); want ok %v saying %q", tc.name, c, said, tc.ok, tc.want)
+		}
+	}
+}
+
+// TestKeysWarning: serve warns when it encrypts to keys it holds no
+// identity for.
+func TestKeysWarning(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := age.GenerateX25519Identity()
+	file := filepath.Join(t.TempDir(), "key.txt")
+	if err := os.WriteFile(file, []byte(id.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := crypt.LoadIdentities(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, _ := crypt.ParseRecipients(id.Recipient().String())
+	theirs, _ := crypt.ParseRecipients(other.Recipient().String())
+	for _, tc := range []struct {
+		name string
+		r    *crypt.Recipients
+		i    *crypt.Identities
+		want string
+	}{
+		{"plain", nil, nil, ""},
+		{"plain with identity", nil, ids, ""},
+		{"identity", mine, ids, ""},
+		{"no identity", mine, nil, "no identity was given"},
+		{"other identity", theirs, ids, "none of the identities"},
+	} {
+		got := keysWarning(tc.r, tc.i)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) || strings.Contains(got, "AGE-SECRET-KEY") {
+			t.Errorf("%s: %q; want %q", tc.name, got, tc.want)
+		}
 	}
 }

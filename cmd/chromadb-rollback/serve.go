@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -113,6 +114,9 @@ func (a *app) serveCmd() *cobra.Command {
 			if identities != nil {
 				log.Info("age identity loaded", "identity", identities)
 			}
+			if w := keysWarning(recipients, identities); w != "" {
+				log.Warn(w, "recipients", recipients.String())
+			}
 			cc, err := cf.client(log)
 			if err != nil {
 				return err
@@ -214,6 +218,29 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&keys.RecipientsFile, "age-recipients-file", keys.RecipientsFile, "file of age public keys to encrypt to, one per line (env AGE_RECIPIENTS_FILE)")
 	cmd.Flags().StringVar(&keys.IdentityFile, "age-identity-file", keys.IdentityFile, "age identity file (AGE-SECRET-KEY-1...) with which the restorer and a full verify decrypt archives (env AGE_IDENTITY_FILE)")
 	return cmd
+}
+
+// keysWarning says, when serve encrypts new archives with keys its
+// restorer cannot decrypt, that rollbacks to them will be refused; "" when
+// it can, or nothing is encrypted. The README's setup gives the restorer
+// the identity: without it snapshots are taken, verified (ciphertext only)
+// and pinned for migrations as usual, and only the rollback fails.
+func keysWarning(recipients *crypt.Recipients, identities *crypt.Identities) string {
+	keys := recipients.Keys()
+	if len(keys) == 0 {
+		return ""
+	}
+	const then = "the restorer cannot decrypt them, so a rollback to them, automatic ones included, will be refused until serve is restarted with the identity; verify checks their ciphertext only"
+	pubs := identities.Recipients()
+	if len(pubs) == 0 {
+		return "new archives are encrypted with age but no identity was given (--age-identity-file, env AGE_IDENTITY_FILE): " + then
+	}
+	for _, p := range pubs {
+		if slices.Contains(keys, p) {
+			return ""
+		}
+	}
+	return "new archives are encrypted with age to keys none of the identities of --age-identity-file is for (its public keys: " + strings.Join(pubs, ", ") + "): " + then
 }
 
 // gateRunner opens the fence watch and returns the gate's serve loop.

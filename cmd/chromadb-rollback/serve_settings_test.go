@@ -91,20 +91,7 @@ func TestServeWatchdogSettings(t *testing.T) {
 // with an error.
 func startServe(t *testing.T, args ...string) cli {
 	t.Helper()
-	natsAddr := freeAddr(t)
-	var serveLog testenv.SyncBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan int, 1)
-	go func() {
-		served <- run(ctx, append([]string{"serve", "--listen", natsAddr, "--metrics-listen", "off"}, args...), strings.NewReader(""), io.Discard, &serveLog)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-served; code != exitOK {
-			t.Errorf("serve exited %d:\n%s", code, serveLog.String())
-		}
-	})
-	c := cli{t: t, url: "nats://" + natsAddr}
+	c, serveLog := launchServe(t, args...)
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
 		if code, _, _ := c.run("health-check"); code == exitOK {
 			return c
@@ -113,4 +100,24 @@ func startServe(t *testing.T, args ...string) cli {
 			t.Fatalf("serve not healthy:\n%s", serveLog.String())
 		}
 	}
+}
+
+// launchServe is startServe without waiting for health-check; it returns
+// what serve logs too.
+func launchServe(t *testing.T, args ...string) (cli, *testenv.SyncBuffer) {
+	t.Helper()
+	natsAddr := freeAddr(t)
+	serveLog := &testenv.SyncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan int, 1)
+	go func() {
+		served <- run(ctx, append([]string{"serve", "--listen", natsAddr, "--metrics-listen", "off"}, args...), strings.NewReader(""), io.Discard, serveLog)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-served; code != exitOK {
+			t.Errorf("serve exited %d:\n%s", code, serveLog.String())
+		}
+	})
+	return cli{t: t, url: "nats://" + natsAddr}, serveLog
 }

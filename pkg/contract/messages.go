@@ -173,6 +173,20 @@ func (m *SnapshotManifest) TakenAt() time.Time {
 // age (filippo.io/age) to X25519 recipients.
 const EncryptionAge = "age"
 
+// Metadata of the micro services (answered on $SRV.INFO.<name>) that say
+// what each instance does with age encryption, so that health-check can
+// tell a restorer that cannot decrypt the archives the snapshotter writes.
+// Both hold public keys (age1...), comma-separated, and are absent when
+// there are none.
+const (
+	// MetaAgeRecipients is the snapshotter's: the keys new archives are
+	// encrypted to.
+	MetaAgeRecipients = "age_recipients"
+	// MetaAgeIdentities is the restorer's: the public keys of the
+	// identities it decrypts archives with.
+	MetaAgeIdentities = "age_identities"
+)
+
 // SnapshotList answers chroma.api.snapshot.list, newest first.
 type SnapshotList struct {
 	Envelope

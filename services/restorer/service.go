@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -110,11 +111,17 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.audit = bus.NewAuditor(js, s.subj, auditService, s.log)
 
+	// The identities' public keys, so that health-check can tell whether
+	// this restorer decrypts what the snapshotter encrypts.
+	meta := map[string]string{"instance": s.cfg.Instance}
+	if pubs := s.cfg.Identities.Recipients(); len(pubs) > 0 {
+		meta[contract.MetaAgeIdentities] = strings.Join(pubs, ",")
+	}
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        ServiceName,
 		Version:     Version,
 		Description: "verified rollbacks of Chroma from snapshots: plan, start, status, cancel",
-		Metadata:    map[string]string{"instance": s.cfg.Instance},
+		Metadata:    meta,
 	})
 	if err != nil {
 		return fmt.Errorf("add micro service: %w", err)

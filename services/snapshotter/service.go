@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,11 +66,15 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.audit = bus.NewAuditor(js, s.subj, "snapshotter", s.log)
 
+	meta := map[string]string{"instance": s.cfg.Instance}
+	if keys := s.cfg.Recipients.Keys(); len(keys) > 0 {
+		meta[contract.MetaAgeRecipients] = strings.Join(keys, ",")
+	}
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        ServiceName,
 		Version:     Version,
 		Description: "snapshots of Chroma into the JetStream object store",
-		Metadata:    map[string]string{"instance": s.cfg.Instance},
+		Metadata:    meta,
 	})
 	if err != nil {
 		return fmt.Errorf("add micro service: %w", err)
