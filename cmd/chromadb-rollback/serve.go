@@ -223,8 +223,9 @@ func (a *app) serveCmd() *cobra.Command {
 // keysWarning says, when serve encrypts new archives with keys its
 // restorer cannot decrypt, that rollbacks to them will be refused; "" when
 // it can, or nothing is encrypted. The README's setup gives the restorer
-// the identity: without it snapshots are taken, verified (ciphertext only)
-// and pinned for migrations as usual, and only the rollback fails.
+// the identity: without it snapshots are taken and verified (ciphertext
+// only) as usual, and only the rollback fails (the watchdog refuses them
+// as a migration's restore point).
 func keysWarning(recipients *crypt.Recipients, identities *crypt.Identities) string {
 	keys := recipients.Keys()
 	if len(keys) == 0 {

@@ -393,3 +393,35 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// TestDeployServiceDiscovery: each service's user answers the micro
+// discovery of its own service; the operator asks every service
+// (health-check checks that each runs), and the watchdog asks the
+// restorers (whether one can decrypt an encrypted pre-migration
+// snapshot) and nothing else.
+func TestDeployServiceDiscovery(t *testing.T) {
+	url, pw := startSingle(t)
+	answers := map[string]*counter{}
+	for user, service := range map[string]string{"snapshotter": "chromadb-snapshotter", "restorer": "chromadb-restorer",
+		"watchdog": "chromadb-watchdog", "auditor": "chromadb-auditor"} {
+		answers[service] = respond(t, connect(t, url, pw, user), "$SRV.INFO."+service, `{"name":"`+service+`"}`)
+	}
+	op := connect(t, url, pw, "operator")
+	for service, n := range answers {
+		msg, err := op.nc.Request("$SRV.INFO."+service, nil, 5*time.Second)
+		if err != nil || !json.Valid(msg.Data) || n.get() != 1 {
+			t.Errorf("operator asks %s: %v, %d answered", service, err, n.get())
+		}
+	}
+	op.noViolations(t)
+
+	wd := connect(t, url, pw, "watchdog")
+	if msg, err := wd.nc.Request("$SRV.INFO.chromadb-restorer", nil, 5*time.Second); err != nil || !json.Valid(msg.Data) {
+		t.Errorf("watchdog asks the restorers: %v", err)
+	}
+	wd.noViolations(t)
+	if _, err := wd.nc.RequestWithContext(short(t), "$SRV.INFO.chromadb-snapshotter", nil); err == nil {
+		t.Error("the watchdog asked the snapshotters for their info")
+	}
+	wd.wantViolation(t, "Publish", "$SRV.INFO.chromadb-snapshotter")
+}

@@ -155,8 +155,8 @@ func (s *Service) resolveSnapshot(ctx context.Context, rec *contract.MigrationRe
 
 // usable resolves a run's snapshot to m, unless m's archive is not in the
 // object store as its manifest describes it (deleted or lost outside
-// chromadb-rollback): then no rollback to it can run, and the job must
-// not write. The restorer's full verification comes at the rollback; this
+// chromadb-rollback), or it is encrypted and no restorer can decrypt it:
+// then no rollback to it can run, and the job must not write. The restorer's full verification comes at the rollback; this
 // is the look a migration's start can afford.
 func (s *Service) usable(ctx context.Context, m *contract.SnapshotManifest) (resolution, error) {
 	info, err := s.archiveInfo(ctx, m.Object)
@@ -175,6 +175,9 @@ func (s *Service) usable(ctx context.Context, m *contract.SnapshotManifest) (res
 	case int64(info.Size) != m.Size:
 		return resolution{why: fmt.Sprintf("the archive of snapshot %s (object %s) holds %d bytes where its manifest says %d: no rollback to it can run; take a new snapshot",
 			m.SnapshotID, m.Object, info.Size, m.Size), never: true}, nil
+	}
+	if why := s.decryptProblem(ctx, m); why != "" {
+		return resolution{why: why, never: true}, nil
 	}
 	return resolution{id: m.SnapshotID}, nil
 }

@@ -1,11 +1,18 @@
 package watchdog_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
+	"github.com/nats-io/nats.go"
 )
 
 // TestSnapshotNamePinned: a job names its pre-migration snapshot by name,
@@ -164,5 +171,86 @@ func TestSnapshotNamePinned(t *testing.T) {
 		if ops := e.rollbackOps(t); len(ops) != 1 { // the first subtest's
 			t.Errorf("%d rollback operations, want only the first subtest's", len(ops))
 		}
+	})
+}
+
+// TestEncryptedSnapshotNoRestorerCanDecrypt: a pre-migration snapshot
+// encrypted with age to keys no running restorer holds an identity for is
+// refused when the run starts (snapshot_error, an alert), whether the job
+// named it or the watchdog took it, as one whose archive is gone is: its
+// rollback would be refused. Found by hand: serve --age-recipients
+// without an identity pinned such snapshots, and only the automatic
+// rollback failed. Once a restorer holds the identity, it is pinned.
+func TestEncryptedSnapshotNoRestorerCanDecrypt(t *testing.T) {
+	e := newEnv(t, false)
+	tenant := e.tenant("wd_sealed")
+	const db = "main"
+	e.seed(t, tenant, db)
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := id.Recipient().String()
+	recipients, err := crypt.ParseRecipients(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run(t, "snapshotter", func(nc *nats.Conn) (runner, error) {
+		return snapshotter.New(snapshotter.Config{ChromaURL: e.chroma.URL, Instance: "snapshotter", Recipients: recipients}, nc, e.subj, e.cc, testLogger(t))
+	})
+	stopRestorer := e.run(t, "restorer", func(nc *nats.Conn) (runner, error) {
+		return restorer.New(restorer.Config{ChromaURL: e.chroma.URL, Instance: "restorer-without-key"}, nc, e.subj, e.cc, testLogger(t))
+	})
+	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
+	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
+	e.watchdog(t, e.fast("wd"))
+	sealed := e.snapshot(t, tenant, db, "sealed")
+	if m := e.manifest(t, sealed); m.Encryption != contract.EncryptionAge {
+		t.Fatalf("snapshot not encrypted: %s", mustJSON(t, m))
+	}
+	refused := func(t *testing.T, job string, ev contract.MigrationEvent) {
+		t.Helper()
+		e.publish(t, job, contract.EventStarted, "", ev)
+		rec := e.waitRecord(t, job, time.Minute, "snapshot settled", func(r contract.MigrationRecord) bool {
+			return r.PinnedSnapshotID != "" || r.SnapshotError != ""
+		})
+		if rec.PinnedSnapshotID != "" || !strings.Contains(rec.SnapshotError, "is encrypted with age to "+pub+" and no restorer holds an identity for it (restorer-without-key)") ||
+			!strings.Contains(rec.SnapshotError, "--age-identity-file") {
+			t.Fatalf("record: %s; want the snapshot refused as undecryptable", mustJSON(t, rec))
+		}
+		a := e.waitAudit(t, 30*time.Second, "pre-migration snapshot alert", func(a auditEntry) bool {
+			return byWatchdog(job, "snapshot.pre_migration")(a) && a.Outcome == contract.OutcomeAlert
+		})
+		if !strings.Contains(a.Reason, "cannot be used") || !strings.Contains(a.Reason, "must not go on") {
+			t.Errorf("alert: %q", a.Reason)
+		}
+		e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
+	}
+	t.Run("named by the job", func(t *testing.T) { refused(t, "sealed_named", started(tenant, db, "sealed", time.Hour)) })
+	t.Run("taken by the watchdog", func(t *testing.T) { refused(t, "sealed_taken", started(tenant, db, "", time.Hour)) })
+
+	t.Run("a restorer with the identity", func(t *testing.T) {
+		stopRestorer()
+		keyFile := filepath.Join(t.TempDir(), "key.txt")
+		if err := os.WriteFile(keyFile, []byte(id.String()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := crypt.LoadIdentities(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.run(t, "restorer with key", func(nc *nats.Conn) (runner, error) {
+			return restorer.New(restorer.Config{ChromaURL: e.chroma.URL, Instance: "restorer-with-key", Identities: ids}, nc, e.subj, e.cc, testLogger(t))
+		})
+		waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
+		const job = "sealed_ok"
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, "sealed", time.Hour))
+		rec := e.waitRecord(t, job, time.Minute, "snapshot pinned", func(r contract.MigrationRecord) bool {
+			return r.PinnedSnapshotID != "" || r.SnapshotError != ""
+		})
+		if rec.PinnedSnapshotID != sealed {
+			t.Fatalf("record: %s; want %s pinned", mustJSON(t, rec), sealed)
+		}
+		e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
 	})
 }

@@ -215,6 +215,14 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 	}
 	switch op.Status {
 	case contract.StatusCompleted:
+		// Encrypted to keys no restorer holds: as unusable as one that
+		// failed, for the rollback would be refused.
+		if m, err := s.manifestOf(ctx, rec.SnapshotPendingID); err == nil && m != nil {
+			if why := s.decryptProblem(ctx, m); why != "" {
+				s.snapshotFailed(ctx, rec, "cannot be used", why)
+				return
+			}
+		}
 		ev := contract.AuditEvent{Action: "snapshot.pre_migration", Outcome: contract.OutcomeCompleted,
 			Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotPendingID, OpID: op.OpID,
 			Reason:  fmt.Sprintf("pre-migration snapshot %s of migration %s is verified", rec.SnapshotPendingID, job),
