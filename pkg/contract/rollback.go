@@ -300,7 +300,11 @@ type MigrationRecord struct {
 	// RollbackOpID is the deterministic op id of the triggered rollback;
 	// RollbackStatus is one of the Rollback* states; RollbackCollections
 	// is set for a partial rollback; RollbackCommand is the CLI command an
-	// operator runs when automatic rollback is disabled.
+	// operator runs when automatic rollback is disabled, or when the
+	// rollback failed or could not run for a reason asking again can fix.
+	// It is empty when the pre-migration snapshot itself cannot be
+	// restored (none was found, its archive is missing or damaged):
+	// RollbackError says why, and the operator picks another restore point.
 	RollbackOpID        string   `json:"rollback_op_id,omitempty"`
 	RollbackStatus      string   `json:"rollback_status,omitempty"`
 	RollbackCollections []string `json:"rollback_collections,omitempty"`

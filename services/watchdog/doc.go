@@ -49,7 +49,9 @@
 // dead instance is taken over by the instance of the same name when it
 // starts again, or by any after RequestTimeout. The watchdog follows the
 // operation to its end: rolled_back, or an alert naming the CLI command
-// to run by hand. After a rollback it tells a job still running (which
+// to run by hand (unless the snapshot itself cannot be restored: its
+// archive missing or damaged; then the alert says so and points at
+// `chromadb-rollback status` for a restore point that can). After a rollback it tells a job still running (which
 // the restorer paused) that its run is over, with abort. With automatic
 // rollback disabled, the trigger ends in an alert naming the exact command
 // (RollbackStatus "alerted").

@@ -11,10 +11,14 @@ import (
 
 // TestAutomaticRollbackFails: when the watchdog cannot take a migration's
 // pre-migration snapshot, or cannot roll the migration back, it records
-// why in the run's record, raises an alert that names the command an
-// operator would run, and changes nothing: the seed's "automatic rollback
-// failed - manual intervention required". The job the failed rollback was
-// for stays paused for the operator.
+// why in the run's record, raises an alert that says what an operator can
+// do, and changes nothing: the seed's "automatic rollback failed - manual
+// intervention required". The alert names the command that rolls back by
+// hand when asking again can work (a restorer without the key); when the
+// snapshot itself cannot be restored (its archive is damaged or gone) it
+// says so and points at the snapshots that can, never at a command that
+// would fail the same way. The job the failed rollback was for stays
+// paused for the operator.
 func TestAutomaticRollbackFails(t *testing.T) {
 	e := newEnv(t, false)
 	e.services(t)
@@ -32,6 +36,17 @@ func TestAutomaticRollbackFails(t *testing.T) {
 	}
 	alerted := func(t *testing.T, job string) auditEntry {
 		return e.waitAudit(t, 30*time.Second, "alert.rollback", byWatchdog(job, "alert.rollback"))
+	}
+
+	// unrestorable checks an alert about a snapshot that cannot be
+	// restored: it says so and names no rollback to it.
+	unrestorable := func(t *testing.T, a auditEntry, tenant string) {
+		t.Helper()
+		if !strings.Contains(a.Reason, "the pre-migration snapshot cannot be restored") ||
+			!strings.Contains(a.Reason, "`chromadb-rollback status` lists the newest restorable snapshot of "+tenant+"/"+db) ||
+			strings.Contains(a.Reason, "chromadb-rollback rollback ") {
+			t.Errorf("alert: %q; want no rollback command, and where to find a restorable snapshot", a.Reason)
+		}
 	}
 
 	t.Run("no pre-migration snapshot", func(t *testing.T) {
@@ -61,12 +76,14 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		lossy(t, job)
 		rec = failed(t, job)
 		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "no verified pre-migration snapshot") ||
-			!strings.Contains(rec.RollbackError, "no_such_collection") {
+			!strings.Contains(rec.RollbackError, "no_such_collection") || rec.RollbackCommand != "" {
 			t.Fatalf("record: %s", mustJSON(t, rec))
 		}
-		if a := alerted(t, job); a.Outcome != contract.OutcomeAlert || !strings.Contains(a.Reason, "its rollback cannot run") {
+		a = alerted(t, job)
+		if a.Outcome != contract.OutcomeAlert || !strings.Contains(a.Reason, "its rollback cannot run") {
 			t.Errorf("alert: %q (outcome %s)", a.Reason, a.Outcome)
 		}
+		unrestorable(t, a, tenant)
 		if ops := e.rollbackOps(t); len(ops) != 0 {
 			t.Errorf("rollbacks started: %+v", ops)
 		}
@@ -77,11 +94,11 @@ func TestAutomaticRollbackFails(t *testing.T) {
 	// spoil damages, loses 10% of its records and reports it: the trigger
 	// fires. It returns the snapshot, the database as the migration left
 	// it, and the job's control messages.
-	lossyRun := func(t *testing.T, job string, spoil func(object string)) (string, func() dbState, dbState, *controlLog) {
+	lossyRun := func(t *testing.T, job string, spoil func(m contract.SnapshotManifest)) (string, func() dbState, dbState, *controlLog) {
 		tenant := e.tenant("wd_" + job)
 		e.seed(t, tenant, db)
 		snap := e.snapshot(t, tenant, db, "before_"+job)
-		spoil(e.manifest(t, snap).Object)
+		spoil(e.manifest(t, snap))
 		ctl := e.controls(t, job)
 		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
 		e.waitRecord(t, job, 30*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
@@ -93,19 +110,20 @@ func TestAutomaticRollbackFails(t *testing.T) {
 
 	t.Run("restorer refuses the archive", func(t *testing.T) {
 		const job = "refused"
-		snap, now, damaged, ctl := lossyRun(t, job, func(obj string) {
-			e.nats.ReplaceStoredArchive(t, obj) // its digest is no longer the manifest's
+		_, now, damaged, ctl := lossyRun(t, job, func(m contract.SnapshotManifest) {
+			e.nats.ReplaceStoredArchive(t, m.Object) // its digest is no longer the manifest's
 		})
 		rec := failed(t, job)
-		cmd := "chromadb-rollback rollback " + snap + " "
 		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "the restorer refused the rollback") ||
-			!strings.Contains(rec.RollbackError, "nothing was changed") || !strings.HasPrefix(rec.RollbackCommand, cmd) {
+			!strings.Contains(rec.RollbackError, "archive failed verification") ||
+			!strings.Contains(rec.RollbackError, "nothing was changed") || rec.RollbackCommand != "" {
 			t.Fatalf("record: %s", mustJSON(t, rec))
 		}
 		a := alerted(t, job)
-		if a.Outcome != contract.OutcomeAlert || !strings.Contains(a.Reason, "its rollback cannot run") || !strings.Contains(a.Reason, "to roll back by hand: "+rec.RollbackCommand) {
+		if a.Outcome != contract.OutcomeAlert || !strings.Contains(a.Reason, "its rollback cannot run") {
 			t.Errorf("alert: %q (outcome %s)", a.Reason, a.Outcome)
 		}
+		unrestorable(t, a, rec.Tenant)
 		compareDB(t, now(), damaged)
 		// No rollback paused the job: the watchdog does, as a failed
 		// rollback would have left it, and tells it why.
@@ -123,16 +141,41 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		}
 	})
 
+	t.Run("restorer has no key", func(t *testing.T) {
+		// The snapshot is encrypted and this restorer has no identity: the
+		// archive is whole, and a restorer given the key restores it, so
+		// the alert names the command to run once it has.
+		const job = "nokey"
+		snap, now, damaged, _ := lossyRun(t, job, func(m contract.SnapshotManifest) {
+			m.Encryption, m.Recipients = contract.EncryptionAge, []string{"age1nokey"}
+			if _, err := e.nats.Assets.Manifests.Put(t.Context(), m.SnapshotID, []byte(mustJSON(t, m))); err != nil {
+				t.Fatal(err)
+			}
+		})
+		rec := failed(t, job)
+		cmd := "chromadb-rollback rollback " + snap + " --reason 'validation trigger of migration " + job + "' --yes"
+		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "this restorer has no identity") ||
+			rec.RollbackCommand != cmd {
+			t.Fatalf("record: %s; want the command %q", mustJSON(t, rec), cmd)
+		}
+		a := alerted(t, job)
+		if !strings.Contains(a.Reason, "its rollback cannot run") || !strings.Contains(a.Reason, "roll back by hand: "+cmd) ||
+			strings.Contains(a.Reason, "cannot be restored") {
+			t.Errorf("alert: %q", a.Reason)
+		}
+		compareDB(t, now(), damaged)
+	})
+
 	t.Run("rollback fails", func(t *testing.T) {
 		const job = "fails"
-		snap, now, damaged, ctl := lossyRun(t, job, func(obj string) {
+		_, now, damaged, ctl := lossyRun(t, job, func(m contract.SnapshotManifest) {
 			// Damage in storage, near the archive's end: the start's check
 			// of the object passes; the restore finds it while staging.
-			e.nats.DamageStoredChunks(t, obj, func(size int) int { return size - 20 })
+			e.nats.DamageStoredChunks(t, m.Object, func(size int) int { return size - 20 })
 		})
 		rec := failed(t, job)
 		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "rollback "+rec.RollbackOpID+" failed") ||
-			!strings.Contains(rec.RollbackError, "archive failed verification") || !strings.HasPrefix(rec.RollbackCommand, "chromadb-rollback rollback "+snap+" ") {
+			!strings.Contains(rec.RollbackError, "archive failed verification") || rec.RollbackCommand != "" {
 			t.Fatalf("record: %s", mustJSON(t, rec))
 		}
 		op, ok := e.op(t, rec.RollbackOpID)
@@ -141,9 +184,10 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		}
 		a := alerted(t, job)
 		if a.Outcome != contract.OutcomeAlert || a.OpID != rec.RollbackOpID || !strings.Contains(a.Reason, "did not complete") ||
-			!strings.Contains(a.Reason, "check the data, then roll back by hand: "+rec.RollbackCommand) || figure(a, "verified") != "false" {
+			!strings.Contains(a.Reason, "check the data, then the pre-migration snapshot cannot be restored") || figure(a, "verified") != "false" {
 			t.Errorf("alert: %q (outcome %s, op %s, figures %v)", a.Reason, a.Outcome, a.OpID, a.Figures)
 		}
+		unrestorable(t, a, rec.Tenant)
 		compareDB(t, now(), damaged)
 		// The restorer paused the job for the rollback; a failed rollback
 		// leaves it paused for the operator: no resume, no abort.

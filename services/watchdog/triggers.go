@@ -310,7 +310,7 @@ func (s *Service) actRollback(ctx context.Context, rec *contract.MigrationRecord
 			if rec.SnapshotError != "" {
 				why += ": " + rec.SnapshotError
 			}
-			s.rollbackFailed(ctx, rec, why)
+			s.rollbackFailed(ctx, rec, why, true)
 			return
 		}
 		if rec.PinnedSnapshotID == "" {
@@ -326,7 +326,7 @@ func (s *Service) actRollback(ctx context.Context, rec *contract.MigrationRecord
 				return // the ticker comes back once it is made
 			}
 			if res.id == "" {
-				s.rollbackFailed(ctx, rec, res.why)
+				s.rollbackFailed(ctx, rec, res.why, true)
 				return
 			}
 			id := res.id
@@ -382,7 +382,7 @@ func (s *Service) requestRollback(ctx context.Context, rec *contract.MigrationRe
 	}
 	if err != nil {
 		if permanent(code) {
-			s.rollbackFailed(ctx, rec, "the restorer refused the rollback: "+err.Error())
+			s.rollbackFailed(ctx, rec, "the restorer refused the rollback: "+err.Error(), archiveUnusable(err.Error()))
 			return
 		}
 		s.log.Warn("rollback request failed; retrying", "job", job, "op_id", opID, "code", code, "err", err)
@@ -466,7 +466,10 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 			n.Status = contract.MigrationRolledBack
 		} else {
 			n.RollbackError = fmt.Sprintf("rollback %s %s: %s", opID, op.Status, op.Error)
-			n.RollbackCommand = s.operatorCommand(cur)
+			n.RollbackCommand = ""
+			if !archiveUnusable(op.Error) {
+				n.RollbackCommand = s.operatorCommand(cur)
+			}
 		}
 		return &n
 	}
@@ -486,8 +489,8 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 	} else {
 		id = "rollback_failed_" + opID
 		ev.Action, ev.Outcome, ev.Error = "alert.rollback", contract.OutcomeAlert, would.RollbackError
-		ev.Reason = fmt.Sprintf("the %s trigger's rollback of migration %s did not complete (%s); check the data, then roll back by hand: %s",
-			would.Trigger, job, would.RollbackError, would.RollbackCommand)
+		ev.Reason = fmt.Sprintf("the %s trigger's rollback of migration %s did not complete (%s); check the data, then %s",
+			would.Trigger, job, would.RollbackError, byHand(would))
 	}
 	next, written, err := s.updateAudited(ctx, id, ev, job, change)
 	if err != nil || !written {
@@ -501,14 +504,20 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 }
 
 // rollbackFailed records that the run's rollback cannot be run and alerts
-// with the command an operator would use.
-func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRecord, why string) {
+// with what an operator can do: the command that runs it by hand, unless
+// the pre-migration snapshot itself cannot be restored (unusable: none was
+// found, or its archive is missing or damaged), which no command naming it
+// can fix.
+func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRecord, why string, unusable bool) {
 	change := func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 		if cur == nil || cur.Run != rec.Run || cur.RollbackOpID != rec.RollbackOpID || cur.RollbackStatus != contract.RollbackRequested {
 			return nil
 		}
 		n := *cur
-		n.RollbackStatus, n.RollbackError, n.RollbackCommand = contract.StatusFailed, why, s.operatorCommand(cur)
+		n.RollbackStatus, n.RollbackError, n.RollbackCommand = contract.StatusFailed, why, ""
+		if !unusable {
+			n.RollbackCommand = s.operatorCommand(cur)
+		}
 		return &n
 	}
 	would := change(rec) // the event says what the change will record
@@ -517,8 +526,8 @@ func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRec
 	}
 	ev := contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
 		Tenant: would.Tenant, Database: would.Database, SnapshotID: would.SnapshotID, OpID: would.RollbackOpID, Error: why,
-		Reason: fmt.Sprintf("the %s trigger fired for migration %s (%s), but its rollback cannot run: %s; to roll back by hand: %s",
-			would.Trigger, would.Job, would.TriggerReason, why, would.RollbackCommand),
+		Reason: fmt.Sprintf("the %s trigger fired for migration %s (%s), but its rollback cannot run: %s; %s",
+			would.Trigger, would.Job, would.TriggerReason, why, byHand(would)),
 		Figures: triggerFigures(would, false)}
 	next, written, err := s.updateAudited(ctx, "rollback_failed_"+rec.RollbackOpID, ev, rec.Job, change)
 	if err != nil || !written {
@@ -621,6 +630,28 @@ func (s *Service) operatorCommand(rec *contract.MigrationRecord) string {
 	}
 	parts = append(parts, "--reason", shellQuote(fmt.Sprintf("%s trigger of migration %s", rec.Trigger, rec.Job)), "--yes")
 	return strings.Join(parts, " ")
+}
+
+// archiveUnusable says a restorer's refusal or failure is about the
+// snapshot itself: it is gone, or its archive is missing, damaged, replaced
+// or in a format the restorer does not read ("archive failed verification"
+// is the restorer's errArchive; a missing age identity is not one). Asking
+// again for the same snapshot cannot help.
+func archiveUnusable(msg string) bool {
+	return strings.Contains(msg, "archive failed verification") || strings.Contains(msg, "no snapshot with id or name")
+}
+
+// byHand says what an operator does about a run whose rollback did not run
+// or did not complete: the command that rolls back by hand, or, when the
+// pre-migration snapshot cannot be restored (no command recorded), where
+// to find another restore point.
+func byHand(r *contract.MigrationRecord) string {
+	if r.RollbackCommand != "" {
+		return "roll back by hand: " + r.RollbackCommand
+	}
+	return fmt.Sprintf("the pre-migration snapshot cannot be restored, so no command can roll back to it: "+
+		"`chromadb-rollback status` lists the newest restorable snapshot of %s/%s (`chromadb-rollback snapshot list` all of them); "+
+		"make sure the one you pick predates the migration before rolling back to it by hand", r.Tenant, r.Database)
 }
 
 // control sends a command to a migration job and audits it. Jobs that do
