@@ -82,7 +82,12 @@ type StatusReport struct {
 	// and, when that one is partial, the newest verified one holding every
 	// collection after it (by tenant/database, newest first).
 	Snapshots []DatabaseSnapshot `json:"snapshots"`
-	// Alerts are the conditions the answering watchdog sees failing now.
+	// Alerts are the conditions the answering watchdog sees failing now,
+	// and (Name "rollback") every run in Migrations whose trigger fired
+	// but whose rollback could not run, failed or was left to an operator
+	// (RollbackStatus "alerted", failed, cancelled): its Detail says why
+	// and what to do, its Figures name the job, run, trigger, op_id,
+	// rollback_status, snapshot_id and, when one can work, the command.
 	Alerts []StatusAlert `json:"alerts"`
 	// Storage is what JetStream and the answering watchdog's watched paths
 	// hold now; nil from a watchdog older than this field.

@@ -68,6 +68,11 @@
 // Disk reasons name the instance ("disk@<instance>") because each watches
 // its own paths; only that instance lifts them.
 //
+// The status report's alerts are those conditions, the archives found
+// missing, and every run not yet ended whose trigger fired but whose
+// rollback could not run, failed or was left to an operator (alert
+// "rollback", read from the records, so every instance lists it).
+//
 // # Audit
 //
 // Every started, validation, completed and failed event, trigger, alert,

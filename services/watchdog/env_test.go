@@ -499,6 +499,17 @@ func (e *env) status(t *testing.T) contract.StatusReport {
 	return rep
 }
 
+// rollbackAlert is the status's alert for job's rollback, nil when none.
+func (e *env) rollbackAlert(t *testing.T, job string) *contract.StatusAlert {
+	t.Helper()
+	for _, a := range e.status(t).Alerts {
+		if a.Name == "rollback" && a.Figures["job"] == job {
+			return &a
+		}
+	}
+	return nil
+}
+
 // dbState is every record of every collection of a database, by name.
 type dbState map[string]*record.Batch
 

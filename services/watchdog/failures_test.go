@@ -124,6 +124,14 @@ func TestAutomaticRollbackFails(t *testing.T) {
 			t.Errorf("alert: %q (outcome %s)", a.Reason, a.Outcome)
 		}
 		unrestorable(t, a, rec.Tenant)
+		// The status lists the run among its alerts while it is not ended,
+		// with why and what to do.
+		if al := e.rollbackAlert(t, job); al == nil || !strings.Contains(al.Detail, "migration "+job+" of "+rec.Tenant+"/"+db) ||
+			!strings.Contains(al.Detail, "the validation trigger fired (validation ratio 0.9") || !strings.Contains(al.Detail, rec.RollbackError) ||
+			!strings.Contains(al.Detail, "The pre-migration snapshot cannot be restored") || strings.Contains(al.Detail, "chromadb-rollback rollback ") ||
+			!strings.Contains(al.Detail, "end the run") || al.Figures["command"] != nil || al.Figures["op_id"] != rec.RollbackOpID {
+			t.Errorf("status alert: %+v", al)
+		}
 		compareDB(t, now(), damaged)
 		// No rollback paused the job: the watchdog does, as a failed
 		// rollback would have left it, and tells it why.
@@ -164,6 +172,10 @@ func TestAutomaticRollbackFails(t *testing.T) {
 			t.Errorf("alert: %q", a.Reason)
 		}
 		compareDB(t, now(), damaged)
+		if al := e.rollbackAlert(t, job); al == nil || !strings.Contains(al.Detail, "this restorer has no identity") ||
+			!strings.Contains(al.Detail, "Roll back by hand: "+cmd) || al.Figures["command"] != cmd {
+			t.Errorf("status alert: %+v", al)
+		}
 	})
 
 	t.Run("rollback fails", func(t *testing.T) {
@@ -189,6 +201,10 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		}
 		unrestorable(t, a, rec.Tenant)
 		compareDB(t, now(), damaged)
+		if al := e.rollbackAlert(t, job); al == nil || !strings.Contains(al.Detail, "its rollback "+rec.RollbackOpID+" is failed") ||
+			!strings.Contains(al.Detail, "The pre-migration snapshot cannot be restored") {
+			t.Errorf("status alert: %+v", al)
+		}
 		// The restorer paused the job for the rollback; a failed rollback
 		// leaves it paused for the operator: no resume, no abort.
 		ctl.wait(t, contract.ControlPause, 10*time.Second)

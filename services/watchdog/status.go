@@ -176,6 +176,54 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	if a, ok := s.archiveAlert(); ok {
 		rep.Alerts = append(rep.Alerts, a)
 	}
+	for i := range rep.Migrations {
+		if a, ok := rollbackAlert(&rep.Migrations[i]); ok {
+			rep.Alerts = append(rep.Alerts, a)
+		}
+	}
 	rep.Storage = s.storage(ctx)
 	return rep, nil
+}
+
+// endRunHint says how an operator ends a run the watchdog holds.
+func endRunHint(job string) string {
+	return fmt.Sprintf("then end the run: send abort on chroma.control.%s if the job still runs, or publish its failed event in its place if it is gone (docs/runbook.md, Automatic rollback)", job)
+}
+
+// rollbackAlert is the status alert of a run whose trigger fired but whose
+// rollback did not restore anything: it could not run, did not complete,
+// or is left to the operator (automatic rollback disabled). The run's data
+// may be lost and only an operator can act, so it is listed, from the
+// record every instance reads, for as long as the run is not ended.
+func rollbackAlert(r *contract.MigrationRecord) (contract.StatusAlert, bool) {
+	if r.Trigger == "" || ended(r) || rollbackPending(r) || r.RollbackStatus == contract.StatusCompleted {
+		return contract.StatusAlert{}, false
+	}
+	var what string
+	switch r.RollbackStatus {
+	case contract.RollbackAlerted:
+		what = "automatic rollback is disabled"
+	default:
+		what = fmt.Sprintf("its rollback %s is %s", r.RollbackOpID, r.RollbackStatus)
+		if r.RollbackError != "" {
+			what += ": " + r.RollbackError
+		}
+		what += "; the job is paused"
+	}
+	f := map[string]any{"job": r.Job, "run": r.Run, "trigger": r.Trigger, "op_id": r.RollbackOpID,
+		"rollback_status": r.RollbackStatus, "snapshot_id": restorePoint(r)}
+	if r.RollbackCommand != "" {
+		f["command"] = r.RollbackCommand
+	}
+	return contract.StatusAlert{Name: "rollback", Since: r.TriggeredAt, Figures: f,
+		Detail: fmt.Sprintf("migration %s of %s/%s: the %s trigger fired (%s), but %s. %s; %s",
+			r.Job, r.Tenant, r.Database, r.Trigger, r.TriggerReason, what, capitalize(byHand(r)), endRunHint(r.Job))}, true
+}
+
+// capitalize upper-cases the first letter of a sentence.
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }

@@ -212,8 +212,17 @@ func TestAutomaticRollbackDisabled(t *testing.T) {
 	if rec.RollbackCommand != want || rec.Trigger != contract.TriggerValidation {
 		t.Errorf("record: %s", mustJSON(t, rec))
 	}
+	// Until the run ends, the status lists it among the alerts with the
+	// command.
+	if a := e.rollbackAlert(t, job); a == nil || !strings.Contains(a.Detail, "automatic rollback is disabled") ||
+		!strings.Contains(a.Detail, "Roll back by hand: "+want) || a.Figures["command"] != want || !a.Since.Equal(rec.TriggeredAt) {
+		t.Errorf("status alert: %+v", a)
+	}
 	e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
 	e.waitRecord(t, job, 10*time.Second, "completed", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationCompleted })
+	if a := e.rollbackAlert(t, job); a != nil {
+		t.Errorf("status alert after the run ended: %+v", a)
+	}
 	time.Sleep(300 * time.Millisecond)
 	if ops := e.rollbackOps(t); len(ops) != 0 {
 		t.Errorf("rollbacks started: %+v", ops)
