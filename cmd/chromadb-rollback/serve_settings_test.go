@@ -83,6 +83,13 @@ func TestServeWatchdogSettings(t *testing.T) {
 	if got := rec.Deadline.Sub(rec.StartedAt); got < 2*time.Hour-time.Minute || got > 2*time.Hour+time.Minute {
 		t.Errorf("deadline %s after the start under MIGRATION_TIME_LIMIT=2h", got)
 	}
+	// The text status lists the run among the alerts, with the command,
+	// until the run ends.
+	if code, stdout, stderr := c.run("status"); code != exitOK || !strings.Contains(stdout, "\nAlerts (1)\n") ||
+		!strings.Contains(stdout, "  rollback  ") || !strings.Contains(stdout, "migration strict of default_tenant/default_database: the validation trigger fired") ||
+		!strings.Contains(stdout, "Roll back by hand: "+rec.RollbackCommand+"; then end the run") {
+		t.Errorf("status: exit %d, want the run's alert with its command:\n%s%s", code, stdout, stderr)
+	}
 }
 
 // startServe runs serve in this process with args, its NATS on a free port

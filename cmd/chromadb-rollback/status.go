@@ -16,9 +16,11 @@ func (a *app) statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show running migrations, raised fences, running operations, the newest verified snapshots, alerts and storage use",
 		Long: `Ask the watchdog (chroma.api.status) what is going on: migrations not yet over
-with their state, deadline, validation and triggered rollback; raised write
-fences; operations not yet ended with their progress; the newest verified
-snapshot of every tenant/database; the alerts the watchdog sees now; and
+with their state, deadline, validation and triggered rollback (and why a
+run's snapshot is unusable); raised write fences; operations not yet ended
+with their progress; the newest verified snapshot of every tenant/database;
+the alerts the watchdog sees now, among them every run whose triggered
+rollback could not run, failed or is left to you, with what to do; and
 storage use: the JetStream account against its limits, the bytes and
 messages of every stream, key-value bucket and object store, and the free
 space on the paths the watchdog watches.`,
@@ -66,6 +68,11 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 				rollbackText(&m), pausedText(m.PausedBy))
 		}
 	})
+	for _, m := range r.Migrations {
+		if m.SnapshotError != "" {
+			fmt.Fprintf(w, "  snapshot_error of %s: %s\n", m.Job, m.SnapshotError)
+		}
+	}
 	section("Fences", len(r.Fences), "DATABASE\tOPERATION\tRAISED\tREASON", func(tw *tabwriter.Writer) {
 		for _, f := range r.Fences {
 			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\n", f.Tenant, f.Database, f.OpID, stamp(f.RaisedAt), f.Reason)

@@ -26,6 +26,10 @@ func statusReport(now time.Time) contract.StatusReport {
 			Job: "nightly", Tenant: "beta", Database: "main", Status: contract.MigrationPaused, SnapshotID: "before_nightly",
 			StartedAt: now.Add(-2 * time.Hour), Deadline: now.Add(-time.Hour),
 			PausedBy: []contract.PauseReason{{Reason: contract.PauseConnectivity, Instance: "wd-1"}},
+		}, {
+			Job: "gone-archive", Tenant: "acme", Database: "prod", Status: contract.MigrationRunning, SnapshotID: "doomed",
+			StartedAt: now.Add(-time.Minute), Deadline: now.Add(time.Hour),
+			SnapshotError: "the archive of snapshot snap_9 (object snap_9.tar.zst) is missing from CHROMA_SNAPSHOTS: no rollback to it can run; take a new snapshot",
 		}},
 		Fences: []contract.Fence{{Tenant: "acme", Database: "prod", OpID: "op_rb_reindex-7_12_validation", Reason: "rollback", RaisedAt: now}},
 		Operations: []contract.OperationStatus{{
@@ -37,7 +41,11 @@ func statusReport(now time.Time) contract.StatusReport {
 			{Tenant: "acme", Database: "prod", SnapshotID: "snap_1", Name: "pre_migration_reindex-7", TotalRecords: 1000, Size: 4096, VerifiedAt: now,
 				StartedAt: now.Add(-time.Hour), TakenAt: now.Add(-48 * time.Hour)},
 		},
-		Alerts: []contract.StatusAlert{{Name: "connectivity", Detail: "Chroma failed 3 heartbeats in a row", Since: now}},
+		Alerts: []contract.StatusAlert{{Name: "connectivity", Detail: "Chroma failed 3 heartbeats in a row", Since: now}, {
+			Name: "rollback", Since: now.Add(-time.Minute), Figures: map[string]any{"job": "reindex-8"},
+			Detail: "migration reindex-8 of acme/prod: the validation trigger fired (validation ratio 0.9000), but its rollback op_rb_reindex-8_3_validation is failed: " +
+				"the restorer refused the rollback: snapshot snap_3 is encrypted with age; the job is paused. Roll back by hand: chromadb-rollback rollback snap_3 --reason 'validation trigger of migration reindex-8' --yes; then end the run",
+		}},
 	}
 }
 
@@ -73,14 +81,20 @@ func TestCLIStatus(t *testing.T) {
 	}
 	for _, s := range []string{
 		"Status from watchdog wd-1",
-		"Migrations (2)", "reindex-7", "acme/prod", "900/1000 = 0.9000 < 0.95", "op_rb_reindex-7_12_validation running (partial: docs)",
+		"Migrations (3)", "reindex-7", "acme/prod", "900/1000 = 0.9000 < 0.95", "op_rb_reindex-7_12_validation running (partial: docs)",
 		"(in 50m0s)", "(1h0m0s ago)", "nightly", "paused", "connectivity",
 		"SNAPSHOT", "snap_0 (pre_reindex)", "before_nightly (not found yet)",
 		"Fences (1)", "Operations (1)", "restoring 400/1000 records (40%), 1200/s, ETA 1s",
 		"Newest verified snapshots (2)", "HOLDS",
 		"snap_2    safety_op_9              some collections", "snap_1    pre_migration_reindex-7  all collections ",
 		"TAKEN", "4.0 KiB  " + stamp(now.Add(-48*time.Hour)) + "  " + stamp(now),
-		"Alerts (1)", "Chroma failed 3 heartbeats in a row",
+		"Alerts (2)", "Chroma failed 3 heartbeats in a row",
+		// A run whose automatic rollback failed, and the command to run.
+		"rollback      " + stamp(now.Add(-time.Minute)) + "  migration reindex-8 of acme/prod: the validation trigger fired",
+		"Roll back by hand: chromadb-rollback rollback snap_3 --reason 'validation trigger of migration reindex-8' --yes; then end the run\n",
+		// Why a run's snapshot is unusable, under the table.
+		"gone-archive  acme/prod  running  unusable (see snapshot_error)",
+		"\n  snapshot_error of gone-archive: the archive of snapshot snap_9 (object snap_9.tar.zst) is missing from CHROMA_SNAPSHOTS: no rollback to it can run; take a new snapshot\n\nFences (1)",
 	} {
 		if !strings.Contains(stdout, s) {
 			t.Errorf("status output lacks %q:\n%s", s, stdout)
@@ -95,7 +109,8 @@ func TestCLIStatus(t *testing.T) {
 	if code != exitOK || json.Unmarshal([]byte(stdout), &got) != nil {
 		t.Fatalf("status --json: exit %d, output %q", code, stdout)
 	}
-	if len(got.Migrations) != 2 || got.Migrations[0].RollbackOpID != want.Migrations[0].RollbackOpID || len(got.Alerts) != 1 {
+	if len(got.Migrations) != 3 || got.Migrations[0].RollbackOpID != want.Migrations[0].RollbackOpID || len(got.Alerts) != 2 ||
+		got.Migrations[2].SnapshotError != want.Migrations[2].SnapshotError {
 		t.Errorf("status --json: %+v", got)
 	}
 
