@@ -372,7 +372,7 @@ func TestRunbook(t *testing.T) {
 			}
 			want := []string{"snapshot created", "rollback restored", "partial rollback restored", "damaged verify refused", "audit replayed"}
 			if tool == "nats" {
-				want = append(want, "micro ls", "obj ls", "kv get manifest")
+				want = append(want, "micro ls", "obj ls", "kv get manifest", "run ended")
 			} else {
 				want = append(want, "audit verified", "cleanup")
 			}
@@ -419,6 +419,9 @@ func (r *runbookPass) step(c rbCommand) {
 			broken = []string{"corpus.v1", "personality", "hnsw_meta"}
 		}
 		r.s.breakData(broken...)
+	}
+	if job := r.endsRun(args); job != "" {
+		r.s.startRun(job) // a run whose job is gone, for the command to end
 	}
 	follows := strings.Contains(c.comment, "until Ctrl-C")
 	repeat := strings.HasPrefix(c.comment, "repeat until ")
@@ -613,6 +616,55 @@ func (r *runbookPass) checkNATS(args []string, res rbResult) {
 		r.seen["kv get manifest"] = true
 	case args[0] == "sub" && strings.Contains(strings.Join(args, " "), "--stream "+contract.StreamAudit) && hasArg(args, "-T"):
 		r.replayed(args, res.stdout)
+	case r.endsRun(args) != "":
+		job := r.endsRun(args)
+		rec := r.s.waitRecord(job, "ended", func(rec contract.MigrationRecord) bool { return !rec.EndedAt.IsZero() })
+		if rec.Status != contract.MigrationFailed || !strings.Contains(rec.Error, "ended by an operator") {
+			t.Errorf("the run of %s after its failed event was published in its place: status %q, error %q", job, rec.Status, rec.Error)
+		}
+		r.seen["run ended"] = true
+	}
+}
+
+// endsRun names the job whose failed event args publish in its place.
+func (r *runbookPass) endsRun(args []string) string {
+	if r.tool != "nats" || args[0] != "pub" || !hasArg(args, "--jetstream") {
+		return ""
+	}
+	for _, a := range args {
+		if job, ok := strings.CutPrefix(a, "chroma.migration."); ok && strings.HasSuffix(job, ".failed") {
+			return strings.TrimSuffix(job, ".failed")
+		}
+	}
+	return ""
+}
+
+// startRun starts a run of job on acme/prod, as a job that then dies
+// would, and waits until the watchdog has it.
+func (s *rbStack) startRun(job string) {
+	s.t.Helper()
+	ev := contract.MigrationEvent{Envelope: contract.NewEnvelope(contract.TypeMigrationStarted), Job: job, Tenant: rbTenant, Database: rbDB,
+		SnapshotID: "pre_migration_2025-11-30", TimeLimitSeconds: 3600}
+	data, _ := json.Marshal(ev)
+	if _, err := s.n.JS.Publish(s.t.Context(), contract.Subjects{Prefix: contract.DefaultPrefix}.MigrationEvent(job, contract.EventStarted), data); err != nil {
+		s.t.Fatal(err)
+	}
+	s.waitRecord(job, "running", func(rec contract.MigrationRecord) bool { return rec.Run > 0 && rec.EndedAt.IsZero() })
+}
+
+// waitRecord waits until job's migration record satisfies ok.
+func (s *rbStack) waitRecord(job, what string, ok func(contract.MigrationRecord) bool) contract.MigrationRecord {
+	s.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var rec contract.MigrationRecord
+		if e, err := s.n.Assets.State.Get(s.t.Context(), contract.MigrationKey(job)); err == nil && json.Unmarshal(e.Value(), &rec) == nil && ok(rec) {
+			return rec
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("migration %s: not %s within 30s; record %+v", job, what, rec)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -26,7 +26,11 @@
 // time limit, default 1 h). With take_snapshot the watchdog asks the
 // snapshotter for "pre_migration_<job>" and sets SnapshotID once the
 // snapshot is verified (SnapshotError if it failed): the job waits for
-// one of the two in the record.
+// one of the two in the record. A run holds its job's name until the job
+// reports completed or failed (or its rollback completes): a started
+// meanwhile is rejected, so a job whose rollback failed is not run again
+// on top of the loss unseen. An operator ends a run whose job is gone by
+// publishing its failed event in its place (docs/runbook.md).
 //
 // # Triggers
 //

@@ -158,8 +158,9 @@ func (s *Service) onStarted(ctx context.Context, in *incoming) (string, error) {
 	case err != nil:
 		return "", err
 	case inProgress != nil:
-		return fmt.Sprintf("job %q already has a run in progress (started %s, status %s, rollback %q): send completed or failed for it first, or use another job name",
-			in.job, inProgress.StartedAt.Format(time.RFC3339), inProgress.Status, inProgress.RollbackStatus), nil
+		return fmt.Sprintf("job %q already has a run in progress (started %s, status %s, rollback %q): end it first (its job sends completed or failed; "+
+			"if the job is gone, publish its failed event on %s in its place: docs/runbook.md, Ending a run), or use another job name",
+			in.job, inProgress.StartedAt.Format(time.RFC3339), inProgress.Status, inProgress.RollbackStatus, s.subj.MigrationEvent(in.job, contract.EventFailed)), nil
 	case stale:
 		s.log.Info("started event of an earlier run ignored", "job", in.job, "seq", in.seq)
 		return "", nil

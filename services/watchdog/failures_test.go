@@ -176,6 +176,45 @@ func TestAutomaticRollbackFails(t *testing.T) {
 			!strings.Contains(al.Detail, "Roll back by hand: "+cmd) || al.Figures["command"] != cmd {
 			t.Errorf("status alert: %+v", al)
 		}
+
+		// The job is gone and will send nothing more. Its run holds the
+		// job's name: a new start is refused, saying how to end the run.
+		e.publish(t, job, contract.EventStarted, "", started(rec.Tenant, db, snap, time.Hour))
+		r := e.waitAudit(t, 10*time.Second, "the second start refused", func(a auditEntry) bool {
+			return byWatchdog(job, "migration.started")(a) && a.Outcome == contract.OutcomeRejected
+		})
+		if !strings.Contains(r.Error, "already has a run in progress") ||
+			!strings.Contains(r.Error, "if the job is gone, publish its failed event on chroma.migration."+job+".failed in its place") {
+			t.Errorf("second start: %q", r.Error)
+		}
+		// The operator publishes the job's failed event in its place: the
+		// run ends, with its rollback's state audited, and leaves the
+		// status and its alerts.
+		e.publish(t, job, contract.EventFailed, "", contract.MigrationEvent{Error: "ended by an operator: the job process is gone"})
+		ended := e.waitRecord(t, job, 10*time.Second, "ended", func(r contract.MigrationRecord) bool { return !r.EndedAt.IsZero() })
+		if ended.Run != rec.Run || ended.Status != contract.MigrationFailed || ended.RollbackStatus != contract.StatusFailed {
+			t.Errorf("record: %s", mustJSON(t, ended))
+		}
+		f := e.waitAudit(t, 10*time.Second, "migration.failed", func(a auditEntry) bool {
+			return byWatchdog(job, "migration.failed")(a) && a.Outcome == contract.OutcomeFailed
+		})
+		if !strings.Contains(f.Reason, "ended by an operator") || !strings.Contains(f.Reason, "rollback "+rec.RollbackOpID+" is failed") {
+			t.Errorf("migration.failed: %q", f.Reason)
+		}
+		if al := e.rollbackAlert(t, job); al != nil {
+			t.Errorf("status alert after the run ended: %+v", al)
+		}
+		for _, m := range e.status(t).Migrations {
+			if m.Job == job {
+				t.Errorf("status lists the ended run: %s", mustJSON(t, m))
+			}
+		}
+		// The job's name is free again.
+		e.publish(t, job, contract.EventStarted, "", started(rec.Tenant, db, snap, time.Hour))
+		e.waitRecord(t, job, 10*time.Second, "a new run", func(r contract.MigrationRecord) bool {
+			return r.Run > rec.Run && r.Status == contract.MigrationRunning
+		})
+		e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
 	})
 
 	t.Run("rollback fails", func(t *testing.T) {

@@ -187,7 +187,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 
 // endRunHint says how an operator ends a run the watchdog holds.
 func endRunHint(job string) string {
-	return fmt.Sprintf("then end the run: send abort on chroma.control.%s if the job still runs, or publish its failed event in its place if it is gone (docs/runbook.md, Automatic rollback)", job)
+	return fmt.Sprintf("then end the run: send abort on chroma.control.%s if the job still runs, or publish its failed event in its place if it is gone (docs/runbook.md, Ending a run)", job)
 }
 
 // rollbackAlert is the status alert of a run whose trigger fired but whose
