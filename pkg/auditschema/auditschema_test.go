@@ -188,6 +188,10 @@ var valid = []contract.AuditEvent{
 	// watchdog
 	wd("migration.started", "started", figs{"job": "nightly", "run": uint64(3), "deadline": deadline, "time_limit_seconds": 3600.0,
 		"take_snapshot": true, "collections": []string(nil)}, nil),
+	wd("migration.started", "started", figs{"job": "nightly", "run": uint64(4), "deadline": deadline, "time_limit_seconds": 3600.0,
+		"take_snapshot": false, "collections": []string{"docs"}, "snapshot": "before_nightly"}, func(ev *contract.AuditEvent) {
+		ev.SnapshotID = "snap_20251130T143022Z_9f2c1a3b4d5e" // pinned
+	}),
 	rejectedEvent("migration.started", "nightly", "started"),
 	rejectedEvent("migration.heartbeat", "nightly", "heartbeat"),
 	rejectedEvent("migration.event", "", ""),

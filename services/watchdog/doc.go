@@ -82,9 +82,12 @@
 // Every started, validation, completed and failed event, trigger, alert,
 // pause, resume, abort and pre-migration snapshot is an audit event of
 // service "watchdog" with its reason and figures (ratio, threshold,
-// deadline, free bytes...). Events that stand for a decision carry a
-// deterministic id, so audited again after a crash or by a second
-// instance they are stored once.
+// deadline, free bytes...). The events of a run name the snapshot its
+// rollback restores (restorePoint): the pinned id once it is known, which
+// the started event already has when the snapshot is found at the start,
+// so a query by snapshot id finds the run with the restorer's events.
+// Events that stand for a decision carry a deterministic id, so audited
+// again after a crash or by a second instance they are stored once.
 //
 // # What a crash leaves
 //

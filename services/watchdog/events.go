@@ -67,7 +67,7 @@ func (s *Service) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		s.log.Warn("ack of a migration event failed; its redelivery changes nothing", "seq", in.seq, "err", err)
 	}
 	if in.event == contract.EventStarted {
-		s.pin(ctx, in.job) // at once; the ticker looks again while it is not found
+		s.pin(ctx, in.job, true) // the ticker looks again while it is not found
 	}
 }
 
@@ -165,16 +165,30 @@ func (s *Service) onStarted(ctx context.Context, in *incoming) (string, error) {
 		s.log.Info("started event of an earlier run ignored", "job", in.job, "seq", in.seq)
 		return "", nil
 	}
+	// The snapshot the job names is pinned before the start is audited
+	// when it can be found now, so that the event names its id, as every
+	// later event of the run does: one audit-log --snapshot <id> query
+	// finds the run. An unusable one is alerted after the event.
+	if needsPin(rec) {
+		rec.PinnedSnapshotID = s.pin(ctx, in.job, false)
+	}
 	snap := rec.SnapshotID
-	if rec.TakeSnapshot {
+	switch {
+	case rec.TakeSnapshot:
 		snap = "(the watchdog takes " + snapshotName(in.job) + ")"
+	case rec.PinnedSnapshotID != "" && rec.PinnedSnapshotID != rec.SnapshotID:
+		snap = fmt.Sprintf("%s (%s)", rec.PinnedSnapshotID, rec.SnapshotID)
+	}
+	figures := map[string]any{"job": in.job, "run": rec.Run, "deadline": rec.Deadline, "time_limit_seconds": rec.TimeLimitSeconds,
+		"take_snapshot": rec.TakeSnapshot, "collections": rec.Collections}
+	if rec.SnapshotID != "" {
+		figures["snapshot"] = rec.SnapshotID
 	}
 	s.emit(ctx, fmt.Sprintf("ev%d", in.seq), contract.AuditEvent{
-		Action: "migration.started", Outcome: contract.OutcomeStarted, Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotID,
+		Action: "migration.started", Outcome: contract.OutcomeStarted, Tenant: rec.Tenant, Database: rec.Database, SnapshotID: restorePoint(rec),
 		Reason: fmt.Sprintf("migration %s started on %s/%s; pre-migration snapshot %s; time limit %s, deadline %s",
 			in.job, rec.Tenant, rec.Database, snap, limit, rec.Deadline.Format(time.RFC3339)),
-		Figures: map[string]any{"job": in.job, "run": rec.Run, "deadline": rec.Deadline, "time_limit_seconds": rec.TimeLimitSeconds,
-			"take_snapshot": rec.TakeSnapshot, "collections": rec.Collections},
+		Figures: figures,
 	})
 	s.log.Info("migration started", "job", in.job, "run", rec.Run, "tenant", rec.Tenant, "database", rec.Database, "deadline", rec.Deadline)
 	if rec.TakeSnapshot {
@@ -237,7 +251,7 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 			verdict = fmt.Sprintf("is under the threshold %g, but the run was already rolled back", th)
 		}
 		s.emit(ctx, fmt.Sprintf("ev%d", in.seq), contract.AuditEvent{
-			Action: "migration.validation", Outcome: contract.OutcomeCompleted, Tenant: cur.Tenant, Database: cur.Database, SnapshotID: cur.SnapshotID,
+			Action: "migration.validation", Outcome: contract.OutcomeCompleted, Tenant: cur.Tenant, Database: cur.Database, SnapshotID: restorePoint(cur),
 			Reason: fmt.Sprintf("migration %s: validation ratio %.4f (%d of %d chunks valid) %s", in.job, ratio, ev.ValidChunks, ev.TotalChunks, verdict),
 			Figures: map[string]any{"job": in.job, "run": cur.Run, "valid_chunks": ev.ValidChunks, "total_chunks": ev.TotalChunks,
 				"ratio": ratio, "threshold": th, "failed_collections": failedCols},
@@ -331,7 +345,7 @@ func (s *Service) onEnded(ctx context.Context, in *incoming) (string, error) {
 		return "", nil
 	}
 	ev := contract.AuditEvent{Action: "migration." + in.event, Outcome: contract.OutcomeCompleted, Tenant: rec.Tenant, Database: rec.Database,
-		SnapshotID: rec.SnapshotID, Figures: map[string]any{"job": in.job, "run": rec.Run, "status": rec.Status}}
+		SnapshotID: restorePoint(rec), Figures: map[string]any{"job": in.job, "run": rec.Run, "status": rec.Status}}
 	if rec.Validation != nil {
 		ev.Figures["ratio"], ev.Figures["threshold"] = rec.Validation.Ratio, rec.Validation.Threshold
 	}

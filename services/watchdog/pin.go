@@ -38,7 +38,12 @@ func needsPin(r *contract.MigrationRecord) bool {
 // and started at once) or none is found, and at the trigger. An id of
 // another database is an alert at once, before the job writes: no
 // rollback to it is possible.
-func (s *Service) pin(ctx context.Context, job string) {
+//
+// With alert false (the started event, before it is audited) an unusable
+// snapshot is left to the next look, which raises the alert after the
+// run's migration.started. pin returns the pinned id, "" while there is
+// none.
+func (s *Service) pin(ctx context.Context, job string, alert bool) (pinned string) {
 	found := false
 	s.mu.Lock()
 	s.pinAt[job] = time.Now().Add(pinEvery)
@@ -53,17 +58,20 @@ func (s *Service) pin(ctx context.Context, job string) {
 	rec, _, err := s.get(ctx, job)
 	if err != nil || rec == nil || !needsPin(rec) {
 		found = err == nil
-		return
+		if rec != nil {
+			pinned = rec.PinnedSnapshotID
+		}
+		return pinned
 	}
 	res, err := s.resolveSnapshot(ctx, rec)
-	found = err == nil && (res.never || res.id != "")
+	found = err == nil && ((res.never && alert) || res.id != "")
 	switch {
 	case err != nil:
 		s.log.Warn("cannot look up the pre-migration snapshot; looking again later", "job", job, "snapshot", rec.SnapshotID, "err", err)
-	case res.never:
+	case res.never && alert:
 		s.snapshotFailed(ctx, rec, "cannot be used", res.why)
 	case res.id != "":
-		_, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		next, written, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
 			if cur == nil || cur.Run != rec.Run || !needsPin(cur) {
 				return nil
 			}
@@ -76,7 +84,11 @@ func (s *Service) pin(ctx context.Context, job string) {
 		} else if written {
 			s.log.Info("pre-migration snapshot pinned", "job", job, "run", rec.Run, "snapshot", rec.SnapshotID, "snapshot_id", res.id)
 		}
+		if next != nil && next.Run == rec.Run {
+			pinned = next.PinnedSnapshotID
+		}
 	}
+	return pinned
 }
 
 // pinDue says the tick may look for job's snapshot again.

@@ -61,6 +61,30 @@ func TestSnapshotNamePinned(t *testing.T) {
 		}
 		compareDB(t, e.dump(t, tenant, db), pre)
 		compareDB(t, e.dump(t, tenant, other), otherPre)
+
+		// The audit trail names the pinned id, not the name the job gave,
+		// in every event of the run, the watchdog's and the restorer's:
+		// one query by snapshot id finds its whole history. The start
+		// keeps the name as a figure.
+		e.waitAudit(t, 10*time.Second, "migration.rolled_back", byWatchdog(job, "migration.rolled_back"))
+		actions := map[string]bool{}
+		for _, a := range e.audit(t) {
+			if a.Figures["job"] != job && a.OpID != rec.RollbackOpID {
+				continue
+			}
+			actions[a.Action] = true
+			if a.SnapshotID != before && a.Action != "rollback.step" && a.Action != "snapshot.create" && !strings.HasPrefix(a.Action, "control.") {
+				t.Errorf("%s %s of the run names snapshot %q, want the pinned %s", a.Service, a.Action, a.SnapshotID, before)
+			}
+			if a.Action == "migration.started" && (figure(a, "snapshot") != "before" || !strings.Contains(a.Reason, "pre-migration snapshot "+before+" (before)")) {
+				t.Errorf("migration.started: figures %v, reason %q; want the name the job gave", a.Figures, a.Reason)
+			}
+		}
+		for _, want := range []string{"migration.started", "migration.validation", "trigger.validation", "rollback", "migration.rolled_back"} {
+			if !actions[want] {
+				t.Errorf("no %s event of the run (got %v)", want, actions)
+			}
+		}
 	})
 
 	t.Run("a name still being made", func(t *testing.T) {

@@ -126,7 +126,7 @@ func (s *Service) act(ctx context.Context, job string) {
 		return
 	}
 	if needsPin(rec) {
-		s.pin(ctx, job)
+		s.pin(ctx, job, true)
 		if rec, _, err = s.get(ctx, job); err != nil || rec == nil {
 			return
 		}
@@ -477,7 +477,7 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 	if would == nil {
 		return
 	}
-	ev := contract.AuditEvent{Tenant: would.Tenant, Database: would.Database, SnapshotID: would.SnapshotID, OpID: opID,
+	ev := contract.AuditEvent{Tenant: would.Tenant, Database: would.Database, SnapshotID: restorePoint(would), OpID: opID,
 		Figures: map[string]any{"job": job, "run": would.Run, "trigger": would.Trigger}}
 	if op.Restore != nil {
 		ev.Figures["records_written"], ev.Figures["verified"] = op.Restore.RecordsWritten, op.Restore.Verified
@@ -485,7 +485,7 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 	id := "rolled_back_" + opID
 	if op.Status == contract.StatusCompleted {
 		ev.Action, ev.Outcome = "migration.rolled_back", contract.OutcomeCompleted
-		ev.Reason = fmt.Sprintf("migration %s rolled back to snapshot %s by %s (%s trigger: %s)", job, would.SnapshotID, opID, would.Trigger, would.TriggerReason)
+		ev.Reason = fmt.Sprintf("migration %s rolled back to snapshot %s by %s (%s trigger: %s)", job, restorePoint(would), opID, would.Trigger, would.TriggerReason)
 	} else {
 		id = "rollback_failed_" + opID
 		ev.Action, ev.Outcome, ev.Error = "alert.rollback", contract.OutcomeAlert, would.RollbackError
@@ -525,7 +525,7 @@ func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRec
 		return
 	}
 	ev := contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
-		Tenant: would.Tenant, Database: would.Database, SnapshotID: would.SnapshotID, OpID: would.RollbackOpID, Error: why,
+		Tenant: would.Tenant, Database: would.Database, SnapshotID: restorePoint(would), OpID: would.RollbackOpID, Error: why,
 		Reason: fmt.Sprintf("the %s trigger fired for migration %s (%s), but its rollback cannot run: %s; %s",
 			would.Trigger, would.Job, would.TriggerReason, why, byHand(would)),
 		Figures: triggerFigures(would, false)}
@@ -549,7 +549,7 @@ func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRec
 func (s *Service) alertDisabled(ctx context.Context, rec *contract.MigrationRecord) {
 	cmd := s.operatorCommand(rec)
 	ev := contract.AuditEvent{Action: "alert.rollback", Outcome: contract.OutcomeAlert,
-		Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotID,
+		Tenant: rec.Tenant, Database: rec.Database, SnapshotID: restorePoint(rec),
 		Reason: fmt.Sprintf("automatic rollback is disabled (AUTOMATIC_ROLLBACK_ENABLED=false): the %s trigger fired for migration %s (%s); to roll back, run: %s",
 			rec.Trigger, rec.Job, rec.TriggerReason, cmd),
 		Figures: triggerFigures(rec, false)}
@@ -578,7 +578,7 @@ func (s *Service) emitTrigger(ctx context.Context, rec *contract.MigrationRecord
 	}
 	s.observeTrigger(rec.Trigger)
 	s.emit(ctx, "trigger_"+rec.RollbackOpID, contract.AuditEvent{Action: "trigger." + rec.Trigger, Outcome: contract.OutcomeStarted,
-		Tenant: rec.Tenant, Database: rec.Database, SnapshotID: rec.SnapshotID, OpID: rec.RollbackOpID,
+		Tenant: rec.Tenant, Database: rec.Database, SnapshotID: restorePoint(rec), OpID: rec.RollbackOpID,
 		Reason:  fmt.Sprintf("migration %s: %s", rec.Job, rec.TriggerReason),
 		Figures: triggerFigures(rec, !s.cfg.AutomaticRollbackDisabled)})
 }
