@@ -129,7 +129,9 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		if al := e.rollbackAlert(t, job); al == nil || !strings.Contains(al.Detail, "migration "+job+" of "+rec.Tenant+"/"+db) ||
 			!strings.Contains(al.Detail, "the validation trigger fired (validation ratio 0.9") || !strings.Contains(al.Detail, rec.RollbackError) ||
 			!strings.Contains(al.Detail, "The pre-migration snapshot cannot be restored") || strings.Contains(al.Detail, "chromadb-rollback rollback ") ||
-			!strings.Contains(al.Detail, "end the run") || al.Figures["command"] != nil || al.Figures["op_id"] != rec.RollbackOpID {
+			!strings.Contains(al.Detail, "; the job is paused. ") ||
+			!strings.Contains(al.Detail, "then end the run: send abort on chroma.control."+job+" if the job still runs, or publish its failed event on chroma.migration."+job+".failed in its place") ||
+			al.Figures["command"] != nil || al.Figures["op_id"] != rec.RollbackOpID || al.Figures["snapshot_id"] != rec.PinnedSnapshotID {
 			t.Errorf("status alert: %+v", al)
 		}
 		compareDB(t, now(), damaged)

@@ -177,7 +177,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		rep.Alerts = append(rep.Alerts, a)
 	}
 	for i := range rep.Migrations {
-		if a, ok := rollbackAlert(&rep.Migrations[i]); ok {
+		if a, ok := s.rollbackAlert(&rep.Migrations[i]); ok {
 			rep.Alerts = append(rep.Alerts, a)
 		}
 	}
@@ -186,8 +186,9 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 }
 
 // endRunHint says how an operator ends a run the watchdog holds.
-func endRunHint(job string) string {
-	return fmt.Sprintf("then end the run: send abort on chroma.control.%s if the job still runs, or publish its failed event in its place if it is gone (docs/runbook.md, Ending a run)", job)
+func (s *Service) endRunHint(job string) string {
+	return fmt.Sprintf("then end the run: send abort on %s if the job still runs, or publish its failed event on %s in its place if it is gone (docs/runbook.md, Ending a run)",
+		s.subj.Control(job), s.subj.MigrationEvent(job, contract.EventFailed))
 }
 
 // rollbackAlert is the status alert of a run whose trigger fired but whose
@@ -195,7 +196,7 @@ func endRunHint(job string) string {
 // or is left to the operator (automatic rollback disabled). The run's data
 // may be lost and only an operator can act, so it is listed, from the
 // record every instance reads, for as long as the run is not ended.
-func rollbackAlert(r *contract.MigrationRecord) (contract.StatusAlert, bool) {
+func (s *Service) rollbackAlert(r *contract.MigrationRecord) (contract.StatusAlert, bool) {
 	if r.Trigger == "" || ended(r) || rollbackPending(r) || r.RollbackStatus == contract.StatusCompleted {
 		return contract.StatusAlert{}, false
 	}
@@ -208,7 +209,11 @@ func rollbackAlert(r *contract.MigrationRecord) (contract.StatusAlert, bool) {
 		if r.RollbackError != "" {
 			what += ": " + r.RollbackError
 		}
-		what += "; the job is paused"
+		if r.AbortSentAt.IsZero() {
+			what += "; the job is paused"
+		} else {
+			what += "; the job was told to abort"
+		}
 	}
 	f := map[string]any{"job": r.Job, "run": r.Run, "trigger": r.Trigger, "op_id": r.RollbackOpID,
 		"rollback_status": r.RollbackStatus, "snapshot_id": restorePoint(r)}
@@ -217,7 +222,7 @@ func rollbackAlert(r *contract.MigrationRecord) (contract.StatusAlert, bool) {
 	}
 	return contract.StatusAlert{Name: "rollback", Since: r.TriggeredAt, Figures: f,
 		Detail: fmt.Sprintf("migration %s of %s/%s: the %s trigger fired (%s), but %s. %s; %s",
-			r.Job, r.Tenant, r.Database, r.Trigger, r.TriggerReason, what, capitalize(byHand(r)), endRunHint(r.Job))}, true
+			r.Job, r.Tenant, r.Database, r.Trigger, r.TriggerReason, what, capitalize(byHand(r)), s.endRunHint(r.Job))}, true
 }
 
 // capitalize upper-cases the first letter of a sentence.
