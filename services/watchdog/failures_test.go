@@ -219,6 +219,26 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
 	})
 
+	t.Run("snapshot deleted after the start", func(t *testing.T) {
+		// Pinned at the start, then deleted by force: the restorer finds
+		// no such snapshot, and no command naming it can help.
+		const job = "deleted"
+		tenant := e.tenant("wd_" + job)
+		e.seed(t, tenant, db)
+		snap := e.snapshot(t, tenant, db, "before_"+job)
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+		e.waitRecord(t, job, 30*time.Second, "pinned", func(r contract.MigrationRecord) bool { return r.PinnedSnapshotID == snap })
+		var del contract.SnapshotManifest
+		e.request(t, e.subj.API("snapshot", "delete"), contract.SnapshotRef{Snapshot: snap, Actor: "test", Force: true}, &del)
+		lossy(t, job)
+		rec := failed(t, job)
+		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "no snapshot with id or name") || rec.RollbackCommand != "" {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		unrestorable(t, alerted(t, job), tenant)
+		e.publish(t, job, contract.EventFailed, "", contract.MigrationEvent{Error: "ended by the test"})
+	})
+
 	t.Run("rollback fails", func(t *testing.T) {
 		const job = "fails"
 		_, now, damaged, ctl := lossyRun(t, job, func(m contract.SnapshotManifest) {
