@@ -151,33 +151,60 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		}
 	})
 
-	t.Run("restorer has no key", func(t *testing.T) {
-		// The snapshot is encrypted and this restorer has no identity: the
-		// archive is whole, and a restorer given the key restores it, so
-		// the alert names the command to run once it has.
-		const job = "nokey"
-		snap, now, damaged, _ := lossyRun(t, job, func(m contract.SnapshotManifest) {
-			m.Encryption, m.Recipients = contract.EncryptionAge, []string{"age1nokey"}
-			if _, err := e.nats.Assets.Manifests.Put(t.Context(), m.SnapshotID, []byte(mustJSON(t, m))); err != nil {
-				t.Fatal(err)
-			}
-		})
+	// encrypted marks a snapshot as encrypted to a key no restorer holds.
+	encrypted := func(t *testing.T, m contract.SnapshotManifest) {
+		m.Encryption, m.Recipients = contract.EncryptionAge, []string{"age1nokey"}
+		if _, err := e.nats.Assets.Manifests.Put(t.Context(), m.SnapshotID, []byte(mustJSON(t, m))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// keyed checks a run whose rollback only lacks a restorer holding the
+	// snapshot's key: the archive is whole, and a restorer given the key
+	// restores it, so the alert names the command to run once it has.
+	keyed := func(t *testing.T, job, snap, why string) contract.MigrationRecord {
+		t.Helper()
 		rec := failed(t, job)
 		cmd := "chromadb-rollback rollback " + snap + " --reason 'validation trigger of migration " + job + "' --yes"
-		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "this restorer has no identity") ||
-			rec.RollbackCommand != cmd {
-			t.Fatalf("record: %s; want the command %q", mustJSON(t, rec), cmd)
+		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, why) || rec.RollbackCommand != cmd {
+			t.Fatalf("record: %s; want %q and the command %q", mustJSON(t, rec), why, cmd)
 		}
 		a := alerted(t, job)
 		if !strings.Contains(a.Reason, "its rollback cannot run") || !strings.Contains(a.Reason, "roll back by hand: "+cmd) ||
 			strings.Contains(a.Reason, "cannot be restored") {
 			t.Errorf("alert: %q", a.Reason)
 		}
-		compareDB(t, now(), damaged)
-		if al := e.rollbackAlert(t, job); al == nil || !strings.Contains(al.Detail, "this restorer has no identity") ||
+		if al := e.rollbackAlert(t, job); al == nil || !strings.Contains(al.Detail, why) ||
 			!strings.Contains(al.Detail, "Roll back by hand: "+cmd) || al.Figures["command"] != cmd {
 			t.Errorf("status alert: %+v", al)
 		}
+		return rec
+	}
+
+	t.Run("restorer has no key", func(t *testing.T) {
+		// Encrypted after the run pinned it: the restorer refuses it.
+		const job = "nokey_restorer"
+		tenant := e.tenant("wd_" + job)
+		e.seed(t, tenant, db)
+		snap := e.snapshot(t, tenant, db, "before_"+job)
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+		e.waitRecord(t, job, 30*time.Second, "pinned", func(r contract.MigrationRecord) bool { return r.PinnedSnapshotID == snap })
+		encrypted(t, e.manifest(t, snap))
+		e.migrate(t, tenant, db, 0.10, "workload_00", "workload_01")
+		damaged := e.dump(t, tenant, db)
+		lossy(t, job)
+		keyed(t, job, snap, "this restorer has no identity")
+		compareDB(t, e.dump(t, tenant, db), damaged)
+		e.publish(t, job, contract.EventFailed, "", contract.MigrationEvent{Error: "ended by the test"})
+	})
+
+	t.Run("no restorer holds the key", func(t *testing.T) {
+		// Encrypted before the start: the watchdog, asking the restorers,
+		// finds at once that none holds the key (snapshot_error), and at
+		// the trigger.
+		const job = "nokey"
+		snap, now, damaged, _ := lossyRun(t, job, func(m contract.SnapshotManifest) { encrypted(t, m) })
+		rec := keyed(t, job, snap, "no restorer holds an identity for it")
+		compareDB(t, now(), damaged)
 
 		// The job is gone and will send nothing more. Its run holds the
 		// job's name: a new start is refused, saying how to end the run.

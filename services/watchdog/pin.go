@@ -106,6 +106,9 @@ type resolution struct {
 	// pending: a snapshot of that name of the run's database is being
 	// made; it is the one meant.
 	pending bool
+	// keyMissing: never, only because no restorer holds its key: the
+	// snapshot itself is whole, and restores once one does.
+	keyMissing bool
 }
 
 // resolveSnapshot finds the snapshot rec.SnapshotID stands for in the
@@ -189,7 +192,7 @@ func (s *Service) usable(ctx context.Context, m *contract.SnapshotManifest) (res
 			m.SnapshotID, m.Object, info.Size, m.Size), never: true}, nil
 	}
 	if why := s.decryptProblem(ctx, m); why != "" {
-		return resolution{why: why, never: true}, nil
+		return resolution{why: why, never: true, keyMissing: true}, nil
 	}
 	return resolution{id: m.SnapshotID}, nil
 }

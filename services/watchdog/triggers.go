@@ -326,7 +326,9 @@ func (s *Service) actRollback(ctx context.Context, rec *contract.MigrationRecord
 				return // the ticker comes back once it is made
 			}
 			if res.id == "" {
-				s.rollbackFailed(ctx, rec, res.why, true)
+				// A missing key is fixed by giving a restorer the
+				// identity: then the command works as it is.
+				s.rollbackFailed(ctx, rec, res.why, !res.keyMissing)
 				return
 			}
 			id := res.id
