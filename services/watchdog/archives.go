@@ -127,6 +127,15 @@ func (s *Service) archiveAlert() (contract.StatusAlert, bool) {
 		}
 	}
 	return contract.StatusAlert{Name: "archive_missing", Since: since, Figures: map[string]any{"snapshots": ids},
-		Detail: fmt.Sprintf("the archives of %d snapshots are missing from %s, so they cannot be restored: %s (take new snapshots, then delete these)",
-			len(ids), contract.ObjectSnapshots, strings.Join(ids, ", "))}, true
+		Detail: missingText(ids)}, true
+}
+
+// missingText is the archive_missing alert's detail for the snapshots ids.
+func missingText(ids []string) string {
+	if len(ids) == 1 {
+		return fmt.Sprintf("the archive of snapshot %s is missing from %s, so it cannot be restored (take a new snapshot, then delete this one)",
+			ids[0], contract.ObjectSnapshots)
+	}
+	return fmt.Sprintf("the archives of %d snapshots are missing from %s, so they cannot be restored: %s (take new snapshots, then delete these)",
+		len(ids), contract.ObjectSnapshots, strings.Join(ids, ", "))
 }
