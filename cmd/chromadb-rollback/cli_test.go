@@ -34,10 +34,20 @@ type cli struct {
 func (c cli) run(args ...string) (int, string, string) {
 	c.t.Helper()
 	var out, errb bytes.Buffer
-	ctx, cancel := context.WithTimeout(c.t.Context(), 2*time.Minute)
+	ctx, cancel := cliContext(c.t, 2*time.Minute)
 	defer cancel()
 	code := run(ctx, append([]string{"--nats-url", c.url}, args...), strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
+}
+
+// cliContext is the context a CLI run in a test gets: cancelled after
+// limit, but without a deadline, as main's (signal) context has none; a
+// command that needs one must set its own. (health-check's service
+// discovery needed one and worked only in tests.)
+func cliContext(t *testing.T, limit time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(t.Context())
+	stop := time.AfterFunc(limit, cancel)
+	return ctx, func() { stop.Stop(); cancel() }
 }
 
 // cliResult is how a CLI run ended.

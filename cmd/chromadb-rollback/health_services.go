@@ -57,7 +57,11 @@ func (a *app) discover(ctx context.Context, nc *nats.Conn) (mine, other map[stri
 			return nil, nil, fmt.Errorf("ask %s: %w", subject, err)
 		}
 	}
-	if err := nc.FlushWithContext(ctx); err != nil {
+	// Flush needs a deadline, and the CLI's context has none.
+	fctx, cancel := context.WithTimeout(ctx, discoveryWait)
+	err = nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
 		return nil, nil, err
 	}
 	mine, other = map[string][]micro.Info{}, map[string][]micro.Info{}

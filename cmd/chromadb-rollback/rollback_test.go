@@ -28,7 +28,7 @@ const (
 func (c cli) runIn(stdin string, args ...string) (int, string, string) {
 	c.t.Helper()
 	var out, errb bytes.Buffer
-	ctx, cancel := context.WithTimeout(c.t.Context(), 3*time.Minute)
+	ctx, cancel := cliContext(c.t, 3*time.Minute)
 	defer cancel()
 	code := run(ctx, append([]string{"--nats-url", c.url}, args...), strings.NewReader(stdin), &out, &errb)
 	return code, out.String(), errb.String()
