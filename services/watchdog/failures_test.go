@@ -180,14 +180,22 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		return rec
 	}
 
+	// pinnedRun seeds a tenant of its own for job, snapshots it and starts
+	// a run that pins that snapshot.
+	pinnedRun := func(t *testing.T, job string) (tenant, snap string) {
+		t.Helper()
+		tenant = e.tenant("wd_" + job)
+		e.seed(t, tenant, db)
+		snap = e.snapshot(t, tenant, db, "before_"+job)
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+		e.waitRecord(t, job, 30*time.Second, "pinned", func(r contract.MigrationRecord) bool { return r.PinnedSnapshotID == snap })
+		return tenant, snap
+	}
+
 	t.Run("restorer has no key", func(t *testing.T) {
 		// Encrypted after the run pinned it: the restorer refuses it.
 		const job = "nokey_restorer"
-		tenant := e.tenant("wd_" + job)
-		e.seed(t, tenant, db)
-		snap := e.snapshot(t, tenant, db, "before_"+job)
-		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
-		e.waitRecord(t, job, 30*time.Second, "pinned", func(r contract.MigrationRecord) bool { return r.PinnedSnapshotID == snap })
+		tenant, snap := pinnedRun(t, job)
 		encrypted(t, e.manifest(t, snap))
 		e.migrate(t, tenant, db, 0.10, "workload_00", "workload_01")
 		damaged := e.dump(t, tenant, db)
@@ -250,11 +258,7 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		// Pinned at the start, then deleted by force: the restorer finds
 		// no such snapshot, and no command naming it can help.
 		const job = "deleted"
-		tenant := e.tenant("wd_" + job)
-		e.seed(t, tenant, db)
-		snap := e.snapshot(t, tenant, db, "before_"+job)
-		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
-		e.waitRecord(t, job, 30*time.Second, "pinned", func(r contract.MigrationRecord) bool { return r.PinnedSnapshotID == snap })
+		tenant, snap := pinnedRun(t, job)
 		var del contract.SnapshotManifest
 		e.request(t, e.subj.API("snapshot", "delete"), contract.SnapshotRef{Snapshot: snap, Actor: "test", Force: true}, &del)
 		lossy(t, job)
