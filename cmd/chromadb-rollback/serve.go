@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -233,13 +232,11 @@ func keysWarning(recipients *crypt.Recipients, identities *crypt.Identities) str
 	}
 	const then = "the restorer cannot decrypt them, so a rollback to them, automatic ones included, will be refused until serve is restarted with the identity; verify checks their ciphertext only"
 	pubs := identities.Recipients()
-	if len(pubs) == 0 {
+	switch {
+	case len(pubs) == 0:
 		return "new archives are encrypted with age but no identity was given (--age-identity-file, env AGE_IDENTITY_FILE): " + then
-	}
-	for _, p := range pubs {
-		if slices.Contains(keys, p) {
-			return ""
-		}
+	case crypt.CanDecrypt(keys, pubs):
+		return ""
 	}
 	return "new archives are encrypted with age to keys none of the identities of --age-identity-file is for (its public keys: " + strings.Join(pubs, ", ") + "): " + then
 }

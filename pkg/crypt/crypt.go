@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"filippo.io/age"
@@ -176,6 +177,13 @@ func (id *Identities) Recipients() []string {
 		return nil
 	}
 	return append([]string(nil), id.pubs...)
+}
+
+// CanDecrypt says whether identities with the public keys pubs (as
+// Identities.Recipients gives them) can decrypt what was encrypted to
+// recipients: one of them must be among the recipients.
+func CanDecrypt(recipients, pubs []string) bool {
+	return slices.ContainsFunc(pubs, func(p string) bool { return slices.Contains(recipients, p) })
 }
 
 // File is the path the identities were read from.

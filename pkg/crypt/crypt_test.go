@@ -220,3 +220,22 @@ func TestKeyFiles(t *testing.T) {
 		}
 	})
 }
+
+// TestCanDecrypt: identities decrypt an archive when one of their public
+// keys is among its recipients.
+func TestCanDecrypt(t *testing.T) {
+	for _, tc := range []struct {
+		recipients, pubs []string
+		want             bool
+	}{
+		{[]string{"age1a", "age1b"}, []string{"age1b"}, true},
+		{[]string{"age1a"}, []string{"age1c", "age1a"}, true},
+		{[]string{"age1a"}, []string{"age1b"}, false},
+		{[]string{"age1a"}, nil, false},
+		{nil, []string{"age1a"}, false},
+	} {
+		if got := crypt.CanDecrypt(tc.recipients, tc.pubs); got != tc.want {
+			t.Errorf("CanDecrypt(%q, %q) = %v, want %v", tc.recipients, tc.pubs, got, tc.want)
+		}
+	}
+}
