@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/services/auditor"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
@@ -41,29 +42,15 @@ const (
 // instances that answered, by service name, and apart those that serve
 // another subject prefix (another deployment on the same account).
 func (a *app) discover(ctx context.Context, nc *nats.Conn) (mine, other map[string][]micro.Info, err error) {
-	inbox := nc.NewInbox() // honours --nats-inbox-prefix
-	ch := make(chan *nats.Msg, 64)
-	sub, err := nc.ChanSubscribe(inbox, ch)
+	names := make([]string, len(healthServices))
+	for i, s := range healthServices {
+		names[i] = s.name
+	}
+	infos, stop, err := bus.AskServiceInfo(ctx, nc, names...)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-	for _, s := range healthServices {
-		subject, err := micro.ControlSubject(micro.InfoVerb, s.name, "")
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := nc.PublishRequest(subject, inbox, nil); err != nil {
-			return nil, nil, fmt.Errorf("ask %s: %w", subject, err)
-		}
-	}
-	// Flush needs a deadline, and the CLI's context has none.
-	fctx, cancel := context.WithTimeout(ctx, discoveryWait)
-	err = nc.FlushWithContext(fctx)
-	cancel()
-	if err != nil {
-		return nil, nil, err
-	}
+	defer stop()
 	mine, other = map[string][]micro.Info{}, map[string][]micro.Info{}
 	api := a.subj.API("") // "chroma.api."
 	deadline := time.NewTimer(discoveryWait)
@@ -71,12 +58,8 @@ func (a *app) discover(ctx context.Context, nc *nats.Conn) (mine, other map[stri
 	var settle <-chan time.Time
 	for {
 		select {
-		case msg := <-ch:
-			var info micro.Info
-			if json.Unmarshal(msg.Data, &info) != nil || info.Name == "" {
-				continue
-			}
-			if slices.ContainsFunc(info.Endpoints, func(e micro.EndpointInfo) bool { return strings.HasPrefix(e.Subject, api) }) {
+		case info := <-infos:
+			if bus.ServesUnder(info, api) {
 				mine[info.Name] = append(mine[info.Name], info)
 			} else {
 				other[info.Name] = append(other[info.Name], info)
@@ -94,15 +77,6 @@ func (a *app) discover(ctx context.Context, nc *nats.Conn) (mine, other map[stri
 	}
 }
 
-// instanceName is how a check names an instance: its "instance" metadata,
-// else its micro id.
-func instanceName(i micro.Info) string {
-	if n := i.Metadata["instance"]; n != "" {
-		return n
-	}
-	return i.ID
-}
-
 // serviceChecks are the service_<role> checks: each of the four services
 // has an instance serving this prefix's subjects.
 func (a *app) serviceChecks(mine, other map[string][]micro.Info) []contract.HealthCheck {
@@ -112,7 +86,7 @@ func (a *app) serviceChecks(mine, other map[string][]micro.Info) []contract.Heal
 		if is := mine[s.name]; len(is) > 0 {
 			names := make([]string, len(is))
 			for i, in := range is {
-				names[i] = instanceName(in)
+				names[i] = bus.InstanceName(in)
 			}
 			slices.Sort(names)
 			c.OK = true
@@ -162,13 +136,13 @@ func encryptionCheck(snapshotters, restorers []micro.Info) (contract.HealthCheck
 	for _, r := range restorers {
 		ids := splitList(r.Metadata[contract.MetaAgeIdentities])
 		for _, set := range sets {
-			if slices.ContainsFunc(splitList(set), func(k string) bool { return slices.Contains(ids, k) }) {
+			if crypt.CanDecrypt(splitList(set), ids) {
 				continue
 			}
 			if len(ids) == 0 {
-				problems = append(problems, fmt.Sprintf("restorer %s has no identity to decrypt those encrypted to %s", instanceName(r), set))
+				problems = append(problems, fmt.Sprintf("restorer %s has no identity to decrypt those encrypted to %s", bus.InstanceName(r), set))
 			} else {
-				problems = append(problems, fmt.Sprintf("the identities of restorer %s (%s) are not among the recipients %s", instanceName(r), strings.Join(ids, ","), set))
+				problems = append(problems, fmt.Sprintf("the identities of restorer %s (%s) are not among the recipients %s", bus.InstanceName(r), strings.Join(ids, ","), set))
 			}
 		}
 	}

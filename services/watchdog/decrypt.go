@@ -11,7 +11,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
-	"github.com/nats-io/nats.go"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -36,8 +36,7 @@ func (s *Service) decryptProblem(ctx context.Context, m *contract.SnapshotManife
 		return ""
 	}
 	canDecrypt := func(i micro.Info) bool {
-		ids := strings.Split(i.Metadata[contract.MetaAgeIdentities], ",")
-		return slices.ContainsFunc(m.Recipients, func(k string) bool { return slices.Contains(ids, k) })
+		return crypt.CanDecrypt(m.Recipients, strings.Split(i.Metadata[contract.MetaAgeIdentities], ","))
 	}
 	answered, ok, err := s.askRestorers(ctx, canDecrypt)
 	switch {
@@ -57,37 +56,22 @@ func (s *Service) decryptProblem(ctx context.Context, m *contract.SnapshotManife
 // until one satisfies ok, or restorerWait has passed; it returns the
 // instances that answered.
 func (s *Service) askRestorers(ctx context.Context, ok func(micro.Info) bool) ([]string, bool, error) {
-	subject, err := micro.ControlSubject(micro.InfoVerb, restorerService, "")
+	infos, stop, err := bus.AskServiceInfo(ctx, s.nc, restorerService)
 	if err != nil {
 		return nil, false, err
 	}
-	inbox := s.nc.NewInbox()
-	ch := make(chan *nats.Msg, 16)
-	sub, err := s.nc.ChanSubscribe(inbox, ch)
-	if err != nil {
-		return nil, false, err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := s.nc.PublishRequest(subject, inbox, nil); err != nil {
-		return nil, false, err
-	}
+	defer stop()
 	api := s.subj.API("")
 	ctx, cancel := context.WithTimeout(ctx, restorerWait)
 	defer cancel()
 	var answered []string
 	for {
 		select {
-		case msg := <-ch:
-			var info micro.Info
-			if json.Unmarshal(msg.Data, &info) != nil ||
-				!slices.ContainsFunc(info.Endpoints, func(e micro.EndpointInfo) bool { return strings.HasPrefix(e.Subject, api) }) {
+		case info := <-infos:
+			if !bus.ServesUnder(info, api) {
 				continue // another deployment's, on the same account
 			}
-			name := info.Metadata["instance"]
-			if name == "" {
-				name = info.ID
-			}
-			answered = append(answered, name)
+			answered = append(answered, bus.InstanceName(info))
 			if ok(info) {
 				return answered, true, nil
 			}
