@@ -27,6 +27,20 @@ type ManifestCollection struct {
 	Count int64 `json:"count"`
 	// Batches are the batch names in order ("batch_000000", ...).
 	Batches []string `json:"batches"`
+	// BatchRecords says what each of Batches holds, in the same order.
+	// Only Writer.Close fills it, from the batches as they were written:
+	// it is not part of manifest.json (v1 readers refuse fields they do
+	// not know), so a Reader's manifest has none.
+	BatchRecords []BatchRecords `json:"-"`
 	// ContentDigest is record.Digest's Sum over the records in order.
 	ContentDigest string `json:"content_digest"`
+}
+
+// BatchRecords is what one batch holds: its number of records and the ids
+// of its first and last record, in the order they were written (Chroma's
+// get order, which is insertion order).
+type BatchRecords struct {
+	Count   int
+	FirstID string
+	LastID  string
 }

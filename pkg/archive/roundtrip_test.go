@@ -210,6 +210,48 @@ func TestWriterStats(t *testing.T) {
 	}
 }
 
+// TestWriterBatchRecords checks that the manifest Close returns says what
+// each batch holds, and that manifest.json does not: v1 readers refuse
+// fields they do not know.
+func TestWriterBatchRecords(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, testMetadata(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := trickyBatch() // ids "plain", "nul\x00inside", "日本語-id", "emoji-🦀", ""
+	for _, wb := range []written{{0, b.Slice(0, 2)}, {0, b.Slice(2, 5)}, {2, &record.Batch{IDs: []string{"only"}}}} {
+		if err := w.WriteBatch(wb.coll, wb.batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]BatchRecords{
+		{{Count: 2, FirstID: "plain", LastID: "nul\x00inside"}, {Count: 3, FirstID: "日本語-id", LastID: ""}},
+		nil,
+		{{Count: 1, FirstID: "only", LastID: "only"}},
+	}
+	for i, c := range m.Collections {
+		if !reflect.DeepEqual(c.BatchRecords, want[i]) {
+			t.Errorf("collection %d: batch records %+v, want %+v", i, c.BatchRecords, want[i])
+		}
+	}
+	entries := untar(t, buf.Bytes())
+	if last := entries[len(entries)-1]; last.name != manifestEntry || bytes.Contains(last.data, []byte("plain")) || bytes.Contains(last.data, []byte(`"count":2`)) {
+		t.Errorf("manifest.json holds batch records: %s", last.data)
+	}
+	r, _, err := readArchive(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Manifest().Collections[0].BatchRecords; got != nil {
+		t.Errorf("a Reader's manifest has batch records %+v, want none", got)
+	}
+}
+
 func TestWriterRejects(t *testing.T) {
 	ragged := &record.Batch{IDs: []string{"a", "b"}, Embeddings: [][]float32{{1, 2}, {1, 2, 3}}}
 	short := &record.Batch{IDs: []string{"a", "b"}, Documents: []*string{ptr("x")}}

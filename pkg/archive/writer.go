@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -60,6 +61,7 @@ type Writer struct {
 
 type writeColl struct {
 	batches []string
+	records []BatchRecords
 	digest  *record.Digest
 }
 
@@ -194,6 +196,8 @@ func (w *Writer) WriteBatch(collIndex int, b *record.Batch) error {
 		return err
 	}
 	c.batches = append(c.batches, name)
+	// Cloned: b is not retained, and its ids may share a page's memory.
+	c.records = append(c.records, BatchRecords{Count: b.Len(), FirstID: strings.Clone(b.IDs[0]), LastID: strings.Clone(b.IDs[len(b.IDs)-1])})
 	w.batches++
 	w.records += int64(b.Len())
 	return nil
@@ -230,6 +234,7 @@ func (w *Writer) Close() (*Manifest, error) {
 			Name:          ci.Name,
 			Count:         c.digest.Count(),
 			Batches:       batches,
+			BatchRecords:  c.records,
 			ContentDigest: c.digest.Sum(),
 		}
 		m.TotalRecords += c.digest.Count()

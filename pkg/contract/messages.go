@@ -107,14 +107,27 @@ type SnapshotRef struct {
 
 // CollectionSummary is one collection of a snapshot manifest.
 type CollectionSummary struct {
-	ID            string   `json:"id"`
-	Name          string   `json:"name"`
-	Count         int64    `json:"count"`
-	CountBefore   int64    `json:"count_before"`
-	CountAfter    int64    `json:"count_after"`
-	Dimension     *int     `json:"dimension,omitempty"`
-	Batches       []string `json:"batches"`
-	ContentDigest string   `json:"content_digest"`
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	Count       int64    `json:"count"`
+	CountBefore int64    `json:"count_before"`
+	CountAfter  int64    `json:"count_after"`
+	Dimension   *int     `json:"dimension,omitempty"`
+	Batches     []string `json:"batches"`
+	// BatchRecords says, for each of Batches in the same order, how many
+	// records it holds and its first and last record's id (in Chroma's
+	// get order, which is insertion order): which batch a batch-level
+	// rollback must name to restore a record. Absent in manifests written
+	// before 2026-11-29 and for collections without batches.
+	BatchRecords  []BatchRecords `json:"batch_records,omitempty"`
+	ContentDigest string         `json:"content_digest"`
+}
+
+// BatchRecords is one batch of a CollectionSummary.
+type BatchRecords struct {
+	Count int64  `json:"count"`
+	First string `json:"first"`
+	Last  string `json:"last"`
 }
 
 // SnapshotManifest is the KV record that makes a snapshot exist. It is

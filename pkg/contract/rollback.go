@@ -88,7 +88,10 @@ type PlanItem struct {
 	CurrentRecords  int64    `json:"current_records"` // -1 when absent
 	WriteRecords    int64    `json:"write_records"`
 	Batches         []string `json:"batches,omitempty"`
-	Space           string   `json:"space,omitempty"`
+	// BatchCounts are the records of each of Batches, in the same order,
+	// as the verified archive holds them.
+	BatchCounts []int64 `json:"batch_counts,omitempty"`
+	Space       string  `json:"space,omitempty"`
 }
 
 // When a rollback verifies its archive (RollbackPlan.Verification).
