@@ -241,7 +241,7 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 		ci := c.md.Collections[i]
 		m.Collections = append(m.Collections, contract.CollectionSummary{
 			ID: mc.ID, Name: mc.Name, Count: mc.Count, CountBefore: mc.Count, CountAfter: mc.Count,
-			Dimension: ci.Dimension, Batches: mc.Batches, ContentDigest: mc.ContentDigest,
+			Dimension: ci.Dimension, Batches: mc.Batches, BatchRecords: batchRecords(mc.BatchRecords), ContentDigest: mc.ContentDigest,
 		})
 	}
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -204,6 +205,17 @@ func TestImport(t *testing.T) {
 				t.Errorf("collection %q: batches %q, want the seed's %q", name, got, want)
 			}
 		}
+		// Each batch's records, as the seed's batches of 100 hold them.
+		wantRecords := [][]contract.BatchRecords{
+			{{Count: 100, First: "chunk_0_0000_é", Last: "chunk_0_0099_é"}, {Count: 100, First: "chunk_0_0100_é", Last: "chunk_0_0199_é"}, {Count: 30, First: "chunk_0_0200_é", Last: "chunk_0_0229_é"}},
+			{{Count: 7, First: "chunk_1_0000_é", Last: "chunk_1_0006_é"}},
+			nil, // empty_one: no batches
+		}
+		for i, c := range stored.Collections {
+			if !reflect.DeepEqual(c.BatchRecords, wantRecords[i]) {
+				t.Errorf("collection %q: batch records %+v, want %+v", c.Name, c.BatchRecords, wantRecords[i])
+			}
+		}
 		evs := e.auditEvents(t)
 		done := findAudit(evs, "snapshot.import", contract.OutcomeCompleted)
 		if len(findAudit(evs, "snapshot.import", contract.OutcomeStarted)) == 0 || len(done) == 0 || done[0].OpID != opID {
@@ -238,6 +250,13 @@ func TestImport(t *testing.T) {
 			oc := orig.Collections[i]
 			if c.Name != oc.Name || c.ID != oc.ID || c.Count != oc.Count || c.ContentDigest != oc.ContentDigest || !slices.Equal(c.Batches, oc.Batches) {
 				t.Errorf("collection %d: %+v, original %+v", i, c, oc)
+			}
+			// The same batches hold the same records: 75 a collection,
+			// in pages of at most 64 (ids are the collection's name and
+			// a number).
+			want := []contract.BatchRecords{{Count: 38, First: c.Name + "-0000000", Last: c.Name + "-0000037"}, {Count: 37, First: c.Name + "-0000038", Last: c.Name + "-0000074"}}
+			if !reflect.DeepEqual(c.BatchRecords, want) || !reflect.DeepEqual(oc.BatchRecords, want) {
+				t.Errorf("collection %q: batch records %+v, original %+v; want %+v", c.Name, c.BatchRecords, oc.BatchRecords, want)
 			}
 		}
 		if code, rep := e.verify(t, "native_copy"); code != 0 || !rep.OK {

@@ -114,7 +114,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 		ci := md.Collections[i]
 		m.Collections = append(m.Collections, contract.CollectionSummary{
 			ID: mc.ID, Name: mc.Name, Count: mc.Count, CountBefore: ci.ExpectedCount, CountAfter: ac.counts[i],
-			Dimension: ci.Dimension, Batches: mc.Batches, ContentDigest: mc.ContentDigest,
+			Dimension: ci.Dimension, Batches: mc.Batches, BatchRecords: batchRecords(mc.BatchRecords), ContentDigest: mc.ContentDigest,
 		})
 		if mc.Count != ci.ExpectedCount || ac.counts[i] != ci.ExpectedCount {
 			moved = append(moved, fmt.Sprintf("%q: %d before, %d exported, %d after", mc.Name, ci.ExpectedCount, mc.Count, ac.counts[i]))
@@ -147,6 +147,19 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	}
 	holdAt(ctx, "manifest")
 	return m, nil
+}
+
+// batchRecords is what the archive writer recorded of each batch, for the
+// snapshot manifest (nil for a collection without batches).
+func batchRecords(br []archive.BatchRecords) []contract.BatchRecords {
+	if len(br) == 0 {
+		return nil
+	}
+	out := make([]contract.BatchRecords, len(br))
+	for i, b := range br {
+		out[i] = contract.BatchRecords{Count: int64(b.Count), First: b.FirstID, Last: b.LastID}
+	}
+	return out
 }
 
 // checkNoRollback fails the snapshot when a rollback other than the one

@@ -79,6 +79,17 @@ func TestSnapshotFidelity(t *testing.T) {
 					}
 				}
 				compareRecords(t, ci.Name, got, want)
+				// The manifest says what each batch holds, as the archive
+				// has it: which batch to name to restore a record.
+				var wantBatches []contract.BatchRecords
+				for _, b := range batches {
+					if ids := b.Records.IDs; b.Collection == i {
+						wantBatches = append(wantBatches, contract.BatchRecords{Count: int64(len(ids)), First: ids[0], Last: ids[len(ids)-1]})
+					}
+				}
+				if got := m.Collections[i].BatchRecords; !reflect.DeepEqual(got, wantBatches) || len(got) != len(m.Collections[i].Batches) {
+					t.Errorf("collection %q: manifest batch records %+v, the archive's batches %+v (%d batch names)", ci.Name, got, wantBatches, len(m.Collections[i].Batches))
+				}
 				if n := db.Records[ci.Name]; got.Len() != n {
 					t.Errorf("collection %q: archive has %d records, fixture seeded %d", ci.Name, got.Len(), n)
 				}
