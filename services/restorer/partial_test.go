@@ -88,6 +88,13 @@ func TestPartialAndBatchRollback(t *testing.T) {
 			if it.Collection == "corpus.v1" && (it.Action != contract.PlanUpsert || !slices.Equal(it.Batches, sel)) {
 				t.Errorf("plan item %+v", it)
 			}
+			// Each named batch's records, as the archive holds them.
+			if want := []int64{int64(len(batches["batch_000000"])), int64(len(batches["batch_000002"]))}; it.Collection == "corpus.v1" && !slices.Equal(it.BatchCounts, want) {
+				t.Errorf("plan item %+v: batch counts %v, want %v", it, it.BatchCounts, want)
+			}
+			if it.Collection != "corpus.v1" && it.BatchCounts != nil {
+				t.Errorf("plan item %+v: batch counts of a collection not rolled back", it)
+			}
 		}
 		before := e.dump(t, "acme", "prod")
 		op := e.rollback(t, contract.RollbackRequest{SnapshotID: snap, Batches: map[string][]string{"corpus.v1": sel}})

@@ -387,6 +387,7 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 			for k, name := range c.Batches {
 				if sp.batches[i][name] {
 					it.Batches = append(it.Batches, name)
+					it.BatchCounts = append(it.BatchCounts, int64(sp.arc.sizes[i][k]))
 					it.WriteRecords += int64(sp.arc.sizes[i][k])
 				}
 			}
