@@ -44,6 +44,42 @@ func TestPrintPlanEmpty(t *testing.T) {
 	}
 }
 
+// TestPlanBatches: a batch-level plan shows each named batch's records; the
+// plan of a restorer that did not count them shows the names alone.
+// TestCLIBatchInfo checks both against the running system.
+func TestPlanBatches(t *testing.T) {
+	for _, c := range []struct {
+		it   contract.PlanItem
+		want string
+	}{
+		{contract.PlanItem{Batches: []string{"batch_000001", "batch_000007"}, BatchCounts: []int64{2458, 12}}, "batch_000001 (2458), batch_000007 (12)"},
+		{contract.PlanItem{Batches: []string{"batch_000001", "batch_000007"}}, "batch_000001,batch_000007"},
+		{contract.PlanItem{}, ""},
+	} {
+		if got := planBatches(&c.it); got != c.want {
+			t.Errorf("planBatches(%+v) = %q, want %q", c.it, got, c.want)
+		}
+	}
+}
+
+// TestShortID: record ids in snapshot info's batch tables fit a column and
+// stay on one line; --json has them whole.
+func TestShortID(t *testing.T) {
+	for _, c := range []struct{ id, want string }{
+		{"doc-01", "doc-01"},
+		{"", `""`},
+		{"exactly-24-characters-xx", "exactly-24-characters-xx"},
+		{"https://example.com/handbook/chapter-01/section-03#chunk-0001", "https://exam…#chunk-0001"},
+		{"日本語の文書-0001-日本語の文書-0002-日本語の文書-0003", "日本語の文書-0001-…日本語の文書-0003"},
+		{"line\nbreak", `"line\nbreak"`},
+		{"nul\x00" + strings.Repeat("x", 30), `"nul\x00xxxx…xxxxxxxxxx"`},
+	} {
+		if got := shortID(c.id); got != c.want {
+			t.Errorf("shortID(%q) = %q, want %q", c.id, got, c.want)
+		}
+	}
+}
+
 // TestCounted: counts in messages agree with their nouns.
 func TestCounted(t *testing.T) {
 	for _, c := range []struct {

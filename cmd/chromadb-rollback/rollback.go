@@ -113,7 +113,7 @@ type 'yes' (or pass --yes). --dry-run stops after the plan.`,
 	f.BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	f.BoolVar(&partial, "partial", false, "restore only --failed-collections; leave every other collection as it is")
 	f.StringVar(&failed, "failed-collections", "", "comma-separated collection names (with --partial)")
-	f.StringArrayVar(&batches, "batches", nil, "COLLECTION:batch_000000,batch_000001 (repeatable): upsert just these batches")
+	f.StringArrayVar(&batches, "batches", nil, "COLLECTION:batch_000000,batch_000001 (repeatable): upsert just these batches (snapshot info shows which records each holds)")
 	f.BoolVar(&req.DropExtra, "drop-extra", false, "delete collections that are not in the snapshot (full rollback)")
 	f.BoolVar(&req.InPlace, "in-place", false, "restore into the live collections instead of staging and swapping")
 	f.BoolVar(&req.NoSafetySnapshot, "no-safety-snapshot", false, "skip the snapshot of what will be overwritten")
@@ -277,7 +277,7 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 		if coll == "" {
 			coll = "-"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\n", coll, it.Target, it.Action, it.SnapshotRecords, now, it.WriteRecords, strings.Join(it.Batches, ","))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\n", coll, it.Target, it.Action, it.SnapshotRecords, now, it.WriteRecords, planBatches(&it))
 	}
 	tw.Flush()
 	rate := "measured"
@@ -299,6 +299,19 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 	for _, w := range p.Warnings {
 		fmt.Fprintln(a.stdout, "warning:", w)
 	}
+}
+
+// planBatches is a plan item's batches, each with its records when the
+// restorer said (restorers before 2026-11-29 did not).
+func planBatches(it *contract.PlanItem) string {
+	if len(it.BatchCounts) != len(it.Batches) {
+		return strings.Join(it.Batches, ",")
+	}
+	out := make([]string, len(it.Batches))
+	for i, b := range it.Batches {
+		out[i] = fmt.Sprintf("%s (%d)", b, it.BatchCounts[i])
+	}
+	return strings.Join(out, ", ")
 }
 
 func (a *app) printOperation(op *contract.Operation) {

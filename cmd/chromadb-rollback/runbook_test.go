@@ -370,11 +370,11 @@ func TestRunbook(t *testing.T) {
 					t.Fatalf("stopped after %q", c.line)
 				}
 			}
-			want := []string{"snapshot created", "rollback restored", "partial rollback restored", "damaged verify refused", "audit replayed"}
+			want := []string{"snapshot created", "rollback restored", "partial rollback restored", "damaged verify refused", "audit replayed", "batch plan counted"}
 			if tool == "nats" {
 				want = append(want, "micro ls", "obj ls", "kv get manifest", "run ended")
 			} else {
-				want = append(want, "audit verified", "cleanup")
+				want = append(want, "audit verified", "cleanup", "batches listed")
 			}
 			for _, w := range want {
 				if !r.seen[w] {
@@ -543,6 +543,10 @@ func (r *runbookPass) checkCLI(args []string, res rbResult) {
 			t.Fatalf("rollback output lacks the completed operation or its safety snapshot:\n%s", res.stdout)
 		}
 		r.vars["<rollback_op_id>"], r.vars["<safety_snapshot_id>"] = op[1], safety[1]
+	case args[0] == "snapshot" && args[1] == "info":
+		r.seen["batches listed"] = r.seen["batches listed"] || strings.Contains(res.stdout, "\nbatches of corpus.v1 (records in insertion order):\n  BATCH ")
+	case args[0] == "rollback" && hasArg(args, "--batches"):
+		r.seen["batch plan counted"] = regexp.MustCompile(`\n  corpus\.v1 .* upsert .* batch_000000 \(\d+\)\n`).MatchString(res.stdout)
 	case args[0] == "snapshot" && args[1] == "delete":
 		r.gone(args[2])
 	case args[0] == "audit-log" && !strings.Contains(strings.Join(args, " "), "--follow"):
@@ -613,7 +617,25 @@ func (r *runbookPass) checkNATS(args []string, res rbResult) {
 			t.Errorf("nats kv get shows manifest %s (sha256 %s, %d records), want %s (%s, %d)", m.SnapshotID, m.SHA256, m.TotalRecords,
 				want.SnapshotID, want.SHA256, totalRecords(r.pre))
 		}
+		// Each batch's records, as the runbook says: they add up.
+		for _, c := range m.Collections {
+			var sum int64
+			for _, b := range c.BatchRecords {
+				sum += b.Count
+			}
+			if len(c.BatchRecords) != len(c.Batches) || sum != c.Count {
+				t.Errorf("nats kv get shows collection %q of %d records with batch records %+v for batches %v", c.Name, c.Count, c.BatchRecords, c.Batches)
+			}
+		}
 		r.seen["kv get manifest"] = true
+	case args[0] == "req" && args[1] == "chroma.api.rollback.plan" && strings.Contains(args[2], `"batches"`):
+		var reply contract.RollbackReply
+		firstJSON(t, res.stdout, &reply)
+		for _, it := range reply.Plan.Items {
+			if it.Collection == "corpus.v1" {
+				r.seen["batch plan counted"] = len(it.BatchCounts) == 1 && it.BatchCounts[0] == it.WriteRecords && it.WriteRecords > 0
+			}
+		}
 	case args[0] == "sub" && strings.Contains(strings.Join(args, " "), "--stream "+contract.StreamAudit) && hasArg(args, "-T"):
 		r.replayed(args, res.stdout)
 	case r.endsRun(args) != "":

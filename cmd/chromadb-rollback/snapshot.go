@@ -14,6 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -263,8 +264,61 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 		for _, c := range m.Collections {
 			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%.16s\n", c.Name, c.ID, c.Count, batchRange(c.Batches), c.ContentDigest)
 		}
-		return w.Flush()
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		return a.printBatchRecords(&m)
 	})
+}
+
+// printBatchRecords lists, per collection, each batch with its records and
+// its first and last record id (get order, which is insertion order), so
+// that an operator can tell which batches a batch-level rollback must name.
+func (a *app) printBatchRecords(m *contract.SnapshotManifest) error {
+	unrecorded := false
+	for _, c := range m.Collections {
+		if len(c.Batches) == 0 {
+			continue
+		}
+		if len(c.BatchRecords) != len(c.Batches) {
+			unrecorded = true
+			continue
+		}
+		fmt.Fprintf(a.stdout, "\nbatches of %s (records in insertion order):\n", c.Name)
+		w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "  BATCH\tRECORDS\tFIRST ID\tLAST ID")
+		for i, b := range c.BatchRecords {
+			fmt.Fprintf(w, "  %s\t%d\t%s\t%s\n", c.Batches[i], b.Count, shortID(b.First), shortID(b.Last))
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	if unrecorded {
+		fmt.Fprintf(a.stdout, "\nbatches: the records of each batch and their ids are not recorded in this snapshot's manifest (it was written before they were); "+
+			"`chromadb-rollback rollback %s --dry-run --batches COLLECTION:BATCH,...` shows the records of the batches it names\n", m.SnapshotID)
+	}
+	return nil
+}
+
+// idWidth is the most characters of a record id a table shows.
+const idWidth = 24
+
+// shortID is a record id for a table cell: in Go quotes when it is empty or
+// holds characters a terminal does not show as themselves (ids may hold
+// any Unicode, NUL and newlines included), and cut in the middle with "…"
+// when longer than idWidth characters, so that ids that share a long
+// prefix stay told apart by their ends. --json has the ids whole.
+func shortID(id string) string {
+	if id == "" || strings.ContainsFunc(id, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		id = strconv.Quote(id)
+	}
+	r := []rune(id)
+	if len(r) <= idWidth {
+		return id
+	}
+	tail := (idWidth - 1) / 2
+	return string(r[:idWidth-1-tail]) + "…" + string(r[len(r)-tail:])
 }
 
 // provenance is what a snapshot holds of its database, who took it and
