@@ -128,7 +128,14 @@ type BatchRecords struct {
 	Count int64  `json:"count"`
 	First string `json:"first"`
 	Last  string `json:"last"`
+	// Cut says First or Last is longer than MaxBatchRecordID bytes in
+	// the archive and is kept here as its start followed by "…": ids have
+	// no length limit, and every batch's two of them go in one KV value.
+	Cut bool `json:"cut,omitempty"`
 }
+
+// MaxBatchRecordID is the most bytes of an id a BatchRecords keeps.
+const MaxBatchRecordID = 256
 
 // SnapshotManifest is the KV record that makes a snapshot exist. It is
 // written only after the archive was stored and read back verified.

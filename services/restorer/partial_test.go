@@ -70,7 +70,7 @@ func TestPartialAndBatchRollback(t *testing.T) {
 			t.Fatalf("corpus.v1 has %d batches; the test needs 3 or more", len(batches))
 		}
 		// damage deleted records 10..39 and overwrote 50..69, all in
-		// batch_000000 (64 records); batch_000001 is damaged here.
+		// batch_000000; batch_000001 is damaged here.
 		corpus, err := e.cc.GetCollection(t.Context(), "acme", "prod", "corpus.v1")
 		if err != nil {
 			t.Fatal(err)

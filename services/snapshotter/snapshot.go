@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/archive"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -157,9 +158,24 @@ func batchRecords(br []archive.BatchRecords) []contract.BatchRecords {
 	}
 	out := make([]contract.BatchRecords, len(br))
 	for i, b := range br {
-		out[i] = contract.BatchRecords{Count: int64(b.Count), First: b.FirstID, Last: b.LastID}
+		first, cutFirst := cutID(b.FirstID)
+		last, cutLast := cutID(b.LastID)
+		out[i] = contract.BatchRecords{Count: int64(b.Count), First: first, Last: last, Cut: cutFirst || cutLast}
 	}
 	return out
+}
+
+// cutID keeps at most contract.MaxBatchRecordID bytes of id, ending on a
+// whole character, then "…"; it says whether it cut.
+func cutID(id string) (string, bool) {
+	if len(id) <= contract.MaxBatchRecordID {
+		return id, false
+	}
+	end := contract.MaxBatchRecordID
+	for end > 0 && !utf8.RuneStart(id[end]) {
+		end--
+	}
+	return id[:end] + "…", true
 }
 
 // checkNoRollback fails the snapshot when a rollback other than the one
