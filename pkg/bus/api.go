@@ -30,8 +30,15 @@ func Handler(ctx context.Context, log *slog.Logger, h func(context.Context, micr
 // RespondError sends an error reply: the code and text in the
 // Nats-Service-Error headers and an ErrorBody that says what to fix.
 func RespondError(r micro.Request, code int, msg, field string) {
-	body, _ := json.Marshal(contract.ErrorBody{Type: contract.TypeError, Code: code, Error: msg, Field: field})
-	_ = r.Error(fmt.Sprint(code), msg, body)
+	RespondErrorBody(r, contract.ErrorBody{Code: code, Error: msg, Field: field})
+}
+
+// RespondErrorBody sends body as an error reply, as RespondError does: for
+// a body with more than a code, a text and a field.
+func RespondErrorBody(r micro.Request, body contract.ErrorBody) {
+	body.Type = contract.TypeError
+	data, _ := json.Marshal(body)
+	_ = r.Error(fmt.Sprint(body.Code), body.Error, data)
 }
 
 // RespondJSON sends v as the reply.

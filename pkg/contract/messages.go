@@ -251,10 +251,15 @@ type Operation struct {
 	// services' failure metrics do: "verification" (an archive or the
 	// data restored did not verify), "chroma", "timeout", "cancelled",
 	// "lease_lost", "given_up" or "error".
-	FailureReason string    `json:"failure_reason,omitempty"`
-	Attempt       int       `json:"attempt"`
-	UpdatedAt     time.Time `json:"updated_at"`
-	Warnings      []string  `json:"warnings,omitempty"`
+	FailureReason string `json:"failure_reason,omitempty"`
+	// ErrorCode says, for programs, what a failed or cancelled rollback's
+	// Error is about: ErrorArchiveUnusable or ErrorOther. The restorer
+	// sets it on every rollback it ends without completing; records
+	// written by restorers from before it have none.
+	ErrorCode string    `json:"error_code,omitempty"`
+	Attempt   int       `json:"attempt"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Warnings  []string  `json:"warnings,omitempty"`
 	// Tenant and Database are what the operation reads (a snapshot) or
 	// writes (a rollback); Actor who asked; Name a snapshot's name.
 	Tenant   string `json:"tenant,omitempty"`
@@ -346,4 +351,21 @@ type ErrorBody struct {
 	Code  int    `json:"code"`
 	Error string `json:"error"`
 	Field string `json:"field,omitempty"`
+	// ErrorCode, when set, says for programs what the error is about
+	// where Code does not (a 404 or 422 of the restorer has more than one
+	// cause): ErrorArchiveUnusable.
+	ErrorCode string `json:"error_code,omitempty"`
 }
+
+// Error codes (Operation.ErrorCode, ErrorBody.ErrorCode): what programs
+// act on, where the error's text is for people and may be reworded.
+const (
+	// ErrorArchiveUnusable: the snapshot cannot be restored as it is: it
+	// is gone, or its archive is missing, damaged, replaced or in a format
+	// or an encryption the restorer does not read. Asking again for the
+	// same snapshot cannot help. (A restorer that only lacks the key of an
+	// encrypted archive is not this: one given the key restores it.)
+	ErrorArchiveUnusable = "archive_unusable"
+	// ErrorOther: any other failure.
+	ErrorOther = "other"
+)

@@ -22,11 +22,13 @@ const (
 	statusRefused = "refused"
 )
 
-// apiError is an error reply: what went wrong and which field to fix.
+// apiError is an error reply: what went wrong and which field to fix;
+// errorCode, when set, what it is about for programs (ErrorBody.ErrorCode).
 type apiError struct {
-	code  int
-	msg   string
-	field string
+	code      int
+	msg       string
+	field     string
+	errorCode string
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -52,7 +54,12 @@ func (s *Service) reject(ctx context.Context, r micro.Request, action string, e 
 	ev.Action, ev.Outcome, ev.Error = action, contract.OutcomeRejected, e.msg
 	_ = s.audit.Emit(ctx, ev) // stored before the caller learns of the refusal
 	s.observeRefusal(action, e.code)
-	bus.RespondError(r, e.code, e.msg, e.field)
+	e.respond(r)
+}
+
+// respond answers r with e.
+func (e *apiError) respond(r micro.Request) {
+	bus.RespondErrorBody(r, contract.ErrorBody{Code: e.code, Error: e.msg, Field: e.field, ErrorCode: e.errorCode})
 }
 
 func requestAudit(req *contract.RollbackRequest) contract.AuditEvent {
@@ -203,7 +210,7 @@ func (s *Service) decodeRef(ctx context.Context, r micro.Request, action string)
 		if action != "" {
 			s.reject(ctx, r, action, e, contract.AuditEvent{Actor: ref.Actor, OpID: ref.OpID})
 		} else {
-			bus.RespondError(r, e.code, e.msg, e.field)
+			e.respond(r)
 		}
 		return nil, nil, false
 	}
@@ -334,7 +341,8 @@ func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotMan
 		return nil, badRequest("snapshot_id", "%v", err)
 	}
 	if m == nil {
-		return nil, &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("no snapshot with id or name %q (see `snapshot list`)", ref), field: "snapshot_id"}
+		return nil, &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("no snapshot with id or name %q (see `snapshot list`)", ref), field: "snapshot_id",
+			errorCode: contract.ErrorArchiveUnusable}
 	}
 	return m, nil
 }

@@ -23,6 +23,14 @@ import (
 // its manifest: nothing may be restored from it.
 var errArchive = errors.New("archive failed verification")
 
+// archiveUnusable says err is about the snapshot's archive itself
+// (contract.ErrorArchiveUnusable): an errArchive, but not a keyError,
+// which a restorer given the key does not have.
+func archiveUnusable(err error) bool {
+	var ke *keyError
+	return errors.Is(err, errArchive) && !errors.As(err, &ke)
+}
+
 // archiveReadTimeout bounds one read of an archive, however slow.
 const archiveReadTimeout = 24 * time.Hour
 

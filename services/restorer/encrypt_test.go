@@ -109,6 +109,10 @@ func TestEncryptedRollback(t *testing.T) {
 			if code != contract.CodeVerificationFailed {
 				t.Errorf("%s %+v: code %d, want %d: %s", tc.subject, tc.req, code, contract.CodeVerificationFailed, eb.Error)
 			}
+			// The archive is whole: a restorer given the key restores it.
+			if eb.ErrorCode != "" {
+				t.Errorf("%s %+v: error_code %q, want none", tc.subject, tc.req, eb.ErrorCode)
+			}
 			for _, w := range append(want, "refusing to restore snapshot "+snap, "nothing was changed") {
 				if !strings.Contains(eb.Error, w) {
 					t.Errorf("refusal %q does not say %q", eb.Error, w)

@@ -170,6 +170,21 @@ func retryable(err error) bool {
 	return bus.Transient(err)
 }
 
+// errorCode is the contract.Operation.ErrorCode of a rollback that ended
+// with err: the one of the refusal it met (resolve's apiError), else
+// whether its archive is unusable, else ErrorOther. Never empty: an
+// operation without one was recorded by an older restorer.
+func errorCode(err error) string {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.errorCode != "" {
+		return ae.errorCode
+	}
+	if archiveUnusable(err) {
+		return contract.ErrorArchiveUnusable
+	}
+	return contract.ErrorOther
+}
+
 // keepAlive sends in-progress acks and renews the lease until ctx ends. A
 // lost lease cancels the job.
 func (j *job) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, msg jetstream.Msg) {
@@ -233,7 +248,7 @@ func (j *job) run(ctx context.Context) error {
 	j.setPhase(ctx, phaseVerifying)
 	sp, e := s.resolve(ctx, &req, true, true)
 	if e != nil {
-		return errors.New(e.msg)
+		return e // its errorCode is the operation's
 	}
 	j.sp = sp
 	defer sp.closeStream() // when the restore did not take it
@@ -251,7 +266,7 @@ func (j *job) run(ctx context.Context) error {
 		if plan == nil {
 			var e *apiError
 			if plan, e = s.plan(ctx, sp); e != nil {
-				return errors.New(e.msg)
+				return e
 			}
 		}
 		ck = &checkpoint{OpID: j.cmd.OpID, Plan: plan, Collections: map[int]*collCheckpoint{}, StartedAt: time.Now().UTC()}
@@ -389,7 +404,7 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		j.op.Restore = &rep
 	}
 	if jobErr != nil {
-		j.op.Error, j.op.FailureReason = jobErr.Error(), failureReason(jobErr)
+		j.op.Error, j.op.FailureReason, j.op.ErrorCode = jobErr.Error(), failureReason(jobErr), errorCode(jobErr)
 		if status == contract.StatusCancelled && j.canceler != nil && j.canceler.Actor != "" {
 			j.op.Error = fmt.Sprintf("%v by %s", jobErr, j.canceler.Actor)
 		}
@@ -728,6 +743,7 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	}
 	took := time.Since(u.Queued)
 	op.Status, op.Phase, op.Error, op.Attempt = contract.StatusFailed, contract.StatusFailed, jobErr.Error(), u.Deliveries
+	op.ErrorCode = contract.ErrorOther
 	// As finish does: audited, counted and announced before the operation
 	// says it failed, so whoever sees it failed finds all three. The
 	// event's id is the operation's, should the advisory be handled twice.

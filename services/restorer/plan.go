@@ -217,7 +217,11 @@ func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, st
 	}
 	if err != nil {
 		if errors.Is(err, errArchive) {
-			return nil, &apiError{code: contract.CodeVerificationFailed, msg: fmt.Sprintf("refusing to restore snapshot %s: %v; nothing was changed", m.SnapshotID, err), field: "snapshot_id"}
+			e := &apiError{code: contract.CodeVerificationFailed, msg: fmt.Sprintf("refusing to restore snapshot %s: %v; nothing was changed", m.SnapshotID, err), field: "snapshot_id"}
+			if archiveUnusable(err) {
+				e.errorCode = contract.ErrorArchiveUnusable
+			}
+			return nil, e
 		}
 		return nil, unavailable("verify the archive of snapshot %s: %v", m.SnapshotID, err)
 	}

@@ -77,6 +77,15 @@ func TestRefusalsAndFailures(t *testing.T) {
 				if code != tc.code || !strings.Contains(body.Error, tc.want) {
 					t.Errorf("got %d %q, want %d saying %q", code, body.Error, tc.code, tc.want)
 				}
+				// Only a snapshot that is not there is one that cannot be
+				// restored: a 404 has other causes.
+				want := ""
+				if tc.name == "unknown snapshot" {
+					want = contract.ErrorArchiveUnusable
+				}
+				if body.ErrorCode != want {
+					t.Errorf("error_code %q, want %q", body.ErrorCode, want)
+				}
 			})
 		}
 		if n := e.commands(t, "rollback"); n != 0 {
@@ -147,8 +156,9 @@ func TestRefusalsAndFailures(t *testing.T) {
 		digests := regexp.MustCompile(`was stored with sha256 [0-9a-f]{64}, its manifest says sha256 ` + e.storedManifest(t, bad).SHA256 + ` \(replaced\)`)
 		for _, subject := range []string{e.subj.API("rollback", "plan"), e.subj.API("rollback", "start")} {
 			code, body := e.requestError(t, subject, contract.RollbackRequest{SnapshotID: bad, Confirm: true})
-			if code != contract.CodeVerificationFailed || !strings.Contains(body.Error, "nothing was changed") || !digests.MatchString(body.Error) {
-				t.Errorf("%s of a corrupt archive: %d %q", subject, code, body.Error)
+			if code != contract.CodeVerificationFailed || body.ErrorCode != contract.ErrorArchiveUnusable ||
+				!strings.Contains(body.Error, "nothing was changed") || !digests.MatchString(body.Error) {
+				t.Errorf("%s of a corrupt archive: %d %q (error_code %q)", subject, code, body.Error, body.ErrorCode)
 			}
 		}
 		if n := e.commands(t, "rollback"); n != 0 {
@@ -171,8 +181,9 @@ func TestRefusalsAndFailures(t *testing.T) {
 			t.Errorf("start plan: %s", mustJSON(t, r.Plan))
 		}
 		op := e.waitOp(t, r.OpID, time.Minute)
-		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "archive failed verification") || op.FailureReason != metrics.ReasonVerification {
-			t.Fatalf("op of an archive damaged in storage: %s %q (%s)", op.Status, op.Error, op.FailureReason)
+		if op.Status != contract.StatusFailed || op.ErrorCode != contract.ErrorArchiveUnusable || !strings.Contains(op.Error, "archive failed verification") ||
+			op.FailureReason != metrics.ReasonVerification {
+			t.Fatalf("op of an archive damaged in storage: %s %q (%s, error_code %q)", op.Status, op.Error, op.FailureReason, op.ErrorCode)
 		}
 		if op.Restore == nil || op.Restore.RecordsWritten == 0 || op.Restore.Verified {
 			t.Errorf("the damage should be found after staging: %s", mustJSON(t, op.Restore))
@@ -200,8 +211,8 @@ func TestRefusalsAndFailures(t *testing.T) {
 		before := e.collectionIDs(t, "acme", "prod")
 		r := e.start(t, contract.RollbackRequest{SnapshotID: bad, Confirm: true, NoSafetySnapshot: true, Collections: []string{last}})
 		op := e.waitOp(t, r.OpID, time.Minute)
-		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "archive failed verification") {
-			t.Fatalf("op of an archive damaged early: %s %q", op.Status, op.Error)
+		if op.Status != contract.StatusFailed || op.ErrorCode != contract.ErrorArchiveUnusable || !strings.Contains(op.Error, "archive failed verification") {
+			t.Fatalf("op of an archive damaged early: %s %q (error_code %q)", op.Status, op.Error, op.ErrorCode)
 		}
 		if got := e.collectionIDs(t, "acme", "prod"); !maps.Equal(got, before) {
 			t.Errorf("collections after an archive damaged early: %v, before: %v", got, before)
@@ -226,9 +237,11 @@ func TestRefusalsAndFailures(t *testing.T) {
 		defer setHook(nil)
 		r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true, NoSafetySnapshot: true})
 		op := e.waitOp(t, r.OpID, time.Minute)
+		// The restore, not the archive, failed verification: asking again
+		// can work.
 		if op.Status != contract.StatusFailed || !strings.Contains(op.Error, "does not match the snapshot") || !strings.Contains(op.Error, "corpus.v1") ||
-			op.FailureReason != metrics.ReasonVerification {
-			t.Fatalf("op %s: %s (%s)", op.Status, op.Error, op.FailureReason)
+			op.FailureReason != metrics.ReasonVerification || op.ErrorCode != contract.ErrorOther {
+			t.Fatalf("op %s: %s (%s, error_code %q)", op.Status, op.Error, op.FailureReason, op.ErrorCode)
 		}
 		var listed bool
 		for _, c := range op.Restore.Collections {
@@ -275,8 +288,9 @@ func TestRefusalsAndFailures(t *testing.T) {
 		}
 		close(release)
 		op = e.waitOp(t, r.OpID, time.Minute)
-		if op.Status != contract.StatusCancelled || !strings.Contains(op.Error, "by dave") || !op.Restore.Cancelled || op.FailureReason != metrics.ReasonCancelled {
-			t.Errorf("cancelled op: %s %q (%s) %s", op.Status, op.Error, op.FailureReason, mustJSON(t, op.Restore))
+		if op.Status != contract.StatusCancelled || !strings.Contains(op.Error, "by dave") || !op.Restore.Cancelled || op.FailureReason != metrics.ReasonCancelled ||
+			op.ErrorCode != contract.ErrorOther {
+			t.Errorf("cancelled op: %s %q (%s, error_code %q) %s", op.Status, op.Error, op.FailureReason, op.ErrorCode, mustJSON(t, op.Restore))
 		}
 		compareDB(t, "after a cancelled rollback", e.dump(t, "acme", "prod"), damaged, nil)
 		e.assertReleased(t)

@@ -211,9 +211,9 @@ func TestRollbackGivenUpAfterMaxDeliver(t *testing.T) {
 		map[string]string{"service": "restorer", "operation": "rollback", "reason": metrics.ReasonGivenUp}); n != 1 {
 		t.Errorf("operation_failures_total given_up: %v, want 1", n)
 	}
-	if op.Status != contract.StatusFailed || op.Attempt != 2 || !strings.Contains(op.Error, "given up after 2 deliveries of its command") ||
+	if op.Status != contract.StatusFailed || op.Attempt != 2 || op.ErrorCode != contract.ErrorOther || !strings.Contains(op.Error, "given up after 2 deliveries of its command") ||
 		!strings.Contains(op.Error, "the write fence of acme/prod stays raised") || !strings.Contains(op.Error, "nats kv del CHROMA_STATE fence.acme/prod") {
-		t.Fatalf("operation: %s, attempt %d, %q; want failed after 2 deliveries, naming the fence", op.Status, op.Attempt, op.Error)
+		t.Fatalf("operation: %s, attempt %d, %q (error_code %q); want failed after 2 deliveries, naming the fence", op.Status, op.Attempt, op.Error, op.ErrorCode)
 	}
 	if keys := e.stateKeys(t, "fence."); len(keys) != 1 {
 		t.Errorf("fence keys after giving up: %v; the fence must stay raised", keys)

@@ -456,6 +456,24 @@ func (e *env) request(t *testing.T, subject string, req, out any) {
 	}
 }
 
+// refusal sends a request that must be refused and returns the error reply.
+func (e *env) refusal(t *testing.T, subject string, req any) contract.ErrorBody {
+	t.Helper()
+	data, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := e.nats.Conn.Request(subject, data, time.Minute)
+	if err != nil {
+		t.Fatalf("request %s: %v", subject, err)
+	}
+	var body contract.ErrorBody
+	if code := msg.Header.Get("Nats-Service-Error-Code"); code == "" || json.Unmarshal(msg.Data, &body) != nil || fmt.Sprint(body.Code) != code {
+		t.Fatalf("request %s: want an error reply, got %q: %s", subject, code, msg.Data)
+	}
+	return body
+}
+
 func (e *env) op(t *testing.T, opID string) (contract.Operation, bool) {
 	t.Helper()
 	entry, err := e.nats.Assets.State.Get(context.Background(), contract.OperationKey(opID))

@@ -108,17 +108,28 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		return snap, func() dbState { return e.dump(t, tenant, db) }, damaged, ctl
 	}
 
+	// unusableRefusal checks that the restorer refuses a rollback to snap
+	// as one of a snapshot that cannot be restored: the signal the
+	// watchdog goes by, not the refusal's text.
+	unusableRefusal := func(t *testing.T, snap string, code int) {
+		t.Helper()
+		b := e.refusal(t, e.subj.API("rollback", "plan"), contract.RollbackRequest{SnapshotID: snap})
+		if b.Code != code || b.ErrorCode != contract.ErrorArchiveUnusable {
+			t.Errorf("the restorer's refusal: %+v; want %d with error_code %s", b, code, contract.ErrorArchiveUnusable)
+		}
+	}
+
 	t.Run("restorer refuses the archive", func(t *testing.T) {
 		const job = "refused"
-		_, now, damaged, ctl := lossyRun(t, job, func(m contract.SnapshotManifest) {
+		snap, now, damaged, ctl := lossyRun(t, job, func(m contract.SnapshotManifest) {
 			e.nats.ReplaceStoredArchive(t, m.Object) // its digest is no longer the manifest's
 		})
 		rec := failed(t, job)
 		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "the restorer refused the rollback") ||
-			!strings.Contains(rec.RollbackError, "archive failed verification") ||
 			!strings.Contains(rec.RollbackError, "nothing was changed") || rec.RollbackCommand != "" {
 			t.Fatalf("record: %s", mustJSON(t, rec))
 		}
+		unusableRefusal(t, snap, contract.CodeVerificationFailed)
 		a := alerted(t, job)
 		if a.Outcome != contract.OutcomeAlert || !strings.Contains(a.Reason, "its rollback cannot run") {
 			t.Errorf("alert: %q (outcome %s)", a.Reason, a.Outcome)
@@ -201,6 +212,11 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		damaged := e.dump(t, tenant, db)
 		lossy(t, job)
 		keyed(t, job, snap, "this restorer has no identity")
+		// Refused with the code a damaged archive gets, but not as one:
+		// a restorer given the key restores it.
+		if b := e.refusal(t, e.subj.API("rollback", "plan"), contract.RollbackRequest{SnapshotID: snap}); b.Code != contract.CodeVerificationFailed || b.ErrorCode != "" {
+			t.Errorf("the restorer's refusal: %+v; want %d without error_code", b, contract.CodeVerificationFailed)
+		}
 		compareDB(t, e.dump(t, tenant, db), damaged)
 		e.publish(t, job, contract.EventFailed, "", contract.MigrationEvent{Error: "ended by the test"})
 	})
@@ -263,9 +279,10 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		e.request(t, e.subj.API("snapshot", "delete"), contract.SnapshotRef{Snapshot: snap, Actor: "test", Force: true}, &del)
 		lossy(t, job)
 		rec := failed(t, job)
-		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "no snapshot with id or name") || rec.RollbackCommand != "" {
+		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "the restorer refused the rollback") || rec.RollbackCommand != "" {
 			t.Fatalf("record: %s", mustJSON(t, rec))
 		}
+		unusableRefusal(t, snap, contract.CodeNotFound)
 		unrestorable(t, alerted(t, job), tenant)
 		e.publish(t, job, contract.EventFailed, "", contract.MigrationEvent{Error: "ended by the test"})
 	})
@@ -279,11 +296,11 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		})
 		rec := failed(t, job)
 		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "rollback "+rec.RollbackOpID+" failed") ||
-			!strings.Contains(rec.RollbackError, "archive failed verification") || rec.RollbackCommand != "" {
+			rec.RollbackCommand != "" {
 			t.Fatalf("record: %s", mustJSON(t, rec))
 		}
 		op, ok := e.op(t, rec.RollbackOpID)
-		if !ok || op.Status != contract.StatusFailed || op.FailureReason != "verification" {
+		if !ok || op.Status != contract.StatusFailed || op.FailureReason != "verification" || op.ErrorCode != contract.ErrorArchiveUnusable {
 			t.Errorf("rollback operation: %s", mustJSON(t, op))
 		}
 		a := alerted(t, job)

@@ -2,6 +2,8 @@ package watchdog
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +76,54 @@ func TestOperatorCommand(t *testing.T) {
 				t.Errorf("got  %s\nwant %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestUnusable: whether a restorer's refusal or failed rollback is about
+// the snapshot itself goes by the error code the restorer sets, whatever
+// its text says; only an operation recorded without one, by a restorer
+// from before error_code, is told by its text.
+func TestUnusable(t *testing.T) {
+	refusals := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"archive_unusable, any text", &replyError{contract.ErrorBody{Code: 422, Error: "the archive is broken", ErrorCode: contract.ErrorArchiveUnusable}}, true},
+		{"gone, any text", &replyError{contract.ErrorBody{Code: 404, Error: "snapshot x is gone", ErrorCode: contract.ErrorArchiveUnusable}}, true},
+		{"wrapped", fmt.Errorf("start: %w", &replyError{contract.ErrorBody{Code: 404, ErrorCode: contract.ErrorArchiveUnusable}}), true},
+		{"no key", &replyError{contract.ErrorBody{Code: 422, Error: "refusing to restore snapshot s: this restorer has no identity"}}, false},
+		{"the old text, no code", &replyError{contract.ErrorBody{Code: 422, Error: "refusing to restore snapshot s: archive failed verification: replaced"}}, false},
+		{"not a reply", errors.New("no snapshot with id or name \"s\""), false},
+	}
+	for _, tc := range refusals {
+		if got := refusedUnusable(tc.err); got != tc.want {
+			t.Errorf("refusal %s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	ops := []struct {
+		name, record string
+		want         bool
+	}{
+		{"archive_unusable, any text", `{"status":"failed","error":"the archive is broken","error_code":"archive_unusable"}`, true},
+		{"other, with the old text", `{"status":"failed","error":"archive failed verification","error_code":"other"}`, false},
+		{"other", `{"status":"cancelled","error":"rollback cancelled by ops","error_code":"other"}`, false},
+		// Records of restorers from before error_code.
+		{"old record, damaged archive", `{"status":"failed","error":"refusing to restore snapshot s: archive failed verification: replaced; nothing was changed"}`, true},
+		{"old record, streamed damage", `{"status":"failed","error":"archive failed verification: archive a.tar.zst of snapshot s: checksum mismatch"}`, true},
+		{"old record, snapshot gone", `{"status":"failed","error":"no snapshot with id or name \"s\" (see ` + "`snapshot list`" + `)"}`, true},
+		{"old record, other failure", `{"status":"failed","error":"restored data does not match the snapshot: corpus"}`, false},
+		{"old record, no key", `{"status":"failed","error":"refusing to restore snapshot s: snapshot s is encrypted with age and this restorer has no identity"}`, false},
+	}
+	for _, tc := range ops {
+		var op contract.Operation
+		if err := json.Unmarshal([]byte(tc.record), &op); err != nil {
+			t.Fatal(err)
+		}
+		if got := failedUnusable(&op); got != tc.want {
+			t.Errorf("operation %s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 

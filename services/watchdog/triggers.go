@@ -384,7 +384,7 @@ func (s *Service) requestRollback(ctx context.Context, rec *contract.MigrationRe
 	}
 	if err != nil {
 		if permanent(code) {
-			s.rollbackFailed(ctx, rec, "the restorer refused the rollback: "+err.Error(), archiveUnusable(err.Error()))
+			s.rollbackFailed(ctx, rec, "the restorer refused the rollback: "+err.Error(), refusedUnusable(err))
 			return
 		}
 		s.log.Warn("rollback request failed; retrying", "job", job, "op_id", opID, "code", code, "err", err)
@@ -469,7 +469,7 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 		} else {
 			n.RollbackError = fmt.Sprintf("rollback %s %s: %s", opID, op.Status, op.Error)
 			n.RollbackCommand = ""
-			if !archiveUnusable(op.Error) {
+			if !failedUnusable(op) {
 				n.RollbackCommand = s.operatorCommand(cur)
 			}
 		}
@@ -634,13 +634,29 @@ func (s *Service) operatorCommand(rec *contract.MigrationRecord) string {
 	return strings.Join(parts, " ")
 }
 
-// archiveUnusable says a restorer's refusal or failure is about the
-// snapshot itself: it is gone, or its archive is missing, damaged, replaced
-// or in a format the restorer does not read ("archive failed verification"
-// is the restorer's errArchive; a missing age identity is not one). Asking
-// again for the same snapshot cannot help.
-func archiveUnusable(msg string) bool {
-	return strings.Contains(msg, "archive failed verification") || strings.Contains(msg, "no snapshot with id or name")
+// refusedUnusable says the restorer refused a rollback (err, from
+// request) because the snapshot itself cannot be restored: its error reply
+// says contract.ErrorArchiveUnusable. Asking again for the same snapshot
+// cannot help.
+func refusedUnusable(err error) bool {
+	var re *replyError
+	return errors.As(err, &re) && re.body.ErrorCode == contract.ErrorArchiveUnusable
+}
+
+// failedUnusable says a rollback operation failed (or was cancelled)
+// because the snapshot itself cannot be restored, as refusedUnusable does
+// for a refusal: by its ErrorCode, which the restorer sets on every
+// rollback it ends without completing.
+func failedUnusable(op *contract.Operation) bool {
+	if op.ErrorCode != "" {
+		return op.ErrorCode == contract.ErrorArchiveUnusable
+	}
+	// The fallback for operations without error_code only: those recorded
+	// by restorers from before it are told by the texts those gave a
+	// damaged archive (their errArchive) and a snapshot that is gone. (The
+	// snapshotter's retention sets none when it fails an operation no
+	// worker ended; its text matches neither.)
+	return strings.Contains(op.Error, "archive failed verification") || strings.Contains(op.Error, "no snapshot with id or name")
 }
 
 // byHand says what an operator does about a run whose rollback did not run
@@ -680,8 +696,15 @@ func permanent(code int) bool {
 	return false
 }
 
+// replyError is a service's error reply: its body, or what the headers
+// said when the body is not an ErrorBody.
+type replyError struct{ body contract.ErrorBody }
+
+func (e *replyError) Error() string { return e.body.Error }
+
 // request sends a request to a service and decodes the reply into out; an
-// error reply returns its code (0 when there was no reply).
+// error reply returns its code (0 when there was no reply) and a
+// *replyError.
 func (s *Service) request(ctx context.Context, subject string, req, out any, timeout time.Duration) (int, error) {
 	data, err := json.Marshal(req)
 	if err != nil {
@@ -698,12 +721,12 @@ func (s *Service) request(ctx context.Context, subject string, req, out any, tim
 	}
 	if h := msg.Header.Get("Nats-Service-Error-Code"); h != "" {
 		code, _ := strconv.Atoi(h)
-		text := msg.Header.Get("Nats-Service-Error")
 		var body contract.ErrorBody
-		if json.Unmarshal(msg.Data, &body) == nil && body.Error != "" {
-			text = body.Error
+		if json.Unmarshal(msg.Data, &body) != nil || body.Error == "" {
+			body = contract.ErrorBody{Error: msg.Header.Get("Nats-Service-Error")}
 		}
-		return code, errors.New(text)
+		body.Code = code
+		return code, &replyError{body: body}
 	}
 	if err := json.Unmarshal(msg.Data, out); err != nil {
 		return 0, fmt.Errorf("decode reply from %s: %w", subject, err)
