@@ -172,8 +172,10 @@ type DatabaseSnapshot struct {
 	// (SnapshotManifest.TakenAt): StartedAt, or for an import the time of
 	// its original. The newest snapshot is the one taken last.
 	TakenAt time.Time `json:"taken_at"`
-	// Partial is set when it holds only some collections (named ones, or
-	// a rollback's safety snapshot).
+	// Partial is set when it holds only some collections: it names
+	// collections (as a rollback's safety snapshot does) that were not
+	// provably all of the database's, listed before its export and again
+	// after it.
 	Partial bool `json:"partial,omitempty"`
 	// ArchiveMissing is set when its archive object is not in the object
 	// store (deleted or lost outside chromadb-rollback): it cannot be

@@ -168,6 +168,11 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 		if rep == nil || !rep.Verified || rep.SafetySnapshotID == "" || rep.RecordsWritten != 800 {
 			t.Fatalf("report %s", mustJSON(t, rep))
 		}
+		// The rollback kept migration_added: its safety snapshot holds
+		// only some of the database's collections.
+		if sm := e.storedManifest(t, rep.SafetySnapshotID); !sm.Partial {
+			t.Errorf("safety snapshot of a rollback that leaves a collection alone is not partial: %+v", sm.Collections)
+		}
 		for _, c := range rep.Collections {
 			wantCheck := "bit-exact"
 			if c.Collection == "cosine_768" {
@@ -227,8 +232,14 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 	})
 
 	t.Run("drop_extra", func(t *testing.T) {
+		before := e.collectionIDs(t, "acme", "prod")
 		op := e.rollback(t, contract.RollbackRequest{SnapshotID: snap, DropExtra: true})
 		compareDB(t, "after rollback with drop_extra", e.dump(t, "acme", "prod"), pre, nil)
+		// It overwrote or dropped every collection the database had: its
+		// safety snapshot holds the whole database.
+		if sm := e.storedManifest(t, op.Restore.SafetySnapshotID); sm.Partial || len(sm.Collections) != len(before) {
+			t.Errorf("safety snapshot of a rollback over every collection: partial %v, %d collections, want %d", sm.Partial, len(sm.Collections), len(before))
+		}
 		if !slices.ContainsFunc(op.Restore.Collections, func(c contract.RestoreCollectionReport) bool {
 			return c.Target == "migration_added" && c.Action == contract.PlanDrop
 		}) {

@@ -22,8 +22,10 @@ import (
 // a migration creates a collection, renames one and changes another's
 // metadata, leaving every count as it was. The snapshot says it is not
 // consistent and names each change. A snapshot of named collections only
-// looks at those. (A collection deleted during the export fails the
-// snapshot: its read or its count after the export finds it gone.)
+// looks at those, and holds the whole database (is not partial) only when
+// they are all its collections both before and after the export. (A
+// collection deleted during the export fails the snapshot: its read or its
+// count after the export finds it gone.)
 func TestSnapshotWhileCollectionsChange(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
@@ -130,8 +132,29 @@ func TestSnapshotWhileCollectionsChange(t *testing.T) {
 		_, err := e.cc.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: "bystander"})
 		return err
 	})
-	if m := take(contract.SnapshotCreateRequest{Name: "named", Collections: []string{colls[0].Name}}); !m.Consistent {
-		t.Errorf("snapshot of one collection while another was created: %q", m.Inconsistency)
+	if m := take(contract.SnapshotCreateRequest{Name: "named", Collections: []string{colls[0].Name}}); !m.Consistent || !m.Partial {
+		t.Errorf("snapshot of one collection while another was created: partial %v, %q", m.Partial, m.Inconsistency)
+	}
+
+	// Named, every collection of the database as it is listed before the
+	// export: whole only if no collection was created during it.
+	now, err := e.cc.ListCollections(ctx, tenant, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var every []string
+	for _, c := range now {
+		every = append(every, c.Name)
+	}
+	if m := take(contract.SnapshotCreateRequest{Name: "every_quiet", Collections: every}); m.Partial || !m.Consistent {
+		t.Errorf("snapshot naming every collection of a quiet database: partial %v, %q", m.Partial, m.Inconsistency)
+	}
+	armChange(func(ctx context.Context) error {
+		_, err := e.cc.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: "latecomer"})
+		return err
+	})
+	if m := take(contract.SnapshotCreateRequest{Name: "every_then_one_more", Collections: every}); !m.Partial || !m.Consistent {
+		t.Errorf("snapshot naming every collection while one more was created: partial %v (want true), %q", m.Partial, m.Inconsistency)
 	}
 	mu.Lock()
 	if change != nil {

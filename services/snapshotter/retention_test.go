@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/snapshotter"
@@ -212,6 +213,11 @@ func TestRetention(t *testing.T) {
 	const tenant, dbA, dbB = "default_tenant", "ret_a", "ret_b"
 	e.seedSmall(t, tenant, dbA)
 	e.seedSmall(t, tenant, dbB)
+	// A second collection, so that b_partial, of workload_00 only, holds
+	// some of dbB's collections.
+	if _, err := e.cc.CreateCollection(t.Context(), tenant, dbB, chroma.CreateCollection{Name: "bystander"}); err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now().UTC().Add(100 * day).Truncate(time.Hour).Add(7 * time.Hour)
 	clock := newFakeClock(now)
 	e.startService(t, snapshotter.Config{Clock: clock}) // the default period, 7 days

@@ -41,6 +41,18 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	if err != nil {
 		return nil, err
 	}
+	// A snapshot of named collections (a rollback's safety snapshot, say)
+	// holds the whole database when they are every collection it has,
+	// listed now and again after the export (countLater): one created in
+	// between, or a listing that fails, leaves it partial.
+	wholeBefore := len(cmd.Collections) == 0
+	if !wholeBefore {
+		all, err := s.listDatabase(ctx, cmd)
+		if err != nil {
+			log.Warn("cannot list the database's collections; the snapshot of named collections is marked partial", "err", err)
+		}
+		wholeBefore = err == nil && sameCollections(colls, all)
+	}
 	md := &archive.Metadata{
 		Format: archive.FormatV1, SnapshotID: cmd.SnapshotID, Name: cmd.Name, CreatedAt: started,
 		ChromaVersion: version, Tenant: cmd.Tenant, Database: cmd.Database,
@@ -70,7 +82,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	// been read, while the archive's end is still being written, verified
 	// and stored: that is when the export stopped looking at Chroma.
 	var after <-chan counted
-	countAfter := func() { after = s.countLater(ctx, cmd, colls, " after export") }
+	countAfter := func() { after = s.countLater(ctx, cmd, colls, " after export", wholeBefore) }
 	for try := 1; ; try++ {
 		// A previous try, or an attempt under this name, may have left
 		// a partial object.
@@ -94,6 +106,9 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	if ac.err != nil {
 		return nil, ac.err
 	}
+	if ac.listErr != nil {
+		log.Warn("cannot list the database's collections after the export; the snapshot of named collections is marked partial", "err", ac.listErr)
+	}
 	info := st.info
 	sum, err := jetstream.DecodeObjectDigest(info.Digest)
 	if err != nil || len(sum) != sha256.Size {
@@ -106,7 +121,7 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 		SnapshotID: cmd.SnapshotID, Name: cmd.Name, Tenant: cmd.Tenant, Database: cmd.Database,
 		ChromaURL: s.cfg.ChromaURL, ChromaVersion: version, Format: archive.FormatV1,
 		Object: obj, Size: int64(info.Size), SHA256: digest, RawBytes: st.stats.rawBytes,
-		TotalRecords: st.man.TotalRecords, Consistent: true, Partial: len(cmd.Collections) > 0,
+		TotalRecords: st.man.TotalRecords, Consistent: true, Partial: !wholeBefore || !ac.whole,
 		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: cmd.Actor, Reason: cmd.Reason, Keep: cmd.Keep,
 	}
 	m.Encryption, m.Recipients = s.encryption()
@@ -226,6 +241,11 @@ type counted struct {
 	// changed describes how the database's collections changed since they
 	// were listed (a snapshot of a whole database only).
 	changed []string
+	// whole says colls were still every collection of the database: for
+	// a whole database always, else only when asked to list them again
+	// and they were; listErr is why that listing failed.
+	whole   bool
+	listErr error
 	err     error
 }
 
@@ -233,28 +253,57 @@ type counted struct {
 // the result. For a snapshot of a whole database it lists the collections
 // again too, as at the start: one created or renamed during the export, or
 // whose metadata or configuration changed, is a write the counts do not
-// show. (One deleted fails its count.)
-func (s *Service) countLater(ctx context.Context, cmd *contract.SnapshotCommand, colls []chroma.Collection, when string) <-chan counted {
+// show. (One deleted fails its count.) For a snapshot of named
+// collections it lists them again when wholeBefore (they were every
+// collection of the database when it started), to say whether they still
+// are.
+func (s *Service) countLater(ctx context.Context, cmd *contract.SnapshotCommand, colls []chroma.Collection, when string, wholeBefore bool) <-chan counted {
 	ch := make(chan counted, 1)
 	go func() {
 		var res counted
 		var now []chroma.Collection
 		var lerr error
 		var wg sync.WaitGroup
-		if len(cmd.Collections) == 0 {
-			wg.Go(func() { now, lerr = s.resolveCollections(ctx, cmd) })
+		named := len(cmd.Collections) > 0
+		if !named || wholeBefore {
+			wg.Go(func() { now, lerr = s.listDatabase(ctx, cmd) })
 		}
 		res.counts, res.err = s.count(ctx, cmd, colls, when)
 		wg.Wait()
-		if res.err == nil {
-			res.err = lerr
-		}
-		if res.err == nil && len(cmd.Collections) == 0 {
-			res.changed = collectionChanges(colls, now)
+		switch {
+		case !named:
+			if res.err == nil {
+				res.err = lerr
+			}
+			if res.err == nil {
+				res.changed = collectionChanges(colls, now)
+			}
+			res.whole = true
+		case wholeBefore:
+			res.listErr = lerr
+			res.whole = lerr == nil && sameCollections(colls, now)
 		}
 		ch <- res
 	}()
 	return ch
+}
+
+// sameCollections says a and b are the same collections (by id), in any
+// order.
+func sameCollections(a, b []chroma.Collection) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	ids := make(map[string]bool, len(a))
+	for _, c := range a {
+		ids[c.ID] = true
+	}
+	for _, c := range b {
+		if !ids[c.ID] {
+			return false
+		}
+	}
+	return len(ids) == len(b)
 }
 
 // collectionChanges names what differs between the collections listed
@@ -391,11 +440,7 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 // database when it names none), in Chroma's list order.
 func (s *Service) resolveCollections(ctx context.Context, cmd *contract.SnapshotCommand) ([]chroma.Collection, error) {
 	if len(cmd.Collections) == 0 {
-		colls, err := s.chroma.ListCollections(ctx, cmd.Tenant, cmd.Database)
-		if err != nil {
-			return nil, fmt.Errorf("list collections of %s/%s: %w", cmd.Tenant, cmd.Database, err)
-		}
-		return colls, nil
+		return s.listDatabase(ctx, cmd)
 	}
 	out := make([]chroma.Collection, 0, len(cmd.Collections))
 	for _, name := range cmd.Collections {
@@ -406,6 +451,16 @@ func (s *Service) resolveCollections(ctx context.Context, cmd *contract.Snapshot
 		out = append(out, *c)
 	}
 	return out, nil
+}
+
+// listDatabase lists every collection of the command's database, in
+// Chroma's list order.
+func (s *Service) listDatabase(ctx context.Context, cmd *contract.SnapshotCommand) ([]chroma.Collection, error) {
+	colls, err := s.chroma.ListCollections(ctx, cmd.Tenant, cmd.Database)
+	if err != nil {
+		return nil, fmt.Errorf("list collections of %s/%s: %w", cmd.Tenant, cmd.Database, err)
+	}
+	return colls, nil
 }
 
 // verifyObject reads an archive object, checking the object store's digest,

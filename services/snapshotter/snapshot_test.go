@@ -168,6 +168,24 @@ func TestSnapshotNamedCollections(t *testing.T) {
 	if !m.Partial {
 		t.Errorf("snapshot of named collections not marked partial")
 	}
+
+	// Named, every collection of the database (in another order than
+	// Chroma lists them): it holds the whole database.
+	all, err := e.cc.ListCollections(ctx, "acme", "prod")
+	if err != nil || len(all) < 3 {
+		t.Fatalf("list: %v, %d collections", err, len(all))
+	}
+	var every []string
+	for i := len(all) - 1; i >= 0; i-- {
+		every = append(every, all[i].Name)
+	}
+	rep = e.create(t, contract.SnapshotCreateRequest{Name: "every", Tenant: "acme", Database: "prod", Collections: every})
+	if op := e.waitOp(t, rep.OpID, time.Minute); op.Status != contract.StatusCompleted {
+		t.Fatalf("snapshot: %s %s", op.Status, op.Error)
+	}
+	if m, _ := e.manifest(t, rep.SnapshotID); m.Partial || !m.Consistent || len(m.Collections) != len(all) {
+		t.Errorf("snapshot naming every collection: partial %v, consistent %v, %d collections of %d", m.Partial, m.Consistent, len(m.Collections), len(all))
+	}
 }
 
 func appendBatch(dst, b *record.Batch) {
