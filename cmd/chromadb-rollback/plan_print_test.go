@@ -289,3 +289,28 @@ func TestProvenance(t *testing.T) {
 		t.Errorf("provenance of a whole-database snapshot without actor or reason: %q", got)
 	}
 }
+
+// TestPrintReportWarnings: the report of a rollback whose cleanup failed
+// (Chroma was down when it stopped) names the staging collection it left,
+// as the operation record does; the plan's warnings, which the plan
+// printed already, are not repeated. A rollback given up on has no report
+// and still says what its cleanup left.
+func TestPrintReportWarnings(t *testing.T) {
+	planned := `1 collection in acme/prod is not in the snapshot and is kept: "extra"`
+	left := `cleanup failed: chroma: get collection "big.data": connection refused; "big.data" in acme/prod holds what it held before unless it is missing and "big.data__old_dbfe7370" exists (rename that back); delete the staging collection "big.data__rb_dbfe7370" if it is left`
+	op := &contract.Operation{OpID: "op_x", Status: contract.StatusFailed, Error: "write stage batch 12: connection refused",
+		Plan: &contract.RollbackPlan{Warnings: []string{planned}}, Warnings: []string{planned, left},
+		Restore: &contract.RestoreReport{Collections: []contract.RestoreCollectionReport{{Collection: "big.data", Target: "big.data", Action: "replace", Records: 30000}}}}
+	var out bytes.Buffer
+	(&app{stdout: &out}).printOperation(op)
+	if s := out.String(); !strings.Contains(s, "warning: "+left+"\n") || strings.Contains(s, planned) {
+		t.Errorf("failed rollback's report:\n%s\nwant the warning %q and not the plan's", s, left)
+	}
+
+	op.Restore = nil
+	out.Reset()
+	(&app{stdout: &out}).printOperation(op)
+	if s := out.String(); !strings.Contains(s, "warning: "+left+"\n") {
+		t.Errorf("given-up rollback's report:\n%s\nwant the warning %q", s, left)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -319,6 +320,7 @@ func (a *app) printOperation(op *contract.Operation) {
 	if op.Error != "" {
 		fmt.Fprintf(a.stdout, "Error: %s\n", op.Error)
 	}
+	defer a.printOperationWarnings(op)
 	r := op.Restore
 	if r == nil {
 		return
@@ -352,6 +354,24 @@ func (a *app) printOperation(op *contract.Operation) {
 	}
 	tw.Flush()
 	fmt.Fprintf(a.stdout, "Records written: %d in %.1fs; verified: %v\n", r.RecordsWritten, r.Seconds, r.Verified)
+}
+
+// printOperationWarnings prints what the operation learned beyond its
+// plan (whose warnings the plan printed): above all, a cleanup after a
+// failure that could not be done (Chroma down), naming the staging
+// collection left behind and what to rename back. Without it the operator
+// would find stray "<name>__rb_<op>" collections, kept as extras by the
+// next rollback and copied into every later snapshot.
+func (a *app) printOperationWarnings(op *contract.Operation) {
+	var planned []string
+	if op.Plan != nil {
+		planned = op.Plan.Warnings
+	}
+	for _, w := range op.Warnings {
+		if !slices.Contains(planned, w) {
+			fmt.Fprintln(a.stdout, "warning:", w)
+		}
+	}
 }
 
 // rollbackOutcome maps a finished operation to the exit code: 0 when it
