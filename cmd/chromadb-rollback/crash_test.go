@@ -11,12 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/nats-io/nats.go"
 )
 
 // TestServeKilledMidRollback: the one-process deployment (`serve`, the
@@ -192,5 +194,123 @@ func TestServeKilledMidRollback(t *testing.T) {
 	}
 	if len(st.Fences) != 0 || len(st.Operations) != 0 {
 		t.Errorf("after the rollback: fences %+v, operations %+v; want none", st.Fences, st.Operations)
+	}
+}
+
+// TestServeKilledMidImport: `serve` is killed outright while its
+// snapshotter converts a `snapshot import`, and started again. An import
+// is a request and its one reply, not a durable command: the snapshotter
+// that would have answered is gone. The waiting CLI must not wait for it
+// until --wait-timeout (two hours) behind a frozen progress bar: once the
+// connection is back and the import shows no progress, it stops, exit 1,
+// naming the operation and how to read how it ended; the file then
+// imports again.
+func TestServeKilledMidImport(t *testing.T) {
+	stall := importStall
+	importStall = 3 * time.Second
+	t.Cleanup(func() { importStall = stall })
+
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	ctx := t.Context()
+	if err := testenv.SeedWorkload(ctx, cc, tTenant, tDB, 2, 3000, 64, 120); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "chromadb-rollback")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build chromadb-rollback: %v\n%s", err, out)
+	}
+	listen, dataDir, logs := freeAddr(t), t.TempDir(), &testenv.SyncBuffer{}
+	serve := func() (*exec.Cmd, chan struct{}) {
+		cmd := exec.Command(bin, "serve", "--chroma-url", ch.URL, "--data-dir", dataDir, "--listen", listen, "--metrics-listen", "off")
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			<-exited
+		})
+		return cmd, exited
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("serve:\n%s", logs.String())
+		}
+	})
+	c := cli{t: t, url: "nats://" + listen}
+	waitAnswer := func(args ...string) string {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			code, stdout, stderr := c.run(append(args, "--timeout", "5s")...)
+			if code == exitOK {
+				return stdout
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%v: exit %d: %s", args, code, stderr)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	first, exited := serve()
+	waitAnswer("health-check")
+	if code, _, stderr := c.run("snapshot", "create", "--name", "src"); code != exitOK {
+		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
+	}
+	file := filepath.Join(t.TempDir(), "src.tar.zst")
+	if code, _, stderr := c.run("snapshot", "export", "src", "-o", file); code != exitOK {
+		t.Fatalf("snapshot export: exit %d: %s", code, stderr)
+	}
+
+	// Kill serve when the conversion has begun copying records.
+	nc, err := nats.Connect(c.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	copying := make(chan struct{})
+	var once sync.Once
+	if _, err := nc.Subscribe("chroma.progress.>", func(m *nats.Msg) {
+		var p contract.Progress
+		if json.Unmarshal(m.Data, &p) == nil && p.Phase == "copying" {
+			once.Do(func() { close(copying) })
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	imported := c.start("", "snapshot", "import", file, "--name", "copy")
+	select {
+	case <-copying:
+	case r := <-imported:
+		t.Fatalf("import ended before serve was killed: exit %d: %s", r.code, r.stderr)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the import did not start copying within two minutes")
+	}
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	serve()
+
+	res := await(t, imported, 90*time.Second, "the CLI waiting for the import's reply from the killed serve")
+	if res.code != exitFailed {
+		t.Errorf("import whose snapshotter was killed: exit %d, want %d\nstderr: %s", res.code, exitFailed, res.stderr)
+	}
+	for _, want := range []string{"lost the connection to NATS", "reconnected to NATS", "no answer to the import", "chromadb-rollback audit-log --op op_", "import the file again"} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("the import's CLI did not say %q:\n%s", want, res.stderr)
+		}
+	}
+	// As it says: the file imports again.
+	waitAnswer("health-check")
+	if code, stdout, stderr := c.run("snapshot", "import", file, "--name", "copy"); code != exitOK || !strings.HasPrefix(stdout, "snap_") {
+		t.Errorf("import again: exit %d: %s%s", code, stdout, stderr)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 )
@@ -118,8 +119,15 @@ snapshot id is printed.`,
 				return fmt.Errorf("open object store %s: %w (is `chromadb-rollback serve` running?)", contract.ObjectSnapshots, err)
 			}
 			staging := contract.ImportStagingPrefix + contract.NewID("")
-			// Whatever happens from here, the staging object goes.
+			// Whatever happens from here, the staging object goes, unless
+			// the conversion may still be reading it (keepStaging): the
+			// snapshotter removes it when it ends, retention a day later
+			// when it died.
+			keepStaging := false
 			defer func() {
+				if keepStaging {
+					return
+				}
 				dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				if err := obs.Delete(dctx, staging); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -151,8 +159,12 @@ snapshot id is printed.`,
 			req.OpID = contract.NewID("op_")
 			var m contract.SnapshotManifest
 			converted := a.opBar(nc, req.OpID)
-			err = a.request(ctx, nc, a.subj.API("snapshot", "import"), &req, &m, max(a.timeout, wait))
+			err = a.awaitImport(ctx, nc, &req, &m, max(a.timeout, wait))
 			converted()
+			if errors.Is(err, errImportUnanswered) {
+				keepStaging = true
+				return err
+			}
 			if err != nil {
 				var ae *apiError
 				if errors.As(err, &ae) {
@@ -188,6 +200,63 @@ snapshot id is printed.`,
 	f.StringVar(&req.Reason, "reason", "", "why, recorded in the audit trail")
 	f.DurationVar(&wait, "wait-timeout", 2*time.Hour, "how long to wait for the conversion")
 	return cmd
+}
+
+// importStall is how long an import waits, once the connection to NATS
+// came back after it was lost, for a sign that a snapshotter still converts
+// the file: a progress message of the import, or its reply.
+var importStall = 30 * time.Second
+
+// errImportUnanswered: the import's reply can no longer be expected.
+var errImportUnanswered = errors.New("no answer to the import")
+
+// awaitImport sends the import request and waits for its one reply. While
+// the connection to NATS is lost, a reply is lost with it, and the lost
+// connection is often the snapshotter's own end (serve, which embeds NATS
+// and the snapshotter, killed or restarted): nobody answers any more. So
+// once the connection came back, it waits on only while the import shows
+// progress (a progress message at least every importStall); else it stops,
+// saying that the outcome is unknown and where to read it, rather than
+// waiting silently until --wait-timeout.
+func (a *app) awaitImport(ctx context.Context, nc *nats.Conn, req *contract.SnapshotImportRequest, out *contract.SnapshotManifest, timeout time.Duration) error {
+	progress := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(a.subj.Progress(req.OpID), progress)
+	if err != nil {
+		return fmt.Errorf("subscribe to the import's progress: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.request(rctx, nc, a.subj.API("snapshot", "import"), req, out, timeout) }()
+	var stall *time.Timer
+	var stalled <-chan time.Time
+	defer func() {
+		if stall != nil {
+			stall.Stop()
+		}
+	}()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-progress:
+			if stall != nil {
+				stall.Reset(importStall)
+			}
+		case e := <-a.connEvents:
+			fmt.Fprintln(a.stderr, e.text("A reply sent meanwhile is lost: once it is back, the import must show progress within "+importStall.String()+"."))
+			if !e.lost && stall == nil {
+				stall = time.NewTimer(importStall)
+				stalled = stall.C
+			}
+		case <-stalled:
+			cancel()
+			<-done
+			return fmt.Errorf("%w: the connection to NATS was lost while the snapshotter converted %s (operation %s), and no progress came in %v after it was back: the snapshotter that converted it is gone (serve restarted?), or its reply was lost. How it ended: `chromadb-rollback audit-log --op %s` (snapshot.import completed names the new snapshot); if it did not complete, import the file again: the upload it left, %s in %s, goes with retention a day later (`nats obj del %s %s` removes it now)",
+				errImportUnanswered, req.FileName, req.OpID, importStall, req.OpID, req.Object, contract.ObjectSnapshots, contract.ObjectSnapshots, req.Object)
+		}
+	}
 }
 
 // findSeedManifest looks for the old tool's manifest of an archive:
