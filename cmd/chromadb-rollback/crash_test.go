@@ -197,6 +197,60 @@ func TestServeKilledMidRollback(t *testing.T) {
 	}
 }
 
+// servedStack is `serve` built and run as a process, as operators run it,
+// against chromaURL: start starts it (again, on the same data directory),
+// cli talks to it, answer retries a command until it exits 0.
+type servedStack struct {
+	t        *testing.T
+	cli      cli
+	start    func() (*exec.Cmd, chan struct{})
+	answered func(args ...string) string
+}
+
+func serveProcess(t *testing.T, chromaURL string) servedStack {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "chromadb-rollback")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build chromadb-rollback: %v\n%s", err, out)
+	}
+	listen, dataDir, logs := freeAddr(t), t.TempDir(), &testenv.SyncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("serve:\n%s", logs.String())
+		}
+	})
+	c := cli{t: t, url: "nats://" + listen}
+	return servedStack{t: t, cli: c,
+		start: func() (*exec.Cmd, chan struct{}) {
+			cmd := exec.Command(bin, "serve", "--chroma-url", chromaURL, "--data-dir", dataDir, "--listen", listen, "--metrics-listen", "off")
+			cmd.Stdout, cmd.Stderr = logs, logs
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(exited) }()
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				<-exited
+			})
+			return cmd, exited
+		},
+		answered: func(args ...string) string {
+			t.Helper()
+			deadline := time.Now().Add(time.Minute)
+			for {
+				code, stdout, stderr := c.run(append(args, "--timeout", "5s")...)
+				if code == exitOK {
+					return stdout
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%v: exit %d: %s", args, code, stderr)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}}
+}
+
 // TestServeKilledMidImport: `serve` is killed outright while its
 // snapshotter converts a `snapshot import`, and started again. An import
 // is a request and its one reply, not a durable command: the snapshotter
@@ -212,52 +266,13 @@ func TestServeKilledMidImport(t *testing.T) {
 
 	ch := testenv.StartChroma(t)
 	cc := ch.Client(t)
-	ctx := t.Context()
-	if err := testenv.SeedWorkload(ctx, cc, tTenant, tDB, 2, 3000, 64, 120); err != nil {
+	if err := testenv.SeedWorkload(t.Context(), cc, tTenant, tDB, 2, 3000, 64, 120); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "chromadb-rollback")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build chromadb-rollback: %v\n%s", err, out)
-	}
-	listen, dataDir, logs := freeAddr(t), t.TempDir(), &testenv.SyncBuffer{}
-	serve := func() (*exec.Cmd, chan struct{}) {
-		cmd := exec.Command(bin, "serve", "--chroma-url", ch.URL, "--data-dir", dataDir, "--listen", listen, "--metrics-listen", "off")
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		})
-		return cmd, exited
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("serve:\n%s", logs.String())
-		}
-	})
-	c := cli{t: t, url: "nats://" + listen}
-	waitAnswer := func(args ...string) string {
-		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for {
-			code, stdout, stderr := c.run(append(args, "--timeout", "5s")...)
-			if code == exitOK {
-				return stdout
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%v: exit %d: %s", args, code, stderr)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-
-	first, exited := serve()
-	waitAnswer("health-check")
+	st := serveProcess(t, ch.URL)
+	c := st.cli
+	first, exited := st.start()
+	st.answered("health-check")
 	if code, _, stderr := c.run("snapshot", "create", "--name", "src"); code != exitOK {
 		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
 	}
@@ -297,7 +312,7 @@ func TestServeKilledMidImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-exited
-	serve()
+	st.start()
 
 	res := await(t, imported, 90*time.Second, "the CLI waiting for the import's reply from the killed serve")
 	if res.code != exitFailed {
@@ -309,8 +324,86 @@ func TestServeKilledMidImport(t *testing.T) {
 		}
 	}
 	// As it says: the file imports again.
-	waitAnswer("health-check")
+	st.answered("health-check")
 	if code, stdout, stderr := c.run("snapshot", "import", file, "--name", "copy"); code != exitOK || !strings.HasPrefix(stdout, "snap_") {
 		t.Errorf("import again: exit %d: %s%s", code, stdout, stderr)
+	}
+}
+
+// TestServeKilledMidPlan: `serve` is killed outright while its restorer
+// makes a rollback's plan (which reads the whole archive and Chroma's
+// counts: minutes for a large database), and started again. The plan's
+// answer will never come. `rollback` must not wait for it silently for
+// the plan's hour: once the connection is back it stops, exit 1, saying
+// the answer is lost; run again, the rollback's dry run answers.
+func TestServeKilledMidPlan(t *testing.T) {
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	if err := testenv.SeedWorkload(t.Context(), cc, tTenant, tDB, 2, 50, 16, 40); err != nil {
+		t.Fatal(err)
+	}
+	// Between serve and Chroma: while holding, a request waits until serve
+	// is dead, so the kill lands in the middle of the plan.
+	up, err := url.Parse(ch.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holding atomic.Bool
+	held, killed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	rp := httputil.NewSingleHostReverseProxy(up)
+	proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if holding.Load() {
+			once.Do(func() { close(held) })
+			<-killed
+			http.Error(w, "serve was killed", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = proxy.Serve(pl) }()
+	t.Cleanup(func() { _ = proxy.Close() })
+
+	st := serveProcess(t, "http://"+pl.Addr().String())
+	c := st.cli
+	first, exited := st.start()
+	st.answered("health-check")
+	if code, _, stderr := c.run("snapshot", "create", "--name", "pre_migration"); code != exitOK {
+		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
+	}
+
+	holding.Store(true)
+	planned := c.start("", "rollback", "pre_migration", "--dry-run")
+	select {
+	case <-held:
+	case r := <-planned:
+		t.Fatalf("the plan ended before serve was killed: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	case <-time.After(time.Minute):
+		t.Fatal("the plan asked nothing of Chroma within a minute")
+	}
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	holding.Store(false)
+	close(killed)
+	st.start()
+
+	res := await(t, planned, 90*time.Second, "rollback --dry-run waiting for the plan of the killed serve")
+	if res.code != exitFailed {
+		t.Errorf("plan whose restorer was killed: exit %d, want %d\nstdout: %s\nstderr: %s", res.code, exitFailed, res.stdout, res.stderr)
+	}
+	for _, want := range []string{"lost the connection to NATS", "reconnected to NATS", "no answer to chroma.api.rollback.plan"} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("rollback --dry-run did not say %q:\n%s", want, res.stderr)
+		}
+	}
+	st.answered("health-check")
+	if code, stdout, stderr := c.run("rollback", "pre_migration", "--dry-run"); code != exitOK || !strings.Contains(stdout, "Dry run: nothing was changed.") {
+		t.Errorf("dry run again: exit %d: %s%s", code, stdout, stderr)
 	}
 }

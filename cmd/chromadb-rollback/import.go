@@ -228,7 +228,7 @@ func (a *app) awaitImport(ctx context.Context, nc *nats.Conn, req *contract.Snap
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- a.request(rctx, nc, a.subj.API("snapshot", "import"), req, out, timeout) }()
+	go func() { done <- a.requestConn(rctx, nc, a.subj.API("snapshot", "import"), req, out, timeout, nil) }()
 	var stall *time.Timer
 	var stalled <-chan time.Time
 	defer func() {

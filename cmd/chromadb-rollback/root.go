@@ -225,7 +225,20 @@ func (e *apiError) Error() string { return e.Msg }
 
 // request sends req to subject and decodes the reply into out, turning
 // Nats-Service-Error headers into an *apiError.
+//
+// A reply sent while the connection to NATS is lost is lost with it, and
+// a lost connection is often the service's own end (serve, which embeds
+// NATS and the services, killed or restarted): nobody answers any more.
+// So once the connection is back it stops waiting, rather than waiting
+// silently until timeout (an hour for a plan or a verify), and says that
+// what was asked may or may not have been done.
 func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, req, out any, timeout time.Duration) error {
+	return a.requestConn(ctx, nc, subject, req, out, timeout, a.connEvents)
+}
+
+// requestConn is request; events, when not nil, are the connection's
+// events to watch while it waits (nil: the caller watches them).
+func (a *app) requestConn(ctx context.Context, nc *nats.Conn, subject string, req, out any, timeout time.Duration, events <-chan connEvent) error {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return err
@@ -235,7 +248,35 @@ func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, req, o
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msg, err := nc.RequestMsgWithContext(rctx, &nats.Msg{Subject: subject, Data: data})
+	reconnects := nc.Stats().Reconnects
+	type result struct {
+		msg *nats.Msg
+		err error
+	}
+	replied := make(chan result, 1)
+	go func() {
+		msg, err := nc.RequestMsgWithContext(rctx, &nats.Msg{Subject: subject, Data: data})
+		replied <- result{msg, err}
+	}()
+	var msg *nats.Msg
+wait:
+	for {
+		select {
+		case r := <-replied:
+			msg, err = r.msg, r.err
+			break wait
+		case e := <-events:
+			fmt.Fprintln(a.stderr, e.text("Waiting for the answer to "+subject+"."))
+			if !e.lost && nc.Stats().Reconnects > reconnects {
+				cancel()
+				if r := <-replied; r.err == nil { // it came after all
+					msg = r.msg
+					break wait
+				}
+				return fmt.Errorf("no answer to %s: the connection to NATS was lost while waiting for it, and an answer sent meanwhile is lost (a restarted serve sends none); what was asked may or may not have been done: check (`chromadb-rollback status`, `chromadb-rollback audit-log --limit 5`) before running the command again", subject)
+			}
+		}
+	}
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("no service answers on %s: is `chromadb-rollback serve` (or the service) running?", subject)
