@@ -275,6 +275,14 @@ func TestPrintCancelledReport(t *testing.T) {
 		!regexp.MustCompile(`big1\s+big1\s+replace\s+2400\s+false\s+not checked\n`).MatchString(s) {
 		t.Errorf("cancelled rollback's report:\n%s", s)
 	}
+	// A redelivered rollback cancelled before it read the snapshot names no
+	// collection: that is not a snapshot that holds none.
+	op := &contract.Operation{OpID: "op_x", Status: contract.StatusCancelled, Restore: &contract.RestoreReport{RecordsWritten: 2400}}
+	var out bytes.Buffer
+	(&app{stdout: &out}).printOperation(op)
+	if s := out.String(); strings.Contains(s, "No collections") || !strings.Contains(s, "Records written: 2400") {
+		t.Errorf("report of a rollback cancelled before it read the snapshot:\n%s", s)
+	}
 }
 
 // TestProvenance: snapshot info says what a snapshot holds of its

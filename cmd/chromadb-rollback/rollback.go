@@ -332,7 +332,9 @@ func (a *app) printOperation(op *contract.Operation) {
 	default: // it may have changed nothing, or some collections
 		fmt.Fprintf(a.stdout, "Safety snapshot: %s (the state before this rollback: roll back to it to undo what it changed)\n", r.SafetySnapshotID)
 	}
-	if len(r.Collections) == 0 {
+	if len(r.Collections) == 0 && op.Status == contract.StatusCompleted {
+		// A rollback that stopped early (a redelivered one cancelled
+		// before it read the snapshot) lists none either.
 		fmt.Fprintln(a.stdout, "No collections: the snapshot holds none and the target database has none.")
 	}
 	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)

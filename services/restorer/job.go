@@ -388,13 +388,15 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	j.mu.Lock()
 	tenant, database, scoped := j.scope()
 	ck := j.ck
-	if ck != nil && j.sp != nil {
+	if ck != nil {
 		j.report.RecordsWritten = ck.RecordsWritten
 		if ck.WriteSeconds > 0 {
 			j.report.AddRate = float64(ck.RecordsWritten) / ck.WriteSeconds
 		}
 		j.report.Seconds = time.Since(ck.StartedAt).Seconds()
-		j.report.Collections = j.collectionReports()
+		if j.sp != nil { // an attempt that stopped before reading the snapshot cannot name its collections
+			j.report.Collections = j.collectionReports()
+		}
 	}
 	j.report.Verified = status == contract.StatusCompleted
 	j.report.Cancelled = status == contract.StatusCancelled
@@ -525,17 +527,39 @@ func (j *job) addDiffs(i int, diffs []string, total int) {
 // cleanup, after a failure or cancel, takes back what would leave the
 // target worse than before: a staging collection is deleted and a swap cut
 // short is undone. Collections already swapped in stay restored.
+//
+// A redelivered attempt (its restorer died) holds no writer for what the
+// earlier attempts staged until it takes that collection up again: one
+// that stops before (a cancel found at its start, an archive it cannot
+// read) takes that back from the checkpoint, as a rollback given up on does.
 func (j *job) cleanup(ctx context.Context) {
 	j.mu.Lock()
 	ws := append([]*collWriter{j.finishing, j.current}, j.staged...)
+	ck := j.ck
+	op := j.op
 	j.mu.Unlock()
-	if j.sp == nil {
+	undone := map[string]bool{}
+	if j.sp != nil {
+		for _, w := range ws {
+			if w != nil {
+				j.undo(ctx, w)
+				undone[w.cs.Target] = true
+			}
+		}
+	}
+	if ck == nil {
 		return
 	}
-	for _, w := range ws {
-		if w != nil {
-			j.undo(ctx, w)
+	if op.Tenant == "" || op.Database == "" {
+		if t, d, ok := j.scope(); ok {
+			op.Tenant, op.Database = t, d
 		}
+	}
+	if left := j.s.undoCheckpointed(ctx, &j.cmd, &op, ck, undone); len(left) > 0 {
+		j.log.Error("cleanup after the rollback stopped failed", "left", left)
+		j.mu.Lock()
+		j.op.Warnings = append(j.op.Warnings, left...)
+		j.mu.Unlock()
 	}
 }
 
@@ -770,6 +794,12 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 // swap of one that was; in place and batch-level writes cannot be undone.
 // It returns what it could not do.
 func (s *Service) undoGivenUp(ctx context.Context, cmd *contract.RollbackCommand, op *contract.Operation, ck *checkpoint) []string {
+	return s.undoCheckpointed(ctx, cmd, op, ck, nil)
+}
+
+// undoCheckpointed is undoGivenUp for the collections of ck whose target
+// done does not name (those an attempt's own writers took back already).
+func (s *Service) undoCheckpointed(ctx context.Context, cmd *contract.RollbackCommand, op *contract.Operation, ck *checkpoint, done map[string]bool) []string {
 	if cmd.Request.InPlace || op.Tenant == "" || op.Database == "" {
 		return nil
 	}
@@ -780,7 +810,7 @@ func (s *Service) undoGivenUp(ctx context.Context, cmd *contract.RollbackCommand
 	var out []string
 	for _, i := range slices.Sorted(maps.Keys(ck.Collections)) {
 		cs := ck.Collections[i]
-		if cs == nil || cs.Action == contract.PlanUpsert {
+		if cs == nil || cs.Action == contract.PlanUpsert || done[cs.Target] {
 			continue
 		}
 		staging, old := workName(cs.Target, stagingSep, cmd.OpID), workName(cs.Target, oldSep, cmd.OpID)

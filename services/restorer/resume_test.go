@@ -132,6 +132,65 @@ func TestRestorerKilledMidRestore(t *testing.T) {
 	}
 }
 
+// TestRedeliveredRollbackCancelled: a restorer dies in the middle of a
+// rollback, having staged collections; the operator cancels it before
+// another restorer takes the redelivered command (serve killed and
+// restarted: its API answers before the command's AckWait ran out). The
+// new attempt finds the cancel before it read the snapshot, so it holds no
+// writer for what the dead one staged: it must still take the staging
+// collections back, as the README promises of a cancel ("staged
+// collections are discarded and the live ones keep what they held"), and
+// report what was written rather than no collections at all.
+func TestRedeliveredRollbackCancelled(t *testing.T) {
+	e := seeded(t)
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	damage(t, e.cc, 1)
+	damaged := e.dump(t, "acme", "prod")
+
+	reached := make(chan struct{})
+	var once atomic.Bool
+	stopA := e.startRestorer(t, restorer.Config{Instance: "a"}, func(ctx context.Context, p restorer.HookPoint) error {
+		if p.Attempt == 1 && p.Name == "batch" && p.Collection == "corpus.v1" && p.Batch == 3 && once.CompareAndSwap(false, true) {
+			close(reached)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+	r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true})
+	select {
+	case <-reached:
+	case <-time.After(time.Minute):
+		t.Fatal("the rollback never reached the stop point")
+	}
+	stopA()
+	staged := 0
+	for name := range e.dump(t, "acme", "prod") {
+		if strings.Contains(name, "__rb_") {
+			staged++
+		}
+	}
+	if staged == 0 {
+		t.Fatal("no staging collection when the first restorer died")
+	}
+	// The cancel as chroma.api.rollback.cancel records it.
+	ref, _ := json.Marshal(contract.OperationRef{Envelope: contract.NewEnvelope(contract.TypeOperationRef), OpID: r.OpID, Actor: "carol"})
+	if _, err := e.nats.Assets.State.Put(t.Context(), contract.CancelKey(r.OpID), ref); err != nil {
+		t.Fatal(err)
+	}
+
+	e.startRestorer(t, restorer.Config{Instance: "b"}, nil)
+	op := e.waitOp(t, r.OpID, 2*time.Minute)
+	if op.Status != contract.StatusCancelled || op.Attempt < 2 {
+		t.Fatalf("cancelled redelivered rollback: %s attempt %d: %s", op.Status, op.Attempt, op.Error)
+	}
+	compareDB(t, "after the cancel", e.dump(t, "acme", "prod"), damaged, nil) // a staging collection is an extra one
+	e.assertReleased(t)
+	if op.Restore == nil || op.Restore.RecordsWritten == 0 {
+		t.Errorf("report of the cancelled rollback: %s; want the records the first attempt wrote", mustJSON(t, op.Restore))
+	}
+}
+
 // safetySnapshots counts the safety snapshots taken for a rollback.
 func (e *env) safetySnapshots(t *testing.T, opID string) int {
 	t.Helper()
