@@ -389,6 +389,9 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	tenant, database, scoped := j.scope()
 	ck := j.ck
 	if ck != nil {
+		if j.report.SafetySnapshotID == "" { // an attempt that stopped before it read the checkpoint's
+			j.report.SafetySnapshotID = ck.SafetySnapshotID
+		}
 		j.report.RecordsWritten = ck.RecordsWritten
 		if ck.WriteSeconds > 0 {
 			j.report.AddRate = float64(ck.RecordsWritten) / ck.WriteSeconds

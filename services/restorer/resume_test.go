@@ -186,8 +186,8 @@ func TestRedeliveredRollbackCancelled(t *testing.T) {
 	}
 	compareDB(t, "after the cancel", e.dump(t, "acme", "prod"), damaged, nil) // a staging collection is an extra one
 	e.assertReleased(t)
-	if op.Restore == nil || op.Restore.RecordsWritten == 0 {
-		t.Errorf("report of the cancelled rollback: %s; want the records the first attempt wrote", mustJSON(t, op.Restore))
+	if op.Restore == nil || op.Restore.RecordsWritten == 0 || op.Restore.SafetySnapshotID == "" {
+		t.Errorf("report of the cancelled rollback: %s; want the records the first attempt wrote and its safety snapshot", mustJSON(t, op.Restore))
 	}
 }
 
