@@ -528,6 +528,18 @@ func (e *env) rollbackAlert(t *testing.T, job string) *contract.StatusAlert {
 	return nil
 }
 
+// snapshotDeletedAlert is the status's alert that job's restore point was
+// deleted, nil when none.
+func (e *env) snapshotDeletedAlert(t *testing.T, job string) *contract.StatusAlert {
+	t.Helper()
+	for _, a := range e.status(t).Alerts {
+		if a.Name == "snapshot_deleted" && a.Figures["job"] == job {
+			return &a
+		}
+	}
+	return nil
+}
+
 // dbState is every record of every collection of a database, by name.
 type dbState map[string]*record.Batch
 

@@ -276,9 +276,22 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		const job = "deleted"
 		tenant, snap := pinnedRun(t, job)
 		var del contract.SnapshotManifest
+		if al := e.snapshotDeletedAlert(t, job); al != nil {
+			t.Errorf("status alert while the snapshot is there: %+v", al)
+		}
 		e.request(t, e.subj.API("snapshot", "delete"), contract.SnapshotRef{Snapshot: snap, Actor: "test", Force: true}, &del)
+		// Before any trigger: the status says the run lost its restore
+		// point.
+		if al := e.snapshotDeletedAlert(t, job); al == nil || al.Figures["snapshot_id"] != snap ||
+			!strings.Contains(al.Detail, "its pre-migration snapshot "+snap+" was deleted") || !strings.Contains(al.Detail, "Ending a run") {
+			t.Errorf("status alert after the snapshot was deleted: %+v", al)
+		}
 		lossy(t, job)
 		rec := failed(t, job)
+		// The rollback's own alert says it from then on.
+		if al := e.snapshotDeletedAlert(t, job); al != nil {
+			t.Errorf("snapshot_deleted alert besides the rollback's: %+v", al)
+		}
 		if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, "the restorer refused the rollback") || rec.RollbackCommand != "" {
 			t.Fatalf("record: %s", mustJSON(t, rec))
 		}

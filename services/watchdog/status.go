@@ -126,7 +126,9 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		obj string
 	}
 	byDB := map[string][]candidate{}
-	if err := bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
+	manifests := map[string]bool{}
+	if err := bus.EachValue(ctx, s.assets.Manifests, ">", func(key string, data []byte) error {
+		manifests[key] = true
 		var m contract.SnapshotManifest
 		if json.Unmarshal(data, &m) != nil || m.VerifiedAt.IsZero() {
 			return nil
@@ -180,6 +182,9 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		if a, ok := s.rollbackAlert(&rep.Migrations[i]); ok {
 			rep.Alerts = append(rep.Alerts, a)
 		}
+		if a, ok := s.deletedSnapshotAlert(&rep.Migrations[i], manifests); ok {
+			rep.Alerts = append(rep.Alerts, a)
+		}
 	}
 	rep.Storage = s.storage(ctx)
 	return rep, nil
@@ -223,6 +228,29 @@ func (s *Service) rollbackAlert(r *contract.MigrationRecord) (contract.StatusAle
 	return contract.StatusAlert{Name: "rollback", Since: r.TriggeredAt, Figures: f,
 		Detail: fmt.Sprintf("migration %s of %s/%s: the %s trigger fired (%s), but %s. %s; %s",
 			r.Job, r.Tenant, r.Database, r.Trigger, r.TriggerReason, what, capitalize(byHand(r)), s.endRunHint(r.Job))}, true
+}
+
+// deletedSnapshotAlert is the status alert of a running migration whose
+// restore point (the snapshot the watchdog pinned or took for it) has no
+// manifest any more: deleted with snapshot delete --force, which the
+// snapshotter allows after refusing it once. Nothing can roll that run
+// back, and until a trigger fires nothing else would say so. manifests
+// holds the keys of every manifest.
+func (s *Service) deletedSnapshotAlert(r *contract.MigrationRecord, manifests map[string]bool) (contract.StatusAlert, bool) {
+	id := r.PinnedSnapshotID
+	if id == "" && r.TakeSnapshot {
+		id = r.SnapshotID // set once the snapshot it took was verified
+	}
+	// A run whose trigger fired has its rollback's own alert.
+	if id == "" || manifests[id] || ended(r) || r.Trigger != "" {
+		return contract.StatusAlert{}, false
+	}
+	return contract.StatusAlert{Name: "snapshot_deleted", // since: when it was deleted is not recorded
+
+		Figures: map[string]any{"job": r.Job, "run": r.Run, "snapshot_id": id},
+		Detail: fmt.Sprintf("migration %s of %s/%s: its pre-migration snapshot %s was deleted, so no rollback, automatic or by hand, can restore what the database held before it. "+
+			"Take a snapshot now if what the database holds is worth keeping; %s",
+			r.Job, r.Tenant, r.Database, id, s.endRunHint(r.Job))}, true
 }
 
 // capitalize upper-cases the first letter of a sentence.
