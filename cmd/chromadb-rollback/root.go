@@ -236,6 +236,9 @@ func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, req, o
 	return a.requestConn(ctx, nc, subject, req, out, timeout, a.connEvents)
 }
 
+// mayHaveBeenDone ends the error of a request whose answer never came.
+const mayHaveBeenDone = "what was asked may or may not have been done: check (`chromadb-rollback status`, `chromadb-rollback audit-log --limit 5`) before running the command again"
+
 // requestConn is request; events, when not nil, are the connection's
 // events to watch while it waits (nil: the caller watches them).
 func (a *app) requestConn(ctx context.Context, nc *nats.Conn, subject string, req, out any, timeout time.Duration, events <-chan connEvent) error {
@@ -273,13 +276,20 @@ wait:
 					msg = r.msg
 					break wait
 				}
-				return fmt.Errorf("no answer to %s: the connection to NATS was lost while waiting for it, and an answer sent meanwhile is lost (a restarted serve sends none); what was asked may or may not have been done: check (`chromadb-rollback status`, `chromadb-rollback audit-log --limit 5`) before running the command again", subject)
+				return fmt.Errorf("no answer to %s: the connection to NATS was lost while waiting for it, and an answer sent meanwhile is lost (a restarted serve sends none); %s", subject, mayHaveBeenDone)
 			}
 		}
 	}
 	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
 			return fmt.Errorf("no service answers on %s: is `chromadb-rollback serve` (or the service) running?", subject)
+		case errors.Is(ctx.Err(), context.Canceled): // the caller's: interrupted (Ctrl-C)
+			return fmt.Errorf("interrupted while waiting for the answer to %s; %s", subject, mayHaveBeenDone)
+		case ctx.Err() != nil: // the caller's deadline (--wait-timeout)
+			return fmt.Errorf("no answer to %s before the command's deadline; %s", subject, mayHaveBeenDone)
+		case errors.Is(err, context.DeadlineExceeded):
+			return fmt.Errorf("no answer to %s within %s (--timeout): the service is busy or stuck; %s", subject, timeout, mayHaveBeenDone)
 		}
 		return fmt.Errorf("request %s: %w", subject, err)
 	}
