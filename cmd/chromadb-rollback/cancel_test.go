@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -96,6 +97,10 @@ func TestCLIRollbackCancel(t *testing.T) {
 	}
 	before := state(t, cc)
 	badMigration(t, cc, before)
+	// A collection not in the snapshot: the plan warns that it is kept.
+	if _, err := cc.CreateCollection(t.Context(), tTenant, tDB, chroma.CreateCollection{Name: "added_by_migration"}); err != nil {
+		t.Fatal(err)
+	}
 	damaged := state(t, cc)
 
 	// The wait gives up while the restore's first add is held.
@@ -125,6 +130,21 @@ func TestCLIRollbackCancel(t *testing.T) {
 	r := await(t, cancelled, 2*time.Minute, "rollback-cancel")
 	if r.code != exitOK || !strings.Contains(r.stdout, "Rollback "+op+": cancelled") || !strings.Contains(r.stderr, "cancel requested by ") || !strings.Contains(r.stderr, "stops at the next batch") {
 		t.Fatalf("rollback-cancel: exit %d\n%s%s\nwant 0, the request noted and the rollback cancelled", r.code, r.stdout, r.stderr)
+	}
+	// Not the plan's warnings again: the rollback printed them when it
+	// started.
+	if e, err := n.Assets.State.Get(t.Context(), contract.OperationKey(op)); err != nil {
+		t.Error(err)
+	} else {
+		var rec contract.Operation
+		if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Plan == nil || len(rec.Plan.Warnings) == 0 {
+			t.Fatalf("operation %s: %v; the test needs a plan with warnings: %s", op, err, e.Value())
+		}
+		for _, w := range rec.Plan.Warnings {
+			if strings.Contains(r.stderr+r.stdout, w) {
+				t.Errorf("rollback-cancel repeats the plan's warning %q:\n%s%s", w, r.stdout, r.stderr)
+			}
+		}
 	}
 	// The collection it stopped in was not checked, and says so.
 	if !strings.Contains(r.stdout, "not checked") || strings.Contains(r.stdout, "bit-exact") {

@@ -365,15 +365,25 @@ func (a *app) printOperation(op *contract.Operation) {
 // would find stray "<name>__rb_<op>" collections, kept as extras by the
 // next rollback and copied into every later snapshot.
 func (a *app) printOperationWarnings(op *contract.Operation) {
+	for _, w := range addedWarnings(op) {
+		fmt.Fprintln(a.stdout, "warning:", w)
+	}
+}
+
+// addedWarnings are op's warnings that its plan did not give (the plan's
+// were printed with the plan).
+func addedWarnings(op *contract.Operation) []string {
 	var planned []string
 	if op.Plan != nil {
 		planned = op.Plan.Warnings
 	}
+	var out []string
 	for _, w := range op.Warnings {
 		if !slices.Contains(planned, w) {
-			fmt.Fprintln(a.stdout, "warning:", w)
+			out = append(out, w)
 		}
 	}
+	return out
 }
 
 // rollbackOutcome maps a finished operation to the exit code: 0 when it
@@ -536,13 +546,15 @@ migrations are resumed as at any end. Exits 0 once the rollback was cancelled,
 				if a.json {
 					return a.printJSON(op)
 				}
-				for _, w := range op.Warnings {
+				// The cancel's own note, and what the rollback has
+				// met so far; not the plan's warnings again.
+				for _, w := range addedWarnings(&op) {
 					fmt.Fprintln(a.stdout, w)
 				}
 				return nil
 			}
 			if !a.json {
-				for _, w := range op.Warnings {
+				for _, w := range addedWarnings(&op) {
 					fmt.Fprintln(a.stderr, w)
 				}
 			}
