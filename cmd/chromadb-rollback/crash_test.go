@@ -41,73 +41,12 @@ func TestServeKilledMidRollback(t *testing.T) {
 
 	// Between serve and Chroma: the second add waits here until serve
 	// is dead, so the kill lands in the middle of the restore.
-	up, err := url.Parse(ch.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var adds atomic.Int64
-	held, killed := make(chan struct{}), make(chan struct{})
-	rp := httputil.NewSingleHostReverseProxy(up)
-	proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/add") && adds.Add(1) == 2 {
-			close(held)
-			<-killed
-			http.Error(w, "serve was killed", http.StatusServiceUnavailable)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	})}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = proxy.Serve(pl) }()
-	t.Cleanup(func() { _ = proxy.Close() })
-
-	bin := filepath.Join(t.TempDir(), "chromadb-rollback")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build chromadb-rollback: %v\n%s", err, out)
-	}
-	listen := freeAddr(t)
-	dataDir := t.TempDir()
-	logs := &testenv.SyncBuffer{}
-	serve := func() (*exec.Cmd, chan struct{}) {
-		cmd := exec.Command(bin, "serve", "--chroma-url", "http://"+pl.Addr().String(), "--data-dir", dataDir,
-			"--listen", listen, "--metrics-listen", "off")
-		cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		})
-		return cmd, exited
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("serve:\n%s", logs.String())
-		}
+	hp := startHoldingProxy(t, ch.URL, func(r *http.Request) bool {
+		return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/add") && adds.Add(1) == 2
 	})
-	c := cli{t: t, url: "nats://" + listen}
-	// waitAnswer retries a CLI command until it exits 0 (serve starting).
-	waitAnswer := func(args ...string) string {
-		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for {
-			code, stdout, stderr := c.run(append(args, "--timeout", "5s")...)
-			if code == exitOK {
-				return stdout
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%v: exit %d: %s", args, code, stderr)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	st := serveProcess(t, hp.url)
+	c, listen, serve, waitAnswer := st.cli, strings.TrimPrefix(st.cli.url, "nats://"), st.start, st.answered
 
 	first, exited := serve()
 	waitAnswer("health-check")
@@ -138,7 +77,7 @@ func TestServeKilledMidRollback(t *testing.T) {
 	// An operator's CLI waits for the rollback, through the crash.
 	waited := c.start("", "rollback", "pre_migration", "--yes", "--json")
 	select {
-	case <-held:
+	case <-hp.held:
 	case <-exited:
 		t.Fatal("serve exited before its second add")
 	case <-time.After(2 * time.Minute):
@@ -148,7 +87,7 @@ func TestServeKilledMidRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-exited
-	close(killed)
+	close(hp.killed)
 	// The damaged database had two collections; the first add went into
 	// a staging collection besides them.
 	if colls, err := cc.ListCollections(ctx, tTenant, tDB); err != nil || len(colls) <= 2 {
@@ -188,12 +127,12 @@ func TestServeKilledMidRollback(t *testing.T) {
 		}
 	}
 
-	var st contract.StatusReport
-	if err := json.Unmarshal([]byte(waitAnswer("status", "--json")), &st); err != nil {
+	var rep contract.StatusReport
+	if err := json.Unmarshal([]byte(waitAnswer("status", "--json")), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Fences) != 0 || len(st.Operations) != 0 {
-		t.Errorf("after the rollback: fences %+v, operations %+v; want none", st.Fences, st.Operations)
+	if len(rep.Fences) != 0 || len(rep.Operations) != 0 {
+		t.Errorf("after the rollback: fences %+v, operations %+v; want none", rep.Fences, rep.Operations)
 	}
 }
 
@@ -223,6 +162,7 @@ func serveProcess(t *testing.T, chromaURL string) servedStack {
 	return servedStack{t: t, cli: c,
 		start: func() (*exec.Cmd, chan struct{}) {
 			cmd := exec.Command(bin, "serve", "--chroma-url", chromaURL, "--data-dir", dataDir, "--listen", listen, "--metrics-listen", "off")
+			cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
 			cmd.Stdout, cmd.Stderr = logs, logs
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -344,31 +284,9 @@ func TestServeKilledMidPlan(t *testing.T) {
 	}
 	// Between serve and Chroma: while holding, a request waits until serve
 	// is dead, so the kill lands in the middle of the plan.
-	up, err := url.Parse(ch.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var holding atomic.Bool
-	held, killed := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	rp := httputil.NewSingleHostReverseProxy(up)
-	proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if holding.Load() {
-			once.Do(func() { close(held) })
-			<-killed
-			http.Error(w, "serve was killed", http.StatusServiceUnavailable)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	})}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = proxy.Serve(pl) }()
-	t.Cleanup(func() { _ = proxy.Close() })
-
-	st := serveProcess(t, "http://"+pl.Addr().String())
+	hp := startHoldingProxy(t, ch.URL, func(*http.Request) bool { return holding.Load() })
+	st := serveProcess(t, hp.url)
 	c := st.cli
 	first, exited := st.start()
 	st.answered("health-check")
@@ -379,7 +297,7 @@ func TestServeKilledMidPlan(t *testing.T) {
 	holding.Store(true)
 	planned := c.start("", "rollback", "pre_migration", "--dry-run")
 	select {
-	case <-held:
+	case <-hp.held:
 	case r := <-planned:
 		t.Fatalf("the plan ended before serve was killed: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	case <-time.After(time.Minute):
@@ -390,7 +308,7 @@ func TestServeKilledMidPlan(t *testing.T) {
 	}
 	<-exited
 	holding.Store(false)
-	close(killed)
+	close(hp.killed)
 	st.start()
 
 	res := await(t, planned, 90*time.Second, "rollback --dry-run waiting for the plan of the killed serve")
@@ -406,4 +324,41 @@ func TestServeKilledMidPlan(t *testing.T) {
 	if code, stdout, stderr := c.run("rollback", "pre_migration", "--dry-run"); code != exitOK || !strings.Contains(stdout, "Dry run: nothing was changed.") {
 		t.Errorf("dry run again: exit %d: %s%s", code, stdout, stderr)
 	}
+}
+
+// holdingProxy stands between serve and Chroma: a request that hold picks
+// waits until killed is closed (serve was killed meanwhile), then fails as
+// it would have; held is closed when the first one arrives. Others pass.
+type holdingProxy struct {
+	url    string
+	held   chan struct{}
+	killed chan struct{}
+}
+
+func startHoldingProxy(t *testing.T, chromaURL string, hold func(*http.Request) bool) *holdingProxy {
+	t.Helper()
+	up, err := url.Parse(chromaURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp := &holdingProxy{held: make(chan struct{}), killed: make(chan struct{})}
+	var once sync.Once
+	rp := httputil.NewSingleHostReverseProxy(up)
+	proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hold(r) {
+			once.Do(func() { close(hp.held) })
+			<-hp.killed
+			http.Error(w, "serve was killed", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = proxy.Serve(pl) }()
+	t.Cleanup(func() { _ = proxy.Close() })
+	hp.url = "http://" + pl.Addr().String()
+	return hp
 }

@@ -440,14 +440,7 @@ func (e *env) snapshot(t *testing.T, tenant, db, name string) string {
 // request sends a request and decodes the reply, failing on an error reply.
 func (e *env) request(t *testing.T, subject string, req, out any) {
 	t.Helper()
-	data, err := json.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := e.nats.Conn.Request(subject, data, time.Minute)
-	if err != nil {
-		t.Fatalf("request %s: %v", subject, err)
-	}
+	msg := e.send(t, subject, req)
 	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
 		t.Fatalf("request %s: error %s: %s", subject, code, msg.Data)
 	}
@@ -456,8 +449,8 @@ func (e *env) request(t *testing.T, subject string, req, out any) {
 	}
 }
 
-// refusal sends a request that must be refused and returns the error reply.
-func (e *env) refusal(t *testing.T, subject string, req any) contract.ErrorBody {
+// send sends req as JSON and returns the reply, whatever it is.
+func (e *env) send(t *testing.T, subject string, req any) *nats.Msg {
 	t.Helper()
 	data, err := json.Marshal(req)
 	if err != nil {
@@ -467,6 +460,13 @@ func (e *env) refusal(t *testing.T, subject string, req any) contract.ErrorBody 
 	if err != nil {
 		t.Fatalf("request %s: %v", subject, err)
 	}
+	return msg
+}
+
+// refusal sends a request that must be refused and returns the error reply.
+func (e *env) refusal(t *testing.T, subject string, req any) contract.ErrorBody {
+	t.Helper()
+	msg := e.send(t, subject, req)
 	var body contract.ErrorBody
 	if code := msg.Header.Get("Nats-Service-Error-Code"); code == "" || json.Unmarshal(msg.Data, &body) != nil || fmt.Sprint(body.Code) != code {
 		t.Fatalf("request %s: want an error reply, got %q: %s", subject, code, msg.Data)
