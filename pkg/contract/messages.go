@@ -254,8 +254,9 @@ type Operation struct {
 	FailureReason string `json:"failure_reason,omitempty"`
 	// ErrorCode says, for programs, what a failed or cancelled rollback's
 	// Error is about: ErrorArchiveUnusable or ErrorOther. The restorer
-	// sets it on every rollback it ends without completing; records
-	// written by restorers from before it have none.
+	// sets it on every rollback it ends without completing, retention
+	// (ErrorOther) on one that no worker ended; records written before
+	// it existed have none.
 	ErrorCode string    `json:"error_code,omitempty"`
 	Attempt   int       `json:"attempt"`
 	UpdatedAt time.Time `json:"updated_at"`

@@ -166,6 +166,11 @@ func (s *Service) abandon(ctx context.Context, rev uint64, op contract.Operation
 	}
 	op.Envelope = contract.NewEnvelope(contract.TypeOperation)
 	op.Status, op.Error, op.UpdatedAt = contract.StatusFailed, why, now.UTC()
+	if op.Kind == "rollback" {
+		// As the restorer marks every rollback it ends: not the archive's
+		// fault, so asking again can help (the watchdog offers the command).
+		op.ErrorCode = contract.ErrorOther
+	}
 	data, err := json.Marshal(op)
 	if err != nil {
 		return err

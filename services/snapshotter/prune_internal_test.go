@@ -155,6 +155,12 @@ func TestPruneState(t *testing.T) {
 			t.Errorf("%s after the run: %s, %q, updated %s; want failed now, saying %q", id, o.Status, o.Error, o.UpdatedAt, says)
 		}
 	}
+	if o := status("op_rb_running"); o.ErrorCode != contract.ErrorOther {
+		t.Errorf("abandoned rollback: error_code %q, want %q as the restorer gives a rollback it ends", o.ErrorCode, contract.ErrorOther)
+	}
+	if o := status("op_snap_queued"); o.ErrorCode != "" {
+		t.Errorf("abandoned snapshot: error_code %q, want none (rollbacks only)", o.ErrorCode)
+	}
 	if o := status("op_snap_running_young"); o.Status != contract.StatusRunning {
 		t.Errorf("a young running operation was failed: %s", o.Error)
 	}

@@ -653,9 +653,7 @@ func failedUnusable(op *contract.Operation) bool {
 	}
 	// The fallback for operations without error_code only: those recorded
 	// by restorers from before it are told by the texts those gave a
-	// damaged archive (their errArchive) and a snapshot that is gone. (The
-	// snapshotter's retention sets none when it fails an operation no
-	// worker ended; its text matches neither.)
+	// damaged archive (their errArchive) and a snapshot that is gone.
 	return strings.Contains(op.Error, "archive failed verification") || strings.Contains(op.Error, "no snapshot with id or name")
 }
 
