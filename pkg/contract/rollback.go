@@ -317,6 +317,9 @@ type MigrationRecord struct {
 	// restorer, so that one watchdog instance asks at a time.
 	RollbackRequestedAt time.Time `json:"rollback_requested_at,omitzero"`
 	RollbackRequestedBy string    `json:"rollback_requested_by,omitempty"`
+	// RollbackEndedAt is when the watchdog recorded that the triggered
+	// rollback ended (completed, failed, cancelled) or could not run.
+	RollbackEndedAt time.Time `json:"rollback_ended_at,omitzero"`
 	// PausedBy are the conditions for which the watchdog paused the job;
 	// it resumes the job when the last one clears.
 	PausedBy []PauseReason `json:"paused_by,omitempty"`

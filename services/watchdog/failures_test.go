@@ -335,4 +335,37 @@ func TestAutomaticRollbackFails(t *testing.T) {
 			t.Errorf("controls sent: %v; want pause only", got)
 		}
 	})
+
+	t.Run("rollback fails after the run ended", func(t *testing.T) {
+		// The time trigger aborts the job and rolls back once it has
+		// ended: no run is left for an operator to end, which is what
+		// clears the alert of a run still going. The status lists it all
+		// the same.
+		const job = "ended_fails"
+		tenant := e.tenant("wd_" + job)
+		e.seed(t, tenant, db)
+		snap := e.snapshot(t, tenant, db, "before_"+job)
+		m := e.manifest(t, snap)
+		e.nats.DamageStoredChunks(t, m.Object, func(size int) int { return size - 20 })
+		ctl := e.controls(t, job)
+		e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Second))
+		abort := ctl.wait(t, contract.ControlAbort, 30*time.Second)
+		e.publish(t, job, contract.EventFailed, "", contract.MigrationEvent{Error: "aborted: " + abort.Reason})
+		rec := failed(t, job)
+		if rec.RollbackStatus != contract.StatusFailed || rec.Trigger != contract.TriggerTime || rec.EndedAt.IsZero() || !rec.RollbackEndedAt.After(rec.EndedAt) {
+			t.Fatalf("record: %s", mustJSON(t, rec))
+		}
+		rep := e.status(t)
+		for _, r := range rep.Migrations {
+			if r.Job == job {
+				t.Errorf("status lists the ended run as a migration: %s", mustJSON(t, r))
+			}
+		}
+		al := e.rollbackAlert(t, job)
+		if al == nil || al.Figures["ended"] != true || !al.Since.Equal(rec.RollbackEndedAt) ||
+			!strings.Contains(al.Detail, "migration "+job+" of "+tenant+"/"+db+" ended (failed), then the time trigger's rollback did not complete: its rollback "+rec.RollbackOpID+" is failed") ||
+			!strings.Contains(al.Detail, "The pre-migration snapshot cannot be restored") {
+			t.Errorf("status alert of the ended run: %+v", al)
+		}
+	})
 }

@@ -189,3 +189,38 @@ func TestRetryBackoff(t *testing.T) {
 		t.Errorf("backoff kept after a success")
 	}
 }
+
+// TestRollbackFailedAfterEnd: the status lists an ended run whose triggered
+// rollback failed after it ended, for endedRunAlertFor; not one ended by an
+// operator after the failure (that is how the alert of a running run is
+// cleared), nor a completed, pending or alerted-only rollback.
+func TestRollbackFailedAfterEnd(t *testing.T) {
+	ended := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	failedAt := ended.Add(time.Minute)
+	base := contract.MigrationRecord{Job: "j", Status: contract.MigrationFailed, EndedAt: ended, Trigger: contract.TriggerTime,
+		RollbackStatus: contract.StatusFailed, RollbackEndedAt: failedAt}
+	for _, c := range []struct {
+		name string
+		edit func(r *contract.MigrationRecord)
+		now  time.Time
+		want bool
+	}{
+		{"failed after the end", func(*contract.MigrationRecord) {}, failedAt.Add(time.Hour), true},
+		{"a day later", func(*contract.MigrationRecord) {}, failedAt.Add(endedRunAlertFor), false},
+		{"ended by an operator after the failure", func(r *contract.MigrationRecord) { r.EndedAt = failedAt.Add(time.Second) }, failedAt.Add(time.Hour), false},
+		{"cancelled after the end", func(r *contract.MigrationRecord) { r.RollbackStatus = contract.StatusCancelled }, failedAt.Add(time.Hour), true},
+		{"completed", func(r *contract.MigrationRecord) {
+			r.RollbackStatus, r.Status = contract.StatusCompleted, contract.MigrationRolledBack
+		}, failedAt.Add(time.Hour), false},
+		{"still running", func(r *contract.MigrationRecord) { r.RollbackStatus = contract.StatusRunning }, failedAt.Add(time.Hour), false},
+		{"left to the operator", func(r *contract.MigrationRecord) { r.RollbackStatus = contract.RollbackAlerted }, failedAt.Add(time.Hour), false},
+		{"no trigger", func(r *contract.MigrationRecord) { r.Trigger = "" }, failedAt.Add(time.Hour), false},
+		{"recorded before rollback_ended_at", func(r *contract.MigrationRecord) { r.RollbackEndedAt = time.Time{} }, failedAt.Add(time.Hour), false},
+	} {
+		r := base
+		c.edit(&r)
+		if got := rollbackFailedAfterEnd(&r, c.now); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -63,10 +64,17 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	// The records as the bucket holds them, not the watched cache: whoever
 	// saw a record written (a job, a test, `nats kv get`) finds it here,
 	// where the cache may be a watch delivery or a write behind.
+	var failedAfter []contract.MigrationRecord // ended runs whose rollback failed after they ended
+	now := time.Now()
 	if err := bus.EachValue(ctx, kv, contract.MigrationKey(">"), func(_ string, data []byte) error {
 		var r contract.MigrationRecord
-		if json.Unmarshal(data, &r) == nil && busy(&r) {
+		if json.Unmarshal(data, &r) != nil {
+			return nil
+		}
+		if busy(&r) {
 			rep.Migrations = append(rep.Migrations, r)
+		} else if rollbackFailedAfterEnd(&r, now) {
+			failedAfter = append(failedAfter, r)
 		}
 		return nil
 	}); err != nil {
@@ -186,6 +194,10 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 			rep.Alerts = append(rep.Alerts, a)
 		}
 	}
+	sortRecords(failedAfter)
+	for i := range failedAfter {
+		rep.Alerts = append(rep.Alerts, endedRollbackAlert(&failedAfter[i]))
+	}
 	rep.Storage = s.storage(ctx)
 	return rep, nil
 }
@@ -228,6 +240,42 @@ func (s *Service) rollbackAlert(r *contract.MigrationRecord) (contract.StatusAle
 	return contract.StatusAlert{Name: "rollback", Since: r.TriggeredAt, Figures: f,
 		Detail: fmt.Sprintf("migration %s of %s/%s: the %s trigger fired (%s), but %s. %s; %s",
 			r.Job, r.Tenant, r.Database, r.Trigger, r.TriggerReason, what, capitalize(byHand(r)), s.endRunHint(r.Job))}, true
+}
+
+// endedRunAlertFor is how long the status lists a run that had ended when
+// its triggered rollback failed (the time trigger's, after the job's abort;
+// the failure trigger's): nobody is left to end the run and so clear the
+// alert, and alert.rollback in the audit trail keeps it after that.
+const endedRunAlertFor = 24 * time.Hour
+
+// rollbackFailedAfterEnd says the run had ended when its triggered
+// rollback failed or could not run, less than endedRunAlertFor ago. A run
+// whose rollback failed while it ran is listed by rollbackAlert until it
+// ends: ending it is how an operator says it was dealt with.
+func rollbackFailedAfterEnd(r *contract.MigrationRecord, now time.Time) bool {
+	switch {
+	case r.Trigger == "" || !ended(r) || rollbackPending(r), r.RollbackEndedAt.IsZero():
+		return false
+	case r.RollbackStatus == contract.StatusCompleted || r.RollbackStatus == contract.RollbackAlerted:
+		return false
+	}
+	return r.RollbackEndedAt.After(r.EndedAt) && now.Sub(r.RollbackEndedAt) < endedRunAlertFor
+}
+
+// endedRollbackAlert is the status alert of a run that rollbackFailedAfterEnd.
+func endedRollbackAlert(r *contract.MigrationRecord) contract.StatusAlert {
+	what := fmt.Sprintf("its rollback %s is %s", r.RollbackOpID, r.RollbackStatus)
+	if r.RollbackError != "" {
+		what += ": " + r.RollbackError
+	}
+	f := map[string]any{"job": r.Job, "run": r.Run, "trigger": r.Trigger, "op_id": r.RollbackOpID,
+		"rollback_status": r.RollbackStatus, "snapshot_id": restorePoint(r), "ended": true}
+	if r.RollbackCommand != "" {
+		f["command"] = r.RollbackCommand
+	}
+	return contract.StatusAlert{Name: "rollback", Since: r.RollbackEndedAt, Figures: f,
+		Detail: fmt.Sprintf("migration %s of %s/%s ended (%s), then the %s trigger's rollback did not complete: %s. The data may be lost; check it. %s. (Listed for %s after the failure; the audit trail keeps alert.rollback.)",
+			r.Job, r.Tenant, r.Database, r.Status, r.Trigger, what, capitalize(byHand(r)), contract.FormatAge(endedRunAlertFor))}
 }
 
 // deletedSnapshotAlert is the status alert of a running migration whose

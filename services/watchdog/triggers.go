@@ -463,7 +463,7 @@ func (s *Service) followRollback(ctx context.Context, rec *contract.MigrationRec
 			return nil
 		}
 		n := *cur
-		n.RollbackStatus, n.PausedBy = op.Status, nil
+		n.RollbackStatus, n.PausedBy, n.RollbackEndedAt = op.Status, nil, time.Now().UTC()
 		if op.Status == contract.StatusCompleted {
 			n.Status = contract.MigrationRolledBack
 		} else {
@@ -516,7 +516,7 @@ func (s *Service) rollbackFailed(ctx context.Context, rec *contract.MigrationRec
 			return nil
 		}
 		n := *cur
-		n.RollbackStatus, n.RollbackError, n.RollbackCommand = contract.StatusFailed, why, ""
+		n.RollbackStatus, n.RollbackError, n.RollbackCommand, n.RollbackEndedAt = contract.StatusFailed, why, "", time.Now().UTC()
 		if !unusable {
 			n.RollbackCommand = s.operatorCommand(cur)
 		}
