@@ -93,7 +93,11 @@ func TestUnusable(t *testing.T) {
 		{"gone, any text", &replyError{contract.ErrorBody{Code: 404, Error: "snapshot x is gone", ErrorCode: contract.ErrorArchiveUnusable}}, true},
 		{"wrapped", fmt.Errorf("start: %w", &replyError{contract.ErrorBody{Code: 404, ErrorCode: contract.ErrorArchiveUnusable}}), true},
 		{"no key", &replyError{contract.ErrorBody{Code: 422, Error: "refusing to restore snapshot s: this restorer has no identity"}}, false},
-		{"the old text, no code", &replyError{contract.ErrorBody{Code: 422, Error: "refusing to restore snapshot s: archive failed verification: replaced"}}, false},
+		// From a restorer older than error_code, during an upgrade.
+		{"old restorer, damaged archive", &replyError{contract.ErrorBody{Code: 422, Error: "refusing to restore snapshot s: archive failed verification: replaced"}}, true},
+		{"old restorer, snapshot gone", &replyError{contract.ErrorBody{Code: 404, Error: "no snapshot with id or name \"s\""}}, true},
+		{"old restorer, other refusal", &replyError{contract.ErrorBody{Code: 409, Error: "a rollback of acme/prod is running"}}, false},
+		{"the old text, code other", &replyError{contract.ErrorBody{Code: 422, Error: "archive failed verification", ErrorCode: contract.ErrorOther}}, false},
 		{"not a reply", errors.New("no snapshot with id or name \"s\""), false},
 	}
 	for _, tc := range refusals {

@@ -637,10 +637,18 @@ func (s *Service) operatorCommand(rec *contract.MigrationRecord) string {
 // refusedUnusable says the restorer refused a rollback (err, from
 // request) because the snapshot itself cannot be restored: its error reply
 // says contract.ErrorArchiveUnusable. Asking again for the same snapshot
-// cannot help.
+// cannot help. A reply without error_code comes from a restorer older than
+// it (during an upgrade): that one is told by its text, as an old
+// operation record is.
 func refusedUnusable(err error) bool {
 	var re *replyError
-	return errors.As(err, &re) && re.body.ErrorCode == contract.ErrorArchiveUnusable
+	if !errors.As(err, &re) {
+		return false
+	}
+	if re.body.ErrorCode != "" {
+		return re.body.ErrorCode == contract.ErrorArchiveUnusable
+	}
+	return oldUnusableText(re.body.Error)
 }
 
 // failedUnusable says a rollback operation failed (or was cancelled)
@@ -652,9 +660,16 @@ func failedUnusable(op *contract.Operation) bool {
 		return op.ErrorCode == contract.ErrorArchiveUnusable
 	}
 	// The fallback for operations without error_code only: those recorded
-	// by restorers from before it are told by the texts those gave a
-	// damaged archive (their errArchive) and a snapshot that is gone.
-	return strings.Contains(op.Error, "archive failed verification") || strings.Contains(op.Error, "no snapshot with id or name")
+	// by restorers from before it.
+	return oldUnusableText(op.Error)
+}
+
+// oldUnusableText says an error of a restorer from before error_code is
+// about an unusable snapshot, by the texts it gave a damaged archive (its
+// errArchive) and a snapshot that is gone. A newer restorer sets
+// error_code wherever it gives them.
+func oldUnusableText(msg string) bool {
+	return strings.Contains(msg, "archive failed verification") || strings.Contains(msg, "no snapshot with id or name")
 }
 
 // byHand says what an operator does about a run whose rollback did not run
