@@ -37,21 +37,13 @@ func (s *Service) snapshot(ctx context.Context, cmd *contract.SnapshotCommand, o
 	if err != nil {
 		return nil, fmt.Errorf("read Chroma version: %w", err)
 	}
-	colls, err := s.resolveCollections(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
 	// A snapshot of named collections (a rollback's safety snapshot, say)
 	// holds the whole database when they are every collection it has,
 	// listed now and again after the export (countLater): one created in
 	// between, or a listing that fails, leaves it partial.
-	wholeBefore := len(cmd.Collections) == 0
-	if !wholeBefore {
-		all, err := s.listDatabase(ctx, cmd)
-		if err != nil {
-			log.Warn("cannot list the database's collections; the snapshot of named collections is marked partial", "err", err)
-		}
-		wholeBefore = err == nil && sameCollections(colls, all)
+	colls, wholeBefore, err := s.resolveCollections(ctx, cmd, log)
+	if err != nil {
+		return nil, err
 	}
 	md := &archive.Metadata{
 		Format: archive.FormatV1, SnapshotID: cmd.SnapshotID, Name: cmd.Name, CreatedAt: started,
@@ -436,21 +428,37 @@ func (s *Service) store(ctx context.Context, cmd *contract.SnapshotCommand, md *
 	return &storedArchive{info: info, man: res.man, stats: res.stats}, nil
 }
 
-// resolveCollections lists the collections the command names (all of the
-// database when it names none), in Chroma's list order.
-func (s *Service) resolveCollections(ctx context.Context, cmd *contract.SnapshotCommand) ([]chroma.Collection, error) {
+// resolveCollections returns the collections the command names, in its
+// order (all of the database when it names none, in Chroma's list order),
+// and whether they are every collection of the database. The database is
+// listed once; a named collection the listing does not hold (or every one,
+// when the listing fails: the snapshot is then partial) is asked for by
+// name, which says why it cannot be had.
+func (s *Service) resolveCollections(ctx context.Context, cmd *contract.SnapshotCommand, log *slog.Logger) ([]chroma.Collection, bool, error) {
+	all, err := s.listDatabase(ctx, cmd)
 	if len(cmd.Collections) == 0 {
-		return s.listDatabase(ctx, cmd)
+		return all, true, err
+	}
+	if err != nil {
+		log.Warn("cannot list the database's collections; the snapshot of named collections is marked partial", "err", err)
+	}
+	byName := make(map[string]chroma.Collection, len(all))
+	for _, c := range all {
+		byName[c.Name] = c
 	}
 	out := make([]chroma.Collection, 0, len(cmd.Collections))
 	for _, name := range cmd.Collections {
-		c, err := s.chroma.GetCollection(ctx, cmd.Tenant, cmd.Database, name)
-		if err != nil {
-			return nil, fmt.Errorf("collection %q of %s/%s: %w", name, cmd.Tenant, cmd.Database, err)
+		c, ok := byName[name]
+		if !ok {
+			got, err := s.chroma.GetCollection(ctx, cmd.Tenant, cmd.Database, name)
+			if err != nil {
+				return nil, false, fmt.Errorf("collection %q of %s/%s: %w", name, cmd.Tenant, cmd.Database, err)
+			}
+			c = *got
 		}
-		out = append(out, *c)
+		out = append(out, c)
 	}
-	return out, nil
+	return out, err == nil && sameCollections(out, all), nil
 }
 
 // listDatabase lists every collection of the command's database, in
