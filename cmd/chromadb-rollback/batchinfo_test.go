@@ -48,14 +48,7 @@ func TestCLIBatchInfo(t *testing.T) {
 	startRestorer(t, n, restorer.Config{ChromaURL: ch.URL}, cc)
 	before := state(t, cc)
 
-	code, stdout, stderr := c.run("snapshot", "create", "--name", "before", "--json")
-	if code != exitOK {
-		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
-	}
-	var m contract.SnapshotManifest
-	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
-		t.Fatal(err)
-	}
+	m := c.createSnapshot("before")
 	wantRecords := []contract.BatchRecords{
 		{Count: 4, First: ids[0], Last: "doc-03"},
 		{Count: 3, First: "doc-04", Last: "doc-06"},
@@ -74,7 +67,7 @@ func TestCLIBatchInfo(t *testing.T) {
 		}
 	}
 	check("create --json", &m, wantRecords)
-	code, stdout, _ = c.run("snapshot", "info", "before", "--json")
+	code, stdout, _ := c.run("snapshot", "info", "before", "--json")
 	var info contract.SnapshotManifest
 	if err := json.Unmarshal([]byte(stdout), &info); code != exitOK || err != nil {
 		t.Fatalf("info --json: exit %d, %v: %s", code, err, stdout)
@@ -164,7 +157,7 @@ func TestCLIBatchInfo(t *testing.T) {
 	}
 	// The plan's counts come from the archive, so an old manifest has them too.
 	plan("old manifest")
-	code, stdout, stderr = c.run("rollback", m.SnapshotID, "--batches", "corpus:batch_000001", "--yes", "--no-safety-snapshot")
+	code, stdout, stderr := c.run("rollback", m.SnapshotID, "--batches", "corpus:batch_000001", "--yes", "--no-safety-snapshot")
 	if code != exitOK {
 		t.Fatalf("batch-level rollback with an old manifest: exit %d\n%s%s", code, stdout, stderr)
 	}

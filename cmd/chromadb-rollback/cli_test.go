@@ -40,6 +40,21 @@ func (c cli) run(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// createSnapshot runs `snapshot create --name name --json` and returns
+// the manifest it prints, failing the test unless it exits 0.
+func (c cli) createSnapshot(name string) contract.SnapshotManifest {
+	c.t.Helper()
+	code, stdout, stderr := c.run("snapshot", "create", "--name", name, "--json")
+	if code != exitOK {
+		c.t.Fatalf("snapshot create %s: exit %d: %s", name, code, stderr)
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
+		c.t.Fatalf("snapshot create %s --json output %q: %v", name, stdout, err)
+	}
+	return m
+}
+
 // cliContext is the context a CLI run in a test gets: cancelled after
 // limit, but without a deadline, as main's (signal) context has none; a
 // command that needs one must set its own. (health-check's service
@@ -183,14 +198,7 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 		}
 	}
 
-	code, stdout, stderr = c.run("snapshot", "create", "--name", "pre_migration_2025-11-30", "--json")
-	if code != exitOK {
-		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
-	}
-	var m contract.SnapshotManifest
-	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
-		t.Fatalf("create --json output %q: %v", stdout, err)
-	}
+	m := c.createSnapshot("pre_migration_2025-11-30")
 	if m.Name != "pre_migration_2025-11-30" || m.TotalRecords != 300 || len(m.Collections) != 2 {
 		t.Errorf("created manifest: name %q, %d records in %d collections; want 300 in 2", m.Name, m.TotalRecords, len(m.Collections))
 	}

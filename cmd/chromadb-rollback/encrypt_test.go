@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,21 +63,17 @@ func TestCLIEncryptedSnapshot(t *testing.T) {
 	}
 	c := startSnapshotter(t, n, snapshotter.Config{ChromaURL: ch.URL, Recipients: recipients}, cc)
 
-	code, stdout, stderr := c.run("snapshot", "create", "--name", "sealed", "--json")
-	if code != exitOK {
-		t.Fatalf("create: exit %d: %s", code, stderr)
-	}
-	var m contract.SnapshotManifest
-	if err := json.Unmarshal([]byte(stdout), &m); err != nil || m.Encryption != contract.EncryptionAge {
-		t.Fatalf("create --json: %v, %s", err, stdout)
+	m := c.createSnapshot("sealed")
+	if m.Encryption != contract.EncryptionAge {
+		t.Fatalf("create --json: encryption %q, want %q", m.Encryption, contract.EncryptionAge)
 	}
 
-	code, stdout, _ = c.run("snapshot", "info", "sealed")
+	code, stdout, _ := c.run("snapshot", "info", "sealed")
 	if code != exitOK || !strings.Contains(stdout, "encryption:") || !strings.Contains(stdout, "age to "+pub) {
 		t.Errorf("info: exit %d: %s", code, stdout)
 	}
 
-	code, stdout, stderr = c.run("snapshot", "verify", "sealed")
+	code, stdout, stderr := c.run("snapshot", "verify", "sealed")
 	if code != exitOK || !strings.Contains(stdout, "OK (ciphertext only)") || !strings.Contains(stdout, m.SHA256) ||
 		!strings.Contains(stderr, "content not checked") || !strings.Contains(stderr, "--age-identity-file") {
 		t.Errorf("verify: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)

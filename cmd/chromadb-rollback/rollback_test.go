@@ -147,14 +147,7 @@ func badMigration(t *testing.T, cc *chroma.Client, before map[string]*record.Bat
 
 func TestCLIRollback(t *testing.T) {
 	c, cc, n := startRollbackStack(t)
-	code, stdout, stderr := c.run("snapshot", "create", "--name", "pre_migration", "--json")
-	if code != exitOK {
-		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
-	}
-	var m contract.SnapshotManifest
-	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
-		t.Fatal(err)
-	}
+	m := c.createSnapshot("pre_migration")
 	before := state(t, cc)
 
 	badMigration(t, cc, before)
@@ -175,7 +168,7 @@ func TestCLIRollback(t *testing.T) {
 		}
 	})
 
-	code, stdout, stderr = c.run("rollback", "pre_migration", "--dry-run")
+	code, stdout, stderr := c.run("rollback", "pre_migration", "--dry-run")
 	if code != exitOK {
 		t.Fatalf("dry run: exit %d: %s", code, stderr)
 	}

@@ -520,20 +520,21 @@ func (e *env) status(t *testing.T) contract.StatusReport {
 // rollbackAlert is the status's alert for job's rollback, nil when none.
 func (e *env) rollbackAlert(t *testing.T, job string) *contract.StatusAlert {
 	t.Helper()
-	for _, a := range e.status(t).Alerts {
-		if a.Name == "rollback" && a.Figures["job"] == job {
-			return &a
-		}
-	}
-	return nil
+	return e.jobAlert(t, "rollback", job)
 }
 
 // snapshotDeletedAlert is the status's alert that job's restore point was
 // deleted, nil when none.
 func (e *env) snapshotDeletedAlert(t *testing.T, job string) *contract.StatusAlert {
 	t.Helper()
+	return e.jobAlert(t, "snapshot_deleted", job)
+}
+
+// jobAlert is the status's alert of that name about job, nil when none.
+func (e *env) jobAlert(t *testing.T, name, job string) *contract.StatusAlert {
+	t.Helper()
 	for _, a := range e.status(t).Alerts {
-		if a.Name == "snapshot_deleted" && a.Figures["job"] == job {
+		if a.Name == name && a.Figures["job"] == job {
 			return &a
 		}
 	}

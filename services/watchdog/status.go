@@ -222,22 +222,14 @@ func (s *Service) rollbackAlert(r *contract.MigrationRecord) (contract.StatusAle
 	case contract.RollbackAlerted:
 		what = "automatic rollback is disabled"
 	default:
-		what = fmt.Sprintf("its rollback %s is %s", r.RollbackOpID, r.RollbackStatus)
-		if r.RollbackError != "" {
-			what += ": " + r.RollbackError
-		}
+		what = rollbackOutcome(r)
 		if r.AbortSentAt.IsZero() {
 			what += "; the job is paused"
 		} else {
 			what += "; the job was told to abort"
 		}
 	}
-	f := map[string]any{"job": r.Job, "run": r.Run, "trigger": r.Trigger, "op_id": r.RollbackOpID,
-		"rollback_status": r.RollbackStatus, "snapshot_id": restorePoint(r)}
-	if r.RollbackCommand != "" {
-		f["command"] = r.RollbackCommand
-	}
-	return contract.StatusAlert{Name: "rollback", Since: r.TriggeredAt, Figures: f,
+	return contract.StatusAlert{Name: "rollback", Since: r.TriggeredAt, Figures: rollbackFigures(r),
 		Detail: fmt.Sprintf("migration %s of %s/%s: the %s trigger fired (%s), but %s. %s; %s",
 			r.Job, r.Tenant, r.Database, r.Trigger, r.TriggerReason, what, capitalize(byHand(r)), s.endRunHint(r.Job))}, true
 }
@@ -264,18 +256,30 @@ func rollbackFailedAfterEnd(r *contract.MigrationRecord, now time.Time) bool {
 
 // endedRollbackAlert is the status alert of a run that rollbackFailedAfterEnd.
 func endedRollbackAlert(r *contract.MigrationRecord) contract.StatusAlert {
+	f := rollbackFigures(r)
+	f["ended"] = true
+	return contract.StatusAlert{Name: "rollback", Since: r.RollbackEndedAt, Figures: f,
+		Detail: fmt.Sprintf("migration %s of %s/%s ended (%s), then the %s trigger's rollback did not complete: %s. The data may be lost; check it. %s. (Listed for %s after the failure; the audit trail keeps alert.rollback.)",
+			r.Job, r.Tenant, r.Database, r.Status, r.Trigger, rollbackOutcome(r), capitalize(byHand(r)), contract.FormatAge(endedRunAlertFor))}
+}
+
+// rollbackOutcome says how a run's triggered rollback ended, for an alert.
+func rollbackOutcome(r *contract.MigrationRecord) string {
 	what := fmt.Sprintf("its rollback %s is %s", r.RollbackOpID, r.RollbackStatus)
 	if r.RollbackError != "" {
 		what += ": " + r.RollbackError
 	}
+	return what
+}
+
+// rollbackFigures are the figures of a run's rollback alert.
+func rollbackFigures(r *contract.MigrationRecord) map[string]any {
 	f := map[string]any{"job": r.Job, "run": r.Run, "trigger": r.Trigger, "op_id": r.RollbackOpID,
-		"rollback_status": r.RollbackStatus, "snapshot_id": restorePoint(r), "ended": true}
+		"rollback_status": r.RollbackStatus, "snapshot_id": restorePoint(r)}
 	if r.RollbackCommand != "" {
 		f["command"] = r.RollbackCommand
 	}
-	return contract.StatusAlert{Name: "rollback", Since: r.RollbackEndedAt, Figures: f,
-		Detail: fmt.Sprintf("migration %s of %s/%s ended (%s), then the %s trigger's rollback did not complete: %s. The data may be lost; check it. %s. (Listed for %s after the failure; the audit trail keeps alert.rollback.)",
-			r.Job, r.Tenant, r.Database, r.Status, r.Trigger, what, capitalize(byHand(r)), contract.FormatAge(endedRunAlertFor))}
+	return f
 }
 
 // deletedSnapshotAlert is the status alert of a running migration whose
@@ -293,8 +297,8 @@ func (s *Service) deletedSnapshotAlert(r *contract.MigrationRecord, manifests ma
 	if id == "" || manifests[id] || ended(r) || r.Trigger != "" {
 		return contract.StatusAlert{}, false
 	}
-	return contract.StatusAlert{Name: "snapshot_deleted", // since: when it was deleted is not recorded
-
+	// No Since: when the manifest was deleted is not recorded.
+	return contract.StatusAlert{Name: "snapshot_deleted",
 		Figures: map[string]any{"job": r.Job, "run": r.Run, "snapshot_id": id},
 		Detail: fmt.Sprintf("migration %s of %s/%s: its pre-migration snapshot %s was deleted, so no rollback, automatic or by hand, can restore what the database held before it. "+
 			"Take a snapshot now if what the database holds is worth keeping; %s",
