@@ -318,7 +318,18 @@ func TestPrintReportWarnings(t *testing.T) {
 	op.Restore = nil
 	out.Reset()
 	(&app{stdout: &out}).printOperation(op)
-	if s := out.String(); !strings.Contains(s, "warning: "+left+"\n") {
+	if s := out.String(); !strings.Contains(s, "warning: "+left+"\n") || strings.Contains(s, "taken back") {
 		t.Errorf("given-up rollback's report:\n%s\nwant the warning %q", s, left)
+	}
+
+	// Once the restorer took the leftovers back, the report says when and
+	// what became of them.
+	at := time.Date(2026, 11, 29, 14, 30, 0, 0, time.UTC)
+	note := `"big.data" holds what it held before this rollback; staging collection "big.data__rb_dbfe7370" deleted`
+	op.LeftoversCleared, op.LeftoverNotes = &at, []string{note}
+	out.Reset()
+	(&app{stdout: &out}).printOperation(op)
+	if s := out.String(); !strings.Contains(s, "Leftovers taken back at 2026-11-29T14:30:00Z") || !strings.Contains(s, "  "+note+"\n") {
+		t.Errorf("report once the leftovers were taken back:\n%s", s)
 	}
 }

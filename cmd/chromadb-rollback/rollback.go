@@ -364,9 +364,19 @@ func (a *app) printOperation(op *contract.Operation) {
 // collection left behind and what to rename back. Without it the operator
 // would find stray "<name>__rb_<op>" collections, kept as extras by the
 // next rollback and copied into every later snapshot.
+//
+// Once the restorer took those leftovers back (Chroma answered again), the
+// warnings are history: it says so, and what became of each collection.
 func (a *app) printOperationWarnings(op *contract.Operation) {
 	for _, w := range addedWarnings(op) {
 		fmt.Fprintln(a.stdout, "warning:", w)
+	}
+	if op.LeftoversCleared != nil {
+		fmt.Fprintf(a.stdout, "Leftovers taken back at %s, once Chroma answered again; nothing of the above is left to do by hand, except as said here:\n",
+			op.LeftoversCleared.UTC().Format(time.RFC3339))
+		for _, n := range op.LeftoverNotes {
+			fmt.Fprintln(a.stdout, "  "+n)
+		}
 	}
 }
 

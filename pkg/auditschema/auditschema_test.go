@@ -173,6 +173,11 @@ var valid = []contract.AuditEvent{
 		ids(ev)
 		ev.Reason, ev.Figures = "fence raised", figs{"paused_jobs": []string(nil)}
 	}),
+	event("restorer", "rollback.cleanup", "completed", func(ev *contract.AuditEvent) {
+		ids(ev)
+		ev.Reason = `"corpus.v1" holds what it held before this rollback; staging collection "corpus.v1__rb_1a2b3c4d" deleted`
+		ev.Figures = figs{"collections": 1, "attempts": 3, "seconds": 95.5}
+	}),
 	event("restorer", "rollback.step", "completed", func(ev *contract.AuditEvent) {
 		ids(ev)
 		ev.Reason, ev.Figures = "safety snapshot taken", figs{"safety_snapshot_id": "snap_y"}

@@ -271,6 +271,12 @@ type Operation struct {
 	Phase   string         `json:"phase,omitempty"`
 	Plan    *RollbackPlan  `json:"plan,omitempty"`
 	Restore *RestoreReport `json:"restore,omitempty"`
+	// LeftoversCleared is set on a failed or cancelled rollback once the
+	// restorer took back, after Chroma answered again, what the rollback's
+	// own cleanup could not (its Warnings name it); LeftoverNotes say what
+	// it did and what it left to an operator.
+	LeftoversCleared *time.Time `json:"leftovers_cleared_at,omitempty"`
+	LeftoverNotes    []string   `json:"leftover_notes,omitempty"`
 }
 
 // Operation statuses.
@@ -282,7 +288,8 @@ const (
 )
 
 // Ended says an operation with status is over: completed, failed or
-// cancelled (StatusCancelled); nothing changes it any more.
+// cancelled (StatusCancelled); nothing changes it any more but the
+// clearing of a rollback's leftovers (Operation.LeftoversCleared).
 func Ended(status string) bool {
 	switch status {
 	case StatusCompleted, StatusFailed, StatusCancelled:

@@ -21,6 +21,7 @@ const (
 	TypeMigrationRecord = "chromadb-rollback.v1.migration_record"
 	TypeImportRequest   = "chromadb-rollback.v1.snapshot_import_request"
 	TypeAddRate         = "chromadb-rollback.v1.add_rate"
+	TypeLeftovers       = "chromadb-rollback.v1.rollback_leftovers"
 )
 
 // RollbackRequest asks for a rollback (chroma.api.rollback.start) or for its
@@ -418,6 +419,43 @@ type AddRateSample struct {
 	Records     int64   `json:"records"`
 	Seconds     float64 `json:"seconds"`
 }
+
+// Leftovers is what a failed or cancelled stage-and-swap rollback could
+// not take back because its target Chroma did not answer: staging
+// collections to delete, displaced live collections to rename back, or
+// replaced ones to delete. It is kept under LeftoversKey until the restorer,
+// retrying while holding the database's lease, has taken all of it back.
+type Leftovers struct {
+	Envelope
+	OpID     string `json:"op_id"`
+	Tenant   string `json:"tenant"`
+	Database string `json:"database"`
+	// ChromaURL is the rollback's chroma_url: empty for the restorer's own.
+	ChromaURL   string               `json:"chroma_url,omitempty"`
+	Collections []LeftoverCollection `json:"collections"`
+	Since       time.Time            `json:"since"`
+	// Attempts and LastError say how the retries went.
+	Attempts  int    `json:"attempts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// LeftoverCollection is one collection a rollback left: Staging is the
+// staging collection (its id WorkID), Old the name the live collection
+// Target is renamed to while the staged one is swapped in. Swapped says the
+// restored collection was swapped in: only Old is left, to delete.
+type LeftoverCollection struct {
+	Target  string `json:"target"`
+	Staging string `json:"staging"`
+	Old     string `json:"old"`
+	WorkID  string `json:"work_id,omitempty"`
+	Swapped bool   `json:"swapped,omitempty"`
+}
+
+// LeftoversKey is the key of what a stopped rollback left (Leftovers).
+func LeftoversKey(opID string) string { return "leftovers." + opID }
+
+// LeftoversPrefix is the prefix of every LeftoversKey.
+const LeftoversPrefix = "leftovers."
 
 // CancelKey is the key under which a cancel request for an operation is
 // kept (an OperationRef naming who asked); the job checks it between batches.

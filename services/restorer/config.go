@@ -47,6 +47,9 @@ type Config struct {
 	DefaultAddRate float64
 	// LeaseTTL is how long a lease outlives its holder's last renewal.
 	LeaseTTL time.Duration
+	// LeftoverRetry is how often what stopped rollbacks could not take back
+	// (Chroma did not answer) is tried again (default 1m).
+	LeftoverRetry time.Duration
 	// SafetySnapshotTimeout bounds the wait for the safety snapshot.
 	SafetySnapshotTimeout time.Duration
 	// RequestTimeout bounds a request to another service (the snapshotter).
@@ -77,6 +80,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = 2 * time.Minute
+	}
+	if c.LeftoverRetry <= 0 {
+		c.LeftoverRetry = time.Minute
 	}
 	if c.SafetySnapshotTimeout <= 0 {
 		c.SafetySnapshotTimeout = time.Hour

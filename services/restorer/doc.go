@@ -100,7 +100,12 @@
 // reversed, the staging collection deleted); collections already swapped
 // in stay restored, which the report lists. The fence is lowered, jobs are
 // resumed and the lease released. If Chroma is down even for that cleanup,
-// the operation's warnings name what is left.
+// the operation's warnings name what is left, and it is kept under
+// leftovers.<op_id> (contract.Leftovers): every restorer retries it every
+// Config.LeftoverRetry, holding the database's lease, and once all of it
+// is taken back sets the operation's leftovers_cleared_at and notes and
+// audits rollback.cleanup (leftovers.go). A live name made again meanwhile
+// is never touched: the collection renamed aside is left beside it.
 //
 // Cancel (chroma.api.rollback.cancel) is recorded under cancel.<op_id>; the
 // job checks it before every batch. With stage-and-swap the collection in

@@ -542,42 +542,53 @@ func (j *job) cleanup(ctx context.Context) {
 	op := j.op
 	j.mu.Unlock()
 	undone := map[string]bool{}
+	var left []contract.LeftoverCollection
+	var warnings []string
 	if j.sp != nil {
 		for _, w := range ws {
-			if w != nil {
-				j.undo(ctx, w)
-				undone[w.cs.Target] = true
+			if w == nil || undone[w.cs.Target] {
+				continue
+			}
+			undone[w.cs.Target] = true
+			if err := w.undo(ctx); err != nil {
+				j.log.Error("cleanup after the rollback stopped failed", "collection", w.cs.Target, "err", err)
+				l := w.leftover()
+				left = append(left, l)
+				warnings = append(warnings, leftoverWarning(err, l, j.sp.tenant, j.sp.database))
 			}
 		}
 	}
-	if ck == nil {
-		return
+	if ck != nil {
+		if op.Tenant == "" || op.Database == "" {
+			if t, d, ok := j.scope(); ok {
+				op.Tenant, op.Database = t, d
+			}
+		}
+		w, l := j.s.undoCheckpointed(ctx, &j.cmd, &op, ck, undone)
+		if len(w) > 0 {
+			j.log.Error("cleanup after the rollback stopped failed", "left", w)
+		}
+		warnings, left = append(warnings, w...), append(left, l...)
 	}
-	if op.Tenant == "" || op.Database == "" {
+	if len(left) > 0 {
 		if t, d, ok := j.scope(); ok {
 			op.Tenant, op.Database = t, d
 		}
+		warnings = append(warnings, j.s.keepLeftovers(ctx, j.cmd, op.Tenant, op.Database, left))
 	}
-	if left := j.s.undoCheckpointed(ctx, &j.cmd, &op, ck, undone); len(left) > 0 {
-		j.log.Error("cleanup after the rollback stopped failed", "left", left)
-		j.mu.Lock()
-		j.op.Warnings = append(j.op.Warnings, left...)
-		j.mu.Unlock()
-	}
+	j.mu.Lock()
+	j.op.Warnings = append(j.op.Warnings, warnings...)
+	j.mu.Unlock()
 }
 
-func (j *job) undo(ctx context.Context, w *collWriter) {
-	if err := w.undo(ctx); err != nil {
-		j.log.Error("cleanup after the rollback stopped failed", "collection", w.cs.Target, "err", err)
-		j.mu.Lock()
-		msg := fmt.Sprintf("cleanup failed: %v", err)
-		if w.how == writeStage {
-			msg += fmt.Sprintf("; %q in %s/%s holds what it held before", w.cs.Target, j.sp.tenant, j.sp.database)
-			msg += fmt.Sprintf(" unless it is missing and %q exists (rename that back); delete the staging collection %q if it is left", w.old, w.staging)
-		}
-		j.op.Warnings = append(j.op.Warnings, msg)
-		j.mu.Unlock()
+// leftoverWarning says what the cleanup of l could not do, and what the
+// collections then hold.
+func leftoverWarning(err error, l contract.LeftoverCollection, tenant, database string) string {
+	if l.Swapped {
+		return fmt.Sprintf("cleanup failed: %v; %q in %s/%s is restored; delete the replaced collection %q if it is left", err, l.Target, tenant, database, l.Old)
 	}
+	return fmt.Sprintf("cleanup failed: %v; %q in %s/%s holds what it held before unless it is missing and %q exists (rename that back); delete the staging collection %q if it is left",
+		err, l.Target, tenant, database, l.Old, l.Staging)
 }
 
 // checkCancel returns errCancelled once a cancel was requested.
@@ -718,7 +729,7 @@ func workName(target, sep, opID string) string {
 // operation would stay "running" for ever, a waiting client would wait to
 // its limit, and the watchdog would not learn that its rollback failed.
 // Its staging collections, which are not live data, are taken back, as a
-// failed attempt does (undoGivenUp). Nothing else is undone: the data may
+// failed attempt does (undoCheckpointed). Nothing else is undone: the data may
 // be half restored, so a fence it raised stays raised (and paused jobs
 // paused) until an operator has looked; its lease lapses by itself.
 func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
@@ -755,7 +766,6 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 
 	var written int64
 	var colls int
-	var left []string // what the cleanup could not do
 	ck, err := s.loadCheckpoint(ctx, cmd.OpID)
 	if err != nil {
 		log.Warn("cannot read the checkpoint of the rollback given up", "err", err)
@@ -764,9 +774,12 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		written, colls = ck.RecordsWritten, len(ck.Collections)
 		// Staging collections are not live data: take them back, as a
 		// failed attempt does, so that they do not linger beside the
-		// collections.
-		left = s.undoGivenUp(ctx, &cmd, op, ck)
-		op.Warnings = append(op.Warnings, left...)
+		// collections; what cannot be now is retried (keepLeftovers).
+		warnings, left := s.undoCheckpointed(ctx, &cmd, op, ck, nil)
+		op.Warnings = append(op.Warnings, warnings...)
+		if len(left) > 0 {
+			op.Warnings = append(op.Warnings, s.keepLeftovers(ctx, cmd, op.Tenant, op.Database, left))
+		}
 	}
 	took := time.Since(u.Queued)
 	op.Status, op.Phase, op.Error, op.Attempt = contract.StatusFailed, contract.StatusFailed, jobErr.Error(), u.Deliveries
@@ -785,54 +798,40 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID).Update(contract.Progress{Phase: contract.StatusFailed, Done: true, Error: jobErr.Error(), DoneRecords: written})
 	if err := s.putOperation(ctx, *op); err != nil {
 		log.Error("could not record that the rollback was given up", "err", err)
-	} else if ck != nil && len(left) == 0 {
-		// As finish does, once the operation is final; a checkpoint
-		// whose cleanup failed stays, naming what is left.
+	} else if ck != nil {
+		// As finish does, once the operation is final.
 		s.dropJobState(ctx, cmd.OpID)
 	}
 }
 
-// undoGivenUp takes back the stage and swap of each collection of the
-// checkpoint ck that was not swapped in (undoStaging), and finishes the
-// swap of one that was; in place and batch-level writes cannot be undone.
-// It returns what it could not do.
-func (s *Service) undoGivenUp(ctx context.Context, cmd *contract.RollbackCommand, op *contract.Operation, ck *checkpoint) []string {
-	return s.undoCheckpointed(ctx, cmd, op, ck, nil)
-}
-
-// undoCheckpointed is undoGivenUp for the collections of ck whose target
-// done does not name (those an attempt's own writers took back already).
-func (s *Service) undoCheckpointed(ctx context.Context, cmd *contract.RollbackCommand, op *contract.Operation, ck *checkpoint, done map[string]bool) []string {
+// undoCheckpointed takes back the stage and swap of each collection of the
+// checkpoint ck whose target done does not name (those an attempt's own
+// writers took back already): see takeBack. In place and batch-level
+// writes cannot be undone. It returns what it could not do: a warning for
+// each, and what each left.
+func (s *Service) undoCheckpointed(ctx context.Context, cmd *contract.RollbackCommand, op *contract.Operation, ck *checkpoint, done map[string]bool) ([]string, []contract.LeftoverCollection) {
 	if cmd.Request.InPlace || op.Tenant == "" || op.Database == "" {
-		return nil
+		return nil, nil
 	}
 	c, _, apiErr := s.targetClient(cmd.Request.ChromaURL)
 	if apiErr != nil {
-		return []string{fmt.Sprintf("cleanup not done: %s", apiErr.msg)}
+		return []string{fmt.Sprintf("cleanup not done: %s", apiErr.msg)}, nil
 	}
-	var out []string
+	var warnings []string
+	var left []contract.LeftoverCollection
 	for _, i := range slices.Sorted(maps.Keys(ck.Collections)) {
 		cs := ck.Collections[i]
-		if cs == nil || cs.Action == contract.PlanUpsert || done[cs.Target] {
+		if cs == nil || cs.Action == contract.PlanUpsert || cs.Stage == stageDone || done[cs.Target] {
 			continue
 		}
-		staging, old := workName(cs.Target, stagingSep, cmd.OpID), workName(cs.Target, oldSep, cmd.OpID)
-		var err error
-		if cs.Stage == stageSwapped {
-			// Restored and renamed in: only the displaced one is left.
-			err = c.DeleteCollection(ctx, op.Tenant, op.Database, old)
-			if errors.Is(err, chroma.ErrNotFound) {
-				err = nil
-			}
-		} else {
-			err = undoStaging(ctx, c, op.Tenant, op.Database, cs, staging, old)
-		}
-		if err != nil {
-			out = append(out, fmt.Sprintf("cleanup failed: %v; %q in %s/%s holds what it held before unless it is missing and %q exists (rename that back); delete the staging collection %q if it is left",
-				err, cs.Target, op.Tenant, op.Database, old, staging))
+		l := contract.LeftoverCollection{Target: cs.Target, Staging: workName(cs.Target, stagingSep, cmd.OpID), Old: workName(cs.Target, oldSep, cmd.OpID),
+			WorkID: cs.WorkID, Swapped: cs.Stage == stageSwapped}
+		if err := takeBack(ctx, c, op.Tenant, op.Database, l); err != nil {
+			warnings = append(warnings, leftoverWarning(err, l, op.Tenant, op.Database))
+			left = append(left, l)
 		}
 	}
-	return out
+	return warnings, left
 }
 
 // dropJobState deletes the checkpoint and cancel request of an operation

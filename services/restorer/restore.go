@@ -1073,44 +1073,58 @@ func (w *collWriter) rename(ctx context.Context, id, name string) error {
 
 // undo takes back a collection's unfinished work after a failure or cancel:
 // a swap cut short is reversed and the staging collection deleted, so the
-// target holds what it held before. In place and batch-level writes cannot
-// be undone; the safety snapshot holds what was there.
+// target holds what it held before; of one swapped in, the replaced
+// collection is deleted. In place and batch-level writes cannot be undone;
+// the safety snapshot holds what was there.
 func (w *collWriter) undo(ctx context.Context) error {
-	if w.how != writeStage {
+	if w.how != writeStage || w.cs.Stage == stageDone {
 		return nil
 	}
-	return undoStaging(ctx, w.client(), w.j.sp.tenant, w.j.sp.database, w.cs, w.staging, w.old)
+	return takeBack(ctx, w.client(), w.j.sp.tenant, w.j.sp.database, w.leftover())
 }
 
-// undoStaging takes back the stage and swap of the collection cs, whose
-// staging collection is staging and whose displaced live one is renamed
-// old: unless it was swapped in, a swap cut short is reversed and the
-// staging collection deleted.
-func undoStaging(ctx context.Context, c *chroma.Client, tenant, database string, cs *collCheckpoint, staging, old string) error {
-	if cs.Stage == stageDone || cs.Stage == stageSwapped {
-		return nil
-	}
-	live, err := findCollection(ctx, c, tenant, database, cs.Target)
-	if err != nil {
-		return err
-	}
-	if live == nil {
-		displaced, err := findCollection(ctx, c, tenant, database, old)
+// leftover names what the writer's stage and swap may leave.
+func (w *collWriter) leftover() contract.LeftoverCollection {
+	return contract.LeftoverCollection{Target: w.cs.Target, Staging: w.staging, Old: w.old, WorkID: w.cs.WorkID, Swapped: w.cs.Stage == stageSwapped}
+}
+
+// takeBack takes back what the stage and swap of one collection left, l:
+// of one swapped in (restored and verified) the replaced collection l.Old
+// is deleted; otherwise a swap cut short is reversed (l.Old renamed back to
+// l.Target while that name is free) and the staging collection deleted.
+// Each step is recognised by the names that exist, so it repeats harmlessly.
+func takeBack(ctx context.Context, c *chroma.Client, tenant, database string, l contract.LeftoverCollection) error {
+	if !l.Swapped {
+		live, err := findCollection(ctx, c, tenant, database, l.Target)
 		if err != nil {
 			return err
 		}
-		if displaced != nil {
-			name := cs.Target
-			if err := c.ModifyCollection(ctx, tenant, database, displaced.ID, &name, nil); err != nil {
-				return fmt.Errorf("put %q back: rename collection %s: %w", cs.Target, displaced.ID, err)
+		switch {
+		case live == nil:
+			displaced, err := findCollection(ctx, c, tenant, database, l.Old)
+			if err != nil {
+				return err
 			}
+			if displaced != nil {
+				name := l.Target
+				if err := c.ModifyCollection(ctx, tenant, database, displaced.ID, &name, nil); err != nil {
+					return fmt.Errorf("put %q back: rename collection %s: %w", l.Target, displaced.ID, err)
+				}
+			}
+		case l.WorkID != "" && live.ID == l.WorkID:
+			l.Swapped = true // swapped in after all: it is restored and verified
 		}
-	} else if live.ID == cs.WorkID {
-		return nil // swapped in after all: it is restored and verified
 	}
-	err = c.DeleteCollection(ctx, tenant, database, staging)
+	if l.Swapped {
+		err := c.DeleteCollection(ctx, tenant, database, l.Old)
+		if err != nil && !errors.Is(err, chroma.ErrNotFound) {
+			return fmt.Errorf("delete the replaced collection %q: %w", l.Old, err)
+		}
+		return nil
+	}
+	err := c.DeleteCollection(ctx, tenant, database, l.Staging)
 	if err != nil && !errors.Is(err, chroma.ErrNotFound) {
-		return fmt.Errorf("delete staging collection %q: %w", staging, err)
+		return fmt.Errorf("delete staging collection %q: %w", l.Staging, err)
 	}
 	return nil
 }

@@ -154,6 +154,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := bus.OnMaxDeliveries(ctx, s.nc, s.assets.JS, contract.StreamCommands, consumerName, s.log, s.givenUp); err != nil {
 		return err
 	}
+	lctx, stopLeftovers := context.WithCancel(ctx)
+	var leftovers sync.WaitGroup
+	leftovers.Go(func() { s.leftoversLoop(lctx) })
+	defer leftovers.Wait()
+	defer stopLeftovers()
 	s.log.Info("restorer started", "chroma_url", s.cfg.ChromaURL)
 	return s.consume(ctx, cons)
 }

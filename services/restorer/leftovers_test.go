@@ -1,0 +1,220 @@
+package restorer_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+	"github.com/nats-io/nats.go"
+)
+
+// outage is a reverse proxy in front of a real Chroma that answers 503 to
+// everything while down, as a Chroma that went away does to its clients
+// once their retries run out.
+type outage struct {
+	url  string
+	down atomic.Bool
+}
+
+func startOutage(t *testing.T, upstream string) *outage {
+	t.Helper()
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &outage{}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if o.down.Load() {
+			http.Error(w, "chroma is down (test outage)", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	o.url = srv.URL
+	return o
+}
+
+// TestLeftoversTakenBackWhenChromaReturns: Chroma goes away in the middle
+// of a swap, after the live collection was renamed aside and before the
+// restored one took its name. The rollback fails, and its cleanup cannot
+// put the live collection back: readers would find no collection of that
+// name. Once Chroma answers again the restorer puts it back and deletes the
+// staging collection by itself, record for record as it was, and the
+// operation says so. A collection made again under the name meanwhile is
+// neither deleted nor overwritten: both are left, and the note says so.
+func TestLeftoversTakenBackWhenChromaReturns(t *testing.T) {
+	e := seeded(t)
+	o := startOutage(t, e.chroma.URL)
+	target, err := chroma.New(o.url, chroma.WithRetryMaxElapsed(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var goDown atomic.Bool
+	e.run(t, "restorer", func(nc *nats.Conn) (interface{ Run(context.Context) error }, error) {
+		svc, err := restorer.New(restorer.Config{ChromaURL: e.chroma.URL, AckWait: 2 * time.Second, LeaseTTL: 5 * time.Second,
+			LeftoverRetry: 200 * time.Millisecond, Instance: "restorer"}, nc, e.subj, target, testLogger(t))
+		if err == nil {
+			restorer.SetHook(svc, func(ctx context.Context, p restorer.HookPoint) error {
+				if p.Name == "swap_renamed_old" && goDown.Load() {
+					o.down.Store(true)
+				}
+				return nil
+			})
+		}
+		return svc, err
+	})
+	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
+
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	damage(t, e.cc, 1)
+	damaged := e.dump(t, "acme", "prod")
+	const coll = "corpus.v1"
+	if damaged[coll] == nil {
+		t.Fatalf("the fixture has no %q to roll back", coll)
+	}
+
+	// fail runs a partial rollback of coll that Chroma leaves mid-swap,
+	// and checks what it left while Chroma is away.
+	fail := func(t *testing.T) contract.Operation {
+		t.Helper()
+		goDown.Store(true)
+		r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Collections: []string{coll}, NoSafetySnapshot: true, Confirm: true})
+		op := e.waitOp(t, r.OpID, 2*time.Minute)
+		goDown.Store(false)
+		if op.Status != contract.StatusFailed {
+			t.Fatalf("rollback through a Chroma that went away ended %s: %s", op.Status, op.Error)
+		}
+		if !o.down.Load() {
+			t.Fatal("the rollback never reached its swap")
+		}
+		if !slices.ContainsFunc(op.Warnings, func(w string) bool {
+			return strings.Contains(w, "cleanup failed") && strings.Contains(w, coll+"__rb_")
+		}) || !slices.ContainsFunc(op.Warnings, func(w string) bool { return strings.Contains(w, "takes the 1 collection(s) above back itself") }) {
+			t.Fatalf("the failed rollback does not say what it left and that it will be taken back: %q", op.Warnings)
+		}
+		if op.LeftoversCleared != nil {
+			t.Fatalf("leftovers cleared while Chroma is away: %+v", op)
+		}
+		// What readers of the real Chroma see meanwhile.
+		now := e.dump(t, "acme", "prod")
+		if now[coll] != nil {
+			t.Fatalf("%q is live although the swap was cut after it was renamed aside", coll)
+		}
+		var aside, staging int
+		for name := range now {
+			aside += btoi(strings.HasPrefix(name, coll+"__old_"))
+			staging += btoi(strings.HasPrefix(name, coll+"__rb_"))
+		}
+		if aside != 1 || staging != 1 {
+			t.Fatalf("while Chroma is away: %d collection(s) renamed aside and %d staging, want 1 and 1: %v", aside, staging, now.names())
+		}
+		if keys := e.stateKeys(t, contract.LeftoversPrefix); len(keys) != 1 {
+			t.Fatalf("leftover records: %v, want one", keys)
+		}
+		// Retried, and still there, while Chroma does not answer.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var rec contract.Leftovers
+			if entry, err := e.nats.Assets.State.Get(t.Context(), contract.LeftoversKey(r.OpID)); err != nil {
+				t.Fatalf("leftover record: %v", err)
+			} else if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+				t.Fatal(err)
+			}
+			if rec.Attempts >= 2 {
+				if rec.LastError == "" || len(rec.Collections) != 1 || rec.Collections[0].Target != coll {
+					t.Fatalf("leftover record after %d tries: %+v", rec.Attempts, rec)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the leftovers were not retried: %+v", rec)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return op
+	}
+
+	// waitCleared brings Chroma back and waits until the leftovers of op
+	// are taken back.
+	waitCleared := func(t *testing.T, op contract.Operation) contract.Operation {
+		t.Helper()
+		o.down.Store(false)
+		deadline := time.Now().Add(time.Minute)
+		for {
+			got, _ := e.op(t, op.OpID)
+			if got.LeftoversCleared != nil {
+				if keys := e.stateKeys(t, contract.LeftoversPrefix); len(keys) > 0 {
+					t.Errorf("leftover records kept after they were cleared: %v", keys)
+				}
+				if got.Status != contract.StatusFailed || got.Error != op.Error {
+					t.Errorf("clearing the leftovers changed how the rollback ended: %s %q, was %s %q", got.Status, got.Error, op.Status, op.Error)
+				}
+				e.assertReleased(t)
+				return got
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the leftovers were not taken back after Chroma returned: %+v", got)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	t.Run("put back", func(t *testing.T) {
+		op := fail(t)
+		got := waitCleared(t, op)
+		compareDB(t, "after the leftovers were taken back", e.dump(t, "acme", "prod"), damaged, nil)
+		if len(got.LeftoverNotes) != 1 || !strings.Contains(got.LeftoverNotes[0], "holds what it held before this rollback") {
+			t.Errorf("leftover notes: %q", got.LeftoverNotes)
+		}
+	})
+
+	t.Run("made again meanwhile", func(t *testing.T) {
+		op := fail(t)
+		// A migration makes the collection again while the restorer
+		// cannot reach Chroma.
+		if _, err := e.cc.CreateCollection(t.Context(), "acme", "prod", chroma.CreateCollection{Name: coll}); err != nil {
+			t.Fatal(err)
+		}
+		got := waitCleared(t, op)
+		now := e.dump(t, "acme", "prod")
+		var aside string
+		for name := range now {
+			if strings.HasPrefix(name, coll+"__rb_") {
+				t.Errorf("staging collection %q left", name)
+			}
+			if strings.HasPrefix(name, coll+"__old_") {
+				aside = name
+			}
+		}
+		if aside == "" {
+			t.Fatalf("the collection renamed aside was not kept: %v", now.names())
+		}
+		if c := now[coll]; c == nil || c.Records.Len() != 0 {
+			t.Errorf("the collection made again meanwhile was changed: %+v", c)
+		}
+		compareCollection(t, "the collection renamed aside", now[aside], damaged[coll])
+		if len(got.LeftoverNotes) != 1 || !strings.Contains(got.LeftoverNotes[0], "made again meanwhile") || !strings.Contains(got.LeftoverNotes[0], aside) {
+			t.Errorf("leftover notes do not say both were kept: %q", got.LeftoverNotes)
+		}
+	})
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
