@@ -198,6 +198,20 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 	for i := range failedAfter {
 		rep.Alerts = append(rep.Alerts, endedRollbackAlert(&failedAfter[i]))
 	}
+	var left []contract.Leftovers
+	if err := bus.EachValue(ctx, kv, contract.LeftoversPrefix+">", func(_ string, data []byte) error {
+		var l contract.Leftovers
+		if json.Unmarshal(data, &l) == nil && l.OpID != "" {
+			left = append(left, l)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(left, func(a, b contract.Leftovers) int { return a.Since.Compare(b.Since) })
+	for i := range left {
+		rep.Alerts = append(rep.Alerts, leftoversAlert(&left[i]))
+	}
 	rep.Storage = s.storage(ctx)
 	return rep, nil
 }
@@ -303,6 +317,28 @@ func (s *Service) deletedSnapshotAlert(r *contract.MigrationRecord, manifests ma
 		Detail: fmt.Sprintf("migration %s of %s/%s: its pre-migration snapshot %s was deleted, so no rollback, automatic or by hand, can restore what the database held before it. "+
 			"Take a snapshot now if what the database holds is worth keeping; %s",
 			r.Job, r.Tenant, r.Database, id, s.endRunHint(r.Job))}, true
+}
+
+// leftoversAlert is what a failed or cancelled rollback left while its
+// Chroma did not answer, until a restorer took it back.
+func leftoversAlert(l *contract.Leftovers) contract.StatusAlert {
+	var what []string
+	for _, c := range l.Collections {
+		if c.Swapped {
+			what = append(what, fmt.Sprintf("%q is restored and the collection it replaced is left as %q", c.Target, c.Old))
+		} else {
+			what = append(what, fmt.Sprintf("%q may be renamed aside as %q, and staging collection %q is left", c.Target, c.Old, c.Staging))
+		}
+	}
+	detail := fmt.Sprintf("rollback %s of %s/%s stopped while Chroma did not answer and could not take back what it staged: %s. "+
+		"A restorer takes it back once Chroma answers (tried %d times",
+		l.OpID, l.Tenant, l.Database, strings.Join(what, "; "), l.Attempts)
+	if l.LastError != "" {
+		detail += "; last: " + l.LastError
+	}
+	detail += fmt.Sprintf("). See `chromadb-rollback rollback-status %s`", l.OpID)
+	return contract.StatusAlert{Name: "rollback_leftovers", Since: l.Since, Detail: detail,
+		Figures: map[string]any{"op_id": l.OpID, "tenant": l.Tenant, "database": l.Database, "collections": len(l.Collections), "attempts": l.Attempts}}
 }
 
 // capitalize upper-cases the first letter of a sentence.

@@ -2,6 +2,7 @@ package watchdog_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +72,57 @@ func TestStatusNewestByTakenAt(t *testing.T) {
 		if s.Database == "c" && s.SnapshotID != "a_reimport" {
 			t.Errorf("newest snapshot of t/c: %s, want a_reimport (made last)", s.SnapshotID)
 		}
+	}
+}
+
+// TestStatusRollbackLeftovers: while what a stopped rollback left (Chroma
+// did not answer its cleanup) is not taken back, status lists it as alert
+// rollback_leftovers, naming the collections; once a restorer took it
+// back (the record is gone), the alert goes.
+func TestStatusRollbackLeftovers(t *testing.T) {
+	e := newEnv(t, false)
+	e.watchdog(t, e.fast("wd"))
+
+	since := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	rec := contract.Leftovers{Envelope: contract.NewEnvelope(contract.TypeLeftovers), OpID: "op_x", Tenant: "acme", Database: "prod",
+		Since: since, Attempts: 7, LastError: "chroma: connection refused",
+		Collections: []contract.LeftoverCollection{
+			{Target: "corpus.v1", Staging: "corpus.v1__rb_1a2b", Old: "corpus.v1__old_1a2b"},
+			{Target: "notes", Staging: "notes__rb_1a2b", Old: "notes__old_1a2b", Swapped: true},
+		}}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.nats.Assets.State.Put(t.Context(), contract.LeftoversKey("op_x"), data); err != nil {
+		t.Fatal(err)
+	}
+	alert := func() *contract.StatusAlert {
+		for _, a := range e.status(t).Alerts {
+			if a.Name == "rollback_leftovers" {
+				return &a
+			}
+		}
+		return nil
+	}
+	a := alert()
+	if a == nil {
+		t.Fatal("no rollback_leftovers alert while the leftovers are there")
+	}
+	for _, want := range []string{"op_x", "acme/prod", `"corpus.v1__rb_1a2b"`, `"corpus.v1__old_1a2b"`, `"notes" is restored`, `"notes__old_1a2b"`,
+		"tried 7 times", "connection refused", "rollback-status op_x"} {
+		if !strings.Contains(a.Detail, want) {
+			t.Errorf("alert detail does not say %q: %s", want, a.Detail)
+		}
+	}
+	if !a.Since.Equal(since) || a.Figures["op_id"] != "op_x" || a.Figures["collections"] != float64(2) || a.Figures["attempts"] != float64(7) {
+		t.Errorf("alert since %s, figures %v", a.Since, a.Figures)
+	}
+
+	if err := e.nats.Assets.State.Purge(t.Context(), contract.LeftoversKey("op_x")); err != nil {
+		t.Fatal(err)
+	}
+	if a := alert(); a != nil {
+		t.Errorf("alert kept after the leftovers were taken back: %+v", a)
 	}
 }
