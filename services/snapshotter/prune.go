@@ -117,7 +117,9 @@ func (s *Service) pruneState(ctx context.Context, now, cutoff time.Time, dryRun 
 				res.abandoned = append(res.abandoned, op.OpID)
 				continue
 			}
-			if at.Before(cutoff) {
+			// A rollback whose leftovers are not taken back yet keeps its
+			// record, which says what they are and when they are gone.
+			if at.Before(cutoff) && !keys[contract.LeftoversKey(op.OpID)] {
 				purge(prunedOperations, key, e.Revision(), contract.CheckpointKey(op.OpID), contract.CancelKey(op.OpID))
 			}
 		case strings.HasPrefix(key, contract.MigrationKey("")):

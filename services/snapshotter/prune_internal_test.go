@@ -77,6 +77,10 @@ func TestPruneState(t *testing.T) {
 		Tenant: "acme", Database: "prod", UpdatedAt: ago(30)})
 	put(contract.CheckpointKey("op_rb_running"), []byte(`{"op_id":"op_rb_running"}`))
 	op("op_snap_queued", "snapshot", contract.StatusQueued, ago(30))
+	// A failed rollback whose leftovers the restorer has not taken back
+	// yet: its record stays with them.
+	op("op_rb_leftovers", "rollback", contract.StatusFailed, ago(9))
+	put(contract.LeftoversKey("op_rb_leftovers"), contract.Leftovers{OpID: "op_rb_leftovers", Tenant: "acme", Database: "prod"})
 	op("op_snap_running_young", "snapshot", contract.StatusRunning, ago(6))
 	op("op_snap_young", "snapshot", contract.StatusCompleted, ago(6))
 	op("op_no_time", "snapshot", contract.StatusCompleted, time.Time{})
