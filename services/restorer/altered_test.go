@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,8 +29,11 @@ import (
 // alterer is a reverse proxy in front of a real Chroma that changes one
 // write on its way, as a Chroma that does not keep what it is given would:
 // the first request alter accepts (by returning true) goes on changed.
+// While down is set it answers 503 to everything, as a Chroma that went
+// away does to its clients once their retries run out.
 type alterer struct {
 	url   string
+	down  atomic.Bool
 	mu    sync.Mutex
 	alter func(method, path string, body map[string]json.RawMessage) bool
 	done  bool
@@ -44,6 +48,10 @@ func startAlterer(t *testing.T, upstream string) *alterer {
 	a := &alterer{}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.down.Load() {
+			http.Error(w, "chroma is down (test outage)", http.StatusServiceUnavailable)
+			return
+		}
 		a.mu.Lock()
 		alter := a.alter
 		a.mu.Unlock()

@@ -3,10 +3,6 @@ package restorer_test
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -19,34 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// outage is a reverse proxy in front of a real Chroma that answers 503 to
-// everything while down, as a Chroma that went away does to its clients
-// once their retries run out.
-type outage struct {
-	url  string
-	down atomic.Bool
-}
-
-func startOutage(t *testing.T, upstream string) *outage {
-	t.Helper()
-	u, err := url.Parse(upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := &outage{}
-	rp := httputil.NewSingleHostReverseProxy(u)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if o.down.Load() {
-			http.Error(w, "chroma is down (test outage)", http.StatusServiceUnavailable)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	o.url = srv.URL
-	return o
-}
-
 // TestLeftoversTakenBackWhenChromaReturns: Chroma goes away in the middle
 // of a swap, after the live collection was renamed aside and before the
 // restored one took its name. The rollback fails, and its cleanup cannot
@@ -57,7 +25,7 @@ func startOutage(t *testing.T, upstream string) *outage {
 // neither deleted nor overwritten: both are left, and the note says so.
 func TestLeftoversTakenBackWhenChromaReturns(t *testing.T) {
 	e := seeded(t)
-	o := startOutage(t, e.chroma.URL)
+	o := startAlterer(t, e.chroma.URL) // never armed: only taken down
 	target, err := chroma.New(o.url, chroma.WithRetryMaxElapsed(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
