@@ -826,7 +826,7 @@ func (s *Service) undoCheckpointed(ctx context.Context, cmd *contract.RollbackCo
 		}
 		l := contract.LeftoverCollection{Target: cs.Target, Staging: workName(cs.Target, stagingSep, cmd.OpID), Old: workName(cs.Target, oldSep, cmd.OpID),
 			WorkID: cs.WorkID, Swapped: cs.Stage == stageSwapped}
-		if err := takeBack(ctx, c, op.Tenant, op.Database, l); err != nil {
+		if _, err := takeBack(ctx, c, op.Tenant, op.Database, l); err != nil {
 			warnings = append(warnings, leftoverWarning(err, l, op.Tenant, op.Database))
 			left = append(left, l)
 		}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
-	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
 	"github.com/nats-io/nats.go/jetstream"
@@ -84,6 +83,13 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	if err != nil || rec == nil {
 		return err
 	}
+	// Kept before the rollback's operation is final, while the job still
+	// holds the lease in the same name: not until it has ended.
+	if op, err := s.getOperation(ctx, opID); err != nil {
+		return err
+	} else if op != nil && !contract.Ended(op.Status) {
+		return nil
+	}
 	c, _, apiErr := s.targetClient(rec.ChromaURL)
 	if apiErr != nil {
 		return s.leftoversFailed(ctx, rec, rev, errors.New(apiErr.msg))
@@ -116,12 +122,13 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	var errs []error
 	var notes []string
 	for _, l := range rec.Collections {
-		if err := takeBack(ctx, c, rec.Tenant, rec.Database, l); err != nil {
+		note, err := takeBack(ctx, c, rec.Tenant, rec.Database, l)
+		if err != nil {
 			still = append(still, l)
 			errs = append(errs, fmt.Errorf("%q: %w", l.Target, err))
 			continue
 		}
-		notes = append(notes, s.leftoverNote(ctx, c, rec, l))
+		notes = append(notes, note)
 	}
 	if len(still) > 0 {
 		rec.Collections = still
@@ -136,24 +143,6 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	}
 	s.log.Info("took back what a stopped rollback left", "op_id", opID, "tenant", rec.Tenant, "database", rec.Database, "collections", len(rec.Collections))
 	return nil
-}
-
-// leftoverNote says what became of l, taken back: which collection holds
-// what, and what an operator must still see to.
-func (s *Service) leftoverNote(ctx context.Context, c *chroma.Client, rec *contract.Leftovers, l contract.LeftoverCollection) string {
-	if l.Swapped {
-		return fmt.Sprintf("%q is restored; the collection it replaced (%q) is deleted", l.Target, l.Old)
-	}
-	old, err := findCollection(ctx, c, rec.Tenant, rec.Database, l.Old)
-	switch {
-	case err != nil:
-		return fmt.Sprintf("staging collection %q deleted; whether %q is left could not be read (%v)", l.Staging, l.Old, err)
-	case old != nil:
-		// The target was made again meanwhile (a later rollback or a
-		// migration): which of the two to keep is an operator's call.
-		return fmt.Sprintf("staging collection %q deleted; %q holds what %q held before this rollback, but %q was made again meanwhile, so both were left: keep one", l.Staging, l.Old, l.Target, l.Target)
-	}
-	return fmt.Sprintf("%q holds what it held before this rollback; staging collection %q deleted", l.Target, l.Staging)
 }
 
 func (s *Service) readLeftovers(ctx context.Context, opID string) (*contract.Leftovers, uint64, error) {

@@ -144,7 +144,7 @@ func TestLeftoversTakenBackWhenChromaReturns(t *testing.T) {
 		op := fail(t)
 		got := waitCleared(t, op)
 		compareDB(t, "after the leftovers were taken back", e.dump(t, "acme", "prod"), damaged, nil)
-		if len(got.LeftoverNotes) != 1 || !strings.Contains(got.LeftoverNotes[0], "holds what it held before this rollback") {
+		if len(got.LeftoverNotes) != 1 || !strings.Contains(got.LeftoverNotes[0], "holds what it held before this rollback again") {
 			t.Errorf("leftover notes: %q", got.LeftoverNotes)
 		}
 	})
@@ -185,4 +185,73 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestLeftoversWaitForTheirRollback: what a rollback left is kept before
+// its operation is final, while its job still holds the database's lease
+// in the same name; the restorer leaves it alone until the operation has
+// ended, then takes it back (here a staging collection a restorer that
+// died left, as a record found at start would be).
+func TestLeftoversWaitForTheirRollback(t *testing.T) {
+	e := newEnv(t)
+	e.startRestorer(t, restorer.Config{LeftoverRetry: 100 * time.Millisecond, Instance: "restorer"}, nil)
+	ctx := t.Context()
+	if err := e.cc.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cc.CreateDatabase(ctx, "acme", "prod"); err != nil {
+		t.Fatal(err)
+	}
+	staging, err := e.cc.CreateCollection(ctx, "acme", "prod", chroma.CreateCollection{Name: "notes__rb_1a2b3c4d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const opID = "op_20261129T120000Z_1a2b3c4d5e6f"
+	putJSON := func(key string, v any) {
+		t.Helper()
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.nats.Assets.State.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	op := contract.Operation{Envelope: contract.NewEnvelope(contract.TypeOperation), OpID: opID, Kind: "rollback", Status: contract.StatusRunning, Tenant: "acme", Database: "prod"}
+	putJSON(contract.OperationKey(opID), op)
+	putJSON(contract.LeftoversKey(opID), contract.Leftovers{Envelope: contract.NewEnvelope(contract.TypeLeftovers), OpID: opID, Tenant: "acme", Database: "prod",
+		Since: time.Now().UTC(), Collections: []contract.LeftoverCollection{{Target: "notes", Staging: staging.Name, Old: "notes__old_1a2b3c4d", WorkID: staging.ID}}})
+
+	time.Sleep(time.Second) // ten retry intervals
+	if got := e.dump(t, "acme", "prod"); got[staging.Name] == nil {
+		t.Fatalf("the staging collection of a rollback still running was taken back: %v", got.names())
+	}
+	if keys := e.stateKeys(t, contract.LeftoversPrefix); len(keys) != 1 {
+		t.Fatalf("leftover records: %v", keys)
+	}
+
+	op.Status, op.Error = contract.StatusFailed, "chroma: connection refused"
+	putJSON(contract.OperationKey(opID), op)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, _ := e.op(t, opID)
+		if got.LeftoversCleared != nil {
+			if len(got.LeftoverNotes) != 1 || !strings.Contains(got.LeftoverNotes[0], `neither "notes" nor "notes__old_1a2b3c4d" exists`) ||
+				!strings.Contains(got.LeftoverNotes[0], `staging collection "notes__rb_1a2b3c4d" deleted`) {
+				t.Errorf("leftover notes: %q", got.LeftoverNotes)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the leftovers of the ended rollback were not taken back: %+v", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if names := e.dump(t, "acme", "prod").names(); len(names) != 0 {
+		t.Errorf("collections left: %v", names)
+	}
+	if keys := e.stateKeys(t, contract.LeftoversPrefix); len(keys) != 0 {
+		t.Errorf("leftover records kept: %v", keys)
+	}
+	e.assertReleased(t)
 }
