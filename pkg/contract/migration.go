@@ -2,6 +2,7 @@ package contract
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -109,6 +110,9 @@ func ValidateMigrationEvent(event, job string, m *MigrationEvent) error {
 		if m.TimeLimitSeconds < 0 {
 			return fmt.Errorf("time_limit_seconds %v is negative", m.TimeLimitSeconds)
 		}
+		if m.TimeLimitSeconds > MaxTimeLimitSeconds {
+			return fmt.Errorf("time_limit_seconds %v is more than %v (about 292 years)", m.TimeLimitSeconds, MaxTimeLimitSeconds)
+		}
 	case EventValidation:
 		if m.TotalChunks <= 0 || m.ValidChunks < 0 || m.ValidChunks > m.TotalChunks {
 			return fmt.Errorf("validation needs 0 <= valid_chunks (%d) <= total_chunks (%d) and total_chunks > 0", m.ValidChunks, m.TotalChunks)
@@ -121,6 +125,11 @@ func ValidateMigrationEvent(event, job string, m *MigrationEvent) error {
 	}
 	return nil
 }
+
+// MaxTimeLimitSeconds is the longest time limit a started event may set:
+// the longest time.Duration in whole seconds. A longer one would wrap to a
+// negative duration, a deadline in the past, and fire the time trigger at once.
+const MaxTimeLimitSeconds = float64(math.MaxInt64 / int64(time.Second))
 
 // TimeLimit is the started event's limit, or def when it sets none.
 func (m *MigrationEvent) TimeLimit(def time.Duration) time.Duration {

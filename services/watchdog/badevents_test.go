@@ -1,0 +1,51 @@
+package watchdog_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+)
+
+// noRollback checks that no trigger fired for jobs and no rollback started.
+func (e *env) noRollback(t *testing.T, jobs ...string) {
+	t.Helper()
+	time.Sleep(time.Second) // a wrong trigger acts within a few ticks
+	for _, job := range jobs {
+		if rec, ok := e.record(t, job); ok && rec.Trigger != "" {
+			t.Errorf("a trigger fired for %s: %s", job, mustJSON(t, rec))
+		}
+	}
+	if got := find(e.audit(t), func(a auditEntry) bool { return strings.HasPrefix(a.Action, "trigger.") }); len(got) != 0 {
+		t.Errorf("trigger events: %s", mustJSON(t, got))
+	}
+	if ops := e.rollbackOps(t); len(ops) != 0 {
+		t.Errorf("rollbacks started: %s", mustJSON(t, ops))
+	}
+}
+
+// TestTimeLimitTooLongRejected: a time limit longer than a Go duration
+// holds (1e12 s, 31,700 years) is rejected. It wrapped to a negative
+// duration, a deadline in 1734, and the time trigger aborted the job and
+// rolled the database back at once.
+func TestTimeLimitTooLongRejected(t *testing.T) {
+	e := newEnv(t, false)
+	const db, job = "main", "forever"
+	tenant := e.tenant("wd_forever")
+	e.seed(t, tenant, db)
+	e.services(t)
+	e.watchdog(t, e.fast("wd"))
+	snap := e.snapshot(t, tenant, db, "before_forever")
+
+	ev := started(tenant, db, snap, 0)
+	ev.TimeLimitSeconds = 1e12
+	e.publish(t, job, contract.EventStarted, "", ev)
+	a := e.waitAudit(t, 10*time.Second, "started rejected", func(a auditEntry) bool {
+		return a.Action == "migration.started" && a.Outcome == contract.OutcomeRejected && figure(a, "job") == job
+	})
+	if !strings.Contains(a.Error, "time_limit_seconds") {
+		t.Errorf("rejection of a time limit too long: %q", a.Error)
+	}
+	e.noRollback(t, job)
+}
