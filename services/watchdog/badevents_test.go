@@ -49,3 +49,33 @@ func TestTimeLimitTooLongRejected(t *testing.T) {
 	}
 	e.noRollback(t, job)
 }
+
+// TestValidationAfterEndRejected: a validation published after the job
+// reported completed is rejected and rolls nothing back. It fired the
+// validation trigger, and the whole database was rolled back after the
+// run was over, over what others had written since.
+func TestValidationAfterEndRejected(t *testing.T) {
+	e := newEnv(t, false)
+	const db, job = "main", "late"
+	tenant := e.tenant("wd_late")
+	e.seed(t, tenant, db)
+	e.services(t)
+	e.watchdog(t, e.fast("wd"))
+	snap := e.snapshot(t, tenant, db, "before_late")
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+	e.publish(t, job, contract.EventValidation, "", validation(300, 300))
+	e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
+	e.waitRecord(t, job, 10*time.Second, "completed", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationCompleted })
+	e.publish(t, job, contract.EventValidation, "", validation(30, 300))
+	a := e.waitAudit(t, 10*time.Second, "late validation rejected", func(a auditEntry) bool {
+		return a.Action == "migration.validation" && a.Outcome == contract.OutcomeRejected && figure(a, "job") == job
+	})
+	if !strings.Contains(a.Error, "already ended") {
+		t.Errorf("rejection of a validation after the end: %q", a.Error)
+	}
+	e.noRollback(t, job)
+	if rec, _ := e.record(t, job); rec.Validation == nil || rec.Validation.ValidChunks != 300 {
+		t.Errorf("the late validation changed the record: %s", mustJSON(t, rec))
+	}
+}

@@ -237,6 +237,11 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 	if err != nil {
 		return "", err
 	}
+	if cur != nil && in.seq > cur.Run && !cur.EndedAt.IsZero() {
+		// Not acted on: the job said its run was over, its snapshot is no
+		// longer held for it, and others may have written since.
+		return validationAfterEnd(in.job, cur), nil
+	}
 	if cur != nil && in.seq >= cur.Run {
 		verdict := fmt.Sprintf("meets the threshold %g", th)
 		switch {
@@ -258,13 +263,18 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 		})
 	}
 	var missing, stale bool
+	var over *contract.MigrationRecord
 	rec, _, err := s.update(ctx, in.job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
-		missing, stale = cur == nil, false
+		missing, stale, over = cur == nil, false, nil
 		if cur == nil {
 			return nil
 		}
 		if in.seq < cur.Run {
 			stale = true
+			return nil
+		}
+		if in.seq > cur.Run && !cur.EndedAt.IsZero() {
+			over = cur
 			return nil
 		}
 		if cur.Validation != nil && !cur.Validation.At.Before(in.at) {
@@ -289,6 +299,8 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 		return "", err
 	case missing:
 		return noRun(in.job), nil
+	case over != nil:
+		return validationAfterEnd(in.job, over), nil
 	case stale:
 		s.log.Info("validation of an earlier run ignored", "job", in.job, "seq", in.seq)
 		return "", nil
@@ -297,6 +309,14 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 		s.startAct(ctx, in.job)
 	}
 	return "", nil
+}
+
+// validationAfterEnd is why a validation published after its run's end is
+// rejected: the protocol has it before completed or failed.
+func validationAfterEnd(job string, r *contract.MigrationRecord) string {
+	return fmt.Sprintf("the run of job %q already ended (%s at %s): a validation after completed or failed is not acted on, and triggers no rollback; "+
+		"report the validation before the end (to roll back now, do it by hand: docs/runbook.md, Manual rollback)",
+		job, r.Status, r.EndedAt.Format(time.RFC3339))
 }
 
 // onEnded records a completed or failed event.
