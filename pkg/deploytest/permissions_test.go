@@ -398,7 +398,8 @@ func equal(a, b []string) bool {
 // discovery of its own service; the operator asks every service
 // (health-check checks that each runs), and the watchdog asks the
 // restorers (whether one can decrypt an encrypted pre-migration
-// snapshot) and nothing else.
+// snapshot) and the watchdogs (whether the one that paused a job for its
+// disk still runs), and nothing else.
 func TestDeployServiceDiscovery(t *testing.T) {
 	url, pw := startSingle(t)
 	answers := map[string]*counter{}
@@ -418,6 +419,9 @@ func TestDeployServiceDiscovery(t *testing.T) {
 	wd := connect(t, url, pw, "watchdog")
 	if msg, err := wd.nc.Request("$SRV.INFO.chromadb-restorer", nil, 5*time.Second); err != nil || !json.Valid(msg.Data) {
 		t.Errorf("watchdog asks the restorers: %v", err)
+	}
+	if msg, err := wd.nc.Request("$SRV.INFO.chromadb-watchdog", nil, 5*time.Second); err != nil || !json.Valid(msg.Data) {
+		t.Errorf("watchdog asks the watchdogs: %v", err)
 	}
 	wd.noViolations(t)
 	if _, err := wd.nc.RequestWithContext(short(t), "$SRV.INFO.chromadb-snapshotter", nil); err == nil {

@@ -70,7 +70,8 @@
 // its database (then when the fence is lowered). Only jobs the watchdog
 // paused are resumed.
 // Disk reasons name the instance ("disk@<instance>") because each watches
-// its own paths; only that instance lifts them.
+// its own paths; only that instance lifts them, or, once it no longer runs
+// (missing from the micro discovery at two disk checks in a row), any.
 //
 // The status report's alerts are those conditions, the archives found
 // missing, and every run not yet ended whose trigger fired but whose

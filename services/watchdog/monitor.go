@@ -116,7 +116,82 @@ func (s *Service) diskLoop(ctx context.Context) {
 	every(ctx, s.cfg.DiskInterval, func() {
 		s.checkDisk(ctx)
 		s.checkJetStream(ctx)
+		s.liftAbsentDiskPauses(ctx)
 	})
+}
+
+// liftAbsentDiskPauses lifts the disk pauses of instances that no longer
+// run. A disk reason (disk@<instance>) is lifted only by the instance
+// that watches its paths, so one whose instance stopped (a restarted serve
+// is a new instance: its name has its pid) would hold its job paused for
+// ever. An instance missing from the micro discovery at two checks in a
+// row, DiskInterval apart, is gone; its pauses are lifted (the job resumed
+// if nothing else holds it), and the instances that watch those paths now
+// pause it again if the disk is still low. Nothing is lifted when the
+// discovery does not find this instance itself.
+func (s *Service) liftAbsentDiskPauses(ctx context.Context) {
+	recs := s.cached()
+	held := map[string]bool{}
+	for i := range recs {
+		for _, p := range recs[i].PausedBy {
+			if inst, ok := strings.CutPrefix(p.Reason, contract.PauseDiskPrefix); ok && inst != s.cfg.Instance && pausable(&recs[i]) {
+				held[inst] = true
+			}
+		}
+	}
+	if len(held) == 0 {
+		s.absent = nil
+		return
+	}
+	running, err := s.runningInstances(ctx)
+	if err != nil || !running[s.cfg.Instance] {
+		if err != nil {
+			s.log.Warn("cannot list the running watchdog instances; the disk pauses of stopped ones stay", "err", err)
+		}
+		return
+	}
+	before, absent := s.absent, map[string]bool{}
+	for inst := range held {
+		if !running[inst] {
+			absent[inst] = true
+		}
+	}
+	s.absent = absent
+	for i := range recs {
+		r := &recs[i]
+		for _, p := range r.PausedBy {
+			inst, ok := strings.CutPrefix(p.Reason, contract.PauseDiskPrefix)
+			if !ok || !absent[inst] || !before[inst] || !pausable(r) {
+				continue
+			}
+			s.unpause(ctx, r.Job, condition{reason: p.Reason, name: "disk",
+				detail: fmt.Sprintf("watchdog instance %s, which paused it for low free disk space on the paths it watches, no longer runs", inst)}, r)
+		}
+	}
+}
+
+// runningInstances are the watchdog instances of this prefix that answer
+// the micro discovery within a second.
+func (s *Service) runningInstances(ctx context.Context) (map[string]bool, error) {
+	infos, stop, err := bus.AskServiceInfo(ctx, s.nc, ServiceName)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	api := s.subj.API("")
+	ctx, cancel := context.WithTimeout(ctx, restorerWait)
+	defer cancel()
+	running := map[string]bool{}
+	for {
+		select {
+		case info := <-infos:
+			if bus.ServesUnder(info, api) {
+				running[bus.InstanceName(info)] = true
+			}
+		case <-ctx.Done():
+			return running, nil
+		}
+	}
 }
 
 // every calls check at once, then every interval until ctx ends.

@@ -189,3 +189,44 @@ func TestDiskAndJetStreamPause(t *testing.T) {
 		t.Errorf("JetStream alerts: %s", mustJSON(t, got))
 	}
 }
+
+// TestDiskPauseOfGoneInstanceLifted: a disk pause is lifted only by the
+// instance that watches those paths, so one whose instance stopped while
+// the disk was low held the job paused for ever once the disk recovered
+// (a restarted serve is a new instance: its name has its pid). Another
+// instance lifts it once the one that paused no longer answers, and not
+// while it does.
+func TestDiskPauseOfGoneInstanceLifted(t *testing.T) {
+	e := newEnv(t, false)
+	const job = "disk-gone"
+	dir := t.TempDir()
+	cfg := e.fast("wd-old")
+	cfg.DiskPaths = []string{dir}
+	cfg.DiskInterval = 100 * time.Millisecond
+	old, stopOld := e.watchdog(t, cfg)
+	ctl := e.controls(t, job)
+	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
+	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+	free, err := disk.Free(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.SetDiskMinFree(free + 1<<30)
+	ctl.wait(t, contract.ControlPause, 5*time.Second)
+	e.waitRecord(t, job, 5*time.Second, "paused", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationPaused })
+
+	// The new instance finds the disk fine; the old one still runs and
+	// still finds it low: the job stays paused.
+	cfg.Instance = "wd-new"
+	e.watchdog(t, cfg)
+	time.Sleep(20 * cfg.DiskInterval)
+	if n := ctl.count(contract.ControlResume); n != 0 {
+		t.Fatalf("resumed while the instance that paused it still finds its disk low: %v", ctl.commands())
+	}
+	stopOld()
+	ctl.wait(t, contract.ControlResume, 10*time.Second)
+	rec := e.waitRecord(t, job, 5*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
+	if len(rec.PausedBy) != 0 {
+		t.Errorf("paused by %+v", rec.PausedBy)
+	}
+}

@@ -51,6 +51,10 @@ type Service struct {
 	diskMinFree atomic.Uint64
 	poke        chan struct{} // asks the ticker to look now
 
+	// absent are the other instances whose disk pauses the last disk check
+	// found held by no running instance (diskLoop's only).
+	absent map[string]bool
+
 	acts sync.WaitGroup // act goroutines
 
 	mu       sync.Mutex
