@@ -79,3 +79,34 @@ func TestValidationAfterEndRejected(t *testing.T) {
 		t.Errorf("the late validation changed the record: %s", mustJSON(t, rec))
 	}
 }
+
+// TestSecondEndRejected: an end event of a run that already ended (a
+// duplicate completed with a new id, a failed after completed) is audited
+// as rejected, saying the run had ended, and changes nothing. It was only
+// logged, so the trail did not show that the job contradicted itself.
+func TestSecondEndRejected(t *testing.T) {
+	e := newEnv(t, false)
+	e.watchdog(t, e.fast("wd"))
+	const job = "twice"
+	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_x", time.Hour))
+	e.publish(t, job, contract.EventCompleted, "end-1", contract.MigrationEvent{})
+	e.publish(t, job, contract.EventCompleted, "end-1", contract.MigrationEvent{}) // the same event resent: stored once
+	e.publish(t, job, contract.EventCompleted, "end-2", contract.MigrationEvent{})
+	e.publish(t, job, contract.EventFailed, "end-3", contract.MigrationEvent{Error: "late"})
+	for _, action := range []string{"migration.completed", "migration.failed"} {
+		a := e.waitAudit(t, 10*time.Second, action+" rejected", func(a auditEntry) bool {
+			return a.Action == action && a.Outcome == contract.OutcomeRejected && figure(a, "job") == job
+		})
+		if !strings.Contains(a.Error, "already ended") {
+			t.Errorf("%s rejected: %q", action, a.Error)
+		}
+	}
+	if got := find(e.audit(t), func(a auditEntry) bool {
+		return a.Action == "migration.completed" && a.Outcome == contract.OutcomeCompleted
+	}); len(got) != 1 {
+		t.Errorf("%d migration.completed completed events, want 1", len(got))
+	}
+	if rec, _ := e.record(t, job); rec.Status != contract.MigrationCompleted || rec.Error != "" {
+		t.Errorf("record: %s", mustJSON(t, rec))
+	}
+}

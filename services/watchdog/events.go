@@ -361,8 +361,10 @@ func (s *Service) onEnded(ctx context.Context, in *incoming) (string, error) {
 		return "", nil
 	}
 	if !written && !rec.EndedAt.Equal(in.at) {
-		s.log.Info("second end of a run ignored", "job", in.job, "seq", in.seq)
-		return "", nil
+		// Not a redelivery of the end that was recorded: audited, so the
+		// trail shows that the job contradicted or repeated itself.
+		return fmt.Sprintf("the run of job %q already ended (%s at %s): this %s event changes nothing",
+			in.job, rec.Status, rec.EndedAt.Format(time.RFC3339), in.event), nil
 	}
 	ev := contract.AuditEvent{Action: "migration." + in.event, Outcome: contract.OutcomeCompleted, Tenant: rec.Tenant, Database: rec.Database,
 		SnapshotID: restorePoint(rec), Figures: map[string]any{"job": in.job, "run": rec.Run, "status": rec.Status}}
