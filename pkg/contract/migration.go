@@ -111,7 +111,7 @@ func ValidateMigrationEvent(event, job string, m *MigrationEvent) error {
 			return fmt.Errorf("time_limit_seconds %v is negative", m.TimeLimitSeconds)
 		}
 		if m.TimeLimitSeconds > MaxTimeLimitSeconds {
-			return fmt.Errorf("time_limit_seconds %v is more than %v (about 292 years)", m.TimeLimitSeconds, MaxTimeLimitSeconds)
+			return fmt.Errorf("time_limit_seconds %v is more than %.0f (about 292 years)", m.TimeLimitSeconds, MaxTimeLimitSeconds)
 		}
 	case EventValidation:
 		if m.TotalChunks <= 0 || m.ValidChunks < 0 || m.ValidChunks > m.TotalChunks {
