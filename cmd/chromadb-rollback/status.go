@@ -69,6 +69,9 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 		}
 	})
 	for _, m := range r.Migrations {
+		if !m.LastHeartbeat.IsZero() {
+			fmt.Fprintf(w, "  heartbeat of %s: %s (%s ago)\n", m.Job, heartbeatText(&m), now.Sub(m.LastHeartbeat).Round(time.Second))
+		}
 		if m.SnapshotError != "" {
 			fmt.Fprintf(w, "  snapshot_error of %s: %s\n", m.Job, m.SnapshotError)
 		}
@@ -203,6 +206,17 @@ func deadlineText(d, now time.Time) string {
 		return fmt.Sprintf("%s (in %s)", stamp(d), left)
 	}
 	return fmt.Sprintf("%s (%s ago)", stamp(d), -left)
+}
+
+// heartbeatText is what a job's latest heartbeat said: its phase and
+// the records it had done.
+func heartbeatText(m *contract.MigrationRecord) string {
+	out := strings.TrimSpace(m.Phase)
+	if m.DoneRecords > 0 {
+		out = strings.TrimSpace(fmt.Sprintf("%s, %d records done", out, m.DoneRecords))
+		out = strings.TrimPrefix(out, ", ")
+	}
+	return dash(out)
 }
 
 func validationText(v *contract.MigrationValidation) string {

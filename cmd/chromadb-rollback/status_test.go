@@ -22,6 +22,7 @@ func statusReport(now time.Time) contract.StatusReport {
 			Validation: &contract.MigrationValidation{ValidChunks: 900, TotalChunks: 1000, Ratio: 0.9, Threshold: 0.95},
 			Trigger:    contract.TriggerValidation, RollbackOpID: "op_rb_reindex-7_12_validation", RollbackStatus: contract.StatusRunning,
 			RollbackCollections: []string{"docs"}, SnapshotID: "pre_reindex", PinnedSnapshotID: "snap_0",
+			LastHeartbeat: now.Add(-30 * time.Second), Phase: "copy docs", DoneRecords: 1200,
 		}, {
 			Job: "nightly", Tenant: "beta", Database: "main", Status: contract.MigrationPaused, SnapshotID: "before_nightly",
 			StartedAt: now.Add(-2 * time.Hour), Deadline: now.Add(-time.Hour),
@@ -92,6 +93,8 @@ func TestCLIStatus(t *testing.T) {
 		// A run whose automatic rollback failed, and the command to run.
 		"rollback      " + stamp(now.Add(-time.Minute)) + "  migration reindex-8 of acme/prod: the validation trigger fired",
 		"Roll back by hand: chromadb-rollback rollback snap_3 --reason 'validation trigger of migration reindex-8' --yes; then end the run\n",
+		// What the job's latest heartbeat said, under the table.
+		"\n  heartbeat of reindex-7: copy docs, 1200 records done (30s ago)\n",
 		// Why a run's snapshot is unusable, under the table.
 		"gone-archive  acme/prod  running  unusable (see snapshot_error)",
 		"\n  snapshot_error of gone-archive: the archive of snapshot snap_9 (object snap_9.tar.zst) is missing from CHROMA_SNAPSHOTS: no rollback to it can run; take a new snapshot\n\nFences (1)",
