@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"time"
@@ -69,6 +70,20 @@ type MigrationEvent struct {
 
 	// failed
 	Error string `json:"error,omitempty"`
+}
+
+// MarshalJSON writes valid_chunks in a validation event even when it is 0
+// (no record valid): the watchdog refuses a validation without it, so that
+// a misspelt field is not read as a total loss.
+func (m MigrationEvent) MarshalJSON() ([]byte, error) {
+	type plain MigrationEvent
+	if m.Type != TypeMigrationValidation {
+		return json.Marshal(plain(m))
+	}
+	return json.Marshal(struct {
+		plain
+		ValidChunks int64 `json:"valid_chunks"`
+	}{plain(m), m.ValidChunks})
 }
 
 // CollectionValidation is one collection's validation figures.

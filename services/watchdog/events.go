@@ -97,6 +97,21 @@ func decodeEvent(data []byte, in *incoming) string {
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return fmt.Sprintf("malformed JSON: %v", err)
 	}
+	if in.event == contract.EventValidation {
+		// Absent, either would read as 0: a misspelt valid_chunks as a
+		// total loss, which rolls the database back.
+		var present struct {
+			Valid *int64 `json:"valid_chunks"`
+			Total *int64 `json:"total_chunks"`
+		}
+		_ = json.Unmarshal(data, &present)
+		switch {
+		case present.Valid == nil:
+			return "valid_chunks is missing (send 0 when no record is valid): a validation names both valid_chunks and total_chunks"
+		case present.Total == nil:
+			return "total_chunks is missing: a validation names both valid_chunks and total_chunks"
+		}
+	}
 	if err := contract.ValidateMigrationEvent(in.event, in.job, &ev); err != nil {
 		return err.Error()
 	}

@@ -38,6 +38,10 @@ func TestMalformedEventsRejected(t *testing.T) {
 		{"no tenant", "chroma.migration.j1.started", body(contract.TypeMigrationStarted, "j1", map[string]any{"snapshot_id": "s"}), "needs tenant and database"},
 		{"no snapshot", "chroma.migration.j1.started", body(contract.TypeMigrationStarted, "j1", map[string]any{"tenant": "a", "database": "b"}), "snapshot_id, or take_snapshot"},
 		{"bad ratio", "chroma.migration.j1.validation", body(contract.TypeMigrationValidation, "j1", map[string]any{"valid_chunks": 5, "total_chunks": 3}), "valid_chunks (5) <= total_chunks (3)"},
+		// Absent, valid_chunks would read as 0: a total loss.
+		{"no valid_chunks", "chroma.migration.j1.validation", body(contract.TypeMigrationValidation, "j1", map[string]any{"total_chunks": 100}), "valid_chunks is missing"},
+		{"misspelt valid_chunks", "chroma.migration.j1.validation", body(contract.TypeMigrationValidation, "j1", map[string]any{"valid_chunk": 99, "total_chunks": 100}), "valid_chunks is missing"},
+		{"no total_chunks", "chroma.migration.j1.validation", body(contract.TypeMigrationValidation, "j1", map[string]any{"valid_chunks": 0}), "total_chunks is missing"},
 		{"unknown run", "chroma.migration.ghost.validation", body(contract.TypeMigrationValidation, "ghost", map[string]any{"valid_chunks": 1, "total_chunks": 3}), `no run of job "ghost"`},
 		{"unknown run heartbeat", "chroma.migration.ghost.heartbeat", body(contract.TypeMigrationHeartbeat, "ghost", nil), `no run of job "ghost"`},
 		{"job not a key", "chroma.migration.j@1.started", body(contract.TypeMigrationStarted, "j@1", valid), "cannot name a state key"},
