@@ -58,15 +58,23 @@ func (j *job) resumeJobs(ctx context.Context) {
 	if err != nil {
 		j.log.Warn("cannot read migration records; resuming every paused job", "err", err)
 	}
-	status := map[string]string{}
-	for _, m := range current {
-		status[m.Job] = m.Status
+	records := map[string]*contract.MigrationRecord{}
+	for i := range current {
+		records[current[i].Job] = &current[i]
 	}
 	for _, job := range paused {
 		if job == j.cmd.Request.Job {
 			continue // the migration this rollback undoes is not resumed
 		}
-		if st, ok := status[job]; err == nil && (!ok || (st != contract.MigrationRunning && st != contract.MigrationPaused)) {
+		m, ok := records[job]
+		if err == nil && (!ok || (m.Status != contract.MigrationRunning && m.Status != contract.MigrationPaused)) {
+			continue
+		}
+		// The watchdog holds it paused for reasons of its own (Chroma
+		// unreachable, low disk, its trigger fired and its rollback is
+		// yet to run): it resumes it, or ends the run, itself.
+		if ok && (len(m.PausedBy) > 0 || m.Trigger != "") {
+			j.log.Info("paused migration not resumed: the watchdog holds it", "job", job, "paused_by", len(m.PausedBy), "trigger", m.Trigger)
 			continue
 		}
 		j.control(job, contract.ControlResume, fmt.Sprintf("rollback %s of %s/%s ended: writes may go on", j.cmd.OpID, j.sp.tenant, j.sp.database))
