@@ -348,8 +348,10 @@ func (s *Service) pause(ctx context.Context, job string, c condition) {
 
 func (s *Service) unpause(ctx context.Context, job string, c condition, r *contract.MigrationRecord) {
 	if len(r.PausedBy) == 1 && s.fenced(ctx, r.Tenant, r.Database) {
-		// A rollback holds the database: the job stays paused until its
-		// fence is lowered (the restorer resumes the jobs it paused).
+		// A rollback holds the database: the job stays paused, this
+		// reason kept, until its fence is lowered; the restorer leaves a
+		// job with a reason to the watchdog, and the first reconcile
+		// after that lifts the reason and resumes the job.
 		return
 	}
 	var resume bool
