@@ -65,7 +65,7 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 		for _, m := range r.Migrations {
 			fmt.Fprintf(tw, "  %s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Job, m.Tenant, m.Database, m.Status, snapshotText(&m),
 				stamp(m.StartedAt), deadlineText(m.Deadline, now), validationText(m.Validation), dash(m.Trigger),
-				rollbackText(&m), pausedText(m.PausedBy))
+				rollbackText(&m), pausedText(m.PausedBy, fenceOf(r.Fences, m.Tenant, m.Database)))
 		}
 	})
 	for _, m := range r.Migrations {
@@ -260,15 +260,31 @@ func rollbackText(m *contract.MigrationRecord) string {
 	return out
 }
 
-func pausedText(ps []contract.PauseReason) string {
-	if len(ps) == 0 {
-		return "-"
-	}
+// pausedText lists why a run is paused: the watchdog's reasons, and a
+// rollback's write fence on its database (the restorer told it to pause;
+// its record does not say so).
+func pausedText(ps []contract.PauseReason, fence *contract.Fence) string {
 	var out []string
 	for _, p := range ps {
 		out = append(out, p.Reason)
 	}
+	if fence != nil {
+		out = append(out, "fence of "+fence.OpID)
+	}
+	if len(out) == 0 {
+		return "-"
+	}
 	return strings.Join(out, ",")
+}
+
+// fenceOf is the write fence raised on tenant/database, nil when none.
+func fenceOf(fences []contract.Fence, tenant, database string) *contract.Fence {
+	for i := range fences {
+		if fences[i].Tenant == tenant && fences[i].Database == database {
+			return &fences[i]
+		}
+	}
+	return nil
 }
 
 func progressText(p *contract.Progress) string {

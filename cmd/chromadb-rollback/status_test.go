@@ -97,6 +97,9 @@ func TestCLIStatus(t *testing.T) {
 		"\n  heartbeat of reindex-7: copy docs, 1200 records done (30s ago)\n",
 		// Why a run's snapshot is unusable, under the table.
 		"gone-archive  acme/prod  running  unusable (see snapshot_error)",
+		// A run on a fenced database was told to pause by the rollback.
+		"fence of op_rb_reindex-7_12_validation\n  nightly",
+		"connectivity\n  gone-archive",
 		"\n  snapshot_error of gone-archive: the archive of snapshot snap_9 (object snap_9.tar.zst) is missing from CHROMA_SNAPSHOTS: no rollback to it can run; take a new snapshot\n\nFences (1)",
 	} {
 		if !strings.Contains(stdout, s) {
