@@ -18,3 +18,7 @@ func SetSplitMin(s *Service, n int) { s.splitMin = max(n, 2) }
 // SetLookupTimeout bounds s's plan lookups of the target tenant and
 // database by d instead of 20 s; set it before Run.
 func SetLookupTimeout(s *Service, d time.Duration) { s.lookupTimeout = d }
+
+// SetFinishTimeout gives the end of s's jobs d instead of a minute for its
+// cleanup, and as much for what follows it; set it before Run.
+func SetFinishTimeout(s *Service, d time.Duration) { s.finishTimeout = d }

@@ -374,17 +374,19 @@ func (j *job) scope() (tenant, database string, ok bool) {
 // paused jobs and releases the lease.
 func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	s := j.s
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
 	status, outcome := contract.StatusCompleted, contract.OutcomeCompleted
 	switch {
 	case errors.Is(jobErr, errCancelled):
 		status, outcome = contract.StatusCancelled, contract.OutcomeFailed
-		j.cleanup(cctx)
+		j.cleanup(ctx)
 	case jobErr != nil:
 		status, outcome = contract.StatusFailed, contract.OutcomeFailed
-		j.cleanup(cctx)
+		j.cleanup(ctx)
 	}
+	// Only now: with Chroma away, the cleanup spends all of its own time
+	// on retries, and what follows must still be done.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.finishTimeout)
+	defer cancel()
 	j.mu.Lock()
 	tenant, database, scoped := j.scope()
 	ck := j.ck
@@ -535,7 +537,14 @@ func (j *job) addDiffs(i int, diffs []string, total int) {
 // earlier attempts staged until it takes that collection up again: one
 // that stops before (a cancel found at its start, an archive it cannot
 // read) takes that back from the checkpoint, as a rollback given up on does.
+//
+// Taking back has its own time (Service.finishTimeout): with Chroma away,
+// each collection spends the client's whole retry budget, and a rollback of
+// many would otherwise leave no time to record what is left (keepLeftovers).
 func (j *job) cleanup(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	uctx, cancel := context.WithTimeout(ctx, j.s.finishTimeout)
+	defer cancel()
 	j.mu.Lock()
 	ws := append([]*collWriter{j.finishing, j.current}, j.staged...)
 	ck := j.ck
@@ -550,7 +559,7 @@ func (j *job) cleanup(ctx context.Context) {
 				continue
 			}
 			undone[w.cs.Target] = true
-			if err := w.undo(ctx); err != nil {
+			if err := w.undo(uctx); err != nil {
 				j.log.Error("cleanup after the rollback stopped failed", "collection", w.cs.Target, "err", err)
 				l := w.leftover()
 				left = append(left, l)
@@ -564,7 +573,7 @@ func (j *job) cleanup(ctx context.Context) {
 				op.Tenant, op.Database = t, d
 			}
 		}
-		w, l := j.s.undoCheckpointed(ctx, &j.cmd, &op, ck, undone)
+		w, l := j.s.undoCheckpointed(uctx, &j.cmd, &op, ck, undone)
 		if len(w) > 0 {
 			j.log.Error("cleanup after the rollback stopped failed", "left", w)
 		}
@@ -574,7 +583,9 @@ func (j *job) cleanup(ctx context.Context) {
 		if t, d, ok := j.scope(); ok {
 			op.Tenant, op.Database = t, d
 		}
-		warnings = append(warnings, j.s.keepLeftovers(ctx, j.cmd, op.Tenant, op.Database, left))
+		kctx, cancel := context.WithTimeout(ctx, j.s.finishTimeout)
+		warnings = append(warnings, j.s.keepLeftovers(kctx, j.cmd, op.Tenant, op.Database, left))
+		cancel()
 	}
 	j.mu.Lock()
 	j.op.Warnings = append(j.op.Warnings, warnings...)
@@ -775,7 +786,11 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		// Staging collections are not live data: take them back, as a
 		// failed attempt does, so that they do not linger beside the
 		// collections; what cannot be now is retried (keepLeftovers).
-		warnings, left := s.undoCheckpointed(ctx, &cmd, op, ck, nil)
+		// Bounded as a job's cleanup is: with Chroma away each collection
+		// spends the client's whole retry budget.
+		uctx, cancel := context.WithTimeout(ctx, s.finishTimeout)
+		warnings, left := s.undoCheckpointed(uctx, &cmd, op, ck, nil)
+		cancel()
 		op.Warnings = append(op.Warnings, warnings...)
 		if len(left) > 0 {
 			op.Warnings = append(op.Warnings, s.keepLeftovers(ctx, cmd, op.Tenant, op.Database, left))

@@ -255,3 +255,71 @@ func TestLeftoversWaitForTheirRollback(t *testing.T) {
 	}
 	e.assertReleased(t)
 }
+
+// TestLeftoversKeptWhenCleanupOutlastsItsBudget: with Chroma away, the
+// cleanup of each collection a rollback staged spends the client's whole
+// retry budget before it gives up. Several collections together outlast
+// the time the end of a job is given: what they left must still be kept
+// to be taken back, and the operation must still end (failed, fence
+// lowered, lease released), not stay "running" for ever beside staging
+// collections nothing will ever take back.
+func TestLeftoversKeptWhenCleanupOutlastsItsBudget(t *testing.T) {
+	e := seeded(t)
+	o := startAlterer(t, e.chroma.URL) // never armed: only taken down
+	// Each cleanup of one collection fails after about 2 s; the end of the
+	// job has 3 s: the second collection's runs it out.
+	target, err := chroma.New(o.url, chroma.WithRetryMaxElapsed(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run(t, "restorer", func(nc *nats.Conn) (interface{ Run(context.Context) error }, error) {
+		svc, err := restorer.New(restorer.Config{ChromaURL: e.chroma.URL, AckWait: 2 * time.Second, LeaseTTL: 5 * time.Second,
+			LeftoverRetry: 200 * time.Millisecond, Instance: "restorer"}, nc, e.subj, target, testLogger(t))
+		if err == nil {
+			restorer.SetFinishTimeout(svc, 3*time.Second)
+			restorer.SetHook(svc, func(ctx context.Context, p restorer.HookPoint) error {
+				if p.Name == "swap_renamed_old" {
+					o.down.Store(true)
+				}
+				return nil
+			})
+		}
+		return svc, err
+	})
+	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
+
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	damage(t, e.cc, 1)
+	damaged := e.dump(t, "acme", "prod")
+	colls := []string{"corpus.v1", "personality", "cosine_768"}
+
+	r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Collections: colls, NoSafetySnapshot: true, Confirm: true})
+	op := e.waitOp(t, r.OpID, 2*time.Minute)
+	if op.Status != contract.StatusFailed {
+		t.Fatalf("rollback through a Chroma that went away ended %s: %s", op.Status, op.Error)
+	}
+	if !slices.ContainsFunc(op.Warnings, func(w string) bool { return strings.Contains(w, "takes the 3 collection(s) above back itself") }) {
+		t.Fatalf("the failed rollback does not say that what it left is taken back: %q", op.Warnings)
+	}
+	if keys := e.stateKeys(t, contract.LeftoversPrefix); len(keys) != 1 {
+		t.Fatalf("leftover records: %v, want one", keys)
+	}
+	e.assertReleased(t)
+
+	o.down.Store(false)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got, _ := e.op(t, op.OpID)
+		if got.LeftoversCleared != nil {
+			if len(got.LeftoverNotes) != len(colls) {
+				t.Errorf("leftover notes: %q, want one for each of %v", got.LeftoverNotes, colls)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the leftovers were not taken back after Chroma returned: %+v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	compareDB(t, "after the leftovers were taken back", e.dump(t, "acme", "prod"), damaged, nil)
+}

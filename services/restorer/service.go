@@ -57,6 +57,9 @@ type Service struct {
 	// lookupTimeout bounds a plan's lookup of the target tenant and
 	// database (defaultLookupTimeout); tests lower it.
 	lookupTimeout time.Duration
+	// finishTimeout bounds the end of a job (a minute): the cleanup after
+	// a failure or cancel, and as much again what follows it; tests lower it.
+	finishTimeout time.Duration
 }
 
 // hookPoint says where a job is, for tests that stop it there.
@@ -92,7 +95,7 @@ func New(cfg Config, nc *nats.Conn, subj contract.Subjects, cc *chroma.Client, l
 		log:      log.With("service", auditService, "instance", cfg.Instance),
 		clients:  map[string]*chroma.Client{},
 		addRates: map[string]contract.AddRate{},
-		splitMin: splitMin, lookupTimeout: defaultLookupTimeout,
+		splitMin: splitMin, lookupTimeout: defaultLookupTimeout, finishTimeout: time.Minute,
 	}, nil
 }
 
