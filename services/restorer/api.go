@@ -81,6 +81,7 @@ func (s *Service) handlePlan(ctx context.Context, r micro.Request) {
 		s.reject(ctx, r, "rollback.plan", e, requestAudit(&req))
 		return
 	}
+	plan.Warnings = append(plan.Warnings, s.leftoverWarnings(ctx, sp)...)
 	bus.RespondJSON(r, contract.RollbackReply{Envelope: contract.NewEnvelope(contract.TypeRollbackReply), Status: statusPlanned, Plan: plan})
 }
 
@@ -118,6 +119,9 @@ func (s *Service) handleStart(ctx context.Context, r micro.Request) {
 		}
 	}
 	sp, e := s.resolve(ctx, &req, true, false)
+	if e == nil && req.Confirm {
+		e = s.leftoversFirst(ctx, sp)
+	}
 	var plan *contract.RollbackPlan
 	if e == nil {
 		plan, e = s.plan(ctx, sp)
@@ -125,6 +129,9 @@ func (s *Service) handleStart(ctx context.Context, r micro.Request) {
 	if e != nil {
 		s.reject(ctx, r, "rollback", e, ev)
 		return
+	}
+	if !req.Confirm {
+		plan.Warnings = append(plan.Warnings, s.leftoverWarnings(ctx, sp)...)
 	}
 	ev.SnapshotID, ev.Tenant, ev.Database = plan.SnapshotID, plan.Tenant, plan.Database
 	if !req.Confirm {

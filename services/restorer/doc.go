@@ -104,8 +104,10 @@
 // leftovers.<op_id> (contract.Leftovers): every restorer retries it every
 // Config.LeftoverRetry, holding the database's lease, and once all of it
 // is taken back sets the operation's leftovers_cleared_at and notes and
-// audits rollback.cleanup (leftovers.go). A live name made again meanwhile
-// is never touched: the collection renamed aside is left beside it.
+// audits rollback.cleanup (leftovers.go). A rollback started in that
+// database first takes them back (leftoversFirst), or is refused. A live
+// name made again meanwhile is never touched: the collection renamed aside
+// is left beside it.
 //
 // Cancel (chroma.api.rollback.cancel) is recorded under cancel.<op_id>; the
 // job checks it before every batch. With stage-and-swap the collection in

@@ -36,6 +36,11 @@ func (s *Service) keepLeftovers(ctx context.Context, cmd contract.RollbackComman
 		len(left), s.cfg.LeftoverRetry, tenant, database, cmd.OpID)
 }
 
+// heartbeatWait bounds the heartbeat a retry starts with: the client's
+// own retries would otherwise add their half minute to every try while
+// Chroma is away, and to the wait once it is back.
+const heartbeatWait = 5 * time.Second
+
 // leftoversLoop retries what stopped rollbacks left, at start and then
 // every Config.LeftoverRetry, until ctx ends.
 func (s *Service) leftoversLoop(ctx context.Context) {
@@ -96,7 +101,10 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	}
 	// Not while Chroma is away: that would only hold the lease through
 	// the client's retries.
-	if err := c.Heartbeat(ctx); err != nil {
+	hctx, cancel := context.WithTimeout(ctx, heartbeatWait)
+	err = c.Heartbeat(hctx)
+	cancel()
+	if err != nil {
 		return s.leftoversFailed(ctx, rec, rev, err)
 	}
 	// The lease in the rollback's own name: a rollback of the database
@@ -196,5 +204,98 @@ func (s *Service) noteLeftoversCleared(ctx context.Context, rec *contract.Leftov
 	}
 	ev.ID = rec.OpID + "_cleanup"
 	_ = s.audit.Emit(ctx, ev)
+	return nil
+}
+
+// pendingLeftovers are the records of what stopped rollbacks left in sp's
+// database on sp's Chroma, not yet taken back.
+func (s *Service) pendingLeftovers(ctx context.Context, sp *spec) ([]contract.Leftovers, error) {
+	lister, err := s.assets.State.ListKeysFiltered(ctx, contract.LeftoversPrefix+"*")
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list what stopped rollbacks left: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	var out []contract.Leftovers
+	for _, k := range keys {
+		rec, _, err := s.readLeftovers(ctx, strings.TrimPrefix(k, contract.LeftoversPrefix))
+		if err != nil {
+			return nil, err
+		}
+		if rec == nil || rec.Tenant != sp.tenant || rec.Database != sp.database {
+			continue
+		}
+		if _, u, apiErr := s.targetClient(rec.ChromaURL); apiErr == nil && u != sp.targetURL {
+			continue // the same names on another Chroma
+		}
+		out = append(out, *rec)
+	}
+	return out, nil
+}
+
+// leftoverNames lists what rec left, for a message.
+func leftoverNames(rec *contract.Leftovers) string {
+	var names []string
+	for _, c := range rec.Collections {
+		if c.Swapped {
+			names = append(names, fmt.Sprintf("%q (replaced by the restored %q)", c.Old, c.Target))
+		} else {
+			names = append(names, fmt.Sprintf("%q and maybe %q (%q renamed aside)", c.Staging, c.Old, c.Target))
+		}
+	}
+	const most = 5
+	if len(names) > most {
+		names = append(names[:most], fmt.Sprintf("and %d more", len(names)-most))
+	}
+	return strings.Join(names, ", ")
+}
+
+// leftoverWarnings warn a plan of sp of what stopped rollbacks left there:
+// starting it takes that back first, which the plan cannot show.
+func (s *Service) leftoverWarnings(ctx context.Context, sp *spec) []string {
+	recs, err := s.pendingLeftovers(ctx, sp)
+	if err != nil {
+		return []string{fmt.Sprintf("whether earlier rollbacks left collections here could not be read (%v)", err)}
+	}
+	var out []string
+	for i := range recs {
+		out = append(out, fmt.Sprintf("rollback %s left %d collection(s) here while Chroma did not answer: %s. Starting this rollback takes them back first, "+
+			"so a staging collection the plan lists as extra goes, and a collection renamed aside comes back under its name", recs[i].OpID, len(recs[i].Collections), leftoverNames(&recs[i])))
+	}
+	return out
+}
+
+// leftoversFirst takes back, before a rollback of sp starts, what stopped
+// rollbacks left there. Planned over them, it would take their staging
+// collections for extra ones (which drop_extra deletes, a live collection
+// renamed aside among them) and a collection renamed aside for a missing
+// one. It refuses the start when they cannot be taken back now.
+func (s *Service) leftoversFirst(ctx context.Context, sp *spec) *apiError {
+	recs, err := s.pendingLeftovers(ctx, sp)
+	if err != nil {
+		return unavailable("%v", err)
+	}
+	for i := range recs {
+		rec := &recs[i]
+		err := s.clearLeftover(ctx, rec.OpID)
+		if err == nil {
+			if still, _, rerr := s.readLeftovers(ctx, rec.OpID); rerr != nil {
+				err = rerr
+			} else if still != nil {
+				err = fmt.Errorf("its rollback has not ended yet")
+			}
+		}
+		if err != nil {
+			return &apiError{code: contract.CodeConflict, msg: fmt.Sprintf("rollback %s left collections in %s/%s that cannot be taken back now (%v): %s. "+
+				"The restorer retries every %s; start this rollback once `status` no longer lists alert rollback_leftovers", rec.OpID, rec.Tenant, rec.Database, err,
+				leftoverNames(rec), s.cfg.LeftoverRetry)}
+		}
+		s.log.Info("took back what an earlier rollback left before starting a new one", "op_id", rec.OpID, "tenant", rec.Tenant, "database", rec.Database)
+	}
 	return nil
 }

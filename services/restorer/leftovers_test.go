@@ -24,55 +24,15 @@ import (
 // operation says so. A collection made again under the name meanwhile is
 // neither deleted nor overwritten: both are left, and the note says so.
 func TestLeftoversTakenBackWhenChromaReturns(t *testing.T) {
-	e := seeded(t)
-	o := startAlterer(t, e.chroma.URL) // never armed: only taken down
-	target, err := chroma.New(o.url, chroma.WithRetryMaxElapsed(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var goDown atomic.Bool
-	e.run(t, "restorer", func(nc *nats.Conn) (interface{ Run(context.Context) error }, error) {
-		svc, err := restorer.New(restorer.Config{ChromaURL: e.chroma.URL, AckWait: 2 * time.Second, LeaseTTL: 5 * time.Second,
-			LeftoverRetry: 200 * time.Millisecond, Instance: "restorer"}, nc, e.subj, target, testLogger(t))
-		if err == nil {
-			restorer.SetHook(svc, func(ctx context.Context, p restorer.HookPoint) error {
-				if p.Name == "swap_renamed_old" && goDown.Load() {
-					o.down.Store(true)
-				}
-				return nil
-			})
-		}
-		return svc, err
-	})
-	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
-
-	snap := e.snapshot(t, "acme", "prod", "pre_migration")
-	damage(t, e.cc, 1)
-	damaged := e.dump(t, "acme", "prod")
+	oe := newOutageEnv(t, restorer.Config{LeftoverRetry: 200 * time.Millisecond}, 0)
+	e, o, damaged := oe.env, oe.o, oe.damaged
 	const coll = "corpus.v1"
-	if damaged[coll] == nil {
-		t.Fatalf("the fixture has no %q to roll back", coll)
-	}
 
 	// fail runs a partial rollback of coll that Chroma leaves mid-swap,
 	// and checks what it left while Chroma is away.
 	fail := func(t *testing.T) contract.Operation {
 		t.Helper()
-		goDown.Store(true)
-		r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Collections: []string{coll}, NoSafetySnapshot: true, Confirm: true})
-		op := e.waitOp(t, r.OpID, 2*time.Minute)
-		goDown.Store(false)
-		if op.Status != contract.StatusFailed {
-			t.Fatalf("rollback through a Chroma that went away ended %s: %s", op.Status, op.Error)
-		}
-		if !o.down.Load() {
-			t.Fatal("the rollback never reached its swap")
-		}
-		if !slices.ContainsFunc(op.Warnings, func(w string) bool {
-			return strings.Contains(w, "cleanup failed") && strings.Contains(w, coll+"__rb_")
-		}) || !slices.ContainsFunc(op.Warnings, func(w string) bool { return strings.Contains(w, "takes the 1 collection(s) above back itself") }) {
-			t.Fatalf("the failed rollback does not say what it left and that it will be taken back: %q", op.Warnings)
-		}
+		op := oe.failMidSwap(t, coll)
 		if op.LeftoversCleared != nil {
 			t.Fatalf("leftovers cleared while Chroma is away: %+v", op)
 		}
@@ -96,7 +56,7 @@ func TestLeftoversTakenBackWhenChromaReturns(t *testing.T) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			var rec contract.Leftovers
-			if entry, err := e.nats.Assets.State.Get(t.Context(), contract.LeftoversKey(r.OpID)); err != nil {
+			if entry, err := e.nats.Assets.State.Get(t.Context(), contract.LeftoversKey(op.OpID)); err != nil {
 				t.Fatalf("leftover record: %v", err)
 			} else if err := json.Unmarshal(entry.Value(), &rec); err != nil {
 				t.Fatal(err)
@@ -264,34 +224,12 @@ func TestLeftoversWaitForTheirRollback(t *testing.T) {
 // lowered, lease released), not stay "running" for ever beside staging
 // collections nothing will ever take back.
 func TestLeftoversKeptWhenCleanupOutlastsItsBudget(t *testing.T) {
-	e := seeded(t)
-	o := startAlterer(t, e.chroma.URL) // never armed: only taken down
 	// Each cleanup of one collection fails after about 2 s; the end of the
 	// job has 3 s: the second collection's runs it out.
-	target, err := chroma.New(o.url, chroma.WithRetryMaxElapsed(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.run(t, "restorer", func(nc *nats.Conn) (interface{ Run(context.Context) error }, error) {
-		svc, err := restorer.New(restorer.Config{ChromaURL: e.chroma.URL, AckWait: 2 * time.Second, LeaseTTL: 5 * time.Second,
-			LeftoverRetry: 200 * time.Millisecond, Instance: "restorer"}, nc, e.subj, target, testLogger(t))
-		if err == nil {
-			restorer.SetFinishTimeout(svc, 3*time.Second)
-			restorer.SetHook(svc, func(ctx context.Context, p restorer.HookPoint) error {
-				if p.Name == "swap_renamed_old" {
-					o.down.Store(true)
-				}
-				return nil
-			})
-		}
-		return svc, err
-	})
-	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
-
-	snap := e.snapshot(t, "acme", "prod", "pre_migration")
-	damage(t, e.cc, 1)
-	damaged := e.dump(t, "acme", "prod")
+	oe := newOutageEnv(t, restorer.Config{LeftoverRetry: 200 * time.Millisecond}, 3*time.Second)
+	e, o, snap, damaged := oe.env, oe.o, oe.snap, oe.damaged
 	colls := []string{"corpus.v1", "personality", "cosine_768"}
+	oe.goDown.Store(true)
 
 	r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Collections: colls, NoSafetySnapshot: true, Confirm: true})
 	op := e.waitOp(t, r.OpID, 2*time.Minute)
@@ -322,4 +260,127 @@ func TestLeftoversKeptWhenCleanupOutlastsItsBudget(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	compareDB(t, "after the leftovers were taken back", e.dump(t, "acme", "prod"), damaged, nil)
+}
+
+// TestRollbackTakesBackLeftoversFirst: a rollback started while what an
+// earlier one left is still there (Chroma answered again before the next
+// retry) takes that back first, then plans: the collection renamed aside
+// is replaced, not taken for missing, and the staging collection is not
+// kept as an extra one. A dry-run and an unconfirmed start only warn of it
+// and change nothing.
+func TestRollbackTakesBackLeftoversFirst(t *testing.T) {
+	// Retried at start and then hourly: it stays until the next rollback.
+	oe := newOutageEnv(t, restorer.Config{LeftoverRetry: time.Hour}, 0)
+	e := oe.env
+	const coll = "corpus.v1"
+	first := oe.failMidSwap(t, coll)
+	oe.o.down.Store(false)
+	left := e.dump(t, "acme", "prod")
+	if left[coll] != nil || len(e.stateKeys(t, contract.LeftoversPrefix)) != 1 {
+		t.Fatalf("not left mid-swap: %v, %v", left.names(), e.stateKeys(t, contract.LeftoversPrefix))
+	}
+
+	req := contract.RollbackRequest{SnapshotID: oe.snap, NoSafetySnapshot: true}
+	warned := func(ws []string) bool {
+		return slices.ContainsFunc(ws, func(w string) bool {
+			return strings.Contains(w, "rollback "+first.OpID+" left 1 collection(s) here") && strings.Contains(w, coll+"__rb_") && strings.Contains(w, "takes them back first")
+		})
+	}
+	if p := e.plan(t, req); !warned(p.Warnings) {
+		t.Errorf("the plan does not warn of what the earlier rollback left: %q", p.Warnings)
+	}
+	if r := e.start(t, req); r.OpID != "" || r.Plan == nil || !warned(r.Plan.Warnings) {
+		t.Errorf("an unconfirmed start: %s", mustJSON(t, r))
+	}
+	compareDB(t, "after a dry-run and an unconfirmed start", e.dump(t, "acme", "prod"), left, nil)
+
+	op := e.rollback(t, req)
+	for _, it := range op.Plan.Items {
+		if it.Target == coll && it.Action != contract.PlanReplace || strings.Contains(it.Target, "__") {
+			t.Errorf("the rollback planned over what was left: %+v", it)
+		}
+	}
+	if got, _ := e.op(t, first.OpID); got.LeftoversCleared == nil {
+		t.Errorf("the earlier rollback does not say its leftovers were taken back: %+v", got)
+	}
+	if keys := e.stateKeys(t, contract.LeftoversPrefix); len(keys) > 0 {
+		t.Errorf("leftover records kept: %v", keys)
+	}
+	want := oe.pre.clone()
+	want["migration_added"] = oe.damaged["migration_added"] // extra collections are kept
+	compareDB(t, "after the rollback", e.dump(t, "acme", "prod"), want, nil)
+	e.assertReleased(t)
+}
+
+// outageEnv is a seeded env whose restorer writes through an alterer that
+// goDown makes go down at a swap, after the live collection was renamed
+// aside: Chroma away between the two renames. snap is a snapshot of
+// acme/prod, taken before it was damaged (damaged).
+type outageEnv struct {
+	*env
+	o            *alterer
+	goDown       atomic.Bool
+	snap         string
+	pre, damaged dbState
+}
+
+// newOutageEnv starts it, with a restorer of cfg and, when finish is set,
+// that time for the end of a job.
+func newOutageEnv(t *testing.T, cfg restorer.Config, finish time.Duration) *outageEnv {
+	t.Helper()
+	oe := &outageEnv{env: seeded(t)}
+	e := oe.env
+	oe.o = startAlterer(t, e.chroma.URL) // never armed: only taken down
+	target, err := chroma.New(oe.o.url, chroma.WithRetryMaxElapsed(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ChromaURL, cfg.AckWait, cfg.LeaseTTL, cfg.Instance = e.chroma.URL, 2*time.Second, 5*time.Second, "restorer"
+	e.run(t, "restorer", func(nc *nats.Conn) (interface{ Run(context.Context) error }, error) {
+		svc, err := restorer.New(cfg, nc, e.subj, target, testLogger(t))
+		if err == nil {
+			if finish > 0 {
+				restorer.SetFinishTimeout(svc, finish)
+			}
+			restorer.SetHook(svc, func(ctx context.Context, p restorer.HookPoint) error {
+				if p.Name == "swap_renamed_old" && oe.goDown.Load() {
+					oe.o.down.Store(true)
+				}
+				return nil
+			})
+		}
+		return svc, err
+	})
+	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
+	oe.pre = e.dump(t, "acme", "prod")
+	oe.snap = e.snapshot(t, "acme", "prod", "pre_migration")
+	damage(t, e.cc, 1)
+	oe.damaged = e.dump(t, "acme", "prod")
+	return oe
+}
+
+// failMidSwap runs a partial rollback of coll that Chroma leaves between
+// the two renames of its swap, and checks that it failed saying what it
+// left and that the restorer takes it back.
+func (oe *outageEnv) failMidSwap(t *testing.T, coll string) contract.Operation {
+	t.Helper()
+	if oe.damaged[coll] == nil {
+		t.Fatalf("the fixture has no %q to roll back", coll)
+	}
+	oe.goDown.Store(true)
+	r := oe.start(t, contract.RollbackRequest{SnapshotID: oe.snap, Collections: []string{coll}, NoSafetySnapshot: true, Confirm: true})
+	op := oe.waitOp(t, r.OpID, 2*time.Minute)
+	oe.goDown.Store(false)
+	if op.Status != contract.StatusFailed {
+		t.Fatalf("rollback through a Chroma that went away ended %s: %s", op.Status, op.Error)
+	}
+	if !oe.o.down.Load() {
+		t.Fatal("the rollback never reached its swap")
+	}
+	if !slices.ContainsFunc(op.Warnings, func(w string) bool {
+		return strings.Contains(w, "cleanup failed") && strings.Contains(w, coll+"__rb_")
+	}) || !slices.ContainsFunc(op.Warnings, func(w string) bool { return strings.Contains(w, "takes the 1 collection(s) above back itself") }) {
+		t.Fatalf("the failed rollback does not say what it left and that it will be taken back: %q", op.Warnings)
+	}
+	return op
 }

@@ -323,7 +323,12 @@ func (s *Service) deletedSnapshotAlert(r *contract.MigrationRecord, manifests ma
 // Chroma did not answer, until a restorer took it back.
 func leftoversAlert(l *contract.Leftovers) contract.StatusAlert {
 	var what []string
-	for _, c := range l.Collections {
+	const most = 5 // the rest are counted: a rollback of hundreds would fill a screen
+	for i, c := range l.Collections {
+		if i == most {
+			what = append(what, fmt.Sprintf("and %d more", len(l.Collections)-most))
+			break
+		}
 		if c.Swapped {
 			what = append(what, fmt.Sprintf("%q is restored and the collection it replaced is left as %q", c.Target, c.Old))
 		} else {

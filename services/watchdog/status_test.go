@@ -2,6 +2,7 @@ package watchdog_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +118,20 @@ func TestStatusRollbackLeftovers(t *testing.T) {
 	}
 	if !a.Since.Equal(since) || a.Figures["op_id"] != "op_x" || a.Figures["collections"] != float64(2) || a.Figures["attempts"] != float64(7) {
 		t.Errorf("alert since %s, figures %v", a.Since, a.Figures)
+	}
+
+	// Hundreds of collections are counted, not listed.
+	for i := range 300 {
+		rec.Collections = append(rec.Collections, contract.LeftoverCollection{Target: fmt.Sprintf("c%03d", i), Staging: fmt.Sprintf("c%03d__rb_1a2b", i), Old: fmt.Sprintf("c%03d__old_1a2b", i)})
+	}
+	if data, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.nats.Assets.State.Put(t.Context(), contract.LeftoversKey("op_x"), data); err != nil {
+		t.Fatal(err)
+	}
+	if a := alert(); a == nil || !strings.Contains(a.Detail, "and 297 more") || strings.Contains(a.Detail, "c005") || len(a.Detail) > 2000 || a.Figures["collections"] != float64(302) {
+		t.Errorf("alert of 302 collections: %+v", a)
 	}
 
 	if err := e.nats.Assets.State.Purge(t.Context(), contract.LeftoversKey("op_x")); err != nil {
