@@ -41,7 +41,8 @@ type Config struct {
 	ValidationThreshold float64
 	// PartialOnCollectionFailure makes the validation trigger roll back
 	// only the reported collections under the threshold, when the job
-	// reported per-collection figures.
+	// reported per-collection figures; one of them under it fires the
+	// trigger even when the total meets the threshold.
 	PartialOnCollectionFailure bool
 	// DefaultTimeLimit applies to runs whose started event sets none
 	// (default 1 h).

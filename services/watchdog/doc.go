@@ -36,7 +36,8 @@
 //
 // Validation: valid/total under the threshold (0.95) fires a rollback to
 // the run's pre-migration snapshot; partial (the reported collections under
-// the threshold) with PartialOnCollectionFailure. Time: a ticker reads the
+// the threshold) with PartialOnCollectionFailure, with which one reported
+// collection under the threshold fires it even when the total meets it. Time: a ticker reads the
 // deadlines from the records, so a restarted instance, or another one,
 // fires them on time; the job gets abort on chroma.control.<job>, and the
 // rollback follows once the job reports failed or completed, or after

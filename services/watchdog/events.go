@@ -257,18 +257,26 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 		// longer held for it, and others may have written since.
 		return validationAfterEnd(in.job, cur), nil
 	}
+	// With PartialOnCollectionFailure a reported collection under the
+	// threshold fires the trigger too, for that collection, however well
+	// the others did: a healthy total must not hide it.
+	fires := ratio < th || (s.cfg.PartialOnCollectionFailure && len(failedCols) > 0)
+	under := fmt.Sprintf("is under the threshold %g", th)
+	if ratio >= th {
+		under = fmt.Sprintf("meets the threshold %g, but %s under it", th, strings.Join(failedCols, ", "))
+	}
 	if cur != nil && in.seq >= cur.Run {
 		verdict := fmt.Sprintf("meets the threshold %g", th)
 		switch {
-		case ratio >= th:
+		case !fires:
 		case cur.Trigger == "" && cur.Status != contract.MigrationRolledBack:
-			verdict = fmt.Sprintf("is under the threshold %g: the validation trigger fires (rollback %s)", th, rollbackOpID(cur, contract.TriggerValidation))
+			verdict = fmt.Sprintf("%s: the validation trigger fires (rollback %s)", under, rollbackOpID(cur, contract.TriggerValidation))
 		case cur.Trigger == contract.TriggerValidation:
-			verdict = fmt.Sprintf("is under the threshold %g: the validation trigger fires (rollback %s)", th, cur.RollbackOpID)
+			verdict = fmt.Sprintf("%s: the validation trigger fires (rollback %s)", under, cur.RollbackOpID)
 		case cur.Trigger != "":
-			verdict = fmt.Sprintf("is under the threshold %g, but the %s trigger already fired for this run", th, cur.Trigger)
+			verdict = fmt.Sprintf("%s, but the %s trigger already fired for this run", under, cur.Trigger)
 		default:
-			verdict = fmt.Sprintf("is under the threshold %g, but the run was already rolled back", th)
+			verdict = fmt.Sprintf("%s, but the run was already rolled back", under)
 		}
 		s.emit(ctx, fmt.Sprintf("ev%d", in.seq), contract.AuditEvent{
 			Action: "migration.validation", Outcome: contract.OutcomeCompleted, Tenant: cur.Tenant, Database: cur.Database, SnapshotID: restorePoint(cur),
@@ -298,8 +306,8 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 		next := *cur
 		next.Validation = &contract.MigrationValidation{ValidChunks: ev.ValidChunks, TotalChunks: ev.TotalChunks, Ratio: ratio,
 			Threshold: th, PerCollection: ev.PerCollection, FailedCollections: failedCols, At: in.at}
-		if ratio < th && next.Trigger == "" && next.Status != contract.MigrationRolledBack {
-			reason := fmt.Sprintf("validation ratio %.4f (%d of %d chunks valid) is under the threshold %g", ratio, ev.ValidChunks, ev.TotalChunks, th)
+		if fires && next.Trigger == "" && next.Status != contract.MigrationRolledBack {
+			reason := fmt.Sprintf("validation ratio %.4f (%d of %d chunks valid) %s", ratio, ev.ValidChunks, ev.TotalChunks, under)
 			var cols []string
 			if s.cfg.PartialOnCollectionFailure && len(failedCols) > 0 {
 				cols = failedCols

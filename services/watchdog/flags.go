@@ -19,7 +19,7 @@ func RegisterFlags(fs *flag.FlagSet, cfg *Config) func() error {
 	fs.Float64Var(&cfg.ValidationThreshold, "validation-threshold", svcmain.EnvParse(&errs, "VALIDATION_THRESHOLD", DefaultValidationThreshold, parseFloat),
 		"valid/total chunks under this fire the validation trigger (env VALIDATION_THRESHOLD)")
 	fs.BoolVar(&cfg.PartialOnCollectionFailure, "partial-on-collection-failure", svcmain.EnvParse(&errs, "PARTIAL_ON_COLLECTION_FAILURE", false, strconv.ParseBool),
-		"roll back only the collections under the threshold when the job reports per-collection figures (env PARTIAL_ON_COLLECTION_FAILURE)")
+		"when the job reports per-collection figures, roll back only the collections under the threshold; one under it fires the trigger even when the total meets it (env PARTIAL_ON_COLLECTION_FAILURE)")
 	fs.DurationVar(&cfg.DefaultTimeLimit, "time-limit", svcmain.EnvParse(&errs, "MIGRATION_TIME_LIMIT", DefaultTimeLimit, time.ParseDuration),
 		"time limit of a migration whose started event sets none (env MIGRATION_TIME_LIMIT)")
 	fs.DurationVar(&cfg.AbortGrace, "abort-grace", svcmain.EnvParse(&errs, "ABORT_GRACE", 5*time.Second, time.ParseDuration),

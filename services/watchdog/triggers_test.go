@@ -1,6 +1,7 @@
 package watchdog_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -228,4 +229,51 @@ func TestAutomaticRollbackDisabled(t *testing.T) {
 		t.Errorf("rollbacks started: %+v", ops)
 	}
 	compareDB(t, e.dump(t, tenant, db), damaged)
+}
+
+// TestCollectionUnderThresholdFiresPartial: with
+// --partial-on-collection-failure, one reported collection under the
+// threshold fires the validation trigger although the total meets it, and
+// only that collection is rolled back; every other one keeps what the
+// migration wrote.
+func TestCollectionUnderThresholdFiresPartial(t *testing.T) {
+	e := newEnv(t, false)
+	const db, job = "main", "coll-10"
+	tenant := e.tenant("wd_coll")
+	e.seed(t, tenant, db)
+	e.services(t)
+	cfg := e.fast("wd")
+	cfg.PartialOnCollectionFailure = true
+	e.watchdog(t, cfg)
+	pre := e.dump(t, tenant, db)
+	snap := e.snapshot(t, tenant, db, "before_coll_10")
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+	n0, n1 := int64(pre["workload_00"].Len()), int64(pre["workload_01"].Len())
+	lost := int64(e.migrate(t, tenant, db, 0.10, "workload_00"))
+	e.migrate(t, tenant, db, 0, "workload_01") // written, nothing lost
+	damaged := e.dump(t, tenant, db)
+	total := n0 + n1
+	if float64(total-lost)/float64(total) < 0.95 || float64(n0-lost)/float64(n0) >= 0.95 {
+		t.Fatalf("the fixture does not give a total over the threshold and a collection under it: %d lost of %d, %d", lost, n0, n1)
+	}
+	e.publish(t, job, contract.EventValidation, "", validation(total-lost, total,
+		contract.CollectionValidation{Collection: "workload_00", ValidChunks: n0 - lost, TotalChunks: n0},
+		contract.CollectionValidation{Collection: "workload_01", ValidChunks: n1, TotalChunks: n1}))
+
+	rec := e.waitRecord(t, job, 2*time.Minute, "rolled back", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRolledBack || r.RollbackStatus == contract.StatusFailed
+	})
+	if rec.Status != contract.MigrationRolledBack || rec.Trigger != contract.TriggerValidation || !slices.Equal(rec.RollbackCollections, []string{"workload_00"}) {
+		t.Fatalf("record after the rollback: %s", mustJSON(t, rec))
+	}
+	if !strings.Contains(rec.TriggerReason, "meets the threshold 0.95, but workload_00 under it") {
+		t.Errorf("trigger reason %q", rec.TriggerReason)
+	}
+	want := dbState{}
+	for name, b := range damaged {
+		want[name] = b
+	}
+	want["workload_00"] = pre["workload_00"]
+	compareDB(t, e.dump(t, tenant, db), want)
 }
