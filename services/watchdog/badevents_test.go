@@ -32,11 +32,7 @@ func (e *env) noRollback(t *testing.T, jobs ...string) {
 func TestTimeLimitTooLongRejected(t *testing.T) {
 	e := newEnv(t, false)
 	const db, job = "main", "forever"
-	tenant := e.tenant("wd_forever")
-	e.seed(t, tenant, db)
-	e.services(t)
-	e.watchdog(t, e.fast("wd"))
-	snap := e.snapshot(t, tenant, db, "before_forever")
+	tenant, snap := e.seededDB(t, "wd_forever", db, e.fast("wd"), "before_forever")
 
 	ev := started(tenant, db, snap, 0)
 	ev.TimeLimitSeconds = 1e12
@@ -57,11 +53,7 @@ func TestTimeLimitTooLongRejected(t *testing.T) {
 func TestValidationAfterEndRejected(t *testing.T) {
 	e := newEnv(t, false)
 	const db, job = "main", "late"
-	tenant := e.tenant("wd_late")
-	e.seed(t, tenant, db)
-	e.services(t)
-	e.watchdog(t, e.fast("wd"))
-	snap := e.snapshot(t, tenant, db, "before_late")
+	tenant, snap := e.seededDB(t, "wd_late", db, e.fast("wd"), "before_late")
 
 	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
 	e.publish(t, job, contract.EventValidation, "", validation(300, 300))

@@ -418,6 +418,17 @@ func (e *env) seed(t *testing.T, tenant, db string) {
 	}
 }
 
+// seededDB seeds db in a fresh tenant named from prefix, starts the
+// services and a watchdog of cfg, and snapshots the database as snapName.
+func (e *env) seededDB(t *testing.T, prefix, db string, cfg watchdog.Config, snapName string) (tenant, snap string) {
+	t.Helper()
+	tenant = e.tenant(prefix)
+	e.seed(t, tenant, db)
+	e.services(t)
+	e.watchdog(t, cfg)
+	return tenant, e.snapshot(t, tenant, db, snapName)
+}
+
 // snapshot takes a snapshot through the API and waits until it is verified.
 func (e *env) snapshot(t *testing.T, tenant, db, name string) string {
 	t.Helper()

@@ -114,22 +114,10 @@ func TestChromaOutagePausesAndResumes(t *testing.T) {
 func TestDiskAndJetStreamPause(t *testing.T) {
 	e := newEnv(t, false)
 	const job = "disk-job"
-	dir := t.TempDir()
 	cfg := e.fast("wd")
-	cfg.DiskPaths = []string{dir}
-	cfg.DiskInterval = 100 * time.Millisecond
 	cfg.JetStreamNear = 0.9
-	svc, _ := e.watchdog(t, cfg)
-	ctl := e.controls(t, job)
-	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
-	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
-
-	free, err := disk.Free(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.SetDiskMinFree(free + 1<<30)
-	pause := ctl.wait(t, contract.ControlPause, 5*time.Second)
+	d := e.diskPaused(t, &cfg, job)
+	svc, ctl, pause, dir := d.svc, d.ctl, d.pause, d.dir
 	if !strings.Contains(pause.Reason, "free disk space under the threshold") || !strings.Contains(pause.Reason, dir) {
 		t.Errorf("pause reason %q", pause.Reason)
 	}
@@ -138,7 +126,7 @@ func TestDiskAndJetStreamPause(t *testing.T) {
 		t.Errorf("paused by %+v", rec.PausedBy)
 	}
 	alert := e.waitAudit(t, 5*time.Second, "disk alert", func(a auditEntry) bool { return a.Action == "alert.disk" && a.Outcome == contract.OutcomeAlert })
-	if alert.Figures["min_free_bytes"] != float64(free+1<<30) {
+	if alert.Figures["min_free_bytes"] != float64(d.minFree) {
 		t.Errorf("disk alert figures %v", alert.Figures)
 	}
 	// Recovered while a rollback fences the database: the job stays paused
@@ -199,20 +187,9 @@ func TestDiskAndJetStreamPause(t *testing.T) {
 func TestDiskPauseOfGoneInstanceLifted(t *testing.T) {
 	e := newEnv(t, false)
 	const job = "disk-gone"
-	dir := t.TempDir()
 	cfg := e.fast("wd-old")
-	cfg.DiskPaths = []string{dir}
-	cfg.DiskInterval = 100 * time.Millisecond
-	old, stopOld := e.watchdog(t, cfg)
-	ctl := e.controls(t, job)
-	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
-	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
-	free, err := disk.Free(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.SetDiskMinFree(free + 1<<30)
-	ctl.wait(t, contract.ControlPause, 5*time.Second)
+	d := e.diskPaused(t, &cfg, job)
+	stopOld, ctl := d.stop, d.ctl
 	e.waitRecord(t, job, 5*time.Second, "paused", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationPaused })
 
 	// The new instance finds the disk fine; the old one still runs and
@@ -229,4 +206,35 @@ func TestDiskPauseOfGoneInstanceLifted(t *testing.T) {
 	if len(rec.PausedBy) != 0 {
 		t.Errorf("paused by %+v", rec.PausedBy)
 	}
+}
+
+// diskRun is a job paused for low disk space by a watchdog (diskPaused).
+type diskRun struct {
+	svc     *watchdog.Service
+	stop    func()
+	ctl     *controlLog
+	pause   timedControl
+	dir     string // the directory the watchdog watches
+	minFree uint64 // the threshold it was given: a GiB over dir's free space
+}
+
+// diskPaused starts a watchdog of cfg, set to watch a fresh directory
+// every 100 ms, and a run of job; then it sets the watchdog's free-space
+// threshold a GiB above what the directory has, and waits for the pause.
+func (e *env) diskPaused(t *testing.T, cfg *watchdog.Config, job string) diskRun {
+	t.Helper()
+	d := diskRun{dir: t.TempDir()}
+	cfg.DiskPaths, cfg.DiskInterval = []string{d.dir}, 100*time.Millisecond
+	d.svc, d.stop = e.watchdog(t, *cfg)
+	d.ctl = e.controls(t, job)
+	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
+	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+	free, err := disk.Free(d.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.minFree = free + 1<<30
+	d.svc.SetDiskMinFree(d.minFree)
+	d.pause = d.ctl.wait(t, contract.ControlPause, 5*time.Second)
+	return d
 }

@@ -78,11 +78,7 @@ func TestValidationLossRollsBack(t *testing.T) {
 func TestSmallLossCompletes(t *testing.T) {
 	e := newEnv(t, false)
 	const db, job = "main", "loss-3"
-	tenant := e.tenant("wd_small")
-	e.seed(t, tenant, db)
-	e.services(t)
-	e.watchdog(t, e.fast("wd"))
-	snap := e.snapshot(t, tenant, db, "before_loss_3")
+	tenant, snap := e.seededDB(t, "wd_small", db, e.fast("wd"), "before_loss_3")
 
 	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
 	lost := e.migrate(t, tenant, db, 0.03, "workload_00", "workload_01")
@@ -184,14 +180,10 @@ func TestTimeLimitAbortsThenRollsBack(t *testing.T) {
 func TestAutomaticRollbackDisabled(t *testing.T) {
 	e := newEnv(t, false)
 	const db, job = "main", "manual-10"
-	tenant := e.tenant("wd_manual")
-	e.seed(t, tenant, db)
-	e.services(t)
 	cfg := e.fast("wd")
 	cfg.AutomaticRollbackDisabled = true
 	cfg.PartialOnCollectionFailure = true
-	e.watchdog(t, cfg)
-	snap := e.snapshot(t, tenant, db, "before_manual")
+	tenant, snap := e.seededDB(t, "wd_manual", db, cfg, "before_manual")
 
 	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
 	lost := e.migrate(t, tenant, db, 0.20, "workload_00")
@@ -239,14 +231,10 @@ func TestAutomaticRollbackDisabled(t *testing.T) {
 func TestCollectionUnderThresholdFiresPartial(t *testing.T) {
 	e := newEnv(t, false)
 	const db, job = "main", "coll-10"
-	tenant := e.tenant("wd_coll")
-	e.seed(t, tenant, db)
-	e.services(t)
 	cfg := e.fast("wd")
 	cfg.PartialOnCollectionFailure = true
-	e.watchdog(t, cfg)
+	tenant, snap := e.seededDB(t, "wd_coll", db, cfg, "before_coll_10")
 	pre := e.dump(t, tenant, db)
-	snap := e.snapshot(t, tenant, db, "before_coll_10")
 
 	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
 	n0, n1 := int64(pre["workload_00"].Len()), int64(pre["workload_01"].Len())
