@@ -451,6 +451,24 @@ type LeftoverCollection struct {
 	Swapped bool   `json:"swapped,omitempty"`
 }
 
+// Describe names what l left, collection by collection: the first most of
+// them, and a count of the rest.
+func (l *Leftovers) Describe(most int) string {
+	var what []string
+	for i, c := range l.Collections {
+		if i == most {
+			what = append(what, fmt.Sprintf("and %d more", len(l.Collections)-most))
+			break
+		}
+		if c.Swapped {
+			what = append(what, fmt.Sprintf("%q is restored and the collection it replaced is left as %q", c.Target, c.Old))
+		} else {
+			what = append(what, fmt.Sprintf("%q may be renamed aside as %q, and staging collection %q is left", c.Target, c.Old, c.Staging))
+		}
+	}
+	return strings.Join(what, "; ")
+}
+
 // LeftoversKey is the key of what a stopped rollback left (Leftovers).
 func LeftoversKey(opID string) string { return "leftovers." + opID }
 

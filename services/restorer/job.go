@@ -550,6 +550,11 @@ func (j *job) cleanup(ctx context.Context) {
 	ck := j.ck
 	op := j.op
 	j.mu.Unlock()
+	if op.Tenant == "" || op.Database == "" {
+		if t, d, ok := j.scope(); ok {
+			op.Tenant, op.Database = t, d
+		}
+	}
 	undone := map[string]bool{}
 	var left []contract.LeftoverCollection
 	var warnings []string
@@ -568,11 +573,6 @@ func (j *job) cleanup(ctx context.Context) {
 		}
 	}
 	if ck != nil {
-		if op.Tenant == "" || op.Database == "" {
-			if t, d, ok := j.scope(); ok {
-				op.Tenant, op.Database = t, d
-			}
-		}
 		w, l := j.s.undoCheckpointed(uctx, &j.cmd, &op, ck, undone)
 		if len(w) > 0 {
 			j.log.Error("cleanup after the rollback stopped failed", "left", w)
@@ -580,9 +580,6 @@ func (j *job) cleanup(ctx context.Context) {
 		warnings, left = append(warnings, w...), append(left, l...)
 	}
 	if len(left) > 0 {
-		if t, d, ok := j.scope(); ok {
-			op.Tenant, op.Database = t, d
-		}
 		kctx, cancel := context.WithTimeout(ctx, j.s.finishTimeout)
 		warnings = append(warnings, j.s.keepLeftovers(kctx, j.cmd, op.Tenant, op.Database, left))
 		cancel()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,26 +60,42 @@ func (s *Service) leftoversLoop(ctx context.Context) {
 
 // clearLeftovers tries once to take back what each stopped rollback left.
 func (s *Service) clearLeftovers(ctx context.Context) {
-	lister, err := s.assets.State.ListKeysFiltered(ctx, contract.LeftoversPrefix+"*")
+	ids, err := s.leftoverOps(ctx)
 	if err != nil {
-		if !errors.Is(err, jetstream.ErrNoKeysFound) && ctx.Err() == nil {
+		if ctx.Err() == nil {
 			s.log.Warn("cannot list what stopped rollbacks left", "err", err)
 		}
 		return
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	for _, k := range keys {
+	for _, id := range ids {
 		if ctx.Err() != nil {
 			return
 		}
-		if err := s.clearLeftover(ctx, strings.TrimPrefix(k, contract.LeftoversPrefix)); err != nil {
-			s.log.Warn("what a stopped rollback left is not taken back yet; retrying later", "key", k, "err", err)
+		if err := s.clearLeftover(ctx, id); err != nil && !errors.Is(err, errNotEnded) {
+			s.log.Warn("what a stopped rollback left is not taken back yet; retrying later", "op_id", id, "err", err)
 		}
 	}
 }
+
+// leftoverOps are the rollbacks whose leftovers are kept (LeftoversKey).
+func (s *Service) leftoverOps(ctx context.Context) ([]string, error) {
+	lister, err := s.assets.State.ListKeysFiltered(ctx, contract.LeftoversPrefix+"*")
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list what stopped rollbacks left: %w", err)
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		ids = append(ids, strings.TrimPrefix(k, contract.LeftoversPrefix))
+	}
+	return ids, nil
+}
+
+// errNotEnded says the rollback whose leftovers were to be taken back is
+// still running: its job holds the lease, and ends by itself.
+var errNotEnded = errors.New("its rollback has not ended yet")
 
 // clearLeftover takes back what the rollback opID left, holding the lease
 // of its database; what it cannot (Chroma still away) stays for the next
@@ -93,7 +110,7 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	if op, err := s.getOperation(ctx, opID); err != nil {
 		return err
 	} else if op != nil && !contract.Ended(op.Status) {
-		return nil
+		return errNotEnded
 	}
 	c, _, apiErr := s.targetClient(rec.ChromaURL)
 	if apiErr != nil {
@@ -130,13 +147,13 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	var errs []error
 	var notes []string
 	for _, l := range rec.Collections {
-		note, err := takeBack(ctx, c, rec.Tenant, rec.Database, l)
+		how, err := takeBack(ctx, c, rec.Tenant, rec.Database, l)
 		if err != nil {
 			still = append(still, l)
 			errs = append(errs, fmt.Errorf("%q: %w", l.Target, err))
 			continue
 		}
-		notes = append(notes, note)
+		notes = append(notes, leftoverNote(ctx, c, rec, l, how))
 	}
 	if len(still) > 0 {
 		rec.Collections = still
@@ -151,6 +168,28 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	}
 	s.log.Info("took back what a stopped rollback left", "op_id", opID, "tenant", rec.Tenant, "database", rec.Database, "collections", len(rec.Collections))
 	return nil
+}
+
+// leftoverNote says what became of l, taken back as how says.
+func leftoverNote(ctx context.Context, c *chroma.Client, rec *contract.Leftovers, l contract.LeftoverCollection, how takenBack) string {
+	staging := fmt.Sprintf("; staging collection %q deleted", l.Staging)
+	switch how {
+	case tookRestored:
+		return fmt.Sprintf("%q is restored; the collection it replaced (%q) is deleted", l.Target, l.Old)
+	case tookRenamedBack:
+		return fmt.Sprintf("%q holds what it held before this rollback again: it was left renamed aside as %q", l.Target, l.Old) + staging
+	case tookNothingToPut:
+		return fmt.Sprintf("neither %q nor %q exists: nothing to put back", l.Target, l.Old) + staging
+	}
+	switch old, err := findCollection(ctx, c, rec.Tenant, rec.Database, l.Old); {
+	case err != nil:
+		return fmt.Sprintf("%q was left as it is; whether %q is left too could not be read (%v)", l.Target, l.Old, err) + staging
+	case old != nil:
+		// Made again while it was renamed aside (by a later rollback, or
+		// a migration): which to keep is an operator's call.
+		return fmt.Sprintf("%q holds what %q held before this rollback, but %q was made again meanwhile, so both were left: keep one", l.Old, l.Target, l.Target) + staging
+	}
+	return fmt.Sprintf("%q was left as it is", l.Target) + staging
 }
 
 func (s *Service) readLeftovers(ctx context.Context, opID string) (*contract.Leftovers, uint64, error) {
@@ -210,20 +249,13 @@ func (s *Service) noteLeftoversCleared(ctx context.Context, rec *contract.Leftov
 // pendingLeftovers are the records of what stopped rollbacks left in sp's
 // database on sp's Chroma, not yet taken back.
 func (s *Service) pendingLeftovers(ctx context.Context, sp *spec) ([]contract.Leftovers, error) {
-	lister, err := s.assets.State.ListKeysFiltered(ctx, contract.LeftoversPrefix+"*")
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, nil
-	}
+	ids, err := s.leftoverOps(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list what stopped rollbacks left: %w", err)
-	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
+		return nil, err
 	}
 	var out []contract.Leftovers
-	for _, k := range keys {
-		rec, _, err := s.readLeftovers(ctx, strings.TrimPrefix(k, contract.LeftoversPrefix))
+	for _, id := range ids {
+		rec, _, err := s.readLeftovers(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -238,23 +270,6 @@ func (s *Service) pendingLeftovers(ctx context.Context, sp *spec) ([]contract.Le
 	return out, nil
 }
 
-// leftoverNames lists what rec left, for a message.
-func leftoverNames(rec *contract.Leftovers) string {
-	var names []string
-	for _, c := range rec.Collections {
-		if c.Swapped {
-			names = append(names, fmt.Sprintf("%q (replaced by the restored %q)", c.Old, c.Target))
-		} else {
-			names = append(names, fmt.Sprintf("%q and maybe %q (%q renamed aside)", c.Staging, c.Old, c.Target))
-		}
-	}
-	const most = 5
-	if len(names) > most {
-		names = append(names[:most], fmt.Sprintf("and %d more", len(names)-most))
-	}
-	return strings.Join(names, ", ")
-}
-
 // leftoverWarnings warn a plan of sp of what stopped rollbacks left there:
 // starting it takes that back first, which the plan cannot show.
 func (s *Service) leftoverWarnings(ctx context.Context, sp *spec) []string {
@@ -265,7 +280,7 @@ func (s *Service) leftoverWarnings(ctx context.Context, sp *spec) []string {
 	var out []string
 	for i := range recs {
 		out = append(out, fmt.Sprintf("rollback %s left %d collection(s) here while Chroma did not answer: %s. Starting this rollback takes them back first, "+
-			"so a staging collection the plan lists as extra goes, and a collection renamed aside comes back under its name", recs[i].OpID, len(recs[i].Collections), leftoverNames(&recs[i])))
+			"so a staging collection the plan lists as extra goes, and a collection renamed aside comes back under its name", recs[i].OpID, len(recs[i].Collections), recs[i].Describe(5)))
 	}
 	return out
 }
@@ -282,20 +297,11 @@ func (s *Service) leftoversFirst(ctx context.Context, sp *spec) *apiError {
 	}
 	for i := range recs {
 		rec := &recs[i]
-		err := s.clearLeftover(ctx, rec.OpID)
-		if err == nil {
-			if still, _, rerr := s.readLeftovers(ctx, rec.OpID); rerr != nil {
-				err = rerr
-			} else if still != nil {
-				err = fmt.Errorf("its rollback has not ended yet")
-			}
-		}
-		if err != nil {
+		if err := s.clearLeftover(ctx, rec.OpID); err != nil {
 			return &apiError{code: contract.CodeConflict, msg: fmt.Sprintf("rollback %s left collections in %s/%s that cannot be taken back now (%v): %s. "+
 				"The restorer retries every %s; start this rollback once `status` no longer lists alert rollback_leftovers", rec.OpID, rec.Tenant, rec.Database, err,
-				leftoverNames(rec), s.cfg.LeftoverRetry)}
+				rec.Describe(5), s.cfg.LeftoverRetry)}
 		}
-		s.log.Info("took back what an earlier rollback left before starting a new one", "op_id", rec.OpID, "tenant", rec.Tenant, "database", rec.Database)
 	}
 	return nil
 }

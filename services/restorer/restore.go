@@ -1089,59 +1089,59 @@ func (w *collWriter) leftover() contract.LeftoverCollection {
 	return contract.LeftoverCollection{Target: w.cs.Target, Staging: w.staging, Old: w.old, WorkID: w.cs.WorkID, Swapped: w.cs.Stage == stageSwapped}
 }
 
+// takenBack says what takeBack found and did.
+type takenBack int
+
+const (
+	tookRestored      takenBack = iota // swapped in: the replaced collection is deleted
+	tookRenamedBack                    // the live one is renamed back from Old; staging deleted
+	tookNothingToPut                   // neither Target nor Old exists; staging deleted
+	tookLiveLeftAlone                  // Target exists and is not the restored one; staging deleted
+)
+
 // takeBack takes back what the stage and swap of one collection left, l:
 // of one swapped in (restored and verified) the replaced collection l.Old
 // is deleted; otherwise a swap cut short is reversed (l.Old renamed back to
 // l.Target while that name is free) and the staging collection deleted.
 // Each step is recognised by the names that exist, so it repeats
-// harmlessly. The note says what became of the collection.
-func takeBack(ctx context.Context, c *chroma.Client, tenant, database string, l contract.LeftoverCollection) (string, error) {
-	note := ""
+// harmlessly.
+func takeBack(ctx context.Context, c *chroma.Client, tenant, database string, l contract.LeftoverCollection) (takenBack, error) {
+	how := tookRestored
 	if !l.Swapped {
 		live, err := findCollection(ctx, c, tenant, database, l.Target)
 		if err != nil {
-			return "", err
+			return 0, err
 		}
 		switch {
 		case live == nil:
 			displaced, err := findCollection(ctx, c, tenant, database, l.Old)
 			if err != nil {
-				return "", err
+				return 0, err
 			}
-			note = fmt.Sprintf("neither %q nor %q exists: nothing to put back", l.Target, l.Old)
+			how = tookNothingToPut
 			if displaced != nil {
 				name := l.Target
 				if err := c.ModifyCollection(ctx, tenant, database, displaced.ID, &name, nil); err != nil {
-					return "", fmt.Errorf("put %q back: rename collection %s: %w", l.Target, displaced.ID, err)
+					return 0, fmt.Errorf("put %q back: rename collection %s: %w", l.Target, displaced.ID, err)
 				}
-				note = fmt.Sprintf("%q holds what it held before this rollback again: it was left renamed aside as %q", l.Target, l.Old)
+				how = tookRenamedBack
 			}
 		case l.WorkID != "" && live.ID == l.WorkID:
-			l.Swapped = true // swapped in after all: it is restored and verified
+			// swapped in after all: it is restored and verified
 		default:
-			switch old, err := findCollection(ctx, c, tenant, database, l.Old); {
-			case err != nil:
-				note = fmt.Sprintf("%q was left as it is; whether %q is left too could not be read (%v)", l.Target, l.Old, err)
-			case old != nil:
-				// Made again while it was renamed aside (by a later
-				// rollback, or a migration): which to keep is an
-				// operator's call.
-				note = fmt.Sprintf("%q holds what %q held before this rollback, but %q was made again meanwhile, so both were left: keep one", l.Old, l.Target, l.Target)
-			default:
-				note = fmt.Sprintf("%q was left as it is", l.Target)
-			}
+			how = tookLiveLeftAlone
 		}
 	}
-	if l.Swapped {
+	if how == tookRestored {
 		err := c.DeleteCollection(ctx, tenant, database, l.Old)
 		if err != nil && !errors.Is(err, chroma.ErrNotFound) {
-			return "", fmt.Errorf("delete the replaced collection %q: %w", l.Old, err)
+			return 0, fmt.Errorf("delete the replaced collection %q: %w", l.Old, err)
 		}
-		return fmt.Sprintf("%q is restored; the collection it replaced (%q) is deleted", l.Target, l.Old), nil
+		return how, nil
 	}
 	err := c.DeleteCollection(ctx, tenant, database, l.Staging)
 	if err != nil && !errors.Is(err, chroma.ErrNotFound) {
-		return "", fmt.Errorf("delete staging collection %q: %w", l.Staging, err)
+		return 0, fmt.Errorf("delete staging collection %q: %w", l.Staging, err)
 	}
-	return fmt.Sprintf("%s; staging collection %q deleted", note, l.Staging), nil
+	return how, nil
 }

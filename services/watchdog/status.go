@@ -322,22 +322,9 @@ func (s *Service) deletedSnapshotAlert(r *contract.MigrationRecord, manifests ma
 // leftoversAlert is what a failed or cancelled rollback left while its
 // Chroma did not answer, until a restorer took it back.
 func leftoversAlert(l *contract.Leftovers) contract.StatusAlert {
-	var what []string
-	const most = 5 // the rest are counted: a rollback of hundreds would fill a screen
-	for i, c := range l.Collections {
-		if i == most {
-			what = append(what, fmt.Sprintf("and %d more", len(l.Collections)-most))
-			break
-		}
-		if c.Swapped {
-			what = append(what, fmt.Sprintf("%q is restored and the collection it replaced is left as %q", c.Target, c.Old))
-		} else {
-			what = append(what, fmt.Sprintf("%q may be renamed aside as %q, and staging collection %q is left", c.Target, c.Old, c.Staging))
-		}
-	}
 	detail := fmt.Sprintf("rollback %s of %s/%s stopped while Chroma did not answer and could not take back what it staged: %s. "+
 		"A restorer takes it back once Chroma answers (tried %d times",
-		l.OpID, l.Tenant, l.Database, strings.Join(what, "; "), l.Attempts)
+		l.OpID, l.Tenant, l.Database, l.Describe(5), l.Attempts) // the rest counted: a rollback of hundreds would fill a screen
 	if l.LastError != "" {
 		detail += "; last: " + l.LastError
 	}
