@@ -218,14 +218,18 @@ const (
 // body is resent from the start on every attempt.
 func (c *Client) do(ctx context.Context, op, method, path string, body []byte, decode func(io.Reader) error) error {
 	attempt := 0
-	var last error // the last attempt's failure
+	// last is the last attempt's failure that the caller's context did not
+	// cause: the deadline may end an attempt in flight, after others failed.
+	var last error
 	operation := func() error {
 		attempt++
 		err := c.attempt(ctx, op, method, path, body, decode)
 		if err == nil {
 			return nil
 		}
-		last = err
+		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+			last = err
+		}
 		if ctx.Err() != nil {
 			return backoff.Permanent(err)
 		}
@@ -263,7 +267,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, d
 			return fmt.Errorf("%w (after %d attempts)", err, attempt)
 		}
 	}
-	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) && last != nil && !errors.Is(last, ctx.Err()) {
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) && last != nil {
 		// The caller's deadline ended the retries: say what kept failing
 		// (Chroma refusing connections, say), not only that time ran out.
 		return fmt.Errorf("%w (after %d attempts, the last: %v)", err, attempt, last)
