@@ -132,13 +132,19 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	if err != nil {
 		return s.leftoversFailed(ctx, rec, rev, err)
 	}
-	defer func() {
+	var released bool
+	release := func() {
+		if released {
+			return
+		}
+		released = true
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if err := lease.Release(rctx); err != nil {
 			s.log.Warn("could not release the lease after a rollback's cleanup", "op_id", opID, "err", err)
 		}
-	}()
+	}
+	defer release()
 	// Read again under the lease: another instance may have finished it.
 	if rec, rev, err = s.readLeftovers(ctx, opID); err != nil || rec == nil {
 		return err
@@ -159,6 +165,9 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 		rec.Collections = still
 		return s.leftoversFailed(ctx, rec, rev, errors.Join(errs...))
 	}
+	// As a job's end: whoever sees the operation say so finds the lease
+	// released.
+	release()
 	now := time.Now().UTC()
 	if err := s.noteLeftoversCleared(ctx, rec, now, notes); err != nil {
 		return err
