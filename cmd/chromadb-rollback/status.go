@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/disk"
 	"github.com/spf13/cobra"
 )
 
@@ -124,20 +125,20 @@ func printStorage(w io.Writer, s *contract.StorageUse) {
 	fmt.Fprintln(w, "\nStorage")
 	if a := s.Account; a != nil {
 		fmt.Fprintf(w, "  JetStream account: file %s of %s, memory %s of %s, streams %d of %s, consumers %d of %s\n",
-			bytesText(a.StoreBytes), limitBytes(a.MaxStoreBytes), bytesText(a.MemoryBytes), limitBytes(a.MaxMemoryBytes),
+			disk.Size(a.StoreBytes), limitBytes(a.MaxStoreBytes), disk.Size(a.MemoryBytes), limitBytes(a.MaxMemoryBytes),
 			a.Streams, limitCount(a.MaxStreams), a.Consumers, limitCount(a.MaxConsumers))
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NAME\tKIND\tSTORAGE\tMESSAGES\tBYTES\tLIMIT")
 	for _, st := range s.Streams {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", st.Name, st.Kind, st.Storage, st.Messages, bytesText(st.Bytes), limitBytes(st.MaxBytes))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", st.Name, st.Kind, st.Storage, st.Messages, disk.Size(st.Bytes), limitBytes(st.MaxBytes))
 	}
 	tw.Flush()
 	if len(s.Disks) > 0 {
 		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  WATCHED PATH\tFREE")
 		for _, d := range s.Disks {
-			free := bytesText(d.FreeBytes)
+			free := disk.Size(d.FreeBytes)
 			if d.Error != "" {
 				free = "unknown: " + d.Error
 			}
@@ -150,29 +151,15 @@ func printStorage(w io.Writer, s *contract.StorageUse) {
 	}
 }
 
-// bytesText prints a byte count for people.
-func bytesText(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
 // sizeText prints an object's size for a table; --json keeps the bytes.
-func sizeText(n int64) string { return bytesText(uint64(max(n, 0))) }
+func sizeText(n int64) string { return disk.Size(uint64(max(n, 0))) }
 
 // limitBytes prints a JetStream byte limit; 0 or less is none.
 func limitBytes(n int64) string {
 	if n <= 0 {
 		return "no limit"
 	}
-	return bytesText(uint64(n))
+	return disk.Size(uint64(n))
 }
 
 // limitCount prints a JetStream count limit; 0 or less is none.

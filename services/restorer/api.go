@@ -270,18 +270,7 @@ func cancelNote(c *contract.OperationRef) string {
 }
 
 func (s *Service) getOperation(ctx context.Context, opID string) (*contract.Operation, error) {
-	e, err := s.assets.State.Get(ctx, contract.OperationKey(opID))
-	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read operation %s: %w", opID, err)
-	}
-	var op contract.Operation
-	if err := json.Unmarshal(e.Value(), &op); err != nil {
-		return nil, fmt.Errorf("operation %s is unreadable: %w", opID, err)
-	}
-	return &op, nil
+	return bus.GetOperation(ctx, s.assets.State, opID)
 }
 
 func (s *Service) putOperation(ctx context.Context, op contract.Operation) error {

@@ -2,10 +2,10 @@ package snapshotter
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
 )
@@ -30,12 +30,8 @@ func (s *Service) rollbackUnderway(ctx context.Context, tenant, database, forOp 
 	if err != nil || f == nil || f.OpID == forOp {
 		return "", err
 	}
-	e, err := s.assets.State.Get(ctx, contract.OperationKey(f.OpID))
-	if err == nil {
-		var op contract.Operation
-		if json.Unmarshal(e.Value(), &op) == nil && contract.Ended(op.Status) {
-			return "", nil
-		}
+	if op, err := bus.GetOperation(ctx, s.assets.State, f.OpID); err == nil && op != nil && contract.Ended(op.Status) {
+		return "", nil
 	}
 	return fmt.Sprintf("rollback %s raised the write fence of %s at %s", f.OpID, db, f.RaisedAt.UTC().Format(time.RFC3339)), nil
 }

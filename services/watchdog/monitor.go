@@ -225,17 +225,17 @@ func (s *Service) checkDisk(ctx context.Context) {
 		}
 		free[p] = n
 		if n < minFree {
-			low = append(low, fmt.Sprintf("%s (%s free)", p, bytesText(n)))
+			low = append(low, fmt.Sprintf("%s (%s free)", p, disk.Size(n)))
 		}
 	}
 	if len(free) == 0 {
 		return
 	}
 	figures := map[string]any{"free_bytes": free, "min_free_bytes": minFree, "paths": s.cfg.DiskPaths}
-	detail := fmt.Sprintf("free disk space is at least %s on every watched path (%s)", bytesText(minFree), strings.Join(s.cfg.DiskPaths, ", "))
+	detail := fmt.Sprintf("free disk space is at least %s on every watched path (%s)", disk.Size(minFree), strings.Join(s.cfg.DiskPaths, ", "))
 	if len(low) > 0 {
 		figures["low_paths"] = low
-		detail = fmt.Sprintf("free disk space under the threshold of %s on %s", bytesText(minFree), strings.Join(low, ", "))
+		detail = fmt.Sprintf("free disk space under the threshold of %s on %s", disk.Size(minFree), strings.Join(low, ", "))
 	}
 	s.setCondition(ctx, contract.PauseDiskPrefix+s.cfg.Instance, "disk", len(low) > 0, len(low) == 0, detail, figures)
 }
@@ -258,7 +258,7 @@ func (s *Service) checkJetStream(ctx context.Context) {
 	figures := map[string]any{"near_share": near, "account_store_bytes": ai.Store, "account_max_store_bytes": ai.Limits.MaxStore}
 	if ai.Limits.MaxStore > 0 {
 		if share := float64(ai.Store) / float64(ai.Limits.MaxStore); share >= near {
-			full = append(full, fmt.Sprintf("account storage %s of %s (%.0f%%)", bytesText(ai.Store), bytesText(uint64(ai.Limits.MaxStore)), 100*share))
+			full = append(full, fmt.Sprintf("account storage %s of %s (%.0f%%)", disk.Size(ai.Store), disk.Size(uint64(ai.Limits.MaxStore)), 100*share))
 		}
 	}
 	streams := map[string]float64{}
@@ -270,7 +270,7 @@ func (s *Service) checkJetStream(ctx context.Context) {
 		share := float64(info.State.Bytes) / float64(info.Config.MaxBytes)
 		streams[info.Config.Name] = share
 		if share >= near {
-			full = append(full, fmt.Sprintf("stream %s %s of %s (%.0f%%)", info.Config.Name, bytesText(info.State.Bytes), bytesText(uint64(info.Config.MaxBytes)), 100*share))
+			full = append(full, fmt.Sprintf("stream %s %s of %s (%.0f%%)", info.Config.Name, disk.Size(info.State.Bytes), disk.Size(uint64(info.Config.MaxBytes)), 100*share))
 		}
 	}
 	if err := lister.Err(); err != nil {
@@ -384,18 +384,4 @@ func (s *Service) fenced(ctx context.Context, tenant, database string) bool {
 		return true
 	}
 	return !bus.IsNotFound(err) && !errors.Is(err, jetstream.ErrKeyDeleted)
-}
-
-// bytesText prints a byte count for people.
-func bytesText(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // tick fires the time trigger of runs past their deadline, starts the
@@ -749,16 +748,5 @@ func (s *Service) request(ctx context.Context, subject string, req, out any, tim
 
 // getOperation reads op.<opID>; nil when there is none.
 func (s *Service) getOperation(ctx context.Context, opID string) (*contract.Operation, error) {
-	e, err := s.assets.State.Get(ctx, contract.OperationKey(opID))
-	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read operation %s: %w", opID, err)
-	}
-	var op contract.Operation
-	if err := json.Unmarshal(e.Value(), &op); err != nil {
-		return nil, fmt.Errorf("operation %s is unreadable: %w", opID, err)
-	}
-	return &op, nil
+	return bus.GetOperation(ctx, s.assets.State, opID)
 }
