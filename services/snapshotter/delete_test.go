@@ -105,3 +105,45 @@ func TestDeleteRefusesPinnedAndInUse(t *testing.T) {
 		}
 	}
 }
+
+// TestRunningRollbacksSafetySnapshotIsInUse: while a rollback runs, the
+// safety snapshot it took is named only by its checkpoint (its operation's
+// report is written when it ends). That snapshot is what undoes the
+// rollback, and its report offers it, so neither an operator's delete
+// without force nor retention may remove it meanwhile.
+func TestRunningRollbacksSafetySnapshotIsInUse(t *testing.T) {
+	e := newEnv(t)
+	const tenant, db = "default_tenant", "del_safety"
+	e.seedSmall(t, tenant, db)
+	e.startService(t, snapshotter.Config{})
+	now := time.Now().UTC()
+	req := func(name string) contract.SnapshotCreateRequest {
+		return contract.SnapshotCreateRequest{Name: name, Tenant: tenant, Database: db, Actor: "test"}
+	}
+	target := e.snap(t, req("rolled_back_to"), now.Add(-3*time.Hour))
+	safety := e.snap(t, req("safety_rb_running"), now.Add(-2*time.Hour))
+	e.snap(t, req("newer"), now.Add(-time.Hour)) // so the safety snapshot is not the newest
+	const opID = "op_rb_running"
+	e.putState(t, contract.OperationKey(opID), contract.Operation{Envelope: contract.NewEnvelope(contract.TypeOperation),
+		OpID: opID, Kind: "rollback", SnapshotID: target.SnapshotID, Status: contract.StatusRunning, Phase: "restoring", Tenant: tenant, Database: db})
+	// The restorer's checkpoint, as it is once the safety snapshot was asked for.
+	e.putState(t, contract.CheckpointKey(opID), map[string]any{"op_id": opID, "safety_op_id": "op_safety",
+		"safety_snapshot_id": safety.SnapshotID, "safety_done": true})
+
+	ref := contract.SnapshotRef{Envelope: contract.NewEnvelope(contract.TypeSnapshotRef), Snapshot: safety.SnapshotID, Actor: "test"}
+	code, body := e.request(t, e.subj.API("snapshot", "delete"), mustJSON(t, ref))
+	var eb contract.ErrorBody
+	_ = json.Unmarshal(body, &eb)
+	if code != contract.CodeConflict || !strings.Contains(eb.Error, "safety snapshot of rollback "+opID) {
+		t.Errorf("delete of a running rollback's safety snapshot: %d %s, want 409 naming the rollback", code, body)
+	}
+	if _, ok := e.manifest(t, safety.SnapshotID); !ok {
+		t.Fatalf("the running rollback's safety snapshot was deleted")
+	}
+
+	rep := e.cleanup(t, contract.CleanupRequest{DryRun: true, OlderThan: "1m", Tenant: tenant, Database: db})
+	if got := reasons(rep.Kept)[safety.SnapshotID]; got != contract.KeepRollback {
+		t.Errorf("retention: the running rollback's safety snapshot is kept for %q (deleted: %v), want %q",
+			got, reasons(rep.Deleted), contract.KeepRollback)
+	}
+}

@@ -403,6 +403,7 @@ func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 	if err != nil {
 		return nil, err
 	}
+	var running []contract.Operation // rollbacks not yet ended
 	err = bus.EachValue(ctx, s.assets.State, contract.OperationKey(">"), func(key string, data []byte) error {
 		var op contract.Operation
 		if err := json.Unmarshal(data, &op); err != nil {
@@ -419,10 +420,30 @@ func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 		if op.Restore != nil {
 			use.add(op.Restore.SafetySnapshotID, "", "", contract.KeepRollback, fmt.Sprintf("safety snapshot of rollback %s (%s)", op.OpID, op.Status))
 		}
+		running = append(running, op)
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	// While a rollback runs, only its checkpoint names the safety snapshot
+	// it took (op.Restore is written when it ends): the snapshot that
+	// undoes the rollback, which its report offers to roll back to.
+	for _, op := range running {
+		e, err := s.assets.State.Get(ctx, contract.CheckpointKey(op.OpID))
+		if bus.IsNotFound(err) {
+			continue // no checkpoint yet: no safety snapshot asked for
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the checkpoint of rollback %s: %w", op.OpID, err)
+		}
+		var ck struct {
+			SafetySnapshotID string `json:"safety_snapshot_id"`
+		}
+		if err := json.Unmarshal(e.Value(), &ck); err != nil {
+			return nil, fmt.Errorf("checkpoint of rollback %s is unreadable (%v): fix or delete it", op.OpID, err)
+		}
+		use.add(ck.SafetySnapshotID, "", "", contract.KeepRollback, fmt.Sprintf("safety snapshot of rollback %s (%s)", op.OpID, op.Status))
 	}
 	return use, nil
 }
