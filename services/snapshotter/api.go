@@ -383,6 +383,14 @@ func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
 		return
 	}
 	ev.SnapshotID, ev.Tenant, ev.Database = m.SnapshotID, m.Tenant, m.Database
+	// What follows is decided on this revision of the manifest, and the
+	// manifest is deleted only at it: a snapshot pinned (or deleted) while
+	// the uses below are read is not deleted by a decision made before.
+	m, rev, e := s.manifestAt(ctx, m.SnapshotID)
+	if e != nil {
+		s.reject(ctx, r, "snapshot.delete", e, ev)
+		return
+	}
 	if !ref.Force {
 		// What retention never deletes, an operator deletes only on purpose.
 		var why []string
@@ -403,7 +411,15 @@ func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
 			return
 		}
 	}
-	if err := s.deleteSnapshot(ctx, m, 0); err != nil && !errors.Is(err, errObjectLeft) {
+	if err := s.deleteSnapshot(ctx, m, rev); errors.Is(err, errManifestChanged) {
+		e := &apiError{code: contract.CodeConflict, field: "snapshot",
+			msg: fmt.Sprintf("not deleting snapshot %s (%s): it changed (pinned, say) while its delete was decided; nothing was deleted: look at it again (`snapshot info %s`) and delete it again if you still mean to", m.SnapshotID, m.Name, m.SnapshotID)}
+		if _, _, ge := s.manifestAt(ctx, m.SnapshotID); ge != nil && ge.code == contract.CodeNotFound {
+			e = &apiError{code: contract.CodeNotFound, field: "snapshot", msg: fmt.Sprintf("snapshot %s (%s) was deleted meanwhile, by another request", m.SnapshotID, m.Name)}
+		}
+		s.reject(ctx, r, "snapshot.delete", e, ev)
+		return
+	} else if err != nil && !errors.Is(err, errObjectLeft) {
 		s.reject(ctx, r, "snapshot.delete", &apiError{code: contract.CodeUnavailable, msg: err.Error()}, ev)
 		return
 	}
@@ -414,6 +430,22 @@ func (s *Service) handleDelete(ctx context.Context, r micro.Request) {
 	}
 	_ = s.audit.Emit(ctx, ev)
 	bus.RespondJSON(r, m)
+}
+
+// manifestAt reads the manifest of snapshot id with its revision.
+func (s *Service) manifestAt(ctx context.Context, id string) (*contract.SnapshotManifest, uint64, *apiError) {
+	e, err := s.assets.Manifests.Get(ctx, id)
+	if bus.IsNotFound(err) {
+		return nil, 0, &apiError{code: contract.CodeNotFound, field: "snapshot", msg: fmt.Sprintf("snapshot %s was deleted meanwhile, by another request", id)}
+	}
+	if err != nil {
+		return nil, 0, &apiError{code: contract.CodeUnavailable, msg: fmt.Sprintf("read manifest %s: %v", id, err)}
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		return nil, 0, &apiError{code: contract.CodeInternal, msg: fmt.Sprintf("manifest %s is unreadable: %v", id, err)}
+	}
+	return &m, e.Revision(), nil
 }
 
 func (s *Service) handleVerify(ctx context.Context, r micro.Request) {

@@ -2,7 +2,10 @@ package snapshotter_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,5 +148,79 @@ func TestRunningRollbacksSafetySnapshotIsInUse(t *testing.T) {
 	if got := reasons(rep.Kept)[safety.SnapshotID]; got != contract.KeepRollback {
 		t.Errorf("retention: the running rollback's safety snapshot is kept for %q (deleted: %v), want %q",
 			got, reasons(rep.Deleted), contract.KeepRollback)
+	}
+}
+
+// TestDeleteRacingKeep: a delete decides on the manifest it read (not
+// pinned), and a keep may pin the snapshot before the delete removes it.
+// The keep must then win: the delete is refused, so a snapshot that keep
+// answered as pinned is never deleted without force. The delete used to
+// remove the manifest whatever happened to it meanwhile: half of such
+// races ended with the pin acknowledged and the snapshot gone. Two deletes
+// of one snapshot: one deletes it, the other is told it was deleted.
+func TestDeleteRacingKeep(t *testing.T) {
+	e := newEnv(t)
+	const tenant, db = "default_tenant", "del_race"
+	e.seedSmall(t, tenant, db)
+	e.startService(t, snapshotter.Config{})
+	// Records of ended work, as CHROMA_STATE holds between retention
+	// runs: the delete reads them all to know what is in use.
+	for i := range 300 {
+		id := fmt.Sprintf("op_done_%03d", i)
+		e.putState(t, contract.OperationKey(id), contract.Operation{Envelope: contract.NewEnvelope(contract.TypeOperation),
+			OpID: id, Kind: "snapshot", SnapshotID: "snap_gone", Status: contract.StatusCompleted})
+	}
+	now := time.Now().UTC()
+	del := func(id string) (int, []byte) {
+		ref := contract.SnapshotRef{Envelope: contract.NewEnvelope(contract.TypeSnapshotRef), Snapshot: id, Actor: "test"}
+		return e.request(t, e.subj.API("snapshot", "delete"), mustJSON(t, ref))
+	}
+	keep := func(id string) (int, []byte) {
+		k := true
+		return e.request(t, e.subj.API("snapshot", "keep"), mustJSON(t, contract.SnapshotKeepRequest{
+			Envelope: contract.NewEnvelope(contract.TypeKeepRequest), Snapshot: id, Keep: &k, Actor: "test"}))
+	}
+	for i := range 12 {
+		m := e.snap(t, contract.SnapshotCreateRequest{Name: fmt.Sprintf("race_%d", i), Tenant: tenant, Database: db, Actor: "test"}, now)
+		var wg sync.WaitGroup
+		var delCode, keepCode int
+		var delBody, keepBody []byte
+		wg.Add(2)
+		go func() { defer wg.Done(); delCode, delBody = del(m.SnapshotID) }()
+		go func() { defer wg.Done(); keepCode, keepBody = keep(m.SnapshotID) }()
+		wg.Wait()
+		var kept contract.SnapshotManifest
+		_ = json.Unmarshal(keepBody, &kept)
+		_, exists := e.manifest(t, m.SnapshotID)
+		switch {
+		case keepCode == 0 && kept.Keep && !exists:
+			t.Fatalf("race %d: keep answered the snapshot pinned, and the delete (%d %s) deleted it", i, delCode, delBody)
+		case delCode == 0 && exists:
+			t.Fatalf("race %d: the delete answered success and the manifest is still there", i)
+		case delCode != 0 && delCode != contract.CodeConflict:
+			t.Fatalf("race %d: delete answered %d %s; want success or 409", i, delCode, delBody)
+		}
+	}
+
+	m := e.snap(t, contract.SnapshotCreateRequest{Name: "twice", Tenant: tenant, Database: db, Actor: "test"}, now)
+	codes := make([]int, 2)
+	var wg sync.WaitGroup
+	for i := range codes {
+		wg.Add(1)
+		go func() { defer wg.Done(); codes[i], _ = del(m.SnapshotID) }()
+	}
+	wg.Wait()
+	slices.Sort(codes)
+	if codes[0] != 0 || codes[1] != contract.CodeNotFound {
+		t.Errorf("two deletes of one snapshot answered %v; want one success and one 404", codes)
+	}
+	var completed int
+	for _, ev := range findAudit(e.auditEvents(t), "snapshot.delete", contract.OutcomeCompleted) {
+		if ev.SnapshotID == m.SnapshotID {
+			completed++
+		}
+	}
+	if completed != 1 {
+		t.Errorf("%d completed deletes of %s audited; want 1", completed, m.SnapshotID)
 	}
 }
