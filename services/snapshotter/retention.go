@@ -230,7 +230,19 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 		return nil, fmt.Errorf("retention: %w; nothing was deleted", err)
 	}
 
-	expired := s.decide(all, use, rep, o)
+	// A snapshot whose archive is gone (lost outside chromadb-rollback)
+	// cannot be restored: it does not stand for the newest full one, or
+	// the last restorable one would expire while it stays (status, too,
+	// shows the newest full one whose archive is there).
+	ms := make([]contract.SnapshotManifest, len(all))
+	for i := range all {
+		ms[i] = all[i].m
+	}
+	gone := map[string]bool{}
+	for _, id := range s.archivesMissing(ctx, ms) {
+		gone[id] = true
+	}
+	expired := s.decide(all, use, gone, rep, o)
 	// Oldest first, so that a run cut short has freed the oldest.
 	slices.Reverse(expired)
 	for _, e := range expired {
@@ -315,8 +327,9 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 }
 
 // decide fills rep.Kept with the snapshots in scope that something keeps,
-// each with its reasons, and returns the expired ones, newest first.
-func (s *Service) decide(all []manifestEntry, use *snapshotUse, rep *contract.CleanupReport, o cleanupOptions) []manifestEntry {
+// each with its reasons, and returns the expired ones, newest first. gone
+// holds the ids of snapshots whose archive is missing from the store.
+func (s *Service) decide(all []manifestEntry, use *snapshotUse, gone map[string]bool, rep *contract.CleanupReport, o cleanupOptions) []manifestEntry {
 	// Newest verified, and newest verified holding every collection, per
 	// tenant/database, by when their data was taken (an old archive
 	// imported today is not the newest).
@@ -330,7 +343,7 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, rep *contract.Cl
 		if cur := newest[db]; cur == nil || m.TakenAt().After(cur.TakenAt()) {
 			newest[db] = m
 		}
-		if cur := newestFull[db]; !m.Partial && (cur == nil || m.TakenAt().After(cur.TakenAt())) {
+		if cur := newestFull[db]; !m.Partial && !gone[m.SnapshotID] && (cur == nil || m.TakenAt().After(cur.TakenAt())) {
 			newestFull[db] = m
 		}
 	}
@@ -352,7 +365,7 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, rep *contract.Cl
 		if is(newest, db, m.SnapshotID) {
 			why = append(why, keepReason{contract.KeepNewest, "the newest verified snapshot of " + db})
 		} else if is(newestFull, db, m.SnapshotID) {
-			why = append(why, keepReason{contract.KeepNewestFull, "the newest verified snapshot of all collections of " + db + " (newer ones hold only some)"})
+			why = append(why, keepReason{contract.KeepNewestFull, "the newest verified snapshot of all collections of " + db + " that can be restored (newer ones hold only some, or their archive is gone)"})
 		}
 		if !m.StartedAt.Before(rep.Cutoff) {
 			why = append(why, keepReason{contract.KeepRecent, fmt.Sprintf("younger than %s", rep.OlderThan)})

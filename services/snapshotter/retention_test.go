@@ -671,3 +671,35 @@ func TestRetentionSweepsOrphanChunks(t *testing.T) {
 		t.Errorf("pruned_operations in the runs' audit events: %v, want none in the tenant's run, 1 in the dry run and the run", prunedOps)
 	}
 }
+
+// TestRetentionKeepsTheNewestRestorable: when the archive of a database's
+// newest full snapshot is gone from the object store (lost outside
+// chromadb-rollback), that snapshot cannot be restored, and the newest full
+// one whose archive is there is kept as newest_full: it is the restore
+// point status shows. Retention used to keep only the one without an
+// archive and delete the last snapshot that could be restored.
+func TestRetentionKeepsTheNewestRestorable(t *testing.T) {
+	e := newEnv(t)
+	const tenant, db = "default_tenant", "ret_lost"
+	e.seedSmall(t, tenant, db)
+	e.startService(t, snapshotter.Config{})
+	now := time.Now().UTC()
+	req := func(name string) contract.SnapshotCreateRequest {
+		return contract.SnapshotCreateRequest{Name: name, Tenant: tenant, Database: db, Actor: "test"}
+	}
+	older := e.snap(t, req("restorable"), now.Add(-20*day))
+	lost := e.snap(t, req("archive_lost"), now.Add(-10*day))
+	if err := e.nats.Assets.Snapshots.Delete(t.Context(), lost.Object); err != nil {
+		t.Fatal(err)
+	}
+
+	rep := e.cleanup(t, contract.CleanupRequest{OlderThan: "7d", Tenant: tenant, Database: db})
+	kept := reasons(rep.Kept)
+	if kept[older.SnapshotID] != contract.KeepNewestFull || kept[lost.SnapshotID] != contract.KeepNewest {
+		t.Errorf("kept %v, deleted %v; want %s kept as %s and %s as %s", kept, reasons(rep.Deleted),
+			older.Name, contract.KeepNewestFull, lost.Name, contract.KeepNewest)
+	}
+	if _, ok := e.manifest(t, older.SnapshotID); !ok {
+		t.Errorf("retention deleted %s, the newest snapshot of %s/%s that can be restored", older.Name, tenant, db)
+	}
+}
