@@ -7,6 +7,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -382,6 +386,53 @@ func TestCLIWarnsOfMovingSnapshot(t *testing.T) {
 	code, stdout, stderr = c.run("snapshot", "info", id)
 	if want := "consistent:  false (collection counts changed during the export"; code != exitOK || !strings.Contains(stdout, want) {
 		t.Errorf("snapshot info: exit %d, %s%s; want %q", code, stdout, stderr, want)
+	}
+}
+
+// TestCLICreateJSONWhenTheSnapshotFails: a snapshot that fails once
+// queued (here Chroma answers its record reads 404, as when a collection is
+// deleted during the export) exits 1 saying why and, with --json, prints
+// the failed operation on stdout, as rollback does, for a script to read
+// its status and error. It used to print nothing on stdout.
+func TestCLICreateJSONWhenTheSnapshotFails(t *testing.T) {
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	const db = "vanishing"
+	if err := testenv.SeedWorkload(t.Context(), cc, "default_tenant", db, 1, 20, 8, 10); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(ch.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/get") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"error":"NotFoundError","message":"Collection does not exist."}`))
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	via, err := chroma.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := testenv.StartNATS(t)
+	c := startSnapshotter(t, n, snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, via)
+
+	code, stdout, stderr := c.run("snapshot", "create", "--name", "vanishing", "--database", db, "--json")
+	if code != exitFailed || !strings.Contains(stderr, "failed") {
+		t.Fatalf("snapshot create of a failing snapshot: exit %d, stderr %q; want %d saying it failed", code, stderr, exitFailed)
+	}
+	var op contract.Operation
+	if err := json.Unmarshal([]byte(stdout), &op); err != nil {
+		t.Fatalf("--json stdout %q is not the operation: %v", stdout, err)
+	}
+	if op.Status != contract.StatusFailed || op.Error == "" || !strings.HasPrefix(op.SnapshotID, "snap_") {
+		t.Errorf("--json printed %+v; want the failed operation with its error and snapshot id", op)
 	}
 }
 

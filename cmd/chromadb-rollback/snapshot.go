@@ -77,6 +77,13 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 				return err
 			}
 			if op.Status != contract.StatusCompleted {
+				// As rollback does: with --json a script reads how it
+				// ended (status, error) from stdout, not from nothing.
+				if a.json {
+					if err := a.printJSON(op); err != nil {
+						return err
+					}
+				}
 				return fmt.Errorf("snapshot %s failed: %s", reply.SnapshotID, op.Error)
 			}
 			var m contract.SnapshotManifest
