@@ -436,6 +436,42 @@ func TestCLICreateJSONWhenTheSnapshotFails(t *testing.T) {
 	}
 }
 
+// TestCLIExportOfAMissingArchive: exporting a snapshot whose archive is
+// gone from the object store (deleted outside chromadb-rollback) exits 3,
+// as snapshot verify does for it, says so and what to do, and leaves no
+// file. It used to exit 1 with "nats: object not found".
+func TestCLIExportOfAMissingArchive(t *testing.T) {
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	const db = "lost"
+	if err := testenv.SeedWorkload(t.Context(), cc, "default_tenant", db, 1, 10, 8, 10); err != nil {
+		t.Fatal(err)
+	}
+	n := testenv.StartNATS(t)
+	c := startSnapshotter(t, n, snapshotter.Config{ChromaURL: ch.URL, DataDir: t.TempDir()}, cc)
+	code, stdout, stderr := c.run("snapshot", "create", "--name", "lost", "--database", db, "--json")
+	if code != exitOK {
+		t.Fatalf("snapshot create: exit %d: %s", code, stderr)
+	}
+	var m contract.SnapshotManifest
+	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Assets.Snapshots.Delete(t.Context(), m.Object); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	code, _, stderr = c.run("snapshot", "export", m.SnapshotID, "-o", filepath.Join(dir, "lost.tar.zst"))
+	if code != exitVerification || !strings.Contains(stderr, "is missing from "+contract.ObjectSnapshots) ||
+		!strings.Contains(stderr, "`snapshot delete "+m.SnapshotID+"`") {
+		t.Errorf("export of a snapshot without its archive: exit %d, stderr %q; want %d saying it is missing and how to remove the manifest",
+			code, stderr, exitVerification)
+	}
+	if left, err := os.ReadDir(dir); err != nil || len(left) != 0 {
+		t.Errorf("export left %v (%v); want nothing", left, err)
+	}
+}
+
 // TestHealthCheckWhenChromaIsDown: with Chroma down, health-check says
 // so, with why (the connection refused), answers within the checks'
 // deadline, and does not fail the JetStream and store checks with it.

@@ -532,6 +532,12 @@ func (a *app) exportObject(ctx context.Context, nc *nats.Conn, m *contract.Snaps
 	ctx, cancel := bus.ObjectReadContext(ctx)
 	defer cancel()
 	r, err := obs.Get(ctx, m.Object)
+	if bus.IsNotFound(err) {
+		// A missing archive, as snapshot verify and rollback report one
+		// (exit 3), saying what is left to do, not "object not found".
+		return 0, &exitError{code: exitVerification, err: fmt.Errorf("the archive of snapshot %s, %s, is missing from %s (deleted or lost outside chromadb-rollback): there is nothing to export, and it cannot be restored; `snapshot delete %s` removes its manifest",
+			m.SnapshotID, m.Object, contract.ObjectSnapshots, m.SnapshotID)}
+	}
 	if err != nil {
 		return 0, fmt.Errorf("open archive %s: %w", m.Object, err)
 	}
