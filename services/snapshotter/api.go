@@ -56,10 +56,11 @@ func (s *Service) reject(ctx context.Context, r micro.Request, action string, e 
 	bus.RespondError(r, e.code, e.msg, e.field)
 }
 
-// chromaError turns an error from Chroma into an API error.
-func chromaError(what string, err error) *apiError {
+// chromaError turns an error from Chroma into an API error; one not found
+// names the request's field to fix.
+func chromaError(field, what string, err error) *apiError {
 	if errors.Is(err, chroma.ErrNotFound) {
-		return &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("%s not found in Chroma", what)}
+		return &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("%s not found in Chroma", what), field: field}
 	}
 	if chroma.NotAnswering(err) {
 		return &apiError{code: contract.CodeUnavailable, msg: fmt.Sprintf("check %s in Chroma: Chroma did not answer in time (%v): is it running and not overloaded? chromadb-rollback health-check checks it; nothing was started", what, err)}
@@ -186,14 +187,14 @@ func (s *Service) validateCreate(ctx context.Context, req *contract.SnapshotCrea
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ChromaCheckTimeout)
 	defer cancel()
 	if _, err := s.chroma.GetTenant(cctx, req.Tenant); err != nil {
-		return chromaError(fmt.Sprintf("tenant %q", req.Tenant), err)
+		return chromaError("tenant", fmt.Sprintf("tenant %q", req.Tenant), err)
 	}
 	if _, err := s.chroma.GetDatabase(cctx, req.Tenant, req.Database); err != nil {
-		return chromaError(fmt.Sprintf("database %q of tenant %q", req.Database, req.Tenant), err)
+		return chromaError("database", fmt.Sprintf("database %q of tenant %q", req.Database, req.Tenant), err)
 	}
 	for _, c := range req.Collections {
 		if _, err := s.chroma.GetCollection(cctx, req.Tenant, req.Database, c); err != nil {
-			return chromaError(fmt.Sprintf("collection %q in %s/%s", c, req.Tenant, req.Database), err)
+			return chromaError("collections", fmt.Sprintf("collection %q in %s/%s", c, req.Tenant, req.Database), err)
 		}
 	}
 	return nil

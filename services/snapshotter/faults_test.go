@@ -361,8 +361,10 @@ func (e *env) redelivered(t *testing.T, op contract.Operation, snapshotID string
 	}
 }
 
-// TestBadRequests: every bad request gets an error naming the problem and an
-// audit event, and nothing is enqueued or created.
+// TestBadRequests: every bad request gets an error naming the problem (and
+// the request's field at fault, where there is one: a tenant, database or
+// collection Chroma does not have too) and an audit event, and nothing is
+// enqueued or created.
 func TestBadRequests(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
@@ -372,21 +374,22 @@ func TestBadRequests(t *testing.T) {
 	e.startService(t, snapshotter.Config{})
 	create := e.subj.API("snapshot", "create")
 	cases := []struct {
-		name     string
-		body     string
-		wantCode int
-		wantText string
+		name      string
+		body      string
+		wantCode  int
+		wantText  string
+		wantField string
 	}{
-		{"malformed JSON", `{"name":`, contract.CodeBadRequest, "malformed JSON"},
-		{"not an object", `[1,2]`, contract.CodeBadRequest, "malformed JSON"},
-		{"empty body", ``, contract.CodeBadRequest, "empty request"},
-		{"missing name", `{"tenant":"acme","database":"prod"}`, contract.CodeBadRequest, "name is required"},
-		{"invalid name", `{"name":"bad name!","tenant":"acme","database":"prod"}`, contract.CodeBadRequest, `name "bad name!" is invalid`},
-		{"unknown tenant", `{"name":"x","tenant":"nobody","database":"prod"}`, contract.CodeNotFound, `tenant "nobody" not found`},
-		{"unknown database", `{"name":"x","tenant":"acme","database":"nope"}`, contract.CodeNotFound, `database "nope" of tenant "acme" not found`},
-		{"unknown collection", `{"name":"x","tenant":"acme","database":"prod","collections":["corpus.v1","ghost"]}`, contract.CodeNotFound, `collection "ghost"`},
-		{"collection twice", `{"name":"x","tenant":"acme","database":"prod","collections":["empty","empty"]}`, contract.CodeBadRequest, "named twice"},
-		{"oversized payload", `{"name":"x","reason":"` + strings.Repeat("a", contract.MaxRequestBytes) + `"}`, contract.CodeTooLarge, "at most"},
+		{"malformed JSON", `{"name":`, contract.CodeBadRequest, "malformed JSON", ""},
+		{"not an object", `[1,2]`, contract.CodeBadRequest, "malformed JSON", ""},
+		{"empty body", ``, contract.CodeBadRequest, "empty request", ""},
+		{"missing name", `{"tenant":"acme","database":"prod"}`, contract.CodeBadRequest, "name is required", "name"},
+		{"invalid name", `{"name":"bad name!","tenant":"acme","database":"prod"}`, contract.CodeBadRequest, `name "bad name!" is invalid`, "name"},
+		{"unknown tenant", `{"name":"x","tenant":"nobody","database":"prod"}`, contract.CodeNotFound, `tenant "nobody" not found`, "tenant"},
+		{"unknown database", `{"name":"x","tenant":"acme","database":"nope"}`, contract.CodeNotFound, `database "nope" of tenant "acme" not found`, "database"},
+		{"unknown collection", `{"name":"x","tenant":"acme","database":"prod","collections":["corpus.v1","ghost"]}`, contract.CodeNotFound, `collection "ghost"`, "collections"},
+		{"collection twice", `{"name":"x","tenant":"acme","database":"prod","collections":["empty","empty"]}`, contract.CodeBadRequest, "named twice", "collections"},
+		{"oversized payload", `{"name":"x","reason":"` + strings.Repeat("a", contract.MaxRequestBytes) + `"}`, contract.CodeTooLarge, "at most", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -400,6 +403,9 @@ func TestBadRequests(t *testing.T) {
 			}
 			if !strings.Contains(body.Error, tc.wantText) {
 				t.Errorf("error %q does not say %q", body.Error, tc.wantText)
+			}
+			if body.Field != tc.wantField {
+				t.Errorf("error %q names field %q, want %q", body.Error, body.Field, tc.wantField)
 			}
 		})
 	}
