@@ -328,9 +328,18 @@ func TestCLIUsageAndErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			code, _, stderr := c.run(tc.args...)
-			if code != tc.code || !strings.Contains(stderr, tc.msg) {
-				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.msg)
+			code, stdout, stderr := c.run(tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.msg) || stdout != "" {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d, nothing and %q", code, stdout, stderr, tc.code, tc.msg)
+			}
+			// With --json the same error is one JSON document on stdout.
+			code, stdout, stderr = c.run(append(tc.args, "--json")...)
+			var body cliErrorBody
+			if err := json.Unmarshal([]byte(stdout), &body); err != nil {
+				t.Fatalf("--json: stdout %q is not JSON: %v", stdout, err)
+			}
+			if code != tc.code || body.Type != contract.TypeError || body.ExitCode != tc.code || !strings.Contains(body.Error, tc.msg) || !strings.Contains(stderr, tc.msg) {
+				t.Errorf("--json: exit %d, stdout %+v, stderr %q; want %d in both and %q", code, body, stderr, tc.code, tc.msg)
 			}
 		})
 	}

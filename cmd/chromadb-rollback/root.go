@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,7 +81,8 @@ func envOr(key, def string) string {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	out := &countingWriter{w: stdout}
+	a := &app{stdin: stdin, stdout: out, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "chromadb-rollback",
 		Short:         "Snapshots and verified rollbacks of ChromaDB, on NATS JetStream",
@@ -119,14 +121,51 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "error:", err)
+	code := exitCode(err)
 	// A service's error reply: with --json it is printed, so scripts read
 	// the code, the message and the field at fault, whatever exit code
-	// the command chose for it.
+	// the command chose for it. An error of the CLI's own (a flag, a file
+	// it cannot read) is printed as one too, unless the command already
+	// printed what it has (a failed verification's report, say): with
+	// --json, a failure never leaves stdout empty.
+	// A command or flag cobra could not parse stops before --json is set.
+	asked := a.json || slices.ContainsFunc(args, func(s string) bool { return s == "--json" || s == "--json=true" })
+	var ae *apiError
+	switch {
+	case !asked:
+	case errors.As(err, &ae) && json.Valid(ae.Body):
+		_ = a.printJSON(json.RawMessage(ae.Body))
+	case out.n == 0:
+		_ = a.printJSON(cliErrorBody{Type: contract.TypeError, Error: err.Error(), ExitCode: code})
+	}
+	return code
+}
+
+// cliErrorBody is what --json prints for an error found by the CLI itself,
+// where no service replied: the type and message of a service's error
+// reply, and the exit code instead of its status code.
+type cliErrorBody struct {
+	Type     string `json:"type"`
+	Error    string `json:"error"`
+	ExitCode int    `json:"exit_code"`
+}
+
+// countingWriter counts what was written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// exitCode is the exit code of a command that failed with err.
+func exitCode(err error) int {
 	var ae *apiError
 	isAPI := errors.As(err, &ae)
-	if isAPI && a.json && json.Valid(ae.Body) {
-		_ = a.printJSON(json.RawMessage(ae.Body))
-	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
