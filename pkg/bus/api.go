@@ -51,6 +51,17 @@ func RespondJSON(r micro.Request, v any) {
 	_ = r.Respond(data)
 }
 
+// DecodeQuery is DecodeRequest for a query that needs nothing (a listing,
+// a status): an empty body (a `nats req` without one) is one too, but
+// a body that is not JSON is still refused rather than ignored.
+func DecodeQuery(r micro.Request) (code int, msg string) {
+	if len(r.Data()) == 0 {
+		return 0, ""
+	}
+	var v map[string]any
+	return DecodeRequest(r, &v)
+}
+
 // DecodeRequest parses a request body into v, bounding its size. On failure
 // it returns the error code to answer with and what to fix; code 0 means v
 // holds the request.

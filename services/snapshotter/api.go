@@ -307,6 +307,10 @@ func (s *Service) listManifests(ctx context.Context) ([]contract.SnapshotManifes
 }
 
 func (s *Service) handleList(ctx context.Context, r micro.Request) {
+	if code, msg := bus.DecodeQuery(r); code != 0 {
+		bus.RespondError(r, code, msg, "")
+		return
+	}
 	all, err := s.listManifests(ctx)
 	if err != nil {
 		bus.RespondError(r, contract.CodeUnavailable, err.Error(), "")

@@ -426,6 +426,22 @@ func TestBadRequests(t *testing.T) {
 		t.Errorf("bad requests created objects %v", objs)
 	}
 
+	// A listing needs no request: an empty body or {} lists, one that is
+	// not JSON is refused, not read as a listing.
+	t.Run("list", func(t *testing.T) {
+		list := e.subj.API("snapshot", "list")
+		for _, body := range []string{``, `{}`} {
+			if code, data := e.request(t, list, []byte(body)); code != 0 || !strings.Contains(string(data), `"snapshots"`) {
+				t.Errorf("list with body %q: %d %s, want the listing", body, code, data)
+			}
+		}
+		for _, body := range []string{`garbage`, `[1]`} {
+			if code, data := e.request(t, list, []byte(body)); code != contract.CodeBadRequest || !strings.Contains(string(data), "malformed JSON") {
+				t.Errorf("list with body %q: %d %s, want 400 malformed JSON", body, code, data)
+			}
+		}
+	})
+
 	t.Run("unknown snapshot", func(t *testing.T) {
 		for _, verb := range []string{"info", "verify", "delete"} {
 			code, data := e.request(t, e.subj.API("snapshot", verb), []byte(`{"snapshot":"snap_nope"}`))

@@ -96,4 +96,16 @@ func TestMalformedEventsRejected(t *testing.T) {
 	if rep := e.status(t); len(rep.Migrations) != 2 || rep.Watchdog != "wd" {
 		t.Errorf("status: %s", mustJSON(t, rep))
 	}
+	// The status needs no request (`nats req chroma.api.status ''`), but
+	// one that is not JSON is refused rather than ignored.
+	for body, want := range map[string]string{``: `"migrations"`, `{}`: `"migrations"`, `garbage`: "malformed JSON"} {
+		msg, err := e.nats.Conn.Request(e.subj.API("status"), []byte(body), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused := msg.Header.Get("Nats-Service-Error-Code") == "400"
+		if !strings.Contains(string(msg.Data), want) || refused != (want == "malformed JSON") {
+			t.Errorf("status with body %q: %s %s, want %s", body, msg.Header.Get("Nats-Service-Error-Code"), msg.Data, want)
+		}
+	}
 }

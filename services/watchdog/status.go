@@ -37,8 +37,8 @@ func (s *Service) onProgress(m *nats.Msg) {
 }
 
 func (s *Service) handleStatus(ctx context.Context, r micro.Request) {
-	if len(r.Data()) > contract.MaxRequestBytes {
-		bus.RespondError(r, contract.CodeTooLarge, fmt.Sprintf("request is %d bytes; at most %d", len(r.Data()), contract.MaxRequestBytes), "")
+	if code, msg := bus.DecodeQuery(r); code != 0 {
+		bus.RespondError(r, code, msg, "")
 		return
 	}
 	rep, err := s.Status(ctx)
