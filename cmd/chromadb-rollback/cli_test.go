@@ -324,6 +324,7 @@ func TestCLIUsageAndErrors(t *testing.T) {
 		{"create with bad name", []string{"snapshot", "create", "--name", "a b"}, exitUsage, "invalid"},
 		{"verify without id", []string{"snapshot", "verify"}, exitUsage, "chromadb-rollback snapshot verify takes one argument, 0 given; usage: chromadb-rollback snapshot verify SNAPSHOT"},
 		{"export without -o", []string{"snapshot", "export", "x"}, exitUsage, "-o FILE"},
+		{"export to stdout", []string{"snapshot", "export", "x", "-o", "-"}, exitUsage, "-o - (stdout) is not supported"},
 		{"no NATS", []string{"snapshot", "list"}, exitFailed, "connect to NATS"},
 	}
 	for _, tc := range cases {

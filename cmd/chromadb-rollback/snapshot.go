@@ -475,6 +475,11 @@ func (a *app) snapshotExportCmd() *cobra.Command {
 			if out == "" {
 				return usageErr("-o FILE is required")
 			}
+			// A file is only put in place once its checksum matched; what
+			// went to stdout could not be taken back from whatever read it.
+			if out == "-" {
+				return usageErr("-o - (stdout) is not supported: an export is checked against the snapshot's SHA-256 before its file is in place, which a pipe cannot wait for; give a file name")
+			}
 			// An existing file may be an earlier export, the only copy of
 			// a snapshot retention has deleted since.
 			if fi, err := os.Stat(out); err == nil {
