@@ -246,18 +246,24 @@ func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotMan
 
 // noManifestYet says why the snapshot id has no manifest when an operation
 // of the snapshotter's made, or is making, it: still running, failed, or
-// deleted since. "" when no operation (left) names it.
+// deleted since. For a name with no manifest, it names a snapshot of that
+// name still being made. "" when no operation (left) says more.
 func (s *Service) noManifestYet(ctx context.Context, id string) string {
-	if !strings.HasPrefix(id, "snap_") || contract.ValidToken(id) != nil {
-		return "" // not a snapshot id: a name
-	}
+	byID := strings.HasPrefix(id, "snap_") && contract.ValidToken(id) == nil
 	var op *contract.Operation
 	found := errors.New("found")
 	_ = bus.EachValue(ctx, s.assets.State, contract.OperationKey(">"), func(_ string, data []byte) error {
 		var o contract.Operation
-		if json.Unmarshal(data, &o) == nil && o.Kind == "snapshot" && o.SnapshotID == id {
+		if json.Unmarshal(data, &o) != nil || o.Kind != "snapshot" {
+			return nil
+		}
+		switch {
+		case byID && o.SnapshotID == id:
 			op = &o
 			return found // read no further
+		case !byID && o.Name == id && (o.Status == contract.StatusQueued || o.Status == contract.StatusRunning):
+			op = &o
+			return found
 		}
 		return nil
 	})
@@ -265,6 +271,9 @@ func (s *Service) noManifestYet(ctx context.Context, id string) string {
 		return ""
 	}
 	at := op.UpdatedAt.UTC().Format(time.RFC3339)
+	if !byID {
+		return fmt.Sprintf("no snapshot named %q yet: snapshot %s of that name is being made (operation %s, %s since %s); `status` shows its progress", id, op.SnapshotID, op.OpID, op.Status, at)
+	}
 	switch op.Status {
 	case contract.StatusQueued, contract.StatusRunning:
 		return fmt.Sprintf("no snapshot %q yet: its operation %s is %s (since %s); `status` shows its progress", id, op.OpID, op.Status, at)

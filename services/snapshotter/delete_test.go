@@ -91,7 +91,10 @@ func TestDeleteRefusesPinnedAndInUse(t *testing.T) {
 	// A snapshot id without a manifest: info says what became of it when
 	// a snapshot operation names it.
 	e.putState(t, contract.OperationKey("op_making"), contract.Operation{OpID: "op_making", Kind: "snapshot",
-		SnapshotID: "snap_making", Status: contract.StatusRunning, UpdatedAt: now})
+		SnapshotID: "snap_making", Name: "nightly_making", Status: contract.StatusRunning, UpdatedAt: now})
+	// A failed snapshot's name is not one being made.
+	e.putState(t, contract.OperationKey("op_gone"), contract.Operation{OpID: "op_gone", Kind: "snapshot",
+		SnapshotID: "snap_gone", Name: "nightly_gone", Status: contract.StatusFailed, UpdatedAt: now})
 	e.putState(t, contract.OperationKey("op_broke"), contract.Operation{OpID: "op_broke", Kind: "snapshot",
 		SnapshotID: "snap_broke", Status: contract.StatusFailed, Error: "read collection \"c\": Chroma is unreachable", UpdatedAt: now})
 	for id, want := range map[string]string{
@@ -99,6 +102,8 @@ func TestDeleteRefusesPinnedAndInUse(t *testing.T) {
 		"snap_broke":     `no snapshot "snap_broke": its operation op_broke failed at ` + now.Format(time.RFC3339) + `: read collection "c": Chroma is unreachable`,
 		plain.SnapshotID: `no snapshot "` + plain.SnapshotID + `": it was made (operation `,
 		"snap_unknown":   `no snapshot with id or name "snap_unknown" (see ` + "`snapshot list`)",
+		"nightly_making": `no snapshot named "nightly_making" yet: snapshot snap_making of that name is being made (operation op_making, running since `,
+		"nightly_gone":   `no snapshot with id or name "nightly_gone"`,
 	} {
 		code, body := e.request(t, e.subj.API("snapshot", "info"), mustJSON(t, contract.SnapshotRef{Snapshot: id}))
 		var eb contract.ErrorBody
