@@ -279,12 +279,16 @@ func TestAutomaticRollbackFails(t *testing.T) {
 		if al := e.snapshotDeletedAlert(t, job); al != nil {
 			t.Errorf("status alert while the snapshot is there: %+v", al)
 		}
+		before := time.Now()
 		e.request(t, e.subj.API("snapshot", "delete"), contract.SnapshotRef{Snapshot: snap, Actor: "test", Force: true}, &del)
+		after := time.Now()
 		// Before any trigger: the status says the run lost its restore
-		// point.
+		// point, and since when.
 		if al := e.snapshotDeletedAlert(t, job); al == nil || al.Figures["snapshot_id"] != snap ||
 			!strings.Contains(al.Detail, "its pre-migration snapshot "+snap+" was deleted") || !strings.Contains(al.Detail, "Ending a run") {
 			t.Errorf("status alert after the snapshot was deleted: %+v", al)
+		} else if al.Since.Before(before.Add(-time.Second)) || al.Since.After(after.Add(time.Second)) {
+			t.Errorf("alert since %s, want the delete's time (%s to %s)", al.Since, before, after)
 		}
 		lossy(t, job)
 		rec := failed(t, job)

@@ -12,6 +12,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -190,7 +191,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 		if a, ok := s.rollbackAlert(&rep.Migrations[i]); ok {
 			rep.Alerts = append(rep.Alerts, a)
 		}
-		if a, ok := s.deletedSnapshotAlert(&rep.Migrations[i], manifests); ok {
+		if a, ok := s.deletedSnapshotAlert(ctx, &rep.Migrations[i], manifests); ok {
 			rep.Alerts = append(rep.Alerts, a)
 		}
 	}
@@ -302,7 +303,7 @@ func rollbackFigures(r *contract.MigrationRecord) map[string]any {
 // snapshotter allows after refusing it once. Nothing can roll that run
 // back, and until a trigger fires nothing else would say so. manifests
 // holds the keys of every manifest.
-func (s *Service) deletedSnapshotAlert(r *contract.MigrationRecord, manifests map[string]bool) (contract.StatusAlert, bool) {
+func (s *Service) deletedSnapshotAlert(ctx context.Context, r *contract.MigrationRecord, manifests map[string]bool) (contract.StatusAlert, bool) {
 	id := r.PinnedSnapshotID
 	if id == "" && r.TakeSnapshot {
 		id = r.SnapshotID // set once the snapshot it took was verified
@@ -311,12 +312,25 @@ func (s *Service) deletedSnapshotAlert(r *contract.MigrationRecord, manifests ma
 	if id == "" || manifests[id] || ended(r) || r.Trigger != "" {
 		return contract.StatusAlert{}, false
 	}
-	// No Since: when the manifest was deleted is not recorded.
-	return contract.StatusAlert{Name: "snapshot_deleted",
+	return contract.StatusAlert{Name: "snapshot_deleted", Since: s.manifestDeletedAt(ctx, id),
 		Figures: map[string]any{"job": r.Job, "run": r.Run, "snapshot_id": id},
 		Detail: fmt.Sprintf("migration %s of %s/%s: its pre-migration snapshot %s was deleted, so no rollback, automatic or by hand, can restore what the database held before it. "+
 			"Take a snapshot now if what the database holds is worth keeping; %s",
 			r.Job, r.Tenant, r.Database, id, s.endRunHint(r.Job))}, true
+}
+
+// manifestDeletedAt is when the manifest of snapshot id was deleted: the
+// time of the marker its delete left in the bucket's history (zero when
+// that cannot be read, or the manifest never was).
+func (s *Service) manifestDeletedAt(ctx context.Context, id string) time.Time {
+	h, err := s.assets.Manifests.History(ctx, id)
+	if err != nil || len(h) == 0 {
+		return time.Time{}
+	}
+	if last := h[len(h)-1]; last.Operation() != jetstream.KeyValuePut {
+		return last.Created().UTC()
+	}
+	return time.Time{}
 }
 
 // leftoversAlert is what a failed or cancelled rollback left while its
