@@ -2,6 +2,7 @@ package contract
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -357,10 +358,54 @@ type SnapshotImportRequest struct {
 
 // Keys in the state bucket. Tenant and database names cannot hold '/', so
 // "<tenant>/<database>" is unambiguous even when they hold dots.
-func LeaseKey(tenant, database string) string { return "lease." + tenant + "/" + database }
+func LeaseKey(tenant, database string) string {
+	return "lease." + keyName(tenant) + "/" + keyName(database)
+}
 
 // FenceKey is the key of the write fence of a tenant/database.
-func FenceKey(tenant, database string) string { return "fence." + tenant + "/" + database }
+func FenceKey(tenant, database string) string {
+	return "fence." + keyName(tenant) + "/" + keyName(database)
+}
+
+// keyName is a tenant or database name as it stands in a key. A NATS key
+// holds only [-/_=.a-zA-Z0-9] (and no empty token between dots), but Chroma
+// takes names such as "prød" or "sales eu": without this their lease and
+// fence could not be written, and every rollback or snapshot of them failed
+// with "nats: invalid key". Such a name is written as '=' and its unpadded
+// base64url; a plain name, which never holds '=', is kept as it is, so the
+// keys of existing names do not change.
+func keyName(name string) string {
+	if plainKeyName(name) {
+		return name
+	}
+	return "=" + base64.RawURLEncoding.EncodeToString([]byte(name))
+}
+
+func plainKeyName(name string) bool {
+	if name == "" || name[0] == '.' || name[len(name)-1] == '.' || strings.Contains(name, "..") {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// nameOfKey undoes keyName.
+func nameOfKey(s string) (string, error) {
+	enc, ok := strings.CutPrefix(s, "=")
+	if !ok {
+		return s, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil {
+		return "", fmt.Errorf("%q is not '=' and base64url: %w", s, err)
+	}
+	return string(b), nil
+}
 
 // OperationKey is the key of an operation's status.
 func OperationKey(opID string) string { return "op." + opID }
@@ -376,6 +421,12 @@ func ParseScopedKey(key string) (kind, tenant, database string, err error) {
 	}
 	if !ok || tenant == "" || database == "" {
 		return "", "", "", fmt.Errorf("state key %q is not <kind>.<tenant>/<database>", key)
+	}
+	if tenant, err = nameOfKey(tenant); err == nil {
+		database, err = nameOfKey(database)
+	}
+	if err != nil {
+		return "", "", "", fmt.Errorf("state key %q: %w", key, err)
 	}
 	return kind, tenant, database, nil
 }

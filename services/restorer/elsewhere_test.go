@@ -54,6 +54,24 @@ func TestRestoreElsewhere(t *testing.T) {
 		e.assertReleased(t)
 	})
 
+	t.Run("a database whose name cannot stand in a NATS key", func(t *testing.T) {
+		// Chroma takes "prød eu" as a database name; its lease and fence
+		// keys must still be valid keys, or the rollback cannot start.
+		db := "prød eu"
+		req := contract.RollbackRequest{SnapshotID: snap, TargetDatabase: db}
+		e.rollback(t, req)
+		compareDB(t, "acme/"+db, e.dump(t, "acme", db), pre, nil)
+		e.assertReleased(t)
+		// Again, now replacing what is there: the safety snapshot of that
+		// database reads its lease and fence too.
+		op := e.rollback(t, req)
+		if op.Restore == nil || op.Restore.SafetySnapshotID == "" {
+			t.Errorf("no safety snapshot replacing acme/%s: %s", db, mustJSON(t, op))
+		}
+		compareDB(t, "acme/"+db+" replaced", e.dump(t, "acme", db), pre, nil)
+		e.assertReleased(t)
+	})
+
 	t.Run("another Chroma", func(t *testing.T) {
 		occ := other.Client(t)
 		req := contract.RollbackRequest{SnapshotID: snap, ChromaURL: other.URL}
