@@ -210,6 +210,10 @@ type Lease struct {
 	Actor      string    `json:"actor,omitempty"`
 	AcquiredAt time.Time `json:"acquired_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// Server is the Chroma a rollback into another server than the
+	// services' own restores into (its normalized URL); empty for the
+	// services' own Chroma. See LeaseKeyOn.
+	Server string `json:"server,omitempty"`
 }
 
 // Fence is the value of a fence key in the state bucket: while it exists,
@@ -360,6 +364,20 @@ type SnapshotImportRequest struct {
 // "<tenant>/<database>" is unambiguous even when they hold dots.
 func LeaseKey(tenant, database string) string {
 	return "lease." + keyName(tenant) + "/" + keyName(database)
+}
+
+// LeaseKeyOn is the key of the lease of tenant/database on the Chroma at
+// server: LeaseKey for the services' own Chroma (server ""), else LeaseKey
+// and "/" with 16 hex digits of the SHA-256 of the URL. A database of the
+// same name on another server is another database: a rollback restoring a
+// copy there must not lock the own one, which would refuse its snapshots
+// and rollbacks meanwhile.
+func LeaseKeyOn(server, tenant, database string) string {
+	if server == "" {
+		return LeaseKey(tenant, database)
+	}
+	sum := sha256.Sum256([]byte(server))
+	return LeaseKey(tenant, database) + "/" + hex.EncodeToString(sum[:8])
 }
 
 // FenceKey is the key of the write fence of a tenant/database.

@@ -38,3 +38,15 @@ func TestScopedKeysOfAnyName(t *testing.T) {
 		t.Error("ParseScopedKey took a name that is not base64url after '='")
 	}
 }
+
+// TestLeaseKeyOnAnotherServer: the own Chroma's lease key is LeaseKey; a
+// database of the same name on another server has a key of its own.
+func TestLeaseKeyOnAnotherServer(t *testing.T) {
+	if got, want := LeaseKeyOn("", "acme", "prod"), LeaseKey("acme", "prod"); got != want {
+		t.Errorf("LeaseKeyOn(\"\") = %q, want %q", got, want)
+	}
+	a, b := LeaseKeyOn("http://staging:8000", "acme", "prod"), LeaseKeyOn("http://other:8000", "acme", "prod")
+	if a == LeaseKey("acme", "prod") || a == b || !validKey.MatchString(a) {
+		t.Errorf("leases of acme/prod on other servers: %q and %q (own %q)", a, b, LeaseKey("acme", "prod"))
+	}
+}

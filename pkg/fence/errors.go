@@ -39,8 +39,12 @@ func (e *HeldError) Error() string {
 	if kind == "" {
 		kind = "operation"
 	}
-	return fmt.Sprintf("%s/%s is locked by %s %s (started%s at %s; lease expires at %s unless renewed)",
-		l.Tenant, l.Database, kind, l.Holder, who,
+	on := ""
+	if l.Server != "" {
+		on = " on " + l.Server
+	}
+	return fmt.Sprintf("%s/%s%s is locked by %s %s (started%s at %s; lease expires at %s unless renewed)",
+		l.Tenant, l.Database, on, kind, l.Holder, who,
 		l.AcquiredAt.UTC().Format(time.RFC3339), l.ExpiresAt.UTC().Format(time.RFC3339))
 }
 

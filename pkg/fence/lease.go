@@ -41,7 +41,7 @@ func Acquire(ctx context.Context, kv jetstream.KeyValue, want contract.Lease, tt
 	case ttl <= 0:
 		return nil, fmt.Errorf("fence: acquire: ttl %s must be positive", ttl)
 	}
-	key := contract.LeaseKey(want.Tenant, want.Database)
+	key := contract.LeaseKeyOn(want.Server, want.Tenant, want.Database)
 	for range casAttempts {
 		now := time.Now().UTC()
 		v := want
@@ -129,7 +129,13 @@ func (l *Lease) Release(ctx context.Context) error {
 // Release deletes the lease of tenant/database if holder holds it, without
 // a Lease handle (e.g. to clean up after a command that was never run).
 func Release(ctx context.Context, kv jetstream.KeyValue, tenant, database, holder string) error {
-	return release(ctx, kv, contract.LeaseKey(tenant, database), holder, 0)
+	return ReleaseOn(ctx, kv, "", tenant, database, holder)
+}
+
+// ReleaseOn is Release for the lease of tenant/database on the Chroma at
+// server ("" for the services' own; see contract.LeaseKeyOn).
+func ReleaseOn(ctx context.Context, kv jetstream.KeyValue, server, tenant, database, holder string) error {
+	return release(ctx, kv, contract.LeaseKeyOn(server, tenant, database), holder, 0)
 }
 
 func release(ctx context.Context, kv jetstream.KeyValue, key, holder string, rev uint64) error {
@@ -168,7 +174,13 @@ func Current(ctx context.Context, kv jetstream.KeyValue, tenant, database string
 // Check returns nil if holder could take the lease of tenant/database now
 // (it is free, expired or already holder's), and a *HeldError otherwise.
 func Check(ctx context.Context, kv jetstream.KeyValue, tenant, database, holder string) error {
-	l, err := Current(ctx, kv, tenant, database)
+	return CheckOn(ctx, kv, "", tenant, database, holder)
+}
+
+// CheckOn is Check for the lease of tenant/database on the Chroma at
+// server ("" for the services' own; see contract.LeaseKeyOn).
+func CheckOn(ctx context.Context, kv jetstream.KeyValue, server, tenant, database, holder string) error {
+	l, _, err := read(ctx, kv, contract.LeaseKeyOn(server, tenant, database))
 	if err != nil {
 		return err
 	}

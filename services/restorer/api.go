@@ -148,7 +148,8 @@ func (s *Service) handleStart(ctx context.Context, r micro.Request) {
 	}
 	// Taking the lease now makes a second start on the same database fail
 	// here, with the holder named, rather than later in its job.
-	lease, err := fence.Acquire(ctx, s.assets.State, contract.Lease{Tenant: plan.Tenant, Database: plan.Database, Holder: opID, Kind: "rollback", Actor: req.Actor}, s.cfg.LeaseTTL)
+	lease, err := fence.Acquire(ctx, s.assets.State, contract.Lease{Tenant: plan.Tenant, Database: plan.Database, Holder: opID, Kind: "rollback", Actor: req.Actor,
+		Server: plan.ChromaURL}, s.cfg.LeaseTTL)
 	if err != nil {
 		code := contract.CodeUnavailable
 		if errors.Is(err, fence.ErrHeld) {

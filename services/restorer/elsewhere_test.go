@@ -1,12 +1,14 @@
 package restorer_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
@@ -158,4 +160,61 @@ func TestRestoreElsewhere(t *testing.T) {
 			compareCollection(t, "seed/main/"+name, got[name], &collState{Metadata: got[name].Metadata, Configuration: got[name].Configuration, Records: &w})
 		}
 	})
+}
+
+// TestRestoreElsewhereLeavesOwnDatabase: restoring a copy into another
+// Chroma neither fences nor locks the database of the same name on the
+// restorer's own Chroma: while the copy is written, the own database takes
+// snapshots and its writes are not fenced.
+func TestRestoreElsewhereLeavesOwnDatabase(t *testing.T) {
+	e := seeded(t)
+	other := testenv.StartChroma(t)
+	reached, release := make(chan struct{}), make(chan struct{})
+	e.startRestorer(t, restorer.Config{AllowedChromaURLs: []string{other.URL}}, func(ctx context.Context, p restorer.HookPoint) error {
+		if p.Name == "batch" && p.Batch == 1 {
+			select {
+			case reached <- struct{}{}:
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			default: // only the first time
+			}
+		}
+		return nil
+	})
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	req := contract.RollbackRequest{SnapshotID: snap, ChromaURL: other.URL}
+	if p := e.plan(t, req); !slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "no write fence on "+other.URL) }) {
+		t.Errorf("the plan into another Chroma does not say nothing fences it: %q", p.Warnings)
+	}
+	req.Confirm = true
+	r := e.start(t, req)
+	select {
+	case <-reached:
+	case <-time.After(time.Minute):
+		t.Fatal("the rollback never reached its first batch")
+	}
+	if _, err := e.nats.Assets.State.Get(t.Context(), contract.FenceKey("acme", "prod")); err == nil {
+		t.Error("a rollback into another Chroma raised the fence of the own acme/prod")
+	}
+	if p := e.plan(t, contract.RollbackRequest{SnapshotID: snap}); slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "is locked by") }) {
+		t.Errorf("a rollback of the own acme/prod is locked out by the copy into another Chroma: %q", p.Warnings)
+	}
+	code, data := e.request(t, e.subj.API("snapshot", "create"), contract.SnapshotCreateRequest{Name: "during_copy", Tenant: "acme", Database: "prod", Actor: "test"})
+	var snapReply contract.SnapshotCreateReply
+	if code != 0 || json.Unmarshal(data, &snapReply) != nil {
+		t.Errorf("a snapshot of the own acme/prod during a copy into another Chroma: %d %s", code, data)
+	}
+	close(release)
+	if snapReply.OpID != "" {
+		if op := e.waitOp(t, snapReply.OpID, time.Minute); op.Status != contract.StatusCompleted {
+			t.Errorf("snapshot during the copy: %s %s", op.Status, op.Error)
+		}
+	}
+	if op := e.waitOp(t, r.OpID, 2*time.Minute); op.Status != contract.StatusCompleted {
+		t.Fatalf("rollback into another Chroma: %s %s", op.Status, op.Error)
+	}
+	e.assertReleased(t)
 }

@@ -241,7 +241,7 @@ func (j *job) run(ctx context.Context) error {
 	// The lease first: verifying a large archive can outlast the lease
 	// taken when the rollback was started.
 	if p := j.op.Plan; p != nil {
-		if err := j.takeLease(ctx, p.Tenant, p.Database); err != nil {
+		if err := j.takeLease(ctx, p.ChromaURL, p.Tenant, p.Database); err != nil {
 			return err
 		}
 	}
@@ -253,7 +253,7 @@ func (j *job) run(ctx context.Context) error {
 	j.sp = sp
 	defer sp.closeStream() // when the restore did not take it
 	j.ev.SnapshotID, j.ev.Tenant, j.ev.Database = sp.m.SnapshotID, sp.tenant, sp.database
-	if err := j.takeLease(ctx, sp.tenant, sp.database); err != nil {
+	if err := j.takeLease(ctx, sp.server(), sp.tenant, sp.database); err != nil {
 		return err
 	}
 
@@ -288,14 +288,20 @@ func (j *job) run(ctx context.Context) error {
 		"in_place": ck.Plan.InPlace, "drop_extra": ck.Plan.DropExtra}, req.Job)
 	_ = s.audit.Emit(ctx, ev)
 
-	if err := fence.Raise(ctx, s.assets.State, contract.Fence{Tenant: sp.tenant, Database: sp.database, OpID: j.cmd.OpID,
-		Reason: fmt.Sprintf("rollback %s to snapshot %s (%s)", j.cmd.OpID, sp.m.SnapshotID, sp.m.Name), Actor: req.Actor}); err != nil {
-		return err
+	// The fence and the migrations paused are those of the restorer's own
+	// Chroma: the gate stands in front of it and the jobs write into it.
+	// Into another server, raising it would make the own database of the
+	// same name read-only and pause its migrations, guarding nothing.
+	if sp.own {
+		if err := fence.Raise(ctx, s.assets.State, contract.Fence{Tenant: sp.tenant, Database: sp.database, OpID: j.cmd.OpID,
+			Reason: fmt.Sprintf("rollback %s to snapshot %s (%s)", j.cmd.OpID, sp.m.SnapshotID, sp.m.Name), Actor: req.Actor}); err != nil {
+			return err
+		}
+		if err := j.pauseJobs(ctx); err != nil {
+			return err
+		}
+		j.step(ctx, "fence raised", map[string]any{"paused_jobs": ck.Paused})
 	}
-	if err := j.pauseJobs(ctx); err != nil {
-		return err
-	}
-	j.step(ctx, "fence raised", map[string]any{"paused_jobs": ck.Paused})
 
 	if ck.Plan.SafetySnapshot && !ck.SafetyDone {
 		// Not kept open through a snapshot of unknown length.
@@ -335,19 +341,20 @@ func (j *job) freshPlan(sp *spec) *contract.RollbackPlan {
 	return p
 }
 
-// takeLease takes (or re-takes) the lease of tenant/database for the op.
-func (j *job) takeLease(ctx context.Context, tenant, database string) error {
+// takeLease takes (or re-takes) the lease of tenant/database on the Chroma
+// at server ("" for the own) for the op.
+func (j *job) takeLease(ctx context.Context, server, tenant, database string) error {
 	j.mu.Lock()
 	held := j.lease
 	j.mu.Unlock()
 	if held != nil {
-		if v := held.Value(); v.Tenant != tenant || v.Database != database {
+		if v := held.Value(); v.Tenant != tenant || v.Database != database || v.Server != server {
 			return fmt.Errorf("the rollback was planned for %s/%s but now resolves to %s/%s", v.Tenant, v.Database, tenant, database)
 		}
 		return nil
 	}
 	lease, err := fence.Acquire(ctx, j.s.assets.State, contract.Lease{Tenant: tenant, Database: database, Holder: j.cmd.OpID,
-		Kind: "rollback", Actor: j.cmd.Request.Actor}, j.s.cfg.LeaseTTL)
+		Kind: "rollback", Actor: j.cmd.Request.Actor, Server: server}, j.s.cfg.LeaseTTL)
 	if err != nil {
 		return fmt.Errorf("take the lease: %w", err)
 	}
@@ -359,15 +366,22 @@ func (j *job) takeLease(ctx context.Context, tenant, database string) error {
 
 // scope is the tenant/database the job guards, as far as it is known.
 func (j *job) scope() (tenant, database string, ok bool) {
+	tenant, database, _, ok = j.scopeOn()
+	return tenant, database, ok
+}
+
+// scopeOn is scope with the Chroma it is on: "" for the restorer's own,
+// else the other server's URL (the plan's chroma_url).
+func (j *job) scopeOn() (tenant, database, server string, ok bool) {
 	switch {
 	case j.sp != nil:
-		return j.sp.tenant, j.sp.database, true
+		return j.sp.tenant, j.sp.database, j.sp.server(), true
 	case j.ck != nil && j.ck.Plan != nil:
-		return j.ck.Plan.Tenant, j.ck.Plan.Database, true
+		return j.ck.Plan.Tenant, j.ck.Plan.Database, j.ck.Plan.ChromaURL, true
 	case j.op.Plan != nil:
-		return j.op.Plan.Tenant, j.op.Plan.Database, true
+		return j.op.Plan.Tenant, j.op.Plan.Database, j.op.Plan.ChromaURL, true
 	}
-	return "", "", false
+	return "", "", "", false
 }
 
 // finish records how the job ended, then lowers the fence, resumes the
@@ -388,7 +402,7 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.finishTimeout)
 	defer cancel()
 	j.mu.Lock()
-	tenant, database, scoped := j.scope()
+	tenant, database, server, scoped := j.scopeOn()
 	ck := j.ck
 	if ck != nil {
 		if j.report.SafetySnapshotID == "" { // an attempt that stopped before it read the checkpoint's
@@ -422,7 +436,7 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 
 	// Everything else first: whoever sees the final status sees the fence
 	// lowered, the lease released and the outcome audited.
-	if scoped {
+	if scoped && server == "" { // never raised into another server
 		// Lower only removes this op's own fence: a no-op if it was never raised.
 		if err := fence.Lower(cctx, s.assets.State, tenant, database, j.cmd.OpID); err != nil {
 			j.log.Warn("could not lower the fence", "err", err)
@@ -436,7 +450,7 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		}
 	case scoped:
 		// The lease taken when the rollback was started.
-		_ = fence.Release(cctx, s.assets.State, tenant, database, j.cmd.OpID)
+		_ = fence.ReleaseOn(cctx, s.assets.State, server, tenant, database, j.cmd.OpID)
 	}
 	if status == contract.StatusCompleted && ck != nil && j.sp != nil {
 		s.recordAddRate(cctx, j.sp.targetURL, writeCollections(ck.Plan), ck.RecordsWritten, ck.WriteSeconds)

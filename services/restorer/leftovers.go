@@ -112,9 +112,13 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	} else if op != nil && !contract.Ended(op.Status) {
 		return errNotEnded
 	}
-	c, _, apiErr := s.targetClient(rec.ChromaURL)
+	c, target, apiErr := s.targetClient(rec.ChromaURL)
 	if apiErr != nil {
 		return s.leftoversFailed(ctx, rec, rev, errors.New(apiErr.msg))
+	}
+	server := "" // the lease the rollback held: on another server, in its name
+	if target != s.ownURL {
+		server = target
 	}
 	// Not while Chroma is away: that would only hold the lease through
 	// the client's retries.
@@ -128,7 +132,7 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 	// started meanwhile is refused, naming it, and this waits for one
 	// that runs.
 	lease, err := fence.Acquire(ctx, s.assets.State, contract.Lease{Tenant: rec.Tenant, Database: rec.Database, Holder: opID,
-		Kind: "rollback_cleanup", Actor: "restorer"}, s.cfg.LeaseTTL)
+		Kind: "rollback_cleanup", Actor: "restorer", Server: server}, s.cfg.LeaseTTL)
 	if err != nil {
 		return s.leftoversFailed(ctx, rec, rev, err)
 	}

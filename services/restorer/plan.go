@@ -246,6 +246,16 @@ func (sp *spec) closeStream() {
 // touched reports whether archive collection i is written by the rollback.
 func (sp *spec) touched(i int) bool { return sp.restore[i] || sp.batches[i] != nil }
 
+// server is the Chroma the rollback writes to as its lease names it: ""
+// for the restorer's own, else the other server's URL (the plan's
+// chroma_url).
+func (sp *spec) server() string {
+	if sp.own {
+		return ""
+	}
+	return sp.targetURL
+}
+
 // targetState is what the target database holds now.
 type targetState struct {
 	tenantExists, databaseExists bool
@@ -440,6 +450,10 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	if p.SafetySnapshot && !sp.own {
 		return nil, badRequest("no_safety_snapshot", "a safety snapshot can only be taken of the restorer's own Chroma (%s), and this rollback overwrites collections on %s; set no_safety_snapshot (--no-safety-snapshot in the CLI) to go ahead without one", s.ownURL, sp.targetURL)
 	}
+	if !sp.own {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("no write fence on %s: the read-only gate and the migrations paused by a rollback are those of %s, so writes to %s/%s there go on while it restores",
+			sp.targetURL, s.ownURL, sp.tenant, sp.database))
+	}
 	if !m.Consistent {
 		p.Warnings = append(p.Warnings, "snapshot is not consistent: "+m.Inconsistency)
 	}
@@ -462,7 +476,7 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	if sp.mode == modeBatches {
 		p.Warnings = append(p.Warnings, "batch-level: the named batches' records are overwritten with the snapshot's; records added or changed elsewhere are kept")
 	}
-	if err := fence.Check(ctx, s.assets.State, sp.tenant, sp.database, sp.req.OpID); err != nil && errors.Is(err, fence.ErrHeld) {
+	if err := fence.CheckOn(ctx, s.assets.State, sp.server(), sp.tenant, sp.database, sp.req.OpID); err != nil && errors.Is(err, fence.ErrHeld) {
 		p.Warnings = append(p.Warnings, err.Error()+": starting this rollback is refused until it is released")
 	}
 	am, measured := s.addModel(ctx, sp.targetURL)
