@@ -81,6 +81,13 @@ func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, st
 	if e != nil {
 		return nil, e
 	}
+	if req.DropExtra && m.Partial {
+		// A partial snapshot (named collections, a rollback's safety
+		// snapshot) says nothing of the database's other collections:
+		// "not in the snapshot" is not "not there before".
+		return nil, badRequest("drop_extra", "snapshot %s (%s) holds only some collections of %s/%s (partial), so drop_extra would delete every other collection there, which it never held; roll back without it (they are listed as extra and kept) and delete what should go by hand",
+			m.SnapshotID, m.Name, m.Tenant, m.Database)
+	}
 	sp := &spec{req: req, m: m, tenant: m.Tenant, database: m.Database, mode: modeFull}
 	if req.TargetTenant != "" {
 		if err := contract.ValidateChromaName("target_tenant", req.TargetTenant); err != nil {

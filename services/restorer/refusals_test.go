@@ -39,6 +39,15 @@ func TestRefusalsAndFailures(t *testing.T) {
 
 	t.Run("bad requests", func(t *testing.T) {
 		plan, start := e.subj.API("rollback", "plan"), e.subj.API("rollback", "start")
+		// A snapshot of one collection: it says nothing of the others.
+		code, data := e.request(t, e.subj.API("snapshot", "create"), contract.SnapshotCreateRequest{Name: "only_empty", Tenant: "acme", Database: "prod", Collections: []string{"empty"}, Actor: "test"})
+		var partial contract.SnapshotCreateReply
+		if code != 0 || json.Unmarshal(data, &partial) != nil {
+			t.Fatalf("partial snapshot: %d %s", code, data)
+		}
+		if op := e.waitOp(t, partial.OpID, time.Minute); op.Status != contract.StatusCompleted {
+			t.Fatalf("partial snapshot: %s %s", op.Status, op.Error)
+		}
 		cases := []struct {
 			name, subject string
 			body          any
@@ -51,6 +60,7 @@ func TestRefusalsAndFailures(t *testing.T) {
 			{"unknown snapshot", start, contract.RollbackRequest{SnapshotID: "snap_nope", Confirm: true}, contract.CodeNotFound, `no snapshot with id or name "snap_nope"`},
 			{"collections and batches", plan, contract.RollbackRequest{SnapshotID: snap, Collections: []string{"empty"}, Batches: map[string][]string{"empty": {"batch_000000"}}}, contract.CodeBadRequest, "not both"},
 			{"drop_extra on partial", plan, contract.RollbackRequest{SnapshotID: snap, Collections: []string{"empty"}, DropExtra: true}, contract.CodeBadRequest, "full rollbacks only"},
+			{"drop_extra from a partial snapshot", start, contract.RollbackRequest{SnapshotID: partial.SnapshotID, DropExtra: true, Confirm: true}, contract.CodeBadRequest, "holds only some collections of acme/prod (partial), so drop_extra would delete every other collection there"},
 			{"in_place on batches", plan, contract.RollbackRequest{SnapshotID: snap, Batches: map[string][]string{"corpus.v1": {"batch_000000"}}, InPlace: true}, contract.CodeBadRequest, "always upserts"},
 			{"collection twice", plan, contract.RollbackRequest{SnapshotID: snap, Collections: []string{"empty", "empty"}}, contract.CodeBadRequest, "named twice"},
 			{"rename unknown", plan, contract.RollbackRequest{SnapshotID: snap, Rename: map[string]string{"ghost": "x_1"}}, contract.CodeBadRequest, `"ghost"`},
