@@ -171,7 +171,7 @@ func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, st
 		}
 	}
 
-	var badRename []string
+	var badRename, notRestored []string
 	for from, to := range req.Rename {
 		i, ok := byName[from]
 		if !ok {
@@ -181,11 +181,20 @@ func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, st
 		if err := validCollectionName(to); err != nil {
 			return nil, badRequest("rename", "rename %q: %v", from, err)
 		}
+		if !sp.touched(i) {
+			notRestored = append(notRestored, from)
+		}
 		sp.names[i] = to
 	}
 	if len(badRename) > 0 {
 		sort.Strings(badRename)
 		return nil, unknown("rename", badRename)
+	}
+	if len(notRestored) > 0 {
+		// Ignored, it would restore a collection under its own name that
+		// was meant to go elsewhere, or leave a typo unnoticed.
+		sort.Strings(notRestored)
+		return nil, badRequest("rename", "rename names %s, which this rollback does not restore: rename only the collections it restores, or name them too", quoteList(notRestored))
 	}
 	seen := map[string]string{}
 	for i, name := range sp.names {

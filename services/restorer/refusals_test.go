@@ -66,6 +66,7 @@ func TestRefusalsAndFailures(t *testing.T) {
 			{"rename unknown", plan, contract.RollbackRequest{SnapshotID: snap, Rename: map[string]string{"ghost": "x_1"}}, contract.CodeBadRequest, `"ghost"`},
 			{"rename invalid", plan, contract.RollbackRequest{SnapshotID: snap, Rename: map[string]string{"empty": "no/slash"}}, contract.CodeBadRequest, "not a valid Chroma collection name"},
 			{"rename collision", plan, contract.RollbackRequest{SnapshotID: snap, Rename: map[string]string{"empty": "personality"}}, contract.CodeBadRequest, `would both be restored as "personality"`},
+			{"rename of an untouched collection", plan, contract.RollbackRequest{SnapshotID: snap, Collections: []string{"empty"}, Rename: map[string]string{"personality": "personality_copy"}}, contract.CodeBadRequest, `rename names "personality", which this rollback does not restore`},
 			{"rename onto untouched", plan, contract.RollbackRequest{SnapshotID: snap, Collections: []string{"empty"}, Rename: map[string]string{"empty": "personality"}}, contract.CodeBadRequest, "does not restore"},
 			{"chroma_url not allowed", plan, contract.RollbackRequest{SnapshotID: snap, ChromaURL: "http://elsewhere.example:8000"}, contract.CodeBadRequest, "is not allowed"},
 			{"chroma_url not a URL", plan, contract.RollbackRequest{SnapshotID: snap, ChromaURL: "ftp:/x"}, contract.CodeBadRequest, "chroma_url"},
