@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -315,7 +316,8 @@ func writeAuditRow(w io.Writer, e *contract.AuditTrailEntry) {
 			detail = append(detail, kv[0]+"="+clipText(kv[1]))
 		}
 	}
-	fmt.Fprintf(w, auditRow, at.UTC().Format(time.RFC3339), strconv.FormatUint(e.Seq, 10), dash(ev.Service), dash(ev.Action), dash(ev.Outcome), dash(ev.Actor), strings.Join(detail, " "))
+	fmt.Fprintf(w, auditRow, at.UTC().Format(time.RFC3339), strconv.FormatUint(e.Seq, 10), dash(oneLine(ev.Service)), dash(oneLine(ev.Action)),
+		dash(oneLine(ev.Outcome)), dash(oneLine(ev.Actor)), strings.Join(detail, " "))
 }
 
 // figure is the event's figure key when it is a string: the job, or the
@@ -331,12 +333,39 @@ func figure(ev *contract.AuditEvent, key string) string {
 // clipText puts s on one line of at most 120 characters, cut between
 // characters, never inside one.
 func clipText(s string) string {
-	s = strings.ReplaceAll(s, "\n", " ")
+	s = oneLine(s)
 	if utf8.RuneCountInString(s) <= 120 {
 		return s
 	}
 	return string([]rune(s)[:117]) + "..."
 }
+
+// oneLine puts s on one line that cannot drive the terminal. An event's
+// text is whatever its publisher wrote (the request's actor and reason, or
+// anything published on the audit subjects): a line break in it would print
+// a forged row, and an escape sequence could rewrite what is on the screen.
+// Line breaks and tabs become spaces, other control characters their
+// escapes (\x1b).
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\r' || r == '\t' || r == '\u2028' || r == '\u2029':
+			b.WriteByte(' ')
+		case isControl(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool { return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' }
 
 func (a *app) auditCmd() *cobra.Command {
 	cmd := &cobra.Command{

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
@@ -327,5 +328,33 @@ func TestAuditRow(t *testing.T) {
 	}
 	if n := utf8.RuneCountInString(row[strings.Index(row, "reason=")+len("reason="):]); n != 121 {
 		t.Errorf("reason printed as %d characters with the newline, want 117 and \"...\" and the newline", n)
+	}
+}
+
+// TestAuditRowControlCharacters: an event's text (the request's actor and
+// reason, anything published on the audit subjects) cannot break the row
+// into a forged one, nor send escape sequences to the terminal.
+func TestAuditRowControlCharacters(t *testing.T) {
+	ev, err := json.Marshal(contract.AuditEvent{
+		Service: "restorer", Action: "rollback", Outcome: "completed",
+		Actor:  "mallory\n2025-11-30T14:40:02Z  1  restorer  rollback  completed  admin",
+		Reason: "fixed\x1b[2K\x1b[1A\r\u2028done\u009b",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	writeAuditRow(&buf, &contract.AuditTrailEntry{Seq: 7, Stored: time.Now(), Event: ev})
+	row := buf.String()
+	if strings.Count(row, "\n") != 1 || !strings.HasSuffix(row, "\n") {
+		t.Errorf("row is not one line: %q", row)
+	}
+	if strings.ContainsFunc(strings.TrimSuffix(row, "\n"), func(r rune) bool { return unicode.IsControl(r) || r == '\u2028' }) {
+		t.Errorf("row holds control characters: %q", row)
+	}
+	for _, want := range []string{"mallory 2025-11-30T14:40:02Z", `reason=fixed\x1b[2K\x1b[1A  done\u009b`} {
+		if !strings.Contains(row, want) {
+			t.Errorf("row lacks %q: %q", want, row)
+		}
 	}
 }
