@@ -2,11 +2,13 @@ package restorer_test
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
@@ -170,4 +172,42 @@ func mixRecords(from, base *record.Batch, take map[string]bool) *record.Batch {
 		}
 	}
 	return out
+}
+
+// TestBatchRollbackIntoReembeddedCollection: a migration that re-embedded
+// a collection (recreated it with embeddings of another dimension) leaves
+// one the snapshot's batches cannot be upserted into. The plan refuses the
+// batch-level rollback, naming the partial rollback that restores it, and
+// nothing is written; the partial rollback then does.
+func TestBatchRollbackIntoReembeddedCollection(t *testing.T) {
+	e := seeded(t)
+	e.startRestorer(t, restorer.Config{}, nil)
+	ctx := t.Context()
+	pre := e.dump(t, "acme", "prod")
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+
+	if err := e.cc.DeleteCollection(ctx, "acme", "prod", "personality"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.cc.CreateCollection(ctx, "acme", "prod", chroma.CreateCollection{Name: "personality", Configuration: json.RawMessage(`{"hnsw":{"space":"ip"}}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cc.Add(ctx, "acme", "prod", c.ID, &record.Batch{IDs: []string{"reembedded"}, Embeddings: [][]float32{make([]float32, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	migrated := e.dump(t, "acme", "prod")
+
+	req := contract.RollbackRequest{SnapshotID: snap, Batches: map[string][]string{"personality": {"batch_000000"}}, Confirm: true}
+	code, body := e.requestError(t, e.subj.API("rollback", "start"), req)
+	if code != contract.CodeBadRequest || body.Field != "batches" ||
+		!strings.Contains(body.Error, "now holds 32-dimensional embeddings and the snapshot's \"personality\" 16-dimensional ones") ||
+		!strings.Contains(body.Error, "--partial --failed-collections personality") {
+		t.Errorf("batch-level rollback into the re-embedded collection: %d %+v", code, body)
+	}
+	compareDB(t, "after the refusal", e.dump(t, "acme", "prod"), migrated, nil)
+
+	e.rollback(t, contract.RollbackRequest{SnapshotID: snap, Collections: []string{"personality"}})
+	got := e.dump(t, "acme", "prod")
+	compareCollection(t, "personality", got["personality"], pre["personality"])
 }

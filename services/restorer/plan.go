@@ -423,6 +423,20 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 			}
 			if !exists {
 				p.Warnings = append(p.Warnings, fmt.Sprintf("collection %q does not exist in %s/%s: it is created with the snapshot's configuration and metadata, then the batches are upserted", it.Target, sp.tenant, sp.database))
+				break
+			}
+			// A migration that re-embedded the collection (a new model, a
+			// new dimension) leaves one the snapshot's records cannot be
+			// upserted into: Chroma refuses them mid-way. Say so now, and
+			// what restores it instead.
+			live := st.collections[it.Target]
+			if live.Dimension != nil && ci.Dimension != nil && *live.Dimension != *ci.Dimension {
+				return nil, badRequest("batches", "collection %q in %s/%s now holds %d-dimensional embeddings and the snapshot's %q %d-dimensional ones: its batches cannot be upserted into it; restore the whole collection with a partial rollback instead (--partial --failed-collections %s)",
+					it.Target, sp.tenant, sp.database, *live.Dimension, c.Name, *ci.Dimension, c.Name)
+			}
+			if space := spaceOf(live.Configuration, live.Metadata); space != it.Space {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("collection %q in %s/%s is now in a %s space and the snapshot's %q in %s: the batches are upserted into it as it is (a partial rollback, --partial --failed-collections %s, restores it whole)",
+					it.Target, sp.tenant, sp.database, space, c.Name, it.Space, c.Name))
 			}
 		default:
 			it.Action = contract.PlanUntouched
