@@ -27,7 +27,7 @@ func (a *app) rollbackCmd() *cobra.Command {
 		req            contract.RollbackRequest
 		dryRun, yes    bool
 		partial        bool
-		failed, rename string
+		failed, rename []string
 		batches        []string
 		noWait         bool
 		wait           time.Duration
@@ -113,14 +113,16 @@ type 'yes' (or pass --yes). --dry-run stops after the plan.`,
 	f.BoolVar(&dryRun, "dry-run", false, "verify the archive and print the plan; change nothing")
 	f.BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	f.BoolVar(&partial, "partial", false, "restore only --failed-collections; leave every other collection as it is")
-	f.StringVar(&failed, "failed-collections", "", "comma-separated collection names (with --partial)")
+	// Repeatable like --batches: a string flag given twice kept only its
+	// last value, restoring (or renaming) less than was asked, silently.
+	f.StringArrayVar(&failed, "failed-collections", nil, "comma-separated collection names (with --partial; repeatable)")
 	f.StringArrayVar(&batches, "batches", nil, "COLLECTION:batch_000000,batch_000001 (repeatable): upsert just these batches (snapshot info shows which records each holds)")
 	f.BoolVar(&req.DropExtra, "drop-extra", false, "delete collections that are not in the snapshot (full rollback)")
 	f.BoolVar(&req.InPlace, "in-place", false, "restore into the live collections instead of staging and swapping")
 	f.BoolVar(&req.NoSafetySnapshot, "no-safety-snapshot", false, "skip the snapshot of what will be overwritten")
 	f.StringVar(&req.TargetTenant, "target-tenant", "", "restore into this tenant (default: the snapshot's)")
 	f.StringVar(&req.TargetDatabase, "target-database", "", "restore into this database (default: the snapshot's)")
-	f.StringVar(&rename, "rename", "", "comma-separated old:new collection renames")
+	f.StringArrayVar(&rename, "rename", nil, "comma-separated old:new collection renames (repeatable)")
 	f.StringVar(&req.ChromaURL, "chroma-url", "", "restore into another Chroma server (default: the restorer's)")
 	f.StringVar(&req.Reason, "reason", "", "why, recorded in the audit trail")
 	f.BoolVar(&noWait, "no-wait", false, "print the operation id once queued, without waiting")
@@ -129,8 +131,8 @@ type 'yes' (or pass --yes). --dry-run stops after the plan.`,
 }
 
 // buildRollback validates the flags before anything is asked of the server.
-func (a *app) buildRollback(req *contract.RollbackRequest, partial bool, failed, rename string, batches []string) error {
-	names := splitList(failed)
+func (a *app) buildRollback(req *contract.RollbackRequest, partial bool, failed, rename, batches []string) error {
+	names := splitList(strings.Join(failed, ","))
 	switch {
 	case partial && len(names) == 0:
 		return usageErr("--partial needs --failed-collections a,b")
@@ -154,7 +156,7 @@ func (a *app) buildRollback(req *contract.RollbackRequest, partial bool, failed,
 		coll = strings.TrimSpace(coll)
 		req.Batches[coll] = append(req.Batches[coll], ids...)
 	}
-	for _, pair := range splitList(rename) {
+	for _, pair := range splitList(strings.Join(rename, ",")) {
 		from, to, ok := strings.Cut(pair, ":")
 		if !ok || from == "" || to == "" {
 			return usageErr("--rename %q: want old:new", pair)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -178,6 +179,25 @@ func TestCLIRollback(t *testing.T) {
 		}
 	}
 	sameState(t, "after dry run", state(t, cc), damaged)
+
+	// --failed-collections and --rename are repeatable like --batches:
+	// every occurrence counts, not only the last.
+	code, stdout, stderr = c.run("rollback", "pre_migration", "--dry-run", "--json", "--partial",
+		"--failed-collections", "workload_00", "--failed-collections", "workload_01",
+		"--rename", "workload_00:w00_copy", "--rename", "workload_01:w01_copy")
+	var rp contract.RollbackPlan
+	if code != exitOK || json.Unmarshal([]byte(stdout), &rp) != nil {
+		t.Fatalf("dry run with repeated flags: exit %d: %s %s", code, stdout, stderr)
+	}
+	restored := map[string]string{}
+	for _, it := range rp.Items {
+		if it.Action != contract.PlanUntouched {
+			restored[it.Collection] = it.Target
+		}
+	}
+	if want := map[string]string{"workload_00": "w00_copy", "workload_01": "w01_copy"}; !maps.Equal(restored, want) {
+		t.Errorf("repeated --failed-collections and --rename restore %v, want %v", restored, want)
+	}
 
 	// What the service refuses as a bad request exits 2, and --json prints
 	// its error reply.
