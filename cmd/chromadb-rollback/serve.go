@@ -161,6 +161,16 @@ func (a *app) serveCmd() *cobra.Command {
 				return err
 			}
 			rcfg := restorer.Config{ChromaURL: cf.url, Instance: hostInstance("restorer"), Replicas: nreplicas, ChromaToken: cf.token, AllowedChromaURLs: splitList(allowURLs), Metrics: ep.Metrics(), Identities: identities}
+			var runGate func(context.Context) error
+			if gateListen != "" {
+				g, run, err := a.gateRunner(ctx, nc, cf.url, gateListen, log)
+				if err != nil {
+					return err
+				}
+				// The restorer waits for the writes this gate let through
+				// before it saw the fence, before it reads the database.
+				rcfg.Quiesce, runGate = g.Quiesce, run
+			}
 			if strings.EqualFold(cf.authHeader, "bearer") || strings.EqualFold(cf.authHeader, "authorization") {
 				rcfg.ChromaAuthHeader = chroma.AuthBearer
 			}
@@ -188,12 +198,8 @@ func (a *app) serveCmd() *cobra.Command {
 			if ep != nil {
 				services = append(services, ep.Run)
 			}
-			if gateListen != "" {
-				run, err := a.gateRunner(ctx, nc, cf.url, gateListen, log)
-				if err != nil {
-					return err
-				}
-				services = append(services, run)
+			if runGate != nil {
+				services = append(services, runGate)
 			}
 			fmt.Fprintf(a.stderr, "chromadb-rollback serving: NATS %s, Chroma %s, data %s (Ctrl-C to stop)\n", ns.ClientURL(), chroma.RedactURL(cf.url), dataDir)
 			if ep != nil {
@@ -241,28 +247,29 @@ func keysWarning(recipients *crypt.Recipients, identities *crypt.Identities) str
 	return "new archives are encrypted with age to keys none of the identities of --age-identity-file is for (its public keys: " + strings.Join(pubs, ", ") + "): " + then
 }
 
-// gateRunner opens the fence watch and returns the gate's serve loop.
-func (a *app) gateRunner(ctx context.Context, nc *nats.Conn, chromaURL, listen string, log *slog.Logger) (func(context.Context) error, error) {
+// gateRunner opens the fence watch and returns the gate (its Quiesce is the
+// restorer's) and its serve loop.
+func (a *app) gateRunner(ctx context.Context, nc *nats.Conn, chromaURL, listen string, log *slog.Logger) (*gate.Gate, func(context.Context) error, error) {
 	upstream, err := url.Parse(chromaURL)
 	if err != nil {
-		return nil, usageErr("--chroma-url %q: %v", chroma.RedactURL(chromaURL), err)
+		return nil, nil, usageErr("--chroma-url %q: %v", chroma.RedactURL(chromaURL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	assets, err := bus.Bootstrap(bctx, js, bus.Config{Subjects: a.subj})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fences, err := gate.WatchFences(ctx, assets.State, gate.FencesLogger(log), gate.FencesConn(nc))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	g := gate.New(upstream, fences, gate.WithLogger(log))
-	return func(ctx context.Context) error { return g.Serve(ctx, listen) }, nil
+	return g, func(ctx context.Context) error { return g.Serve(ctx, listen) }, nil
 }
 
 // runAll runs the services until ctx ends or one of them fails, which

@@ -1,6 +1,7 @@
 package restorer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -60,6 +61,15 @@ type Config struct {
 	// Identities decrypt archives encrypted at rest with age; without them
 	// a rollback to an encrypted snapshot is refused before anything changes.
 	Identities *crypt.Identities
+	// Quiesce, when set, is called once the write fence of the restorer's
+	// own Chroma is raised and before the rollback reads or changes the
+	// database; it returns once no write admitted before the fence can
+	// still land. serve passes its in-process read-only gate's
+	// (gate.Gate.Quiesce): the gate learns of the fence from a KV watch,
+	// and a write it let through just before, still in flight, would
+	// otherwise land after the safety snapshot read the collection and be
+	// lost in the swap.
+	Quiesce func(ctx context.Context, tenant, database string) error
 }
 
 func (c *Config) setDefaults() {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"net/url"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,5 +115,89 @@ func TestGateDuringRollback(t *testing.T) {
 	}
 	if werr != nil {
 		t.Errorf("write after the rollback: %v", werr)
+	}
+}
+
+// blockAdds is a transport to Chroma that holds every add until release
+// is closed, counting the adds it holds.
+type blockAdds struct {
+	release chan struct{}
+	held    atomic.Int32
+}
+
+func (b *blockAdds) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/add") {
+		b.held.Add(1)
+		select {
+		case <-b.release:
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		}
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestRollbackWaitsForWritesTheGateAdmitted: a write the in-process gate
+// let through just before the fence, still on its way to Chroma, has
+// landed before the rollback reads or changes the database (restorer
+// Config.Quiesce, as serve wires it): it cannot land in the middle of the
+// restore, after the safety snapshot read the collection.
+func TestRollbackWaitsForWritesTheGateAdmitted(t *testing.T) {
+	e := seeded(t)
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	fences, err := gate.WatchFences(t.Context(), e.nats.Assets.State, gate.FencesConn(e.nats.Conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream, _ := url.Parse(e.chroma.URL)
+	slow := &blockAdds{release: make(chan struct{})}
+	g := gate.New(upstream, fences, gate.WithTransport(slow))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, stopGate := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- g.ServeListener(gctx, ln) }()
+	t.Cleanup(func() { stopGate(); <-served })
+	app, err := chroma.New("http://"+ln.Addr().String(), chroma.WithRetryMaxElapsed(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var inFlightAtRestore atomic.Int32
+	inFlightAtRestore.Store(-1)
+	e.startRestorer(t, restorer.Config{Instance: "gated", Quiesce: g.Quiesce}, func(ctx context.Context, p restorer.HookPoint) error {
+		if p.Name == "batch" {
+			inFlightAtRestore.CompareAndSwap(-1, int32(g.InFlightWrites("acme", "prod")))
+		}
+		return nil
+	})
+	ctx := t.Context()
+	prod, err := app.GetCollection(ctx, "acme", "prod", "corpus.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		v := make([]float32, *prod.Dimension)
+		wrote <- app.Add(ctx, "acme", "prod", prod.ID, &record.Batch{IDs: []string{"admitted-before-the-fence"}, Embeddings: [][]float32{v}})
+	}()
+	for deadline := time.Now().Add(10 * time.Second); slow.held.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the write never reached Chroma's side of the gate")
+		}
+	}
+	r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true, NoSafetySnapshot: true})
+	time.Sleep(time.Second) // the rollback would be restoring by now
+	close(slow.release)
+	if err := <-wrote; err != nil {
+		t.Errorf("the write admitted before the fence: %v", err)
+	}
+	if op := e.waitOp(t, r.OpID, 2*time.Minute); op.Status != contract.StatusCompleted {
+		t.Fatalf("rollback: %s %s", op.Status, op.Error)
+	}
+	if n := inFlightAtRestore.Load(); n != 0 {
+		t.Errorf("%d write(s) the gate admitted before the fence were still in flight when the rollback wrote its first batch", n)
 	}
 }

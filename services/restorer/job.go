@@ -301,6 +301,14 @@ func (j *job) run(ctx context.Context) error {
 			return err
 		}
 		j.step(ctx, "fence raised", map[string]any{"paused_jobs": ck.Paused})
+		if q := s.cfg.Quiesce; q != nil {
+			qctx, cancel := context.WithTimeout(ctx, quiesceWait)
+			err := q(qctx, sp.tenant, sp.database)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("the read-only gate did not quiesce %s/%s after the fence was raised (%w): writes it admitted may still land, so nothing was changed", sp.tenant, sp.database, err)
+			}
+		}
 	}
 
 	if ck.Plan.SafetySnapshot && !ck.SafetyDone {
@@ -326,6 +334,10 @@ func (j *job) run(ctx context.Context) error {
 // planReuseAge is how old the plan made when a rollback was started may be
 // for its job to carry it out as it is, rather than plan again.
 const planReuseAge = 2 * time.Second
+
+// quiesceWait bounds Config.Quiesce: the gate sees a fence within
+// milliseconds, and a write it admitted ends with Chroma's answer.
+const quiesceWait = 2 * time.Minute
 
 // freshPlan returns the plan the op was started with if it was made less
 // than planReuseAge ago for the snapshot and target sp resolves to, nil
