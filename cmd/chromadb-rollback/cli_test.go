@@ -207,6 +207,13 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 		t.Errorf("created manifest: name %q, %d records in %d collections; want 300 in 2", m.Name, m.TotalRecords, len(m.Collections))
 	}
 
+	// --collections repeated counts every time, as comma-separated.
+	code, stdout, stderr = c.run("snapshot", "create", "--name", "two", "--collections", m.Collections[0].Name, "--collections", m.Collections[1].Name, "--json")
+	var two contract.SnapshotManifest
+	if err := json.Unmarshal([]byte(stdout), &two); code != exitOK || err != nil || len(two.Collections) != 2 || two.TotalRecords != m.TotalRecords {
+		t.Errorf("snapshot create with --collections twice: exit %d, %d collections, %d records (%v); want both, %d records\n%s", code, len(two.Collections), two.TotalRecords, err, m.TotalRecords, stderr)
+	}
+
 	code, stdout, _ = c.run("snapshot", "create", "--name", "plain", "--reason", "before the reindex", "--actor", "ops@example")
 	if code != exitOK || !strings.HasPrefix(strings.TrimSpace(stdout), "snap_") {
 		t.Errorf("snapshot create without --json: exit %d, output %q, want the id", code, stdout)

@@ -32,7 +32,7 @@ func (a *app) snapshotCmd() *cobra.Command {
 
 func (a *app) snapshotCreateCmd() *cobra.Command {
 	var req contract.SnapshotCreateRequest
-	var collections string
+	var collections []string
 	var noWait bool
 	var wait time.Duration
 	cmd := &cobra.Command{
@@ -43,13 +43,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 			if err := contract.ValidateSnapshotName(req.Name); err != nil {
 				return usageErr("--name: %v", err)
 			}
-			if collections != "" {
-				for _, c := range strings.Split(collections, ",") {
-					if c = strings.TrimSpace(c); c != "" {
-						req.Collections = append(req.Collections, c)
-					}
-				}
-			}
+			req.Collections = splitList(strings.Join(collections, ","))
 			req.Envelope = contract.NewEnvelope(contract.TypeSnapshotCreateRequest)
 			req.Actor = a.actor
 			nc, err := a.connect()
@@ -104,7 +98,10 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 	f.StringVar(&req.Name, "name", "", "human name, e.g. pre_migration_2025-11-30 (required)")
 	f.StringVar(&req.Tenant, "tenant", envOr("CHROMA_TENANT", "default_tenant"), "Chroma tenant (env CHROMA_TENANT)")
 	f.StringVar(&req.Database, "database", envOr("CHROMA_DATABASE", "default_database"), "Chroma database (env CHROMA_DATABASE)")
-	f.StringVar(&collections, "collections", "", "comma-separated collection names (default: all)")
+	// Repeatable, as rollback's --failed-collections: given twice, a
+	// string flag kept only its last value, and the snapshot held less
+	// than was asked.
+	f.StringArrayVar(&collections, "collections", nil, "comma-separated collection names (default: all; repeatable)")
 	f.StringVar(&req.Reason, "reason", "", "why, recorded in the audit trail")
 	f.BoolVar(&req.Keep, "keep", false, "pin the snapshot: retention never deletes it (undo with snapshot keep ID --off)")
 	f.BoolVar(&noWait, "no-wait", false, "print the snapshot id once queued, without waiting")
