@@ -1,7 +1,6 @@
 package restorer_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -169,21 +168,8 @@ func TestRestoreElsewhere(t *testing.T) {
 func TestRestoreElsewhereLeavesOwnDatabase(t *testing.T) {
 	e := seeded(t)
 	other := testenv.StartChroma(t)
-	reached, release := make(chan struct{}), make(chan struct{})
-	e.startRestorer(t, restorer.Config{AllowedChromaURLs: []string{other.URL}}, func(ctx context.Context, p restorer.HookPoint) error {
-		if p.Name == "batch" && p.Batch == 1 {
-			select {
-			case reached <- struct{}{}:
-				select {
-				case <-release:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			default: // only the first time
-			}
-		}
-		return nil
-	})
+	hook, reached, release := holdFirstBatch()
+	e.startRestorer(t, restorer.Config{AllowedChromaURLs: []string{other.URL}}, hook)
 	snap := e.snapshot(t, "acme", "prod", "pre_migration")
 	req := contract.RollbackRequest{SnapshotID: snap, ChromaURL: other.URL}
 	if p := e.plan(t, req); !slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "no write fence on "+other.URL) }) {

@@ -110,6 +110,28 @@ func (e *env) startSnapshotter(t *testing.T) {
 }
 
 // startRestorer runs a restorer calling hook (if not nil) at its hook points.
+// holdFirstBatch is a hook that holds a rollback before its first batch
+// is written, the first time it gets there: reached receives then, and the
+// rollback goes on once release is closed.
+func holdFirstBatch() (hook func(context.Context, restorer.HookPoint) error, reached <-chan struct{}, release chan struct{}) {
+	at := make(chan struct{})
+	release = make(chan struct{})
+	return func(ctx context.Context, p restorer.HookPoint) error {
+		if p.Name == "batch" && p.Batch == 1 {
+			select {
+			case at <- struct{}{}:
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			default: // only the first time
+			}
+		}
+		return nil
+	}, at, release
+}
+
 func (e *env) startRestorer(t *testing.T, cfg restorer.Config, hook func(context.Context, restorer.HookPoint) error) (stop func()) {
 	t.Helper()
 	if cfg.ChromaURL == "" {

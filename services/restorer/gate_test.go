@@ -26,39 +26,10 @@ func TestGateDuringRollback(t *testing.T) {
 	e := seeded(t)
 	snap := e.snapshot(t, "acme", "prod", "pre_migration")
 
-	fences, err := gate.WatchFences(t.Context(), e.nats.Assets.State, gate.FencesConn(e.nats.Conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	upstream, _ := url.Parse(e.chroma.URL)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, stopGate := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- gate.New(upstream, fences).ServeListener(gctx, ln) }()
-	t.Cleanup(func() { stopGate(); <-served })
-	app, err := chroma.New("http://"+ln.Addr().String(), chroma.WithRetryMaxElapsed(0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, app := startGate(t, e)
 
-	reached, release := make(chan struct{}), make(chan struct{})
-	e.startRestorer(t, restorer.Config{Instance: "gated"}, func(ctx context.Context, p restorer.HookPoint) error {
-		if p.Name == "batch" && p.Batch == 1 {
-			select {
-			case reached <- struct{}{}:
-				select {
-				case <-release:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			default: // only the first time
-			}
-		}
-		return nil
-	})
+	hook, reached, release := holdFirstBatch()
+	e.startRestorer(t, restorer.Config{Instance: "gated"}, hook)
 	ctx := t.Context()
 	prod, err := app.GetCollection(ctx, "acme", "prod", "corpus.v1") // a read, through the gate
 	if err != nil {
@@ -145,25 +116,8 @@ func (b *blockAdds) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestRollbackWaitsForWritesTheGateAdmitted(t *testing.T) {
 	e := seeded(t)
 	snap := e.snapshot(t, "acme", "prod", "pre_migration")
-	fences, err := gate.WatchFences(t.Context(), e.nats.Assets.State, gate.FencesConn(e.nats.Conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	upstream, _ := url.Parse(e.chroma.URL)
 	slow := &blockAdds{release: make(chan struct{})}
-	g := gate.New(upstream, fences, gate.WithTransport(slow))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, stopGate := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- g.ServeListener(gctx, ln) }()
-	t.Cleanup(func() { stopGate(); <-served })
-	app, err := chroma.New("http://"+ln.Addr().String(), chroma.WithRetryMaxElapsed(0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, app := startGate(t, e, gate.WithTransport(slow))
 
 	var inFlightAtRestore atomic.Int32
 	inFlightAtRestore.Store(-1)
@@ -200,4 +154,30 @@ func TestRollbackWaitsForWritesTheGateAdmitted(t *testing.T) {
 	if n := inFlightAtRestore.Load(); n != 0 {
 		t.Errorf("%d write(s) the gate admitted before the fence were still in flight when the rollback wrote its first batch", n)
 	}
+}
+
+// startGate serves a read-only gate in front of e's Chroma, following the
+// fences in e's state bucket, until the test ends; app is a client that
+// talks to Chroma through it.
+func startGate(t *testing.T, e *env, opts ...gate.Option) (*gate.Gate, *chroma.Client) {
+	t.Helper()
+	fences, err := gate.WatchFences(t.Context(), e.nats.Assets.State, gate.FencesConn(e.nats.Conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream, _ := url.Parse(e.chroma.URL)
+	g := gate.New(upstream, fences, opts...)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, stopGate := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- g.ServeListener(gctx, ln) }()
+	t.Cleanup(func() { stopGate(); <-served })
+	app, err := chroma.New("http://"+ln.Addr().String(), chroma.WithRetryMaxElapsed(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, app
 }
