@@ -225,6 +225,16 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 		t.Errorf("snapshot info plain: exit %d\n%s", code, stdout)
 	}
 
+	// What a request said is printed, never obeyed by the terminal: an
+	// actor holding an escape sequence (clear the screen) shows it escaped.
+	if code, _, stderr = c.run("snapshot", "create", "--name", "escaped", "--actor", "ops\x1b[2J\r"); code != exitOK {
+		t.Fatalf("snapshot create --actor with an escape: exit %d %s", code, stderr)
+	}
+	code, stdout, _ = c.run("snapshot", "info", "escaped")
+	if code != exitOK || strings.ContainsAny(stdout, "\x1b\r") || !regexp.MustCompile(`taken by:\s+ops\\x1b\[2J\\x0d\n`).MatchString(stdout) {
+		t.Errorf("snapshot info of a snapshot taken by an actor with an escape: exit %d\n%q", code, stdout)
+	}
+
 	code, stdout, _ = c.run("snapshot", "list")
 	if code != exitOK || !strings.Contains(stdout, m.SnapshotID) || !strings.Contains(stdout, "pre_migration_2025-11-30") {
 		t.Errorf("snapshot list: exit %d\n%s", code, stdout)

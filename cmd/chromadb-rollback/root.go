@@ -81,7 +81,7 @@ func envOr(key, def string) string {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	out := &countingWriter{w: stdout}
+	out := &countingWriter{w: termWriter{stdout}}
 	a := &app{stdin: stdin, stdout: out, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "chromadb-rollback",
@@ -120,7 +120,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(stderr, "error:", err)
+	fmt.Fprintln(stderr, "error:", termEscape(err.Error()))
 	code := exitCode(err)
 	// A service's error reply: with --json it is printed, so scripts read
 	// the code, the message and the field at fault, whatever exit code
@@ -148,6 +148,40 @@ type cliErrorBody struct {
 	Type     string `json:"type"`
 	Error    string `json:"error"`
 	ExitCode int    `json:"exit_code"`
+}
+
+// termWriter writes text with every control character other than a line
+// break or a tab escaped (\x1b): what the CLI prints holds what requests
+// and events said (an actor, a reason, an error), and an escape sequence
+// in one would otherwise drive the operator's terminal, erasing or
+// rewriting what is on the screen. JSON never holds a raw one.
+type termWriter struct{ w io.Writer }
+
+func (t termWriter) Write(p []byte) (int, error) {
+	if !slices.ContainsFunc(p, isTermControl) {
+		return t.w.Write(p)
+	}
+	if _, err := io.WriteString(t.w, termEscape(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func isTermControl(b byte) bool { return (b < 0x20 && b != '\n' && b != '\t') || b == 0x7f }
+
+// termEscape is s with the control characters termWriter escapes escaped.
+// Byte by byte: control characters are ASCII, never part of a longer
+// UTF-8 sequence, and every other byte is kept as it is.
+func termEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; isTermControl(c) {
+			fmt.Fprintf(&b, "\\x%02x", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // countingWriter counts what was written through it.
