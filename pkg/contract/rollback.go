@@ -376,8 +376,14 @@ func LeaseKeyOn(server, tenant, database string) string {
 	if server == "" {
 		return LeaseKey(tenant, database)
 	}
-	sum := sha256.Sum256([]byte(server))
-	return LeaseKey(tenant, database) + "/" + hex.EncodeToString(sum[:8])
+	return LeaseKey(tenant, database) + "/" + urlTag(server)
+}
+
+// urlTag names a Chroma URL in a key: the first 16 hex digits of its
+// SHA-256 (a URL holds characters a key may not).
+func urlTag(url string) string {
+	sum := sha256.Sum256([]byte(url))
+	return hex.EncodeToString(sum[:8])
 }
 
 // FenceKey is the key of the write fence of a tenant/database.
@@ -457,10 +463,7 @@ const StatusCancelled = "cancelled"
 // at chromaURL (normalized: scheme and host lower case, no credentials, no
 // trailing slash), named by the first 16 hex digits of the URL's SHA-256
 // (a URL holds characters a key may not).
-func AddRateKey(chromaURL string) string {
-	sum := sha256.Sum256([]byte(chromaURL))
-	return "rate.add." + hex.EncodeToString(sum[:8])
-}
+func AddRateKey(chromaURL string) string { return "rate.add." + urlTag(chromaURL) }
 
 // AddRate is how fast the restores into one Chroma wrote, kept in
 // CHROMA_STATE so that every restorer's plans estimate from it, also after

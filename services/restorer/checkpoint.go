@@ -3,13 +3,11 @@ package restorer
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Stages of a collection in a checkpoint.
@@ -59,21 +57,14 @@ type collCheckpoint struct {
 }
 
 func (s *Service) loadCheckpoint(ctx context.Context, opID string) (*checkpoint, error) {
-	e, err := s.assets.State.Get(ctx, contract.CheckpointKey(opID))
-	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read checkpoint of %s: %w", opID, err)
-	}
-	var ck checkpoint
-	if err := json.Unmarshal(e.Value(), &ck); err != nil {
-		return nil, fmt.Errorf("checkpoint of %s is unreadable: %w", opID, err)
+	ck, _, err := bus.GetJSON[checkpoint](ctx, s.assets.State, contract.CheckpointKey(opID), "checkpoint of "+opID)
+	if err != nil || ck == nil {
+		return nil, err
 	}
 	if ck.Collections == nil {
 		ck.Collections = map[int]*collCheckpoint{}
 	}
-	return &ck, nil
+	return ck, nil
 }
 
 func (s *Service) saveCheckpoint(ctx context.Context, ck *checkpoint) error {

@@ -206,21 +206,24 @@ func leftoverNote(ctx context.Context, c *chroma.Client, rec *contract.Leftovers
 }
 
 func (s *Service) readLeftovers(ctx context.Context, opID string) (*contract.Leftovers, uint64, error) {
-	e, err := s.assets.State.Get(ctx, contract.LeftoversKey(opID))
-	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, 0, nil
+	key := contract.LeftoversKey(opID)
+	rec, rev, err := bus.GetJSON[contract.Leftovers](ctx, s.assets.State, key, key)
+	if err != nil || rec == nil {
+		return nil, 0, err
 	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("read %s: %w", contract.LeftoversKey(opID), err)
+	if err := checkLeftovers(rec, opID); err != nil {
+		return nil, 0, err
 	}
-	var rec contract.Leftovers
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return nil, 0, fmt.Errorf("%s is unreadable: %w", contract.LeftoversKey(opID), err)
-	}
+	return rec, rev, nil
+}
+
+// checkLeftovers says whether rec, kept under opID's key, names its
+// operation, tenant and database.
+func checkLeftovers(rec *contract.Leftovers, opID string) error {
 	if rec.OpID != opID || rec.Tenant == "" || rec.Database == "" {
-		return nil, 0, fmt.Errorf("%s does not name its operation, tenant and database", contract.LeftoversKey(opID))
+		return fmt.Errorf("%s does not name its operation, tenant and database", contract.LeftoversKey(opID))
 	}
-	return &rec, e.Revision(), nil
+	return nil
 }
 
 // leftoversFailed records a try that did not take everything back, and
@@ -260,25 +263,29 @@ func (s *Service) noteLeftoversCleared(ctx context.Context, rec *contract.Leftov
 }
 
 // pendingLeftovers are the records of what stopped rollbacks left in sp's
-// database on sp's Chroma, not yet taken back.
+// database on sp's Chroma, not yet taken back: every record read by one
+// watcher (a plan asks on every call), not listed and then got one by one.
 func (s *Service) pendingLeftovers(ctx context.Context, sp *spec) ([]contract.Leftovers, error) {
-	ids, err := s.leftoverOps(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []contract.Leftovers
-	for _, id := range ids {
-		rec, _, err := s.readLeftovers(ctx, id)
-		if err != nil {
-			return nil, err
+	err := bus.EachValue(ctx, s.assets.State, contract.LeftoversPrefix+">", func(key string, data []byte) error {
+		var rec contract.Leftovers
+		if err := json.Unmarshal(data, &rec); err != nil {
+			return fmt.Errorf("%s is unreadable: %w", key, err)
 		}
-		if rec == nil || rec.Tenant != sp.tenant || rec.Database != sp.database {
-			continue
+		if err := checkLeftovers(&rec, strings.TrimPrefix(key, contract.LeftoversPrefix)); err != nil {
+			return err
+		}
+		if rec.Tenant != sp.tenant || rec.Database != sp.database {
+			return nil
 		}
 		if _, u, apiErr := s.targetClient(rec.ChromaURL); apiErr == nil && u != sp.targetURL {
-			continue // the same names on another Chroma
+			return nil // the same names on another Chroma
 		}
-		out = append(out, *rec)
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

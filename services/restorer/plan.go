@@ -393,9 +393,7 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	if sp.streamed {
 		p.Verification = contract.VerifyWhileStaging
 	}
-	if !sp.own {
-		p.ChromaURL = sp.targetURL
-	}
+	p.ChromaURL = sp.server()
 	targets := map[string]bool{}
 	for i, c := range m.Collections {
 		ci := sp.arc.md.Collections[i]

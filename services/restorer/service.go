@@ -266,21 +266,15 @@ func (s *Service) knownAddRate(ctx context.Context, chromaURL string) *contract.
 // storedAddRate reads the add rate kept for chromaURL; nil when there is
 // none or it cannot be used.
 func (s *Service) storedAddRate(ctx context.Context, chromaURL string) (*contract.AddRate, error) {
-	entry, err := s.assets.State.Get(ctx, contract.AddRateKey(chromaURL))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", contract.AddRateKey(chromaURL), err)
-	}
-	var rec contract.AddRate
-	if err := json.Unmarshal(entry.Value(), &rec); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", contract.AddRateKey(chromaURL), err)
+	key := contract.AddRateKey(chromaURL)
+	rec, _, err := bus.GetJSON[contract.AddRate](ctx, s.assets.State, key, key)
+	if err != nil || rec == nil {
+		return nil, err
 	}
 	if rec.ChromaURL != chromaURL || !(rec.RecordsPerSecond > 0) {
 		return nil, nil // another URL's (a hash collision), or nonsense
 	}
-	return &rec, nil
+	return rec, nil
 }
 
 // recordAddRate adds what a restore into chromaURL measured to the last
