@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -339,33 +338,6 @@ func clipText(s string) string {
 	}
 	return string([]rune(s)[:117]) + "..."
 }
-
-// oneLine puts s on one line that cannot drive the terminal. An event's
-// text is whatever its publisher wrote (the request's actor and reason, or
-// anything published on the audit subjects): a line break in it would print
-// a forged row, and an escape sequence could rewrite what is on the screen.
-// Line breaks and tabs become spaces, other control characters their
-// escapes (\x1b).
-func oneLine(s string) string {
-	if !strings.ContainsFunc(s, isControl) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t' || r == '\u2028' || r == '\u2029':
-			b.WriteByte(' ')
-		case isControl(r):
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
-func isControl(r rune) bool { return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' }
 
 func (a *app) auditCmd() *cobra.Command {
 	cmd := &cobra.Command{

@@ -231,7 +231,7 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 		t.Fatalf("snapshot create --actor with an escape: exit %d %s", code, stderr)
 	}
 	code, stdout, _ = c.run("snapshot", "info", "escaped")
-	if code != exitOK || strings.ContainsAny(stdout, "\x1b\r") || !regexp.MustCompile(`taken by:\s+ops\\x1b\[2J\\x0d\n`).MatchString(stdout) {
+	if code != exitOK || strings.ContainsAny(stdout, "\x1b\r") || !regexp.MustCompile(`taken by:\s+ops\\x1b\[2J\\r\n`).MatchString(stdout) {
 		t.Errorf("snapshot info of a snapshot taken by an actor with an escape: exit %d\n%q", code, stdout)
 	}
 

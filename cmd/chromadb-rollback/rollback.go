@@ -132,7 +132,7 @@ type 'yes' (or pass --yes). --dry-run stops after the plan.`,
 
 // buildRollback validates the flags before anything is asked of the server.
 func (a *app) buildRollback(req *contract.RollbackRequest, partial bool, failed, rename, batches []string) error {
-	names := splitList(strings.Join(failed, ","))
+	names := splitList(failed...)
 	switch {
 	case partial && len(names) == 0:
 		return usageErr("--partial needs --failed-collections a,b")
@@ -156,7 +156,7 @@ func (a *app) buildRollback(req *contract.RollbackRequest, partial bool, failed,
 		coll = strings.TrimSpace(coll)
 		req.Batches[coll] = append(req.Batches[coll], ids...)
 	}
-	for _, pair := range splitList(strings.Join(rename, ",")) {
+	for _, pair := range splitList(rename...) {
 		from, to, ok := strings.Cut(pair, ":")
 		if !ok || from == "" || to == "" {
 			return usageErr("--rename %q: want old:new", pair)
@@ -175,11 +175,15 @@ func (a *app) buildRollback(req *contract.RollbackRequest, partial bool, failed,
 	return nil
 }
 
-func splitList(s string) []string {
+// splitList is the comma-separated items of every one of ss (a repeatable
+// flag's values), trimmed, the empty ones left out.
+func splitList(ss ...string) []string {
 	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
+	for _, s := range ss {
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
 		}
 	}
 	return out

@@ -150,40 +150,6 @@ type cliErrorBody struct {
 	ExitCode int    `json:"exit_code"`
 }
 
-// termWriter writes text with every control character other than a line
-// break or a tab escaped (\x1b): what the CLI prints holds what requests
-// and events said (an actor, a reason, an error), and an escape sequence
-// in one would otherwise drive the operator's terminal, erasing or
-// rewriting what is on the screen. JSON never holds a raw one.
-type termWriter struct{ w io.Writer }
-
-func (t termWriter) Write(p []byte) (int, error) {
-	if !slices.ContainsFunc(p, isTermControl) {
-		return t.w.Write(p)
-	}
-	if _, err := io.WriteString(t.w, termEscape(string(p))); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func isTermControl(b byte) bool { return (b < 0x20 && b != '\n' && b != '\t') || b == 0x7f }
-
-// termEscape is s with the control characters termWriter escapes escaped.
-// Byte by byte: control characters are ASCII, never part of a longer
-// UTF-8 sequence, and every other byte is kept as it is.
-func termEscape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; isTermControl(c) {
-			fmt.Fprintf(&b, "\\x%02x", c)
-		} else {
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
 // countingWriter counts what was written through it.
 type countingWriter struct {
 	w io.Writer

@@ -43,7 +43,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 			if err := contract.ValidateSnapshotName(req.Name); err != nil {
 				return usageErr("--name: %v", err)
 			}
-			req.Collections = splitList(strings.Join(collections, ","))
+			req.Collections = splitList(collections...)
 			req.Envelope = contract.NewEnvelope(contract.TypeSnapshotCreateRequest)
 			req.Actor = a.actor
 			nc, err := a.connect()

@@ -198,12 +198,14 @@ func deadlineText(d, now time.Time) string {
 // heartbeatText is what a job's latest heartbeat said: its phase and
 // the records it had done.
 func heartbeatText(m *contract.MigrationRecord) string {
-	out := strings.TrimSpace(m.Phase)
-	if m.DoneRecords > 0 {
-		out = strings.TrimSpace(fmt.Sprintf("%s, %d records done", out, m.DoneRecords))
-		out = strings.TrimPrefix(out, ", ")
+	var said []string
+	if p := strings.TrimSpace(m.Phase); p != "" {
+		said = append(said, p)
 	}
-	return dash(out)
+	if m.DoneRecords > 0 {
+		said = append(said, fmt.Sprintf("%d records done", m.DoneRecords))
+	}
+	return dash(strings.Join(said, ", "))
 }
 
 func validationText(v *contract.MigrationValidation) string {
