@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -89,13 +88,12 @@ func printCleanup(w io.Writer, r *contract.CleanupReport) {
 			fmt.Fprintln(w, "  none")
 			return
 		}
-		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "  ID\tNAME\tDATABASE\tSTARTED\tAGE\tSIZE\t%s\n", last)
+		t := newTable("  ", "ID", "NAME", "DATABASE", "STARTED", "AGE", "SIZE", last)
 		for _, it := range items {
-			fmt.Fprintf(tw, "  %s\t%s\t%s/%s\t%s\t%s\t%s\t%s\n", it.SnapshotID, it.Name, it.Tenant, it.Database,
+			t.row(it.SnapshotID, it.Name, it.Tenant+"/"+it.Database,
 				it.StartedAt.UTC().Format(time.RFC3339), it.Age, sizeText(it.Size), cell(it))
 		}
-		tw.Flush()
+		t.print(w)
 	}
 	table(verb, r.Deleted, "NOTE", func(it contract.CleanupItem) string {
 		if it.Error != "" {

@@ -5,7 +5,6 @@ go 1.26.0
 require github.com/chromadb-rollback/chromadb-rollback/pkg v0.0.0
 
 require (
-	filippo.io/age v1.3.2 // indirect
 	filippo.io/hpke v0.4.0 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -36,10 +35,12 @@ require (
 replace github.com/chromadb-rollback/chromadb-rollback/pkg => ../../pkg
 
 require (
+	filippo.io/age v1.3.2
 	github.com/chromadb-rollback/chromadb-rollback/services/auditor v0.0.0
 	github.com/chromadb-rollback/chromadb-rollback/services/restorer v0.0.0
 	github.com/chromadb-rollback/chromadb-rollback/services/snapshotter v0.0.0
 	github.com/chromadb-rollback/chromadb-rollback/services/watchdog v0.0.0
+	github.com/mattn/go-runewidth v0.0.16
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0

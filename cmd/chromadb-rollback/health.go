@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -76,15 +75,17 @@ func (a *app) healthCmd() *cobra.Command {
 					return err
 				}
 			} else {
-				w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				t := newTable("")
 				for _, c := range h.Checks {
 					mark := "OK"
 					if !c.OK {
 						mark = "FAIL"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\n", mark, c.Name, c.Detail)
+					t.row(mark, c.Name, c.Detail)
 				}
-				w.Flush()
+				if err := t.print(a.stdout); err != nil {
+					return err
+				}
 			}
 			if !h.OK {
 				return fmt.Errorf("health check failed")

@@ -70,7 +70,7 @@ func TestShortID(t *testing.T) {
 		{"", `""`},
 		{"exactly-24-characters-xx", "exactly-24-characters-xx"},
 		{"https://example.com/handbook/chapter-01/section-03#chunk-0001", "https://exam…#chunk-0001"},
-		{"日本語の文書-0001-日本語の文書-0002-日本語の文書-0003", "日本語の文書-0001-…日本語の文書-0003"},
+		{"日本語の文書-0001-日本語の文書-0002-日本語の文書-0003", "日本語の文書…の文書-0003"}, // 24 columns, as the others
 		{"line\nbreak", `"line\nbreak"`},
 		{"nul\x00" + strings.Repeat("x", 30), `"nul\x00xxxx…xxxxxxxxxx"`},
 	} {

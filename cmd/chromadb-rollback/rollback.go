@@ -9,7 +9,6 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -267,13 +266,13 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 		verified = "verified"
 	}
 	fmt.Fprintf(a.stdout, "Archive: %s\n", verified)
-	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+	t := newTable("  ")
 	if len(p.Items) == 0 {
 		// Only a full rollback of an empty snapshot into an empty
 		// database plans nothing: a header alone would look cut short.
-		fmt.Fprintln(tw, "  No collections: the snapshot holds none and the target database has none.")
+		t.line("No collections: the snapshot holds none and the target database has none.")
 	} else {
-		fmt.Fprintln(tw, "  COLLECTION\tTARGET\tACTION\tIN SNAPSHOT\tNOW\tTO WRITE\tBATCHES")
+		t.row("COLLECTION", "TARGET", "ACTION", "IN SNAPSHOT", "NOW", "TO WRITE", "BATCHES")
 	}
 	for _, it := range p.Items {
 		now := fmt.Sprint(it.CurrentRecords)
@@ -284,9 +283,9 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 		if coll == "" {
 			coll = "-"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\n", coll, it.Target, it.Action, it.SnapshotRecords, now, it.WriteRecords, planBatches(&it))
+		t.row(coll, it.Target, it.Action, it.SnapshotRecords, now, it.WriteRecords, planBatches(&it))
 	}
-	tw.Flush()
+	t.print(a.stdout)
 	rate := "measured"
 	switch {
 	case !p.AddRateMeasured:
@@ -343,9 +342,9 @@ func (a *app) printOperation(op *contract.Operation) {
 		// before it read the snapshot) lists none either.
 		fmt.Fprintln(a.stdout, "No collections: the snapshot holds none and the target database has none.")
 	}
-	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+	t := newTable("  ")
 	if len(r.Collections) > 0 {
-		fmt.Fprintln(tw, "  COLLECTION\tTARGET\tACTION\tRECORDS\tVERIFIED\tEMBEDDINGS")
+		t.row("COLLECTION", "TARGET", "ACTION", "RECORDS", "VERIFIED", "EMBEDDINGS")
 	}
 	for _, c := range r.Collections {
 		check := c.EmbeddingCheck
@@ -355,12 +354,12 @@ func (a *app) printOperation(op *contract.Operation) {
 		if c.MaxAbsDiff > 0 {
 			check += fmt.Sprintf(" (max diff %.3g)", c.MaxAbsDiff)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%v\t%s\n", c.Collection, c.Target, c.Action, c.Records, c.Verified, check)
+		t.row(c.Collection, c.Target, c.Action, c.Records, c.Verified, check)
 		for _, d := range c.Differences {
-			fmt.Fprintf(tw, "    difference: %s\n", d)
+			t.line("  difference: " + oneLine(d))
 		}
 	}
-	tw.Flush()
+	t.print(a.stdout)
 	fmt.Fprintf(a.stdout, "Records written: %d in %.1fs; verified: %v\n", r.RecordsWritten, r.Seconds, r.Verified)
 }
 

@@ -12,12 +12,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/mattn/go-runewidth"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -245,30 +246,38 @@ func (a *app) snapshotInfoCmd() *cobra.Command {
 		if err := json.Unmarshal(data, &m); err != nil {
 			return err
 		}
-		w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		t := newTable("")
 		consistent := strconv.FormatBool(m.Consistent)
 		if m.Inconsistency != "" {
 			consistent += " (" + m.Inconsistency + ")"
 		}
-		fmt.Fprintf(w, "id:\t%s\nname:\t%s\nsource:\t%s/%s (Chroma %s)\ncreated:\t%s\nrecords:\t%d\nsize:\t%s\nsha256:\t%s\nconsistent:\t%s\nkeep:\t%v\n",
-			m.SnapshotID, m.Name, m.Tenant, m.Database, m.ChromaVersion, m.StartedAt.Format(time.RFC3339), m.TotalRecords, archiveSizeText(m.Size, m.RawBytes), m.SHA256, consistent, m.Keep)
+		t.row("id:", m.SnapshotID)
+		t.row("name:", m.Name)
+		t.row("source:", fmt.Sprintf("%s/%s (Chroma %s)", m.Tenant, m.Database, m.ChromaVersion))
+		t.row("created:", m.StartedAt.Format(time.RFC3339))
+		t.row("records:", m.TotalRecords)
+		t.row("size:", archiveSizeText(m.Size, m.RawBytes))
+		t.row("sha256:", m.SHA256)
+		t.row("consistent:", consistent)
+		t.row("keep:", m.Keep)
 		if m.Encryption != "" {
-			fmt.Fprintf(w, "encryption:\t%s to %s\n", m.Encryption, strings.Join(m.Recipients, ", "))
+			t.row("encryption:", m.Encryption+" to "+strings.Join(m.Recipients, ", "))
 		}
 		if o := m.ImportedFrom; o != nil {
-			fmt.Fprintf(w, "imported:\t%s\n", importedText(&m))
+			t.row("imported:", importedText(&m))
 		}
 		for _, l := range provenance(&m) {
-			fmt.Fprintf(w, "%s:\t%s\n", l[0], l[1])
+			t.row(l[0]+":", l[1])
 		}
-		w.Flush()
+		if err := t.print(a.stdout); err != nil {
+			return err
+		}
 		fmt.Fprintln(a.stdout, "\ncollections:")
-		w = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NAME\tID\tRECORDS\tBATCHES\tDIGEST")
+		t = newTable("", "NAME", "ID", "RECORDS", "BATCHES", "DIGEST")
 		for _, c := range m.Collections {
-			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%.16s\n", c.Name, c.ID, c.Count, batchRange(c.Batches), c.ContentDigest)
+			t.row(c.Name, c.ID, c.Count, batchRange(c.Batches), fmt.Sprintf("%.16s", c.ContentDigest))
 		}
-		if err := w.Flush(); err != nil {
+		if err := t.print(a.stdout); err != nil {
 			return err
 		}
 		return a.printBatchRecords(&m)
@@ -289,12 +298,11 @@ func (a *app) printBatchRecords(m *contract.SnapshotManifest) error {
 			continue
 		}
 		fmt.Fprintf(a.stdout, "\nbatches of %s (records in insertion order):\n", c.Name)
-		w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "  BATCH\tRECORDS\tFIRST ID\tLAST ID")
+		t := newTable("  ", "BATCH", "RECORDS", "FIRST ID", "LAST ID")
 		for i, b := range c.BatchRecords {
-			fmt.Fprintf(w, "  %s\t%d\t%s\t%s\n", c.Batches[i], b.Count, shortID(b.First), shortID(b.Last))
+			t.row(c.Batches[i], b.Count, shortID(b.First), shortID(b.Last))
 		}
-		if err := w.Flush(); err != nil {
+		if err := t.print(a.stdout); err != nil {
 			return err
 		}
 	}
@@ -305,24 +313,34 @@ func (a *app) printBatchRecords(m *contract.SnapshotManifest) error {
 	return nil
 }
 
-// idWidth is the most characters of a record id a table shows.
+// idWidth is the most terminal columns a record id takes in a table (a
+// CJK character takes two).
 const idWidth = 24
 
 // shortID is a record id for a table cell: in Go quotes when it is empty or
 // holds characters a terminal does not show as themselves (ids may hold
 // any Unicode, NUL and newlines included), and cut in the middle with "…"
-// when longer than idWidth characters, so that ids that share a long
-// prefix stay told apart by their ends. --json has the ids whole.
+// when wider than idWidth columns, so that ids that share a long prefix
+// stay told apart by their ends. --json has the ids whole.
 func shortID(id string) string {
 	if id == "" || strings.ContainsFunc(id, func(r rune) bool { return !unicode.IsPrint(r) }) {
 		id = strconv.Quote(id)
 	}
-	r := []rune(id)
-	if len(r) <= idWidth {
+	if runewidth.StringWidth(id) <= idWidth {
 		return id
 	}
 	tail := (idWidth - 1) / 2
-	return string(r[:idWidth-1-tail]) + "…" + string(r[len(r)-tail:])
+	head := runewidth.Truncate(id, idWidth-1-tail, "")
+	start, width := len(id), 0
+	for start > 0 {
+		r, n := utf8.DecodeLastRuneInString(id[:start])
+		if width+runewidth.RuneWidth(r) > tail {
+			break
+		}
+		width += runewidth.RuneWidth(r)
+		start -= n
+	}
+	return head + "…" + id[start:]
 }
 
 // provenance is what a snapshot holds of its database, who took it and
@@ -443,13 +461,12 @@ func (a *app) snapshotListCmd() *cobra.Command {
 			if a.json {
 				return a.printJSON(list)
 			}
-			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tNAME\tSOURCE\tCREATED\tRECORDS\tSIZE\tCONSISTENT\tKEEP")
+			t := newTable("", "ID", "NAME", "SOURCE", "CREATED", "RECORDS", "SIZE", "CONSISTENT", "KEEP")
 			for _, m := range list.Snapshots {
-				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%d\t%s\t%v\t%v\n", m.SnapshotID, m.Name, m.Tenant, m.Database,
+				t.row(m.SnapshotID, m.Name, m.Tenant+"/"+m.Database,
 					m.StartedAt.Format(time.RFC3339), m.TotalRecords, sizeText(m.Size), m.Consistent, m.Keep)
 			}
-			if err := w.Flush(); err != nil {
+			if err := t.print(a.stdout); err != nil {
 				return err
 			}
 			for _, id := range list.ArchivesMissing {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -51,48 +50,48 @@ space on the paths the watchdog watches.`,
 func printStatus(w io.Writer, r *contract.StatusReport) {
 	now := r.Time
 	fmt.Fprintf(w, "Status from watchdog %s at %s\n", r.Watchdog, r.Time.UTC().Format(time.RFC3339))
-	section := func(title string, n int, header string, rows func(tw *tabwriter.Writer)) {
+	// section prints a table of n rows under its title; rows adds them.
+	section := func(title string, n int, header []any, rows func(t *table)) {
 		fmt.Fprintf(w, "\n%s (%d)\n", title, n)
 		if n == 0 {
 			fmt.Fprintln(w, "  none")
 			return
 		}
-		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  "+header)
-		rows(tw)
-		tw.Flush()
+		t := newTable("  ", header...)
+		rows(t)
+		t.print(w)
 	}
-	section("Migrations", len(r.Migrations), "JOB\tDATABASE\tSTATUS\tSNAPSHOT\tSTARTED\tDEADLINE\tVALIDATION\tTRIGGER\tROLLBACK\tPAUSED BY", func(tw *tabwriter.Writer) {
+	section("Migrations", len(r.Migrations), []any{"JOB", "DATABASE", "STATUS", "SNAPSHOT", "STARTED", "DEADLINE", "VALIDATION", "TRIGGER", "ROLLBACK", "PAUSED BY"}, func(t *table) {
 		for _, m := range r.Migrations {
-			fmt.Fprintf(tw, "  %s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Job, m.Tenant, m.Database, m.Status, snapshotText(&m),
+			t.row(m.Job, m.Tenant+"/"+m.Database, m.Status, snapshotText(&m),
 				stamp(m.StartedAt), deadlineText(m.Deadline, now), validationText(m.Validation), dash(m.Trigger),
 				rollbackText(&m), pausedText(m.PausedBy, fenceOf(r.Fences, m.Tenant, m.Database)))
 		}
 	})
 	for _, m := range r.Migrations {
 		if !m.LastHeartbeat.IsZero() {
-			fmt.Fprintf(w, "  heartbeat of %s: %s (%s ago)\n", m.Job, heartbeatText(&m), now.Sub(m.LastHeartbeat).Round(time.Second))
+			fmt.Fprintf(w, "  heartbeat of %s: %s (%s ago)\n", oneLine(m.Job), oneLine(heartbeatText(&m)), now.Sub(m.LastHeartbeat).Round(time.Second))
 		}
 		if m.SnapshotError != "" {
-			fmt.Fprintf(w, "  snapshot_error of %s: %s\n", m.Job, m.SnapshotError)
+			fmt.Fprintf(w, "  snapshot_error of %s: %s\n", oneLine(m.Job), oneLine(m.SnapshotError))
 		}
 	}
-	section("Fences", len(r.Fences), "DATABASE\tOPERATION\tRAISED\tREASON", func(tw *tabwriter.Writer) {
+	section("Fences", len(r.Fences), []any{"DATABASE", "OPERATION", "RAISED", "REASON"}, func(t *table) {
 		for _, f := range r.Fences {
-			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\n", f.Tenant, f.Database, f.OpID, stamp(f.RaisedAt), f.Reason)
+			t.row(f.Tenant+"/"+f.Database, f.OpID, stamp(f.RaisedAt), f.Reason)
 		}
 	})
-	section("Operations", len(r.Operations), "OPERATION\tKIND\tSTATUS\tPHASE\tDATABASE\tPROGRESS", func(tw *tabwriter.Writer) {
+	section("Operations", len(r.Operations), []any{"OPERATION", "KIND", "STATUS", "PHASE", "DATABASE", "PROGRESS"}, func(t *table) {
 		for _, o := range r.Operations {
 			op := o.Operation
 			db := "-"
 			if op.Tenant != "" {
 				db = op.Tenant + "/" + op.Database
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", op.OpID, op.Kind, op.Status, dash(op.Phase), db, progressText(o.Progress))
+			t.row(op.OpID, op.Kind, op.Status, dash(op.Phase), db, progressText(o.Progress))
 		}
 	})
-	section("Newest verified snapshots", len(r.Snapshots), "DATABASE\tSNAPSHOT\tNAME\tHOLDS\tRECORDS\tSIZE\tTAKEN\tVERIFIED", func(tw *tabwriter.Writer) {
+	section("Newest verified snapshots", len(r.Snapshots), []any{"DATABASE", "SNAPSHOT", "NAME", "HOLDS", "RECORDS", "SIZE", "TAKEN", "VERIFIED"}, func(t *table) {
 		for _, s := range r.Snapshots {
 			holds := "all collections"
 			if s.Partial {
@@ -106,12 +105,12 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 			if s.ArchiveMissing {
 				verified += ", ARCHIVE MISSING: cannot be restored"
 			}
-			fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Tenant, s.Database, s.SnapshotID, s.Name, holds, s.TotalRecords, sizeText(s.Size), stamp(taken), verified)
+			t.row(s.Tenant+"/"+s.Database, s.SnapshotID, s.Name, holds, s.TotalRecords, sizeText(s.Size), stamp(taken), verified)
 		}
 	})
-	section("Alerts", len(r.Alerts), "ALERT\tSINCE\tDETAIL", func(tw *tabwriter.Writer) {
+	section("Alerts", len(r.Alerts), []any{"ALERT", "SINCE", "DETAIL"}, func(t *table) {
 		for _, al := range r.Alerts {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", al.Name, stamp(al.Since), al.Detail)
+			t.row(al.Name, stamp(al.Since), al.Detail)
 		}
 	})
 	if s := r.Storage; s != nil { // a watchdog older than the storage figures sends none
@@ -128,26 +127,24 @@ func printStorage(w io.Writer, s *contract.StorageUse) {
 			disk.Size(a.StoreBytes), limitBytes(a.MaxStoreBytes), disk.Size(a.MemoryBytes), limitBytes(a.MaxMemoryBytes),
 			a.Streams, limitCount(a.MaxStreams), a.Consumers, limitCount(a.MaxConsumers))
 	}
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tKIND\tSTORAGE\tMESSAGES\tBYTES\tLIMIT")
+	t := newTable("  ", "NAME", "KIND", "STORAGE", "MESSAGES", "BYTES", "LIMIT")
 	for _, st := range s.Streams {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", st.Name, st.Kind, st.Storage, st.Messages, disk.Size(st.Bytes), limitBytes(st.MaxBytes))
+		t.row(st.Name, st.Kind, st.Storage, st.Messages, disk.Size(st.Bytes), limitBytes(st.MaxBytes))
 	}
-	tw.Flush()
+	t.print(w)
 	if len(s.Disks) > 0 {
-		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  WATCHED PATH\tFREE")
+		t = newTable("  ", "WATCHED PATH", "FREE")
 		for _, d := range s.Disks {
 			free := disk.Size(d.FreeBytes)
 			if d.Error != "" {
 				free = "unknown: " + d.Error
 			}
-			fmt.Fprintf(tw, "  %s\t%s\n", d.Path, free)
+			t.row(d.Path, free)
 		}
-		tw.Flush()
+		t.print(w)
 	}
 	for _, e := range s.Errors {
-		fmt.Fprintf(w, "  not read: %s\n", e)
+		fmt.Fprintf(w, "  not read: %s\n", oneLine(e))
 	}
 }
 

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/mattn/go-runewidth"
 )
 
 // What the CLI prints holds what requests and events said (an actor, a
@@ -65,4 +68,72 @@ func oneLine(s string) string {
 		}
 		return r
 	}, s))
+}
+
+// table lays out rows of cells in columns two spaces apart, as
+// text/tabwriter would, but for a terminal: each cell is made one line
+// (oneLine), so that what a request or event said can neither break a row
+// nor print one of its own, and a cell's width is the columns a terminal
+// gives it (a CJK character takes two), where tabwriter counts runes.
+type table struct {
+	indent string
+	rows   []tableRow
+}
+
+// tableRow is a row of cells, or a line of its own between the rows.
+type tableRow struct {
+	cells []string
+	line  string
+}
+
+// newTable starts a table whose every line begins with indent, with the
+// header's cells as its first row (none: no header).
+func newTable(indent string, header ...any) *table {
+	t := &table{indent: indent}
+	if len(header) > 0 {
+		t.row(header...)
+	}
+	return t
+}
+
+// row adds a row of cells, each printed as fmt.Sprint prints it.
+func (t *table) row(cells ...any) {
+	r := tableRow{cells: make([]string, len(cells))}
+	for i, c := range cells {
+		r.cells[i] = oneLine(fmt.Sprint(c))
+	}
+	t.rows = append(t.rows, r)
+}
+
+// line adds a line between the rows, outside the columns (after the indent).
+func (t *table) line(s string) { t.rows = append(t.rows, tableRow{line: s}) }
+
+// print writes the table: every cell but a row's last is padded to its
+// column's widest and two spaces.
+func (t *table) print(w io.Writer) error {
+	var widths []int
+	for _, r := range t.rows {
+		for i, c := range r.cells[:max(len(r.cells)-1, 0)] {
+			if i == len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], runewidth.StringWidth(c))
+		}
+	}
+	var b strings.Builder
+	for _, r := range t.rows {
+		b.WriteString(t.indent)
+		if r.cells == nil {
+			b.WriteString(r.line)
+		}
+		for i, c := range r.cells {
+			b.WriteString(c)
+			if i < len(r.cells)-1 {
+				b.WriteString(strings.Repeat(" ", widths[i]-runewidth.StringWidth(c)+2))
+			}
+		}
+		b.WriteByte('\n')
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

@@ -2,7 +2,11 @@ package main
 
 import (
 	"bytes"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 )
 
 func TestTermWriter(t *testing.T) {
@@ -20,6 +24,51 @@ func TestTermWriter(t *testing.T) {
 		}
 		if got := termEscape(c.in); got != c.want {
 			t.Errorf("termEscape(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestTable checks that columns line up as a terminal shows them, CJK
+// text included, and that a cell cannot break its row.
+func TestTable(t *testing.T) {
+	tb := newTable("  ", "BATCH", "FIRST ID", "LAST")
+	tb.row("batch_000000", "文書-一", 1)
+	tb.row("b1", "ascii-id", "x")
+	tb.line("difference: a note")
+	tb.row("evil\n  forged\trow", "id", "last\r\nline")
+	var b bytes.Buffer
+	if err := tb.print(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"  BATCH              FIRST ID  LAST\n" +
+		"  batch_000000       文書-一   1\n" +
+		"  b1                 ascii-id  x\n" +
+		"  difference: a note\n" +
+		"  evil   forged row  id        last  line\n"
+	if b.String() != want {
+		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// TestStatusOneRowPerEntry checks that a fence's reason and an alert's
+// detail holding line breaks print as one row each.
+func TestStatusOneRowPerEntry(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	r := &contract.StatusReport{Envelope: contract.Envelope{Time: now}, Watchdog: "w1",
+		Fences: []contract.Fence{{Tenant: "acme", Database: "prod", OpID: "op-1", RaisedAt: now,
+			Reason: "rollback\n  acme/other  op-forged  2026-11-29T12:00:00Z  forged"}},
+		Alerts: []contract.StatusAlert{{Name: "chroma_unreachable", Since: now, Detail: "dial: refused\nsnapshot_deleted\t-\tforged"}},
+	}
+	var b bytes.Buffer
+	printStatus(&b, r)
+	out := b.String()
+	if strings.Contains(out, "\n  acme/other") || strings.Contains(out, "\nsnapshot_deleted") {
+		t.Errorf("a reason or detail started a line of its own:\n%s", out)
+	}
+	for _, want := range []string{"rollback   acme/other  op-forged", "dial: refused snapshot_deleted - forged"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
 }
