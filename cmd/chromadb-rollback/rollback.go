@@ -354,6 +354,9 @@ func (a *app) printOperation(op *contract.Operation) {
 		if c.MaxAbsDiff > 0 {
 			check += fmt.Sprintf(" (max diff %.3g)", c.MaxAbsDiff)
 		}
+		if c.MetadataFloatsOff > 0 {
+			check += fmt.Sprintf("; %d metadata floats within 4 ULPs (Chroma cannot store them exactly)", c.MetadataFloatsOff)
+		}
 		t.row(c.Collection, c.Target, c.Action, c.Records, c.Verified, check)
 		for _, d := range c.Differences {
 			t.line("  difference: " + oneLine(d))

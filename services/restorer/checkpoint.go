@@ -54,6 +54,8 @@ type collCheckpoint struct {
 	NextBatch int     `json:"next_batch"`
 	Records   int64   `json:"records"`
 	MaxDiff   float64 `json:"max_abs_diff,omitempty"`
+	// FloatsOff: metadata floats Chroma stored a few ULPs off.
+	FloatsOff int64 `json:"metadata_floats_off,omitempty"`
 }
 
 func (s *Service) loadCheckpoint(ctx context.Context, opID string) (*checkpoint, error) {

@@ -480,6 +480,9 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	if d := maxDiff(rep.Collections); d > 0 {
 		ev.Figures["cosine_max_abs_diff"] = d
 	}
+	if n := floatsOff(rep.Collections); n > 0 {
+		ev.Figures["metadata_floats_off"] = n
+	}
 	_ = s.audit.Emit(cctx, ev)
 	s.observeJob(tenant, database, status, took, j.sp, &rep, jobErr)
 	j.progress.Update(contract.Progress{Phase: status, Done: true, Error: opErr, DoneRecords: rep.RecordsWritten, TotalRecords: planWrite(j.op.Plan)})
@@ -501,6 +504,14 @@ func planWrite(p *contract.RollbackPlan) int64 {
 	return p.WriteRecords
 }
 
+func floatsOff(cs []contract.RestoreCollectionReport) int64 {
+	n := int64(0)
+	for _, c := range cs {
+		n += c.MetadataFloatsOff
+	}
+	return n
+}
+
 func maxDiff(cs []contract.RestoreCollectionReport) float64 {
 	d := 0.0
 	for _, c := range cs {
@@ -520,7 +531,8 @@ func (j *job) collectionReports() []contract.RestoreCollectionReport {
 		}
 		info := j.sp.arc.md.Collections[i]
 		r := contract.RestoreCollectionReport{Collection: cs.Collection, Target: cs.Target, Action: cs.Action, Records: cs.Records,
-			Verified: cs.Stage == stageDone && len(j.diffs[i]) == 0, MaxAbsDiff: cs.MaxDiff, Differences: j.diffs[i]}
+			Verified: cs.Stage == stageDone && len(j.diffs[i]) == 0, MaxAbsDiff: cs.MaxDiff, MetadataFloatsOff: cs.FloatsOff,
+			Differences: j.diffs[i]}
 		// How the embeddings were compared, once they were: a collection a
 		// cancel or failure stopped before its check names none.
 		switch {

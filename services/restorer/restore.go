@@ -408,8 +408,11 @@ type collWriter struct {
 	mu    sync.Mutex
 	order []int       // batch numbers submitted, in order
 	done  map[int]int // record counts verified, by batch number
-	left  map[int]int // parts of a submitted batch still to verify
-	err   error
+	// floatsOff: metadata floats Chroma changed within a few ULPs (see
+	// maxMetadataULPs), by batch number, until checkpointed.
+	floatsOff map[int]int
+	left      map[int]int // parts of a submitted batch still to verify
+	err       error
 }
 
 // writeItem is a batch, or a part of it, to add and verify.
@@ -459,7 +462,7 @@ func (j *job) begin(ctx context.Context, i int) (*collWriter, error) {
 	j.mu.Unlock()
 	w := &collWriter{j: j, idx: i, info: sp.arc.md.Collections[i], want: sp.m.Collections[i], cs: cs,
 		staging: workName(cs.Target, stagingSep, j.cmd.OpID), old: workName(cs.Target, oldSep, j.cmd.OpID),
-		done: map[int]int{}, left: map[int]int{}}
+		done: map[int]int{}, floatsOff: map[int]int{}, left: map[int]int{}}
 	switch {
 	case sp.batches[i] != nil:
 		w.how, w.sel = writeUpsert, sp.batches[i]
@@ -549,7 +552,7 @@ func archivedConfig(cfg json.RawMessage) json.RawMessage {
 func (w *collWriter) resetProgress(ctx context.Context, workID string) error {
 	return w.j.saveCheckpoint(ctx, func(ck *checkpoint) {
 		ck.RecordsWritten -= w.cs.Records
-		w.cs.WorkID, w.cs.NextBatch, w.cs.Records, w.cs.MaxDiff = workID, 0, 0, 0
+		w.cs.WorkID, w.cs.NextBatch, w.cs.Records, w.cs.MaxDiff, w.cs.FloatsOff = workID, 0, 0, 0, 0
 		w.cs.Stage = stageWriting
 	})
 }
@@ -830,19 +833,20 @@ func (w *collWriter) check(it writeItem, got *record.Batch, err error, cosine bo
 		w.fail(fmt.Errorf("%w: collection %q, batch %d: %s", errVerify, w.cs.Collection, it.k, first))
 		return
 	}
-	if err := w.commit(it, chk.maxDiff); err != nil {
+	if err := w.commit(it, chk.maxDiff, chk.floatsOff); err != nil {
 		w.fail(err)
 	}
 }
 
 // commit checkpoints the verified batches that continue the run of
 // verified batches in archive order.
-func (w *collWriter) commit(it writeItem, maxDiff float64) error {
+func (w *collWriter) commit(it writeItem, maxDiff float64, floatsOff int) error {
 	w.mu.Lock()
 	w.done[it.k] += it.b.Len()
+	w.floatsOff[it.k] += floatsOff
 	w.left[it.k]--
 	partial := w.left[it.k] > 0
-	next, recs := -1, 0
+	next, recs, off := -1, 0, 0
 	for len(w.order) > 0 {
 		k := w.order[0]
 		if w.left[k] > 0 {
@@ -850,7 +854,9 @@ func (w *collWriter) commit(it writeItem, maxDiff float64) error {
 		}
 		next = k + 1
 		recs += w.done[k]
+		off += w.floatsOff[k]
 		delete(w.done, k)
+		delete(w.floatsOff, k)
 		delete(w.left, k)
 		w.order = w.order[1:]
 	}
@@ -866,6 +872,7 @@ func (w *collWriter) commit(it writeItem, maxDiff float64) error {
 		w.cs.NextBatch = next
 		w.cs.Records += int64(recs)
 		w.cs.MaxDiff = max(w.cs.MaxDiff, maxDiff)
+		w.cs.FloatsOff += int64(off)
 		ck.RecordsWritten += int64(recs)
 	}); err != nil {
 		return err

@@ -131,3 +131,32 @@ func TestBatchCheck(t *testing.T) {
 		}
 	})
 }
+
+func TestMetadataClose(t *testing.T) {
+	x := 632.0 / 7 // 90.28571428571429, which Chroma 1.0 stores as 90.28571428571428
+	near := math.Nextafter(x, 0)
+	far := x
+	for range maxMetadataULPs + 1 {
+		far = math.Nextafter(far, 0)
+	}
+	for _, tc := range []struct {
+		want, got record.Metadata
+		ok        bool
+		off       int
+	}{
+		{record.Metadata{"x": x, "n": int64(1)}, record.Metadata{"x": x, "n": int64(1)}, true, 0},
+		{record.Metadata{"x": x, "n": int64(1)}, record.Metadata{"x": near, "n": int64(1)}, true, 1},
+		{record.Metadata{"x": x}, record.Metadata{"x": far}, false, 0},
+		{record.Metadata{"x": x}, record.Metadata{"y": x}, false, 0},
+		{record.Metadata{"x": 1.0}, record.Metadata{"x": int64(1)}, false, 0},
+		{record.Metadata{"x": 1e-300}, record.Metadata{"x": -1e-300}, false, 0},
+		{record.Metadata{"x": 0.0}, record.Metadata{"x": math.Copysign(0, -1)}, true, 0},
+		{nil, record.Metadata{}, true, 0},
+		{record.Metadata{"x": x}, record.Metadata{"x": near, "y": "extra"}, false, 0},
+	} {
+		ok, off := metadataClose(tc.want, tc.got)
+		if ok != tc.ok || off != tc.off {
+			t.Errorf("metadataClose(%v, %v) = %v, %d; want %v, %d", tc.want, tc.got, ok, off, tc.ok, tc.off)
+		}
+	}
+}
