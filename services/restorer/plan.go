@@ -61,6 +61,32 @@ func validCollectionName(name string) error {
 	return nil
 }
 
+// suggestName is a valid collection name close to name, for an example
+// of a rename.
+func suggestName(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r < 128 && (r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'):
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	s := strings.Trim(strings.ReplaceAll(b.String(), "..", "_"), "._-")
+	for len(s) < 3 {
+		s += "_restored"
+		s = strings.TrimLeft(s, "._-")
+	}
+	if len(s) > 512 {
+		s = strings.TrimRight(s[:512], "._-")
+	}
+	if validCollectionName(s) != nil {
+		return "new_name"
+	}
+	return s
+}
+
 // resolve validates a request against its snapshot and the target and
 // verifies the archive; cheap checks come first, the archive read last.
 // With streamOK, a stage-and-swap restore (nothing written in place) only
@@ -195,6 +221,20 @@ func (s *Service) resolve(ctx context.Context, req *contract.RollbackRequest, st
 		// was meant to go elsewhere, or leave a typo unnoticed.
 		sort.Strings(notRestored)
 		return nil, badRequest("rename", "rename names %s, which this rollback does not restore: rename only the collections it restores, or name them too", quoteList(notRestored))
+	}
+	// The seed tool's Chroma allowed names this Chroma refuses: without
+	// this check the rollback would create the tenant and database, write
+	// the collections before such a name, and fail at it.
+	var badNames []string
+	for i, name := range sp.names {
+		if sp.touched(i) && validCollectionName(name) != nil {
+			badNames = append(badNames, name)
+		}
+	}
+	if len(badNames) > 0 {
+		sort.Strings(badNames)
+		return nil, badRequest("rename", "collections %s cannot be created in Chroma under these names (use 3-512 letters, digits, '.', '_' or '-', starting and ending with a letter or digit, without '..'): restore them under other names with rename (--rename %q in the CLI)",
+			quoteList(badNames), badNames[0]+":"+suggestName(badNames[0]))
 	}
 	seen := map[string]string{}
 	for i, name := range sp.names {

@@ -1,0 +1,53 @@
+package restorer_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+)
+
+// TestPlanRefusesNamesChromaCannotCreate: the seed tool's Chroma allowed
+// collection names this Chroma refuses ("with space", two characters). The
+// plan said nothing of them; the rollback created the tenant and database,
+// wrote the collections before, and failed at the first such name. The plan
+// must refuse them (400), naming each and the rename that restores it, and
+// the rollback with the renames must restore everything.
+func TestPlanRefusesNamesChromaCannotCreate(t *testing.T) {
+	e := newEnv(t)
+	e.startSnapshotter(t)
+	e.startRestorer(t, restorer.Config{}, nil)
+	doc := "d"
+	one := &record.Batch{IDs: []string{"i1"}, Embeddings: [][]float32{{0.5, 0.25}}, Documents: []*string{&doc},
+		Metadatas: []record.Metadata{{"a": int64(1)}}, URIs: []*string{nil}}
+	id := importSeed(t, e, "seednames", "main",
+		legacy.SeedCollectionFromBatch("ok_name", one, 10),
+		legacy.SeedCollectionFromBatch("with space", one, 10),
+		legacy.SeedCollectionFromBatch("xy", one, 10))
+
+	for _, req := range []contract.RollbackRequest{
+		{SnapshotID: id},
+		{SnapshotID: id, Rename: map[string]string{"xy": "xy_restored"}},
+	} {
+		code, eb := e.requestError(t, e.subj.API("rollback", "plan"), req)
+		if code != contract.CodeBadRequest || eb.Field != "rename" || !strings.Contains(eb.Error, `"with space"`) ||
+			(req.Rename == nil) != strings.Contains(eb.Error, `"xy"`) {
+			t.Errorf("plan %+v: %d %+v", req.Rename, code, eb)
+		}
+	}
+	req := contract.RollbackRequest{SnapshotID: id, Rename: map[string]string{"with space": "with_space", "xy": "xy_restored"}}
+	code, eb := e.requestError(t, e.subj.API("rollback", "start"), contract.RollbackRequest{SnapshotID: id, Confirm: true})
+	if code != contract.CodeBadRequest {
+		t.Errorf("start without renames: %d %+v", code, eb)
+	}
+	if st := e.dump(t, "seednames", "main"); len(st) != 0 {
+		t.Errorf("a refused rollback created %q", st.names())
+	}
+	e.rollback(t, req)
+	if got := e.dump(t, "seednames", "main").names(); strings.Join(got, ",") != "ok_name,with_space,xy_restored" {
+		t.Errorf("restored %q", got)
+	}
+}
