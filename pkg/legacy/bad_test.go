@@ -112,6 +112,8 @@ func TestBadInput(t *testing.T) {
 		{"nested metadata", rec(t, `{"metadata": {"tags": {"a": 1}}, "id": "doc-9"}`), Options{}, ErrInvalid, `collection "c", batch "batch_000000": record 0 (id "doc-9"): metadata key "tags" holds an object`},
 		{"list metadata", rec(t, `{"id": "doc-9", "metadata": {"tags": ["a"]}}`), Options{}, ErrInvalid, `record 0 (id "doc-9"): metadata key "tags" holds a list`},
 		{"null metadata value", rec(t, `{"id": "a", "metadata": {"k": null}}`), Options{}, ErrInvalid, `metadata key "k" is null`},
+		{"empty id", rec(t, `{"id": "", "text": "t"}`), Options{}, ErrInvalid, `record 0: id is empty (Chroma refuses empty ids`},
+		{"reserved metadata key", rec(t, `{"id": "a", "metadata": {"b": 2, "chroma:document": "other"}}`), Options{}, ErrInvalid, `record 0 (id "a"): metadata key "chroma:document": keys starting with "chroma:" are reserved`},
 		{"metadata not an object", rec(t, `{"id": "a", "metadata": "x"}`), Options{}, ErrInvalid, "metadata must be an object or null"},
 		{"metadata int beyond int64", rec(t, `{"id": "a", "metadata": {"n": 9223372036854775808}}`), Options{}, ErrInvalid, "out of int64 range"},
 		{"duplicate id across batches", coll(t, `{"b1": [{"id": "a"}], "b2": [{"id": "x"}, {"id": "a"}]}`), Options{}, ErrInvalid, `batch "b2": record 1: id "a" appears twice in the collection`},

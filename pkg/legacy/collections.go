@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -330,6 +331,9 @@ func (p *parser) record(i int) (*seedRecord, error) {
 			if !ok {
 				return nil, p.invalid("%s: id must be a string, got %s", what, describe(tok))
 			}
+			if s == "" {
+				return nil, p.invalid("%s: id is empty (Chroma refuses empty ids: no rollback could write it)", what)
+			}
 			rec.id = s
 			what = fmt.Sprintf("record %d (id %q)", i, s)
 		case fText, fURI:
@@ -415,6 +419,11 @@ func parseMetadata(raw json.RawMessage) (record.Metadata, error) {
 		}
 		if !utf8.ValidString(k) {
 			return nil, fmt.Errorf("metadata key %q is not valid UTF-8", k)
+		}
+		if strings.HasPrefix(k, "chroma:") {
+			// Chroma takes chroma:document as the document and drops the
+			// other chroma:* keys: no rollback could restore the record.
+			return nil, fmt.Errorf("metadata key %q: keys starting with \"chroma:\" are reserved by Chroma, which would not store it", k)
 		}
 	}
 	var md record.Metadata
