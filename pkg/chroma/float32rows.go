@@ -66,16 +66,30 @@ func (p *rowParser) row() ([]float32, error) {
 		p.dim = 0
 		return row, nil
 	}
+	// nulls: Chroma wrote NaN values as null. In a cosine space it stores
+	// a vector whose norm overflows float32 normalized to NaNs, and gives
+	// it back as [null, ...]: nothing of the vector is left, and no JSON
+	// add could write it again, so it is a null embedding, as Chroma's
+	// own null vectors are.
+	nulls := false
 	for {
 		p.Space()
-		f, err := p.float32()
-		if err != nil {
-			return nil, err
+		if p.Literal("null") {
+			nulls = true
+			row = append(row, 0)
+		} else {
+			f, err := p.float32()
+			if err != nil {
+				return nil, err
+			}
+			row = append(row, f)
 		}
-		row = append(row, f)
 		p.Space()
 		if p.Consume(']') {
 			p.dim = len(row)
+			if nulls {
+				return nil, nil
+			}
 			return row, nil
 		}
 		if !p.Consume(',') {

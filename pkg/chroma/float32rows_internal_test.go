@@ -170,3 +170,23 @@ func BenchmarkRows(b *testing.B) {
 		}
 	}
 }
+
+// TestRowsWithNulls: Chroma gives a cosine vector it normalized to NaNs
+// (its norm overflowed float32) back as [null, ...]; such a row is a null
+// embedding, and the rows around it are read as they are.
+func TestRowsWithNulls(t *testing.T) {
+	p := rowParser{Scanner: jsonx.Scanner{Data: []byte(`[[null,null,null],[1,2, 3],[0.5, null ,1],null,[]]`), What: "embeddings"}}
+	rows, err := p.rows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 5 || rows[0] != nil || len(rows[1]) != 3 || rows[1][2] != 3 || rows[2] != nil || rows[3] != nil || rows[4] == nil || len(rows[4]) != 0 {
+		t.Errorf("rows %#v", rows)
+	}
+	for _, bad := range []string{`[[nul]]`, `[[null,]]`, `[[1,nulls]]`} {
+		p := rowParser{Scanner: jsonx.Scanner{Data: []byte(bad), What: "embeddings"}}
+		if rows, err := p.rows(); err == nil {
+			t.Errorf("%s: %#v, want an error", bad, rows)
+		}
+	}
+}
