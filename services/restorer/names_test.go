@@ -46,6 +46,17 @@ func TestPlanRefusesNamesChromaCannotCreate(t *testing.T) {
 	if st := e.dump(t, "seednames", "main"); len(st) != 0 {
 		t.Errorf("a refused rollback created %q", st.names())
 	}
+	// Chroma cannot create a tenant or database of fewer than 3 characters
+	// either: the rollback failed at the create.
+	for field, r := range map[string]contract.RollbackRequest{
+		"target_database": {SnapshotID: id, Rename: req.Rename, TargetDatabase: "x"},
+		"target_tenant":   {SnapshotID: id, Rename: req.Rename, TargetTenant: "ab", TargetDatabase: "main"},
+	} {
+		code, eb := e.requestError(t, e.subj.API("rollback", "plan"), r)
+		if code != contract.CodeBadRequest || eb.Field != field || !strings.Contains(eb.Error, "at least 3 characters") {
+			t.Errorf("plan into %s/%s: %d %+v", r.TargetTenant, r.TargetDatabase, code, eb)
+		}
+	}
 	e.rollback(t, req)
 	if got := e.dump(t, "seednames", "main").names(); strings.Join(got, ",") != "ok_name,with_space,xy_restored" {
 		t.Errorf("restored %q", got)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
@@ -524,6 +525,18 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	}
 	if !m.Consistent {
 		p.Warnings = append(p.Warnings, "snapshot is not consistent: "+m.Inconsistency)
+	}
+	// Chroma refuses to create a tenant or database of fewer than 3
+	// characters; the rollback would fail at the create, after its lease,
+	// fence and safety snapshot.
+	for _, c := range []struct {
+		field, what, name string
+		create            bool
+	}{{"target_tenant", "tenant", sp.tenant, !st.tenantExists}, {"target_database", "database", sp.database, !st.databaseExists}} {
+		if c.create && utf8.RuneCountInString(c.name) < 3 {
+			return nil, badRequest(c.field, "%s %q does not exist on %s, and Chroma cannot create it: its %s names have at least 3 characters; restore elsewhere with %s (--%s in the CLI)",
+				c.what, c.name, sp.targetURL, c.what, c.field, strings.ReplaceAll(c.field, "_", "-"))
+		}
 	}
 	switch {
 	case !st.tenantExists: // a misspelt tenant would otherwise be made in silence
