@@ -37,7 +37,7 @@ FILE is either the old Python tool's archive (snapshots/<id>.tar.gz holding
 collections.json and metadata.json) or a native archive written by
 'snapshot export'. The old tool kept a manifest JSON with the archive's SHA-256
 beside it (manifests/<id>.json): give it with --manifest, or it is found
-next to FILE (<id>.json) or in ../manifests/<id>.json; the checksum and the
+next to FILE (<id>.json), in ../manifests/<id>.json or in manifests/<id>.json; the checksum and the
 counts must then agree. Old archives have no tenant or database: they go to
 --tenant/--database (default_tenant/default_database unless given). A native
 archive encrypted with age (the export of an encrypted snapshot) is decrypted
@@ -192,7 +192,7 @@ snapshot id is printed.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&manifestPath, "manifest", "", "the old tool's manifest JSON for FILE (default: found beside FILE or in ../manifests)")
+	f.StringVar(&manifestPath, "manifest", "", "the old tool's manifest JSON for FILE (default: found beside FILE, in ../manifests or in manifests)")
 	f.BoolVar(&noManifest, "no-manifest", false, "do not look for a manifest")
 	f.StringVar(&req.Name, "name", "", "snapshot name (default: the manifest's, the archive's, or FILE's name)")
 	f.StringVar(&req.Tenant, "tenant", "", "tenant the snapshot belongs to (old archives: default_tenant; native: its own)")

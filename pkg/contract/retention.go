@@ -1,7 +1,9 @@
 package contract
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -153,6 +155,9 @@ func ParseAge(s string) (time.Duration, error) {
 	rest := in
 	if i := strings.IndexByte(rest, 'd'); i >= 0 {
 		days, err := strconv.ParseUint(rest[:i], 10, 16)
+		if errors.Is(err, strconv.ErrRange) {
+			return 0, fmt.Errorf("period %q: at most %d days", s, math.MaxUint16)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("period %q: days must be a whole number, as in 7d or 1d12h", s)
 		}

@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,6 +27,10 @@ func TestParseAge(t *testing.T) {
 		if got, err := ParseAge(in); err == nil {
 			t.Errorf("ParseAge(%q) = %s, want an error", in, got)
 		}
+	}
+	// Too many days is told as such, not as a number that is not whole.
+	if _, err := ParseAge("100000d"); err == nil || !strings.Contains(err.Error(), "at most 65535 days") {
+		t.Errorf("ParseAge(100000d): %v, want at most 65535 days", err)
 	}
 }
 
