@@ -37,6 +37,11 @@ const (
 	// its tenant/database, when a newer one holds only some of them (a
 	// safety snapshot, a partial snapshot).
 	KeepNewestFull = "newest_full"
+	// KeepRestored: what the newest completed rollback into a database
+	// restored from, while no snapshot of all that database's collections
+	// was taken after it (the rollback's safety snapshot, of the state it
+	// undid, was taken before).
+	KeepRestored = "restored"
 	// KeepRecent: younger than the retention period.
 	KeepRecent = "within_retention"
 	// KeepChanged: the manifest changed (e.g. was pinned) or went away while

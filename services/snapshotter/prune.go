@@ -46,8 +46,9 @@ type pruned struct {
 // record is purged only at the revision it was read at. An operation
 // still queued or running whose last change is older than the work queue
 // keeps commands (bus.CommandMaxAge) is failed instead (abandon): its
-// command is gone, so no worker can end it.
-func (s *Service) pruneState(ctx context.Context, now, cutoff time.Time, dryRun bool) (pruned, error) {
+// command is gone, so no worker can end it. The operations in keepOps stay
+// (restoredKeeps).
+func (s *Service) pruneState(ctx context.Context, now, cutoff time.Time, dryRun bool, keepOps map[string]bool) (pruned, error) {
 	kv := s.assets.State
 	lister, err := kv.ListKeys(ctx)
 	res := pruned{counts: map[string]int{prunedOperations: 0, prunedMigrations: 0, prunedClaims: 0}}
@@ -119,7 +120,7 @@ func (s *Service) pruneState(ctx context.Context, now, cutoff time.Time, dryRun 
 			}
 			// A rollback whose leftovers are not taken back yet keeps its
 			// record, which says what they are and when they are gone.
-			if at.Before(cutoff) && !keys[contract.LeftoversKey(op.OpID)] {
+			if at.Before(cutoff) && !keys[contract.LeftoversKey(op.OpID)] && !keepOps[op.OpID] {
 				purge(prunedOperations, key, e.Revision(), contract.CheckpointKey(op.OpID), contract.CancelKey(op.OpID))
 			}
 		case strings.HasPrefix(key, contract.MigrationKey("")):

@@ -127,7 +127,7 @@ func TestPruneState(t *testing.T) {
 		return o
 	}
 
-	res, err := s.pruneState(ctx, now, cutoff, true)
+	res, err := s.pruneState(ctx, now, cutoff, true, nil)
 	if err != nil || !maps.Equal(res.counts, want) || !slices.Equal(res.abandoned, abandoned) {
 		t.Errorf("dry run counted %v and %v (%v), want %v and %v", res.counts, res.abandoned, err, want, abandoned)
 	}
@@ -147,7 +147,7 @@ func TestPruneState(t *testing.T) {
 	}
 	t.Cleanup(func() { beforeStatePurge = nil })
 	want[prunedMigrations] = 2
-	res, err = s.pruneState(ctx, now, cutoff, false)
+	res, err = s.pruneState(ctx, now, cutoff, false, nil)
 	if err != nil || !maps.Equal(res.counts, want) || !slices.Equal(res.abandoned, abandoned) {
 		t.Errorf("run pruned %v and failed %v (%v), want %v and %v", res.counts, res.abandoned, err, want, abandoned)
 	}
@@ -180,7 +180,7 @@ func TestPruneState(t *testing.T) {
 
 	// Nothing left to prune: a second run purges nothing.
 	beforeStatePurge = nil
-	res, err = s.pruneState(ctx, now, cutoff, false)
+	res, err = s.pruneState(ctx, now, cutoff, false, nil)
 	if err != nil || !maps.Equal(res.counts, map[string]int{prunedOperations: 0, prunedMigrations: 0, prunedClaims: 0}) || len(res.abandoned) != 0 {
 		t.Errorf("second run pruned %v and failed %v (%v), want nothing", res.counts, res.abandoned, err)
 	}

@@ -160,6 +160,46 @@ type snapshotUse struct {
 	// watchdog's and the restorer's to decide (contract.SnapshotByName),
 	// and keeping one too many while it runs loses nothing.
 	refs map[string][]keepReason
+	// restored is, by target tenant/database of the configured Chroma,
+	// the newest rollback into it that completed.
+	restored map[string]restoredTo
+}
+
+// restoredTo is a completed rollback: the snapshot it restored from.
+type restoredTo struct {
+	snapshotID, opID string
+	ended            time.Time
+}
+
+// restoredKeeps says which snapshots a database was last restored to and
+// has no newer backup of: for every tenant/database whose newest completed
+// rollback ended after every verified snapshot of all its collections
+// with its archive in place was taken, the snapshot that rollback restored
+// from, with why, and that rollback's op id. After a rollback the
+// database holds that snapshot's data, while its newest snapshot is the
+// rollback's safety snapshot, of the state the rollback undid: were the
+// restored snapshot to expire, the database's last good state would be
+// only in the database itself. A snapshot of all its collections taken
+// after the rollback takes over.
+func restoredKeeps(all []manifestEntry, use *snapshotUse, gone map[string]bool) (map[string]keepReason, map[string]bool) {
+	keeps, ops := map[string]keepReason{}, map[string]bool{}
+	for db, r := range use.restored {
+		newer := slices.ContainsFunc(all, func(e manifestEntry) bool {
+			m := &e.m
+			return m.Tenant+"/"+m.Database == db && !m.VerifiedAt.IsZero() && !m.Partial && !gone[m.SnapshotID] &&
+				m.TakenAt().After(r.ended)
+		})
+		if newer {
+			continue
+		}
+		ops[r.opID] = true
+		detail := fmt.Sprintf("what %s was last restored to (rollback %s, ended %s); no snapshot of all its collections was taken since", db, r.opID, r.ended.UTC().Format(time.RFC3339))
+		if k, ok := keeps[r.snapshotID]; ok {
+			detail = k.detail + "; " + detail
+		}
+		keeps[r.snapshotID] = keepReason{contract.KeepRestored, detail}
+	}
+	return keeps, ops
 }
 
 // nameKey keys a reference by name within tenant/database ("" for any).
@@ -302,7 +342,10 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 		runEv.Figures["orphan_chunk_subjects"], runEv.Figures["stale_staging_objects"] = left.chunks, left.staged
 		runEv.Figures["unnamed_archive_objects"] = left.unnamed
 		// So are the records of ended work (pruneState).
-		pr, err := s.pruneState(ctx, now, rep.Cutoff, o.dryRun)
+		// The record of a rollback that keeps what it restored from is
+		// how the next run knows: it stays.
+		_, restoredOps := restoredKeeps(all, use, gone)
+		pr, err := s.pruneState(ctx, now, rep.Cutoff, o.dryRun, restoredOps)
 		if err != nil {
 			log.Warn("could not prune every record of ended work", "err", err)
 			runEv.Figures["state_prune_error"] = err.Error()
@@ -347,6 +390,7 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, gone map[string]
 			newestFull[db] = m
 		}
 	}
+	restored, _ := restoredKeeps(all, use, gone)
 	is := func(newest map[string]*contract.SnapshotManifest, db, id string) bool {
 		return newest[db] != nil && newest[db].SnapshotID == id
 	}
@@ -366,6 +410,9 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, gone map[string]
 			why = append(why, keepReason{contract.KeepNewest, "the newest verified snapshot of " + db})
 		} else if is(newestFull, db, m.SnapshotID) {
 			why = append(why, keepReason{contract.KeepNewestFull, "the newest verified snapshot of all collections of " + db + " that can be restored (newer ones hold only some, or their archive is gone)"})
+		}
+		if k, ok := restored[m.SnapshotID]; ok {
+			why = append(why, k)
 		}
 		if !m.StartedAt.Before(rep.Cutoff) {
 			why = append(why, keepReason{contract.KeepRecent, fmt.Sprintf("younger than %s", rep.OlderThan)})
@@ -399,7 +446,7 @@ func cleanupItem(m *contract.SnapshotManifest, now time.Time) contract.CleanupIt
 // snapshots of migrations not yet over and of rollbacks not yet ended. A
 // record that cannot be read fails the run, as what it protects is unknown.
 func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
-	use := &snapshotUse{refs: map[string][]keepReason{}}
+	use := &snapshotUse{refs: map[string][]keepReason{}, restored: map[string]restoredTo{}}
 	err := bus.EachValue(ctx, s.assets.State, contract.MigrationKey(">"), func(key string, data []byte) error {
 		var r contract.MigrationRecord
 		if err := json.Unmarshal(data, &r); err != nil {
@@ -422,7 +469,16 @@ func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 		if err := json.Unmarshal(data, &op); err != nil {
 			return fmt.Errorf("operation %s is unreadable (%v): fix or delete it", key, err)
 		}
-		if op.Kind != "rollback" || contract.Ended(op.Status) {
+		if op.Kind != "rollback" {
+			return nil
+		}
+		if p := op.Plan; op.Status == contract.StatusCompleted && p != nil && p.ChromaURL == "" && p.SnapshotID != "" {
+			db := p.Tenant + "/" + p.Database
+			if cur, ok := use.restored[db]; !ok || op.UpdatedAt.After(cur.ended) {
+				use.restored[db] = restoredTo{snapshotID: p.SnapshotID, opID: op.OpID, ended: op.UpdatedAt}
+			}
+		}
+		if contract.Ended(op.Status) {
 			return nil
 		}
 		detail := fmt.Sprintf("rollback %s (%s) uses it", op.OpID, op.Status)

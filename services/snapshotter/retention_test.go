@@ -703,3 +703,68 @@ func TestRetentionKeepsTheNewestRestorable(t *testing.T) {
 		t.Errorf("retention deleted %s, the newest snapshot of %s/%s that can be restored", older.Name, tenant, db)
 	}
 }
+
+// TestRetentionKeepsWhatARollbackRestored: after a rollback the database
+// holds the snapshot it restored from, while its newest snapshot is the
+// rollback's safety snapshot, of the state the rollback undid. Retention
+// used to let the restored snapshot expire, leaving the last good state
+// only in the database. It is kept, with the rollback's record, until a
+// snapshot of all the database's collections is taken after the rollback.
+func TestRetentionKeepsWhatARollbackRestored(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	const tenant, db = "default_tenant", "ret_restored"
+	e.seedSmall(t, tenant, db)
+	e.startService(t, snapshotter.Config{})
+	now := time.Now().UTC()
+	req := func(name string) contract.SnapshotCreateRequest {
+		return contract.SnapshotCreateRequest{Name: name, Tenant: tenant, Database: db, Actor: "test"}
+	}
+	good := e.snap(t, req("good"), now.Add(-20*day))
+	safety := e.snap(t, req("safety"), now.Add(-10*day))
+	rollback := func(id, snapshotID, chromaURL string, ended time.Time) string {
+		key := contract.OperationKey(id)
+		e.putState(t, key, contract.Operation{Envelope: contract.Envelope{Type: contract.TypeOperation, ID: id, Time: ended}, OpID: id, Kind: "rollback",
+			SnapshotID: snapshotID, Status: contract.StatusCompleted, UpdatedAt: ended, Tenant: tenant, Database: db,
+			Plan: &contract.RollbackPlan{SnapshotID: snapshotID, SourceTenant: tenant, SourceDatabase: db, Tenant: tenant, Database: db,
+				ChromaURL: chromaURL, Mode: "full"}})
+		return key
+	}
+	restoredOp := rollback("op_rb_restored", good.SnapshotID, "", now.Add(-9*day))
+	// A later one into another Chroma's database of that name says nothing
+	// of this one's.
+	elsewhereOp := rollback("op_rb_elsewhere", safety.SnapshotID, "http://other-chroma:8000", now.Add(-8*day-12*time.Hour))
+	there := func(key string) bool {
+		_, err := e.nats.Assets.State.Get(ctx, key)
+		return err == nil
+	}
+
+	rep := e.cleanup(t, contract.CleanupRequest{OlderThan: "7d"})
+	kept := reasons(rep.Kept)
+	if kept[good.SnapshotID] != contract.KeepRestored || kept[safety.SnapshotID] != contract.KeepNewest {
+		t.Errorf("kept %v, deleted %v; want %s kept as %s and %s as %s", kept, reasons(rep.Deleted),
+			good.Name, contract.KeepRestored, safety.Name, contract.KeepNewest)
+	}
+	for _, it := range rep.Kept {
+		if it.SnapshotID == good.SnapshotID && !strings.Contains(it.Detail, "op_rb_restored") {
+			t.Errorf("why %s is kept does not name the rollback: %s", good.Name, it.Detail)
+		}
+	}
+	if !there(restoredOp) || there(elsewhereOp) {
+		t.Errorf("after the run the record of the rollback that keeps %s is there: %v (want true); the other one's: %v (want false)",
+			good.Name, there(restoredOp), there(elsewhereOp))
+	}
+
+	// A snapshot of all its collections taken after the rollback takes over.
+	after := e.snap(t, req("after"), now.Add(-8*day))
+	rep = e.cleanup(t, contract.CleanupRequest{OlderThan: "7d"})
+	if got, want := reasons(rep.Deleted), map[string]string{good.SnapshotID: contract.ReasonExpired, safety.SnapshotID: contract.ReasonExpired}; !maps.Equal(got, want) {
+		t.Errorf("deleted %v, want %v (kept %v)", got, want, reasons(rep.Kept))
+	}
+	if kept := reasons(rep.Kept); kept[after.SnapshotID] != contract.KeepNewest {
+		t.Errorf("kept %v, want %s as %s", kept, after.Name, contract.KeepNewest)
+	}
+	if there(restoredOp) {
+		t.Errorf("the rollback's record was not pruned once nothing needed it")
+	}
+}
