@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -237,9 +238,12 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 	ev := in.ev
 	th := s.cfg.ValidationThreshold
 	ratio := float64(ev.ValidChunks) / float64(ev.TotalChunks)
+	// A collection the job reports more than once (per batch or per
+	// pass, say) is named once: the restorer refuses a rollback that
+	// names a collection twice, which would leave the loss in place.
 	var failedCols []string
 	for _, c := range ev.PerCollection {
-		if c.TotalChunks > 0 && float64(c.ValidChunks)/float64(c.TotalChunks) < th {
+		if c.TotalChunks > 0 && float64(c.ValidChunks)/float64(c.TotalChunks) < th && !slices.Contains(failedCols, c.Collection) {
 			failedCols = append(failedCols, c.Collection)
 		}
 	}
