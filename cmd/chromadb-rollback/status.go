@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -254,7 +255,7 @@ func pausedText(ps []contract.PauseReason, fence *contract.Fence) string {
 	for _, p := range ps {
 		out = append(out, p.Reason)
 	}
-	if fence != nil {
+	if fence != nil && !slices.Contains(out, contract.PauseFencePrefix+fence.OpID) {
 		out = append(out, "fence of "+fence.OpID)
 	}
 	if len(out) == 0 {

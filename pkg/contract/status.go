@@ -37,6 +37,10 @@ const (
 	PauseConnectivity = "connectivity"
 	PauseJetStream    = "jetstream_storage"
 	PauseDiskPrefix   = "disk@"
+	// PauseFencePrefix + an op id: the run started while that rollback's
+	// write fence was raised on its database, after the restorer had paused
+	// the runs it found there; lifted once that fence is lowered.
+	PauseFencePrefix = "fence@"
 )
 
 // MigrationValidation is a run's latest validation figures and verdict.

@@ -211,6 +211,13 @@ func (s *Service) onStarted(ctx context.Context, in *incoming) (string, error) {
 		s.startAct(ctx, in.job)
 	}
 	s.wake() // pauses in force apply to the new run too
+	// A rollback that fences the database paused the runs it found there
+	// when it raised the fence; this one came later and must not write
+	// into the database being restored either. (Written before this read,
+	// the record is seen by a rollback that raises its fence after it.)
+	if err := s.pauseIfFenced(ctx, rec); err != nil {
+		return "", err // redelivered: the record is kept, the check made again
+	}
 	return "", nil
 }
 

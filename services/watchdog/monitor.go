@@ -13,6 +13,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/disk"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -309,11 +310,43 @@ func (s *Service) reconcilePauses(ctx context.Context, recs []contract.Migration
 			}
 		}
 		for _, p := range r.PausedBy {
+			if op, ok := strings.CutPrefix(p.Reason, contract.PauseFencePrefix); ok {
+				s.liftFencePause(ctx, r, op, p.Reason)
+				continue
+			}
 			if c, ok := conds[p.Reason]; ok && c.known && c.healthy && !c.active {
 				s.unpause(ctx, r.Job, c, r)
 			}
 		}
 	}
+}
+
+// pauseIfFenced pauses a run whose database a rollback fences, for as long
+// as that rollback's fence is raised.
+func (s *Service) pauseIfFenced(ctx context.Context, r *contract.MigrationRecord) error {
+	if r == nil || !pausable(r) {
+		return nil
+	}
+	f, err := fence.Get(ctx, s.assets.State, r.Tenant, r.Database)
+	if err != nil || f == nil {
+		return err
+	}
+	s.pause(ctx, r.Job, condition{reason: contract.PauseFencePrefix + f.OpID, name: "fence",
+		detail: fmt.Sprintf("rollback %s fences %s/%s (raised %s): write nothing until it is lowered",
+			f.OpID, r.Tenant, r.Database, f.RaisedAt.UTC().Format(time.RFC3339))})
+	return nil
+}
+
+// liftFencePause lifts a run's pause for the fence of rollback op once that
+// fence is no longer raised (unpause keeps the run paused while another
+// rollback fences the database).
+func (s *Service) liftFencePause(ctx context.Context, r *contract.MigrationRecord, op, reason string) {
+	f, err := fence.Get(ctx, s.assets.State, r.Tenant, r.Database)
+	if err != nil || (f != nil && f.OpID == op) {
+		return
+	}
+	s.unpause(ctx, r.Job, condition{reason: reason, name: "fence",
+		detail: fmt.Sprintf("rollback %s lowered its write fence of %s/%s", op, r.Tenant, r.Database)}, r)
 }
 
 func hasReason(r *contract.MigrationRecord, reason string) bool {

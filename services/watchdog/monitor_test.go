@@ -238,3 +238,55 @@ func (e *env) diskPaused(t *testing.T, cfg *watchdog.Config, job string) diskRun
 	d.pause = d.ctl.wait(t, contract.ControlPause, 5*time.Second)
 	return d
 }
+
+// TestRunStartedWhileFencedIsPaused: a run that starts while a rollback
+// fences its database was never told to pause: the restorer pauses the
+// runs it finds when it raises the fence, and this one came later, so it
+// wrote into the database being restored (status said "fence of" the
+// rollback all the same). The watchdog pauses it, and resumes it once
+// that fence is lowered: one pause, one resume.
+func TestRunStartedWhileFencedIsPaused(t *testing.T) {
+	e := newEnv(t, false)
+	const job = "late-job"
+	e.watchdog(t, e.fast("wd"))
+	ctl := e.controls(t, job)
+	fence := contract.Fence{Envelope: contract.NewEnvelope(contract.TypeFence), Tenant: "acme", Database: "fenced", OpID: "op_running", RaisedAt: time.Now().UTC()}
+	if _, err := e.nats.Assets.State.Put(t.Context(), contract.FenceKey("acme", "fenced"), []byte(mustJSON(t, fence))); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, job, contract.EventStarted, "", started("acme", "fenced", "snap_unused", time.Hour))
+	pause := ctl.wait(t, contract.ControlPause, 5*time.Second)
+	if !strings.Contains(pause.Reason, "op_running") {
+		t.Errorf("pause reason %q", pause.Reason)
+	}
+	rec := e.waitRecord(t, job, 5*time.Second, "paused", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationPaused })
+	if len(rec.PausedBy) != 1 || rec.PausedBy[0].Reason != contract.PauseFencePrefix+"op_running" {
+		t.Errorf("paused by %+v", rec.PausedBy)
+	}
+	time.Sleep(500 * time.Millisecond) // ticks while the fence holds resume nothing
+	if n := ctl.count(contract.ControlResume); n != 0 {
+		t.Fatalf("resumed while the fence holds: %v", ctl.commands())
+	}
+	if err := e.nats.Assets.State.Purge(t.Context(), contract.FenceKey("acme", "fenced")); err != nil {
+		t.Fatal(err)
+	}
+	ctl.wait(t, contract.ControlResume, 5*time.Second)
+	rec = e.waitRecord(t, job, 5*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
+	if len(rec.PausedBy) != 0 {
+		t.Errorf("paused by %+v", rec.PausedBy)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n, m := ctl.count(contract.ControlPause), ctl.count(contract.ControlResume); n != 1 || m != 1 {
+		t.Errorf("%d pause and %d resume commands, want one each: %v", n, m, ctl.commands())
+	}
+
+	// A run started on a database no rollback fences is not paused.
+	const free = "free-job"
+	ctl2 := e.controls(t, free)
+	e.publish(t, free, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
+	e.waitRecord(t, free, 5*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+	time.Sleep(300 * time.Millisecond)
+	if got := ctl2.commands(); len(got) != 0 {
+		t.Errorf("commands to a run of an unfenced database: %v", got)
+	}
+}
