@@ -3,6 +3,7 @@ package watchdog
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
@@ -164,7 +165,7 @@ func (c *Config) Validate() error {
 // validateSettings reports the first invalid setting besides the Chroma URL.
 func (c *Config) validateSettings() error {
 	switch {
-	case c.ValidationThreshold <= 0 || c.ValidationThreshold > 1:
+	case !(c.ValidationThreshold > 0 && c.ValidationThreshold <= 1): // NaN too: nothing is under it
 		return fmt.Errorf("validation threshold %v: want a ratio in (0, 1], e.g. 0.95", c.ValidationThreshold)
 	case c.DefaultTimeLimit < 0:
 		return fmt.Errorf("default time limit %s is negative", c.DefaultTimeLimit)
@@ -178,7 +179,7 @@ func (c *Config) validateSettings() error {
 		return fmt.Errorf("heartbeat failures %d: at least 1", c.HeartbeatFailures)
 	case c.DiskInterval < 10*time.Millisecond:
 		return fmt.Errorf("disk interval %s is too short: at least 10ms", c.DiskInterval)
-	case c.JetStreamNear > 1:
+	case c.JetStreamNear > 1 || math.IsNaN(c.JetStreamNear):
 		return fmt.Errorf("JetStream near-full share %v: want a ratio in (0, 1], or negative to disable", c.JetStreamNear)
 	case c.ArchiveCheckInterval > 0 && c.ArchiveCheckInterval < 10*time.Millisecond:
 		return fmt.Errorf("archive check interval %s is too short: at least 10ms, or negative to disable", c.ArchiveCheckInterval)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,10 @@ func TestConfigValidate(t *testing.T) {
 		{"no chroma", func(c *Config) { c.ChromaURL = "" }, "chroma URL"},
 		{"threshold above 1", func(c *Config) { c.ValidationThreshold = 1.5 }, "validation threshold"},
 		{"negative threshold", func(c *Config) { c.ValidationThreshold = -0.1 }, "validation threshold"},
+		// NaN compares false with everything: no ratio would be under it,
+		// and the validation trigger would never fire.
+		{"NaN threshold", func(c *Config) { c.ValidationThreshold = math.NaN() }, "validation threshold"},
+		{"NaN near", func(c *Config) { c.JetStreamNear = math.NaN() }, "near-full"},
 		{"negative time limit", func(c *Config) { c.DefaultTimeLimit = -time.Second }, "time limit"},
 		{"zero failures", func(c *Config) { c.HeartbeatFailures = -1 }, "heartbeat failures"},
 		{"tiny interval", func(c *Config) { c.HeartbeatInterval = time.Millisecond }, "heartbeat interval"},
