@@ -202,7 +202,8 @@ func TestRetryBackoff(t *testing.T) {
 // TestRollbackFailedAfterEnd: the status lists an ended run whose triggered
 // rollback failed after it ended, for endedRunAlertFor; not one ended by an
 // operator after the failure (that is how the alert of a running run is
-// cleared), nor a completed, pending or alerted-only rollback.
+// cleared), nor a completed or pending rollback. A rollback left to the
+// operator (automatic rollback disabled) after the run ended is listed.
 func TestRollbackFailedAfterEnd(t *testing.T) {
 	ended := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	failedAt := ended.Add(time.Minute)
@@ -222,7 +223,13 @@ func TestRollbackFailedAfterEnd(t *testing.T) {
 			r.RollbackStatus, r.Status = contract.StatusCompleted, contract.MigrationRolledBack
 		}, failedAt.Add(time.Hour), false},
 		{"still running", func(r *contract.MigrationRecord) { r.RollbackStatus = contract.StatusRunning }, failedAt.Add(time.Hour), false},
-		{"left to the operator", func(r *contract.MigrationRecord) { r.RollbackStatus = contract.RollbackAlerted }, failedAt.Add(time.Hour), false},
+		// Automatic rollback disabled: alerted after the run ended (the
+		// failure trigger fires on the end) is listed like a failure;
+		// alerted while it ran, then ended, is not.
+		{"left to the operator after the end", func(r *contract.MigrationRecord) { r.RollbackStatus = contract.RollbackAlerted }, failedAt.Add(time.Hour), true},
+		{"left to the operator, then ended", func(r *contract.MigrationRecord) {
+			r.RollbackStatus, r.EndedAt = contract.RollbackAlerted, failedAt.Add(time.Second)
+		}, failedAt.Add(time.Hour), false},
 		{"no trigger", func(r *contract.MigrationRecord) { r.Trigger = "" }, failedAt.Add(time.Hour), false},
 		{"recorded before rollback_ended_at", func(r *contract.MigrationRecord) { r.RollbackEndedAt = time.Time{} }, failedAt.Add(time.Hour), false},
 	} {

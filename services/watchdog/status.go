@@ -256,14 +256,16 @@ func (s *Service) rollbackAlert(r *contract.MigrationRecord) (contract.StatusAle
 const endedRunAlertFor = 24 * time.Hour
 
 // rollbackFailedAfterEnd says the run had ended when its triggered
-// rollback failed or could not run, less than endedRunAlertFor ago. A run
-// whose rollback failed while it ran is listed by rollbackAlert until it
-// ends: ending it is how an operator says it was dealt with.
+// rollback failed, could not run or was left to an operator (automatic
+// rollback disabled: the failure trigger fires on the end itself), less
+// than endedRunAlertFor ago. A run whose rollback failed or was alerted
+// while it ran is listed by rollbackAlert until it ends: ending it is how
+// an operator says it was dealt with.
 func rollbackFailedAfterEnd(r *contract.MigrationRecord, now time.Time) bool {
 	switch {
 	case r.Trigger == "" || !ended(r) || rollbackPending(r), r.RollbackEndedAt.IsZero():
 		return false
-	case r.RollbackStatus == contract.StatusCompleted || r.RollbackStatus == contract.RollbackAlerted:
+	case r.RollbackStatus == contract.StatusCompleted:
 		return false
 	}
 	return r.RollbackEndedAt.After(r.EndedAt) && now.Sub(r.RollbackEndedAt) < endedRunAlertFor
@@ -273,6 +275,11 @@ func rollbackFailedAfterEnd(r *contract.MigrationRecord, now time.Time) bool {
 func endedRollbackAlert(r *contract.MigrationRecord) contract.StatusAlert {
 	f := rollbackFigures(r)
 	f["ended"] = true
+	if r.RollbackStatus == contract.RollbackAlerted {
+		return contract.StatusAlert{Name: "rollback", Since: r.RollbackEndedAt, Figures: f,
+			Detail: fmt.Sprintf("migration %s of %s/%s ended (%s) and the %s trigger fired (%s), but automatic rollback is disabled. %s. (Listed for %s after the alert; the audit trail keeps alert.rollback.)",
+				r.Job, r.Tenant, r.Database, r.Status, r.Trigger, r.TriggerReason, capitalize(byHand(r)), contract.FormatAge(endedRunAlertFor))}
+	}
 	return contract.StatusAlert{Name: "rollback", Since: r.RollbackEndedAt, Figures: f,
 		Detail: fmt.Sprintf("migration %s of %s/%s ended (%s), then the %s trigger's rollback did not complete: %s. The data may be lost; check it. %s. (Listed for %s after the failure; the audit trail keeps alert.rollback.)",
 			r.Job, r.Tenant, r.Database, r.Status, r.Trigger, rollbackOutcome(r), capitalize(byHand(r)), contract.FormatAge(endedRunAlertFor))}

@@ -559,7 +559,9 @@ func (s *Service) alertDisabled(ctx context.Context, rec *contract.MigrationReco
 			return nil
 		}
 		n := *cur
-		n.RollbackStatus, n.RollbackCommand = contract.RollbackAlerted, cmd
+		// The rollback will not run by itself: it ends here, which is
+		// when the status's clock for a run already ended starts.
+		n.RollbackStatus, n.RollbackCommand, n.RollbackEndedAt = contract.RollbackAlerted, cmd, time.Now().UTC()
 		return &n
 	})
 	if err != nil {

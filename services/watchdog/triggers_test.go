@@ -300,3 +300,36 @@ func TestDuplicatePerCollectionRollsBack(t *testing.T) {
 	want["workload_00"] = pre["workload_00"]
 	compareDB(t, e.dump(t, tenant, db), want)
 }
+
+// TestAutomaticRollbackDisabledAfterEndListed: with automatic rollback off,
+// the failure trigger (--rollback-on-failure) fires on the job's failed
+// event, so its run has ended when the alert naming the command is raised.
+// The status listed alerted runs only while they had not ended: this one
+// never, and nothing but the audit trail told an operator to roll back.
+// It is listed as a failed rollback of an ended run is, for 24 hours.
+func TestAutomaticRollbackDisabledAfterEndListed(t *testing.T) {
+	e := newEnv(t, false)
+	const db, job = "main", "manual-failed"
+	cfg := e.fast("wd")
+	cfg.AutomaticRollbackDisabled = true
+	cfg.RollbackOnFailure = true
+	tenant, snap := e.seededDB(t, "wd_manual_failed", db, cfg, "before_manual_failed")
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+	e.publish(t, job, contract.EventFailed, "", contract.MigrationEvent{Error: "out of memory"})
+	rec := e.waitRecord(t, job, 10*time.Second, "alerted", func(r contract.MigrationRecord) bool {
+		return r.RollbackStatus == contract.RollbackAlerted
+	})
+	want := "chromadb-rollback rollback " + snap + " --reason 'failure trigger of migration " + job + "' --yes"
+	if rec.Trigger != contract.TriggerFailure || rec.RollbackCommand != want || rec.EndedAt.IsZero() {
+		t.Fatalf("record: %s", mustJSON(t, rec))
+	}
+	al := e.rollbackAlert(t, job)
+	if al == nil || al.Figures["ended"] != true || al.Figures["command"] != want ||
+		!strings.Contains(al.Detail, "automatic rollback is disabled") || !strings.Contains(al.Detail, "Roll back by hand: "+want) {
+		t.Errorf("status alert of the ended run: %+v", al)
+	}
+	if ops := e.rollbackOps(t); len(ops) != 0 {
+		t.Errorf("rollbacks started: %+v", ops)
+	}
+}
