@@ -404,9 +404,21 @@ func (s *Service) unpause(ctx context.Context, job string, c condition, r *contr
 		s.log.Warn("cannot record a resume", "job", job, "reason", c.reason, "err", err)
 		return
 	}
-	if written && resume {
-		s.control(ctx, next, contract.ControlResume, "recovered: "+c.detail, "")
+	if !written || !resume {
+		return
 	}
+	// A rollback that raised its fence since the check above paused the
+	// runs it found running then, and this one was still paused: it is
+	// held for that fence instead of resumed. (One raised after this read
+	// finds the run running, and pauses it itself.)
+	if f, err := fence.Get(ctx, s.assets.State, next.Tenant, next.Database); err == nil && f != nil {
+		s.log.Info("not resumed: a rollback fences its database", "job", job, "op_id", f.OpID)
+		if err := s.pauseIfFenced(ctx, next); err != nil {
+			s.log.Warn("cannot hold the run for the fence", "job", job, "err", err)
+		}
+		return
+	}
+	s.control(ctx, next, contract.ControlResume, "recovered: "+c.detail, "")
 }
 
 // fenced says a write fence is raised on tenant/database; when it cannot

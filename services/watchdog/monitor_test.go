@@ -1,7 +1,9 @@
 package watchdog_test
 
 import (
+	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -288,5 +290,57 @@ func TestRunStartedWhileFencedIsPaused(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got := ctl2.commands(); len(got) != 0 {
 		t.Errorf("commands to a run of an unfenced database: %v", got)
+	}
+}
+
+// TestResumeRacingAFenceHolds: the watchdog checks for a fence before it
+// lifts a run's last pause reason; a rollback that raises its fence right
+// after that check lists the runs then, finds this one still paused and
+// leaves it alone, and the resume that follows let the job write into the
+// database being restored. The watchdog looks again once the run is
+// recorded running: a fence raised meanwhile holds the run paused (its
+// reason fence@<op>) instead, until that fence is lowered.
+func TestResumeRacingAFenceHolds(t *testing.T) {
+	e := newEnv(t, false)
+	const job = "race-job"
+	cfg := e.fast("wd")
+	d := e.diskPaused(t, &cfg, job)
+	e.waitRecord(t, job, 5*time.Second, "paused", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationPaused })
+
+	fence := contract.Fence{Envelope: contract.NewEnvelope(contract.TypeFence), Tenant: "acme", Database: "prod", OpID: "op_racing", RaisedAt: time.Now().UTC()}
+	var raised sync.Once
+	release := watchdog.HangAfterRecordWrite(func(r *contract.MigrationRecord) bool {
+		if r.Job == job && r.Status == contract.MigrationRunning && len(r.PausedBy) == 0 {
+			raised.Do(func() {
+				if _, err := e.nats.Assets.State.Put(context.Background(), contract.FenceKey("acme", "prod"), []byte(mustJSON(t, fence))); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		return false
+	})
+	t.Cleanup(release)
+	d.svc.SetDiskMinFree(1 << 20)
+	rec := e.waitRecord(t, job, 5*time.Second, "held by the fence", func(r contract.MigrationRecord) bool {
+		return len(r.PausedBy) == 1 && r.PausedBy[0].Reason == contract.PauseFencePrefix+"op_racing"
+	})
+	if rec.Status != contract.MigrationPaused {
+		t.Errorf("record: %s", mustJSON(t, rec))
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := d.ctl.count(contract.ControlResume); n != 0 {
+		t.Fatalf("resumed into a fenced database: %v", d.ctl.commands())
+	}
+	release()
+	if err := e.nats.Assets.State.Purge(t.Context(), contract.FenceKey("acme", "prod")); err != nil {
+		t.Fatal(err)
+	}
+	d.ctl.wait(t, contract.ControlResume, 5*time.Second)
+	e.waitRecord(t, job, 5*time.Second, "running", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRunning && len(r.PausedBy) == 0
+	})
+	time.Sleep(300 * time.Millisecond)
+	if n := d.ctl.count(contract.ControlResume); n != 1 {
+		t.Errorf("%d resume commands, want one: %v", n, d.ctl.commands())
 	}
 }
