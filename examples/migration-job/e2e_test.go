@@ -570,3 +570,97 @@ func TestTimeLimitAbortsJob(t *testing.T) {
 		t.Errorf("trigger.time events: %+v", trig)
 	}
 }
+
+// TestChromaOutagePausesJob: Chroma stops while the job copies. The job
+// failed at its first request that got no answer, before the watchdog's
+// pause (after its heartbeats fail) could reach it, so an outage ended the
+// run instead of pausing it. It tries the request again, waiting while
+// paused; the watchdog pauses and resumes it, and the run completes with
+// every record valid.
+func TestChromaOutagePausesJob(t *testing.T) {
+	wd := fastWatchdog()
+	wd.HeartbeatInterval, wd.HeartbeatTimeout, wd.HeartbeatFailures = 200*time.Millisecond, 200*time.Millisecond, 3
+	e := newE2E(t, wd)
+	snap := e.snapshot(t, "before_outage")
+	const job = "outage-job"
+
+	var mu sync.Mutex
+	var commands []string
+	ctl, err := e.nats.Conn.Subscribe(subj.Control(job), func(m *nats.Msg) {
+		var c contract.Control
+		if json.Unmarshal(m.Data, &c) == nil {
+			mu.Lock()
+			commands = append(commands, c.Command)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Unsubscribe()
+	beats := make(chan struct{}, 1000)
+	hb, err := e.nats.Conn.Subscribe(subj.MigrationEvent(job, contract.EventHeartbeat), func(*nats.Msg) { beats <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Unsubscribe()
+	if err := e.nats.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	count := func(command string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, c := range commands {
+			if c == command {
+				n++
+			}
+		}
+		return n
+	}
+
+	exit := make(chan int, 1)
+	go func() {
+		exit <- runJob(t, e.jobArgs(job, "--snapshot-id", snap, "--page-size", "20", "--page-delay", "100ms")...)
+	}()
+	select {
+	case <-beats:
+	case code := <-exit:
+		t.Fatalf("the job ended (exit code %d) before its first heartbeat", code)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no heartbeat within 30s")
+	}
+	e.chroma.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for count(contract.ControlPause) == 0 && time.Now().Before(deadline) {
+		select {
+		case code := <-exit:
+			t.Fatalf("the job ended (exit code %d) during the outage instead of pausing", code)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if count(contract.ControlPause) == 0 {
+		t.Fatal("no pause within 10s of the outage")
+	}
+	time.Sleep(time.Second)
+	e.chroma.Restart(t)
+	select {
+	case code := <-exit:
+		if code != exitOK {
+			t.Fatalf("exit code %d, want %d", code, exitOK)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the job did not end within 2m of Chroma's return")
+	}
+	if p, r := count(contract.ControlPause), count(contract.ControlResume); p != 1 || r != 1 {
+		t.Errorf("%d pause and %d resume commands, want one each", p, r)
+	}
+	val := eventsOfType(jobEvents(t, e.nats, job), contract.TypeMigrationValidation)
+	if len(val) != 1 || val[0].ValidChunks != val[0].TotalChunks {
+		t.Errorf("validation events %+v, want one with every record valid", val)
+	}
+	rec := e.waitRecord(t, job, 10*time.Second, "completed", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationCompleted })
+	if rec.Trigger != "" {
+		t.Errorf("a trigger fired: %s", rec.TriggerReason)
+	}
+}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
 	chromago "github.com/amikos-tech/chroma-go/pkg/api/v2"
+	chhttp "github.com/amikos-tech/chroma-go/pkg/commons/http"
 	"github.com/amikos-tech/chroma-go/pkg/embeddings"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/migration"
@@ -18,6 +20,52 @@ import (
 
 // chromaTimeout bounds one request to Chroma.
 const chromaTimeout = 2 * time.Minute
+
+// outageRetry bounds how long, paused time not counted, a Chroma request
+// that got no answer (or a 429 or 5xx, such as the read-only gate's 503
+// while a rollback fences the database) is tried again. The watchdog
+// pauses the job once Chroma fails its heartbeats: the job then waits for
+// resume and tries again, instead of failing the run at the first error.
+const outageRetry = 2 * time.Minute
+
+// transient says a Chroma request may succeed when sent again.
+func transient(err error) bool {
+	var ce *chhttp.ChromaError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	return ce.ErrorCode == 0 || ce.ErrorCode == http.StatusTooManyRequests || ce.ErrorCode >= 500
+}
+
+// retry runs request, and again after a transient failure, waiting while
+// the job is paused, for up to outageRetry of unpaused time. Every request
+// retried is a read or an idempotent write (update, upsert, delete).
+func (m *migrator) retry(ctx context.Context, what string, request func() error) error {
+	left, wait := outageRetry, 250*time.Millisecond
+	for {
+		err := request()
+		if err == nil || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		if left <= 0 {
+			return fmt.Errorf("%w (Chroma did not answer for %s)", err, outageRetry)
+		}
+		m.log.Warn("Chroma request failed; trying again", "request", what, "err", err)
+		began := time.Now()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+		left -= time.Since(began)
+		wait = min(2*wait, 5*time.Second)
+		if err := m.job.WaitWhilePaused(ctx); err != nil {
+			return err
+		}
+	}
+}
 
 // migrator runs one migration: copy (or rewrite in place) with the
 // transformation, then validation, reporting through the SDK.
@@ -272,7 +320,11 @@ func (m *migrator) ensureTargetCollection(ctx context.Context, src chromago.Coll
 
 // copyCollection migrates one collection page by page.
 func (m *migrator) copyCollection(ctx context.Context, name string) error {
-	src, err := m.src.GetCollection(ctx, name, chromago.WithEmbeddingFunctionGet(noopEmbeddingFunction{}))
+	var src chromago.Collection
+	err := m.retry(ctx, "get collection "+name, func() (err error) {
+		src, err = m.src.GetCollection(ctx, name, chromago.WithEmbeddingFunctionGet(noopEmbeddingFunction{}))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("get collection %s: %w", name, err)
 	}
@@ -290,7 +342,11 @@ func (m *migrator) copyCollection(ctx context.Context, name string) error {
 		if err := m.between(ctx, 0); err != nil {
 			return err
 		}
-		p, err := readPage(ctx, src, offset, m.cfg.PageSize)
+		var p *page
+		err := m.retry(ctx, fmt.Sprintf("read %s at %d", name, offset), func() (err error) {
+			p, err = readPage(ctx, src, offset, m.cfg.PageSize)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -307,7 +363,7 @@ func (m *migrator) copyCollection(ctx context.Context, name string) error {
 			out.Metadatas = append(out.Metadatas, meta)
 			out.Embeddings = append(out.Embeddings, p.Embeddings[i])
 		}
-		if err := m.write(ctx, dst, out); err != nil {
+		if err := m.retry(ctx, fmt.Sprintf("write %s at %d", name, offset), func() error { return m.write(ctx, dst, out) }); err != nil {
 			return fmt.Errorf("write %s at %d: %w", name, offset, err)
 		}
 		m.done += int64(p.Len())
@@ -324,7 +380,8 @@ func (m *migrator) copyCollection(ctx context.Context, name string) error {
 	if m.cfg.inPlace() {
 		for len(lostIDs) > 0 {
 			n := min(len(lostIDs), m.cfg.PageSize)
-			if err := dst.Delete(ctx, chromago.WithIDs(docIDs(lostIDs[:n])...)); err != nil {
+			ids := docIDs(lostIDs[:n])
+			if err := m.retry(ctx, "delete the lost records of "+name, func() error { return dst.Delete(ctx, chromago.WithIDs(ids...)) }); err != nil {
 				return fmt.Errorf("delete the lost records of %s: %w", name, err)
 			}
 			lostIDs = lostIDs[n:]
@@ -402,7 +459,11 @@ func (m *migrator) write(ctx context.Context, col chromago.Collection, p *page) 
 func (m *migrator) validateCollection(ctx context.Context, name string) (contract.CollectionValidation, error) {
 	exp := m.expected[name]
 	v := contract.CollectionValidation{Collection: name, TotalChunks: int64(len(exp))}
-	col, err := m.dst.GetCollection(ctx, name, chromago.WithEmbeddingFunctionGet(noopEmbeddingFunction{}))
+	var col chromago.Collection
+	err := m.retry(ctx, "get target collection "+name, func() (err error) {
+		col, err = m.dst.GetCollection(ctx, name, chromago.WithEmbeddingFunctionGet(noopEmbeddingFunction{}))
+		return err
+	})
 	if err != nil {
 		return v, fmt.Errorf("get target collection %s: %w", name, err)
 	}
@@ -411,7 +472,11 @@ func (m *migrator) validateCollection(ctx context.Context, name string) (contrac
 		if err := m.between(ctx, 0); err != nil {
 			return v, err
 		}
-		p, err := readPage(ctx, col, offset, m.cfg.PageSize)
+		var p *page
+		err := m.retry(ctx, fmt.Sprintf("validate %s at %d", name, offset), func() (err error) {
+			p, err = readPage(ctx, col, offset, m.cfg.PageSize)
+			return err
+		})
 		if err != nil {
 			return v, fmt.Errorf("validate: %w", err)
 		}
