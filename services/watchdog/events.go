@@ -321,8 +321,13 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 			reason := fmt.Sprintf("validation ratio %.4f (%d of %d chunks valid) %s", ratio, ev.ValidChunks, ev.TotalChunks, under)
 			var cols []string
 			if s.cfg.PartialOnCollectionFailure && len(failedCols) > 0 {
-				cols = failedCols
-				reason += "; partial rollback of the collections under it: " + strings.Join(failedCols, ", ")
+				if why := restUnder(ev, failedCols, th); why != "" {
+					reason += fmt.Sprintf("; the whole database is rolled back, not only the collections under it (%s): %s",
+						strings.Join(failedCols, ", "), why)
+				} else {
+					cols = failedCols
+					reason += "; partial rollback of the collections under it: " + strings.Join(failedCols, ", ")
+				}
 			}
 			s.fire(&next, contract.TriggerValidation, reason, cols)
 		}
@@ -343,6 +348,30 @@ func (s *Service) onValidation(ctx context.Context, in *incoming) (string, error
 		s.startAct(ctx, in.job)
 	}
 	return "", nil
+}
+
+// restUnder says why rolling back only the failed collections would leave
+// a loss in place ("" when it would not): the run's figures without theirs
+// are still under the threshold th (the loss is also in collections the job
+// did not report, or under it), or do not add up.
+func restUnder(ev *contract.MigrationEvent, failed []string, th float64) string {
+	valid, total := ev.ValidChunks, ev.TotalChunks
+	seen := map[string]bool{}
+	for _, c := range ev.PerCollection {
+		if slices.Contains(failed, c.Collection) && !seen[c.Collection] {
+			seen[c.Collection] = true
+			valid, total = valid-c.ValidChunks, total-c.TotalChunks
+		}
+	}
+	switch {
+	case valid == 0 && total == 0:
+		return "" // they are the whole run
+	case total <= 0 || valid < 0 || valid > total:
+		return fmt.Sprintf("their figures do not add up with the total (%d of %d valid)", ev.ValidChunks, ev.TotalChunks)
+	case float64(valid)/float64(total) < th:
+		return fmt.Sprintf("without them the run is still under the threshold (%d of %d chunks valid)", valid, total)
+	}
+	return ""
 }
 
 // validationAfterEnd is why a validation published after its run's end is

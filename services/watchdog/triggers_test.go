@@ -333,3 +333,40 @@ func TestAutomaticRollbackDisabledAfterEndListed(t *testing.T) {
 		t.Errorf("rollbacks started: %+v", ops)
 	}
 }
+
+// TestPartialRollbackNotWhenLossIsElsewhere: with
+// --partial-on-collection-failure, a total under the threshold whose loss
+// the collections reported under it do not explain (here a collection the
+// job did not report lost 30%) rolled back only the reported ones, and the
+// run was recorded rolled back with the rest of the loss in place. The
+// whole database is rolled back then.
+func TestPartialRollbackNotWhenLossIsElsewhere(t *testing.T) {
+	e := newEnv(t, false)
+	const db, job = "main", "coll-elsewhere"
+	cfg := e.fast("wd")
+	cfg.PartialOnCollectionFailure = true
+	tenant, snap := e.seededDB(t, "wd_collelse", db, cfg, "before_coll_else")
+	pre := e.dump(t, tenant, db)
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+	n0, n1 := int64(pre["workload_00"].Len()), int64(pre["workload_01"].Len())
+	lost0 := int64(e.migrate(t, tenant, db, 0.10, "workload_00"))
+	lost1 := int64(e.migrate(t, tenant, db, 0.30, "workload_01"))
+	total := n0 + n1
+	if lost1 == 0 || float64(total-lost0-lost1)/float64(total) >= 0.95 {
+		t.Fatalf("the fixture does not lose enough: %d and %d of %d", lost0, lost1, total)
+	}
+	e.publish(t, job, contract.EventValidation, "", validation(total-lost0-lost1, total,
+		contract.CollectionValidation{Collection: "workload_00", ValidChunks: n0 - lost0, TotalChunks: n0}))
+
+	rec := e.waitRecord(t, job, 2*time.Minute, "rolled back", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRolledBack || r.RollbackStatus == contract.StatusFailed
+	})
+	if rec.Status != contract.MigrationRolledBack || len(rec.RollbackCollections) != 0 {
+		t.Fatalf("record after the rollback: %s", mustJSON(t, rec))
+	}
+	if !strings.Contains(rec.TriggerReason, "whole database") {
+		t.Errorf("trigger reason %q does not say why the whole database is rolled back", rec.TriggerReason)
+	}
+	compareDB(t, e.dump(t, tenant, db), pre)
+}
