@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // noRollback checks that no trigger fired for jobs and no rollback started.
@@ -100,5 +102,58 @@ func TestSecondEndRejected(t *testing.T) {
 	}
 	if rec, _ := e.record(t, job); rec.Status != contract.MigrationCompleted || rec.Error != "" {
 		t.Errorf("record: %s", mustJSON(t, rec))
+	}
+}
+
+// TestCompletedInTimeNotRolledBack: the watchdog was down while a job
+// heartbeated and completed before its deadline; restarted after the
+// deadline, its ticker fired the time trigger (the record says running)
+// before its consumer had reached the completed event behind the backlog,
+// and rolled back a migration that had ended in time. An end event stored
+// before the deadline and not handled yet holds the time trigger.
+func TestCompletedInTimeNotRolledBack(t *testing.T) {
+	e := newEnv(t, false)
+	const db, job = "main", "in-time"
+	cfg := e.fast("wd")
+	tenant := e.tenant("wd_intime")
+	e.seed(t, tenant, db)
+	e.services(t)
+	_, stop := e.watchdog(t, cfg)
+	snap := e.snapshot(t, tenant, db, "before_in_time")
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, 3*time.Second))
+	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+	stop()
+
+	ctl := e.controls(t, job)
+	for i := range 2000 {
+		ev := contract.MigrationEvent{Envelope: contract.NewEnvelope(contract.TypeMigrationHeartbeat), Job: job, Phase: "copy", DoneRecords: int64(i)}
+		msg := nats.NewMsg(e.subj.MigrationEvent(job, contract.EventHeartbeat))
+		msg.Data = []byte(mustJSON(t, ev))
+		msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+		if _, err := e.nats.JS.PublishMsgAsync(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-e.nats.JS.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("heartbeats not stored within 30s")
+	}
+	e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
+	rec, _ := e.record(t, job)
+	time.Sleep(time.Until(rec.Deadline) + 200*time.Millisecond)
+
+	e.watchdog(t, cfg)
+	rec = e.waitRecord(t, job, 30*time.Second, "ended", func(r contract.MigrationRecord) bool { return !r.EndedAt.IsZero() || r.Trigger != "" })
+	time.Sleep(500 * time.Millisecond)
+	rec, _ = e.record(t, job)
+	if rec.Trigger != "" || rec.Status != contract.MigrationCompleted {
+		t.Errorf("a run that completed before its deadline: %s", mustJSON(t, rec))
+	}
+	if n := ctl.count(contract.ControlAbort); n != 0 {
+		t.Errorf("abort sent to a run that completed in time: %v", ctl.commands())
+	}
+	if ops := e.rollbackOps(t); len(ops) != 0 {
+		t.Errorf("rollbacks started: %+v", ops)
 	}
 }

@@ -47,6 +47,8 @@ type Service struct {
 	js     jetstream.JetStream
 	assets *bus.Assets
 	audit  *bus.Auditor
+	events jetstream.Stream   // CHROMA_MIGRATIONS
+	cons   jetstream.Consumer // the watchdogs' durable consumer of it
 
 	diskMinFree atomic.Uint64
 	poke        chan struct{} // asks the ticker to look now
@@ -177,6 +179,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
+	s.events, s.cons = stream, cons
 
 	var wg sync.WaitGroup
 	wg.Go(func() { s.consume(ctx, cons) })

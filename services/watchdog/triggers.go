@@ -13,6 +13,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // tick fires the time trigger of runs past their deadline, starts the
@@ -25,7 +26,9 @@ func (s *Service) tick(ctx context.Context) {
 	for i := range recs {
 		r := &recs[i]
 		if r.Trigger == "" && !ended(r) && !r.Deadline.IsZero() && !now.Before(r.Deadline) {
-			s.fireTime(ctx, r.Job)
+			if !s.endPending(ctx, r) {
+				s.fireTime(ctx, r.Job)
+			}
 			continue
 		}
 		if needsAct(r) || (needsPin(r) && s.pinDue(r.Job)) {
@@ -39,6 +42,42 @@ func (s *Service) tick(ctx context.Context) {
 // or a triggered rollback to ask for or to follow.
 func needsAct(r *contract.MigrationRecord) bool {
 	return rollbackPending(r) || (r.TakeSnapshot && r.SnapshotID == "" && r.SnapshotError == "" && !ended(r))
+}
+
+// endPending says run r's job reported completed or failed before r's
+// deadline, in an event the watchdogs have not handled yet (it waits
+// behind others, as after a watchdog was down while jobs published): the
+// run ended in time, and the time trigger waits for that event instead of
+// rolling back a migration that had finished. When that cannot be read
+// (a watchdog user without the permission accounts.conf now gives it), it
+// says no: the trigger fires as it did before.
+func (s *Service) endPending(ctx context.Context, r *contract.MigrationRecord) bool {
+	if s.events == nil || s.cons == nil {
+		return false
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := s.cons.Info(cctx)
+	if err != nil {
+		s.log.Warn("cannot read the migration consumer; the time trigger does not wait for events not handled yet", "job", r.Job, "err", err)
+		return false
+	}
+	for _, event := range []string{contract.EventCompleted, contract.EventFailed} {
+		m, err := s.events.GetLastMsgForSubject(cctx, s.subj.MigrationEvent(r.Job, event))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			s.log.Warn("cannot look for a pending end of the run; the time trigger does not wait for it", "job", r.Job, "err", err)
+			return false
+		}
+		if m.Sequence > r.Run && m.Sequence > info.AckFloor.Stream && m.Time.Before(r.Deadline) {
+			s.log.Info("time limit passed, but the job's end event stored before it is not handled yet: waiting for it",
+				"job", r.Job, "event", event, "seq", m.Sequence, "deadline", r.Deadline)
+			return true
+		}
+	}
+	return false
 }
 
 // fireTime records the time trigger of a run past its deadline.
