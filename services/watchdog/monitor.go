@@ -130,12 +130,16 @@ func (s *Service) diskLoop(ctx context.Context) {
 // if nothing else holds it), and the instances that watch those paths now
 // pause it again if the disk is still low. Nothing is lifted when the
 // discovery does not find this instance itself.
+//
+// A connectivity pause is held the same way by the instance that set it
+// (instances may disagree about Chroma: one cut off from it); another
+// lifts it once that instance is gone and it finds Chroma answering.
 func (s *Service) liftAbsentDiskPauses(ctx context.Context) {
 	recs := s.cached()
 	held := map[string]bool{}
 	for i := range recs {
 		for _, p := range recs[i].PausedBy {
-			if inst, ok := strings.CutPrefix(p.Reason, contract.PauseDiskPrefix); ok && inst != s.cfg.Instance && pausable(&recs[i]) {
+			if inst := s.otherOwner(p); inst != "" && pausable(&recs[i]) {
 				held[inst] = true
 			}
 		}
@@ -158,17 +162,42 @@ func (s *Service) liftAbsentDiskPauses(ctx context.Context) {
 		}
 	}
 	s.absent = absent
+	s.mu.Lock()
+	conn := s.conds[contract.PauseConnectivity]
+	connHealthy := conn != nil && conn.known && conn.healthy && !conn.active
+	s.mu.Unlock()
 	for i := range recs {
 		r := &recs[i]
 		for _, p := range r.PausedBy {
-			inst, ok := strings.CutPrefix(p.Reason, contract.PauseDiskPrefix)
-			if !ok || !absent[inst] || !before[inst] || !pausable(r) {
+			inst := s.otherOwner(p)
+			if inst == "" || !absent[inst] || !before[inst] || !pausable(r) {
+				continue
+			}
+			if p.Reason == contract.PauseConnectivity {
+				if connHealthy {
+					s.unpause(ctx, r.Job, condition{reason: p.Reason, name: "connectivity",
+						detail: fmt.Sprintf("watchdog instance %s, which paused it for Chroma not answering, no longer runs, and Chroma at %s answers", inst, s.cfg.ChromaURL)}, r)
+				}
 				continue
 			}
 			s.unpause(ctx, r.Job, condition{reason: p.Reason, name: "disk",
 				detail: fmt.Sprintf("watchdog instance %s, which paused it for low free disk space on the paths it watches, no longer runs", inst)}, r)
 		}
 	}
+}
+
+// otherOwner is the other instance that alone may lift pause p: the one
+// watching the paths of a disk pause, or the one that found Chroma not
+// answering; "" when p is this instance's, or anyone's to lift.
+func (s *Service) otherOwner(p contract.PauseReason) string {
+	inst, ok := strings.CutPrefix(p.Reason, contract.PauseDiskPrefix)
+	if !ok && p.Reason == contract.PauseConnectivity {
+		inst = p.Instance
+	}
+	if inst == s.cfg.Instance {
+		return ""
+	}
+	return inst
 }
 
 // runningInstances are the watchdog instances of this prefix that answer
@@ -314,7 +343,7 @@ func (s *Service) reconcilePauses(ctx context.Context, recs []contract.Migration
 				s.liftFencePause(ctx, r, op, p.Reason)
 				continue
 			}
-			if c, ok := conds[p.Reason]; ok && c.known && c.healthy && !c.active {
+			if c, ok := conds[p.Reason]; ok && c.known && c.healthy && !c.active && s.otherOwner(p) == "" {
 				s.unpause(ctx, r.Job, c, r)
 			}
 		}

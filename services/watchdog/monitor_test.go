@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/disk"
 	"github.com/chromadb-rollback/chromadb-rollback/services/watchdog"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -343,4 +345,45 @@ func TestResumeRacingAFenceHolds(t *testing.T) {
 	if n := d.ctl.count(contract.ControlResume); n != 1 {
 		t.Errorf("%d resume commands, want one: %v", n, d.ctl.commands())
 	}
+}
+
+// TestConnectivityPauseOfOtherInstanceHolds: two instances that disagree
+// about Chroma (one cannot reach it: a partition, a wrong URL) paused and
+// resumed the job at every tick, the one lifting what the other had just
+// set. A connectivity pause is lifted by the instance that set it, or,
+// once that instance has stopped, by another (as a disk pause is).
+func TestConnectivityPauseOfOtherInstanceHolds(t *testing.T) {
+	e := newEnv(t, false)
+	const job = "split-job"
+	healthy := e.heartbeats(200*time.Millisecond, 200*time.Millisecond, 2)
+	healthy.Instance = "wd-sees-chroma"
+	healthy.DiskInterval = 100 * time.Millisecond // the check for stopped instances
+	e.watchdog(t, healthy)
+	ctl := e.controls(t, job)
+	e.publish(t, job, contract.EventStarted, "", started("acme", "prod", "snap_unused", time.Hour))
+	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+
+	cut := e.heartbeats(200*time.Millisecond, 200*time.Millisecond, 2)
+	cut.Instance, cut.ChromaURL = "wd-cut-off", "http://127.0.0.1:1" // nothing answers there
+	cc, err := chroma.New(cut.ChromaURL, chroma.WithRetryMaxElapsed(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopCut := e.run(t, "watchdog "+cut.Instance, func(nc *nats.Conn) (runner, error) {
+		return watchdog.New(cut, nc, e.subj, cc, testLogger(t))
+	})
+	ctl.wait(t, contract.ControlPause, 10*time.Second)
+	time.Sleep(2 * time.Second)
+	if p, r := ctl.count(contract.ControlPause), ctl.count(contract.ControlResume); p != 1 || r != 0 {
+		t.Fatalf("%d pause and %d resume commands while one instance cannot reach Chroma, want one pause: %v", p, r, ctl.commands())
+	}
+	rec, _ := e.record(t, job)
+	if rec.Status != contract.MigrationPaused || len(rec.PausedBy) != 1 || rec.PausedBy[0].Instance != cut.Instance {
+		t.Errorf("record: %s", mustJSON(t, rec))
+	}
+	stopCut()
+	ctl.wait(t, contract.ControlResume, 10*time.Second)
+	e.waitRecord(t, job, 5*time.Second, "running", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRunning && len(r.PausedBy) == 0
+	})
 }
