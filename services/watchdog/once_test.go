@@ -267,3 +267,44 @@ func (e *env) manifest(t *testing.T, id string) contract.SnapshotManifest {
 	}
 	return m
 }
+
+// TestClaimOfStoppedInstanceTakenOver: an instance that claimed a run's
+// rollback request and stopped before sending it (a serve killed while its
+// rollback start verified the archive, or while Chroma did not answer) held
+// the request back for RequestTimeout plus a minute, 31 minutes by default:
+// the instance that followed saw the claim and waited, the loss in place.
+// A claim of an instance missing from the micro discovery is taken over.
+func TestClaimOfStoppedInstanceTakenOver(t *testing.T) {
+	e := newEnv(t, false)
+	const db, job = "main", "claim-gone"
+	tenant := e.tenant("wd_claim")
+	e.seed(t, tenant, db)
+	e.services(t)
+	_, stopA := e.watchdog(t, e.fast("wd-a"))
+	snap := e.snapshot(t, tenant, db, "before_claim")
+	pre := e.dump(t, tenant, db)
+	// wd-a stops right after it records its claim, before its request.
+	release := watchdog.HangAfterRecordWrite(func(r *contract.MigrationRecord) bool {
+		return r.Job == job && r.RollbackRequestedBy == "wd-a" && r.RollbackStatus == contract.RollbackRequested
+	})
+	t.Cleanup(release)
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+	lost := e.migrate(t, tenant, db, 0.2, "workload_00")
+	e.publish(t, job, contract.EventValidation, "", validation(int64(300-lost), 300))
+	e.waitRecord(t, job, 10*time.Second, "claimed by wd-a", func(r contract.MigrationRecord) bool { return r.RollbackRequestedBy == "wd-a" })
+	stopped := make(chan struct{})
+	go func() { stopA(); close(stopped) }() // its connection closes at once; it ends once released
+	t.Cleanup(func() { release(); <-stopped })
+
+	e.watchdog(t, e.fast("wd-b"))
+	rec := e.waitRecord(t, job, 30*time.Second, "taken over", func(r contract.MigrationRecord) bool { return r.RollbackRequestedBy == "wd-b" })
+	release()
+	rec = e.waitRecord(t, job, 2*time.Minute, "rolled back", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRolledBack || r.RollbackStatus == contract.StatusFailed
+	})
+	if rec.Status != contract.MigrationRolledBack {
+		t.Fatalf("record: %s", mustJSON(t, rec))
+	}
+	compareDB(t, e.dump(t, tenant, db), pre)
+}

@@ -69,6 +69,9 @@ type Service struct {
 	pinAt    map[string]time.Time         // job -> the tick looks for its snapshot again after this time
 	retries  map[string]int               // job -> requests failed in a row
 	audited  map[string]bool              // trigger audits already sent by this process
+
+	running   map[string]bool // the watchdog instances the discovery found at runningAt
+	runningAt time.Time
 }
 
 // cachedRecord is a migration record with its KV revision.

@@ -187,6 +187,37 @@ func (s *Service) claimable(at time.Time, by string) bool {
 	return at.IsZero() || by == s.cfg.Instance || time.Since(at) > s.cfg.RequestTimeout+time.Minute
 }
 
+// runningFor is how long a micro discovery of the watchdog instances is
+// taken as current.
+const runningFor = 5 * time.Second
+
+// claimHolderGone says the instance by, which claimed a request it has not
+// reported on, no longer runs: the micro discovery finds this instance but
+// not by. A serve stopped while its request was in flight (a rollback start
+// verifies the whole archive first; Chroma may not answer) comes back as a
+// new instance, and the claim would hold the request back until
+// claimable's RequestTimeout and a minute had passed. Asked twice, the
+// services answer with the operation they already have.
+func (s *Service) claimHolderGone(ctx context.Context, by string) bool {
+	if by == "" || by == s.cfg.Instance {
+		return false
+	}
+	s.mu.Lock()
+	running, at := s.running, s.runningAt
+	s.mu.Unlock()
+	if time.Since(at) > runningFor {
+		var err error
+		if running, err = s.runningInstances(ctx); err != nil {
+			s.log.Warn("cannot list the running watchdog instances; a claim of a stopped one waits for its timeout", "err", err)
+			return false
+		}
+		s.mu.Lock()
+		s.running, s.runningAt = running, time.Now()
+		s.mu.Unlock()
+	}
+	return running[s.cfg.Instance] && !running[by]
+}
+
 // actSnapshot asks for the pre-migration snapshot a started event asked
 // the watchdog to take, then follows it until it is verified.
 func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord) {
@@ -195,8 +226,11 @@ func (s *Service) actSnapshot(ctx context.Context, rec *contract.MigrationRecord
 		return cur != nil && cur.Run == run && cur.SnapshotID == "" && cur.SnapshotError == ""
 	}
 	if rec.SnapshotOpID == "" {
+		holder := rec.SnapshotRequestedBy
+		gone := !s.claimable(rec.SnapshotRequestedAt, holder) && s.claimHolderGone(ctx, holder)
 		_, claimed, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
-			if !same(cur) || cur.SnapshotOpID != "" || !s.claimable(cur.SnapshotRequestedAt, cur.SnapshotRequestedBy) {
+			if !same(cur) || cur.SnapshotOpID != "" ||
+				!(s.claimable(cur.SnapshotRequestedAt, cur.SnapshotRequestedBy) || (gone && cur.SnapshotRequestedBy == holder)) {
 				return nil
 			}
 			next := *cur
@@ -401,8 +435,10 @@ func (s *Service) requestRollback(ctx context.Context, rec *contract.MigrationRe
 	same := func(cur *contract.MigrationRecord) bool {
 		return cur != nil && cur.Run == rec.Run && cur.RollbackOpID == opID && cur.RollbackStatus == contract.RollbackRequested
 	}
+	holder := rec.RollbackRequestedBy
+	gone := !s.claimable(rec.RollbackRequestedAt, holder) && s.claimHolderGone(ctx, holder)
 	_, claimed, err := s.update(ctx, job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
-		if !same(cur) || !s.claimable(cur.RollbackRequestedAt, cur.RollbackRequestedBy) {
+		if !same(cur) || !(s.claimable(cur.RollbackRequestedAt, cur.RollbackRequestedBy) || (gone && cur.RollbackRequestedBy == holder)) {
 			return nil
 		}
 		next := *cur
