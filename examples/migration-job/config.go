@@ -122,7 +122,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("log level: %w", err)
 	}
 	var err error
-	if c.Lose, err = strconv.ParseFloat(lose, 64); err != nil || c.Lose < 0 || c.Lose > 1 {
+	if c.Lose, err = strconv.ParseFloat(lose, 64); err != nil || !(c.Lose >= 0 && c.Lose <= 1) { // NaN too
 		return nil, fmt.Errorf("lose %q: want a share between 0 and 1, e.g. 0.10", lose)
 	}
 	if c.PageSize, err = strconv.Atoi(pageSize); err != nil || c.PageSize < 1 {
@@ -156,6 +156,9 @@ func (c *config) validate() error {
 	}
 	if c.TimeLimit < 0 || c.PageDelay < 0 || c.SnapshotTimeout <= 0 {
 		return errors.New("time limit and page delay must not be negative; the snapshot timeout must be positive")
+	}
+	if c.TimeLimit > 0 && c.TimeLimit < time.Second {
+		return fmt.Errorf("time limit %s is under a second, which the watchdog refuses: 0 takes its default (1h)", c.TimeLimit)
 	}
 	for _, n := range []struct{ field, v string }{
 		{"tenant", c.Tenant}, {"database", c.Database}, {"target tenant", c.TargetTenant}, {"target database", c.TargetDatabase},

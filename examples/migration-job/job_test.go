@@ -69,6 +69,16 @@ func TestParseConfig(t *testing.T) {
 			t.Errorf("err = %v, want one naming PAGE_DELAY", err)
 		}
 	})
+	// What the watchdog would refuse, or what would never lose anything,
+	// is told before the run starts.
+	for _, args := range [][]string{
+		{"--lose", "NaN"},
+		{"--time-limit", "500ms"},
+	} {
+		if _, err := parseConfig(append([]string{"--job", "j", "--take-snapshot"}, args...), &bytes.Buffer{}); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
 	t.Run("environment", func(t *testing.T) {
 		t.Setenv("MIGRATION_JOB", "from-env")
 		t.Setenv("TAKE_SNAPSHOT", "true")

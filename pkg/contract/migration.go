@@ -52,8 +52,8 @@ type MigrationEvent struct {
 	// for it (see MigrationRecord.SnapshotID).
 	SnapshotID   string `json:"snapshot_id,omitempty"`
 	TakeSnapshot bool   `json:"take_snapshot,omitempty"`
-	// TimeLimitSeconds bounds the migration's run time; 0 takes the
-	// watchdog's default (1 h).
+	// TimeLimitSeconds bounds the migration's run time, at least one
+	// second; 0 takes the watchdog's default (1 h).
 	TimeLimitSeconds float64  `json:"time_limit_seconds,omitempty"`
 	Collections      []string `json:"collections,omitempty"`
 
@@ -125,8 +125,17 @@ func ValidateMigrationEvent(event, job string, m *MigrationEvent) error {
 		if m.TimeLimitSeconds < 0 {
 			return fmt.Errorf("time_limit_seconds %v is negative", m.TimeLimitSeconds)
 		}
+		if m.TimeLimitSeconds > 0 && m.TimeLimitSeconds < MinTimeLimitSeconds {
+			// It would abort the job and roll the database back at once:
+			// most likely not seconds, or a typo.
+			return fmt.Errorf("time_limit_seconds %v is under %v: give seconds, as 3600 for an hour, or 0 for the watchdog's default", m.TimeLimitSeconds, MinTimeLimitSeconds)
+		}
 		if m.TimeLimitSeconds > MaxTimeLimitSeconds {
 			return fmt.Errorf("time_limit_seconds %v is more than %.0f (about 292 years)", m.TimeLimitSeconds, MaxTimeLimitSeconds)
+		}
+	case EventHeartbeat:
+		if m.DoneRecords < 0 {
+			return fmt.Errorf("done_records %d is negative", m.DoneRecords)
 		}
 	case EventValidation:
 		if m.TotalChunks <= 0 || m.ValidChunks < 0 || m.ValidChunks > m.TotalChunks {
@@ -140,6 +149,9 @@ func ValidateMigrationEvent(event, job string, m *MigrationEvent) error {
 	}
 	return nil
 }
+
+// MinTimeLimitSeconds is the shortest time limit a started event may set.
+const MinTimeLimitSeconds = 1.0
 
 // MaxTimeLimitSeconds is the longest time limit a started event may set:
 // the longest time.Duration in whole seconds. A longer one would wrap to a

@@ -1,6 +1,7 @@
 package watchdog
 
 import (
+	"errors"
 	"flag"
 	"strconv"
 	"time"
@@ -49,6 +50,18 @@ func RegisterFlags(fs *flag.FlagSet, cfg *Config) func() error {
 	return func() error {
 		if len(errs) > 0 {
 			return errs[0]
+		}
+		// Config takes 0 for the default; given as a setting, 0 would
+		// silently become the default too, where who gave it meant none.
+		switch {
+		case cfg.ValidationThreshold == 0:
+			return errors.New("validation threshold 0: want a ratio in (0, 1], e.g. 0.95; --automatic-rollback=false turns rollbacks into alerts")
+		case cfg.DefaultTimeLimit == 0:
+			return errors.New("time limit 0: want a positive duration, e.g. 1h (a started event may set its own)")
+		case cfg.HeartbeatFailures == 0:
+			return errors.New("heartbeat failures 0: at least 1")
+		case *minFreeMiB == 0:
+			return errors.New("disk min free 0 MiB: at least 1; migrations are paused when free space falls under it")
 		}
 		cfg.AutomaticRollbackDisabled = !*automatic
 		cfg.DiskMinFree = *minFreeMiB << 20

@@ -3,8 +3,10 @@ package watchdog
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -237,6 +239,42 @@ func TestRollbackFailedAfterEnd(t *testing.T) {
 		c.edit(&r)
 		if got := rollbackFailedAfterEnd(&r, c.now); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestFlagsRefuseZero: a setting given as 0 (flag or environment) is
+// refused, naming it. It became the default (0.95, 1h, 3, 100 MiB), where
+// who gave it most likely meant none.
+func TestFlagsRefuseZero(t *testing.T) {
+	for _, c := range []struct {
+		args      []string
+		env, want string
+	}{
+		{nil, "", ""},
+		{[]string{"--validation-threshold", "0.99", "--disk-min-free-mb", "1"}, "", ""},
+		{[]string{"--validation-threshold", "0"}, "", "validation threshold 0"},
+		{[]string{"--time-limit", "0s"}, "", "time limit 0"},
+		{[]string{"--heartbeat-failures", "0"}, "", "heartbeat failures 0"},
+		{[]string{"--disk-min-free-mb", "0"}, "", "disk min free 0"},
+		{nil, "0", "disk min free 0"},
+	} {
+		t.Setenv("DISK_MIN_FREE_MB", c.env)
+		if c.env == "" {
+			os.Unsetenv("DISK_MIN_FREE_MB")
+		}
+		fs := flag.NewFlagSet("watchdog", flag.ContinueOnError)
+		var cfg Config
+		done := RegisterFlags(fs, &cfg)
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		err := done()
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%v (DISK_MIN_FREE_MB=%q): %v, want no error", c.args, c.env, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%v (DISK_MIN_FREE_MB=%q): %v, want an error with %q", c.args, c.env, err, c.want)
 		}
 	}
 }
