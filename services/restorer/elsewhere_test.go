@@ -123,26 +123,12 @@ func TestRestoreElsewhere(t *testing.T) {
 			want[name] = b
 			a.Collections = append(a.Collections, legacy.SeedCollectionFromBatch(name, b, 50))
 		}
-		data, manifest, err := legacy.BuildSeedArchive(a, "snapshot_20251130_143022", "pre_migration_2025-11-30")
-		if err != nil {
-			t.Fatal(err)
-		}
-		staged := contract.ImportStagingPrefix + contract.NewID("")
-		if _, err := e.nats.Assets.Snapshots.PutBytes(t.Context(), staged, data); err != nil {
-			t.Fatal(err)
-		}
-		code, reply := e.request(t, e.subj.API("snapshot", "import"), contract.SnapshotImportRequest{
-			Envelope: contract.NewEnvelope(contract.TypeImportRequest), Object: staged, Manifest: manifest,
-			Tenant: "seed", Database: "main", FileName: "snapshot_20251130_143022.tar.gz"})
-		var m contract.SnapshotManifest
-		if code != 0 || json.Unmarshal(reply, &m) != nil || m.SnapshotID == "" {
-			t.Fatalf("import: %d %s", code, reply)
-		}
-		p := e.plan(t, contract.RollbackRequest{SnapshotID: m.SnapshotID})
+		id := importSeedArchive(t, e, "seed", "main", a)
+		p := e.plan(t, contract.RollbackRequest{SnapshotID: id})
 		if !slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "zero vectors") }) {
 			t.Errorf("plan does not warn of records without embeddings: %q", p.Warnings)
 		}
-		e.rollback(t, contract.RollbackRequest{SnapshotID: m.SnapshotID})
+		e.rollback(t, contract.RollbackRequest{SnapshotID: id})
 		got := e.dump(t, "seed", "main")
 		if names := got.names(); !slices.Equal(names, []string{"sergio_corpus", "sergio_personality"}) {
 			t.Fatalf("collections %q", names)

@@ -79,8 +79,15 @@ func TestRollbackOfFloatsChromaCannotStore(t *testing.T) {
 // tenant/db and returns the snapshot's id.
 func importSeed(t *testing.T, e *env, tenant, db string, colls ...legacy.SeedCollection) string {
 	t.Helper()
-	a := &legacy.SeedArchive{Dir: "snapshot_20251130_143022", ChromaVersion: "0.4.24", Timestamp: "2025-11-30T14:30:22", Collections: colls}
-	data, manifest, err := legacy.BuildSeedArchive(a, "snapshot_20251130_143022", "pre_migration")
+	return importSeedArchive(t, e, tenant, db, &legacy.SeedArchive{Dir: "snapshot_20251130_143022", ChromaVersion: "0.4.24",
+		Timestamp: "2025-11-30T14:30:22", Collections: colls})
+}
+
+// importSeedArchive imports a, an archive of the seed tool, into tenant/db
+// and returns the snapshot's id.
+func importSeedArchive(t *testing.T, e *env, tenant, db string, a *legacy.SeedArchive) string {
+	t.Helper()
+	data, manifest, err := legacy.BuildSeedArchive(a, a.Dir, "pre_migration")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +97,7 @@ func importSeed(t *testing.T, e *env, tenant, db string, colls ...legacy.SeedCol
 	}
 	code, reply := e.request(t, e.subj.API("snapshot", "import"), contract.SnapshotImportRequest{
 		Envelope: contract.NewEnvelope(contract.TypeImportRequest), Object: staged, Manifest: manifest,
-		Tenant: tenant, Database: db, FileName: "snapshot_20251130_143022.tar.gz"})
+		Tenant: tenant, Database: db, FileName: a.Dir + ".tar.gz"})
 	var m contract.SnapshotManifest
 	if code != 0 || json.Unmarshal(reply, &m) != nil || m.SnapshotID == "" {
 		t.Fatalf("import: %d %s", code, reply)
