@@ -1,6 +1,7 @@
 package watchdog
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -421,10 +422,47 @@ func (s *Service) actRollback(ctx context.Context, rec *contract.MigrationRecord
 			s.alertDisabled(ctx, rec)
 			return
 		}
+		// Another rollback of the database ended after the trigger fired
+		// (an operator's, whose lease refused this one's request): the
+		// database holds what it restored, and rolling back again would
+		// undo that choice. The run is left to the operator, as one whose
+		// rollback failed: its job paused, the command offered.
+		if op, err := s.supersededBy(ctx, rec); err != nil {
+			s.log.Warn("cannot tell whether another rollback of the database ended after the trigger; retrying", "job", job, "err", err)
+			s.later(job)
+			return
+		} else if op != nil {
+			s.rollbackFailed(ctx, rec, fmt.Sprintf("rollback %s of %s/%s (by %s, from snapshot %s) completed at %s, after the trigger fired, so the watchdog did not roll back over it",
+				op.OpID, rec.Tenant, rec.Database, cmp.Or(op.Actor, "-"), op.Plan.SnapshotID, op.UpdatedAt.UTC().Format(time.RFC3339)), false)
+			return
+		}
 		s.requestRollback(ctx, rec)
 	case contract.StatusQueued, contract.StatusRunning:
 		s.followRollback(ctx, rec)
 	}
+}
+
+// supersededBy returns the newest other rollback into run rec's database
+// (of the configured Chroma) that completed after rec's trigger fired, nil
+// when none did.
+func (s *Service) supersededBy(ctx context.Context, rec *contract.MigrationRecord) (*contract.Operation, error) {
+	var newest *contract.Operation
+	err := bus.EachValue(ctx, s.assets.State, contract.OperationKey(">"), func(_ string, data []byte) error {
+		var op contract.Operation
+		if json.Unmarshal(data, &op) != nil {
+			return nil // not this run's business; retention reports it
+		}
+		p := op.Plan
+		if op.Kind != "rollback" || op.Status != contract.StatusCompleted || op.OpID == rec.RollbackOpID || p == nil ||
+			p.ChromaURL != "" || p.Tenant != rec.Tenant || p.Database != rec.Database || !op.UpdatedAt.After(rec.TriggeredAt) {
+			return nil
+		}
+		if newest == nil || op.UpdatedAt.After(newest.UpdatedAt) {
+			newest = &op
+		}
+		return nil
+	})
+	return newest, err
 }
 
 // requestRollback asks the restorer for the run's rollback with its

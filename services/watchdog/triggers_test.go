@@ -338,3 +338,62 @@ func TestPartialRollbackNotWhenLossIsElsewhere(t *testing.T) {
 	}
 	compareDB(t, e.dump(t, tenant, db), pre)
 }
+
+// TestOperatorRollbackSupersedes: an operator rolls the database back
+// after the time trigger fired and before the watchdog's own rollback ran
+// (it waits out the abort grace, or is refused while the operator's
+// holds the lease). The watchdog rolled back again afterwards, over what
+// the operator chose to restore. It now leaves the run to the operator,
+// naming that rollback, as one whose rollback could not run.
+func TestOperatorRollbackSupersedes(t *testing.T) {
+	e := newEnv(t, false)
+	const db, job = "main", "operator-first"
+	tenant := e.tenant("wd_operator")
+	e.seed(t, tenant, db)
+	e.services(t)
+	cfg := e.fast("wd")
+	cfg.AbortGrace = 8 * time.Second // the job never says it stopped
+	e.watchdog(t, cfg)
+	ctl := e.controls(t, job)
+	pre := e.dump(t, tenant, db)
+	snap := e.snapshot(t, tenant, db, "before_operator_first")
+
+	const limit = 2 * time.Second
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, limit))
+	e.waitRecord(t, job, 10*time.Second, "recorded", func(r contract.MigrationRecord) bool { return r.Run > 0 })
+	e.migrate(t, tenant, db, 0.5, "workload_00")
+	ctl.wait(t, contract.ControlAbort, limit+10*time.Second)
+
+	var reply contract.RollbackReply
+	e.request(t, e.subj.API("rollback", "start"), contract.RollbackRequest{Envelope: contract.NewEnvelope(contract.TypeRollbackRequest),
+		SnapshotID: snap, Confirm: true, NoSafetySnapshot: true, Actor: "ops@example", Reason: "saw the loss first"}, &reply)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if op, ok := e.op(t, reply.OpID); ok && contract.Ended(op.Status) {
+			if op.Status != contract.StatusCompleted {
+				t.Fatalf("the operator's rollback: %s %s", op.Status, op.Error)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the operator's rollback did not end")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	restored := e.dump(t, tenant, db)
+	compareDB(t, restored, pre)
+
+	rec := e.waitRecord(t, job, cfg.AbortGrace+time.Minute, "left to the operator", func(r contract.MigrationRecord) bool {
+		return r.RollbackStatus == contract.StatusFailed || r.RollbackStatus == contract.StatusCompleted
+	})
+	if rec.RollbackStatus != contract.StatusFailed || !strings.Contains(rec.RollbackError, reply.OpID) || rec.RollbackCommand == "" {
+		t.Errorf("record: %s; want the rollback left to the operator, naming %s, with the command", mustJSON(t, rec), reply.OpID)
+	}
+	if op, ok := e.op(t, rec.RollbackOpID); ok {
+		t.Errorf("the watchdog rolled back over the operator's rollback: %s %s", op.OpID, op.Status)
+	}
+	if a := e.rollbackAlert(t, job); a == nil || !strings.Contains(a.Detail, reply.OpID) {
+		t.Errorf("status alert: %+v; want one naming %s", a, reply.OpID)
+	}
+	compareDB(t, e.dump(t, tenant, db), restored)
+}
