@@ -49,6 +49,12 @@ const (
 	KeepChanged = "changed"
 )
 
+// EndedRunAlertFor is how long after its triggered rollback failed (or
+// was left to an operator) a run that had ended by then is listed in the
+// status's alerts, with the command to roll back by hand; retention keeps
+// the snapshot that command names as long.
+const EndedRunAlertFor = 24 * time.Hour
+
 // ReasonExpired is the reason of a deleted snapshot: older than the period
 // and kept by nothing.
 const ReasonExpired = "expired"

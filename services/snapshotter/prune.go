@@ -125,7 +125,7 @@ func (s *Service) pruneState(ctx context.Context, now, cutoff time.Time, dryRun 
 			}
 		case strings.HasPrefix(key, contract.MigrationKey("")):
 			e, r, ok := getState[contract.MigrationRecord](ctx, kv, key)
-			if !ok || migrationBusy(&r) != "" {
+			if !ok || migrationBusy(&r, now) != "" {
 				continue
 			}
 			if at := lastChange(r.UpdatedAt, r.EndedAt, r.Time); !at.IsZero() && at.Before(cutoff) {

@@ -446,13 +446,14 @@ func cleanupItem(m *contract.SnapshotManifest, now time.Time) contract.CleanupIt
 // snapshots of migrations not yet over and of rollbacks not yet ended. A
 // record that cannot be read fails the run, as what it protects is unknown.
 func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
+	now := s.cfg.Clock.Now()
 	use := &snapshotUse{refs: map[string][]keepReason{}, restored: map[string]restoredTo{}}
 	err := bus.EachValue(ctx, s.assets.State, contract.MigrationKey(">"), func(key string, data []byte) error {
 		var r contract.MigrationRecord
 		if err := json.Unmarshal(data, &r); err != nil {
 			return fmt.Errorf("migration record %s is unreadable (%v): fix or delete it", key, err)
 		}
-		if why := migrationBusy(&r); why != "" {
+		if why := migrationBusy(&r, now); why != "" {
 			detail := fmt.Sprintf("migration %s (%s) depends on it", r.Job, why)
 			use.add(r.SnapshotID, r.Tenant, r.Database, contract.KeepMigration, detail)
 			use.add(r.PinnedSnapshotID, r.Tenant, r.Database, contract.KeepMigration, detail)
@@ -521,13 +522,19 @@ func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 // it does not): the job runs or is paused, its triggered rollback has not
 // ended, or an operator was alerted to run that rollback by hand. It
 // follows the watchdog's rules (services/watchdog, records.go).
-func migrationBusy(r *contract.MigrationRecord) string {
+func migrationBusy(r *contract.MigrationRecord, now time.Time) string {
 	if r.Trigger != "" {
 		switch r.RollbackStatus {
 		case contract.RollbackRequested, contract.StatusQueued, contract.StatusRunning:
 			return "rollback " + r.RollbackStatus
 		case contract.RollbackAlerted:
 			return "rollback alerted, to be run by an operator"
+		case contract.StatusFailed, contract.StatusCancelled:
+			// The status lists it with the command that restores this
+			// snapshot, after the run ended too, for a while.
+			if !r.RollbackEndedAt.IsZero() && now.Sub(r.RollbackEndedAt) < contract.EndedRunAlertFor {
+				return "rollback " + r.RollbackStatus + ", to be run by an operator"
+			}
 		}
 	}
 	switch r.Status {

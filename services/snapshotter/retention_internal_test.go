@@ -152,3 +152,30 @@ func TestSnapshotUseReasonsOnce(t *testing.T) {
 		t.Errorf("reasons = %v, want %v", got, want)
 	}
 }
+
+// TestMigrationBusyAfterFailedRollback: a run that had ended when its
+// triggered rollback failed is listed in the status's alerts with the
+// command that restores its snapshot, for a day: retention keeps that
+// snapshot as long. It let it expire as soon as the run had ended.
+func TestMigrationBusyAfterFailedRollback(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	rec := func(status string, rollbackEnded time.Time) *contract.MigrationRecord {
+		return &contract.MigrationRecord{Job: "j", Status: contract.MigrationFailed, EndedAt: now.Add(-48 * time.Hour),
+			Trigger: contract.TriggerTime, RollbackStatus: status, RollbackEndedAt: rollbackEnded}
+	}
+	for _, c := range []struct {
+		name string
+		r    *contract.MigrationRecord
+		busy bool
+	}{
+		{"failed an hour ago", rec(contract.StatusFailed, now.Add(-time.Hour)), true},
+		{"cancelled an hour ago", rec(contract.StatusCancelled, now.Add(-time.Hour)), true},
+		{"failed a day ago", rec(contract.StatusFailed, now.Add(-contract.EndedRunAlertFor)), false},
+		{"completed", rec(contract.StatusCompleted, now.Add(-time.Hour)), false},
+		{"no trigger", &contract.MigrationRecord{Job: "j", Status: contract.MigrationCompleted, EndedAt: now.Add(-time.Hour)}, false},
+	} {
+		if got := migrationBusy(c.r, now); (got != "") != c.busy {
+			t.Errorf("%s: migrationBusy = %q, want busy %v", c.name, got, c.busy)
+		}
+	}
+}

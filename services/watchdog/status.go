@@ -253,7 +253,7 @@ func (s *Service) rollbackAlert(r *contract.MigrationRecord) (contract.StatusAle
 // its triggered rollback failed (the time trigger's, after the job's abort;
 // the failure trigger's): nobody is left to end the run and so clear the
 // alert, and alert.rollback in the audit trail keeps it after that.
-const endedRunAlertFor = 24 * time.Hour
+const endedRunAlertFor = contract.EndedRunAlertFor
 
 // rollbackFailedAfterEnd says the run had ended when its triggered
 // rollback failed, could not run or was left to an operator (automatic
