@@ -27,6 +27,10 @@ type StateOptions struct {
 	// AuditConsumer is the auditor's durable consumer of the audit stream,
 	// whose unacknowledged messages are the audit lag (default "auditor").
 	AuditConsumer string
+	// AuditOnly reads only the audit lag: for the auditor, whose NATS
+	// user may read no bucket (deploy/nats/accounts.conf), so fence_raised
+	// and the snapshot ages are left to the other services.
+	AuditOnly bool
 }
 
 // WatchState adds the gauges read from JetStream at every scrape:
@@ -97,8 +101,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		lag              uint64
 		errM, errF, errL error
 	)
-	wg.Go(func() { newest, errM = c.newestSnapshots(ctx) })
-	wg.Go(func() { fences, errF = c.fences(ctx) })
+	if !c.opts.AuditOnly {
+		wg.Go(func() { newest, errM = c.newestSnapshots(ctx) })
+		wg.Go(func() { fences, errF = c.fences(ctx) })
+	}
 	wg.Go(func() { lag, errL = c.auditLag(ctx) })
 	wg.Wait()
 

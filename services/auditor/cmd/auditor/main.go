@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	// Audit lag is this auditor's own consumer's backlog.
 	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Log: log,
-		State: metrics.StateOptions{AuditConsumer: cfg.Consumer}})
+		State: metrics.StateOptions{AuditConsumer: cfg.Consumer, AuditOnly: true}})
 	if err != nil {
 		return err
 	}
