@@ -2,13 +2,19 @@ package deploytest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 )
 
 // Every standalone service takes --metrics-listen; with its own user of
@@ -58,4 +64,34 @@ func grepLines(s string, prefixes ...string) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// The services' audit_lag_messages in deploy/k8s reads the consumers the
+// auditor StatefulSet's pods make (one per pod, named after it): with
+// the default "auditor", which no pod makes, the gauge would stay 0.
+func TestDeployK8sAuditConsumers(t *testing.T) {
+	dir := testenv.DeployDir(t)
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, "k8s", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	m := regexp.MustCompile(`(?m)^\s+replicas:\s*(\d+)\s*$`).FindStringSubmatch(read("auditor.yaml"))
+	if m == nil {
+		t.Fatal("k8s/auditor.yaml: no replicas")
+	}
+	replicas, _ := strconv.Atoi(m[1])
+	var pods []string
+	for i := range replicas {
+		pods = append(pods, fmt.Sprintf("auditor-%d", i))
+	}
+	c := regexp.MustCompile(`(?m)^\s+AUDIT_CONSUMERS:\s*(\S+)\s*$`).FindStringSubmatch(read("configmap.yaml"))
+	if c == nil || c[1] != strings.Join(pods, ",") {
+		t.Errorf("k8s/configmap.yaml AUDIT_CONSUMERS = %v, want %s (the auditor pods' consumers)", c, strings.Join(pods, ","))
+	}
+	if !strings.Contains(read("auditor.yaml"), "- name: AUDIT_CONSUMER\n              valueFrom:\n                fieldRef:\n                  fieldPath: metadata.name") {
+		t.Error("k8s/auditor.yaml no longer names each pod's consumer after the pod")
+	}
 }

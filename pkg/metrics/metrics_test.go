@@ -537,3 +537,51 @@ func TestEndpoint(t *testing.T) {
 		t.Error("an endpoint without NATS opened")
 	}
 }
+
+// TestAuditLagOfSeveralAuditors: with the StatefulSet's auditors (each its
+// own consumer, none named "auditor") the lag is the largest backlog
+// among the consumers named, not 0 for a consumer that does not exist.
+func TestAuditLagOfSeveralAuditors(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ctx := t.Context()
+	audit := bus.NewAuditor(n.JS, n.Assets.Subjects, "test", nil)
+	for range 5 {
+		if err := audit.Emit(ctx, contract.AuditEvent{Action: "snapshot.create", Outcome: contract.OutcomeStarted}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// auditor-0 has written and acked three; auditor-1 none.
+	c0, err := n.Assets.Audit.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "auditor-0", AckPolicy: jetstream.AckAllPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c0.Fetch(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last jetstream.Msg
+	for m := range batch.Messages() {
+		last = m
+	}
+	if last == nil {
+		t.Fatal("auditor-0 fetched nothing")
+	}
+	if err := last.DoubleAck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Assets.Audit.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "auditor-1", AckPolicy: jetstream.AckAllPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		consumers string
+		lag       float64
+	}{{"auditor-0,auditor-1", 5}, {"auditor-0", 2}, {" auditor-0 , gone", 2}, {"", 0}} {
+		r := metrics.New()
+		r.WatchState(n.JS, metrics.StateOptions{AuditConsumer: c.consumers})
+		fams := scrape(t, r.Handler(nil))
+		if got, _ := value(fams, "chromadb_rollback_audit_lag_messages", nil); got != c.lag {
+			t.Errorf("consumers %q: audit_lag_messages = %v, want %v", c.consumers, got, c.lag)
+		}
+		want(t, fams, "chromadb_rollback_state_scrape_ok", nil, 1)
+	}
+}

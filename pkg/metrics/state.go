@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,8 @@ type StateOptions struct {
 	Timeout time.Duration
 	// AuditConsumer is the auditor's durable consumer of the audit stream,
 	// whose unacknowledged messages are the audit lag (default "auditor").
+	// Several auditors' consumers, comma-separated (the StatefulSet's
+	// auditor-0,auditor-1), give the largest of their lags.
 	AuditConsumer string
 	// AuditOnly reads only the audit lag: for the auditor, whose NATS
 	// user may read no bucket (deploy/nats/accounts.conf), so fence_raised
@@ -212,15 +215,24 @@ func (c *stateCollector) fences(ctx context.Context) (map[database]bool, error) 
 }
 
 // auditLag returns the audit events the auditor's consumer has not yet
-// acknowledged: pending delivery plus delivered and unacknowledged.
+// acknowledged: pending delivery plus delivered and unacknowledged. With
+// several consumers it is the largest backlog; one that does not exist
+// counts 0.
 func (c *stateCollector) auditLag(ctx context.Context) (uint64, error) {
-	cons, err := c.js.Consumer(ctx, contract.StreamAudit, c.opts.AuditConsumer)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return 0, nil
+	var lag uint64
+	for name := range strings.SplitSeq(c.opts.AuditConsumer, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		cons, err := c.js.Consumer(ctx, contract.StreamAudit, name)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("consumer %s of %s: %w", name, contract.StreamAudit, err)
+		}
+		info := cons.CachedInfo()
+		lag = max(lag, info.NumPending+uint64(max(info.NumAckPending, 0)))
 	}
-	if err != nil {
-		return 0, fmt.Errorf("consumer %s of %s: %w", c.opts.AuditConsumer, contract.StreamAudit, err)
-	}
-	info := cons.CachedInfo()
-	return info.NumPending + uint64(max(info.NumAckPending, 0)), nil
+	return lag, nil
 }

@@ -40,6 +40,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.AddWorkers, "add-workers", 1, "add requests in flight per collection (1 keeps insertion order)")
 	fs.Float64Var(&cfg.DefaultAddRate, "default-add-rate", 1000, "records/s a plan's estimate assumes before one was measured")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
+	auditConsumers := fs.String("audit-consumers", svcmain.Env("AUDIT_CONSUMERS", metrics.DefaultAuditConsumer), "the auditors' durable consumers on CHROMA_AUDIT, comma-separated: audit_lag_messages is the largest of their backlogs (env AUDIT_CONSUMERS)")
 	identityFile := fs.String("age-identity-file", os.Getenv(crypt.EnvIdentityFile), "age identity file (AGE-SECRET-KEY-1...) that decrypts archives encrypted at rest (env AGE_IDENTITY_FILE)")
 	setMemoryLimit := svcmain.MemoryLimit(fs, 120)
 	svcmain.RedactDefaults(fs, "nats-url")
@@ -87,7 +88,8 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cfg.ChromaURL, Log: log})
+	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cfg.ChromaURL, Log: log,
+		State: metrics.StateOptions{AuditConsumer: *auditConsumers}})
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string) error {
 	setMemoryLimit := svcmain.MemoryLimit(fs, 120)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
+	auditConsumers := fs.String("audit-consumers", svcmain.Env("AUDIT_CONSUMERS", metrics.DefaultAuditConsumer), "the auditors' durable consumers on CHROMA_AUDIT, comma-separated: audit_lag_messages is the largest of their backlogs (env AUDIT_CONSUMERS)")
 	keys := crypt.ConfigFromEnv()
 	fs.StringVar(&keys.Recipients, "age-recipients", keys.Recipients, "encrypt every new archive with age to these X25519 public keys (age1..., comma-separated; env AGE_RECIPIENTS)")
 	fs.StringVar(&keys.RecipientsFile, "age-recipients-file", keys.RecipientsFile, "file of age public keys to encrypt to, one per line (env AGE_RECIPIENTS_FILE)")
@@ -98,7 +99,8 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cfg.ChromaURL, Log: log})
+	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cfg.ChromaURL, Log: log,
+		State: metrics.StateOptions{AuditConsumer: *auditConsumers}})
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string) error {
 	jsDir := fs.String("jetstream-store-dir", os.Getenv("JETSTREAM_STORE_DIR"), "the JetStream store directory, watched by default (env JETSTREAM_STORE_DIR)")
 	chromaDir := fs.String("chroma-data-dir", os.Getenv("CHROMA_DATA_DIR"), "Chroma's persist directory, watched by default (env CHROMA_DATA_DIR)")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
+	auditConsumers := fs.String("audit-consumers", svcmain.Env("AUDIT_CONSUMERS", metrics.DefaultAuditConsumer), "the auditors' durable consumers on CHROMA_AUDIT, comma-separated: audit_lag_messages is the largest of their backlogs (env AUDIT_CONSUMERS)")
 	svcmain.RedactDefaults(fs, "nats-url")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -88,7 +89,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer nc.Close()
 	ep, err := metrics.OpenEndpoint(metrics.EndpointOptions{Listen: *metricsListen, NATS: nc, Chroma: cc.Heartbeat, ChromaURL: cfg.ChromaURL,
-		ChromaInterval: cfg.HeartbeatInterval, Log: log})
+		ChromaInterval: cfg.HeartbeatInterval, Log: log, State: metrics.StateOptions{AuditConsumer: *auditConsumers}})
 	if err != nil {
 		return err
 	}
