@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,4 +203,47 @@ func FuzzParseLine(f *testing.F) {
 			t.Fatalf("a line without problems has a wrong hash")
 		}
 	})
+}
+
+// TestAuditRestartAfterTrailingDuplicate: the newest stream message
+// repeats an event id already in the trail, so it was acked and not
+// written. A restart then finds the ack floor past the trail's last
+// sequence; nothing was lost, and the auditor must not say it was.
+func TestAuditRestartAfterTrailingDuplicate(t *testing.T) {
+	n := testenv.StartNATS(t)
+	dir := t.TempDir()
+	svc, stop := startAuditor(t, n, Config{DataDir: dir})
+	ev := event("d01", "snapshotter", "snapshot.verify", contract.OutcomeCompleted, time.Now())
+	first := publish(t, n.JS, ev, "")
+	dup := publish(t, n.JS, ev, "d01-again") // the same event under another Nats-Msg-Id
+	waitWritten(t, svc, first)
+	waitFor(t, 10*time.Second, "the duplicate to be acked", func() bool {
+		ci, err := n.JS.Consumer(t.Context(), contract.StreamAudit, DefaultConsumer)
+		return err == nil && ci.CachedInfo().AckFloor.Stream == dup
+	})
+	stop()
+
+	var logs testenv.SyncBuffer
+	s, err := New(Config{DataDir: dir}, n.Connect(t), subj, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, 10*time.Second, "the consumer", func() bool { return s.consumer() != nil })
+	next := publish(t, n.JS, event("d02", "snapshotter", "snapshot.verify", contract.OutcomeCompleted, time.Now()), "")
+	waitWritten(t, s, next)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			t.Errorf("restart after a skipped duplicate logged: %s", l)
+		}
+	}
+	if got := readTrail(t, filepath.Join(dir, contract.AuditTrailFile)); len(got) != 2 || got[1].Seq != next {
+		t.Errorf("trail: %d entries, want d01 and d02", len(got))
+	}
 }

@@ -210,8 +210,11 @@ func (s *Service) align(ctx context.Context) (jetstream.Consumer, error) {
 			return cons, nil
 		}
 		if ci.AckFloor.Stream > head.LastSeq {
+			// Messages skipped as duplicates were acked and not written:
+			// this alone is no loss. write logs an error for each entry it
+			// has to write again, which the trail did lose.
 			s.refillBelow = ci.AckFloor.Stream
-			s.log.Warn("the consumer acknowledged past the trail's end: reading those messages again",
+			s.log.Info("the consumer acknowledged past the trail's end: reading those messages again",
 				"ack_floor", ci.AckFloor.Stream, "trail_last_seq", head.LastSeq)
 		}
 		if err := s.stream.DeleteConsumer(ctx, s.cfg.Consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
