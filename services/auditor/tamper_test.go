@@ -286,3 +286,64 @@ func TestAuditWriterStopsOnForeignChanges(t *testing.T) {
 		t.Errorf("verify after the trail was restored: %+v", rep)
 	}
 }
+
+// TestAuditWriterStopsOnEditInPlace: an edit that keeps the file's size
+// (a changed outcome, written over the line in place) is a change under
+// the auditor too: it stops writing, health and queries say so, and it
+// goes on once the bytes are back as it wrote them.
+func TestAuditWriterStopsOnEditInPlace(t *testing.T) {
+	n := testenv.StartNATS(t)
+	svc, _ := startAuditor(t, n, Config{RetryWait: 50 * time.Millisecond})
+	base := time.Now().UTC()
+	s1 := publish(t, n.JS, event("a", "restorer", "rollback", contract.OutcomeFailed, base), "")
+	waitWritten(t, svc, s1)
+	path := svc.TrailPath()
+	pristine, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := bytes.Replace(pristine, []byte(`"outcome":"failed"`), []byte(`"outcome":"passed"`), 1)
+	if bytes.Equal(edited, pristine) || len(edited) != len(pristine) {
+		t.Fatal("the test's edit does not apply")
+	}
+	time.Sleep(20 * time.Millisecond) // a modification time of its own, on coarse clocks too
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(edited, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s2 := publish(t, n.JS, event("b", "restorer", "rollback", contract.OutcomeCompleted, base), "")
+	nc := n.Connect(t)
+	waitFor(t, 10*time.Second, "health to report the write failure", func() bool {
+		var h contract.Health
+		if err := request(t, nc, "health", []byte("{}"), &h); err != nil {
+			t.Fatal(err)
+		}
+		return !h.OK && strings.Contains(h.Checks[0].Detail, ErrChanged.Error())
+	})
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, edited) {
+		t.Fatalf("the auditor wrote on a trail edited under it:\n%s", got)
+	}
+	var q contract.AuditQueryReply
+	if err := request(t, nc, "query", contract.AuditQueryRequest{Envelope: contract.NewEnvelope(contract.TypeAuditQueryRequest)}, &q); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(q.Warning, ErrChanged.Error()) {
+		t.Errorf("query of the edited trail has no warning: %+v", q)
+	}
+	f, err = os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(pristine, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	waitWritten(t, svc, s2)
+	if rep := verifyNow(t, nc); !rep.OK || rep.Lines != 2 {
+		t.Errorf("verify after the trail was put back: %+v", rep)
+	}
+}

@@ -3,13 +3,16 @@ package auditor
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/filelock"
@@ -37,6 +40,12 @@ type Trail struct {
 	lock *filelock.Lock // held while open: the trail has one writer
 
 	wmu sync.Mutex // held by an append, and by a reader that needs the whole file still
+	// Under wmu: the SHA-256 of the bytes written (Head().Size of them)
+	// and the file's modification time when they were last found intact.
+	// A time that moved without an append is an edit in place, unless the
+	// bytes still hash the same.
+	sum   hash.Hash
+	mtime time.Time
 
 	mu   sync.Mutex
 	head Head
@@ -102,7 +111,12 @@ func (t *Trail) load() error {
 		return fmt.Errorf("read trail: %w", err)
 	}
 	c := newChecker(true)
-	size, torn, err := scanLines(t.f, -1, c.add)
+	t.sum = sha256.New()
+	size, torn, err := scanLines(t.f, -1, func(line []byte) {
+		t.sum.Write(line)
+		t.sum.Write([]byte{'\n'})
+		c.add(line)
+	})
 	if err != nil {
 		return fmt.Errorf("read trail %s: %w", t.path, err)
 	}
@@ -124,6 +138,9 @@ func (t *Trail) load() error {
 		t.log.Error("trail: entry fails verification", "path", t.path, "line", p.Line, "seq", p.Seq, "kind", p.Kind, "detail", p.Detail)
 	}
 	t.head = Head{Lines: c.lines, Size: size, FirstSeq: c.firstSeq, LastSeq: c.lastSeq, LastHash: c.lastHash}
+	if err := t.stamp(); err != nil {
+		return err
+	}
 	t.ids = make(map[string]uint64, len(c.ids))
 	for id, r := range c.ids {
 		t.ids[id] = r.seq
@@ -229,6 +246,10 @@ func (t *Trail) Append(entries []contract.AuditTrailEntry) error {
 	if err := t.f.Sync(); err != nil {
 		return t.undo(head.Size, fmt.Errorf("sync trail: %w", err))
 	}
+	t.sum.Write(buf.Bytes())
+	if err := t.stamp(); err != nil {
+		t.mtime = time.Time{} // checked against the bytes next time
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.head.Lines == 0 {
@@ -275,6 +296,43 @@ func (t *Trail) unchanged(size int64) error {
 	}
 	if open.Size() != size {
 		return fmt.Errorf("%w: %s is %d bytes, the auditor wrote %d", ErrChanged, t.path, open.Size(), size)
+	}
+	if open.ModTime().Equal(t.mtime) {
+		return nil
+	}
+	// Modified since the auditor last wrote it, at the same size: an
+	// edit in place, or the file put back as it was.
+	if err := t.sameBytes(size); err != nil {
+		return err
+	}
+	t.mtime = open.ModTime()
+	return nil
+}
+
+// stamp notes the file's modification time as that of the bytes written.
+func (t *Trail) stamp() error {
+	st, err := t.f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat trail: %w", err)
+	}
+	t.mtime = st.ModTime()
+	return nil
+}
+
+// sameBytes reports ErrChanged unless the file's first size bytes are
+// the ones the auditor wrote.
+func (t *Trail) sameBytes(size int64) error {
+	f, err := os.Open(t.path)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrChanged, t.path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(f, size)); err != nil {
+		return fmt.Errorf("read trail: %w", err)
+	}
+	if !bytes.Equal(h.Sum(nil), t.sum.Sum(nil)) {
+		return fmt.Errorf("%w: %s was edited in place: its bytes are not the ones the auditor wrote", ErrChanged, t.path)
 	}
 	return nil
 }
