@@ -247,3 +247,21 @@ func TestAuditRestartAfterTrailingDuplicate(t *testing.T) {
 		t.Errorf("trail: %d entries, want d01 and d02", len(got))
 	}
 }
+
+// TestAuditConsumerDeleted: the auditor's durable consumer removed while it
+// runs (by hand, or lost with its stream's leader) stops the consume; the
+// writer must make it anew and go on, not wait for a restart.
+func TestAuditConsumerDeleted(t *testing.T) {
+	n := testenv.StartNATS(t)
+	svc, _ := startAuditor(t, n, Config{RetryWait: 50 * time.Millisecond})
+	s1 := publish(t, n.JS, event("c01", "snapshotter", "snapshot.verify", contract.OutcomeCompleted, time.Now()), "")
+	waitWritten(t, svc, s1)
+	if err := n.Assets.Audit.DeleteConsumer(t.Context(), DefaultConsumer); err != nil {
+		t.Fatal(err)
+	}
+	s2 := publish(t, n.JS, event("c02", "snapshotter", "snapshot.verify", contract.OutcomeCompleted, time.Now()), "")
+	waitWritten(t, svc, s2)
+	if rep := verifyNow(t, n.Connect(t)); !rep.OK || rep.Lines != 2 {
+		t.Errorf("verify: %+v", rep)
+	}
+}

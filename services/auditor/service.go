@@ -285,6 +285,10 @@ func (s *Service) follow(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-cc.Closed():
+			// The consume ended under the writer (the consumer was
+			// deleted, say): nothing more comes; align again.
+			return fmt.Errorf("consuming %s with %s stopped", contract.StreamAudit, s.cfg.Consumer)
 		case m := <-msgs:
 			batch = append(batch, m)
 		}
