@@ -47,7 +47,11 @@ until interrupted. --json prints one JSON entry per line.`,
 			if err != nil {
 				return err
 			}
-			filter, field, err := auditor.NewFilter(req)
+			// The limit was checked above: the CLI pages through one
+			// larger than a query's largest.
+			vreq := req
+			vreq.Limit = min(req.Limit, contract.MaxAuditQueryLimit)
+			filter, field, err := auditor.NewFilter(vreq)
 			if err != nil {
 				return usageErr("--%s: %v", flagOf(field), err)
 			}

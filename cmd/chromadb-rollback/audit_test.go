@@ -152,6 +152,12 @@ func TestCLIAuditLog(t *testing.T) {
 		t.Errorf("audit-log --limit 1: exit %d\n%s%s", code, stdout, stderr)
 	}
 
+	// The CLI pages: a limit above one query's largest is no usage error.
+	code, stdout, stderr = c.run("audit-log", "--outcome", "completed", "--limit", "20000")
+	if code != exitOK || strings.Count(stdout, "\n") != 3 {
+		t.Errorf("audit-log --limit 20000: exit %d\n%s%s", code, stdout, stderr)
+	}
+
 	bad := []struct {
 		args []string
 		msg  string
