@@ -209,7 +209,9 @@ func (a *app) auditFollow(ctx context.Context, nc *nats.Conn, filter *auditor.Fi
 	if err != nil {
 		return err
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{a.subj.AuditAll()}}
+	// Gone from the stream soon after this ends, not the client's default
+	// five minutes later.
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{a.subj.AuditAll()}, InactiveThreshold: 30 * time.Second}
 	if start > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}

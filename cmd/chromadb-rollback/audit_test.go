@@ -199,6 +199,17 @@ func TestCLIAuditLog(t *testing.T) {
 		s.emit("snapshotter", contract.AuditEvent{Action: "snapshot.delete", Outcome: contract.OutcomeCompleted, SnapshotID: "snap_gone"})
 		s.emit("restorer", contract.AuditEvent{Action: "rollback.cancel", Outcome: contract.OutcomeCompleted, OpID: "op_2"})
 		waitText("op=op_2")
+		// Its consumer goes from the stream soon after it ends, not five
+		// minutes later.
+		stream, err := s.n.JS.Stream(t.Context(), contract.StreamAudit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ci := range stream.ListConsumers(t.Context()).Info() {
+			if ci.Config.Durable == "" && (ci.Config.InactiveThreshold <= 0 || ci.Config.InactiveThreshold > 30*time.Second) {
+				t.Errorf("consumer %s (%s) stays %s after it is idle; want at most 30s", ci.Name, ci.Config.Description, ci.Config.InactiveThreshold)
+			}
+		}
 		cancel()
 		if code := <-exit; code != exitOK {
 			t.Errorf("follow ended with exit %d: %s", code, errb.String())

@@ -78,6 +78,17 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	if s := rep.Stream; s.Checked != 13 || s.Matched != 12 || s.Duplicates != 1 || s.Missing+s.Mismatched+s.Pending != 0 {
 		t.Errorf("pristine stream check: %+v, want 13 checked, 12 matched, 1 duplicate", *s)
 	}
+	// The consumer the check read the stream with goes from it soon after,
+	// not five minutes later (a list of consumers showed one per check).
+	stream, err := n.JS.Stream(t.Context(), contract.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ci := range stream.ListConsumers(t.Context()).Info() {
+		if ci.Config.Durable == "" && (ci.Config.InactiveThreshold <= 0 || ci.Config.InactiveThreshold > 30*time.Second) {
+			t.Errorf("consumer %s, which verify made, stays %s after it is idle; want at most 30s", ci.Name, ci.Config.InactiveThreshold)
+		}
+	}
 
 	path := svc.TrailPath()
 	pristine, err := os.ReadFile(path)

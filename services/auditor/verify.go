@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go/jetstream"
@@ -148,8 +149,10 @@ func (s *Service) compareStream(ctx context.Context, c *checker, head Head, ackF
 	seen := make(map[uint64]bool, len(c.bySeq))
 	diffs := map[int]*contract.AuditTrailEntry{} // line -> the stream's message
 	if st.Msgs > 0 {
+		// Gone from the stream soon after the check, not the client's
+		// default five minutes later.
 		cons, err := s.js.OrderedConsumer(ctx, contract.StreamAudit, jetstream.OrderedConsumerConfig{
-			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: st.FirstSeq})
+			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: st.FirstSeq, InactiveThreshold: 30 * time.Second})
 		if err != nil {
 			return nil, nil, err
 		}
