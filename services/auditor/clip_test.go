@@ -19,3 +19,20 @@ func TestClip(t *testing.T) {
 		t.Errorf("a short event was changed: %q", clip(json.RawMessage(short), nil))
 	}
 }
+
+// TestFieldDiff: a verify report names the field in which the trail's
+// event and the stream's differ, however long the event.
+func TestFieldDiff(t *testing.T) {
+	long := strings.Repeat("x", 300)
+	trail := json.RawMessage(`{"action":"rollback.start","detail":"` + long + `","outcome":"passed"}`)
+	stream := json.RawMessage(`{"action":"rollback.start","detail":"` + long + `","outcome":"failed"}`)
+	if got, want := fieldDiff(trail, stream), `event's "outcome" is "passed", the stream has "failed"`; got != want {
+		t.Errorf("fieldDiff = %q, want %q", got, want)
+	}
+	if got := fieldDiff(json.RawMessage(`{"a":1}`), json.RawMessage(`{"a":1,"b":2}`)); got != `event has no "b", the stream has 2` {
+		t.Errorf("a field only the stream has: %q", got)
+	}
+	if got := fieldDiff(json.RawMessage(`[1]`), json.RawMessage(`{"a":1}`)); got != "" {
+		t.Errorf("not objects: %q, want none", got)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -68,9 +70,42 @@ func contentDiff(t, s *contract.AuditTrailEntry) string {
 	case !t.Stored.Equal(s.Stored):
 		return fmt.Sprintf("stored %s, the stream has %s", t.Stored.Format(time.RFC3339Nano), s.Stored.Format(time.RFC3339Nano))
 	case !bytes.Equal(t.Event, s.Event) || !bytes.Equal(t.Raw, s.Raw):
+		if d := fieldDiff(t.Event, s.Event); d != "" {
+			return d
+		}
 		return fmt.Sprintf("event %s, the stream has %s", clip(t.Event, t.Raw), clip(s.Event, s.Raw))
 	}
 	return "content differs"
+}
+
+// fieldDiff names the first field (by name) in which two JSON objects
+// differ, with both values: a whole event cut at 160 characters often
+// stopped before it. "" when either is not an object.
+func fieldDiff(t, s json.RawMessage) string {
+	var tm, sm map[string]json.RawMessage
+	if t == nil || s == nil || json.Unmarshal(t, &tm) != nil || json.Unmarshal(s, &sm) != nil {
+		return ""
+	}
+	keys := slices.Sorted(maps.Keys(tm))
+	for k := range sm {
+		if _, ok := tm[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		tv, tok := tm[k]
+		sv, sok := sm[k]
+		switch {
+		case !tok:
+			return fmt.Sprintf("event has no %q, the stream has %s", k, clip(sv, nil))
+		case !sok:
+			return fmt.Sprintf("event has %q %s, the stream has none", k, clip(tv, nil))
+		case !bytes.Equal(tv, sv):
+			return fmt.Sprintf("event's %q is %s, the stream has %s", k, clip(tv, nil), clip(sv, nil))
+		}
+	}
+	return ""
 }
 
 func clip(event json.RawMessage, raw []byte) string {
