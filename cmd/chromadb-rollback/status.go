@@ -66,7 +66,7 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 		for _, m := range r.Migrations {
 			t.row(m.Job, m.Tenant+"/"+m.Database, m.Status, snapshotText(&m),
 				stamp(m.StartedAt), deadlineText(m.Deadline, now), validationText(m.Validation), dash(m.Trigger),
-				rollbackText(&m), pausedText(m.PausedBy, fenceOf(r.Fences, m.Tenant, m.Database)))
+				rollbackText(&m), pausedText(&m, fenceOf(r.Fences, m.Tenant, m.Database)))
 		}
 	})
 	for _, m := range r.Migrations {
@@ -247,13 +247,22 @@ func rollbackText(m *contract.MigrationRecord) string {
 	return out
 }
 
-// pausedText lists why a run is paused: the watchdog's reasons, and a
+// pausedText lists why a run is paused: the watchdog's reasons, a
 // rollback's write fence on its database (the restorer told it to pause;
-// its record does not say so).
-func pausedText(ps []contract.PauseReason, fence *contract.Fence) string {
+// its record does not say so), and its own triggered rollback that did not
+// restore anything.
+func pausedText(m *contract.MigrationRecord, fence *contract.Fence) string {
 	var out []string
-	for _, p := range ps {
+	for _, p := range m.PausedBy {
 		out = append(out, p.Reason)
+	}
+	// A triggered rollback that failed, was cancelled or could not run
+	// leaves the job paused, not aborted (the time trigger aborts it
+	// first), until an operator ends the run: the record holds no pause
+	// reason for it, and its fence, if any, is down.
+	if m.Trigger != "" && (m.RollbackStatus == contract.StatusFailed || m.RollbackStatus == contract.StatusCancelled) &&
+		m.EndedAt.IsZero() && m.AbortSentAt.IsZero() {
+		out = append(out, "rollback "+m.RollbackStatus+" (see Alerts)")
 	}
 	if fence != nil && !slices.Contains(out, contract.PauseFencePrefix+fence.OpID) {
 		out = append(out, "fence of "+fence.OpID)

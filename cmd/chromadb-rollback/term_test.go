@@ -72,3 +72,23 @@ func TestStatusOneRowPerEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusPausedAfterFailedRollback: a run whose triggered rollback
+// failed was told to pause and stays paused; its row said PAUSED BY "-".
+func TestStatusPausedAfterFailedRollback(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	m := contract.MigrationRecord{Job: "j1", Tenant: "acme", Database: "prod", Status: contract.MigrationRunning, StartedAt: now,
+		Trigger: contract.TriggerValidation, RollbackOpID: "op_rb_j1_1_validation", RollbackStatus: contract.StatusFailed}
+	var b bytes.Buffer
+	printStatus(&b, &contract.StatusReport{Envelope: contract.Envelope{Time: now}, Watchdog: "w1", Migrations: []contract.MigrationRecord{m}})
+	if !strings.Contains(b.String(), "rollback failed (see Alerts)") {
+		t.Errorf("status of a run whose rollback failed:\n%s", b.String())
+	}
+	// Aborted by the time trigger, it is not paused.
+	m.AbortSentAt = now
+	b.Reset()
+	printStatus(&b, &contract.StatusReport{Envelope: contract.Envelope{Time: now}, Watchdog: "w1", Migrations: []contract.MigrationRecord{m}})
+	if strings.Contains(b.String(), "see Alerts") {
+		t.Errorf("status of an aborted run whose rollback failed:\n%s", b.String())
+	}
+}
