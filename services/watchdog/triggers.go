@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -418,6 +419,16 @@ func (s *Service) actRollback(ctx context.Context, rec *contract.MigrationRecord
 			}
 			rec = next
 		}
+		if len(rec.RollbackCollections) > 0 {
+			// A collection the migration created is not in the snapshot:
+			// a partial rollback naming it is refused, and the loss in the
+			// others would stay. The others are rolled back.
+			next, done := s.keepSnapshotCollections(ctx, rec)
+			if done {
+				return
+			}
+			rec = next
+		}
 		if s.cfg.AutomaticRollbackDisabled {
 			s.alertDisabled(ctx, rec)
 			return
@@ -440,6 +451,60 @@ func (s *Service) actRollback(ctx context.Context, rec *contract.MigrationRecord
 	case contract.StatusQueued, contract.StatusRunning:
 		s.followRollback(ctx, rec)
 	}
+}
+
+// keepSnapshotCollections drops from run rec's partial rollback the
+// collections its snapshot does not hold (the migration created them), and
+// says so in the trigger's reason. With none left, the rollback cannot run
+// (done). done also when the record changed or the snapshot could not be
+// read: the ticker comes back.
+func (s *Service) keepSnapshotCollections(ctx context.Context, rec *contract.MigrationRecord) (*contract.MigrationRecord, bool) {
+	id := restorePoint(rec)
+	e, err := s.assets.Manifests.Get(ctx, id)
+	if bus.IsNotFound(err) {
+		return rec, false // the restorer says what is wrong with it
+	}
+	var m contract.SnapshotManifest
+	if err == nil {
+		err = json.Unmarshal(e.Value(), &m)
+	}
+	if err != nil {
+		s.log.Warn("cannot read the snapshot of a partial rollback; retrying", "job", rec.Job, "snapshot", id, "err", err)
+		s.later(rec.Job)
+		return nil, true
+	}
+	var keep, created []string
+	for _, c := range rec.RollbackCollections {
+		if slices.ContainsFunc(m.Collections, func(mc contract.CollectionSummary) bool { return mc.Name == c }) {
+			keep = append(keep, c)
+		} else {
+			created = append(created, c)
+		}
+	}
+	if len(created) == 0 {
+		return rec, false
+	}
+	why := fmt.Sprintf("snapshot %s does not hold %s (the migration created them): there is nothing to roll them back to; repair or delete them by hand",
+		id, strings.Join(created, ", "))
+	if len(keep) == 0 {
+		s.rollbackFailed(ctx, rec, why, true)
+		return nil, true
+	}
+	next, _, err := s.update(ctx, rec.Job, func(cur *contract.MigrationRecord) *contract.MigrationRecord {
+		if cur == nil || cur.Run != rec.Run || cur.RollbackOpID != rec.RollbackOpID || cur.RollbackStatus != contract.RollbackRequested ||
+			!slices.Equal(cur.RollbackCollections, rec.RollbackCollections) {
+			return nil
+		}
+		n := *cur
+		n.RollbackCollections = keep
+		n.TriggerReason += "; only " + strings.Join(keep, ", ") + " rolled back: " + why
+		return &n
+	})
+	if err != nil || next == nil || !slices.Equal(next.RollbackCollections, keep) {
+		return nil, true // changed meanwhile: the ticker comes back
+	}
+	s.log.Warn("partial rollback without the collections its snapshot does not hold", "job", rec.Job, "snapshot", id, "created", created, "rolled_back", keep)
+	return next, false
 }
 
 // supersededBy returns the newest other rollback into run rec's database

@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
 )
 
 // TestValidationLossRollsBack: a migration loses 10% of its records; its
@@ -396,4 +398,52 @@ func TestOperatorRollbackSupersedes(t *testing.T) {
 		t.Errorf("status alert: %+v; want one naming %s", a, reply.OpID)
 	}
 	compareDB(t, e.dump(t, tenant, db), restored)
+}
+
+// TestPartialSkipsCollectionsTheMigrationCreated: a collection the
+// migration created, reported under the threshold, is not in the
+// snapshot. The partial rollback named it, the restorer refused it, and
+// the loss stayed in the collection that the snapshot does hold (the
+// command the alert offered was refused too). That one is rolled back now,
+// and the trigger's reason says the other is left to the operator.
+func TestPartialSkipsCollectionsTheMigrationCreated(t *testing.T) {
+	e := newEnv(t, false)
+	const db, job = "main", "coll-new"
+	cfg := e.fast("wd")
+	cfg.PartialOnCollectionFailure = true
+	tenant, snap := e.seededDB(t, "wd_collnew", db, cfg, "before_coll_new")
+	pre := e.dump(t, tenant, db)
+
+	e.publish(t, job, contract.EventStarted, "", started(tenant, db, snap, time.Hour))
+	n0, n1 := int64(pre["workload_00"].Len()), int64(pre["workload_01"].Len())
+	lost := int64(e.migrate(t, tenant, db, 0.10, "workload_00"))
+	// The migration creates a collection and gets none of it right.
+	col, err := e.cc.CreateCollection(t.Context(), tenant, db, chroma.CreateCollection{Name: "workload_new"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := "made by the migration"
+	if err := e.cc.Add(t.Context(), tenant, db, col.ID, &record.Batch{IDs: []string{"new-1"}, Embeddings: [][]float32{{1, 2, 3}}, Documents: []*string{&doc}}); err != nil {
+		t.Fatal(err)
+	}
+	damaged := e.dump(t, tenant, db)
+	const nNew = 10
+	e.publish(t, job, contract.EventValidation, "", validation(n0+n1-lost, n0+n1+nNew,
+		contract.CollectionValidation{Collection: "workload_00", ValidChunks: n0 - lost, TotalChunks: n0},
+		contract.CollectionValidation{Collection: "workload_01", ValidChunks: n1, TotalChunks: n1},
+		contract.CollectionValidation{Collection: "workload_new", ValidChunks: 0, TotalChunks: nNew}))
+
+	rec := e.waitRecord(t, job, 2*time.Minute, "rolled back", func(r contract.MigrationRecord) bool {
+		return r.Status == contract.MigrationRolledBack || r.RollbackStatus == contract.StatusFailed
+	})
+	if rec.Status != contract.MigrationRolledBack || !slices.Equal(rec.RollbackCollections, []string{"workload_00"}) ||
+		!strings.Contains(rec.TriggerReason, "does not hold workload_new (the migration created them)") {
+		t.Fatalf("record after the rollback: %s", mustJSON(t, rec))
+	}
+	want := dbState{}
+	for name, b := range damaged {
+		want[name] = b
+	}
+	want["workload_00"] = pre["workload_00"]
+	compareDB(t, e.dump(t, tenant, db), want)
 }
