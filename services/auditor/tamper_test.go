@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/nats-io/nats.go"
 )
 
 // splitLines splits a trail into its lines, newlines kept.
@@ -263,13 +264,7 @@ func TestAuditWriterStopsOnForeignChanges(t *testing.T) {
 	}
 	s2 := publish(t, n.JS, event("b", "snapshotter", "snapshot.create", contract.OutcomeCompleted, base), "")
 	nc := n.Connect(t)
-	waitFor(t, 10*time.Second, "health to report the write failure", func() bool {
-		var h contract.Health
-		if err := request(t, nc, "health", []byte("{}"), &h); err != nil {
-			t.Fatal(err)
-		}
-		return !h.OK && strings.Contains(h.Checks[0].Detail, ErrChanged.Error())
-	})
+	waitTrailChanged(t, nc)
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, tampered) {
 		t.Fatalf("the auditor changed a trail it did not write:\n%s", got)
 	}
@@ -328,13 +323,7 @@ func TestAuditWriterStopsOnEditInPlace(t *testing.T) {
 	f.Close()
 	s2 := publish(t, n.JS, event("b", "restorer", "rollback", contract.OutcomeCompleted, base), "")
 	nc := n.Connect(t)
-	waitFor(t, 10*time.Second, "health to report the write failure", func() bool {
-		var h contract.Health
-		if err := request(t, nc, "health", []byte("{}"), &h); err != nil {
-			t.Fatal(err)
-		}
-		return !h.OK && strings.Contains(h.Checks[0].Detail, ErrChanged.Error())
-	})
+	waitTrailChanged(t, nc)
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, edited) {
 		t.Fatalf("the auditor wrote on a trail edited under it:\n%s", got)
 	}
@@ -357,4 +346,17 @@ func TestAuditWriterStopsOnEditInPlace(t *testing.T) {
 	if rep := verifyNow(t, nc); !rep.OK || rep.Lines != 2 {
 		t.Errorf("verify after the trail was put back: %+v", rep)
 	}
+}
+
+// waitTrailChanged waits until the auditor's health says it stopped
+// writing a trail changed under it.
+func waitTrailChanged(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "health to report the write failure", func() bool {
+		var h contract.Health
+		if err := request(t, nc, "health", []byte("{}"), &h); err != nil {
+			t.Fatal(err)
+		}
+		return !h.OK && strings.Contains(h.Checks[0].Detail, ErrChanged.Error())
+	})
 }

@@ -263,12 +263,7 @@ func TestCollectionUnderThresholdFiresPartial(t *testing.T) {
 	if !strings.Contains(rec.TriggerReason, "meets the threshold 0.95, but workload_00 under it") {
 		t.Errorf("trigger reason %q", rec.TriggerReason)
 	}
-	want := dbState{}
-	for name, b := range damaged {
-		want[name] = b
-	}
-	want["workload_00"] = pre["workload_00"]
-	compareDB(t, e.dump(t, tenant, db), want)
+	compareDB(t, e.dump(t, tenant, db), withRestored(damaged, pre, "workload_00"))
 }
 
 // TestAutomaticRollbackDisabledAfterEndListed: with automatic rollback off,
@@ -440,10 +435,18 @@ func TestPartialSkipsCollectionsTheMigrationCreated(t *testing.T) {
 		!strings.Contains(rec.TriggerReason, "does not hold workload_new (the migration created them)") {
 		t.Fatalf("record after the rollback: %s", mustJSON(t, rec))
 	}
+	compareDB(t, e.dump(t, tenant, db), withRestored(damaged, pre, "workload_00"))
+}
+
+// withRestored is the state after a partial rollback of the named
+// collections: theirs from pre, every other as in damaged.
+func withRestored(damaged, pre dbState, names ...string) dbState {
 	want := dbState{}
 	for name, b := range damaged {
 		want[name] = b
 	}
-	want["workload_00"] = pre["workload_00"]
-	compareDB(t, e.dump(t, tenant, db), want)
+	for _, name := range names {
+		want[name] = pre[name]
+	}
+	return want
 }
