@@ -227,12 +227,13 @@ func TestCLISnapshotLifecycle(t *testing.T) {
 
 	// What a request said is printed, never obeyed by the terminal: an
 	// actor holding an escape sequence (clear the screen) shows it escaped,
-	// and a carriage return in a table cell as a space, as audit-log does.
+	// and a carriage return in a table cell as a space, as audit-log does
+	// (at the end of a line, trimmed).
 	if code, _, stderr = c.run("snapshot", "create", "--name", "escaped", "--actor", "ops\x1b[2J\r"); code != exitOK {
 		t.Fatalf("snapshot create --actor with an escape: exit %d %s", code, stderr)
 	}
 	code, stdout, _ = c.run("snapshot", "info", "escaped")
-	if code != exitOK || strings.ContainsAny(stdout, "\x1b\r") || !regexp.MustCompile(`taken by:\s+ops\\x1b\[2J \n`).MatchString(stdout) {
+	if code != exitOK || strings.ContainsAny(stdout, "\x1b\r") || !regexp.MustCompile(`taken by:\s+ops\\x1b\[2J\n`).MatchString(stdout) {
 		t.Errorf("snapshot info of a snapshot taken by an actor with an escape: exit %d\n%q", code, stdout)
 	}
 

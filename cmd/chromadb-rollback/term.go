@@ -109,7 +109,7 @@ func (t *table) row(cells ...any) {
 func (t *table) line(s string) { t.rows = append(t.rows, tableRow{line: s}) }
 
 // print writes the table: every cell but a row's last is padded to its
-// column's widest and two spaces.
+// column's widest and two spaces, and no line ends in spaces.
 func (t *table) print(w io.Writer) error {
 	var widths []int
 	for _, r := range t.rows {
@@ -122,16 +122,19 @@ func (t *table) print(w io.Writer) error {
 	}
 	var b strings.Builder
 	for _, r := range t.rows {
-		b.WriteString(t.indent)
+		var l strings.Builder
+		l.WriteString(t.indent)
 		if r.cells == nil {
-			b.WriteString(r.line)
+			l.WriteString(r.line)
 		}
 		for i, c := range r.cells {
-			b.WriteString(c)
+			l.WriteString(c)
 			if i < len(r.cells)-1 {
-				b.WriteString(strings.Repeat(" ", widths[i]-runewidth.StringWidth(c)+2))
+				l.WriteString(strings.Repeat(" ", widths[i]-runewidth.StringWidth(c)+2))
 			}
 		}
+		// No padding after the last cell that is not empty.
+		b.WriteString(strings.TrimRight(l.String(), " "))
 		b.WriteByte('\n')
 	}
 	_, err := io.WriteString(w, b.String())

@@ -36,6 +36,7 @@ func TestTable(t *testing.T) {
 	tb.row("b1", "ascii-id", "x")
 	tb.line("difference: a note")
 	tb.row("evil\n  forged\trow", "id", "last\r\nline")
+	tb.row("b2", "", "")
 	var b bytes.Buffer
 	if err := tb.print(&b); err != nil {
 		t.Fatal(err)
@@ -45,7 +46,8 @@ func TestTable(t *testing.T) {
 		"  batch_000000       文書-一   1\n" +
 		"  b1                 ascii-id  x\n" +
 		"  difference: a note\n" +
-		"  evil   forged row  id        last  line\n"
+		"  evil   forged row  id        last  line\n" +
+		"  b2\n"
 	if b.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
 	}
