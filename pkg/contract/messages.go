@@ -279,6 +279,17 @@ type Operation struct {
 	LeftoverNotes    []string   `json:"leftover_notes,omitempty"`
 }
 
+// RestoredInto says which tenant/database of the services' own Chroma op
+// restored: ok only for a rollback that completed there (not one into
+// another Chroma, nor an operation without a plan).
+func (op *Operation) RestoredInto() (tenant, database string, ok bool) {
+	p := op.Plan
+	if op.Kind != "rollback" || op.Status != StatusCompleted || p == nil || p.ChromaURL != "" {
+		return "", "", false
+	}
+	return p.Tenant, p.Database, true
+}
+
 // Operation statuses.
 const (
 	StatusQueued    = "queued"

@@ -51,8 +51,10 @@ const (
 
 // EndedRunAlertFor is how long after its triggered rollback failed (or
 // was left to an operator) a run that had ended by then is listed in the
-// status's alerts, with the command to roll back by hand; retention keeps
-// the snapshot that command names as long.
+// status's alerts, with the command to roll back by hand (nobody is left
+// to end the run and so clear the alert; alert.rollback in the audit trail
+// keeps it after that); retention keeps the snapshot that command names as
+// long.
 const EndedRunAlertFor = 24 * time.Hour
 
 // ReasonExpired is the reason of a deleted snapshot: older than the period

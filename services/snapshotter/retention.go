@@ -282,7 +282,8 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 	for _, id := range s.archivesMissing(ctx, ms) {
 		gone[id] = true
 	}
-	expired := s.decide(all, use, gone, rep, o)
+	restored, restoredOps := restoredKeeps(all, use, gone)
+	expired := s.decide(all, use, gone, restored, rep, o)
 	// Oldest first, so that a run cut short has freed the oldest.
 	slices.Reverse(expired)
 	for _, e := range expired {
@@ -344,7 +345,6 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 		// So are the records of ended work (pruneState).
 		// The record of a rollback that keeps what it restored from is
 		// how the next run knows: it stays.
-		_, restoredOps := restoredKeeps(all, use, gone)
 		pr, err := s.pruneState(ctx, now, rep.Cutoff, o.dryRun, restoredOps)
 		if err != nil {
 			log.Warn("could not prune every record of ended work", "err", err)
@@ -371,8 +371,9 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 
 // decide fills rep.Kept with the snapshots in scope that something keeps,
 // each with its reasons, and returns the expired ones, newest first. gone
-// holds the ids of snapshots whose archive is missing from the store.
-func (s *Service) decide(all []manifestEntry, use *snapshotUse, gone map[string]bool, rep *contract.CleanupReport, o cleanupOptions) []manifestEntry {
+// holds the ids of snapshots whose archive is missing from the store;
+// restored what restoredKeeps keeps.
+func (s *Service) decide(all []manifestEntry, use *snapshotUse, gone map[string]bool, restored map[string]keepReason, rep *contract.CleanupReport, o cleanupOptions) []manifestEntry {
 	// Newest verified, and newest verified holding every collection, per
 	// tenant/database, by when their data was taken (an old archive
 	// imported today is not the newest).
@@ -390,7 +391,6 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, gone map[string]
 			newestFull[db] = m
 		}
 	}
-	restored, _ := restoredKeeps(all, use, gone)
 	is := func(newest map[string]*contract.SnapshotManifest, db, id string) bool {
 		return newest[db] != nil && newest[db].SnapshotID == id
 	}
@@ -473,10 +473,10 @@ func (s *Service) snapshotsInUse(ctx context.Context) (*snapshotUse, error) {
 		if op.Kind != "rollback" {
 			return nil
 		}
-		if p := op.Plan; op.Status == contract.StatusCompleted && p != nil && p.ChromaURL == "" && p.SnapshotID != "" {
-			db := p.Tenant + "/" + p.Database
+		if tenant, database, ok := op.RestoredInto(); ok && op.Plan.SnapshotID != "" {
+			db := tenant + "/" + database
 			if cur, ok := use.restored[db]; !ok || op.UpdatedAt.After(cur.ended) {
-				use.restored[db] = restoredTo{snapshotID: p.SnapshotID, opID: op.OpID, ended: op.UpdatedAt}
+				use.restored[db] = restoredTo{snapshotID: op.Plan.SnapshotID, opID: op.OpID, ended: op.UpdatedAt}
 			}
 		}
 		if contract.Ended(op.Status) {

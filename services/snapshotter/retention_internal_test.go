@@ -109,7 +109,7 @@ func TestRetentionNewestByTakenAt(t *testing.T) {
 		man("a_old", "a", now.Add(-30*day), nil),
 	}
 	rep := &contract.CleanupReport{Now: now, Cutoff: now.Add(-7 * day), OlderThan: "7d"}
-	expired := (&Service{}).decide(all, &snapshotUse{refs: map[string][]keepReason{}}, nil, rep, cleanupOptions{olderThan: 7 * day})
+	expired := (&Service{}).decide(all, &snapshotUse{refs: map[string][]keepReason{}}, nil, nil, rep, cleanupOptions{olderThan: 7 * day})
 
 	kept := map[string]string{}
 	for _, it := range rep.Kept {

@@ -202,7 +202,7 @@ func TestRetryBackoff(t *testing.T) {
 }
 
 // TestRollbackFailedAfterEnd: the status lists an ended run whose triggered
-// rollback failed after it ended, for endedRunAlertFor; not one ended by an
+// rollback failed after it ended, for contract.EndedRunAlertFor; not one ended by an
 // operator after the failure (that is how the alert of a running run is
 // cleared), nor a completed or pending rollback. A rollback left to the
 // operator (automatic rollback disabled) after the run ended is listed.
@@ -218,7 +218,7 @@ func TestRollbackFailedAfterEnd(t *testing.T) {
 		want bool
 	}{
 		{"failed after the end", func(*contract.MigrationRecord) {}, failedAt.Add(time.Hour), true},
-		{"a day later", func(*contract.MigrationRecord) {}, failedAt.Add(endedRunAlertFor), false},
+		{"a day later", func(*contract.MigrationRecord) {}, failedAt.Add(contract.EndedRunAlertFor), false},
 		{"ended by an operator after the failure", func(r *contract.MigrationRecord) { r.EndedAt = failedAt.Add(time.Second) }, failedAt.Add(time.Hour), false},
 		{"cancelled after the end", func(r *contract.MigrationRecord) { r.RollbackStatus = contract.StatusCancelled }, failedAt.Add(time.Hour), true},
 		{"completed", func(r *contract.MigrationRecord) {

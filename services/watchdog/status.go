@@ -249,16 +249,10 @@ func (s *Service) rollbackAlert(r *contract.MigrationRecord) (contract.StatusAle
 			r.Job, r.Tenant, r.Database, r.Trigger, r.TriggerReason, what, capitalize(byHand(r)), s.endRunHint(r.Job))}, true
 }
 
-// endedRunAlertFor is how long the status lists a run that had ended when
-// its triggered rollback failed (the time trigger's, after the job's abort;
-// the failure trigger's): nobody is left to end the run and so clear the
-// alert, and alert.rollback in the audit trail keeps it after that.
-const endedRunAlertFor = contract.EndedRunAlertFor
-
 // rollbackFailedAfterEnd says the run had ended when its triggered
 // rollback failed, could not run or was left to an operator (automatic
 // rollback disabled: the failure trigger fires on the end itself), less
-// than endedRunAlertFor ago. A run whose rollback failed or was alerted
+// than contract.EndedRunAlertFor ago. A run whose rollback failed or was alerted
 // while it ran is listed by rollbackAlert until it ends: ending it is how
 // an operator says it was dealt with.
 func rollbackFailedAfterEnd(r *contract.MigrationRecord, now time.Time) bool {
@@ -268,7 +262,7 @@ func rollbackFailedAfterEnd(r *contract.MigrationRecord, now time.Time) bool {
 	case r.RollbackStatus == contract.StatusCompleted:
 		return false
 	}
-	return r.RollbackEndedAt.After(r.EndedAt) && now.Sub(r.RollbackEndedAt) < endedRunAlertFor
+	return r.RollbackEndedAt.After(r.EndedAt) && now.Sub(r.RollbackEndedAt) < contract.EndedRunAlertFor
 }
 
 // endedRollbackAlert is the status alert of a run that rollbackFailedAfterEnd.
@@ -278,11 +272,11 @@ func endedRollbackAlert(r *contract.MigrationRecord) contract.StatusAlert {
 	if r.RollbackStatus == contract.RollbackAlerted {
 		return contract.StatusAlert{Name: "rollback", Since: r.RollbackEndedAt, Figures: f,
 			Detail: fmt.Sprintf("migration %s of %s/%s ended (%s) and the %s trigger fired (%s), but automatic rollback is disabled. %s. (Listed for %s after the alert; the audit trail keeps alert.rollback.)",
-				r.Job, r.Tenant, r.Database, r.Status, r.Trigger, r.TriggerReason, capitalize(byHand(r)), contract.FormatAge(endedRunAlertFor))}
+				r.Job, r.Tenant, r.Database, r.Status, r.Trigger, r.TriggerReason, capitalize(byHand(r)), contract.FormatAge(contract.EndedRunAlertFor))}
 	}
 	return contract.StatusAlert{Name: "rollback", Since: r.RollbackEndedAt, Figures: f,
 		Detail: fmt.Sprintf("migration %s of %s/%s ended (%s), then the %s trigger's rollback did not complete: %s. The data may be lost; check it. %s. (Listed for %s after the failure; the audit trail keeps alert.rollback.)",
-			r.Job, r.Tenant, r.Database, r.Status, r.Trigger, rollbackOutcome(r), capitalize(byHand(r)), contract.FormatAge(endedRunAlertFor))}
+			r.Job, r.Tenant, r.Database, r.Status, r.Trigger, rollbackOutcome(r), capitalize(byHand(r)), contract.FormatAge(contract.EndedRunAlertFor))}
 }
 
 // rollbackOutcome says how a run's triggered rollback ended, for an alert.

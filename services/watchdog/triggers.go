@@ -460,18 +460,14 @@ func (s *Service) actRollback(ctx context.Context, rec *contract.MigrationRecord
 // read: the ticker comes back.
 func (s *Service) keepSnapshotCollections(ctx context.Context, rec *contract.MigrationRecord) (*contract.MigrationRecord, bool) {
 	id := restorePoint(rec)
-	e, err := s.assets.Manifests.Get(ctx, id)
-	if bus.IsNotFound(err) {
-		return rec, false // the restorer says what is wrong with it
-	}
-	var m contract.SnapshotManifest
-	if err == nil {
-		err = json.Unmarshal(e.Value(), &m)
-	}
+	m, _, err := bus.GetJSON[contract.SnapshotManifest](ctx, s.assets.Manifests, id, "manifest "+id)
 	if err != nil {
 		s.log.Warn("cannot read the snapshot of a partial rollback; retrying", "job", rec.Job, "snapshot", id, "err", err)
 		s.later(rec.Job)
 		return nil, true
+	}
+	if m == nil {
+		return rec, false // the restorer says what is wrong with it
 	}
 	var keep, created []string
 	for _, c := range rec.RollbackCollections {
@@ -517,9 +513,8 @@ func (s *Service) supersededBy(ctx context.Context, rec *contract.MigrationRecor
 		if json.Unmarshal(data, &op) != nil {
 			return nil // not this run's business; retention reports it
 		}
-		p := op.Plan
-		if op.Kind != "rollback" || op.Status != contract.StatusCompleted || op.OpID == rec.RollbackOpID || p == nil ||
-			p.ChromaURL != "" || p.Tenant != rec.Tenant || p.Database != rec.Database || !op.UpdatedAt.After(rec.TriggeredAt) {
+		tenant, database, ok := op.RestoredInto()
+		if !ok || op.OpID == rec.RollbackOpID || tenant != rec.Tenant || database != rec.Database || !op.UpdatedAt.After(rec.TriggeredAt) {
 			return nil
 		}
 		if newest == nil || op.UpdatedAt.After(newest.UpdatedAt) {
