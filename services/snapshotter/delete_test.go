@@ -125,9 +125,7 @@ func TestRunningRollbacksSafetySnapshotIsInUse(t *testing.T) {
 	e.seedSmall(t, tenant, db)
 	e.startService(t, snapshotter.Config{})
 	now := time.Now().UTC()
-	req := func(name string) contract.SnapshotCreateRequest {
-		return contract.SnapshotCreateRequest{Name: name, Tenant: tenant, Database: db, Actor: "test"}
-	}
+	req := createIn(tenant, db)
 	target := e.snap(t, req("rolled_back_to"), now.Add(-3*time.Hour))
 	safety := e.snap(t, req("safety_rb_running"), now.Add(-2*time.Hour))
 	e.snap(t, req("newer"), now.Add(-time.Hour)) // so the safety snapshot is not the newest

@@ -684,9 +684,7 @@ func TestRetentionKeepsTheNewestRestorable(t *testing.T) {
 	e.seedSmall(t, tenant, db)
 	e.startService(t, snapshotter.Config{})
 	now := time.Now().UTC()
-	req := func(name string) contract.SnapshotCreateRequest {
-		return contract.SnapshotCreateRequest{Name: name, Tenant: tenant, Database: db, Actor: "test"}
-	}
+	req := createIn(tenant, db)
 	older := e.snap(t, req("restorable"), now.Add(-20*day))
 	lost := e.snap(t, req("archive_lost"), now.Add(-10*day))
 	if err := e.nats.Assets.Snapshots.Delete(t.Context(), lost.Object); err != nil {
@@ -717,9 +715,7 @@ func TestRetentionKeepsWhatARollbackRestored(t *testing.T) {
 	e.seedSmall(t, tenant, db)
 	e.startService(t, snapshotter.Config{})
 	now := time.Now().UTC()
-	req := func(name string) contract.SnapshotCreateRequest {
-		return contract.SnapshotCreateRequest{Name: name, Tenant: tenant, Database: db, Actor: "test"}
-	}
+	req := createIn(tenant, db)
 	good := e.snap(t, req("good"), now.Add(-20*day))
 	safety := e.snap(t, req("safety"), now.Add(-10*day))
 	rollback := func(id, snapshotID, chromaURL string, ended time.Time) string {
@@ -766,5 +762,13 @@ func TestRetentionKeepsWhatARollbackRestored(t *testing.T) {
 	}
 	if there(restoredOp) {
 		t.Errorf("the rollback's record was not pruned once nothing needed it")
+	}
+}
+
+// createIn returns a maker of snapshot create requests of tenant/db, by
+// name, as the actor "test".
+func createIn(tenant, db string) func(name string) contract.SnapshotCreateRequest {
+	return func(name string) contract.SnapshotCreateRequest {
+		return contract.SnapshotCreateRequest{Name: name, Tenant: tenant, Database: db, Actor: "test"}
 	}
 }
