@@ -94,6 +94,9 @@ type PlanItem struct {
 	// as the verified archive holds them.
 	BatchCounts []int64 `json:"batch_counts,omitempty"`
 	Space       string  `json:"space,omitempty"`
+	// Dimension is the snapshot's dimension of the collection's embeddings
+	// (0 when it has none).
+	Dimension int `json:"dimension,omitempty"`
 }
 
 // When a rollback verifies its archive (RollbackPlan.Verification).
@@ -121,7 +124,8 @@ type RollbackPlan struct {
 	Mode           string     `json:"mode"` // full, partial or batches
 	Items          []PlanItem `json:"items"`
 	WriteRecords   int64      `json:"write_records"`
-	// AddRate is the records/s the estimate assumes, and
+	// AddRate is the records/s the estimate assumes for the dimensions of
+	// the records written (Items' Dimension), and
 	// SecondsPerCollection what it adds for each of the WriteCollections
 	// collections written: measured by the restores into the target Chroma
 	// (AddRateMeasured), else the restorer's --default-add-rate and an
@@ -479,11 +483,16 @@ func AddRateKey(chromaURL string) string { return "rate.add." + urlTag(chromaURL
 // tens of milliseconds) plus its records at RecordsPerSecond: both are
 // fitted to the last restores (Samples); while those are all of one shape,
 // SecondsPerCollection is assumed (SecondsPerCollectionAssumed) and the
-// records carry the rest. Records and Seconds are the last restore's.
+// records carry the rest. RecordsPerSecond is for records of Dimension, the
+// samples' mean; a plan of other dimensions scales it (the restorer's
+// model: a record costs about 380 dimensions' worth besides its own). It is
+// 0 in a record kept before samples had Values: its rate is then used for
+// every dimension. Records and Seconds are the last restore's.
 type AddRate struct {
 	Envelope
 	ChromaURL                   string          `json:"chroma_url"`
 	RecordsPerSecond            float64         `json:"records_per_second"`
+	Dimension                   float64         `json:"dimension,omitempty"`
 	SecondsPerCollection        float64         `json:"seconds_per_collection,omitempty"`
 	SecondsPerCollectionAssumed bool            `json:"seconds_per_collection_assumed,omitempty"`
 	Records                     int64           `json:"records"`
@@ -494,9 +503,12 @@ type AddRate struct {
 
 // AddRateSample is what one restore wrote, and in how long.
 type AddRateSample struct {
-	Collections int     `json:"collections"`
-	Records     int64   `json:"records"`
-	Seconds     float64 `json:"seconds"`
+	Collections int   `json:"collections"`
+	Records     int64 `json:"records"`
+	// Values is the records' embedding values: each record's dimension,
+	// summed (0 in samples kept before it was).
+	Values  int64   `json:"values,omitempty"`
+	Seconds float64 `json:"seconds"`
 }
 
 // Leftovers is what a failed or cancelled stage-and-swap rollback could

@@ -43,8 +43,9 @@ type Config struct {
 	// snapshot of the restored collection has the archive's content digest;
 	// Chroma's add rate is bound by the server, so more rarely help.
 	AddWorkers int
-	// DefaultAddRate is the records/s a plan's estimate assumes before this
-	// instance has measured its own.
+	// DefaultAddRate is the records/s of 384-d records a plan's estimate
+	// assumes before a restore into its Chroma measured one; records of
+	// other dimensions are scaled as the measured rate is (addModel).
 	DefaultAddRate float64
 	// LeaseTTL is how long a lease outlives its holder's last renewal.
 	LeaseTTL time.Duration

@@ -14,7 +14,8 @@
 // record counts and an estimate from the add rate the restores into the
 // target Chroma measured (kept in CHROMA_STATE under contract.AddRateKey,
 // else Config.DefaultAddRate, with an assumed cost of each collection
-// written while none was measured; the plan says which). Nothing is changed. Start computes the same
+// written while none was measured; the plan says which), scaled to the
+// dimensions of the records written. Nothing is changed. Start computes the same
 // plan; without "confirm": true it answers with the plan and why it
 // refused. Confirmed, it takes the tenant/database lease for the new
 // operation (a second start is refused with a 409 naming the holder),

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net/url"
 	"slices"
 	"strings"
@@ -465,7 +466,11 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		_ = fence.ReleaseOn(cctx, s.assets.State, server, tenant, database, j.cmd.OpID)
 	}
 	if status == contract.StatusCompleted && ck != nil && j.sp != nil {
-		s.recordAddRate(cctx, j.sp.targetURL, writeCollections(ck.Plan), ck.RecordsWritten, ck.WriteSeconds)
+		var values int64 // the plan's, for the records written
+		if w := ck.Plan.WriteRecords; w > 0 {
+			values = int64(math.Round(float64(writeValues(ck.Plan)) * float64(ck.RecordsWritten) / float64(w)))
+		}
+		s.recordAddRate(cctx, j.sp.targetURL, writeCollections(ck.Plan), ck.RecordsWritten, values, ck.WriteSeconds)
 	}
 	ev := j.ev
 	ev.Outcome, ev.Error = outcome, opErr

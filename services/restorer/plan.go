@@ -439,6 +439,9 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	for i, c := range m.Collections {
 		ci := sp.arc.md.Collections[i]
 		it := contract.PlanItem{Collection: c.Name, Target: sp.names[i], SnapshotRecords: c.Count, CurrentRecords: -1, Space: spaceOf(ci.Configuration, ci.Metadata)}
+		if ci.Dimension != nil {
+			it.Dimension = *ci.Dimension
+		}
 		_, exists := st.collections[it.Target]
 		if exists {
 			it.CurrentRecords = st.counts[it.Target]
@@ -562,9 +565,13 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	}
 	am, measured := s.addModel(ctx, sp.targetURL)
 	p.WriteCollections = writeCollections(p)
+	values := writeValues(p)
 	p.AddRate, p.SecondsPerCollection, p.AddRateMeasured = 1/am.perRecord, am.perCollection, measured
+	if t := am.recordSeconds(p.WriteRecords, values); p.WriteRecords > 0 && t > 0 {
+		p.AddRate = float64(p.WriteRecords) / t // for these records' dimensions
+	}
 	p.SecondsPerCollectionAssumed = am.collectionAssumed
-	p.EstimatedSeconds = am.seconds(p.WriteCollections, p.WriteRecords)
+	p.EstimatedSeconds = am.seconds(p.WriteCollections, p.WriteRecords, values)
 	return p, nil
 }
 

@@ -109,12 +109,17 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 		if p.WriteRecords != 800 || p.AddRate <= 0 || p.EstimatedSeconds <= 0 {
 			t.Errorf("plan writes %d records at %.0f/s in %.1fs; want 800 and an estimate", p.WriteRecords, p.AddRate, p.EstimatedSeconds)
 		}
-		if p.AddRateMeasured || p.AddRate != 1000 { // nothing restored into this Chroma yet: the default
-			t.Errorf("plan assumes %.0f records/s, measured %v; want the default 1000, not measured", p.AddRate, p.AddRateMeasured)
+		// Nothing restored into this Chroma yet: the default 1,000
+		// records/s, for 384-d records; a record of dimension d costs
+		// (380+d)/(380+384) of one.
+		values := planValues(t, p, fixtureDims)
+		units := (380*800 + float64(values)) / (380 + 384)
+		if p.AddRateMeasured || math.Abs(p.AddRate-800/(units/1000)) > 1e-9*p.AddRate {
+			t.Errorf("plan assumes %.0f records/s, measured %v; want the default 1000 for 384-d records, %.0f for these, not measured", p.AddRate, p.AddRateMeasured, 800/(units/1000))
 		}
-		if p.SecondsPerCollection != 0.05 || !p.SecondsPerCollectionAssumed || p.WriteCollections != 5 || math.Abs(p.EstimatedSeconds-(5*0.05+800/1000.0)) > 1e-9 {
-			t.Errorf("plan assumes %vs for each of %d collections (assumed %v), estimate %.3fs; want an assumed 0.05 s for each of 5, 1.05 s",
-				p.SecondsPerCollection, p.WriteCollections, p.SecondsPerCollectionAssumed, p.EstimatedSeconds)
+		if p.SecondsPerCollection != 0.05 || !p.SecondsPerCollectionAssumed || p.WriteCollections != 5 || math.Abs(p.EstimatedSeconds-(5*0.05+units/1000)) > 1e-9 {
+			t.Errorf("plan assumes %vs for each of %d collections (assumed %v), estimate %.3fs; want an assumed 0.05 s for each of 5, %.3f s",
+				p.SecondsPerCollection, p.WriteCollections, p.SecondsPerCollectionAssumed, p.EstimatedSeconds, 5*0.05+units/1000)
 		}
 		if !slices.ContainsFunc(p.Warnings, func(w string) bool {
 			return strings.Contains(w, `1 collection in acme/prod is not in the snapshot and is kept: "migration_added" (drop_extra, --drop-extra in the CLI, deletes it)`)
@@ -274,17 +279,29 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 			t.Errorf("kept add rate %s; want the last rollback's 800 records into %s", entry.Value(), e.chroma.URL)
 		}
 		// Every full rollback above is a sample, the last one last.
-		if n := len(rec.Samples); n < 2 || n > 8 || rec.Samples[n-1] != (contract.AddRateSample{Collections: 5, Records: 800, Seconds: rec.Seconds}) {
-			t.Errorf("kept samples %+v; want 2 to 8, the last one the last rollback's 5 collections and 800 records", rec.Samples)
+		// Each with the embedding values it wrote: the last rollback's
+		// 800 records at the fixture's dimensions.
+		n := len(rec.Samples)
+		if n < 2 || n > 8 || rec.Samples[n-1] != (contract.AddRateSample{Collections: 5, Records: 800, Values: lastValues, Seconds: rec.Seconds}) {
+			t.Errorf("kept samples %+v; want 2 to 8, the last one the last rollback's 5 collections, 800 records and %d values", rec.Samples, lastValues)
+		}
+		// The rate is for the samples' mean dimension.
+		var records, values int64
+		for _, s := range rec.Samples {
+			records, values = records+s.Records, values+s.Values
+		}
+		if rec.Dimension != float64(values)/float64(records) {
+			t.Errorf("kept rate for %v-d records, want the samples' mean %v", rec.Dimension, float64(values)/float64(records))
 		}
 		stopRestorer() // a new instance knows only what CHROMA_STATE keeps
 		e.startRestorer(t, restorer.Config{Instance: "restorer-restarted"}, nil)
 		p := e.plan(t, contract.RollbackRequest{SnapshotID: snap})
-		if !p.AddRateMeasured || p.AddRate != rec.RecordsPerSecond || p.SecondsPerCollection != rec.SecondsPerCollection || p.SecondsPerCollectionAssumed != rec.SecondsPerCollectionAssumed {
-			t.Errorf("plan after a restart assumes %v records/s and %vs a collection (measured %v, collection assumed %v); want the kept %v and %v (%v)",
-				p.AddRate, p.SecondsPerCollection, p.AddRateMeasured, p.SecondsPerCollectionAssumed, rec.RecordsPerSecond, rec.SecondsPerCollection, rec.SecondsPerCollectionAssumed)
+		recordSeconds := (380*800 + float64(planValues(t, p, fixtureDims))) / (380 + rec.Dimension) / rec.RecordsPerSecond
+		if !p.AddRateMeasured || math.Abs(p.AddRate-800/recordSeconds) > 1e-9*p.AddRate || p.SecondsPerCollection != rec.SecondsPerCollection || p.SecondsPerCollectionAssumed != rec.SecondsPerCollectionAssumed {
+			t.Errorf("plan after a restart assumes %v records/s and %vs a collection (measured %v, collection assumed %v); want the kept %v (%v for these dimensions) and %v (%v)",
+				p.AddRate, p.SecondsPerCollection, p.AddRateMeasured, p.SecondsPerCollectionAssumed, rec.RecordsPerSecond, 800/recordSeconds, rec.SecondsPerCollection, rec.SecondsPerCollectionAssumed)
 		}
-		want := float64(p.WriteCollections)*rec.SecondsPerCollection + float64(p.WriteRecords)/rec.RecordsPerSecond
+		want := float64(p.WriteCollections)*rec.SecondsPerCollection + recordSeconds
 		if p.WriteCollections != 5 || math.Abs(p.EstimatedSeconds-want) > 1e-9 {
 			t.Errorf("estimate %.3fs for %d records in %d collections; want %.3fs for 5", p.EstimatedSeconds, p.WriteRecords, p.WriteCollections, want)
 		}
@@ -344,4 +361,29 @@ func findAudit(evs []contract.AuditEvent, action, outcome string) []contract.Aud
 		}
 	}
 	return out
+}
+
+// fixtureDims are the dimensions of acme/prod's collections in the fixture
+// (testenv.SeedFixture); "empty" has none.
+var fixtureDims = map[string]int{"corpus.v1": 384, "personality": 16, "cosine_768": 768, "hnsw_meta": 32}
+
+// lastValues is the embedding values of a full rollback of acme/prod: its
+// records times their dimensions.
+const lastValues = 400*384 + 200*16 + 150*768 + 50*32
+
+// planValues checks that each item of p gives its collection's dimension,
+// as dims have it, and returns the embedding values p writes.
+func planValues(t *testing.T, p *contract.RollbackPlan, dims map[string]int) int64 {
+	t.Helper()
+	var n int64
+	for _, it := range p.Items {
+		if it.Collection == "" {
+			continue // an extra collection: not in the snapshot
+		}
+		if it.Dimension != dims[it.Collection] {
+			t.Errorf("plan gives %q dimension %d, want %d", it.Collection, it.Dimension, dims[it.Collection])
+		}
+		n += it.WriteRecords * int64(dims[it.Collection])
+	}
+	return n
 }

@@ -241,7 +241,7 @@ func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
 // the configured default rate.
 func (s *Service) addModel(ctx context.Context, chromaURL string) (addModel, bool) {
 	if rec := s.knownAddRate(ctx, chromaURL); rec != nil {
-		return addModel{perCollection: rec.SecondsPerCollection, perRecord: 1 / rec.RecordsPerSecond, collectionAssumed: rec.SecondsPerCollectionAssumed}, true
+		return addModel{perCollection: rec.SecondsPerCollection, perRecord: 1 / rec.RecordsPerSecond, dim: rec.Dimension, collectionAssumed: rec.SecondsPerCollectionAssumed}, true
 	}
 	return defaultAddModel(s.cfg.DefaultAddRate), false
 }
@@ -278,9 +278,10 @@ func (s *Service) storedAddRate(ctx context.Context, chromaURL string) (*contrac
 }
 
 // recordAddRate adds what a restore into chromaURL measured to the last
-// restores' and fits the model again, here and in CHROMA_STATE. Restores
-// of fewer than 500 records are noise.
-func (s *Service) recordAddRate(ctx context.Context, chromaURL string, collections int, records int64, seconds float64) {
+// restores' and fits the model again, here and in CHROMA_STATE: records
+// with values embedding values in all into collections. Restores of fewer
+// than 500 records are noise.
+func (s *Service) recordAddRate(ctx context.Context, chromaURL string, collections int, records, values int64, seconds float64) {
 	if records < 500 || seconds <= 0 {
 		return
 	}
@@ -292,11 +293,11 @@ func (s *Service) recordAddRate(ctx context.Context, chromaURL string, collectio
 			samples = []contract.AddRateSample{{Records: prev.Records, Seconds: prev.Seconds}}
 		}
 	}
-	samples = append(samples, contract.AddRateSample{Collections: collections, Records: records, Seconds: seconds})
+	samples = append(samples, contract.AddRateSample{Collections: collections, Records: records, Values: values, Seconds: seconds})
 	samples = samples[max(0, len(samples)-addModelSamples):]
 	m, _ := fitAddModel(samples)
 	rec := contract.AddRate{Envelope: contract.NewEnvelope(contract.TypeAddRate), ChromaURL: chromaURL,
-		RecordsPerSecond: 1 / m.perRecord, SecondsPerCollection: m.perCollection, SecondsPerCollectionAssumed: m.collectionAssumed,
+		RecordsPerSecond: 1 / m.perRecord, Dimension: m.dim, SecondsPerCollection: m.perCollection, SecondsPerCollectionAssumed: m.collectionAssumed,
 		Records: records, Seconds: seconds, Samples: samples, MeasuredAt: time.Now().UTC()}
 	s.mu.Lock()
 	s.addRates[chromaURL] = rec

@@ -38,7 +38,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 2*time.Minute, "a lease outlives its holder's last renewal this long")
 	fs.DurationVar(&cfg.LeftoverRetry, "leftover-retry", time.Minute, "retry this often what a stopped rollback could not take back while Chroma did not answer")
 	fs.IntVar(&cfg.AddWorkers, "add-workers", 1, "add requests in flight per collection (1 keeps insertion order)")
-	fs.Float64Var(&cfg.DefaultAddRate, "default-add-rate", 1000, "records/s a plan's estimate assumes before one was measured")
+	fs.Float64Var(&cfg.DefaultAddRate, "default-add-rate", 1000, "records/s of 384-d records a plan's estimate assumes before one was measured (scaled to the plan's dimensions)")
 	metricsListen := fs.String("metrics-listen", os.Getenv("METRICS_LISTEN"), "host:port serving Prometheus /metrics and /healthz (env METRICS_LISTEN; off when empty)")
 	auditConsumers := fs.String("audit-consumers", svcmain.Env("AUDIT_CONSUMERS", metrics.DefaultAuditConsumer), "the auditors' durable consumers on CHROMA_AUDIT, comma-separated: audit_lag_messages is the largest of their backlogs (env AUDIT_CONSUMERS)")
 	identityFile := fs.String("age-identity-file", os.Getenv(crypt.EnvIdentityFile), "age identity file (AGE-SECRET-KEY-1...) that decrypts archives encrypted at rest (env AGE_IDENTITY_FILE)")
