@@ -195,6 +195,7 @@ func (s *Service) Status(ctx context.Context) (*contract.StatusReport, error) {
 			rep.Alerts = append(rep.Alerts, a)
 		}
 	}
+	rep.Alerts = append(rep.Alerts, overlapAlerts(rep.Migrations)...)
 	sortRecords(failedAfter)
 	for i := range failedAfter {
 		rep.Alerts = append(rep.Alerts, endedRollbackAlert(&failedAfter[i]))
@@ -354,4 +355,49 @@ func capitalize(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// overlapAlerts are the status alerts of the databases that more than one
+// run not yet ended migrates (runs in start order), one for each, since the
+// later start: a rollback for one of them restores its pre-migration
+// snapshot over the others' writes too (the whole database, or its failed
+// collections), and the others, paused while it runs and resumed after,
+// do not write them again.
+func overlapAlerts(runs []contract.MigrationRecord) []contract.StatusAlert {
+	byDB := map[string][]*contract.MigrationRecord{}
+	var dbs []string
+	for i := range runs {
+		r := &runs[i]
+		if ended(r) {
+			continue
+		}
+		k := r.Tenant + "/" + r.Database
+		if byDB[k] == nil {
+			dbs = append(dbs, k)
+		}
+		byDB[k] = append(byDB[k], r)
+	}
+	var out []contract.StatusAlert
+	for _, k := range dbs {
+		rs := byDB[k]
+		if len(rs) < 2 {
+			continue
+		}
+		jobs := make([]string, len(rs))
+		named := make([]string, len(rs))
+		var since time.Time
+		for i, r := range rs {
+			jobs[i] = r.Job
+			named[i] = fmt.Sprintf("%q (started %s)", r.Job, r.StartedAt.UTC().Format(time.RFC3339))
+			if r.StartedAt.After(since) {
+				since = r.StartedAt
+			}
+		}
+		out = append(out, contract.StatusAlert{Name: "migrations_overlap", Since: since,
+			Figures: map[string]any{"jobs": jobs, "tenant": rs[0].Tenant, "database": rs[0].Database},
+			Detail: fmt.Sprintf("%s migrate %s at once: a rollback for one of them restores its pre-migration snapshot over the others' writes too, "+
+				"and they, resumed after it, do not write them again. Run one migration per database at a time; to roll one back, end the others first (docs/runbook.md, Ending a run)",
+				strings.Join(named[:len(named)-1], ", ")+" and "+named[len(named)-1], k)})
+	}
+	return out
 }

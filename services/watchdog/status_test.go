@@ -141,3 +141,58 @@ func TestStatusRollbackLeftovers(t *testing.T) {
 		t.Errorf("alert kept after the leftovers were taken back: %+v", a)
 	}
 }
+
+// TestStatusMigrationsOverlap: two runs on one database undo each other's
+// writes when either is rolled back; status says so with alert
+// migrations_overlap for as long as both run, naming them in start order.
+// A run on another database is not part of it.
+func TestStatusMigrationsOverlap(t *testing.T) {
+	e := newEnv(t, false)
+	tenant, snap := e.seededDB(t, "overlap", "prod", e.fast("wd"), "pre_overlap")
+	overlap := func() []contract.StatusAlert {
+		var out []contract.StatusAlert
+		for _, a := range e.status(t).Alerts {
+			if a.Name == "migrations_overlap" {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	running := func(job string) contract.MigrationRecord {
+		return e.waitRecord(t, job, 10*time.Second, "running", func(r contract.MigrationRecord) bool { return r.Status == contract.MigrationRunning })
+	}
+	e.publish(t, "ov_first", contract.EventStarted, "", started(tenant, "prod", snap, time.Hour))
+	running("ov_first")
+	e.publish(t, "ov_elsewhere", contract.EventStarted, "", started(tenant, "other", snap, time.Hour))
+	running("ov_elsewhere")
+	if a := overlap(); len(a) != 0 {
+		t.Errorf("one run on each database: %+v", a)
+	}
+	e.publish(t, "ov_second", contract.EventStarted, "", started(tenant, "prod", snap, time.Hour))
+	second := running("ov_second")
+	a := overlap()
+	if len(a) != 1 {
+		t.Fatalf("two runs on %s/prod: alerts %+v, want one", tenant, a)
+	}
+	if jobs := fmt.Sprint(a[0].Figures["jobs"]); jobs != "[ov_first ov_second]" || a[0].Figures["tenant"] != tenant || a[0].Figures["database"] != "prod" {
+		t.Errorf("alert figures %v", a[0].Figures)
+	}
+	if !a[0].Since.Equal(second.StartedAt) {
+		t.Errorf("alert since %s, want the second start %s", a[0].Since, second.StartedAt)
+	}
+	for _, want := range []string{`"ov_first" (started `, `and "ov_second" (started `, "migrate " + tenant + "/prod at once",
+		"restores its pre-migration snapshot over the others' writes too", "Ending a run"} {
+		if !strings.Contains(a[0].Detail, want) {
+			t.Errorf("alert detail does not say %q: %s", want, a[0].Detail)
+		}
+	}
+	// Once one of them ended, the other migrates alone.
+	e.publish(t, "ov_first", contract.EventCompleted, "", contract.MigrationEvent{})
+	e.waitRecord(t, "ov_first", 10*time.Second, "completed", func(r contract.MigrationRecord) bool { return !r.EndedAt.IsZero() })
+	if a := overlap(); len(a) != 0 {
+		t.Errorf("after the first run ended: %+v", a)
+	}
+	for _, job := range []string{"ov_second", "ov_elsewhere"} {
+		e.publish(t, job, contract.EventCompleted, "", contract.MigrationEvent{})
+	}
+}
