@@ -20,10 +20,14 @@ type addModel struct {
 // recordCostDims is what adding a record costs besides its embedding, in
 // dimensions' worth: on the reference machine (2 cores), 2,000 records with
 // 500-character documents and two metadata keys took 0.27-0.52, 0.42,
-// 0.69-0.74 and 1.04 ms each to add at 8, 64, 384 and 768 dimensions, about
-// 0.35 ms plus 0.92 µs a dimension. A plan of 768-d records estimated from
-// restores of 384-d ones is so 1.5 times as long a record, as measured,
-// rather than as long (the records alone) or twice (the dimension alone).
+// 0.69-0.74 and 1.04 ms each to add at 8, 64, 384 and 768 dimensions (JSON
+// embeddings, into new collections), about 0.35 ms plus 0.92 µs a
+// dimension. A plan of 768-d records estimated from restores of 384-d ones
+// is so 1.5 times as long a record, as measured, rather than as long (the
+// records alone) or twice (the dimension alone). make bench's raw adds
+// agree: 50,000 768-d records took 2.2-2.3 times as long each as the seed
+// workload's 384-d ones, in collections 20 times as large, whose index
+// costs about log n, 1.4 times as much, a record.
 const recordCostDims = 380
 
 // defaultAddDimension is the dimension of the records a default add rate
