@@ -87,6 +87,17 @@ func Start(o Options) (*server.Server, error) {
 	if err != nil && !errors.Is(err, filelock.ErrUnsupported) {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
+	// nats-server reports an address it cannot listen on only to its
+	// logger and then never becomes ready: find it here and say so at once,
+	// instead of after the readiness wait with no cause.
+	if port > 0 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
+		if err != nil {
+			lock.Release()
+			return nil, fmt.Errorf("embedded NATS cannot listen on %s: %w (another NATS server, or another chromadb-rollback serve, uses that address: stop it, or give this one another --listen / NATS_LISTEN)", o.Listen, err)
+		}
+		ln.Close()
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		lock.Release()

@@ -2,8 +2,10 @@ package natsembed
 
 import (
 	"errors"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -59,4 +61,40 @@ func TestStoreLocked(t *testing.T) {
 	if err != nil || si.State.Msgs != 2 {
 		t.Fatalf("after the restart: %+v, %v; want the 2 messages stored", si, err)
 	}
+}
+
+// TestListenAddressInUse: a server asked to listen where something already
+// listens (NATS on 4222, another serve) is refused at once, naming the
+// address and what to change, and leaves its store unlocked; nats-server
+// alone only logs it and never becomes ready, which cost 15 s and an error
+// without a cause.
+func TestListenAddressInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	dir := t.TempDir()
+	start := time.Now()
+	s, err := Start(Options{Listen: addr, StoreDir: dir})
+	if err == nil {
+		s.Shutdown()
+		t.Fatalf("a server started on %s, which is in use", addr)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("refused after %v; want at once", took)
+	}
+	for _, want := range []string{addr, "address already in use", "--listen"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	// The store is free again for a server that can listen.
+	s, err = Start(Options{Listen: "127.0.0.1:0", StoreDir: dir})
+	if err != nil {
+		t.Fatalf("start on the store after the refusal: %v", err)
+	}
+	s.Shutdown()
+	s.WaitForShutdown()
 }
