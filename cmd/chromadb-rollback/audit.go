@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -365,6 +366,16 @@ entry by line and stream sequence. --file checks a copy of a trail offline
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rep contract.AuditVerifyReport
 			if file != "" {
+				// A path that names no readable file is a mistake to fix,
+				// not a trail that failed verification: exit 3 would read
+				// as evidence of tampering.
+				fi, err := os.Stat(file)
+				if err != nil {
+					return fmt.Errorf("--file: %w; nothing was verified", err)
+				}
+				if fi.IsDir() {
+					return fmt.Errorf("--file %s is a directory: give a copy of the trail file (rollback_audit.jsonl); nothing was verified", file)
+				}
 				rep = auditor.VerifyFile(file)
 			} else {
 				nc, err := a.connect()

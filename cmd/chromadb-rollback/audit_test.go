@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -372,6 +373,30 @@ func TestAuditRowControlCharacters(t *testing.T) {
 	for _, want := range []string{"mallory 2025-11-30T14:40:02Z", `reason=fixed\x1b[2K\x1b[1A  done\u009b`} {
 		if !strings.Contains(row, want) {
 			t.Errorf("row lacks %q: %q", want, row)
+		}
+	}
+}
+
+// TestCLIAuditVerifyFileUnreadable: audit verify --file of a path that is
+// no file (a typo, a directory) fails with exit 1 saying so and that
+// nothing was verified, not exit 3 ("verification failed"), which reads as
+// a trail tampered with.
+func TestCLIAuditVerifyFileUnreadable(t *testing.T) {
+	c := cli{t: t, url: "nats://127.0.0.1:1"} // --file needs no NATS
+	dir := t.TempDir()
+	for _, tc := range []struct{ path, want string }{
+		{filepath.Join(dir, "no-such-trail.jsonl"), "no such file or directory"},
+		{dir, "is a directory"},
+	} {
+		code, stdout, stderr := c.run("audit", "verify", "--file", tc.path)
+		if code != exitFailed || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "nothing was verified") ||
+			strings.Contains(stdout+stderr, "verification failed") || strings.Contains(stdout, "FAILED") {
+			t.Errorf("audit verify --file %s: exit %d\n%s%s", tc.path, code, stdout, stderr)
+		}
+		code, stdout, _ = c.run("audit", "verify", "--file", tc.path, "--json")
+		var e cliErrorBody
+		if code != exitFailed || json.Unmarshal([]byte(stdout), &e) != nil || e.ExitCode != exitFailed || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("audit verify --file %s --json: exit %d, %s", tc.path, code, stdout)
 		}
 	}
 }
