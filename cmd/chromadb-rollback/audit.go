@@ -56,6 +56,12 @@ until interrupted. --json prints one JSON entry per line.`,
 			if err != nil {
 				return usageErr("--%s: %v", flagOf(field), err)
 			}
+			if f.snapshot != "" && !strings.HasPrefix(f.snapshot, "snap_") {
+				// Every other command takes a snapshot's name too; events
+				// carry its id, so a name finds only the requests that
+				// gave it as written, not the snapshot's history.
+				fmt.Fprintf(a.stderr, "warning: --snapshot %q is not a snapshot id (snap_...): events name snapshots by id, so only those that name it as written (refused requests) match; `chromadb-rollback snapshot info` of that name gives its id\n", f.snapshot)
+			}
 			nc, err := a.connect()
 			if err != nil {
 				return err
