@@ -590,3 +590,32 @@ func TestDefaultActorWithoutUSER(t *testing.T) {
 		t.Errorf("without USER, account or uid: %q, want unknown", got)
 	}
 }
+
+// TestCLINonPositiveTimeouts: --wait-timeout 0 (read by many as "no
+// limit") made rollback --yes and snapshot create start the operation and
+// then report only "watch operation ...: context deadline exceeded", exit
+// 1, as if it had failed, while it ran to its end; --timeout 0 failed every
+// request as unanswered. Both are refused before anything is asked (exit
+// 2, no connection made: the URL here has no server).
+func TestCLINonPositiveTimeouts(t *testing.T) {
+	c := cli{t: t, url: "nats://127.0.0.1:1"}
+	for _, args := range [][]string{
+		{"rollback", "snap_x", "--yes", "--wait-timeout", "0"},
+		{"rollback", "snap_x", "--yes", "--wait-timeout", "-5m"},
+		{"snapshot", "create", "--name", "n", "--wait-timeout", "0s"},
+		{"snapshot", "import", "file.tar.zst", "--wait-timeout", "0"},
+		{"rollback-status", "op_x", "--wait", "--wait-timeout", "0"},
+		{"rollback-cancel", "op_x", "--wait-timeout", "0"},
+		{"--timeout", "0", "status"},
+		{"snapshot", "list", "--timeout", "-1s"},
+	} {
+		code, _, stderr := c.run(args...)
+		if code != exitUsage || !strings.Contains(stderr, "give a positive duration") || !strings.Contains(stderr, "nothing was done") {
+			t.Errorf("%v: exit %d, %s", args, code, stderr)
+		}
+	}
+	// Positive ones pass the check (and then find no NATS).
+	if code, _, stderr := c.run("snapshot", "create", "--name", "n", "--wait-timeout", "1m", "--timeout", "2s"); code != exitFailed || !strings.Contains(stderr, "connect to NATS") {
+		t.Errorf("positive timeouts: exit %d, %s", code, stderr)
+	}
+}

@@ -94,6 +94,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 				return usageErr("--prefix: %v", err)
 			}
 			a.subj = s
+			// A deadline already passed makes a command that starts an
+			// operation start it and then report only "context deadline
+			// exceeded", as if it had failed: refuse it before anything
+			// is asked.
+			for _, name := range []string{"timeout", "wait-timeout"} {
+				if f := cmd.Flags().Lookup(name); f != nil {
+					if d, err := time.ParseDuration(f.Value.String()); err == nil && d <= 0 {
+						return usageErr("--%s %s: give a positive duration, such as 30s or 6h; nothing was done", name, f.Value.String())
+					}
+				}
+			}
 			return nil
 		},
 	}
