@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -99,6 +101,14 @@ func (a *app) serveCmd() *cobra.Command {
 			nreplicas, err := bus.ParseReplicas(replicas)
 			if err != nil {
 				return usageErr("%v", err)
+			}
+			for _, l := range []struct{ flag, val string }{{"listen", listen}, {"gate-listen", gateListen}, {"metrics-listen", metricsListen}} {
+				if l.val == "" || (l.flag == "metrics-listen" && l.val == "off") {
+					continue
+				}
+				if err := checkHostPort(l.val); err != nil {
+					return usageErr("--%s %q: %v", l.flag, l.val, err)
+				}
 			}
 			if nreplicas != 1 {
 				return usageErr("--replicas %d: serve runs one embedded JetStream server, which keeps 1 copy; to replicate, run the services (bin/snapshotter, ...) with --replicas %d against a JetStream cluster (deploy/README.md)", nreplicas, nreplicas)
@@ -299,4 +309,17 @@ func runAll(ctx context.Context, services ...func(context.Context) error) error 
 func hostInstance(service string) string {
 	h, _ := os.Hostname()
 	return fmt.Sprintf("%s-%s-%d", service, h, os.Getpid())
+}
+
+// checkHostPort says what is wrong with a listen address that is not
+// host:port with a port number, before serve starts anything on it.
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port, such as 127.0.0.1:4222 (%v)", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -127,4 +129,28 @@ func launchServe(t *testing.T, args ...string) (cli, *testenv.SyncBuffer) {
 		}
 	})
 	return cli{t: t, url: "nats://" + natsAddr}, serveLog
+}
+
+// TestServeListenAddressesAreUsage: a listen address that is no host:port
+// (--listen, --gate-listen, --metrics-listen) is a flag to fix, exit 2 as
+// the README's exit codes say, refused before serve starts anything (it
+// was exit 1, the --listen one after the store was locked).
+func TestServeListenAddressesAreUsage(t *testing.T) {
+	c := cli{t: t, url: "nats://127.0.0.1:1"}
+	for _, tc := range [][]string{
+		{"--listen", "bogus"},
+		{"--listen", "127.0.0.1:notaport"},
+		{"--gate-listen", "bogus"},
+		{"--metrics-listen", "127.0.0.1:99999"},
+	} {
+		dataDir := filepath.Join(t.TempDir(), "data")
+		args := append([]string{"serve", "--chroma-url", "http://127.0.0.1:1", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--metrics-listen", "off"}, tc...)
+		code, _, stderr := c.run(args...)
+		if code != exitUsage || !strings.Contains(stderr, tc[0]) || !strings.Contains(stderr, tc[1]) {
+			t.Errorf("serve %v: exit %d, %s; want %d naming the flag", tc, code, stderr, exitUsage)
+		}
+		if _, err := os.Stat(dataDir); err == nil {
+			t.Errorf("serve %v made its data dir before refusing", tc)
+		}
+	}
 }
