@@ -619,3 +619,30 @@ func TestCLINonPositiveTimeouts(t *testing.T) {
 		t.Errorf("positive timeouts: exit %d, %s", code, stderr)
 	}
 }
+
+// TestCLIUnknownSubcommand: a mistyped subcommand of snapshot or audit
+// (snapshot verfy ID, audit verfy) printed the group's help and exited 0,
+// so a script or cron job checking the exit code took a verification
+// that never ran for a pass. It is now exit 2 naming the command and the
+// one meant; the group alone still prints its help.
+func TestCLIUnknownSubcommand(t *testing.T) {
+	c := cli{t: t, url: "nats://127.0.0.1:1"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"snapshot", "verfy", "pre_migration"}, `unknown command "verfy" for "chromadb-rollback snapshot"; did you mean verify?`},
+		{[]string{"audit", "verfy"}, `unknown command "verfy" for "chromadb-rollback audit"; did you mean verify?`},
+		{[]string{"snapshot", "bogus"}, `unknown command "bogus" for "chromadb-rollback snapshot"`},
+	} {
+		code, stdout, stderr := c.run(tc.args...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) || strings.Contains(stdout, "Available Commands") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d with %q", tc.args, code, stdout, stderr, exitUsage, tc.want)
+		}
+	}
+	for _, group := range []string{"snapshot", "audit"} {
+		if code, stdout, stderr := c.run(group); code != exitOK || !strings.Contains(stdout, "Available Commands") {
+			t.Errorf("%s alone: exit %d, %s%s; want its help", group, code, stdout, stderr)
+		}
+	}
+}

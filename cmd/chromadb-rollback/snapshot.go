@@ -25,7 +25,8 @@ import (
 )
 
 func (a *app) snapshotCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "snapshot", Short: "Create, verify, list, inspect, pin, delete, export and import snapshots"}
+	cmd := &cobra.Command{Use: "snapshot", Short: "Create, verify, list, inspect, pin, delete, export and import snapshots",
+		Args: cobra.ArbitraryArgs, RunE: groupRunE}
 	cmd.AddCommand(a.snapshotCreateCmd(), a.snapshotVerifyCmd(), a.snapshotListCmd(), a.snapshotInfoCmd(),
 		a.snapshotDeleteCmd(), a.snapshotExportCmd(), a.snapshotImportCmd(), a.snapshotKeepCmd())
 	return cmd
