@@ -90,6 +90,12 @@ func (a *app) serveCmd() *cobra.Command {
 		Short: "Run an embedded JetStream server and the services in one process",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if v := os.Getenv("LOG_LEVEL"); v != "" {
+				var level slog.Level
+				if err := level.UnmarshalText([]byte(v)); err != nil {
+					return usageErr("LOG_LEVEL %q: want debug, info, warn or error", v)
+				}
+			}
 			log := newLogger(a.stderr)
 			if err := watchdogSettings(); err != nil {
 				return usageErr("%v", err)

@@ -154,3 +154,19 @@ func TestServeListenAddressesAreUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestServeBadLogLevel: serve took any LOG_LEVEL, logging at info when it
+// could not read it, where the standalone services refuse it: an operator
+// who set LOG_LEVEL=verbose to see more got no more and no word why.
+func TestServeBadLogLevel(t *testing.T) {
+	t.Setenv("LOG_LEVEL", "verbose")
+	c := cli{t: t, url: "nats://127.0.0.1:1"}
+	dataDir := filepath.Join(t.TempDir(), "data")
+	code, _, stderr := c.run("serve", "--chroma-url", "http://127.0.0.1:1", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--metrics-listen", "off")
+	if code != exitUsage || !strings.Contains(stderr, `LOG_LEVEL "verbose"`) {
+		t.Errorf("serve with LOG_LEVEL=verbose: exit %d, %s; want %d naming it", code, stderr, exitUsage)
+	}
+	if _, err := os.Stat(dataDir); err == nil {
+		t.Error("serve made its data dir before refusing LOG_LEVEL")
+	}
+}
