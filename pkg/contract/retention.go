@@ -37,6 +37,11 @@ const (
 	// its tenant/database, when a newer one holds only some of them (a
 	// safety snapshot, a partial snapshot).
 	KeepNewestFull = "newest_full"
+	// KeepNewestConsistent: the newest verified snapshot of all the
+	// collections of its tenant/database whose counts did not move while it
+	// was taken, when newer ones were taken while writers were active
+	// (consistent: false).
+	KeepNewestConsistent = "newest_consistent"
 	// KeepRestored: what the newest completed rollback into a database
 	// restored from, while no snapshot of all that database's collections
 	// was taken after it (the rollback's safety snapshot, of the state it

@@ -374,10 +374,11 @@ func (s *Service) cleanup(ctx context.Context, o cleanupOptions) (*contract.Clea
 // holds the ids of snapshots whose archive is missing from the store;
 // restored what restoredKeeps keeps.
 func (s *Service) decide(all []manifestEntry, use *snapshotUse, gone map[string]bool, restored map[string]keepReason, rep *contract.CleanupReport, o cleanupOptions) []manifestEntry {
-	// Newest verified, and newest verified holding every collection, per
+	// Newest verified, newest verified holding every collection, and of
+	// those the newest taken while no writer moved the counts, per
 	// tenant/database, by when their data was taken (an old archive
 	// imported today is not the newest).
-	newest, newestFull := map[string]*contract.SnapshotManifest{}, map[string]*contract.SnapshotManifest{}
+	newest, newestFull, newestConsistent := map[string]*contract.SnapshotManifest{}, map[string]*contract.SnapshotManifest{}, map[string]*contract.SnapshotManifest{}
 	for i := range all { // newest started first
 		m := &all[i].m
 		db := m.Tenant + "/" + m.Database
@@ -389,6 +390,9 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, gone map[string]
 		}
 		if cur := newestFull[db]; !m.Partial && !gone[m.SnapshotID] && (cur == nil || m.TakenAt().After(cur.TakenAt())) {
 			newestFull[db] = m
+		}
+		if cur := newestConsistent[db]; !m.Partial && !gone[m.SnapshotID] && m.Consistent && (cur == nil || m.TakenAt().After(cur.TakenAt())) {
+			newestConsistent[db] = m
 		}
 	}
 	is := func(newest map[string]*contract.SnapshotManifest, db, id string) bool {
@@ -410,6 +414,9 @@ func (s *Service) decide(all []manifestEntry, use *snapshotUse, gone map[string]
 			why = append(why, keepReason{contract.KeepNewest, "the newest verified snapshot of " + db})
 		} else if is(newestFull, db, m.SnapshotID) {
 			why = append(why, keepReason{contract.KeepNewestFull, "the newest verified snapshot of all collections of " + db + " that can be restored (newer ones hold only some, or their archive is gone)"})
+		}
+		if is(newestConsistent, db, m.SnapshotID) && !is(newest, db, m.SnapshotID) && !is(newestFull, db, m.SnapshotID) {
+			why = append(why, keepReason{contract.KeepNewestConsistent, "the newest consistent snapshot of all collections of " + db + " that can be restored (newer ones were taken while writers were active)"})
 		}
 		if k, ok := restored[m.SnapshotID]; ok {
 			why = append(why, k)

@@ -702,6 +702,66 @@ func TestRetentionKeepsTheNewestRestorable(t *testing.T) {
 	}
 }
 
+// TestRetentionKeepsTheNewestConsistent: a snapshot taken while writers
+// were active (consistent: false) may hold half of what they wrote. When
+// the newest full snapshots of a database are all such, the newest one
+// taken while the counts held still is kept as newest_consistent, until a
+// newer consistent one is taken; retention used to delete it once it was
+// older than the retention period.
+func TestRetentionKeepsTheNewestConsistent(t *testing.T) {
+	e := newEnv(t)
+	const tenant, db = "default_tenant", "ret_consistent"
+	e.seedSmall(t, tenant, db)
+	e.startService(t, snapshotter.Config{})
+	now := time.Now().UTC()
+	req := createIn(tenant, db)
+	// As a snapshot taken while a migration wrote says (TestSnapshotWhileCollectionsChange
+	// makes one for real): its counts moved during the export.
+	busy := func(name string, at time.Time) contract.SnapshotManifest {
+		m := e.snap(t, req(name), at)
+		entry, err := e.nats.Assets.Manifests.Get(t.Context(), m.SnapshotID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Consistent, m.Inconsistency = false, "collection counts changed during the export (writers were active)"
+		if _, err := e.nats.Assets.Manifests.Update(t.Context(), m.SnapshotID, mustJSON(t, m), entry.Revision()); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	good := e.snap(t, req("quiet"), now.Add(-20*day))
+	busyOld := busy("busy_old", now.Add(-10*day))
+	busyNew := busy("busy_new", now.Add(-9*day))
+
+	rep := e.cleanup(t, contract.CleanupRequest{OlderThan: "7d", Tenant: tenant, Database: db})
+	kept, deleted := reasons(rep.Kept), reasons(rep.Deleted)
+	if kept[good.SnapshotID] != contract.KeepNewestConsistent || kept[busyNew.SnapshotID] != contract.KeepNewest || len(kept) != 2 {
+		t.Errorf("kept %v; want %s as %s and %s as %s", kept, good.Name, contract.KeepNewestConsistent, busyNew.Name, contract.KeepNewest)
+	}
+	if _, ok := deleted[busyOld.SnapshotID]; !ok || len(deleted) != 1 {
+		t.Errorf("deleted %v; want only %s", deleted, busyOld.Name)
+	}
+	for _, it := range rep.Kept {
+		if it.SnapshotID == good.SnapshotID && !strings.Contains(it.Detail, "newer ones were taken while writers were active") {
+			t.Errorf("kept %s: %q", good.Name, it.Detail)
+		}
+	}
+
+	// A consistent snapshot taken since: the old one may go, and so may
+	// the inconsistent one past the retention period.
+	fresh := e.snap(t, req("quiet_again"), now.Add(-time.Hour))
+	rep = e.cleanup(t, contract.CleanupRequest{OlderThan: "7d", Tenant: tenant, Database: db})
+	kept, deleted = reasons(rep.Kept), reasons(rep.Deleted)
+	if kept[fresh.SnapshotID] != contract.KeepNewest || len(kept) != 1 {
+		t.Errorf("kept %v after a consistent snapshot; want only %s as %s", kept, fresh.Name, contract.KeepNewest)
+	}
+	for _, m := range []contract.SnapshotManifest{good, busyNew} {
+		if _, ok := deleted[m.SnapshotID]; !ok {
+			t.Errorf("deleted %v after a consistent snapshot; want %s among them", deleted, m.Name)
+		}
+	}
+}
+
 // TestRetentionKeepsWhatARollbackRestored: after a rollback the database
 // holds the snapshot it restored from, while its newest snapshot is the
 // rollback's safety snapshot, of the state the rollback undid. Retention
