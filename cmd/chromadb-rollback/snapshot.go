@@ -455,9 +455,27 @@ func (a *app) snapshotListCmd() *cobra.Command {
 				return err
 			}
 			defer nc.Close()
+			// A page holds what fits in one NATS message; the next one
+			// starts where it ended.
 			var list contract.SnapshotList
-			if err := a.request(cmd.Context(), nc, a.subj.API("snapshot", "list"), contract.NewEnvelope("chromadb-rollback.v1.snapshot_list_request"), &list, 0); err != nil {
-				return err
+			req := contract.SnapshotListRequest{Envelope: contract.NewEnvelope("chromadb-rollback.v1.snapshot_list_request")}
+			for {
+				var page contract.SnapshotList
+				if err := a.request(cmd.Context(), nc, a.subj.API("snapshot", "list"), req, &page, 0); err != nil {
+					return err
+				}
+				if req.After == "" {
+					list.Envelope = page.Envelope
+				}
+				list.Snapshots = append(list.Snapshots, page.Snapshots...)
+				list.ArchivesMissing = append(list.ArchivesMissing, page.ArchivesMissing...)
+				if !page.More || page.NextAfter == "" || len(page.Snapshots) == 0 {
+					break
+				}
+				req.After = page.NextAfter
+			}
+			if list.Snapshots == nil {
+				list.Snapshots = []contract.SnapshotManifest{}
 			}
 			if a.json {
 				return a.printJSON(list)

@@ -41,14 +41,18 @@ func RespondErrorBody(r micro.Request, body contract.ErrorBody) {
 	_ = r.Error(fmt.Sprint(body.Code), body.Error, data)
 }
 
-// RespondJSON sends v as the reply.
+// RespondJSON sends v as the reply. A reply that cannot be sent (larger
+// than the connection's max payload) is answered with an error saying so,
+// where the asker would otherwise wait for it until its timeout.
 func RespondJSON(r micro.Request, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		RespondError(r, contract.CodeInternal, "encode reply: "+err.Error(), "")
 		return
 	}
-	_ = r.Respond(data)
+	if err := r.Respond(data); err != nil {
+		RespondError(r, contract.CodeInternal, fmt.Sprintf("the reply (%d bytes) could not be sent: %v", len(data), err), "")
+	}
 }
 
 // DecodeQuery is DecodeRequest for a query that needs nothing (a listing,

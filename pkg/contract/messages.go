@@ -207,7 +207,19 @@ const (
 	MetaAgeIdentities = "age_identities"
 )
 
-// SnapshotList answers chroma.api.snapshot.list, newest first.
+// SnapshotListRequest asks chroma.api.snapshot.list for the snapshots,
+// newest first. An empty body asks for the first page.
+type SnapshotListRequest struct {
+	Envelope
+	// After, a reply's NextAfter, asks for the snapshots listed after the
+	// previous page's last one.
+	After string `json:"after,omitempty"`
+}
+
+// SnapshotList answers chroma.api.snapshot.list, newest first. A reply
+// holds as many whole manifests as fit in one NATS message (a manifest of
+// a database of many collections is tens of KB); More says there are
+// more, to ask for with After = NextAfter.
 type SnapshotList struct {
 	Envelope
 	Snapshots []SnapshotManifest `json:"snapshots"`
@@ -216,6 +228,11 @@ type SnapshotList struct {
 	// chromadb-rollback): they cannot be restored. Absent when the store
 	// could not be listed.
 	ArchivesMissing []string `json:"archives_missing,omitempty"`
+	// More says later snapshots were left out for the reply's size.
+	More bool `json:"more,omitempty"`
+	// NextAfter is the cursor of the next page (the last listed
+	// snapshot's started_at and id), set when More is.
+	NextAfter string `json:"next_after,omitempty"`
 }
 
 // VerifyReport answers chroma.api.snapshot.verify.

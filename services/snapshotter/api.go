@@ -316,20 +316,89 @@ func (s *Service) listManifests(ctx context.Context) ([]contract.SnapshotManifes
 }
 
 func (s *Service) handleList(ctx context.Context, r micro.Request) {
-	if code, msg := bus.DecodeQuery(r); code != 0 {
-		bus.RespondError(r, code, msg, "")
-		return
+	var req contract.SnapshotListRequest
+	if len(r.Data()) > 0 {
+		if code, msg := bus.DecodeRequest(r, &req); code != 0 {
+			bus.RespondError(r, code, msg, "")
+			return
+		}
+	}
+	var after listCursor
+	if req.After != "" {
+		var ok bool
+		if after, ok = parseListCursor(req.After); !ok {
+			bus.RespondError(r, contract.CodeBadRequest, fmt.Sprintf("after %q is not a listing's next_after (started_at and snapshot id); leave it out for the first page", req.After), "after")
+			return
+		}
 	}
 	all, err := s.listManifests(ctx)
 	if err != nil {
 		bus.RespondError(r, contract.CodeUnavailable, err.Error(), "")
 		return
 	}
-	if all == nil {
-		all = []contract.SnapshotManifest{}
+	rep := contract.SnapshotList{Envelope: contract.NewEnvelope(contract.TypeSnapshotList), Snapshots: []contract.SnapshotManifest{}}
+	if req.After != "" {
+		all = slices.DeleteFunc(all, func(m contract.SnapshotManifest) bool { return !after.precedes(&m) })
 	}
-	bus.RespondJSON(r, contract.SnapshotList{Envelope: contract.NewEnvelope(contract.TypeSnapshotList), Snapshots: all,
-		ArchivesMissing: s.archivesMissing(ctx, all)})
+	// As many whole manifests as one message holds: a database of many
+	// collections has manifests of tens of KB, and a reply over the
+	// connection's max payload is never sent (the asker would wait for
+	// it until its timeout).
+	maxBytes := int(s.nc.MaxPayload()) - 64<<10
+	size := 1 << 10
+	for i := range all {
+		b, err := json.Marshal(&all[i])
+		if err != nil {
+			bus.RespondError(r, contract.CodeInternal, "encode manifest "+all[i].SnapshotID+": "+err.Error(), "")
+			return
+		}
+		if size += len(b) + 64; size > maxBytes && len(rep.Snapshots) > 0 {
+			last := rep.Snapshots[len(rep.Snapshots)-1]
+			rep.More, rep.NextAfter = true, cursorOf(&last).String()
+			break
+		}
+		rep.Snapshots = append(rep.Snapshots, all[i])
+	}
+	rep.ArchivesMissing = s.archivesMissing(ctx, rep.Snapshots)
+	bus.RespondJSON(r, rep)
+}
+
+// listCursor is where a page of the snapshot listing ended: the last
+// listed snapshot's place in its order (newest first by started_at, then
+// by id, descending), which stays meaningful when that snapshot is
+// deleted before the next page is asked for.
+type listCursor struct {
+	startedAt time.Time
+	id        string
+}
+
+func cursorOf(m *contract.SnapshotManifest) listCursor {
+	return listCursor{m.StartedAt, m.SnapshotID}
+}
+
+func (c listCursor) String() string {
+	return c.startedAt.UTC().Format(time.RFC3339Nano) + " " + c.id
+}
+
+func parseListCursor(s string) (listCursor, bool) {
+	at, id, ok := strings.Cut(s, " ")
+	if !ok || id == "" {
+		return listCursor{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil {
+		return listCursor{}, false
+	}
+	return listCursor{t, id}, true
+}
+
+// precedes says m is listed after the cursor: it is older, or as old with a
+// lower id.
+func (c listCursor) precedes(m *contract.SnapshotManifest) bool {
+	if !m.StartedAt.Equal(c.startedAt) {
+		return m.StartedAt.Before(c.startedAt)
+	}
+	return m.SnapshotID < c.id
 }
 
 // archivesMissing returns the ids of the snapshots in ms whose archive
