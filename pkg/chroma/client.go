@@ -23,9 +23,14 @@ import (
 const (
 	// DefaultRetryMaxElapsed bounds how long one call keeps retrying.
 	DefaultRetryMaxElapsed = 30 * time.Second
-	// DefaultMaxRequestBytes caps an add or upsert body; the server refuses
-	// bodies over 40 MiB.
+	// DefaultMaxRequestBytes is how many bytes of records an add or
+	// upsert body holds; a record larger than that on its own is sent
+	// alone, up to ServerMaxBodyBytes.
 	DefaultMaxRequestBytes = 32 << 20
+	// ServerMaxBodyBytes is the largest body Chroma takes (it answers 413
+	// over exactly 40 MiB): another client may have stored a record that
+	// large, which a restore must be able to write back.
+	ServerMaxBodyBytes = 40 << 20
 	// DefaultAttemptTimeout bounds one HTTP attempt (request and response
 	// body), so a hung server is retried instead of waited on forever.
 	DefaultAttemptTimeout = 2 * time.Minute
@@ -108,13 +113,17 @@ func WithAttemptTimeout(d time.Duration) Option {
 	}
 }
 
-// WithMaxRequestBytes caps the encoded size of one add or upsert request.
+// WithMaxRequestBytes caps the encoded size of one add or upsert request;
+// a record larger than n on its own is refused. Without it, requests hold
+// DefaultMaxRequestBytes of records and a larger record goes alone, up to
+// ServerMaxBodyBytes.
 func WithMaxRequestBytes(n int) Option {
 	return func(c *Client) error {
 		if n < 1024 {
 			return fmt.Errorf("chroma: max request bytes %d is under 1 KiB", n)
 		}
 		c.maxRequestBytes = n
+		c.maxRecordBytes = n
 		return nil
 	}
 }
@@ -152,6 +161,7 @@ type Client struct {
 	retryMaxElapsed time.Duration
 	attemptTimeout  time.Duration
 	maxRequestBytes int
+	maxRecordBytes  int // the largest body of one record
 	maxBatchSize    int
 	listPageSize    int
 
@@ -186,6 +196,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		retryMaxElapsed: DefaultRetryMaxElapsed,
 		attemptTimeout:  DefaultAttemptTimeout,
 		maxRequestBytes: DefaultMaxRequestBytes,
+		maxRecordBytes:  ServerMaxBodyBytes,
 		listPageSize:    DefaultListPageSize,
 	}
 	for _, o := range opts {

@@ -276,7 +276,7 @@ func (c *Client) encode(ctx context.Context, op string, b *record.Batch) (*Encod
 	e := &Encoded{b: b}
 	e.grow(b64)
 	var f32 []byte
-	limit := c.maxRequestBytes - e.overhead()
+	limit := c.maxRecordBytes - e.overhead()
 	for i := range b.IDs {
 		size := 0
 		for col := range e.col {
@@ -294,7 +294,7 @@ func (c *Client) encode(ctx context.Context, op string, b *record.Batch) (*Encod
 			size += len(e.col[col]) - before
 		}
 		if size > limit {
-			return nil, fmt.Errorf("chroma: %s: record %q encodes to %d bytes, over the request limit of %d", op, b.IDs[i], size, c.maxRequestBytes)
+			return nil, fmt.Errorf("chroma: %s: record %q encodes to %d bytes, over the request limit of %d", op, b.IDs[i], size, c.maxRecordBytes)
 		}
 	}
 	return e, nil
@@ -500,12 +500,15 @@ func (c *Client) send(ctx context.Context, verb, tenant, db, collectionID string
 }
 
 // appendJSONString refuses invalid UTF-8, which encoding/json would
-// silently replace (Chroma itself cannot hold it).
+// silently replace (Chroma itself cannot hold it). < > & are sent as they
+// are: escaped (\u003c) they take six times the bytes, and a document of
+// HTML that another client stored within Chroma's body limit would not
+// fit in it again.
 func appendJSONString(dst []byte, s string) ([]byte, error) {
 	if !utf8.ValidString(s) {
 		return nil, fmt.Errorf("string %.40q is not valid UTF-8", s)
 	}
-	return jsonx.AppendString(dst, s, true), nil
+	return jsonx.AppendString(dst, s, false), nil
 }
 
 func appendJSONStringPtr(dst []byte, s *string) ([]byte, error) {

@@ -567,3 +567,56 @@ func TestGetPageSize(t *testing.T) {
 		}
 	}
 }
+
+// TestAddRecordsAsLargeAsChromaTakes: Chroma takes any request body up to
+// 40 MiB, so another client can store a record with a 36 MB document, and
+// one with a 12 MB document of HTML's < > & characters (each escaped as
+// \u003c by encoding/json, six times its size). A snapshot holds them, but
+// Add refused the first as over its 32 MiB request target ("record encodes
+// to 36000036 bytes, over the request limit") and the second as 72 MB: the
+// rollback failed, the snapshot could not be restored. Both go back as
+// they came, each in a request of its own.
+func TestAddRecordsAsLargeAsChromaTakes(t *testing.T) {
+	c := server.Client(t)
+	ctx := t.Context()
+	tenant, db := newDB(t, c)
+	src, err := c.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: "src"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("abcdefghij", 3_600_000)
+	html := strings.Repeat("<a>&</a>", 1_500_000)
+	// Written the way a Python or JavaScript client writes them: plain
+	// JSON, < > & as they are, the embeddings as numbers.
+	for _, r := range []struct{ id, doc string }{{"small-1", "s"}, {"big", big}, {"html", html}, {"small-2", "t"}} {
+		body, err := json.Marshal(map[string]any{"ids": []string{r.id}, "embeddings": [][]float32{{1, 2}}, "documents": []string{r.doc}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.ReplaceAll(body, []byte(`\u003c`), []byte("<"))
+		body = bytes.ReplaceAll(body, []byte(`\u003e`), []byte(">"))
+		body = bytes.ReplaceAll(body, []byte(`\u0026`), []byte("&"))
+		if len(body) > 40<<20 {
+			t.Fatalf("record %s: body of %d bytes, over Chroma's limit", r.id, len(body))
+		}
+		u := server.URL + "/api/v2/tenants/" + tenant + "/databases/" + db + "/collections/" + src.ID + "/add"
+		resp, err := http.Post(u, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("add %s (%d bytes) as another client: %s %s", r.id, len(body), resp.Status, msg)
+		}
+	}
+	want := readAll(t, c, tenant, db, src.ID, 1)
+	dst, err := c.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: "dst"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Add(ctx, tenant, db, dst.ID, want); err != nil {
+		t.Fatalf("add what Chroma holds: %v", err)
+	}
+	compareBatches(t, readAll(t, c, tenant, db, dst.ID, 1), want)
+}
