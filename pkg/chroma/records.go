@@ -43,6 +43,26 @@ type GetRequest struct {
 	// Include lists the columns to return; nil means IncludeAll, an empty
 	// non-nil slice means ids only.
 	Include []Include
+	// MaxBytes, when positive, bounds the answer GetPage reads: one that
+	// Chroma announces (Content-Length) or sends larger is not read, and
+	// GetPage returns a *PageTooLargeError saying how large it was, so
+	// that the reader asks for fewer records instead of holding it.
+	MaxBytes int
+}
+
+// PageTooLargeError is GetPage's answer to an answer over MaxBytes.
+type PageTooLargeError struct {
+	// Size is the answer's size as Chroma announced it; -1 when it did
+	// not, and the answer was found larger than MaxBytes reading it.
+	Size     int64
+	MaxBytes int
+}
+
+func (e *PageTooLargeError) Error() string {
+	if e.Size < 0 {
+		return fmt.Sprintf("answer over %d bytes, the most asked for", e.MaxBytes)
+	}
+	return fmt.Sprintf("answer of %d bytes, over the %d asked for at most", e.Size, e.MaxBytes)
 }
 
 // Get reads records of a collection. Columns not included are nil in the
@@ -85,6 +105,12 @@ func (c *Client) GetPage(ctx context.Context, tenant, db, collectionID string, q
 	var b *record.Batch
 	size := 0
 	err = c.do(ctx, op, http.MethodPost, collPath(tenant, db, collectionID)+"/get", raw, func(r io.Reader) error {
+		if q.MaxBytes > 0 {
+			if cl, ok := r.(interface{ ContentLength() int64 }); ok && cl.ContentLength() > int64(q.MaxBytes) {
+				return &PageTooLargeError{Size: cl.ContentLength(), MaxBytes: q.MaxBytes}
+			}
+			r = &limitedBody{r: r, left: int64(q.MaxBytes), max: q.MaxBytes}
+		}
 		data, err := readBody(r)
 		if err != nil {
 			return err
@@ -159,6 +185,36 @@ func decodeGetBody(data []byte) (*record.Batch, error) {
 		return nil, fmt.Errorf("get answer: %w", err)
 	}
 	return b, nil
+}
+
+// limitedBody reads an answer of unannounced size until it has read more
+// than max bytes, then fails with a *PageTooLargeError.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+	max  int
+}
+
+func (l *limitedBody) ContentLength() int64 {
+	if cl, ok := l.r.(interface{ ContentLength() int64 }); ok {
+		return cl.ContentLength()
+	}
+	return -1
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return 0, &PageTooLargeError{Size: -1, MaxBytes: l.max}
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return n, &PageTooLargeError{Size: -1, MaxBytes: l.max}
+	}
+	return n, err
 }
 
 // maxPresize bounds the buffer allocated up front from a Content-Length.

@@ -3,6 +3,7 @@ package chroma_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -619,4 +620,57 @@ func TestAddRecordsAsLargeAsChromaTakes(t *testing.T) {
 		t.Fatalf("add what Chroma holds: %v", err)
 	}
 	compareBatches(t, readAll(t, c, tenant, db, dst.ID, 1), want)
+}
+
+// TestGetPageMaxBytes: an answer over MaxBytes is not read. When Chroma
+// announces its size, GetPage says it; behind a proxy that streams it
+// without a Content-Length, it stops reading past MaxBytes. An answer
+// within MaxBytes, or a get without it, reads as before.
+func TestGetPageMaxBytes(t *testing.T) {
+	target, _ := url.Parse(server.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var chunked atomic.Bool
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if chunked.Load() {
+			resp.ContentLength = -1
+			resp.Header.Del("Content-Length")
+		}
+		return nil
+	}
+	s := httptest.NewServer(proxy)
+	defer s.Close()
+	c, err := chroma.New(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	tenant, db := newDB(t, c)
+	col, err := c.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: "sized"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := edgeBatch(60, 64)
+	if err := c.Add(ctx, tenant, db, col.ID, want); err != nil {
+		t.Fatal(err)
+	}
+	_, size, err := c.GetPage(ctx, tenant, db, col.ID, chroma.GetRequest{Limit: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stream := range []bool{false, true} {
+		chunked.Store(stream)
+		_, _, err := c.GetPage(ctx, tenant, db, col.ID, chroma.GetRequest{Limit: 60, MaxBytes: size - 1})
+		var tl *chroma.PageTooLargeError
+		if !errors.As(err, &tl) || tl.MaxBytes != size-1 {
+			t.Fatalf("streamed %v: get of a %d-byte answer with MaxBytes %d: %v, want a PageTooLargeError", stream, size, size-1, err)
+		}
+		if wantSize := map[bool]int64{false: int64(size), true: -1}[stream]; tl.Size != wantSize {
+			t.Errorf("streamed %v: error says size %d, want %d", stream, tl.Size, wantSize)
+		}
+		got, n, err := c.GetPage(ctx, tenant, db, col.ID, chroma.GetRequest{Limit: 60, MaxBytes: size})
+		if err != nil || n != size {
+			t.Fatalf("streamed %v: get with MaxBytes of its size: %d bytes, %v", stream, n, err)
+		}
+		compareBatches(t, got, want)
+	}
 }

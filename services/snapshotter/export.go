@@ -105,7 +105,13 @@ func (s *Service) probe(ctx context.Context, tenant, db string, colls []archive.
 			defer func() { <-sem; wg.Done() }()
 			get := func(offset, limit int) (int, int, error) {
 				b, size, err := s.chroma.GetPage(ctx, tenant, db, c.ID, chroma.GetRequest{Offset: offset, Limit: limit,
-					Include: []chroma.Include{chroma.IncludeDocuments, chroma.IncludeMetadatas, chroma.IncludeURIs}})
+					Include: []chroma.Include{chroma.IncludeDocuments, chroma.IncludeMetadatas, chroma.IncludeURIs}, MaxBytes: s.maxPageBytes()})
+				var tooLarge *chroma.PageTooLargeError
+				if errors.As(err, &tooLarge) {
+					// Records far heavier than the first: what they
+					// weigh is all the probe wants to know.
+					return limit, int(max(tooLarge.Size, int64(tooLarge.MaxBytes)+1)), nil
+				}
 				if err != nil {
 					return 0, 0, fmt.Errorf("read collection %q: %w", c.Name, err)
 				}
@@ -151,8 +157,20 @@ type page struct {
 	coll, offset int
 	limit        int  // the records it stands for
 	last         bool // the collection's last planned page: it asks for one more
-	res          chan pageResult
+	// res carries the page's records in get order: one batch, or several
+	// when Chroma's answer for the whole page would have been over
+	// maxPageBytes; closed after the last (or an error).
+	res chan pageResult
 }
+
+// maxPageBytes is the largest answer of more than one record a page
+// reads: twice PageBytes. A page is sized by what the records read so far
+// weighed, so records much heavier than those before them (a collection
+// whose first records are short test entries, and the rest 200 KB
+// documents) made pages of any size: 620 records in one answer of 120 MB,
+// and a snapshotter of 457 MB. An answer Chroma announces larger is not
+// read; the page is read again in smaller gets, sized by its size.
+func (s *Service) maxPageBytes() int { return 2 * s.cfg.PageBytes }
 
 // exportPages reads every collection page by page with FetchWorkers
 // requests in flight and hands pages to emit in collection and get order.
@@ -180,21 +198,40 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 		perRecord[i].Store(int64(recordBytes(c.Dimension, probed[i])))
 	}
 	limit := func(i int) int { return s.pageLimit(int(perRecord[i].Load())) }
-	get := func(i, offset, limit int) (*record.Batch, error) {
-		c := colls[i]
-		b, size, err := s.chroma.GetPage(ctx, tenant, db, c.ID, chroma.GetRequest{Limit: limit, Offset: offset, Include: chroma.IncludeAll})
-		if err != nil {
-			return nil, fmt.Errorf("read collection %q at offset %d: %w", c.Name, offset, err)
-		}
-		if n := b.Len(); n > 0 {
-			for per := int64(size / n); ; {
-				cur := perRecord[i].Load()
-				if per <= cur || perRecord[i].CompareAndSwap(cur, per) {
-					break
-				}
+	weighs := func(i int, per int64) {
+		for {
+			cur := perRecord[i].Load()
+			if per <= cur || perRecord[i].CompareAndSwap(cur, per) {
+				return
 			}
 		}
-		return b, nil
+	}
+	// get reads up to n records of collection i from offset, in one
+	// answer of at most maxPageBytes: a larger one is asked for again with
+	// fewer records (one record is read whatever its size). It returns how
+	// many records it asked for last: fewer came back only at the end.
+	get := func(i, offset, n int) (*record.Batch, int, error) {
+		c := colls[i]
+		for {
+			q := chroma.GetRequest{Limit: n, Offset: offset, Include: chroma.IncludeAll}
+			if n > 1 {
+				q.MaxBytes = s.maxPageBytes()
+			}
+			b, size, err := s.chroma.GetPage(ctx, tenant, db, c.ID, q)
+			var tooLarge *chroma.PageTooLargeError
+			if errors.As(err, &tooLarge) && n > 1 {
+				weighs(i, max(tooLarge.Size, int64(q.MaxBytes)+1)/int64(n))
+				n = max(1, min(n/2, limit(i)))
+				continue
+			}
+			if err != nil {
+				return nil, 0, fmt.Errorf("read collection %q at offset %d: %w", c.Name, offset, err)
+			}
+			if k := b.Len(); k > 0 {
+				weighs(i, int64(size/k))
+			}
+			return b, n, nil
+		}
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -234,8 +271,25 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 				}
 				go func() {
 					defer func() { <-sem }()
-					b, err := get(p.coll, p.offset, ask)
-					p.res <- pageResult{b, err}
+					defer close(p.res)
+					// The page whole, or when it is too large, in gets
+					// sized by what it weighed, each handed on as it comes.
+					for offset, left, first := p.offset, ask, true; left > 0; first = false {
+						n := left
+						if !first {
+							n = min(left, limit(p.coll))
+						}
+						b, asked, err := get(p.coll, offset, n)
+						select {
+						case p.res <- pageResult{b, err}:
+						case <-ctx.Done():
+							return
+						}
+						if err != nil || b.Len() < asked {
+							return
+						}
+						offset, left = offset+b.Len(), left-b.Len()
+					}
 				}()
 				if p.last {
 					break
@@ -245,28 +299,12 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 		}
 	}()
 	for p := range order {
-		var r pageResult
-		select {
-		case r = <-p.res:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if r.err != nil {
-			return r.err
-		}
-		b, more := r.batch, false
-		if p.last && b.Len() > p.limit {
-			// The record past the counted ones: it opens the next page.
-			b, more = b.Slice(0, p.limit), true
-		}
-		if b.Len() > 0 {
-			if err := emit(p.coll, b); err != nil {
-				return err
-			}
+		more, err := s.takePage(ctx, p, func(b *record.Batch) error { return emit(p.coll, b) })
+		if err != nil {
+			return err
 		}
 		for offset := p.offset + p.limit; more; {
-			n := limit(p.coll)
-			b, err := get(p.coll, offset, n)
+			b, asked, err := get(p.coll, offset, limit(p.coll))
 			if err != nil {
 				return err
 			}
@@ -275,9 +313,42 @@ func (s *Service) exportPages(ctx context.Context, tenant, db string, colls []ar
 					return err
 				}
 			}
-			more = b.Len() == n
+			more = b.Len() == asked
 			offset += b.Len()
 		}
 	}
 	return ctx.Err()
+}
+
+// takePage emits the batches of page p as its worker reads them and says
+// whether a record came back past the counted ones of a collection's
+// last page (records were added meanwhile: reading goes on after it).
+func (s *Service) takePage(ctx context.Context, p *page, emit func(*record.Batch) error) (more bool, err error) {
+	got := 0
+	for {
+		var r pageResult
+		var ok bool
+		select {
+		case r, ok = <-p.res:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+		if !ok {
+			return more, nil
+		}
+		if r.err != nil {
+			return false, r.err
+		}
+		b := r.batch
+		if p.last && got+b.Len() > p.limit {
+			// The record past the counted ones: it opens the next page.
+			b, more = b.Slice(0, p.limit-got), true
+		}
+		got += r.batch.Len()
+		if b.Len() > 0 {
+			if err := emit(b); err != nil {
+				return false, err
+			}
+		}
+	}
 }

@@ -207,3 +207,119 @@ func TestExportPagesSizedByBytes(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestExportPagesBoundedWhenRecordsGrow: pages are sized by what the
+// records read so far weighed, so records much heavier than those before
+// them made pages of any size (a collection of 20 short records and then
+// 600 of 200 KB was read as one 120 MB answer: a snapshotter of 457 MB).
+// No answer of more than one record is read over twice PageBytes: the
+// page is read again in smaller gets, each handed on as it comes, and
+// every record is emitted once in get order, also when the last page
+// holds records added after the count.
+func TestExportPagesBoundedWhenRecordsGrow(t *testing.T) {
+	ctx := t.Context()
+	ch := testenv.StartChroma(t)
+	cc := ch.Client(t)
+	// The largest answer read: its size, as Chroma announced it.
+	var mu sync.Mutex
+	largest := 0
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err == nil && strings.HasSuffix(r.URL.Path, "/get") {
+			resp.Body = &countingBody{ReadCloser: resp.Body, done: func(n int) {
+				mu.Lock()
+				largest = max(largest, n)
+				mu.Unlock()
+			}}
+		}
+		return resp, err
+	})
+	watched := ch.Client(t, chroma.WithHTTPClient(&http.Client{Transport: rt}))
+	const tenant, db, dim = "default_tenant", "default_database", 8
+	seed := func(name string, docSize func(k int) int, n int) chroma.Collection {
+		c, err := cc.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for from := 0; from < n; from += 50 {
+			b := &record.Batch{}
+			for k := from; k < min(n, from+50); k++ {
+				doc := strings.Repeat(string(rune('a'+k%26)), docSize(k))
+				e := make([]float32, dim)
+				e[0] = float32(k)
+				b.IDs, b.Embeddings, b.Documents = append(b.IDs, fmt.Sprintf("%s-%04d", name, k)), append(b.Embeddings, e), append(b.Documents, &doc)
+			}
+			if err := cc.Add(ctx, tenant, db, c.ID, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return *c
+	}
+	const pageBytes = 128 << 10
+	colls := []chroma.Collection{
+		// Short records first, as far as the probe reads, then 32 KB ones.
+		seed("light_first", func(k int) int { return map[bool]int{true: 100, false: 32 << 10}[k < 20] }, 220),
+		// 1 KB records for some pages, then 64 KB ones.
+		seed("growing", func(k int) int { return map[bool]int{true: 1 << 10, false: 64 << 10}[k < 300] }, 400),
+		// Records of more than twice a page each, after short ones.
+		seed("huge_after", func(k int) int { return map[bool]int{true: 10, false: 3 * pageBytes}[k < 5] }, 8),
+	}
+	var info []archive.CollectionInfo
+	for i, c := range colls {
+		n, err := cc.Count(ctx, tenant, db, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			n -= 7 // seven records added after the count
+		}
+		info = append(info, archive.CollectionInfo{ID: c.ID, Name: c.Name, ExpectedCount: int64(n)})
+	}
+	s := &Service{chroma: watched, cfg: Config{MaxPageRecords: 2500, PageBytes: pageBytes, FetchWorkers: 2}}
+	ids := make([][]string, len(colls))
+	if err := s.exportPages(ctx, tenant, db, info, func(i int, b *record.Batch) error {
+		docs := 0
+		for _, d := range b.Documents {
+			docs += len(*d)
+		}
+		if b.Len() > 1 && docs > s.maxPageBytes() {
+			t.Errorf("%s: a batch of %d records with %d KB of documents, over %d KB", colls[i].Name, b.Len(), docs>>10, s.maxPageBytes()>>10)
+		}
+		ids[i] = append(ids[i], b.IDs...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range colls {
+		all, err := testenv.ReadAll(ctx, cc, tenant, db, c.ID, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids[i], all.IDs) {
+			t.Errorf("%s: emitted %d ids, want the %d in get order", c.Name, len(ids[i]), all.Len())
+		}
+	}
+	// One record of 384 KB is read whole; nothing larger is.
+	if largest > 3*pageBytes+4<<10 {
+		t.Errorf("an answer of %d KB was read; want none over one 384 KB record's", largest>>10)
+	}
+}
+
+// countingBody reports how many bytes were read from a body when it is
+// closed.
+type countingBody struct {
+	io.ReadCloser
+	n    int
+	done func(int)
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n += n
+	return n, err
+}
+
+func (c *countingBody) Close() error {
+	c.done(c.n)
+	return c.ReadCloser.Close()
+}
