@@ -71,16 +71,28 @@ func defaultAddModel(recordsPerSec float64) addModel {
 	return addModel{perCollection: assumedSecondsPerCollection, perRecord: 1 / recordsPerSec, dim: defaultAddDimension, collectionAssumed: true}
 }
 
+// fitCollectionsMin is the fewest collections one of the samples must have
+// written for a collection's cost to be fitted rather than assumed. In
+// restores of a few collections, what a collection costs besides its
+// records (tens of ms) is lost in how long the records took, which varies
+// tenfold with their size: after restores of one collection of 620 records
+// with 200 KB documents (30 and 54 s), one of 4,000 records of 4096-d
+// (9.6 s) and one of 3 collections (9.8 s), the fit made a collection cost
+// 2.85 s, and a plan for 1,200 collections of 400 records estimated 57
+// minutes.
+const fitCollectionsMin = 10
+
 // fitAddModel fits the model to samples by least squares on the relative
 // error, so that a long restore does not drown out short ones. Records are
 // counted at the samples' mean dimension (the model's dim; a sample kept
 // before samples had values is taken to be of it), each sample's in
 // proportion to recordCostDims plus its mean dimension. Both
 // parameters stay non-negative and the per-record one positive. When the
-// samples cannot tell the two apart (one restore, or restores all of one
-// shape), a collection is taken to cost assumedSecondsPerCollection, but at
-// most half of what any sample took per collection, and the records carry
-// the rest of the time.
+// samples cannot tell the two apart (one restore, restores all of one
+// shape, or none of at least fitCollectionsMin collections), a collection
+// is taken to cost assumedSecondsPerCollection, but at most half of what
+// any sample took per collection, and the records carry the rest of the
+// time.
 func fitAddModel(samples []contract.AddRateSample) (addModel, bool) {
 	var records, values int64
 	for _, s := range samples {
@@ -94,12 +106,13 @@ func fitAddModel(samples []contract.AddRateSample) (addModel, bool) {
 		dim = float64(values) / float64(records)
 	}
 	var a11, a12, a22, b1, b2 float64
-	n := 0
+	n, most := 0, 0
 	assumed := assumedSecondsPerCollection
 	for _, s := range samples {
 		if s.Seconds <= 0 || s.Records <= 0 {
 			continue
 		}
+		most = max(most, s.Collections)
 		w := 1 / (s.Seconds * s.Seconds)
 		c, r := float64(s.Collections), float64(s.Records)
 		if dim > 0 && s.Values > 0 {
@@ -124,7 +137,7 @@ func fitAddModel(samples []contract.AddRateSample) (addModel, bool) {
 	det := a11*a22 - a12*a12
 	// Nearly collinear: the shapes do not tell a collection's cost from
 	// its records'.
-	if n < 2 || det <= 1e-9*a11*a22 {
+	if n < 2 || most < fitCollectionsMin || det <= 1e-9*a11*a22 {
 		return fallback, true
 	}
 	m := addModel{perCollection: (b1*a22 - b2*a12) / det, perRecord: (a11*b2 - a12*b1) / det, dim: dim}

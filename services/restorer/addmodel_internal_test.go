@@ -69,6 +69,24 @@ func TestFitAddModel(t *testing.T) {
 	if !ok || !m.collectionAssumed || !near(m.perCollection, 0.005) || m.perRecord <= 0 {
 		t.Errorf("negative collection cost: %+v; want an assumed 5 ms a collection (half the first sample's)", m)
 	}
+	// Restores of a few collections each, of records of very different
+	// sizes (measured by hand, 2026-11-29): the fit made a collection cost
+	// 2.85 s, and a plan for 1,200 collections of 400 records in all
+	// estimated 57 minutes; its rollback took about a minute. None wrote
+	// enough collections to tell what one costs: it is assumed.
+	few := []contract.AddRateSample{
+		{Collections: 1, Records: 620, Seconds: 30.2}, // 200 KB documents
+		{Collections: 3, Records: 1560, Seconds: 9.8},
+		{Collections: 1, Records: 620, Seconds: 53.7},
+		{Collections: 1, Records: 4000, Seconds: 9.6}, // 4096-d
+	}
+	m, ok = fitAddModel(few)
+	if !ok || !m.collectionAssumed || m.perCollection != assumedSecondsPerCollection || m.perRecord <= 0 {
+		t.Errorf("restores of few collections: %+v; want an assumed %gs a collection", m, assumedSecondsPerCollection)
+	}
+	if got := m.seconds(1200, 400, 0); got > 5*60 {
+		t.Errorf("restores of few collections: estimates %.0fs for 1,200 collections of 400 records in all; want a few minutes at most", got)
+	}
 	// Nothing restored yet: the default rate and the assumed collection.
 	if d := defaultAddModel(1000); d.perCollection != assumedSecondsPerCollection || !d.collectionAssumed || d.seconds(300, 3000, 0) != 18 {
 		t.Errorf("default model %+v estimates %.1fs for 300 collections of 10 records, want 18 s", d, d.seconds(300, 3000, 0))

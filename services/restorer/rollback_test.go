@@ -305,6 +305,23 @@ func TestFullRollbackRoundTrip(t *testing.T) {
 		if p.WriteCollections != 5 || math.Abs(p.EstimatedSeconds-want) > 1e-9 {
 			t.Errorf("estimate %.3fs for %d records in %d collections; want %.3fs for 5", p.EstimatedSeconds, p.WriteRecords, p.WriteCollections, want)
 		}
+
+		// A model kept by an older restorer, fitted to restores of a few
+		// collections each to 2.85 s a collection, is fitted again from
+		// its samples: none wrote enough collections to tell a
+		// collection's cost, so it is assumed.
+		old := rec
+		old.SecondsPerCollection, old.SecondsPerCollectionAssumed, old.RecordsPerSecond = 2.85, false, 582
+		old.Samples = []contract.AddRateSample{{Collections: 1, Records: 620, Seconds: 30.2}, {Collections: 3, Records: 1560, Seconds: 9.8},
+			{Collections: 1, Records: 620, Seconds: 53.7}, {Collections: 1, Records: 4000, Seconds: 9.6}}
+		if _, err := e.nats.Assets.State.Put(ctx, contract.AddRateKey(e.chroma.URL), []byte(mustJSON(t, old))); err != nil {
+			t.Fatal(err)
+		}
+		p = e.plan(t, contract.RollbackRequest{SnapshotID: snap})
+		if !p.AddRateMeasured || p.SecondsPerCollection != 0.05 || !p.SecondsPerCollectionAssumed {
+			t.Errorf("plan from a model kept as 2.85 s a collection: %vs a collection (assumed %v, measured %v); want an assumed 0.05 s, fitted again from its samples",
+				p.SecondsPerCollection, p.SecondsPerCollectionAssumed, p.AddRateMeasured)
+		}
 	})
 }
 

@@ -241,6 +241,11 @@ func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
 // the configured default rate.
 func (s *Service) addModel(ctx context.Context, chromaURL string) (addModel, bool) {
 	if rec := s.knownAddRate(ctx, chromaURL); rec != nil {
+		// Fitted again from its samples: a model kept by an older
+		// restorer is fitted as this one fits it.
+		if m, ok := fitAddModel(rec.Samples); ok {
+			return m, true
+		}
 		return addModel{perCollection: rec.SecondsPerCollection, perRecord: 1 / rec.RecordsPerSecond, dim: rec.Dimension, collectionAssumed: rec.SecondsPerCollectionAssumed}, true
 	}
 	return defaultAddModel(s.cfg.DefaultAddRate), false
