@@ -101,21 +101,29 @@ func (c *Client) GetCollection(ctx context.Context, tenant, db, name string) (*C
 }
 
 // ListCollections returns every collection of tenant/db, reading pages
-// until a short one. The server lists in UUID order; a collection created
-// or deleted while paging can be missed or seen twice.
+// until a short one. The server lists in UUID order by offset; a
+// collection deleted while paging can be missed. One created while paging
+// shifts the later pages, so that a collection would come back twice: each
+// is returned once, as first listed.
 func (c *Client) ListCollections(ctx context.Context, tenant, db string) ([]Collection, error) {
 	op := "list collections of " + quote(tenant+"/"+db)
 	if err := checkNames(op, "tenant", tenant, "database", db); err != nil {
 		return nil, err
 	}
 	var all []Collection
+	seen := map[string]bool{}
 	for offset := 0; ; offset += c.listPageSize {
 		var page []Collection
 		path := dbPath(tenant, db) + "/collections?limit=" + strconv.Itoa(c.listPageSize) + "&offset=" + strconv.Itoa(offset)
 		if err := c.getJSON(ctx, op, path, &page); err != nil {
 			return nil, err
 		}
-		all = append(all, page...)
+		for _, col := range page {
+			if !seen[col.ID] {
+				seen[col.ID] = true
+				all = append(all, col)
+			}
+		}
 		if len(page) < c.listPageSize {
 			return all, nil
 		}

@@ -674,3 +674,69 @@ func TestGetPageMaxBytes(t *testing.T) {
 		compareBatches(t, got, want)
 	}
 }
+
+// TestListCollectionsCreatedWhilePaging: Chroma lists collections in UUID
+// order by limit and offset, so a collection created between two pages
+// with an id before the first page's last shifts the listing by one, and
+// that last collection came back twice: a snapshot of the whole database
+// would hold it twice. Each collection is listed once.
+func TestListCollectionsCreatedWhilePaging(t *testing.T) {
+	direct := server.Client(t)
+	ctx := t.Context()
+	tenant, db := newDB(t, direct)
+	for i := range 6 {
+		if _, err := direct.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: fmt.Sprintf("before_%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target, _ := url.Parse(server.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var created atomic.Int64
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.URL.Path, "/collections") || resp.Request.URL.Query().Get("offset") != "0" {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		var page []chroma.Collection
+		if err := json.Unmarshal(body, &page); err != nil || len(page) == 0 {
+			return fmt.Errorf("first page %s: %v", body, err)
+		}
+		// Created until one sorts before the page's last: the next page
+		// then starts with that last one again.
+		for i := 0; i < 50; i++ {
+			c, err := direct.CreateCollection(ctx, tenant, db, chroma.CreateCollection{Name: fmt.Sprintf("during_%d", i)})
+			if err != nil {
+				return err
+			}
+			created.Add(1)
+			if c.ID < page[len(page)-1].ID {
+				return nil
+			}
+		}
+		return errors.New("no collection created with an id before the first page's last")
+	}
+	s := httptest.NewServer(proxy)
+	defer s.Close()
+	c, err := chroma.New(s.URL, chroma.WithListPageSize(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols, err := c.ListCollections(ctx, tenant, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, col := range cols {
+		seen[col.ID]++
+		if seen[col.ID] == 2 {
+			t.Errorf("collection %s (%s) listed twice", col.Name, col.ID)
+		}
+	}
+	if created.Load() == 0 {
+		t.Fatal("nothing was created while paging")
+	}
+}
