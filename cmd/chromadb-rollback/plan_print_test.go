@@ -333,3 +333,47 @@ func TestPrintReportWarnings(t *testing.T) {
 		t.Errorf("report once the leftovers were taken back:\n%s", s)
 	}
 }
+
+// TestPrintPlanManyUntouched: the plan of a partial rollback of 2 of a
+// database's 250 collections printed 250 rows in the snapshot's order (by
+// collection id), the 2 it changes somewhere among 248 "untouched". It
+// lists what it changes first and counts the untouched collections in one
+// line when there are more than a few; a few are listed after the others.
+func TestPrintPlanManyUntouched(t *testing.T) {
+	plan := &contract.RollbackPlan{SnapshotID: "snap_x", SnapshotName: "many", Mode: "partial", ArchiveVerified: true,
+		Tenant: "t", Database: "d", SourceTenant: "t", SourceDatabase: "d", AddRate: 1000, AddRateMeasured: true}
+	items := func(n int) []contract.PlanItem {
+		var out []contract.PlanItem
+		for i := range n {
+			name := fmt.Sprintf("c%04d", i)
+			it := contract.PlanItem{Collection: name, Target: name, Action: contract.PlanUntouched, SnapshotRecords: 10, CurrentRecords: 10}
+			if i == n/2 || i == n-1 {
+				it.Action, it.CurrentRecords, it.WriteRecords = contract.PlanReplace, 7, 10
+			}
+			out = append(out, it)
+		}
+		return out
+	}
+	plan.Items = items(250)
+	var out bytes.Buffer
+	(&app{stdout: &out}).printPlan(plan)
+	lines := strings.Split(out.String(), "\n")
+	if len(lines) < 6 || !strings.HasPrefix(lines[2], "  COLLECTION") ||
+		!strings.HasPrefix(lines[3], "  c0125 ") || !strings.Contains(lines[3], "replace") ||
+		!strings.HasPrefix(lines[4], "  c0249 ") || !strings.Contains(lines[4], "replace") ||
+		lines[5] != "  and 248 other collections untouched (--json lists them)" {
+		t.Errorf("plan of 2 of 250 collections printed:\n%s", out.String())
+	}
+	if n := strings.Count(out.String(), "untouched"); n != 1 {
+		t.Errorf("plan of 2 of 250 collections says untouched %d times:\n%s", n, out.String())
+	}
+
+	plan.Items = items(6)
+	out.Reset()
+	(&app{stdout: &out}).printPlan(plan)
+	lines = strings.Split(out.String(), "\n")
+	if len(lines) < 9 || !strings.Contains(lines[3], "replace") || !strings.Contains(lines[4], "replace") ||
+		!strings.Contains(lines[5], "untouched") || !strings.Contains(lines[8], "untouched") || strings.Contains(out.String(), "other collections") {
+		t.Errorf("plan of 2 of 6 collections printed:\n%s", out.String())
+	}
+}

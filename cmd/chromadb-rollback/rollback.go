@@ -241,6 +241,10 @@ func (a *app) confirm() (bool, error) {
 	return strings.TrimSpace(line) == "yes", nil
 }
 
+// maxUntouchedRows is the most collections a plan leaves untouched that
+// it lists one by one; more are counted in one line.
+const maxUntouchedRows = 10
+
 func (a *app) printPlan(p *contract.RollbackPlan) {
 	var modes []string
 	modes = append(modes, p.Mode)
@@ -274,7 +278,11 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 	} else {
 		t.row("COLLECTION", "TARGET", "ACTION", "IN SNAPSHOT", "NOW", "TO WRITE", "BATCHES")
 	}
-	for _, it := range p.Items {
+	// What the rollback changes first: in a partial rollback of a few of
+	// a database's hundreds of collections, the rows of those few were
+	// scattered among the others (in the snapshot's order, by id).
+	var untouched []contract.PlanItem
+	row := func(it *contract.PlanItem) {
 		now := fmt.Sprint(it.CurrentRecords)
 		if it.CurrentRecords < 0 {
 			now = "absent"
@@ -283,7 +291,21 @@ func (a *app) printPlan(p *contract.RollbackPlan) {
 		if coll == "" {
 			coll = "-"
 		}
-		t.row(coll, it.Target, it.Action, it.SnapshotRecords, now, it.WriteRecords, planBatches(&it))
+		t.row(coll, it.Target, it.Action, it.SnapshotRecords, now, it.WriteRecords, planBatches(it))
+	}
+	for _, it := range p.Items {
+		if it.Action == contract.PlanUntouched {
+			untouched = append(untouched, it)
+			continue
+		}
+		row(&it)
+	}
+	if len(untouched) > maxUntouchedRows {
+		t.line(fmt.Sprintf("and %s untouched (--json lists them)", counted(len(untouched), "other collection")))
+	} else {
+		for _, it := range untouched {
+			row(&it)
+		}
 	}
 	t.print(a.stdout)
 	rate := "measured"
