@@ -70,8 +70,8 @@ type job struct {
 }
 
 // handleJob runs one rollback command to its end: ack when it completed,
-// failed or was cancelled; nothing when the service shuts down, so the
-// command is redelivered and resumed from its checkpoint.
+// failed or was cancelled; a nak when the service shuts down, so the
+// command is redelivered at once and resumed from its checkpoint.
 func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	var cmd contract.RollbackCommand
 	if err := json.Unmarshal(msg.Data(), &cmd); err != nil || contract.ValidToken(cmd.OpID) != nil {
@@ -120,7 +120,14 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	start := time.Now()
 	err = j.run(jobCtx)
 	if ctx.Err() != nil {
-		j.log.Warn("rollback interrupted by shutdown; it will be redelivered and resumed", "err", err)
+		// A graceful stop (SIGTERM: a rolling restart, a drain) gives the
+		// command back now, so another instance resumes it from the
+		// checkpoint at once instead of after AckWait; the lease and fence
+		// are kept for it. A worker killed outright cannot: its command
+		// comes back after AckWait.
+		_ = msg.Nak()
+		_ = s.nc.FlushTimeout(time.Second)
+		j.log.Warn("rollback interrupted by shutdown; handed back to be resumed by another instance", "err", err)
 		return
 	}
 	if cause := context.Cause(jobCtx); cause != nil && (err == nil || errors.Is(cause, errLeaseLost)) {

@@ -13,8 +13,9 @@ import (
 )
 
 // handleJob runs one snapshot command to its end: ack on success or when the
-// snapshot already exists, term on failure. A job whose worker dies is not
-// acked and comes back to the next instance after AckWait.
+// snapshot already exists, term on failure, nak when the service shuts
+// down. A job whose worker dies is not acked and comes back to the next
+// instance after AckWait.
 func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	var cmd contract.SnapshotCommand
 	if err := json.Unmarshal(msg.Data(), &cmd); err != nil || cmd.SnapshotID == "" || contract.ValidToken(cmd.SnapshotID) != nil {
@@ -72,8 +73,13 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	obj := attemptObjectName(cmd.SnapshotID, attempt)
 	m, err := s.snapshot(jobCtx, &cmd, obj, progress, log)
 	if ctx.Err() != nil {
-		// Shutting down: leave the job unacked so another instance redoes it.
-		log.Warn("snapshot interrupted by shutdown; it will be redelivered", "err", err)
+		// Shutting down gracefully (SIGTERM: a rolling restart, a drain):
+		// give the job back now, so another instance redoes it at once
+		// instead of after AckWait; it deletes what this attempt stored. A
+		// worker killed outright cannot: its job comes back after AckWait.
+		_ = msg.Nak()
+		_ = s.nc.FlushTimeout(time.Second)
+		log.Warn("snapshot interrupted by shutdown; handed back to be redone by another instance", "err", err)
 		return
 	}
 	if err != nil {

@@ -1,0 +1,101 @@
+package restorer_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
+)
+
+// startGraceful runs a restorer that stops as its process does on SIGTERM
+// (systemd, Kubernetes): its context is cancelled, Run returns, and only
+// then is its connection closed.
+func (e *env) startGraceful(t *testing.T, cfg restorer.Config, hook func(context.Context, restorer.HookPoint) error) (stop func()) {
+	t.Helper()
+	if cfg.ChromaURL == "" {
+		cfg.ChromaURL = e.chroma.URL
+	}
+	nc := e.nats.Connect(t)
+	svc, err := restorer.New(cfg, nc, e.subj, e.cc, testLogger(t))
+	if err != nil {
+		t.Fatalf("new restorer %s: %v", cfg.Instance, err)
+	}
+	if hook != nil {
+		restorer.SetHook(svc, hook)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("restorer %s run: %v", cfg.Instance, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("restorer %s did not stop within 30s", cfg.Instance)
+		}
+		nc.Close()
+	}
+	t.Cleanup(stop)
+	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
+	return stop
+}
+
+// TestGracefulStopHandsOverAtOnce: a restorer stopped gracefully (SIGTERM,
+// as a rolling restart does) in the middle of a rollback gives its command
+// back to the work queue, so another instance resumes it at once instead of
+// after the command's AckWait (30s by default), during which nothing
+// restored and the database stayed fenced. The rollback still ends exactly
+// once, in the snapshot's state.
+func TestGracefulStopHandsOverAtOnce(t *testing.T) {
+	e := seeded(t)
+	pre := e.dump(t, "acme", "prod")
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	damage(t, e.cc, 1)
+	damaged := e.dump(t, "acme", "prod")
+
+	const ackWait = 30 * time.Second
+	reached := make(chan struct{}, 1)
+	var once atomic.Bool
+	stopA := e.startGraceful(t, restorer.Config{Instance: "a", AckWait: ackWait}, func(ctx context.Context, p restorer.HookPoint) error {
+		if p.Attempt == 1 && p.Name == "batch" && p.Batch == 2 && once.CompareAndSwap(false, true) {
+			reached <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+	r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true})
+	select {
+	case <-reached:
+	case <-time.After(time.Minute):
+		t.Fatal("the rollback never reached its second batch")
+	}
+	stopA()
+	stoppedAt := time.Now()
+	stopB := e.startGraceful(t, restorer.Config{Instance: "b", AckWait: ackWait}, nil)
+	defer stopB()
+
+	op := e.waitOp(t, r.OpID, ackWait/2)
+	if op.Status != contract.StatusCompleted || op.Attempt != 2 {
+		t.Fatalf("rollback after the graceful stop: %s attempt %d: %s", op.Status, op.Attempt, op.Error)
+	}
+	t.Logf("instance b completed the rollback %s after instance a stopped", time.Since(stoppedAt).Round(time.Millisecond))
+	want := pre.clone()
+	want["migration_added"] = damaged["migration_added"]
+	compareDB(t, "after the handed-over rollback", e.dump(t, "acme", "prod"), want, nil)
+	e.assertReleased(t)
+	if n := e.safetySnapshots(t, r.OpID); n != 1 {
+		t.Errorf("%d safety snapshots for one rollback, want 1", n)
+	}
+}
