@@ -428,6 +428,13 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 		if j.report.SafetySnapshotID == "" { // an attempt that stopped before it read the checkpoint's
 			j.report.SafetySnapshotID = ck.SafetySnapshotID
 		}
+		if !ck.SafetyDone {
+			// Asked for but not made (it failed, as with no room in the
+			// object store, or the rollback stopped first): there is
+			// nothing to roll back to, and nothing was changed. The
+			// error names it.
+			j.report.SafetySnapshotID = ""
+		}
 		j.report.RecordsWritten = ck.RecordsWritten
 		if ck.WriteSeconds > 0 {
 			j.report.AddRate = float64(ck.RecordsWritten) / ck.WriteSeconds
