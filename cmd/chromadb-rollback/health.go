@@ -32,8 +32,16 @@ func (a *app) healthCmd() *cobra.Command {
 				// Each of the four services runs: the health request
 				// below is answered by the snapshotter alone.
 				mine, other, err := a.discover(cmd.Context(), nc)
+				// Every instance's Chroma check runs beside the health
+				// request below: each waits for Chroma at most 5 s.
+				type instancesResult struct {
+					c  contract.HealthCheck
+					ok bool
+				}
+				instances := make(chan instancesResult, 1)
 				if err != nil {
 					add(contract.HealthCheck{Name: "services", Detail: "micro discovery: " + err.Error()})
+					instances <- instancesResult{}
 				} else {
 					for _, c := range a.serviceChecks(mine, other) {
 						add(c)
@@ -41,9 +49,17 @@ func (a *app) healthCmd() *cobra.Command {
 					if c, ok := encryptionCheck(mine[snapshotter.ServiceName], mine[restorer.ServiceName]); ok {
 						add(c)
 					}
+					go func() {
+						c, ok := a.chromaInstancesCheck(cmd.Context(), nc, mine)
+						instances <- instancesResult{c, ok}
+					}()
 				}
 				var remote contract.Health
-				if err := a.request(cmd.Context(), nc, a.subj.API("health"), contract.NewEnvelope("chromadb-rollback.v1.health_request"), &remote, 15*time.Second); err != nil {
+				remoteErr := a.request(cmd.Context(), nc, a.subj.API("health"), contract.NewEnvelope("chromadb-rollback.v1.health_request"), &remote, 15*time.Second)
+				if r := <-instances; r.ok {
+					add(r.c)
+				}
+				if err := remoteErr; err != nil {
 					add(contract.HealthCheck{Name: "services", Detail: err.Error()})
 				} else {
 					for _, c := range remote.Checks {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/crypt"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
@@ -206,5 +207,55 @@ func TestKeysWarning(t *testing.T) {
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) || strings.Contains(got, "AGE-SECRET-KEY") {
 			t.Errorf("%s: %q; want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestHealthCheckNamesInstanceWithoutChroma: two restorers, one with a
+// wrong Chroma token (a mistyped secret, a token revoked on one machine).
+// health-check asks every instance of the snapshotter, restorer and
+// watchdog whether it reaches Chroma and fails naming that restorer. Found
+// by hand on the documented topology: health-check was all OK, since its
+// chroma check is the one snapshotter that answers chroma.api.health,
+// while every rollback the bad restorer took failed with 401.
+func TestHealthCheckNamesInstanceWithoutChroma(t *testing.T) {
+	ch := testenv.StartChroma(t)
+	proxy := testenv.StartChromaAuthProxy(t, ch.URL, "right-token")
+	client := func(token string) *chroma.Client {
+		cl, err := chroma.New(proxy.URL, chroma.WithToken(token), chroma.WithRetryMaxElapsed(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	good := func() *chroma.Client { return client("right-token") }
+	n := testenv.StartNATS(t)
+	c := startSnapshotter(t, n, snapshotter.Config{ChromaURL: proxy.URL, Instance: "snap-a"}, good())
+	startRestorer(t, n, restorer.Config{ChromaURL: proxy.URL, Instance: "rest-a"}, good())
+	startRestorer(t, n, restorer.Config{ChromaURL: proxy.URL, Instance: "rest-b"},
+		client("wrong-token"))
+	wd, err := watchdog.New(watchdog.Config{ChromaURL: proxy.URL, Instance: "wd-a", DiskPaths: []string{t.TempDir()}}, n.Connect(t),
+		contract.Subjects{Prefix: "chroma"}, good(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilCleanup(t, wd.Run)
+	aud, err := auditor.New(auditor.Config{DataDir: t.TempDir()}, n.Connect(t), contract.Subjects{Prefix: "chroma"}, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilCleanup(t, aud.Run)
+
+	code, h, got, out := healthUntil(t, c, func(got map[string]contract.HealthCheck) bool {
+		return passing(got, "service_snapshotter", "service_restorer", "service_watchdog", "service_auditor") &&
+			strings.Contains(got["service_restorer"].Detail, "2 instances")
+	})
+	ci := got["chroma_instances"]
+	if code != exitFailed || h.OK || ci.OK || !strings.Contains(ci.Detail, "1 of 4 instances cannot reach Chroma") ||
+		!strings.Contains(ci.Detail, "restorer rest-b: ") || !strings.Contains(ci.Detail, "Unauthorized") ||
+		strings.Contains(ci.Detail, "rest-a") || strings.Contains(ci.Detail, "wrong-token") {
+		t.Errorf("with a restorer whose token is wrong: exit %d, chroma_instances %+v; want it failed, naming rest-b alone\n%s", code, ci, out)
+	}
+	if !got["chroma"].OK {
+		t.Errorf("chroma check %+v; the snapshotter reaches Chroma", got["chroma"])
 	}
 }

@@ -366,11 +366,16 @@ const (
 	OutcomeRejected  = "rejected"
 )
 
-// Health answers chroma.api.health.
+// Health answers chroma.api.health, and each instance's answer to
+// chroma.api.health.chroma (with Service and Instance set).
 type Health struct {
 	Envelope
 	OK     bool          `json:"ok"`
 	Checks []HealthCheck `json:"checks"`
+	// Service and Instance name the instance that answered
+	// chroma.api.health.chroma.
+	Service  string `json:"service,omitempty"`
+	Instance string `json:"instance,omitempty"`
 }
 
 // HealthCheck is one line of a health report.

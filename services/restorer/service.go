@@ -141,6 +141,9 @@ func (s *Service) Run(ctx context.Context) error {
 			return fmt.Errorf("add endpoint %s: %w", name, err)
 		}
 	}
+	if err := bus.AddChromaHealth(ctx, svc, s.subj, "restorer", s.cfg.Instance, s.cfg.ChromaURL, s.chroma.Version, s.log); err != nil {
+		return err
+	}
 
 	cons, err := s.assets.Commands.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       consumerName,

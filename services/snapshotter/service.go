@@ -98,6 +98,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := svc.AddEndpoint("health", bus.Handler(ctx, s.log, s.handleHealth), micro.WithEndpointSubject(s.subj.API("health"))); err != nil {
 		return fmt.Errorf("add endpoint health: %w", err)
 	}
+	if err := bus.AddChromaHealth(ctx, svc, s.subj, "snapshotter", s.cfg.Instance, s.cfg.ChromaURL, s.chroma.Version, s.log); err != nil {
+		return err
+	}
 
 	cons, err := s.assets.Commands.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       consumerName,

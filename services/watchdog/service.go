@@ -160,6 +160,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := svc.AddEndpoint("status", bus.Handler(ctx, s.log, s.handleStatus), micro.WithEndpointSubject(s.subj.API("status"))); err != nil {
 		return fmt.Errorf("add endpoint status: %w", err)
 	}
+	if err := bus.AddChromaHealth(ctx, svc, s.subj, "watchdog", s.cfg.Instance, s.cfg.ChromaURL, s.chroma.Version, s.log); err != nil {
+		return err
+	}
 
 	stream, err := js.Stream(ctx, contract.StreamMigrations)
 	if err != nil {
