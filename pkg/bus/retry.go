@@ -80,6 +80,8 @@ func StoreFull(err error) bool {
 	switch api.ErrorCode {
 	case 10047: // insufficient storage resources available
 		return true
+	case 10002: // resource limits exceeded for account: its JetStream storage limit (accounts.conf)
+		return true
 	case 10077: // stream store failed: says why
 		d := strings.ToLower(api.Description)
 		return strings.Contains(d, "maximum bytes") || strings.Contains(d, "maximum messages") || strings.Contains(d, "storage")

@@ -60,6 +60,9 @@ func TestStoreFull(t *testing.T) {
 		{fmt.Errorf("put object x: %w", &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum bytes exceeded"}), true},
 		{&jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum messages exceeded"}, true},
 		{&jetstream.APIError{Code: 500, ErrorCode: 10047}, true},
+		// The account's JetStream limit (jetstream { max_file } in accounts.conf), as a
+		// snapshot met it on a nats-server with deploy/nats and a small limit.
+		{fmt.Errorf("put object x: %w", &jetstream.APIError{Code: 400, ErrorCode: 10002, Description: "resource limits exceeded for account"}), true},
 		{&jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "write error"}, false},
 		{&jetstream.APIError{Code: 503, ErrorCode: 10023}, false},
 		{errors.New("maximum bytes exceeded"), false},

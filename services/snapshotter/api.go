@@ -560,6 +560,29 @@ func (s *Service) handleVerify(ctx context.Context, r micro.Request) {
 // 15 s for the answer.
 const healthCheckTimeout = 5 * time.Second
 
+// storeNear is the share of the JetStream account's file storage limit, or
+// of the object store's own byte limit, at which health fails its
+// jetstream check: the watchdog's default --jetstream-near, at which it
+// alerts and pauses migrations.
+const storeNear = 0.9
+
+// storeNearlyFull names the limits the account's file storage (info) or
+// the snapshots' object store stand at storeNear or more of.
+func (s *Service) storeNearlyFull(ctx context.Context, info *jetstream.AccountInfo) []string {
+	var full []string
+	if max := info.Limits.MaxStore; max > 0 && float64(info.Store) >= storeNear*float64(max) {
+		full = append(full, fmt.Sprintf("account storage %s of %s (%.0f%%)", disk.Size(info.Store), disk.Size(uint64(max)), 100*float64(info.Store)/float64(max)))
+	}
+	st, err := s.assets.Snapshots.Status(ctx)
+	if bs, ok := st.(*jetstream.ObjectBucketStatus); err == nil && ok {
+		if si := bs.StreamInfo(); si != nil && si.Config.MaxBytes > 0 && float64(si.State.Bytes) >= storeNear*float64(si.Config.MaxBytes) {
+			full = append(full, fmt.Sprintf("object store %s %s of %s (%.0f%%)", contract.ObjectSnapshots, disk.Size(si.State.Bytes),
+				disk.Size(uint64(si.Config.MaxBytes)), 100*float64(si.State.Bytes)/float64(si.Config.MaxBytes)))
+		}
+	}
+	return full
+}
+
 func (s *Service) handleHealth(ctx context.Context, r micro.Request) {
 	h := contract.Health{Envelope: contract.NewEnvelope(contract.TypeHealth), OK: true}
 	add := func(name string, err error, detail string) {
@@ -587,7 +610,16 @@ func (s *Service) handleHealth(ctx context.Context, r micro.Request) {
 			if err != nil {
 				return result{err: err}
 			}
-			return result{detail: fmt.Sprintf("JetStream ready: %d streams, %d bytes stored", info.Streams, info.Store)}
+			detail := fmt.Sprintf("JetStream ready: %d streams, %d bytes stored", info.Streams, info.Store)
+			if info.Limits.MaxStore > 0 {
+				detail += fmt.Sprintf(" of the account's %s", disk.Size(uint64(info.Limits.MaxStore)))
+			}
+			if full := s.storeNearlyFull(ctx, info); len(full) > 0 {
+				return result{err: fmt.Errorf("JetStream storage is nearly full (%.0f%% or more): %s: the next snapshot may not fit "+
+					"(the watchdog pauses migrations meanwhile); delete old snapshots (chromadb-rollback cleanup) or raise the limit",
+					100*storeNear, strings.Join(full, "; "))}
+			}
+			return result{detail: detail}
 		},
 		func(ctx context.Context) result {
 			key := "health." + s.cfg.Instance

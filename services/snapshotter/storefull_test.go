@@ -1,6 +1,7 @@
 package snapshotter_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +67,68 @@ func TestSnapshotStoreFull(t *testing.T) {
 	rep = e.create(t, contract.SnapshotCreateRequest{Name: "room_again", Actor: "test"})
 	if op := e.waitOp(t, rep.OpID, 2*time.Minute); op.Status != contract.StatusCompleted {
 		t.Fatalf("snapshot after room was made ended %s: %s", op.Status, op.Error)
+	}
+}
+
+// TestHealthSaysStoreNearlyFull: chroma.api.health (health-check) fails its
+// jetstream check while the snapshots' object store is at 90% or more of
+// its byte limit, the watchdog's default share for pausing migrations, as
+// for the account's storage limit: the next snapshot may not fit. Found by
+// hand: with the JetStream account at 93% of its limit health-check said
+// "JetStream ready" while the watchdog alerted and every snapshot of the
+// database failed for want of room.
+func TestHealthSaysStoreNearlyFull(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	if err := testenv.SeedWorkload(ctx, e.cc, "default_tenant", "default_database", 1, 500, 16, 50); err != nil {
+		t.Fatal(err)
+	}
+	e.startService(t, snapshotter.Config{})
+	rep := e.create(t, contract.SnapshotCreateRequest{Name: "first", Actor: "test"})
+	if op := e.waitOp(t, rep.OpID, time.Minute); op.Status != contract.StatusCompleted {
+		t.Fatalf("snapshot: %s %s", op.Status, op.Error)
+	}
+	jetstreamCheck := func() contract.HealthCheck {
+		t.Helper()
+		code, data := e.request(t, e.subj.API("health"), []byte(`{}`))
+		var h contract.Health
+		if err := json.Unmarshal(data, &h); code != 0 || err != nil {
+			t.Fatalf("health: %d %s (%v)", code, data, err)
+		}
+		for _, c := range h.Checks {
+			if c.Name == "jetstream" {
+				return c
+			}
+		}
+		t.Fatalf("health has no jetstream check: %s", data)
+		return contract.HealthCheck{}
+	}
+	if c := jetstreamCheck(); !c.OK {
+		t.Fatalf("jetstream check with room: %+v", c)
+	}
+	s, err := e.nats.JS.Stream(ctx, "OBJ_"+contract.ObjectSnapshots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	cfg.MaxBytes = int64(float64(info.State.Bytes) / 0.95)
+	if _, err := e.nats.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	c := jetstreamCheck()
+	if c.OK || !strings.Contains(c.Detail, "nearly full") || !strings.Contains(c.Detail, "object store "+contract.ObjectSnapshots) ||
+		!strings.Contains(c.Detail, "(95%)") || !strings.Contains(c.Detail, "cleanup") {
+		t.Errorf("jetstream check at 95%% of the object store's limit: %+v; want it failed, saying so", c)
+	}
+	cfg.MaxBytes = -1
+	if _, err := e.nats.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c := jetstreamCheck(); !c.OK {
+		t.Errorf("jetstream check with the limit lifted: %+v", c)
 	}
 }
