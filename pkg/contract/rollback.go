@@ -165,6 +165,12 @@ type RollbackCommand struct {
 	Envelope
 	OpID    string          `json:"op_id"`
 	Request RollbackRequest `json:"request"`
+	// PriorAttempts counts the attempts of earlier copies of this command:
+	// a restorer stopped gracefully on the last delivery the work queue
+	// allows enqueues a new copy, whose attempts go on from
+	// PriorAttempts+1, so that stops (rolling restarts) do not use up the
+	// deliveries that guard against a crash each attempt repeats.
+	PriorAttempts int `json:"prior_attempts,omitempty"`
 }
 
 // OperationRef names an operation (chroma.api.rollback.status, cancel).

@@ -99,3 +99,64 @@ func TestGracefulStopHandsOverAtOnce(t *testing.T) {
 		t.Errorf("%d safety snapshots for one rollback, want 1", n)
 	}
 }
+
+// TestGracefulStopsDoNotGiveUpRollback: the work queue delivers a command
+// at most MaxDeliver times, so that a crash each attempt repeats ends in a
+// failed operation instead of a loop; graceful stops (rolling restarts
+// during a long rollback) must not use that up. Two restorers stopped in
+// turn with MaxDeliver 2: before, the second stop made the work queue give
+// up, failing the rollback half restored with its fence raised. Now the
+// last delivery's restorer enqueues a new copy of the command, and a third
+// restorer completes the rollback as attempt 3.
+func TestGracefulStopsDoNotGiveUpRollback(t *testing.T) {
+	e := seeded(t)
+	pre := e.dump(t, "acme", "prod")
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+	damage(t, e.cc, 1)
+	damaged := e.dump(t, "acme", "prod")
+
+	reached := make(chan int, 2)
+	hold := func(ctx context.Context, p restorer.HookPoint) error {
+		if p.Name == "batch" && p.Batch == p.Attempt+1 {
+			reached <- p.Attempt
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}
+	cfg := restorer.Config{Instance: "a", AckWait: 30 * time.Second, MaxDeliver: 2}
+	stop := e.startGraceful(t, cfg, hold)
+	r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true})
+	for _, name := range []string{"b", "c"} {
+		select {
+		case a := <-reached:
+			t.Logf("stopping the restorer of attempt %d", a)
+		case <-time.After(time.Minute):
+			t.Fatal("the rollback did not reach its hold point")
+		}
+		stop()
+		cfg.Instance = name
+		if name == "c" {
+			stop = e.startGraceful(t, cfg, nil)
+		} else {
+			stop = e.startGraceful(t, cfg, hold)
+		}
+	}
+	defer stop()
+	op := e.waitOp(t, r.OpID, time.Minute)
+	if op.Status != contract.StatusCompleted || op.Attempt != 3 {
+		t.Fatalf("rollback after two graceful stops with MaxDeliver 2: %s attempt %d: %s", op.Status, op.Attempt, op.Error)
+	}
+	want := pre.clone()
+	want["migration_added"] = damaged["migration_added"]
+	compareDB(t, "after the rollback stopped twice", e.dump(t, "acme", "prod"), want, nil)
+	e.assertReleased(t)
+	if n := e.safetySnapshots(t, r.OpID); n != 1 {
+		t.Errorf("%d safety snapshots for one rollback, want 1", n)
+	}
+	// The stream holds no command left over, nor a copy given up on.
+	time.Sleep(time.Second)
+	if info, err := e.nats.Assets.Commands.Info(t.Context()); err != nil || info.State.Msgs != 0 {
+		t.Errorf("commands left in %s: %+v (%v)", contract.StreamCommands, info.State, err)
+	}
+}

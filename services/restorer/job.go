@@ -18,6 +18,7 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -84,10 +85,11 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	attempt := 1
+	delivered := 1 // deliveries of this copy of the command
 	if md, err := msg.Metadata(); err == nil {
-		attempt = int(md.NumDelivered)
+		delivered = int(md.NumDelivered)
 	}
+	attempt := cmd.PriorAttempts + delivered
 	j := &job{
 		s: s, cmd: cmd, attempt: attempt,
 		log:      s.log.With("op_id", cmd.OpID, "attempt", attempt),
@@ -125,6 +127,9 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		// checkpoint at once instead of after AckWait; the lease and fence
 		// are kept for it. A worker killed outright cannot: its command
 		// comes back after AckWait.
+		if delivered >= s.cfg.MaxDeliver && s.handOver(msg, cmd, attempt, j.log) {
+			return
+		}
 		_ = msg.Nak()
 		_ = s.nc.FlushTimeout(time.Second)
 		j.log.Warn("rollback interrupted by shutdown; handed back to be resumed by another instance", "err", err)
@@ -140,7 +145,7 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		j.log.Warn("a newer attempt of this rollback took over; this one stops without touching its work", "err", cause)
 		return
 	}
-	if retryable(err) && attempt < s.cfg.MaxDeliver {
+	if retryable(err) && delivered < s.cfg.MaxDeliver {
 		// JetStream did not answer for longer than a call retries (a
 		// leader election that dragged on): keep the lease, the fence and
 		// what is staged, and let the next delivery, here or on another
@@ -158,6 +163,33 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 	if err := msg.DoubleAck(ctx); err != nil {
 		j.log.Warn("ack failed; a redelivery will find the operation ended", "err", err)
 	}
+}
+
+// handOver enqueues a new copy of cmd that goes on from attempt, then acks
+// msg, its last delivery the work queue allows (MaxDeliver): a nak would
+// make the server give up on the command, failing the rollback with its
+// fence raised, though this attempt did not crash but was stopped. It
+// returns false when the copy could not be enqueued (msg is left to the
+// caller's nak then).
+func (s *Service) handOver(msg jetstream.Msg, cmd contract.RollbackCommand, attempt int, log *slog.Logger) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next := cmd
+	next.Envelope = contract.NewEnvelope(contract.TypeRollbackCommand)
+	next.PriorAttempts = attempt
+	data, _ := json.Marshal(next)
+	m := nats.NewMsg(s.subj.Command("rollback"))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.after%d", cmd.OpID, attempt))
+	if _, err := bus.Publish(ctx, s.assets.JS, m); err != nil {
+		log.Warn("could not enqueue the rollback again on its last delivery; it is handed back, and the work queue may give up on it", "err", err)
+		return false
+	}
+	if err := msg.DoubleAck(ctx); err != nil {
+		log.Warn("enqueued the rollback again, but the ack of its last delivery failed; the work queue will give up on that copy, not on the rollback", "err", err)
+	}
+	log.Warn("rollback interrupted by shutdown on the last delivery of its command; enqueued again to be resumed by another instance", "next_attempt", attempt+1)
+	return true
 }
 
 // retryable says a job that failed with err may succeed when its command
@@ -812,6 +844,12 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	if op != nil && contract.Ended(op.Status) {
 		return // it ended after all, or another instance saw to it
 	}
+	if op != nil && op.Attempt > cmd.PriorAttempts+u.Deliveries {
+		// A later copy of the command (handOver: its last delivery was
+		// stopped, not crashed, and its ack was lost) has taken it on.
+		log.Warn("a rollback command was given up on, but a later copy of it has taken the rollback on", "attempt", op.Attempt)
+		return
+	}
 	if op == nil {
 		op = &contract.Operation{OpID: cmd.OpID, SnapshotID: cmd.Request.SnapshotID, Actor: cmd.Request.Actor}
 	}
@@ -851,7 +889,7 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		}
 	}
 	took := time.Since(u.Queued)
-	op.Status, op.Phase, op.Error, op.Attempt = contract.StatusFailed, contract.StatusFailed, jobErr.Error(), u.Deliveries
+	op.Status, op.Phase, op.Error, op.Attempt = contract.StatusFailed, contract.StatusFailed, jobErr.Error(), cmd.PriorAttempts+u.Deliveries
 	op.ErrorCode = contract.ErrorOther
 	// As finish does: audited, counted and announced before the operation
 	// says it failed, so whoever sees it failed finds all three. The
