@@ -93,6 +93,13 @@ type SnapshotCommand struct {
 	Keep bool `json:"keep,omitempty"`
 	// ForOp is SnapshotCreateRequest.ForOp.
 	ForOp string `json:"for_op,omitempty"`
+	// PriorAttempts counts the attempts of earlier copies of this command:
+	// a snapshotter stopped gracefully on the last delivery the work queue
+	// allows enqueues a new copy, whose attempts go on from
+	// PriorAttempts+1 (and write their own objects), so that stops
+	// (rolling restarts) do not use up the deliveries that guard against a
+	// crash each attempt repeats.
+	PriorAttempts int `json:"prior_attempts,omitempty"`
 }
 
 // SnapshotRef names a snapshot by id or by its human name.

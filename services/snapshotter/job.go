@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -25,10 +27,11 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	attempt := 1
+	delivered := 1 // deliveries of this copy of the command
 	if md, err := msg.Metadata(); err == nil {
-		attempt = int(md.NumDelivered)
+		delivered = int(md.NumDelivered)
 	}
+	attempt := cmd.PriorAttempts + delivered
 	log := s.log.With("snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "attempt", attempt)
 	ev := snapshotEvent(&cmd, "", "", nil)
 
@@ -77,6 +80,9 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		// give the job back now, so another instance redoes it at once
 		// instead of after AckWait; it deletes what this attempt stored. A
 		// worker killed outright cannot: its job comes back after AckWait.
+		if delivered >= s.cfg.MaxDeliver && s.handOver(msg, cmd, attempt, log) {
+			return
+		}
 		_ = msg.Nak()
 		_ = s.nc.FlushTimeout(time.Second)
 		log.Warn("snapshot interrupted by shutdown; handed back to be redone by another instance", "err", err)
@@ -179,13 +185,21 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		return
 	}
 	log := s.log.With("snapshot_id", cmd.SnapshotID, "op_id", cmd.OpID, "deliveries", u.Deliveries)
-	if cur := s.operation(ctx, cmd.OpID); cur != nil && contract.Ended(cur.Status) {
+	last := cmd.PriorAttempts + u.Deliveries // the attempt of its last delivery
+	cur := s.operation(ctx, cmd.OpID)
+	if cur != nil && contract.Ended(cur.Status) {
 		return // it ended after all, or another instance saw to it
+	}
+	if cur != nil && cur.Attempt > last {
+		// A later copy of the command (handOver: its last delivery was
+		// stopped, not crashed, and its ack was lost) has taken it on.
+		log.Warn("a snapshot command was given up on, but a later copy of it has taken the snapshot on", "attempt", cur.Attempt)
+		return
 	}
 	if m := s.storedManifest(ctx, cmd.SnapshotID); m != nil {
 		log.Warn("the last delivery of a snapshot command went unanswered, but its manifest was written")
-		s.discardEarlier(cmd.SnapshotID, u.Deliveries+1, m.Object, log)
-		_ = s.completed(ctx, &cmd, m, u.Deliveries, bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID))
+		s.discardEarlier(cmd.SnapshotID, last+1, m.Object, log)
+		_ = s.completed(ctx, &cmd, m, last, bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID))
 		return
 	}
 	err := fmt.Errorf("%w after %d deliveries of its command: the snapshotter that took it died, hung or was stopped each time (see its logs); nothing was kept", bus.ErrGivenUp, u.Deliveries)
@@ -193,8 +207,34 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 	// What earlier attempts left, as a failed attempt deletes it. The
 	// last attempt's worker may only have lost touch and still finish:
 	// what it leaves is retention's, a day on (sweepOrphanChunks).
-	s.discardEarlier(cmd.SnapshotID, u.Deliveries, "", log)
-	s.failed(ctx, &cmd, u.Deliveries, time.Since(u.Queued), bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID), err)
+	s.discardEarlier(cmd.SnapshotID, last, "", log)
+	s.failed(ctx, &cmd, last, time.Since(u.Queued), bus.NewProgressPublisher(s.nc, s.subj, cmd.OpID), err)
+}
+
+// handOver enqueues a new copy of cmd that goes on from attempt, then acks
+// msg, its last delivery the work queue allows (MaxDeliver): a nak would
+// make the server give up on the command and fail the snapshot, though
+// this attempt did not crash but was stopped. It returns false when the
+// copy could not be enqueued (msg is left to the caller's nak then).
+func (s *Service) handOver(msg jetstream.Msg, cmd contract.SnapshotCommand, attempt int, log *slog.Logger) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next := cmd
+	next.Envelope = contract.NewEnvelope(contract.TypeSnapshotCommand)
+	next.PriorAttempts = attempt
+	data, _ := json.Marshal(next)
+	m := nats.NewMsg(s.subj.Command("snapshot"))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.after%d", cmd.SnapshotID, attempt))
+	if _, err := bus.Publish(ctx, s.assets.JS, m); err != nil {
+		log.Warn("could not enqueue the snapshot again on its last delivery; it is handed back, and the work queue may give up on it", "err", err)
+		return false
+	}
+	if err := msg.DoubleAck(ctx); err != nil {
+		log.Warn("enqueued the snapshot again, but the ack of its last delivery failed; the work queue will give up on that copy, not on the snapshot", "err", err)
+	}
+	log.Warn("snapshot interrupted by shutdown on the last delivery of its command; enqueued again to be redone by another instance", "next_attempt", attempt+1)
+	return true
 }
 
 // failed records that attempt of cmd failed with err after took: the
