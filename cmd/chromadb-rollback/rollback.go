@@ -481,7 +481,11 @@ func (a *app) rollbackStatusCmd() *cobra.Command {
 			}
 			a.printOperation(&op)
 			if !contract.Ended(op.Status) {
-				fmt.Fprintf(a.stdout, "Phase: %s\n", op.Phase)
+				if op.Instance != "" {
+					fmt.Fprintf(a.stdout, "Phase: %s (attempt %d, on %s)\n", op.Phase, op.Attempt, op.Instance)
+				} else {
+					fmt.Fprintf(a.stdout, "Phase: %s\n", op.Phase)
+				}
 				if p := op.Plan; p != nil {
 					fmt.Fprintf(a.stdout, "Plan: %d records to write into %s, estimated %s\n", p.WriteRecords, counted(p.WriteCollections, "collection"),
 						roundDuration(p.EstimatedSeconds))

@@ -361,7 +361,7 @@ func TestCLIRollbackStatusWhileRunning(t *testing.T) {
 	code, stdout, stderr = c.run("rollback-status", op)
 	for _, want := range []string{
 		"Rollback " + op + ": running\n",
-		"Phase: restoring\n",
+		"Phase: restoring (attempt 1, on restorer)\n", // the instance that works on it
 		fmt.Sprintf("Plan: %d records to write into 2 collections, estimated ", rec.Plan.WriteRecords),
 		fmt.Sprintf("/%d records (", rec.Plan.WriteRecords), // the progress line, from the watchdog
 		"Follow it to its end with `chromadb-rollback rollback-status --wait " + op + "`",

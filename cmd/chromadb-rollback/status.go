@@ -89,7 +89,11 @@ func printStatus(w io.Writer, r *contract.StatusReport) {
 			if op.Tenant != "" {
 				db = op.Tenant + "/" + op.Database
 			}
-			t.row(op.OpID, op.Kind, op.Status, dash(op.Phase), db, progressText(o.Progress))
+			status := op.Status
+			if op.Instance != "" {
+				status += " on " + op.Instance // whose logs to read
+			}
+			t.row(op.OpID, op.Kind, status, dash(op.Phase), db, progressText(o.Progress))
 		}
 	})
 	section("Newest verified snapshots", len(r.Snapshots), []any{"DATABASE", "SNAPSHOT", "NAME", "HOLDS", "RECORDS", "SIZE", "TAKEN", "VERIFIED"}, func(t *table) {

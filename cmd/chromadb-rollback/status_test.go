@@ -34,7 +34,8 @@ func statusReport(now time.Time) contract.StatusReport {
 		}},
 		Fences: []contract.Fence{{Tenant: "acme", Database: "prod", OpID: "op_rb_reindex-7_12_validation", Reason: "rollback", RaisedAt: now}},
 		Operations: []contract.OperationStatus{{
-			Operation: contract.Operation{OpID: "op_rb_reindex-7_12_validation", Kind: "rollback", Status: contract.StatusRunning, Phase: "restoring", Tenant: "acme", Database: "prod"},
+			Operation: contract.Operation{OpID: "op_rb_reindex-7_12_validation", Kind: "rollback", Status: contract.StatusRunning, Phase: "restoring", Tenant: "acme", Database: "prod",
+				Attempt: 2, Instance: "restorer-b"},
 			Progress:  &contract.Progress{Phase: "restoring", DoneRecords: 400, TotalRecords: 1000, RatePerSec: 1200, ETASeconds: 0.5},
 		}},
 		Snapshots: []contract.DatabaseSnapshot{
@@ -86,6 +87,7 @@ func TestCLIStatus(t *testing.T) {
 		"(in 50m0s)", "(1h0m0s ago)", "nightly", "paused", "connectivity",
 		"SNAPSHOT", "snap_0 (pre_reindex)", "before_nightly (not found yet)",
 		"Fences (1)", "Operations (1)", "restoring 400/1000 records (40%), 1200/s, ETA 1s",
+		"rollback  running on restorer-b  restoring", // which instance's logs to read
 		"Newest verified snapshots (2)", "HOLDS",
 		"snap_2    safety_op_9              some collections", "snap_1    pre_migration_reindex-7  all collections ",
 		"TAKEN", "4.0 KiB  " + stamp(now.Add(-48*time.Hour)) + "  " + stamp(now),

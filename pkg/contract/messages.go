@@ -281,8 +281,12 @@ type Operation struct {
 	// sets it on every rollback it ends without completing, retention
 	// (ErrorOther) on one that no worker ended; records written before
 	// it existed have none.
-	ErrorCode string    `json:"error_code,omitempty"`
-	Attempt   int       `json:"attempt"`
+	ErrorCode string `json:"error_code,omitempty"`
+	Attempt   int    `json:"attempt"`
+	// Instance is the service instance (--instance) that took the command
+	// for Attempt: which one to look at while the operation runs, or
+	// whose logs say why it ended. Empty while it is queued.
+	Instance  string    `json:"instance,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Warnings  []string  `json:"warnings,omitempty"`
 	// Tenant and Database are what the operation reads (a snapshot) or

@@ -87,8 +87,8 @@ func TestGracefulStopHandsOverAtOnce(t *testing.T) {
 	defer stopB()
 
 	op := e.waitOp(t, r.OpID, ackWait/2)
-	if op.Status != contract.StatusCompleted || op.Attempt != 2 {
-		t.Fatalf("rollback after the graceful stop: %s attempt %d: %s", op.Status, op.Attempt, op.Error)
+	if op.Status != contract.StatusCompleted || op.Attempt != 2 || op.Instance != "b" {
+		t.Fatalf("rollback after the graceful stop: %s attempt %d on %q: %s; want completed, attempt 2 on b", op.Status, op.Attempt, op.Instance, op.Error)
 	}
 	t.Logf("instance b completed the rollback %s after instance a stopped", time.Since(stoppedAt).Round(time.Millisecond))
 	want := pre.clone()

@@ -112,7 +112,7 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		op = &contract.Operation{OpID: cmd.OpID, SnapshotID: cmd.Request.SnapshotID, Actor: cmd.Request.Actor}
 	}
 	j.op = *op
-	j.op.Attempt = attempt
+	j.op.Attempt, j.op.Instance = attempt, s.cfg.Instance
 
 	// Keep the job and the lease while it runs; a dead worker stops both.
 	jobCtx, cancel := context.WithCancelCause(ctx)

@@ -81,7 +81,11 @@ func TestSnapshotterSIGTERMedMidPut(t *testing.T) {
 	}
 	stoppedAt := time.Now()
 	e.startService(t, snapshotter.Config{AckWait: ackWait, Instance: "b"})
-	e.redelivered(t, e.waitOp(t, rep.OpID, ackWait/2), rep.SnapshotID, 6000)
+	op := e.waitOp(t, rep.OpID, ackWait/2)
+	if op.Instance != "b" {
+		t.Errorf("operation record names instance %q, want b, which made the snapshot", op.Instance)
+	}
+	e.redelivered(t, op, rep.SnapshotID, 6000)
 	t.Logf("instance b completed the snapshot %s after instance a stopped", time.Since(stoppedAt).Round(time.Millisecond))
 }
 
@@ -167,8 +171,8 @@ func TestGracefulStopsDoNotGiveUpSnapshot(t *testing.T) {
 	}
 	defer stop()
 	op := e.waitOp(t, rep.OpID, time.Minute)
-	if op.Attempt != 3 {
-		t.Errorf("snapshot made by attempt %d, want 3", op.Attempt)
+	if op.Attempt != 3 || op.Instance != cfg.Instance {
+		t.Errorf("snapshot made by attempt %d on %q, want 3 on %q", op.Attempt, op.Instance, cfg.Instance)
 	}
 	e.redelivered(t, op, rep.SnapshotID, 6000)
 }

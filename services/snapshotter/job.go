@@ -66,7 +66,7 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 		}
 	}()
 
-	_ = s.putOperation(ctx, snapshotOp(&cmd, contract.StatusRunning, attempt))
+	_ = s.putOperation(ctx, s.workerOp(&cmd, contract.StatusRunning, attempt))
 	ev.Outcome = contract.OutcomeStarted
 	ev.Figures = map[string]any{"attempt": attempt, "collections": cmd.Collections}
 	_ = s.audit.Emit(ctx, ev)
@@ -150,7 +150,7 @@ func (s *Service) completed(ctx context.Context, cmd *contract.SnapshotCommand, 
 	}
 	_ = s.audit.Emit(ctx, ev)
 	holdAt(ctx, "audited")
-	if err := s.putOperation(ctx, withWarnings(snapshotOp(cmd, contract.StatusCompleted, attempt), warnings)); err != nil {
+	if err := s.putOperation(ctx, withWarnings(s.workerOp(cmd, contract.StatusCompleted, attempt), warnings)); err != nil {
 		return err
 	}
 	progress.Update(contract.Progress{Phase: "completed", Done: true, DoneRecords: m.TotalRecords, TotalRecords: m.TotalRecords, Bytes: m.Size})
@@ -245,7 +245,7 @@ func (s *Service) failed(ctx context.Context, cmd *contract.SnapshotCommand, att
 	s.observeJob(cmd, nil, took, err)
 	_ = s.audit.Emit(ctx, snapshotEvent(cmd, contract.OutcomeFailed, err.Error(), map[string]any{"attempt": attempt, "seconds": took.Seconds()}))
 	progress.Update(contract.Progress{Phase: "failed", Done: true, Error: err.Error()})
-	_ = s.putOperation(ctx, withError(snapshotOp(cmd, contract.StatusFailed, attempt), err))
+	_ = s.putOperation(ctx, withError(s.workerOp(cmd, contract.StatusFailed, attempt), err))
 }
 
 // operation reads an operation record; nil when it is missing or unreadable.
@@ -307,6 +307,13 @@ var (
 func snapshotOp(cmd *contract.SnapshotCommand, status string, attempt int) contract.Operation {
 	return contract.Operation{OpID: cmd.OpID, Kind: "snapshot", SnapshotID: cmd.SnapshotID, Status: status, Attempt: attempt,
 		Tenant: cmd.Tenant, Database: cmd.Database, Name: cmd.Name, Actor: cmd.Actor}
+}
+
+// workerOp is snapshotOp as this instance, working on attempt, writes it.
+func (s *Service) workerOp(cmd *contract.SnapshotCommand, status string, attempt int) contract.Operation {
+	op := snapshotOp(cmd, status, attempt)
+	op.Instance = s.cfg.Instance
+	return op
 }
 
 func withWarnings(op contract.Operation, warnings []string) contract.Operation {
