@@ -87,3 +87,27 @@ func leaderMsg(ctx context.Context, js jetstream.JetStream, stream string, seq u
 	}
 	return s.GetMsg(ctx, seq)
 }
+
+// HandOver enqueues next, a new copy of the command whose last delivery the
+// work queue allows (MaxDeliver) is msg, on subject as msgID, then acks msg:
+// a nak would make the server give up on the command, failing its
+// operation, though the attempt that took it did not crash but was stopped
+// (a rolling restart). what names the work ("rollback", "snapshot") in the
+// log. It returns false when the copy could not be enqueued: msg is left to
+// the caller's nak then.
+func HandOver(js jetstream.JetStream, msg jetstream.Msg, subject, msgID string, next []byte, what string, attempt int, log *slog.Logger) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m := nats.NewMsg(subject)
+	m.Data = next
+	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	if _, err := Publish(ctx, js, m); err != nil {
+		log.Warn("could not enqueue the "+what+" again on its last delivery; it is handed back, and the work queue may give up on it", "err", err)
+		return false
+	}
+	if err := msg.DoubleAck(ctx); err != nil {
+		log.Warn("enqueued the "+what+" again, but the ack of its last delivery failed; the work queue will give up on that copy, not on the "+what, "err", err)
+	}
+	log.Warn(what+" interrupted by shutdown on the last delivery of its command; enqueued again to be resumed by another instance", "next_attempt", attempt+1)
+	return true
+}

@@ -18,7 +18,6 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/chroma"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/fence"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -166,30 +165,13 @@ func (s *Service) handleJob(ctx context.Context, msg jetstream.Msg) {
 }
 
 // handOver enqueues a new copy of cmd that goes on from attempt, then acks
-// msg, its last delivery the work queue allows (MaxDeliver): a nak would
-// make the server give up on the command, failing the rollback with its
-// fence raised, though this attempt did not crash but was stopped. It
-// returns false when the copy could not be enqueued (msg is left to the
-// caller's nak then).
+// msg, its last delivery the work queue allows (bus.HandOver).
 func (s *Service) handOver(msg jetstream.Msg, cmd contract.RollbackCommand, attempt int, log *slog.Logger) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	next := cmd
 	next.Envelope = contract.NewEnvelope(contract.TypeRollbackCommand)
 	next.PriorAttempts = attempt
 	data, _ := json.Marshal(next)
-	m := nats.NewMsg(s.subj.Command("rollback"))
-	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.after%d", cmd.OpID, attempt))
-	if _, err := bus.Publish(ctx, s.assets.JS, m); err != nil {
-		log.Warn("could not enqueue the rollback again on its last delivery; it is handed back, and the work queue may give up on it", "err", err)
-		return false
-	}
-	if err := msg.DoubleAck(ctx); err != nil {
-		log.Warn("enqueued the rollback again, but the ack of its last delivery failed; the work queue will give up on that copy, not on the rollback", "err", err)
-	}
-	log.Warn("rollback interrupted by shutdown on the last delivery of its command; enqueued again to be resumed by another instance", "next_attempt", attempt+1)
-	return true
+	return bus.HandOver(s.assets.JS, msg, s.subj.Command("rollback"), fmt.Sprintf("%s.after%d", cmd.OpID, attempt), data, "rollback", attempt, log)
 }
 
 // retryable says a job that failed with err may succeed when its command

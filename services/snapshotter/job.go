@@ -10,7 +10,6 @@ import (
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -212,29 +211,13 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 }
 
 // handOver enqueues a new copy of cmd that goes on from attempt, then acks
-// msg, its last delivery the work queue allows (MaxDeliver): a nak would
-// make the server give up on the command and fail the snapshot, though
-// this attempt did not crash but was stopped. It returns false when the
-// copy could not be enqueued (msg is left to the caller's nak then).
+// msg, its last delivery the work queue allows (bus.HandOver).
 func (s *Service) handOver(msg jetstream.Msg, cmd contract.SnapshotCommand, attempt int, log *slog.Logger) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	next := cmd
 	next.Envelope = contract.NewEnvelope(contract.TypeSnapshotCommand)
 	next.PriorAttempts = attempt
 	data, _ := json.Marshal(next)
-	m := nats.NewMsg(s.subj.Command("snapshot"))
-	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.after%d", cmd.SnapshotID, attempt))
-	if _, err := bus.Publish(ctx, s.assets.JS, m); err != nil {
-		log.Warn("could not enqueue the snapshot again on its last delivery; it is handed back, and the work queue may give up on it", "err", err)
-		return false
-	}
-	if err := msg.DoubleAck(ctx); err != nil {
-		log.Warn("enqueued the snapshot again, but the ack of its last delivery failed; the work queue will give up on that copy, not on the snapshot", "err", err)
-	}
-	log.Warn("snapshot interrupted by shutdown on the last delivery of its command; enqueued again to be redone by another instance", "next_attempt", attempt+1)
-	return true
+	return bus.HandOver(s.assets.JS, msg, s.subj.Command("snapshot"), fmt.Sprintf("%s.after%d", cmd.SnapshotID, attempt), data, "snapshot", attempt, log)
 }
 
 // failed records that attempt of cmd failed with err after took: the
