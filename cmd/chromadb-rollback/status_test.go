@@ -36,7 +36,7 @@ func statusReport(now time.Time) contract.StatusReport {
 		Operations: []contract.OperationStatus{{
 			Operation: contract.Operation{OpID: "op_rb_reindex-7_12_validation", Kind: "rollback", Status: contract.StatusRunning, Phase: "restoring", Tenant: "acme", Database: "prod",
 				Attempt: 2, Instance: "restorer-b"},
-			Progress:  &contract.Progress{Phase: "restoring", DoneRecords: 400, TotalRecords: 1000, RatePerSec: 1200, ETASeconds: 0.5},
+			Progress: &contract.Progress{Phase: "restoring", DoneRecords: 400, TotalRecords: 1000, RatePerSec: 1200, ETASeconds: 0.5},
 		}},
 		Snapshots: []contract.DatabaseSnapshot{
 			{Tenant: "acme", Database: "prod", SnapshotID: "snap_2", Name: "safety_op_9", TotalRecords: 300, Size: 1024, VerifiedAt: now, Partial: true, ArchiveMissing: true},

@@ -114,10 +114,7 @@ func TestRestoreThatChromaAlters(t *testing.T) {
 	})
 	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
 
-	pre := e.dump(t, "acme", "prod")
-	snap := e.snapshot(t, "acme", "prod", "pre_migration")
-	damage(t, e.cc, 1)
-	damaged := e.dump(t, "acme", "prod")
+	pre, snap, damaged := e.snapshotThenDamage(t)
 
 	// onFirstAdd changes the first add's body; the id of the record it
 	// changed is sent on the channel.

@@ -77,27 +77,7 @@ func (e *env) run(t *testing.T, name string, start func(nc *nats.Conn) (interfac
 	if err != nil {
 		t.Fatalf("new %s: %v", name, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		nc.Close()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s run: %v", name, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("%s did not stop within 30s", name)
-		}
-	}
-	t.Cleanup(stop)
+	stop = testenv.RunService(t, name, nc, svc, false)
 	return stop
 }
 
@@ -578,4 +558,15 @@ func (e *env) storedManifest(t *testing.T, snapshotID string) *contract.Snapshot
 		t.Fatal(err)
 	}
 	return &m
+}
+
+// snapshotThenDamage snapshots acme/prod as "pre_migration", then damages it
+// as a bad migration does (damage): it returns the state before, the
+// snapshot's id and the damaged state.
+func (e *env) snapshotThenDamage(t *testing.T) (pre dbState, snap string, damaged dbState) {
+	t.Helper()
+	pre = e.dump(t, "acme", "prod")
+	snap = e.snapshot(t, "acme", "prod", "pre_migration")
+	damage(t, e.cc, 1)
+	return pre, snap, e.dump(t, "acme", "prod")
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 )
 
@@ -26,27 +27,7 @@ func (e *env) startGraceful(t *testing.T, cfg restorer.Config, hook func(context
 	if hook != nil {
 		restorer.SetHook(svc, hook)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("restorer %s run: %v", cfg.Instance, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("restorer %s did not stop within 30s", cfg.Instance)
-		}
-		nc.Close()
-	}
-	t.Cleanup(stop)
+	stop = testenv.RunService(t, "restorer "+cfg.Instance, nc, svc, true)
 	waitForService(t, e.nats.Conn, e.subj.API("rollback", "status"))
 	return stop
 }
@@ -59,10 +40,7 @@ func (e *env) startGraceful(t *testing.T, cfg restorer.Config, hook func(context
 // once, in the snapshot's state.
 func TestGracefulStopHandsOverAtOnce(t *testing.T) {
 	e := seeded(t)
-	pre := e.dump(t, "acme", "prod")
-	snap := e.snapshot(t, "acme", "prod", "pre_migration")
-	damage(t, e.cc, 1)
-	damaged := e.dump(t, "acme", "prod")
+	pre, snap, damaged := e.snapshotThenDamage(t)
 
 	const ackWait = 30 * time.Second
 	reached := make(chan struct{}, 1)
@@ -110,10 +88,7 @@ func TestGracefulStopHandsOverAtOnce(t *testing.T) {
 // restorer completes the rollback as attempt 3.
 func TestGracefulStopsDoNotGiveUpRollback(t *testing.T) {
 	e := seeded(t)
-	pre := e.dump(t, "acme", "prod")
-	snap := e.snapshot(t, "acme", "prod", "pre_migration")
-	damage(t, e.cc, 1)
-	damaged := e.dump(t, "acme", "prod")
+	pre, snap, damaged := e.snapshotThenDamage(t)
 
 	reached := make(chan int, 2)
 	hold := func(ctx context.Context, p restorer.HookPoint) error {

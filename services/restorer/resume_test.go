@@ -224,10 +224,7 @@ func (e *env) safetySnapshots(t *testing.T, opID string) int {
 // pre-migration state and lowers the fence.
 func TestRollbackGivenUpAfterMaxDeliver(t *testing.T) {
 	e := seeded(t)
-	pre := e.dump(t, "acme", "prod")
-	snap := e.snapshot(t, "acme", "prod", "pre_migration")
-	damage(t, e.cc, 1)
-	damaged := e.dump(t, "acme", "prod")
+	pre, snap, damaged := e.snapshotThenDamage(t)
 
 	// Each attempt stops at its first batch, as a worker that dies there.
 	reached := make(chan int, 2)

@@ -17,10 +17,7 @@ import (
 // resumes and ends in the exact snapshot state.
 func TestSupersededAttemptStops(t *testing.T) {
 	e := seeded(t)
-	pre := e.dump(t, "acme", "prod")
-	snap := e.snapshot(t, "acme", "prod", "pre_migration")
-	damage(t, e.cc, 1)
-	damaged := e.dump(t, "acme", "prod")
+	pre, snap, damaged := e.snapshotThenDamage(t)
 
 	reached, stopped := make(chan struct{}), make(chan error, 1)
 	e.startRestorer(t, restorer.Config{Instance: "a", LeaseTTL: 3 * time.Second, AckWait: 2 * time.Second},

@@ -1,7 +1,6 @@
 package snapshotter_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -63,27 +62,7 @@ func (e *env) startServiceWith(t *testing.T, cfg snapshotter.Config, cc *chroma.
 	if err != nil {
 		t.Fatalf("new snapshotter: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		nc.Close()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("snapshotter run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("snapshotter did not stop within 30s")
-		}
-	}
-	t.Cleanup(stop)
+	stop = testenv.RunService(t, "snapshotter", nc, svc, false)
 	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
 	return stop
 }

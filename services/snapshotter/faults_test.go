@@ -283,47 +283,12 @@ func TestSnapshotterSIGKILLedMidPut(t *testing.T) {
 	if err := testenv.SeedWorkload(t.Context(), e.cc, "default_tenant", "default_database", 1, 6000, 384, 100); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "snapshotter")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/snapshotter").CombinedOutput(); err != nil {
-		t.Fatalf("build the snapshotter: %v\n%s", err, out)
-	}
-	logs := &testenv.SyncBuffer{}
-	cmd := exec.Command(bin, "--nats-url", e.nats.URL, "--chroma-url", e.chroma.URL, "--instance", "a", "--ack-wait", "2s")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
+	p := e.startSnapshotterProcess(t, 2*time.Second)
+	rep := e.createMidPut(t, p, "process_killed")
+	if err := p.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("snapshotter a:\n%s", logs.String())
-		}
-	})
-	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
-
-	stored := make(chan struct{})
-	var once sync.Once
-	sub, err := e.nats.Conn.Subscribe(bus.ChunkSubject(contract.ObjectSnapshots, ">"), func(*nats.Msg) { once.Do(func() { close(stored) }) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep := e.create(t, contract.SnapshotCreateRequest{Name: "process_killed"})
-	select {
-	case <-stored:
-	case <-exited:
-		t.Fatalf("snapshotter a exited before storing a chunk: %v", waitErr)
-	case <-time.After(time.Minute):
-		t.Fatal("no chunk stored within a minute")
-	}
-	_ = sub.Unsubscribe()
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-exited
+	<-p.exited
 	if _, ok := e.manifest(t, rep.SnapshotID); ok {
 		t.Fatal("the snapshot finished before its process was killed; make the workload larger")
 	}
@@ -334,6 +299,63 @@ func TestSnapshotterSIGKILLedMidPut(t *testing.T) {
 
 	e.startService(t, snapshotter.Config{AckWait: 2 * time.Second, Instance: "b"})
 	e.redelivered(t, e.waitOp(t, rep.OpID, time.Minute), rep.SnapshotID, 6000)
+}
+
+// snapshotterProcess is a snapshotter run as a process of its own
+// (instance a), built from ./cmd/snapshotter.
+type snapshotterProcess struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error // how it exited, once exited is closed
+}
+
+// startSnapshotterProcess builds and starts it with ackWait and waits until
+// it answers; it is killed at cleanup, its output logged if the test failed.
+func (e *env) startSnapshotterProcess(t *testing.T, ackWait time.Duration) *snapshotterProcess {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "snapshotter")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/snapshotter").CombinedOutput(); err != nil {
+		t.Fatalf("build the snapshotter: %v\n%s", err, out)
+	}
+	logs := &testenv.SyncBuffer{}
+	p := &snapshotterProcess{exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, "--nats-url", e.nats.URL, "--chroma-url", e.chroma.URL, "--instance", "a", "--ack-wait", ackWait.String())
+	p.cmd.Stdout, p.cmd.Stderr = logs, logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("snapshotter a:\n%s", logs.String())
+		}
+	})
+	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
+	return p
+}
+
+// createMidPut asks for a snapshot named name and returns once the first
+// chunk of its archive is stored: the put is under way.
+func (e *env) createMidPut(t *testing.T, p *snapshotterProcess, name string) contract.SnapshotCreateReply {
+	t.Helper()
+	stored := make(chan struct{})
+	var once sync.Once
+	sub, err := e.nats.Conn.Subscribe(bus.ChunkSubject(contract.ObjectSnapshots, ">"), func(*nats.Msg) { once.Do(func() { close(stored) }) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	rep := e.create(t, contract.SnapshotCreateRequest{Name: name})
+	select {
+	case <-stored:
+	case <-p.exited:
+		t.Fatalf("snapshotter a exited before storing a chunk: %v", p.err)
+	case <-time.After(time.Minute):
+		t.Fatal("no chunk stored within a minute")
+	}
+	return rep
 }
 
 // redelivered checks a snapshot whose first worker died: completed by a

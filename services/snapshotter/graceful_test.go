@@ -1,10 +1,6 @@
 package snapshotter_test
 
 import (
-	"context"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,54 +23,19 @@ func TestSnapshotterSIGTERMedMidPut(t *testing.T) {
 	if err := testenv.SeedWorkload(t.Context(), e.cc, "default_tenant", "default_database", 1, 6000, 384, 100); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "snapshotter")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/snapshotter").CombinedOutput(); err != nil {
-		t.Fatalf("build the snapshotter: %v\n%s", err, out)
-	}
 	const ackWait = 30 * time.Second
-	logs := &testenv.SyncBuffer{}
-	cmd := exec.Command(bin, "--nats-url", e.nats.URL, "--chroma-url", e.chroma.URL, "--instance", "a", "--ack-wait", ackWait.String())
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("snapshotter a:\n%s", logs.String())
-		}
-	})
-	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
-
-	stored := make(chan struct{})
-	var once sync.Once
-	sub, err := e.nats.Conn.Subscribe(bus.ChunkSubject(contract.ObjectSnapshots, ">"), func(*nats.Msg) { once.Do(func() { close(stored) }) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep := e.create(t, contract.SnapshotCreateRequest{Name: "process_stopped"})
-	select {
-	case <-stored:
-	case <-exited:
-		t.Fatalf("snapshotter a exited before storing a chunk: %v", waitErr)
-	case <-time.After(time.Minute):
-		t.Fatal("no chunk stored within a minute")
-	}
-	_ = sub.Unsubscribe()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	p := e.startSnapshotterProcess(t, ackWait)
+	rep := e.createMidPut(t, p, "process_stopped")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-exited:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		t.Fatal("snapshotter a did not stop within 10s of SIGTERM")
 	}
-	if waitErr != nil {
-		t.Errorf("snapshotter a after SIGTERM: %v", waitErr)
+	if p.err != nil {
+		t.Errorf("snapshotter a after SIGTERM: %v", p.err)
 	}
 	if _, ok := e.manifest(t, rep.SnapshotID); ok {
 		t.Fatal("the snapshot finished before its process was stopped; make the workload larger")
@@ -102,27 +63,7 @@ func (e *env) startGraceful(t *testing.T, cfg snapshotter.Config) (stop func()) 
 	if err != nil {
 		t.Fatalf("new snapshotter: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("snapshotter %s run: %v", cfg.Instance, err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("snapshotter %s did not stop within 30s", cfg.Instance)
-		}
-		nc.Close()
-	}
-	t.Cleanup(stop)
+	stop = testenv.RunService(t, "snapshotter "+cfg.Instance, nc, svc, true)
 	waitForService(t, e.nats.Conn, e.subj.API("snapshot", "list"))
 	return stop
 }
