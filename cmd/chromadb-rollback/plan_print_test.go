@@ -285,6 +285,44 @@ func TestPrintCancelledReport(t *testing.T) {
 	}
 }
 
+// TestPrintPartlyRestored: a cancelled or failed in-place rollback says
+// plainly which collection it left half restored, and how to finish or
+// undo it; a staged one, whose live collections were never touched, and a
+// completed one do not.
+func TestPrintPartlyRestored(t *testing.T) {
+	op := func(status string, inPlace bool) *contract.Operation {
+		return &contract.Operation{OpID: "op_x", Status: status,
+			Plan: &contract.RollbackPlan{InPlace: inPlace, Items: []contract.PlanItem{
+				{Collection: "big", Target: "big", Action: contract.PlanReplace, SnapshotRecords: 40000},
+				{Collection: "small", Target: "small", Action: contract.PlanReplace, SnapshotRecords: 10},
+			}},
+			Restore: &contract.RestoreReport{SafetySnapshotID: "snap_safe", Collections: []contract.RestoreCollectionReport{
+				{Collection: "small", Target: "small", Action: contract.PlanReplace, Records: 10, Verified: true, EmbeddingCheck: "bit-exact"},
+				{Collection: "big", Target: "big", Action: contract.PlanReplace, Records: 12500},
+			}}}
+	}
+	show := func(o *contract.Operation) string {
+		var out bytes.Buffer
+		(&app{stdout: &out}).printOperation(o)
+		return out.String()
+	}
+	want := `warning: "big" was restored in place and is left partly restored (12500 of the snapshot's 40000 records written): ` +
+		"roll back to the same snapshot again to finish it, or to the safety snapshot snap_safe to undo what this rollback changed\n"
+	for _, status := range []string{contract.StatusCancelled, contract.StatusFailed} {
+		if s := show(op(status, true)); !strings.Contains(s, want) || strings.Contains(s, `"small" was restored`) {
+			t.Errorf("%s in-place rollback:\n%s\nwant %q, and nothing of small", status, s, want)
+		}
+	}
+	if s := show(op(contract.StatusCancelled, false)); strings.Contains(s, "partly restored") {
+		t.Errorf("cancelled staged rollback:\n%s", s)
+	}
+	done := op(contract.StatusCompleted, true)
+	done.Restore.Collections[1].Records, done.Restore.Collections[1].Verified = 40000, true
+	if s := show(done); strings.Contains(s, "partly restored") {
+		t.Errorf("completed in-place rollback:\n%s", s)
+	}
+}
+
 // TestProvenance: snapshot info says what a snapshot holds of its
 // database, who took it and why.
 func TestProvenance(t *testing.T) {

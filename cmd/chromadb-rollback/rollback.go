@@ -386,6 +386,35 @@ func (a *app) printOperation(op *contract.Operation) {
 	}
 	t.print(a.stdout)
 	fmt.Fprintf(a.stdout, "Records written: %d in %.1fs; verified: %v\n", r.RecordsWritten, r.Seconds, r.Verified)
+	a.printPartlyRestored(op)
+}
+
+// printPartlyRestored says plainly which collections an in-place rollback
+// that did not complete left half restored: each was deleted and is being
+// refilled where readers see it, and the table's VERIFIED false is easy to
+// read past (found by hand: a cancelled one left 12,500 of 40,000 records).
+func (a *app) printPartlyRestored(op *contract.Operation) {
+	if op.Status == contract.StatusCompleted || op.Plan == nil || !op.Plan.InPlace || op.Restore == nil {
+		return
+	}
+	want := map[string]int64{}
+	for _, it := range op.Plan.Items {
+		if it.Action == contract.PlanReplace || it.Action == contract.PlanCreate {
+			want[it.Target] = it.SnapshotRecords
+		}
+	}
+	undo := "roll back to the same snapshot again to finish it"
+	if id := op.Restore.SafetySnapshotID; id != "" {
+		undo += ", or to the safety snapshot " + id + " to undo what this rollback changed"
+	}
+	for _, c := range op.Restore.Collections {
+		n, ok := want[c.Target]
+		if !ok || c.Verified || (c.Records == n && c.EmbeddingCheck != "") {
+			continue
+		}
+		fmt.Fprintf(a.stdout, "warning: %q was restored in place and is left partly restored (%d of the snapshot's %d records written): %s\n",
+			c.Target, c.Records, n, undo)
+	}
 }
 
 // printOperationWarnings prints what the operation learned beyond its
