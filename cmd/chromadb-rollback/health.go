@@ -55,7 +55,7 @@ func (a *app) healthCmd() *cobra.Command {
 					}()
 				}
 				var remote contract.Health
-				remoteErr := a.request(cmd.Context(), nc, a.subj.API("health"), contract.NewEnvelope("chromadb-rollback.v1.health_request"), &remote, 15*time.Second)
+				remoteErr := a.request(cmd.Context(), nc, a.subj.API("health"), contract.NewEnvelope(contract.TypeHealthRequest), &remote, 15*time.Second)
 				if r := <-instances; r.ok {
 					add(r.c)
 				}
@@ -68,7 +68,7 @@ func (a *app) healthCmd() *cobra.Command {
 				}
 				// The auditor answers its own health: the trail is written and keeps up.
 				var audit contract.Health
-				if err := a.request(cmd.Context(), nc, a.subj.API("audit", "health"), contract.NewEnvelope("chromadb-rollback.v1.health_request"), &audit, 15*time.Second); err != nil {
+				if err := a.request(cmd.Context(), nc, a.subj.API("audit", "health"), contract.NewEnvelope(contract.TypeHealthRequest), &audit, 15*time.Second); err != nil {
 					add(contract.HealthCheck{Name: "auditor", Detail: err.Error()})
 				} else {
 					for _, c := range audit.Checks {

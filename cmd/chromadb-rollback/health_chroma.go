@@ -56,7 +56,7 @@ func (a *app) chromaInstancesCheck(ctx context.Context, nc *nats.Conn, mine map[
 		return c, true
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	req, _ := json.Marshal(contract.NewEnvelope("chromadb-rollback.v1.health_request"))
+	req, _ := json.Marshal(contract.NewEnvelope(contract.TypeHealthRequest))
 	if err := nc.PublishRequest(subject, inbox, req); err != nil {
 		c.Detail = "ask " + subject + ": " + err.Error()
 		return c, true

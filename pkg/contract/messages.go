@@ -19,6 +19,7 @@ const (
 	TypeProgress              = "chromadb-rollback.v1.progress"
 	TypeAuditEvent            = "chromadb-rollback.v1.audit_event"
 	TypeHealth                = "chromadb-rollback.v1.health"
+	TypeHealthRequest         = "chromadb-rollback.v1.health_request"
 	TypeError                 = "chromadb-rollback.v1.error"
 )
 

@@ -220,3 +220,9 @@ func FormatAge(d time.Duration) string {
 	}
 	return b.String()
 }
+
+// DefaultJetStreamNear is the share of a JetStream storage limit (the
+// account's, a stream's) at which storage counts as nearly full: the
+// watchdog alerts and pauses migrations (--jetstream-near), and the
+// snapshotter's health fails its jetstream check.
+const DefaultJetStreamNear = 0.9

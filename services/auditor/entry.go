@@ -86,13 +86,9 @@ func fieldDiff(t, s json.RawMessage) string {
 	if t == nil || s == nil || json.Unmarshal(t, &tm) != nil || json.Unmarshal(s, &sm) != nil {
 		return ""
 	}
-	keys := slices.Sorted(maps.Keys(tm))
-	for k := range sm {
-		if _, ok := tm[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
+	union := maps.Clone(tm)
+	maps.Copy(union, sm)
+	keys := slices.Sorted(maps.Keys(union))
 	for _, k := range keys {
 		tv, tok := tm[k]
 		sv, sok := sm[k]

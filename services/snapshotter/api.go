@@ -562,22 +562,23 @@ const healthCheckTimeout = 5 * time.Second
 
 // storeNear is the share of the JetStream account's file storage limit, or
 // of the object store's own byte limit, at which health fails its
-// jetstream check: the watchdog's default --jetstream-near, at which it
-// alerts and pauses migrations.
-const storeNear = 0.9
+// jetstream check: the share at which the watchdog, by default, alerts and
+// pauses migrations.
+const storeNear = contract.DefaultJetStreamNear
 
 // storeNearlyFull names the limits the account's file storage (info) or
 // the snapshots' object store stand at storeNear or more of.
 func (s *Service) storeNearlyFull(ctx context.Context, info *jetstream.AccountInfo) []string {
 	var full []string
-	if max := info.Limits.MaxStore; max > 0 && float64(info.Store) >= storeNear*float64(max) {
-		full = append(full, fmt.Sprintf("account storage %s of %s (%.0f%%)", disk.Size(info.Store), disk.Size(uint64(max)), 100*float64(info.Store)/float64(max)))
+	if d := bus.NearLimit("account storage", info.Store, info.Limits.MaxStore, storeNear); d != "" {
+		full = append(full, d)
 	}
 	st, err := s.assets.Snapshots.Status(ctx)
 	if bs, ok := st.(*jetstream.ObjectBucketStatus); err == nil && ok {
-		if si := bs.StreamInfo(); si != nil && si.Config.MaxBytes > 0 && float64(si.State.Bytes) >= storeNear*float64(si.Config.MaxBytes) {
-			full = append(full, fmt.Sprintf("object store %s %s of %s (%.0f%%)", contract.ObjectSnapshots, disk.Size(si.State.Bytes),
-				disk.Size(uint64(si.Config.MaxBytes)), 100*float64(si.State.Bytes)/float64(si.Config.MaxBytes)))
+		if si := bs.StreamInfo(); si != nil {
+			if d := bus.NearLimit("object store "+contract.ObjectSnapshots, si.State.Bytes, si.Config.MaxBytes, storeNear); d != "" {
+				full = append(full, d)
+			}
 		}
 	}
 	return full

@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/metrics"
 )
 
@@ -20,7 +21,7 @@ const (
 	// DefaultArchiveCheckInterval is how often the snapshots' archives are
 	// looked up.
 	DefaultArchiveCheckInterval = 10 * time.Minute
-	DefaultJetStreamNear        = 0.9
+	DefaultJetStreamNear        = contract.DefaultJetStreamNear
 )
 
 // Config configures a watchdog instance. The zero value of every field

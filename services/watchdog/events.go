@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/chromadb-rollback/chromadb-rollback/pkg/bus"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -208,7 +207,7 @@ func (s *Service) onStarted(ctx context.Context, in *incoming) (string, error) {
 		Figures: figures,
 	})
 	s.log.Info("migration started", "job", in.job, "run", rec.Run, "tenant", rec.Tenant, "database", rec.Database, "deadline", rec.Deadline)
-	if others := s.othersOn(ctx, rec.Tenant, rec.Database, in.job); len(others) > 0 {
+	if others := s.othersOn(rec.Tenant, rec.Database, in.job); len(others) > 0 {
 		s.log.Warn("another migration runs on the same database: a rollback for either undoes the other's writes too (status alert migrations_overlap)",
 			"job", in.job, "tenant", rec.Tenant, "database", rec.Database, "others", others)
 	}
@@ -474,15 +473,14 @@ func (s *Service) fire(r *contract.MigrationRecord, trigger, reason string, coll
 }
 
 // othersOn names the runs not yet ended on tenant/database other than
-// job's (none when the records cannot be read: this is only a warning).
-func (s *Service) othersOn(ctx context.Context, tenant, database, job string) []string {
+// job's, as the watched records have them (this is only a warning; status
+// reads the bucket).
+func (s *Service) othersOn(tenant, database, job string) []string {
 	var out []string
-	_ = bus.EachValue(ctx, s.assets.State, contract.MigrationKey(">"), func(_ string, data []byte) error {
-		var r contract.MigrationRecord
-		if json.Unmarshal(data, &r) == nil && r.Job != job && r.Tenant == tenant && r.Database == database && !ended(&r) {
+	for _, r := range s.cached() {
+		if r.Job != job && r.Tenant == tenant && r.Database == database && !ended(&r) {
 			out = append(out, r.Job)
 		}
-		return nil
-	})
+	}
 	return out
 }

@@ -286,10 +286,8 @@ func (s *Service) checkJetStream(ctx context.Context) {
 	near := s.cfg.JetStreamNear
 	var full []string
 	figures := map[string]any{"near_share": near, "account_store_bytes": ai.Store, "account_max_store_bytes": ai.Limits.MaxStore}
-	if ai.Limits.MaxStore > 0 {
-		if share := float64(ai.Store) / float64(ai.Limits.MaxStore); share >= near {
-			full = append(full, fmt.Sprintf("account storage %s of %s (%.0f%%)", disk.Size(ai.Store), disk.Size(uint64(ai.Limits.MaxStore)), 100*share))
-		}
+	if d := bus.NearLimit("account storage", ai.Store, ai.Limits.MaxStore, near); d != "" {
+		full = append(full, d)
 	}
 	streams := map[string]float64{}
 	lister := s.js.ListStreams(cctx)
@@ -297,10 +295,9 @@ func (s *Service) checkJetStream(ctx context.Context) {
 		if info.Config.MaxBytes <= 0 {
 			continue
 		}
-		share := float64(info.State.Bytes) / float64(info.Config.MaxBytes)
-		streams[info.Config.Name] = share
-		if share >= near {
-			full = append(full, fmt.Sprintf("stream %s %s of %s (%.0f%%)", info.Config.Name, disk.Size(info.State.Bytes), disk.Size(uint64(info.Config.MaxBytes)), 100*share))
+		streams[info.Config.Name] = float64(info.State.Bytes) / float64(info.Config.MaxBytes)
+		if d := bus.NearLimit("stream "+info.Config.Name, info.State.Bytes, info.Config.MaxBytes, near); d != "" {
+			full = append(full, d)
 		}
 	}
 	if err := lister.Err(); err != nil {
