@@ -130,22 +130,6 @@ func (s *Scanner) String() (string, error) {
 	if !s.Consume('"') {
 		return "", s.Fail("a string")
 	}
-	high := false
-	for i := s.I + plainRun(s.Data[s.I:], false); i < len(s.Data); i++ {
-		c := s.Data[i]
-		if c == '"' {
-			raw := s.Data[s.I:i]
-			if high && !utf8.Valid(raw) {
-				break
-			}
-			s.I = i + 1
-			return string(raw), nil
-		}
-		if c == '\\' || c < 0x20 {
-			break
-		}
-		high = high || c >= utf8.RuneSelf
-	}
 	out, end, ok := unquote(s.Data, s.I)
 	if !ok {
 		s.I = start
@@ -169,20 +153,35 @@ func (s *Scanner) String() (string, error) {
 // length, which bounds what it decodes to unless invalid UTF-8 has to be
 // replaced (a byte by three).
 func unquote(data []byte, i int) ([]byte, int, bool) {
-	size := 256
-	if end, ok := skipString(data, i-1); ok {
-		size = end - 1 - i
+	end, ok := skipString(data, i-1)
+	if !ok {
+		return nil, 0, false
 	}
-	out := make([]byte, 0, size)
-	for i < len(data) {
-		j := i + plainRun(data[i:], false)
-		for j < len(data) {
-			if c := data[j]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
-				break
+	// The usual string: valid UTF-8 with no control character. Its text
+	// between escapes is copied as it is; the checks each go over the
+	// whole string at once, not a rune at a time.
+	if text := data[i : end-1]; !hasControl(text) && utf8.Valid(text) {
+		out := make([]byte, 0, len(text))
+		for {
+			k := bytes.IndexByte(text, '\\')
+			if k < 0 {
+				return append(out, text...), end, true
 			}
-			j++
+			out = append(out, text[:k]...)
+			var n int
+			if out, n, ok = unescape(out, text[k:]); !ok {
+				return nil, 0, false
+			}
+			text = text[k+n:]
 		}
-		out = append(out, data[i:j]...)
+	}
+	out := make([]byte, 0, end-1-i)
+	for i < len(data) {
+		// Text up to the next quote, backslash or control character,
+		// with U+FFFD for each byte that is not valid UTF-8 (a multi-byte
+		// rune has no byte below 0x80, so none is cut at such a byte).
+		j := i + textRun(data[i:])
+		out = appendReplacingInvalid(out, data[i:j])
 		i = j
 		if i == len(data) {
 			break
@@ -192,58 +191,70 @@ func unquote(data []byte, i int) ([]byte, int, bool) {
 			return out, i + 1, true
 		case c < 0x20:
 			return nil, 0, false
-		case c == '\\':
-			if i+1 >= len(data) {
+		default: // a backslash
+			var n int
+			if out, n, ok = unescape(out, data[i:]); !ok {
 				return nil, 0, false
 			}
-			switch e := data[i+1]; e {
-			case '"', '\\', '/':
-				out = append(out, e)
-			case 'b':
-				out = append(out, '\b')
-			case 'f':
-				out = append(out, '\f')
-			case 'n':
-				out = append(out, '\n')
-			case 'r':
-				out = append(out, '\r')
-			case 't':
-				out = append(out, '\t')
-			case 'u':
-				r := hex4(data, i+2)
-				if r < 0 {
-					return nil, 0, false
-				}
-				i += 6
-				if utf16.IsSurrogate(r) {
-					if i+1 < len(data) && data[i] == '\\' && data[i+1] == 'u' {
-						if r2 := hex4(data, i+2); r2 >= 0 {
-							if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
-								out = utf8.AppendRune(out, d)
-								i += 6
-								continue
-							}
-						}
-					}
-					r = utf8.RuneError
-				}
-				out = utf8.AppendRune(out, r)
-				continue
-			default:
-				return nil, 0, false
-			}
-			i += 2
-		default:
-			r, size := utf8.DecodeRune(data[i:])
-			if r == utf8.RuneError && size == 1 {
-				out = append(out, "\uFFFD"...) // invalid UTF-8, a byte at a time
-			} else {
-				out = append(out, data[i:i+size]...)
-			}
-			i += size
+			i += n
 		}
 	}
 	return nil, 0, false
+}
+
+// unescape appends what the escape at the start of esc (a backslash)
+// stands for and returns how many bytes it took: 2, 6 for a \uXXXX, 12 for
+// a surrogate pair. A lone surrogate becomes U+FFFD.
+func unescape(out, esc []byte) ([]byte, int, bool) {
+	if len(esc) < 2 {
+		return nil, 0, false
+	}
+	switch e := esc[1]; e {
+	case '"', '\\', '/':
+		return append(out, e), 2, true
+	case 'b':
+		return append(out, '\b'), 2, true
+	case 'f':
+		return append(out, '\f'), 2, true
+	case 'n':
+		return append(out, '\n'), 2, true
+	case 'r':
+		return append(out, '\r'), 2, true
+	case 't':
+		return append(out, '\t'), 2, true
+	case 'u':
+		r := hex4(esc, 2)
+		if r < 0 {
+			return nil, 0, false
+		}
+		if utf16.IsSurrogate(r) {
+			if len(esc) >= 8 && esc[6] == '\\' && esc[7] == 'u' {
+				if r2 := hex4(esc, 8); r2 >= 0 {
+					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+						return utf8.AppendRune(out, d), 12, true
+					}
+				}
+			}
+			r = utf8.RuneError
+		}
+		return utf8.AppendRune(out, r), 6, true
+	}
+	return nil, 0, false
+}
+
+// appendReplacingInvalid appends text with U+FFFD in place of each byte
+// that is not part of valid UTF-8, as encoding/json decodes it.
+func appendReplacingInvalid(out, text []byte) []byte {
+	for len(text) > 0 {
+		r, size := utf8.DecodeRune(text)
+		if r == utf8.RuneError && size == 1 {
+			out = append(out, "\uFFFD"...)
+		} else {
+			out = append(out, text[:size]...)
+		}
+		text = text[size:]
+	}
+	return out
 }
 
 // hex4 is the value of the 4 hex digits at data[i:], or -1.
