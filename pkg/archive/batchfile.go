@@ -2,12 +2,10 @@ package archive
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -117,14 +115,6 @@ func checkUTF8(b *record.Batch) error {
 	return nil
 }
 
-// appendFloat32s appends e as little-endian float32 bits.
-func appendFloat32s(dst []byte, e []float32) []byte {
-	for _, f := range e {
-		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(f))
-	}
-	return dst
-}
-
 // decodeStrict decodes exactly one JSON value with no unknown fields.
 func decodeStrict(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -217,10 +207,7 @@ func decodeEmbeddings(n int, dim *int, nulls []int, f32 []byte) [][]float32 {
 		return nil
 	}
 	d := *dim
-	flat := make([]float32, len(f32)/4)
-	for i := range flat {
-		flat[i] = math.Float32frombits(binary.LittleEndian.Uint32(f32[4*i:]))
-	}
+	flat := record.DecodeFloat32s(make([]float32, len(f32)/4), f32)
 	out := make([][]float32, n)
 	next := 0
 	for i := range out {

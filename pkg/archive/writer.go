@@ -313,7 +313,7 @@ func (w *Writer) writeEmbeddings(name string, emb [][]float32, size int64) error
 	for _, e := range emb {
 		for len(e) > 0 {
 			n := min(len(e), (cap(buf)-len(buf))/4)
-			buf = appendFloat32s(buf, e[:n])
+			buf = record.AppendFloat32s(buf, e[:n])
 			e = e[n:]
 			if cap(buf)-len(buf) < 4 {
 				if err := flush(); err != nil {

@@ -3,7 +3,6 @@ package chroma
 import (
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -412,10 +411,7 @@ func (e *Encoded) appendRecord(dst []byte, col, i int, b64 bool, f32 []byte) ([]
 			return dst, f32, errors.New("no embedding (Chroma refuses null embeddings)")
 		}
 		if b64 {
-			f32 = f32[:0]
-			for _, f := range emb {
-				f32 = binary.LittleEndian.AppendUint32(f32, math.Float32bits(f))
-			}
+			f32 = record.AppendFloat32s(f32[:0], emb)
 			dst = append(dst, '"')
 			dst = base64.StdEncoding.AppendEncode(dst, f32)
 			dst = append(dst, '"')

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"hash"
-	"math"
 )
 
 // Digest is a SHA-256 over records in order, independent of batch
@@ -38,9 +37,7 @@ func (d *Digest) Add(b *Batch) error {
 		} else {
 			buf = append(buf, 1)
 			buf = binary.LittleEndian.AppendUint64(buf, uint64(len(e)))
-			for _, f := range e {
-				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(f))
-			}
+			buf = AppendFloat32s(buf, e)
 		}
 		d.h.Write(buf)
 		d.buf = buf
