@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,30 @@ func TestServeBadLogLevel(t *testing.T) {
 	}
 	if _, err := os.Stat(dataDir); err == nil {
 		t.Error("serve made its data dir before refusing LOG_LEVEL")
+	}
+}
+
+// TestServeMemoryLimit: serve sets a soft limit of the heap its services
+// and JetStream server share (they had none, and grew to 585 MB), as the
+// standalone services do: --memory-limit-mib, 512 MiB by default.
+func TestServeMemoryLimit(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	t.Setenv("MEMORY_LIMIT_MIB", "")
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) }) // after serve stops: cleanups run last first
+	for _, tc := range []struct {
+		args []string
+		want int64
+	}{
+		{nil, serveMemoryLimitMiB << 20},
+		{[]string{"--memory-limit-mib", "700"}, 700 << 20},
+	} {
+		debug.SetMemoryLimit(math.MaxInt64)
+		_, serveLog := launchServe(t, append([]string{"--chroma-url", "http://127.0.0.1:1", "--data-dir", t.TempDir()}, tc.args...)...)
+		for deadline := time.Now().Add(30 * time.Second); debug.SetMemoryLimit(-1) != tc.want; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("serve %v: memory limit %d, want %d:\n%s", tc.args, debug.SetMemoryLimit(-1), tc.want, serveLog.String())
+			}
+		}
 	}
 }
