@@ -341,6 +341,8 @@ func TestCLIUsageAndErrors(t *testing.T) {
 		{"unknown flag", []string{"snapshot", "list", "--bogus"}, exitUsage, "unknown flag"},
 		{"create without name", []string{"snapshot", "create"}, exitUsage, "name is required"},
 		{"create with bad name", []string{"snapshot", "create", "--name", "a b"}, exitUsage, "invalid"},
+		{"create with empty collections", []string{"snapshot", "create", "--name", "n", "--collections", ""}, exitUsage, `--collections "" names no collection`},
+		{"create with blank collections", []string{"snapshot", "create", "--name", "n", "--collections", " , "}, exitUsage, "leave the flag out to snapshot the whole database"},
 		{"verify without id", []string{"snapshot", "verify"}, exitUsage, "chromadb-rollback snapshot verify takes one argument, 0 given; usage: chromadb-rollback snapshot verify SNAPSHOT"},
 		{"export without -o", []string{"snapshot", "export", "x"}, exitUsage, "-o FILE"},
 		{"export to stdout", []string{"snapshot", "export", "x", "-o", "-"}, exitUsage, "-o - (stdout) is not supported"},

@@ -46,6 +46,11 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 				return usageErr("--name: %v", err)
 			}
 			req.Collections = splitList(collections...)
+			// An empty --collections (an unset shell variable, say) would
+			// otherwise snapshot the whole database.
+			if cmd.Flags().Changed("collections") && len(req.Collections) == 0 {
+				return usageErr("--collections %q names no collection: give a,b, or leave the flag out to snapshot the whole database", strings.Join(collections, ","))
+			}
 			req.Envelope = contract.NewEnvelope(contract.TypeSnapshotCreateRequest)
 			req.Actor = a.actor
 			nc, err := a.connect()
