@@ -202,8 +202,9 @@ type RestoreCollectionReport struct {
 	Records    int64  `json:"records"`
 	Verified   bool   `json:"verified"`
 	// EmbeddingCheck is "bit-exact" or, in cosine spaces, "tolerance" with
-	// MaxAbsDiff the largest difference seen; empty when the collection was
-	// not checked (its restore stopped before).
+	// MaxAbsDiff the largest difference seen; "none" when no record was
+	// restored (nothing to compare); empty when the collection was not
+	// checked (its restore stopped before).
 	EmbeddingCheck string  `json:"embedding_check,omitempty"`
 	MaxAbsDiff     float64 `json:"max_abs_diff,omitempty"`
 	// MetadataFloatsOff counts the metadata float values Chroma stored a

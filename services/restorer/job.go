@@ -570,6 +570,8 @@ func (j *job) collectionReports() []contract.RestoreCollectionReport {
 		// cancel or failure stopped before its check names none.
 		switch {
 		case cs.Stage != stageDone && len(j.diffs[i]) == 0:
+		case cs.Records == 0: // no embedding to compare: neither claim holds
+			r.EmbeddingCheck = "none"
 		case spaceOf(info.Configuration, info.Metadata) == "cosine":
 			r.EmbeddingCheck = "tolerance"
 		default:
