@@ -52,6 +52,7 @@ type ObjectReader struct {
 	hash    hash.Hash
 	err     error
 	timeout time.Duration
+	ctx     context.Context // of the whole read: once done, Read fails
 }
 
 // OpenObject opens the object described by info (from ObjectStore.GetInfo)
@@ -85,7 +86,7 @@ func OpenObject(ctx context.Context, js jetstream.JetStream, bucket string, info
 		cancel()
 		return nil, fmt.Errorf("open object %s: %w", info.Name, err)
 	}
-	r.it, r.cancel, r.js, r.stream, r.cons = it, cancel, js, "OBJ_"+bucket, cons
+	r.it, r.cancel, r.js, r.stream, r.cons, r.ctx = it, cancel, js, "OBJ_"+bucket, cons, ctx
 	return r, nil
 }
 
@@ -115,8 +116,13 @@ func (r *ObjectReader) Read(p []byte) (int, error) {
 }
 
 // next waits for the next chunk; a stalled stream (a leader election, say)
-// is given up on after r.timeout rather than hanging.
+// is given up on after r.timeout rather than hanging, and a read whose
+// context ended (Ctrl-C of an export, a stopping service, its deadline)
+// stops at once instead of streaming on to the end.
 func (r *ObjectReader) next() (jetstream.Msg, error) {
+	if err := r.ctx.Err(); err != nil {
+		return nil, err
+	}
 	type res struct {
 		m   jetstream.Msg
 		err error
@@ -129,6 +135,10 @@ func (r *ObjectReader) next() (jetstream.Msg, error) {
 	select {
 	case x := <-ch:
 		return x.m, x.err
+	case <-r.ctx.Done():
+		r.it.Stop() // unblocks Next
+		<-ch
+		return nil, r.ctx.Err()
 	case <-time.After(r.timeout):
 		r.it.Stop() // unblocks Next
 		<-ch

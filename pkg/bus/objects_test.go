@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -59,6 +60,32 @@ func TestObjectReader(t *testing.T) {
 		got, err = io.ReadAll(open("empty", nil))
 		if err != nil || len(got) != 0 {
 			t.Fatalf("empty object: %d bytes, err %v", len(got), err)
+		}
+	})
+	t.Run("a read stops once its context ends", func(t *testing.T) {
+		// An export interrupted with Ctrl-C cancels its context: the read
+		// must stop there, not stream on to the end.
+		info, err := obs.GetInfo(ctx, "big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		or, err := bus.OpenObject(rctx, n.JS, contract.ObjectSnapshots, info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer or.Close()
+		if _, err := io.ReadFull(or, make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		got, err := io.ReadAll(or)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("read after the context ended: %d more bytes, err %v; want context.Canceled", len(got), err)
+		}
+		if len(got) >= len(data)-1000 {
+			t.Fatalf("read after the context ended: the whole rest (%d bytes)", len(got))
 		}
 	})
 	t.Run("a digest or size that disagrees fails at EOF", func(t *testing.T) {
