@@ -46,7 +46,18 @@ func (a *app) healthCmd() *cobra.Command {
 					for _, c := range a.serviceChecks(mine, other) {
 						add(c)
 					}
-					if c, ok := encryptionCheck(mine[snapshotter.ServiceName], mine[restorer.ServiceName]); ok {
+					// The snapshots stored, for the keys their archives
+					// are encrypted to; when they cannot be listed, the
+					// snapshotter's own checks say why.
+					var stored []contract.SnapshotManifest
+					if len(mine[snapshotter.ServiceName]) > 0 && len(mine[restorer.ServiceName]) > 0 {
+						ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+						if list, err := a.listSnapshots(ctx, nc); err == nil {
+							stored = list.Snapshots
+						}
+						cancel()
+					}
+					if c, ok := encryptionCheck(mine[snapshotter.ServiceName], mine[restorer.ServiceName], stored); ok {
 						add(c)
 					}
 					go func() {

@@ -112,10 +112,15 @@ func (a *app) serviceChecks(mine, other map[string][]micro.Info) []contract.Heal
 // encryptionCheck says whether every restorer can decrypt the archives
 // every snapshotter writes: with --age-recipients and no restorer identity
 // for one of them, snapshots are taken and pinned for migrations as usual,
-// and only the rollback to one is refused. ok is false when nothing can
-// be said (no snapshotter, or no restorer, answered: their own checks
-// failed).
-func encryptionCheck(snapshotters, restorers []micro.Info) (contract.HealthCheck, bool) {
+// and only the rollback to one is refused. The same goes for the archives
+// already stored (stored, the snapshots listed; nil when they could not be
+// listed): after the keys were changed (--age-recipients, and an identity
+// file without the old key), or encryption turned off, the snapshots
+// encrypted to the old keys still list, verify (ciphertext only) and stand
+// as restore points, and only their rollback is refused. ok is false when
+// nothing can be said (no snapshotter, or no restorer, answered: their own
+// checks failed).
+func encryptionCheck(snapshotters, restorers []micro.Info, stored []contract.SnapshotManifest) (contract.HealthCheck, bool) {
 	c := contract.HealthCheck{Name: "archive_encryption", OK: true}
 	if len(snapshotters) == 0 || len(restorers) == 0 {
 		return c, false
@@ -127,8 +132,54 @@ func encryptionCheck(snapshotters, restorers []micro.Info) (contract.HealthCheck
 			sets = append(sets, keys)
 		}
 	}
+	// The stored archives by the recipients they are encrypted to.
+	var storedSets []string
+	storedIDs := map[string][]string{}
+	for _, m := range stored {
+		if m.Encryption == "" {
+			continue
+		}
+		keys := slices.Clone(m.Recipients)
+		slices.Sort(keys)
+		set := strings.Join(keys, ",")
+		if _, ok := storedIDs[set]; !ok {
+			storedSets = append(storedSets, set)
+		}
+		storedIDs[set] = append(storedIDs[set], m.SnapshotID)
+	}
+	slices.Sort(storedSets)
+	var storedProblems []string
+	for _, r := range restorers {
+		ids := splitList(r.Metadata[contract.MetaAgeIdentities])
+		for _, set := range storedSets {
+			if crypt.CanDecrypt(splitList(set), ids) {
+				continue
+			}
+			snaps := storedIDs[set]
+			named := strings.Join(snaps[:min(len(snaps), 3)], ", ")
+			if len(snaps) > 3 {
+				named += fmt.Sprintf(" and %d more", len(snaps)-3)
+			}
+			storedProblems = append(storedProblems, fmt.Sprintf("restorer %s cannot decrypt %s encrypted to %s (%s)",
+				bus.InstanceName(r), counted(len(snaps), "stored snapshot"), set, named))
+		}
+	}
+	storedText := ""
+	if n := len(stored) - countPlain(stored); n > 0 && len(storedProblems) == 0 {
+		storedText = fmt.Sprintf("; every restorer holds an identity for the %s stored", counted(n, "encrypted snapshot"))
+	}
+	storedFail := func(what string) (contract.HealthCheck, bool) {
+		c.OK = false
+		c.Detail = fmt.Sprintf("%s, but %s: a rollback to such a snapshot, automatic ones included, will be refused. Give the restorer their identity (keep the old key in --age-identity-file, env AGE_IDENTITY_FILE, after changing --age-recipients, until the snapshots encrypted to it are gone), or delete them",
+			what, strings.Join(storedProblems, "; "))
+		return c, true
+	}
 	if len(sets) == 0 {
-		c.Detail = "new archives are stored unencrypted (no --age-recipients)"
+		what := "new archives are stored unencrypted (no --age-recipients)"
+		if len(storedProblems) > 0 {
+			return storedFail(what)
+		}
+		c.Detail = what + storedText
 		return c, true
 	}
 	slices.Sort(sets)
@@ -148,11 +199,28 @@ func encryptionCheck(snapshotters, restorers []micro.Info) (contract.HealthCheck
 	}
 	what := "new archives are encrypted with age to " + strings.Join(sets, " or ")
 	if len(problems) == 0 {
-		c.Detail = what + "; every restorer holds an identity for them"
+		if len(storedProblems) > 0 {
+			return storedFail(what + "; every restorer holds an identity for them")
+		}
+		c.Detail = what + "; every restorer holds an identity for them" + storedText
 		return c, true
 	}
 	c.OK = false
 	c.Detail = fmt.Sprintf("%s, but %s: a rollback to such a snapshot, automatic ones included, will be refused until the restorer is given the identity (--age-identity-file, env AGE_IDENTITY_FILE)",
 		what, strings.Join(problems, "; "))
+	if len(storedProblems) > 0 {
+		c.Detail += "; and " + strings.Join(storedProblems, "; ")
+	}
 	return c, true
+}
+
+// countPlain counts the snapshots whose archive is not encrypted.
+func countPlain(ms []contract.SnapshotManifest) int {
+	n := 0
+	for _, m := range ms {
+		if m.Encryption == "" {
+			n++
+		}
+	}
+	return n
 }

@@ -166,9 +166,51 @@ func TestEncryptionCheck(t *testing.T) {
 		{"one of two restorers", []micro.Info{snap("age1a")}, []micro.Info{rest("r1", "age1a"), rest("r2", "")}, false, true, "restorer r2 has no identity"},
 		{"two snapshotters", []micro.Info{snap("age1a"), snap("age1b")}, []micro.Info{rest("r1", "age1a")}, false, true, "are not among the recipients age1b"},
 	} {
-		c, said := encryptionCheck(tc.snapshotters, tc.restorers)
+		c, said := encryptionCheck(tc.snapshotters, tc.restorers, nil)
 		if said != tc.said || (said && (c.OK != tc.ok || !strings.Contains(c.Detail, tc.want))) {
 			t.Errorf("%s: %+v (said %v); want ok %v saying %q", tc.name, c, said, tc.ok, tc.want)
+		}
+	}
+
+	// The snapshots already stored count too: after the keys were changed
+	// (new --age-recipients, an identity file without the old key), or
+	// encryption turned off, health-check said OK while every snapshot
+	// encrypted to the old key, the restore point among them, could no
+	// longer be rolled back to. Found by hand, rotating keys.
+	enc := func(id string, keys ...string) contract.SnapshotManifest {
+		return contract.SnapshotManifest{SnapshotID: id, Encryption: contract.EncryptionAge, Recipients: keys}
+	}
+	plain := contract.SnapshotManifest{SnapshotID: "snap_plain"}
+	for _, tc := range []struct {
+		name         string
+		snapshotters []micro.Info
+		restorers    []micro.Info
+		stored       []contract.SnapshotManifest
+		ok           bool
+		want         []string
+	}{
+		{"rotated, old key kept", []micro.Info{snap("age1new")}, []micro.Info{rest("r1", "age1new,age1old")},
+			[]contract.SnapshotManifest{enc("snap_1", "age1old"), plain}, true, []string{"every restorer holds an identity for the 1 encrypted snapshot stored"}},
+		{"rotated, old key dropped", []micro.Info{snap("age1new")}, []micro.Info{rest("r1", "age1new")},
+			[]contract.SnapshotManifest{enc("snap_1", "age1old"), enc("snap_2", "age1old"), enc("snap_3", "age1new"), plain}, false,
+			[]string{"every restorer holds an identity for them, but restorer r1 cannot decrypt 2 stored snapshots encrypted to age1old (snap_1, snap_2)", "will be refused", "--age-identity-file"}},
+		{"encryption off, identity dropped", []micro.Info{info("s")}, []micro.Info{rest("r1", "")},
+			[]contract.SnapshotManifest{enc("snap_1", "age1old", "age1other"), enc("snap_2", "age1other", "age1old"), enc("snap_3", "age1old", "age1other"), enc("snap_4", "age1old", "age1other")}, false,
+			[]string{"stored unencrypted (no --age-recipients), but restorer r1 cannot decrypt 4 stored snapshots encrypted to age1old,age1other (snap_1, snap_2, snap_3 and 1 more)"}},
+		{"one of two restorers", []micro.Info{snap("age1new")}, []micro.Info{rest("r1", "age1new,age1old"), rest("r2", "age1new")},
+			[]contract.SnapshotManifest{enc("snap_1", "age1old")}, false, []string{"restorer r2 cannot decrypt 1 stored snapshot encrypted to age1old (snap_1)"}},
+		{"new and stored both", []micro.Info{snap("age1new")}, []micro.Info{rest("r1", "age1x")},
+			[]contract.SnapshotManifest{enc("snap_1", "age1old")}, false, []string{"are not among the recipients age1new", "and restorer r1 cannot decrypt 1 stored snapshot"}},
+	} {
+		c, said := encryptionCheck(tc.snapshotters, tc.restorers, tc.stored)
+		if !said || c.OK != tc.ok {
+			t.Errorf("%s: %+v (said %v); want ok %v", tc.name, c, said, tc.ok)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(c.Detail, w) {
+				t.Errorf("%s: %q does not say %q", tc.name, c.Detail, w)
+			}
 		}
 	}
 }

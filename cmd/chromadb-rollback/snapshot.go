@@ -460,24 +460,9 @@ func (a *app) snapshotListCmd() *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			// A page holds what fits in one NATS message; the next one
-			// starts where it ended.
-			var list contract.SnapshotList
-			req := contract.SnapshotListRequest{Envelope: contract.NewEnvelope("chromadb-rollback.v1.snapshot_list_request")}
-			for {
-				var page contract.SnapshotList
-				if err := a.request(cmd.Context(), nc, a.subj.API("snapshot", "list"), req, &page, 0); err != nil {
-					return err
-				}
-				if req.After == "" {
-					list.Envelope = page.Envelope
-				}
-				list.Snapshots = append(list.Snapshots, page.Snapshots...)
-				list.ArchivesMissing = append(list.ArchivesMissing, page.ArchivesMissing...)
-				if !page.More || page.NextAfter == "" || len(page.Snapshots) == 0 {
-					break
-				}
-				req.After = page.NextAfter
+			list, err := a.listSnapshots(cmd.Context(), nc)
+			if err != nil {
+				return err
 			}
 			if list.Snapshots == nil {
 				list.Snapshots = []contract.SnapshotManifest{}
@@ -499,6 +484,28 @@ func (a *app) snapshotListCmd() *cobra.Command {
 			}
 			return nil
 		},
+	}
+}
+
+// listSnapshots reads every page of chroma.api.snapshot.list: a page holds
+// what fits in one NATS message; the next one starts where it ended.
+func (a *app) listSnapshots(ctx context.Context, nc *nats.Conn) (contract.SnapshotList, error) {
+	var list contract.SnapshotList
+	req := contract.SnapshotListRequest{Envelope: contract.NewEnvelope("chromadb-rollback.v1.snapshot_list_request")}
+	for {
+		var page contract.SnapshotList
+		if err := a.request(ctx, nc, a.subj.API("snapshot", "list"), req, &page, 0); err != nil {
+			return list, err
+		}
+		if req.After == "" {
+			list.Envelope = page.Envelope
+		}
+		list.Snapshots = append(list.Snapshots, page.Snapshots...)
+		list.ArchivesMissing = append(list.ArchivesMissing, page.ArchivesMissing...)
+		if !page.More || page.NextAfter == "" || len(page.Snapshots) == 0 {
+			return list, nil
+		}
+		req.After = page.NextAfter
 	}
 }
 
