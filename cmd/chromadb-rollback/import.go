@@ -165,6 +165,18 @@ snapshot id is printed.`,
 				keepStaging = true
 				return err
 			}
+			// Interrupted (Ctrl-C) or out of time once the request was
+			// sent: a snapshotter may be converting the upload. Removing
+			// it from under the conversion failed the import, after a 30 s
+			// stall, or not, depending on how far it had read; so it stays,
+			// for the snapshotter to remove when the import ends (retention
+			// a day later if none took the request), as a snapshot create
+			// that stops waiting leaves the snapshot to go on.
+			if errors.Is(err, errNoAnswer) {
+				keepStaging = true
+				return fmt.Errorf("%w\nThe import may still run (operation %s): `chromadb-rollback audit-log --op %s` says how it ended (snapshot.import completed names the new snapshot); the snapshotter removes the upload, %s in %s, when it ends",
+					err, req.OpID, req.OpID, staging, contract.ObjectSnapshots)
+			}
 			if err != nil {
 				var ae *apiError
 				if errors.As(err, &ae) {
@@ -198,7 +210,7 @@ snapshot id is printed.`,
 	f.StringVar(&req.Tenant, "tenant", "", "tenant the snapshot belongs to (old archives: default_tenant; native: its own)")
 	f.StringVar(&req.Database, "database", "", "database the snapshot belongs to (old archives: default_database; native: its own)")
 	f.StringVar(&req.Reason, "reason", "", "why, recorded in the audit trail")
-	f.DurationVar(&wait, "wait-timeout", 2*time.Hour, "how long to wait for the conversion")
+	f.DurationVar(&wait, "wait-timeout", 2*time.Hour, "how long to wait for the conversion (it goes on after that)")
 	return cmd
 }
 

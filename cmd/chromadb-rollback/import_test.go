@@ -15,6 +15,8 @@ import (
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/legacy"
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/record"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
+	"github.com/nats-io/nats.go"
 )
 
 // writeSeedLayout writes a seed archive and its manifest as the old tool
@@ -233,5 +235,46 @@ func writeSpaceBomb(t *testing.T, path string, n int64) {
 	}
 	if err := errors.Join(tw.Close(), zw.Close()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestImportInterruptedKeepsUpload: an import interrupted (Ctrl-C) once its
+// request was sent leaves the upload to the snapshotter that may be
+// converting it, and says how to learn how the import ended. It removed
+// the upload from under the conversion, which then failed after a 30 s
+// stall ("no chunk"), or completed, depending on how far it had read.
+// Found by hand. A subscriber that takes the request and never answers
+// stands for a snapshotter converting a large file.
+func TestImportInterruptedKeepsUpload(t *testing.T) {
+	n := testenv.StartNATS(t)
+	arc, _ := writeSeedLayout(t, t.TempDir())
+	ctx, cancel := cliContext(t, time.Minute)
+	defer cancel()
+	got := make(chan contract.SnapshotImportRequest, 1)
+	sub, err := n.Conn.Subscribe(contract.Subjects{Prefix: contract.DefaultPrefix}.API("snapshot", "import"), func(m *nats.Msg) {
+		var req contract.SnapshotImportRequest
+		_ = json.Unmarshal(m.Data, &req)
+		got <- req
+		cancel() // Ctrl-C while the "snapshotter" converts
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	var out, errb bytes.Buffer
+	code := run(ctx, []string{"--nats-url", n.URL, "snapshot", "import", arc, "--no-manifest"}, strings.NewReader(""), &out, &errb)
+	var req contract.SnapshotImportRequest
+	select {
+	case req = <-got:
+	default:
+		t.Fatalf("the import request was not sent: exit %d\n%s", code, errb.String())
+	}
+	if code == exitOK || !strings.Contains(errb.String(), "interrupted while waiting") ||
+		!strings.Contains(errb.String(), "The import may still run (operation "+req.OpID+")") ||
+		!strings.Contains(errb.String(), "audit-log --op "+req.OpID) {
+		t.Errorf("interrupted import: exit %d, stderr:\n%s", code, errb.String())
+	}
+	if _, err := n.Assets.Snapshots.GetInfo(t.Context(), req.Object); err != nil {
+		t.Errorf("the upload %s the snapshotter converts was removed: %v", req.Object, err)
 	}
 }

@@ -304,6 +304,20 @@ func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, req, o
 	return a.requestConn(ctx, nc, subject, req, out, timeout, a.connEvents)
 }
 
+// errNoAnswer is matched (errors.Is) by the error of a request that was
+// sent but whose answer never came (interrupted, timed out, or lost with
+// the connection): what was asked may still be under way.
+var errNoAnswer = errors.New("no answer")
+
+type noAnswerError struct{ msg string }
+
+func (e *noAnswerError) Error() string        { return e.msg }
+func (e *noAnswerError) Is(target error) bool { return target == errNoAnswer }
+
+func noAnswer(format string, args ...any) error {
+	return &noAnswerError{fmt.Sprintf(format, args...)}
+}
+
 // mayHaveBeenDone ends the error of a request whose answer never came.
 const mayHaveBeenDone = "what was asked may or may not have been done: check (`chromadb-rollback status`, `chromadb-rollback audit-log --limit 5`) before running the command again"
 
@@ -344,7 +358,7 @@ wait:
 					msg = r.msg
 					break wait
 				}
-				return fmt.Errorf("no answer to %s: the connection to NATS was lost while waiting for it, and an answer sent meanwhile is lost (a restarted serve sends none); %s", subject, mayHaveBeenDone)
+				return noAnswer("no answer to %s: the connection to NATS was lost while waiting for it, and an answer sent meanwhile is lost (a restarted serve sends none); %s", subject, mayHaveBeenDone)
 			}
 		}
 	}
@@ -353,11 +367,11 @@ wait:
 		case errors.Is(err, nats.ErrNoResponders):
 			return fmt.Errorf("no service answers on %s: is `chromadb-rollback serve` (or the service) running?", subject)
 		case errors.Is(ctx.Err(), context.Canceled): // the caller's: interrupted (Ctrl-C)
-			return fmt.Errorf("interrupted while waiting for the answer to %s; %s", subject, mayHaveBeenDone)
+			return noAnswer("interrupted while waiting for the answer to %s; %s", subject, mayHaveBeenDone)
 		case ctx.Err() != nil: // the caller's deadline (--wait-timeout)
-			return fmt.Errorf("no answer to %s before the command's deadline; %s", subject, mayHaveBeenDone)
+			return noAnswer("no answer to %s before the command's deadline; %s", subject, mayHaveBeenDone)
 		case errors.Is(err, context.DeadlineExceeded):
-			return fmt.Errorf("no answer to %s within %s (--timeout): the service is busy or stuck; %s", subject, timeout, mayHaveBeenDone)
+			return noAnswer("no answer to %s within %s (--timeout): the service is busy or stuck; %s", subject, timeout, mayHaveBeenDone)
 		}
 		return fmt.Errorf("request %s: %w", subject, err)
 	}
