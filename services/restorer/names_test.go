@@ -62,3 +62,39 @@ func TestPlanRefusesNamesChromaCannotCreate(t *testing.T) {
 		t.Errorf("restored %q", got)
 	}
 }
+
+// TestPlanRefusesCollectionWithoutEmbeddings: a seed archive may hold a
+// collection whose records have no embedding at all (the import accepts a
+// missing or null "embedding"); the snapshot then records no dimension, and
+// no zero vector can stand in for them. The plan warned of zero vectors and
+// the rollback failed at the write, after the lease, the fence and the
+// safety snapshot. The plan must refuse it (400), naming it, and a partial
+// rollback of the other collections must restore them. Found by hand.
+func TestPlanRefusesCollectionWithoutEmbeddings(t *testing.T) {
+	e := newEnv(t)
+	e.startSnapshotter(t)
+	e.startRestorer(t, restorer.Config{}, nil)
+	doc := "d"
+	with := &record.Batch{IDs: []string{"i1"}, Embeddings: [][]float32{{0.5, 0.25}}, Documents: []*string{&doc},
+		Metadatas: []record.Metadata{{"a": int64(1)}}, URIs: []*string{nil}}
+	without := &record.Batch{IDs: []string{"n1", "n2"}, Embeddings: [][]float32{nil, nil}, Documents: []*string{&doc, nil},
+		Metadatas: []record.Metadata{nil, {"b": "x"}}, URIs: []*string{nil, nil}}
+	id := importSeed(t, e, "seednoemb", "main",
+		legacy.SeedCollectionFromBatch("with_embeddings", with, 10),
+		legacy.SeedCollectionFromBatch("no_embeddings", without, 10))
+
+	for _, api := range []string{"plan", "start"} {
+		code, eb := e.requestError(t, e.subj.API("rollback", api), contract.RollbackRequest{SnapshotID: id, Confirm: true})
+		if code != contract.CodeBadRequest || !strings.Contains(eb.Error, `collection "no_embeddings": none of its 2 records has an embedding`) ||
+			!strings.Contains(eb.Error, "--partial --failed-collections") {
+			t.Errorf("%s: %d %+v", api, code, eb)
+		}
+	}
+	if st := e.dump(t, "seednoemb", "main"); len(st) != 0 {
+		t.Errorf("a refused rollback created %q", st.names())
+	}
+	e.rollback(t, contract.RollbackRequest{SnapshotID: id, Collections: []string{"with_embeddings"}})
+	if names := e.dump(t, "seednoemb", "main").names(); len(names) != 1 || names[0] != "with_embeddings" {
+		t.Errorf("partial rollback of the others: %q", names)
+	}
+}

@@ -485,6 +485,18 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 		}
 		p.WriteRecords += it.WriteRecords
 		p.Items = append(p.Items, it)
+		// Null embeddings are written as zero vectors of the collection's
+		// dimension; with none recorded (an old tool's archive whose
+		// records have no embedding) there is nothing to write them with,
+		// and the write failed after the lease, fence and safety snapshot.
+		// A streamed plan has not counted the nulls, but an import of the
+		// old format records the dimension of the embeddings it found:
+		// none means the collection has none.
+		if it.Dimension == 0 && c.Count > 0 && it.WriteRecords > 0 &&
+			((!sp.streamed && sp.arc.nullsOf(i) == c.Count) || (m.ImportedFrom != nil && m.ImportedFrom.Format == contract.ImportFormatSeed)) {
+			return nil, badRequest("collections", "collection %q: none of its %d records has an embedding in the snapshot, nor does the snapshot record its dimension (an old tool's archive written without embeddings), and Chroma needs an embedding for each record: it cannot be restored; roll back the other collections (--partial --failed-collections)",
+				c.Name, c.Count)
+		}
 		if n := sp.arc.nullsOf(i); n > 0 && it.WriteRecords > 0 && it.Space != "cosine" {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("collection %q: %d records have no embedding in the snapshot; Chroma needs one, so they are written with zero vectors", c.Name, n))
 		}
