@@ -236,6 +236,17 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 		StartedAt: started, CompletedAt: time.Now().UTC(), Actor: req.Actor, Reason: req.Reason,
 		ImportedFrom: &c.origin,
 	}
+	// A native archive does not record whether its snapshot held every
+	// collection of its database: one of named collections (--collections,
+	// a rollback's safety snapshot) passed for the whole database, so that
+	// rollback --drop-extra deleted every other collection, and status and
+	// retention took it for the newest snapshot of all of them (retention
+	// then let the real ones expire). Marked partial, it is neither. The
+	// old tool's archives held every collection.
+	if c.origin.Format == contract.ImportFormatNative {
+		m.Partial = true
+		c.origin.Warnings = append(c.origin.Warnings, "a native archive does not record whether its snapshot held every collection of its database, so the import is marked partial: a rollback to it leaves the database's other collections as they are (--drop-extra is refused), and it does not stand for the newest snapshot of all of them")
+	}
 	m.Encryption, m.Recipients = s.encryption()
 	for i, mc := range c.man.Collections {
 		ci := c.md.Collections[i]
