@@ -150,6 +150,22 @@ func (s *Service) nameUsedElsewhere(ctx context.Context, name, tenant, database 
 	return slices.Sorted(maps.Keys(seen))
 }
 
+// importedBefore lists the snapshots (ids) other than id imported into
+// tenant/database from a file with the SHA-256 sum.
+func (s *Service) importedBefore(ctx context.Context, sum, tenant, database, id string) []string {
+	var ids []string
+	_ = bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
+		var m contract.SnapshotManifest
+		if json.Unmarshal(data, &m) == nil && m.ImportedFrom != nil && m.ImportedFrom.SHA256 == sum &&
+			m.Tenant == tenant && m.Database == database && m.SnapshotID != id {
+			ids = append(ids, m.SnapshotID)
+		}
+		return nil
+	})
+	slices.Sort(ids)
+	return ids
+}
+
 // nameElsewhereWarning is the warning for a new snapshot id named name
 // when dbs (tenant/database) have snapshots of that name too; "" when
 // none do.

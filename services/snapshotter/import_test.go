@@ -274,6 +274,20 @@ func TestImport(t *testing.T) {
 		if md.SnapshotID != m.SnapshotID || md.Database != "other_db" || md.Tenant != "default_tenant" {
 			t.Errorf("rewritten metadata %+v", md)
 		}
+		// The same file into the same database again: a second snapshot
+		// of the same data, which the import said nothing of. Found by
+		// hand.
+		first := m.SnapshotID
+		code, body = e.importFile(t, contract.SnapshotImportRequest{Object: e.stage(t, data), Name: "native_copy", Database: "other_db"})
+		var again contract.SnapshotManifest
+		_ = json.Unmarshal(body, &again)
+		wantAgain := "this file was imported into default_tenant/other_db before, as " + first + ": the snapshots hold the same data"
+		if code != 0 || again.ImportedFrom == nil || !slices.ContainsFunc(again.ImportedFrom.Warnings, func(w string) bool { return strings.HasPrefix(w, wantAgain) }) {
+			t.Errorf("the same file imported again: %d, %s; want the warning %q", code, body, wantAgain)
+		}
+		if slices.ContainsFunc(m.ImportedFrom.Warnings, func(w string) bool { return strings.Contains(w, "imported into") }) {
+			t.Errorf("first import warns %q", m.ImportedFrom.Warnings)
+		}
 		// Without a name, the archive's own name is kept.
 		code, body = e.importFile(t, contract.SnapshotImportRequest{Object: e.stage(t, data)})
 		m = contract.SnapshotManifest{}
