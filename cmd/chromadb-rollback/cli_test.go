@@ -346,6 +346,11 @@ func TestCLIUsageAndErrors(t *testing.T) {
 		{"verify without id", []string{"snapshot", "verify"}, exitUsage, "chromadb-rollback snapshot verify takes one argument, 0 given; usage: chromadb-rollback snapshot verify SNAPSHOT"},
 		{"export without -o", []string{"snapshot", "export", "x"}, exitUsage, "-o FILE"},
 		{"export to stdout", []string{"snapshot", "export", "x", "-o", "-"}, exitUsage, "-o - (stdout) is not supported"},
+		// It asked NATS for the snapshot and opened its archive first,
+		// then failed (exit 1) naming a FILE.<random>.partial the
+		// operator never gave.
+		{"export into a missing directory", []string{"snapshot", "export", "x", "-o", "/nonexistent-crb-dir/x.tar.zst"}, exitUsage,
+			"-o /nonexistent-crb-dir/x.tar.zst: the directory /nonexistent-crb-dir does not exist"},
 		{"no NATS", []string{"snapshot", "list"}, exitFailed, "connect to NATS"},
 	}
 	for _, tc := range cases {

@@ -535,6 +535,13 @@ func (a *app) snapshotExportCmd() *cobra.Command {
 					return usageErr("-o %s exists: give another name, or --force to replace it", out)
 				}
 			}
+			// Said before the archive is read, and in the operator's
+			// words: the file written first is FILE.*.partial beside it.
+			if dir := filepath.Dir(out); dir != "" {
+				if fi, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) || (err == nil && !fi.IsDir()) {
+					return usageErr("-o %s: the directory %s does not exist: create it, or give another path", out, dir)
+				}
+			}
 			nc, err := a.connect()
 			if err != nil {
 				return err
