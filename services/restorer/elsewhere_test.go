@@ -190,3 +190,51 @@ func TestRestoreElsewhereLeavesOwnDatabase(t *testing.T) {
 	}
 	e.assertReleased(t)
 }
+
+// TestRestoreElsewhereAliasURL: another URL of the same server (another
+// host name for its address, a trailing slash) is that server. A rollback
+// given an alias of the restorer's own Chroma takes its lease, raises its
+// fence and takes a safety snapshot like one given no URL, and aliases of
+// another allowed server share its lease; before, an alias in
+// --allow-chroma-url was another server: no fence, no safety snapshot and
+// a lease of its own, so two rollbacks could write one database at once.
+func TestRestoreElsewhereAliasURL(t *testing.T) {
+	e := seeded(t)
+	other := testenv.StartChroma(t)
+	ownAlias := strings.Replace(e.chroma.URL, "127.0.0.1", "localhost", 1) + "/"
+	otherAlias := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	hook, reached, release := holdFirstBatch()
+	e.startRestorer(t, restorer.Config{AllowedChromaURLs: []string{other.URL, ownAlias, otherAlias}}, hook)
+	snap := e.snapshot(t, "acme", "prod", "pre_migration")
+
+	if p := e.plan(t, contract.RollbackRequest{SnapshotID: snap, ChromaURL: otherAlias}); p.ChromaURL != other.URL {
+		t.Errorf("plan into %s names the server %q, not %s: its lease would not be %s's", otherAlias, p.ChromaURL, other.URL, other.URL)
+	}
+	req := contract.RollbackRequest{SnapshotID: snap, ChromaURL: ownAlias, Collections: []string{"personality"}}
+	p := e.plan(t, req)
+	if p.ChromaURL != "" || !p.SafetySnapshot || slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "no write fence") }) {
+		t.Fatalf("plan into %s, the restorer's own Chroma, is not one into its own: %s", ownAlias, mustJSON(t, p))
+	}
+	req.Confirm = true
+	r := e.start(t, req)
+	select {
+	case <-reached:
+	case <-time.After(time.Minute):
+		t.Fatal("the rollback never reached its first batch")
+	}
+	if _, err := e.nats.Assets.State.Get(t.Context(), contract.FenceKey("acme", "prod")); err != nil {
+		t.Errorf("a rollback into %s did not raise the fence of acme/prod: %v", ownAlias, err)
+	}
+	if keys := e.stateKeys(t, "lease."); !slices.Equal(keys, []string{contract.LeaseKey("acme", "prod")}) {
+		t.Errorf("leases %q, want the own acme/prod's", keys)
+	}
+	if p := e.plan(t, contract.RollbackRequest{SnapshotID: snap}); !slices.ContainsFunc(p.Warnings, func(w string) bool { return strings.Contains(w, "is locked by") }) {
+		t.Errorf("a rollback of acme/prod is not locked out while one into %s runs: %q", ownAlias, p.Warnings)
+	}
+	close(release)
+	op := e.waitOp(t, r.OpID, 2*time.Minute)
+	if op.Status != contract.StatusCompleted || op.Restore == nil || op.Restore.SafetySnapshotID == "" {
+		t.Fatalf("rollback into %s: %s %s (want completed with a safety snapshot)", ownAlias, op.Status, mustJSON(t, op))
+	}
+	e.assertReleased(t)
+}

@@ -203,7 +203,12 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) error {
 }
 
 // targetClient returns the client for a request's chroma_url: the
-// restorer's own for "" or its own URL, else a client for an allowed URL.
+// restorer's own for "" or a URL of its own server, else a client for an
+// allowed URL. The URL it returns names the server in leases, plans and
+// add rates: the own URL for any alias of the own server (another host
+// name for its address, a default port written out), else the first URL
+// of AllowedChromaURLs that reaches the same server, so that aliases of
+// one server share its lease (see sameServer).
 func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
 	if raw == "" {
 		return s.chroma, s.ownURL, nil
@@ -212,13 +217,21 @@ func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
 	if err != nil {
 		return nil, "", badRequest("chroma_url", "chroma_url: %v", err)
 	}
-	if u == s.ownURL {
-		return s.chroma, u, nil
+	ctx := context.Background()
+	if sameServer(ctx, u, s.ownURL) {
+		return s.chroma, s.ownURL, nil
 	}
-	if !slices.Contains(s.cfg.AllowedChromaURLs, "*") && !slices.ContainsFunc(s.cfg.AllowedChromaURLs, func(a string) bool {
-		n, _ := normalizeURL(a)
-		return n == u
-	}) {
+	canon := ""
+	for _, a := range s.cfg.AllowedChromaURLs {
+		if n, err := normalizeURL(a); a != "*" && err == nil && sameServer(ctx, u, n) {
+			canon = n
+			break
+		}
+	}
+	switch {
+	case canon != "":
+		u = canon
+	case !slices.Contains(s.cfg.AllowedChromaURLs, "*"):
 		return nil, "", badRequest("chroma_url", "chroma_url %s is not allowed: this restorer writes to %s and to the servers it was started with in --allow-chroma-url", u, s.ownURL)
 	}
 	s.mu.Lock()
