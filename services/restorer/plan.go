@@ -546,11 +546,17 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 	// fence and safety snapshot.
 	for _, c := range []struct {
 		field, what, name string
-		create            bool
-	}{{"target_tenant", "tenant", sp.tenant, !st.tenantExists}, {"target_database", "database", sp.database, !st.databaseExists}} {
+		create, given     bool
+	}{{"target_tenant", "tenant", sp.tenant, !st.tenantExists, sp.req.TargetTenant != ""}, {"target_database", "database", sp.database, !st.databaseExists, sp.req.TargetDatabase != ""}} {
 		if c.create && utf8.RuneCountInString(c.name) < 3 {
-			return nil, badRequest(c.field, "%s %q does not exist on %s, and Chroma cannot create it: its %s names have at least 3 characters; restore elsewhere with %s (--%s in the CLI)",
-				c.what, c.name, sp.targetURL, c.what, c.field, strings.ReplaceAll(c.field, "_", "-"))
+			// The snapshot's own name (a seed tool archive's) calls for a
+			// target; a target given already calls for a longer one.
+			how := "restore elsewhere with"
+			if c.given {
+				how = "give a " + c.what + " that exists or a name of at least 3 characters in"
+			}
+			return nil, badRequest(c.field, "%s %q does not exist on %s, and Chroma cannot create it: its %s names have at least 3 characters; %s %s (--%s in the CLI)",
+				c.what, c.name, sp.targetURL, c.what, how, c.field, strings.ReplaceAll(c.field, "_", "-"))
 		}
 	}
 	switch {
