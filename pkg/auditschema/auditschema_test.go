@@ -160,7 +160,8 @@ var valid = []contract.AuditEvent{
 	event("restorer", "rollback", "completed", func(ev *contract.AuditEvent) {
 		ids(ev)
 		ev.Figures = figs{"attempt": 1, "status": "completed", "records_written": int64(10), "seconds": 1.5, "collections": 2, "verified": true,
-			"safety_snapshot_id": "snap_x", "records_per_second": 1100.5, "cosine_max_abs_diff": 1e-8, "metadata_floats_off": int64(3)}
+			"safety_snapshot_id": "snap_x", "records_per_second": 1100.5, "cosine_max_abs_diff": 1e-8, "metadata_floats_off": int64(3),
+			"chroma_url": "http://chroma-b:8000"}
 	}),
 	event("restorer", "rollback", "failed", func(ev *contract.AuditEvent) {
 		ev.OpID, ev.Error = "op_x", "cancelled by ops"

@@ -189,6 +189,21 @@ func TestRestoreElsewhereLeavesOwnDatabase(t *testing.T) {
 		t.Fatalf("rollback into another Chroma: %s %s", op.Status, op.Error)
 	}
 	e.assertReleased(t)
+	// Its audit events name the server: without it they read as a
+	// rollback of the own acme/prod.
+	n := 0
+	for _, m := range testenv.ReadAudit(t, e.nats.JS) {
+		if m.Event.OpID != r.OpID || (m.Event.Action != "rollback" && m.Event.Action != "rollback.step") {
+			continue
+		}
+		n++
+		if u, _ := m.Event.Figures["chroma_url"].(string); u != other.URL {
+			t.Errorf("audit event %s %s %q of the rollback into %s has chroma_url %q", m.Event.Action, m.Event.Outcome, m.Event.Reason, other.URL, u)
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d audit events of the rollback, want its start and end at least", n)
+	}
 }
 
 // TestRestoreElsewhereAliasURL: another URL of the same server (another

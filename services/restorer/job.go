@@ -306,8 +306,8 @@ func (j *job) run(ctx context.Context) error {
 	j.putOp(ctx)
 	ev := j.ev
 	ev.Outcome = contract.OutcomeStarted
-	ev.Figures = withJob(map[string]any{"attempt": j.attempt, "mode": ck.Plan.Mode, "write_records": ck.Plan.WriteRecords,
-		"in_place": ck.Plan.InPlace, "drop_extra": ck.Plan.DropExtra}, req.Job)
+	ev.Figures = j.figures(map[string]any{"attempt": j.attempt, "mode": ck.Plan.Mode, "write_records": ck.Plan.WriteRecords,
+		"in_place": ck.Plan.InPlace, "drop_extra": ck.Plan.DropExtra})
 	_ = s.audit.Emit(ctx, ev)
 
 	// The fence and the migrations paused are those of the restorer's own
@@ -502,8 +502,8 @@ func (j *job) finish(ctx context.Context, jobErr error, took time.Duration) {
 	}
 	ev := j.ev
 	ev.Outcome, ev.Error = outcome, opErr
-	ev.Figures = withJob(map[string]any{"attempt": j.attempt, "status": status, "records_written": rep.RecordsWritten,
-		"seconds": took.Seconds(), "collections": len(rep.Collections), "verified": rep.Verified}, j.cmd.Request.Job)
+	ev.Figures = j.figures(map[string]any{"attempt": j.attempt, "status": status, "records_written": rep.RecordsWritten,
+		"seconds": took.Seconds(), "collections": len(rep.Collections), "verified": rep.Verified})
 	if rep.SafetySnapshotID != "" {
 		ev.Figures["safety_snapshot_id"] = rep.SafetySnapshotID
 	}
@@ -717,8 +717,19 @@ func (j *job) putOp(ctx context.Context) {
 func (j *job) step(ctx context.Context, what string, figures map[string]any) {
 	ev := j.ev
 	ev.Action, ev.Outcome, ev.Reason = "rollback.step", contract.OutcomeCompleted, what
-	ev.Figures = withJob(figures, j.cmd.Request.Job)
+	ev.Figures = j.figures(figures)
 	_ = j.s.audit.Emit(ctx, ev)
+}
+
+// figures adds to an audit event's figures the job (withJob) and, for a
+// rollback into another Chroma than the restorer's own, its chroma_url:
+// without it the event of a copy restored into another server reads as
+// one of the own tenant/database of the same name.
+func (j *job) figures(figures map[string]any) map[string]any {
+	if _, _, server, ok := j.scopeOn(); ok && server != "" {
+		figures["chroma_url"] = chroma.RedactURL(server)
+	}
+	return withJob(figures, j.cmd.Request.Job)
 }
 
 // withJob adds to an audit event's figures the migration job whose
@@ -883,6 +894,9 @@ func (s *Service) givenUp(ctx context.Context, u bus.Undelivered) {
 		Tenant: op.Tenant, Database: op.Database, Error: jobErr.Error(),
 		Figures: withJob(map[string]any{"attempt": u.Deliveries, "status": contract.StatusFailed, "records_written": written,
 			"seconds": took.Seconds(), "collections": colls, "verified": false}, cmd.Request.Job)}
+	if op.Plan != nil && op.Plan.ChromaURL != "" {
+		ev.Figures["chroma_url"] = chroma.RedactURL(op.Plan.ChromaURL)
+	}
 	ev.ID = cmd.OpID + "_given_up"
 	_ = s.audit.Emit(ctx, ev)
 	s.observeJob(op.Tenant, op.Database, contract.StatusFailed, took, nil, &contract.RestoreReport{RecordsWritten: written}, jobErr)
