@@ -344,6 +344,15 @@ func planBatches(it *contract.PlanItem) string {
 
 func (a *app) printOperation(op *contract.Operation) {
 	fmt.Fprintf(a.stdout, "Rollback %s: %s\n", op.OpID, op.Status)
+	// A rollback elsewhere says where: its report names collections only,
+	// and rollback-status, run later, shows no plan once it ended.
+	if p := op.Plan; p != nil && (p.ChromaURL != "" || p.Tenant != p.SourceTenant || p.Database != p.SourceDatabase) {
+		target := p.Tenant + "/" + p.Database
+		if p.ChromaURL != "" {
+			target += " on " + p.ChromaURL
+		}
+		fmt.Fprintf(a.stdout, "Restored into: %s (snapshot %s of %s/%s)\n", target, p.SnapshotID, p.SourceTenant, p.SourceDatabase)
+	}
 	if op.Error != "" {
 		fmt.Fprintf(a.stdout, "Error: %s\n", op.Error)
 	}

@@ -270,6 +270,20 @@ func TestCLIRollback(t *testing.T) {
 		t.Errorf("status after the rollback: fences %+v, operations %+v, migrations %+v", rep.Fences, rep.Operations, rep.Migrations)
 	}
 
+	// A rollback into another database says where it restored, in its
+	// report and in rollback-status, which shows no plan once it ended.
+	code, stdout, stderr = c.run("rollback", "pre_migration", "--target-database", "copy_of_"+tDB, "--yes")
+	where := "Restored into: " + tTenant + "/copy_of_" + tDB + " (snapshot " + m.SnapshotID + " of " + tTenant + "/" + tDB + ")"
+	if code != exitOK || !strings.Contains(stdout, where) {
+		t.Errorf("rollback into another database: exit %d, want %q in\n%s%s", code, where, stdout, stderr)
+	}
+	if i := strings.Index(stdout, "Rollback op_"); i >= 0 {
+		opID = strings.TrimSuffix(strings.Fields(stdout[i:])[1], ":")
+	}
+	if code, stdout, _ = c.run("rollback-status", opID); code != exitOK || !strings.Contains(stdout, where) {
+		t.Errorf("rollback-status %s of a rollback into another database: exit %d, want %q in\n%s", opID, code, where, stdout)
+	}
+
 	// A damaged archive is refused before anything changes, with the
 	// verification exit code, for a dry run and for a confirmed rollback.
 	// (The rollback swapped a new workload_00 in.)
