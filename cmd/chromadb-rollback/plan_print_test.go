@@ -186,6 +186,11 @@ func TestLossWarning(t *testing.T) {
 		{"batches, no safety snapshot", contract.RollbackPlan{Items: items(contract.PlanUpsert, contract.PlanUntouched)},
 			[]string{"CRITICAL: this will RESTORE t/d from snapshot snap_1 (pre)",
 				"the named batches of 1 collection overwritten: everything written to them since the snapshot will be LOST; nothing keeps it (--no-safety-snapshot)"}},
+		// Into another Chroma the prompt names the server: t/d alone reads
+		// as the configured Chroma's database of that name.
+		{"another Chroma", contract.RollbackPlan{Items: items(contract.PlanReplace), ChromaURL: "http://chroma-b:8000"},
+			[]string{"CRITICAL: this will RESTORE t/d on http://chroma-b:8000 from snapshot snap_1 (pre)",
+				"1 collection replaced: everything written to them since the snapshot will be LOST; nothing keeps it (--no-safety-snapshot)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := tc.plan

@@ -207,7 +207,13 @@ func lossWarning(p *contract.RollbackPlan) []string {
 	if p.SnapshotName != "" {
 		name += " (" + p.SnapshotName + ")"
 	}
-	out := []string{fmt.Sprintf("CRITICAL: this will RESTORE %s/%s from snapshot %s", p.Tenant, p.Database, name)}
+	where := p.Tenant + "/" + p.Database
+	if p.ChromaURL != "" {
+		// Not the configured Chroma: a database of the same name there
+		// is untouched, and the operator confirms which server it is.
+		where += " on " + p.ChromaURL
+	}
+	out := []string{fmt.Sprintf("CRITICAL: this will RESTORE %s from snapshot %s", where, name)}
 	var what []string
 	if replaced > 0 {
 		what = append(what, counted(replaced, "collection")+" replaced")
