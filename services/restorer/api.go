@@ -344,13 +344,20 @@ func (s *Service) lookup(ctx context.Context, ref string) (*contract.SnapshotMan
 	return m, nil
 }
 
-// chromaError turns an error from Chroma into an API error.
-func chromaError(what string, err error) *apiError {
+// chromaErrorOn turns an error from the Chroma at other into an API
+// error: "" for the restorer's own, else another server, which
+// health-check does not check, so the error does not send the operator
+// there.
+func chromaErrorOn(other, what string, err error) *apiError {
 	if errors.Is(err, chroma.ErrNotFound) {
 		return &apiError{code: contract.CodeNotFound, msg: fmt.Sprintf("%s not found in Chroma", what)}
 	}
 	if chroma.NotAnswering(err) {
-		return unavailable("read %s from Chroma: Chroma did not answer in time (%v): is it running and not overloaded? chromadb-rollback health-check checks it; nothing was changed", what, err)
+		check := "chromadb-rollback health-check checks it"
+		if other != "" {
+			check = fmt.Sprintf("GET %s/api/v2/heartbeat checks it (chromadb-rollback health-check checks the restorer's own Chroma only)", other)
+		}
+		return unavailable("read %s from Chroma: Chroma did not answer in time (%v): is it running and not overloaded? %s; nothing was changed", what, err, check)
 	}
 	return unavailable("read %s from Chroma: %v", what, err)
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/chromadb-rollback/chromadb-rollback/pkg/contract"
+	"github.com/chromadb-rollback/chromadb-rollback/pkg/testenv"
 	"github.com/chromadb-rollback/chromadb-rollback/services/restorer"
 )
 
@@ -21,7 +22,8 @@ func TestPlanWhileChromaHangs(t *testing.T) {
 	// client stays the default 2 min.
 	e.cc = e.chroma.Client(t)
 	e.lookupTimeout = time.Second
-	e.startRestorer(t, restorer.Config{}, nil)
+	other := testenv.StartChroma(t)
+	e.startRestorer(t, restorer.Config{AllowedChromaURLs: []string{other.URL}}, nil)
 
 	resume := e.chroma.Freeze(t)
 
@@ -49,4 +51,14 @@ func TestPlanWhileChromaHangs(t *testing.T) {
 		t.Fatalf("rollback once Chroma answers: %s %s", op.Status, op.Error)
 	}
 	compareDB(t, "acme/prod", e.dump(t, "acme", "prod"), pre, nil)
+
+	// Another Chroma that hangs: health-check does not check that one, so
+	// the error points at its heartbeat instead.
+	resumeOther := other.Freeze(t)
+	defer resumeOther()
+	code, body := e.requestError(t, e.subj.API("rollback", "plan"), contract.RollbackRequest{SnapshotID: snap, ChromaURL: other.URL})
+	if code != contract.CodeUnavailable || !strings.Contains(body.Error, "Chroma did not answer in time") ||
+		!strings.Contains(body.Error, "GET "+other.URL+"/api/v2/heartbeat") || strings.Contains(body.Error, "health-check checks it") {
+		t.Errorf("plan while another Chroma hangs: %d %+v", code, body)
+	}
 }

@@ -358,26 +358,26 @@ func (s *Service) inspectTarget(ctx context.Context, sp *spec) (*targetState, *a
 		// A lookup was not answered and cut the others short: report it,
 		// not their cancellation.
 		if chroma.NotAnswering(tenantErr) {
-			return nil, chromaError(fmt.Sprintf("tenant %q on %s", sp.tenant, sp.targetURL), tenantErr)
+			return nil, chromaErrorOn(sp.server(), fmt.Sprintf("tenant %q on %s", sp.tenant, sp.targetURL), tenantErr)
 		}
-		return nil, chromaError(fmt.Sprintf("database %s/%s on %s", sp.tenant, sp.database, sp.targetURL), dbErr)
+		return nil, chromaErrorOn(sp.server(), fmt.Sprintf("database %s/%s on %s", sp.tenant, sp.database, sp.targetURL), dbErr)
 	}
 	switch {
 	case errors.Is(tenantErr, chroma.ErrNotFound):
 		return st, nil
 	case tenantErr != nil:
-		return nil, chromaError(fmt.Sprintf("tenant %q on %s", sp.tenant, sp.targetURL), tenantErr)
+		return nil, chromaErrorOn(sp.server(), fmt.Sprintf("tenant %q on %s", sp.tenant, sp.targetURL), tenantErr)
 	}
 	st.tenantExists = true
 	switch {
 	case errors.Is(dbErr, chroma.ErrNotFound):
 		return st, nil
 	case dbErr != nil:
-		return nil, chromaError(fmt.Sprintf("database %s/%s on %s", sp.tenant, sp.database, sp.targetURL), dbErr)
+		return nil, chromaErrorOn(sp.server(), fmt.Sprintf("database %s/%s on %s", sp.tenant, sp.database, sp.targetURL), dbErr)
 	}
 	st.databaseExists = true
 	if listErr != nil {
-		return nil, chromaError(fmt.Sprintf("collections of %s/%s", sp.tenant, sp.database), listErr)
+		return nil, chromaErrorOn(sp.server(), fmt.Sprintf("collections of %s/%s", sp.tenant, sp.database), listErr)
 	}
 	for _, c := range cols {
 		st.collections[c.Name] = c
@@ -398,10 +398,10 @@ func (s *Service) inspectTarget(ctx context.Context, sp *spec) (*targetState, *a
 	counts, err := sp.target.CountEach(ctx, sp.tenant, sp.database, ids, inspectWorkers)
 	var ce *chroma.CountError
 	if errors.As(err, &ce) {
-		return nil, chromaError(fmt.Sprintf("count of collection %q", counted[ce.Index].Name), ce.Err)
+		return nil, chromaErrorOn(sp.server(), fmt.Sprintf("count of collection %q", counted[ce.Index].Name), ce.Err)
 	}
 	if err != nil {
-		return nil, chromaError(fmt.Sprintf("counts of %s/%s", sp.tenant, sp.database), err)
+		return nil, chromaErrorOn(sp.server(), fmt.Sprintf("counts of %s/%s", sp.tenant, sp.database), err)
 	}
 	for i, c := range counted {
 		st.counts[c.Name] = counts[i]
