@@ -49,6 +49,16 @@ func TestRestoreElsewhere(t *testing.T) {
 		}) {
 			t.Errorf("plan into a new database of tenant acme: %q", p.Warnings)
 		}
+		// A partial rollback into another database may rename onto the
+		// name of a snapshot collection it leaves alone: the plan says
+		// that the target is written, though that row reads untouched.
+		pp := e.plan(t, contract.RollbackRequest{SnapshotID: snap, TargetDatabase: "copy", Collections: []string{"corpus.v1"},
+			Rename: map[string]string{"corpus.v1": "personality"}})
+		if !slices.ContainsFunc(pp.Warnings, func(w string) bool {
+			return strings.Contains(w, `collection "personality" in acme/copy is written with the snapshot's "corpus.v1"`)
+		}) {
+			t.Errorf("plan renaming onto an untouched collection's name: %q", pp.Warnings)
+		}
 		e.rollback(t, req)
 		compareDB(t, "gamma/copy", e.dump(t, "gamma", "copy"), pre, rename)
 		compareDB(t, "acme/prod", e.dump(t, "acme", "prod"), pre, nil)

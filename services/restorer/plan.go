@@ -501,6 +501,22 @@ func (s *Service) plan(ctx context.Context, sp *spec) (*contract.RollbackPlan, *
 			p.Warnings = append(p.Warnings, fmt.Sprintf("collection %q: %d records have no embedding in the snapshot; Chroma needs one, so they are written with zero vectors", c.Name, n))
 		}
 	}
+	// Into another database a rename may land on the name of a snapshot
+	// collection this rollback leaves alone (in the snapshot's own
+	// database it is refused): that row reads "untouched" with the
+	// target's count, though the target is overwritten.
+	writtenFrom := map[string]string{}
+	for _, it := range p.Items {
+		if it.Action != contract.PlanUntouched && it.Collection != it.Target {
+			writtenFrom[it.Target] = it.Collection
+		}
+	}
+	for _, it := range p.Items {
+		if from, ok := writtenFrom[it.Target]; ok && it.Action == contract.PlanUntouched {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("collection %q in %s/%s is written with the snapshot's %q (renamed to it); the snapshot's own %q, listed as untouched, is not restored there",
+				it.Target, sp.tenant, sp.database, from, it.Collection))
+		}
+	}
 	if sp.mode == modeFull {
 		var extras []string
 		for name := range st.collections {
