@@ -173,11 +173,7 @@ func TestRestoreElsewhereLeavesOwnDatabase(t *testing.T) {
 	}
 	req.Confirm = true
 	r := e.start(t, req)
-	select {
-	case <-reached:
-	case <-time.After(time.Minute):
-		t.Fatal("the rollback never reached its first batch")
-	}
+	awaitFirstBatch(t, reached)
 	if _, err := e.nats.Assets.State.Get(t.Context(), contract.FenceKey("acme", "prod")); err == nil {
 		t.Error("a rollback into another Chroma raised the fence of the own acme/prod")
 	}
@@ -242,11 +238,7 @@ func TestRestoreElsewhereAliasURL(t *testing.T) {
 	}
 	req.Confirm = true
 	r := e.start(t, req)
-	select {
-	case <-reached:
-	case <-time.After(time.Minute):
-		t.Fatal("the rollback never reached its first batch")
-	}
+	awaitFirstBatch(t, reached)
 	if _, err := e.nats.Assets.State.Get(t.Context(), contract.FenceKey("acme", "prod")); err != nil {
 		t.Errorf("a rollback into %s did not raise the fence of acme/prod: %v", ownAlias, err)
 	}

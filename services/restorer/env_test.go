@@ -112,6 +112,17 @@ func holdFirstBatch() (hook func(context.Context, restorer.HookPoint) error, rea
 	}, at, release
 }
 
+// awaitFirstBatch waits until the rollback held by holdFirstBatch reaches
+// its first batch.
+func awaitFirstBatch(t *testing.T, reached <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-reached:
+	case <-time.After(time.Minute):
+		t.Fatal("the rollback never reached its first batch")
+	}
+}
+
 func (e *env) startRestorer(t *testing.T, cfg restorer.Config, hook func(context.Context, restorer.HookPoint) error) (stop func()) {
 	t.Helper()
 	if cfg.ChromaURL == "" {

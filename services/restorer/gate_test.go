@@ -46,11 +46,7 @@ func TestGateDuringRollback(t *testing.T) {
 	}
 
 	r := e.start(t, contract.RollbackRequest{SnapshotID: snap, Confirm: true, NoSafetySnapshot: true})
-	select {
-	case <-reached:
-	case <-time.After(time.Minute):
-		t.Fatal("the rollback never reached its first batch")
-	}
+	awaitFirstBatch(t, reached)
 	// The gate learns of the fence from the KV watch: give it a moment.
 	var werr error
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
