@@ -170,14 +170,14 @@ func (s *Service) clearLeftover(ctx context.Context, opID string) error {
 		return s.leftoversFailed(ctx, rec, rev, errors.Join(errs...))
 	}
 	// As a job's end: whoever sees the operation say so finds the lease
-	// released.
+	// released and the leftover record gone (status's rollback_leftovers
+	// alert with it).
 	release()
-	now := time.Now().UTC()
-	if err := s.noteLeftoversCleared(ctx, rec, now, notes); err != nil {
-		return err
-	}
 	if err := s.assets.State.Purge(ctx, contract.LeftoversKey(opID), jetstream.LastRevision(rev)); err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return fmt.Errorf("drop %s: %w", contract.LeftoversKey(opID), err)
+	}
+	if err := s.noteLeftoversCleared(ctx, rec, time.Now().UTC(), notes); err != nil {
+		return err
 	}
 	s.log.Info("took back what a stopped rollback left", "op_id", opID, "tenant", rec.Tenant, "database", rec.Database, "collections", len(rec.Collections))
 	return nil
