@@ -135,10 +135,12 @@ func encryptionCheck(snapshotters, restorers []micro.Info, stored []contract.Sna
 	// The stored archives by the recipients they are encrypted to.
 	var storedSets []string
 	storedIDs := map[string][]string{}
+	encrypted := 0
 	for _, m := range stored {
 		if m.Encryption == "" {
 			continue
 		}
+		encrypted++
 		keys := slices.Clone(m.Recipients)
 		slices.Sort(keys)
 		set := strings.Join(keys, ",")
@@ -148,25 +150,18 @@ func encryptionCheck(snapshotters, restorers []micro.Info, stored []contract.Sna
 		storedIDs[set] = append(storedIDs[set], m.SnapshotID)
 	}
 	slices.Sort(storedSets)
-	var storedProblems []string
-	for _, r := range restorers {
-		ids := splitList(r.Metadata[contract.MetaAgeIdentities])
-		for _, set := range storedSets {
-			if crypt.CanDecrypt(splitList(set), ids) {
-				continue
-			}
-			snaps := storedIDs[set]
-			named := strings.Join(snaps[:min(len(snaps), 3)], ", ")
-			if len(snaps) > 3 {
-				named += fmt.Sprintf(" and %d more", len(snaps)-3)
-			}
-			storedProblems = append(storedProblems, fmt.Sprintf("restorer %s cannot decrypt %s encrypted to %s (%s)",
-				bus.InstanceName(r), counted(len(snaps), "stored snapshot"), set, named))
+	storedProblems := cannotDecrypt(restorers, storedSets, func(r micro.Info, _ []string, set string) string {
+		snaps := storedIDs[set]
+		named := strings.Join(snaps[:min(len(snaps), 3)], ", ")
+		if len(snaps) > 3 {
+			named += fmt.Sprintf(" and %d more", len(snaps)-3)
 		}
-	}
+		return fmt.Sprintf("restorer %s cannot decrypt %s encrypted to %s (%s)",
+			bus.InstanceName(r), counted(len(snaps), "stored snapshot"), set, named)
+	})
 	storedText := ""
-	if n := len(stored) - countPlain(stored); n > 0 && len(storedProblems) == 0 {
-		storedText = fmt.Sprintf("; every restorer holds an identity for the %s stored", counted(n, "encrypted snapshot"))
+	if encrypted > 0 && len(storedProblems) == 0 {
+		storedText = fmt.Sprintf("; every restorer holds an identity for the %s stored", counted(encrypted, "encrypted snapshot"))
 	}
 	storedFail := func(what string) (contract.HealthCheck, bool) {
 		c.OK = false
@@ -183,20 +178,12 @@ func encryptionCheck(snapshotters, restorers []micro.Info, stored []contract.Sna
 		return c, true
 	}
 	slices.Sort(sets)
-	var problems []string
-	for _, r := range restorers {
-		ids := splitList(r.Metadata[contract.MetaAgeIdentities])
-		for _, set := range sets {
-			if crypt.CanDecrypt(splitList(set), ids) {
-				continue
-			}
-			if len(ids) == 0 {
-				problems = append(problems, fmt.Sprintf("restorer %s has no identity to decrypt those encrypted to %s", bus.InstanceName(r), set))
-			} else {
-				problems = append(problems, fmt.Sprintf("the identities of restorer %s (%s) are not among the recipients %s", bus.InstanceName(r), strings.Join(ids, ","), set))
-			}
+	problems := cannotDecrypt(restorers, sets, func(r micro.Info, ids []string, set string) string {
+		if len(ids) == 0 {
+			return fmt.Sprintf("restorer %s has no identity to decrypt those encrypted to %s", bus.InstanceName(r), set)
 		}
-	}
+		return fmt.Sprintf("the identities of restorer %s (%s) are not among the recipients %s", bus.InstanceName(r), strings.Join(ids, ","), set)
+	})
 	what := "new archives are encrypted with age to " + strings.Join(sets, " or ")
 	if len(problems) == 0 {
 		if len(storedProblems) > 0 {
@@ -214,13 +201,17 @@ func encryptionCheck(snapshotters, restorers []micro.Info, stored []contract.Sna
 	return c, true
 }
 
-// countPlain counts the snapshots whose archive is not encrypted.
-func countPlain(ms []contract.SnapshotManifest) int {
-	n := 0
-	for _, m := range ms {
-		if m.Encryption == "" {
-			n++
+// cannotDecrypt says, with say, of each restorer and each recipient set
+// (comma-separated age public keys) that none of its identities decrypts.
+func cannotDecrypt(restorers []micro.Info, sets []string, say func(r micro.Info, ids []string, set string) string) []string {
+	var out []string
+	for _, r := range restorers {
+		ids := splitList(r.Metadata[contract.MetaAgeIdentities])
+		for _, set := range sets {
+			if !crypt.CanDecrypt(splitList(set), ids) {
+				out = append(out, say(r, ids, set))
+			}
 		}
 	}
-	return n
+	return out
 }
