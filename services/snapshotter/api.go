@@ -139,31 +139,33 @@ func (s *Service) handleCreate(ctx context.Context, r micro.Request) {
 // nameUsedElsewhere lists the other tenant/databases that have snapshots
 // named name (best effort: nothing when the manifests cannot be read).
 func (s *Service) nameUsedElsewhere(ctx context.Context, name, tenant, database string) []string {
+	elsewhere, _ := s.peers(ctx, name, tenant, database, "", "")
+	return elsewhere
+}
+
+// peers reads the manifests once for what a new snapshot id named name of
+// tenant/database is told of the others (best effort: nothing when they
+// cannot be read): the other tenant/databases with snapshots of that name,
+// and, given the SHA-256 of the file it was imported from (importSum),
+// the other snapshots imported into tenant/database from that file.
+func (s *Service) peers(ctx context.Context, name, tenant, database, importSum, id string) (elsewhere, importedBefore []string) {
 	seen := map[string]bool{}
 	_ = bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
 		var m contract.SnapshotManifest
-		if json.Unmarshal(data, &m) == nil && m.Name == name && (m.Tenant != tenant || m.Database != database) {
+		if json.Unmarshal(data, &m) != nil {
+			return nil
+		}
+		here := m.Tenant == tenant && m.Database == database
+		if m.Name == name && !here {
 			seen[m.Tenant+"/"+m.Database] = true
 		}
-		return nil
-	})
-	return slices.Sorted(maps.Keys(seen))
-}
-
-// importedBefore lists the snapshots (ids) other than id imported into
-// tenant/database from a file with the SHA-256 sum.
-func (s *Service) importedBefore(ctx context.Context, sum, tenant, database, id string) []string {
-	var ids []string
-	_ = bus.EachValue(ctx, s.assets.Manifests, ">", func(_ string, data []byte) error {
-		var m contract.SnapshotManifest
-		if json.Unmarshal(data, &m) == nil && m.ImportedFrom != nil && m.ImportedFrom.SHA256 == sum &&
-			m.Tenant == tenant && m.Database == database && m.SnapshotID != id {
-			ids = append(ids, m.SnapshotID)
+		if importSum != "" && here && m.ImportedFrom != nil && m.ImportedFrom.SHA256 == importSum && m.SnapshotID != id {
+			importedBefore = append(importedBefore, m.SnapshotID)
 		}
 		return nil
 	})
-	slices.Sort(ids)
-	return ids
+	slices.Sort(importedBefore)
+	return slices.Sorted(maps.Keys(seen)), importedBefore
 }
 
 // nameElsewhereWarning is the warning for a new snapshot id named name

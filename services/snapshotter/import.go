@@ -264,13 +264,14 @@ func (s *Service) importSnapshot(ctx context.Context, req *contract.SnapshotImpo
 	m.VerifiedAt = time.Now().UTC()
 	// As snapshot.create does: a name another database's snapshots use
 	// makes the name ambiguous for every later command that takes it.
-	if w := nameElsewhereWarning(m.Name, s.nameUsedElsewhere(ctx, m.Name, m.Tenant, m.Database), id); w != "" {
+	elsewhere, before := s.peers(ctx, m.Name, m.Tenant, m.Database, m.ImportedFrom.SHA256, id)
+	if w := nameElsewhereWarning(m.Name, elsewhere, id); w != "" {
 		m.ImportedFrom.Warnings = append(m.ImportedFrom.Warnings, w)
 	}
 	// The same file imported again (twice by mistake, or once more on a
 	// second try whose first answer was lost) is a second snapshot of the
 	// same data, said nowhere else.
-	if before := s.importedBefore(ctx, m.ImportedFrom.SHA256, m.Tenant, m.Database, id); len(before) > 0 {
+	if len(before) > 0 {
 		m.ImportedFrom.Warnings = append(m.ImportedFrom.Warnings, fmt.Sprintf("this file was imported into %s/%s before, as %s: the snapshots hold the same data (`snapshot delete` removes one)",
 			m.Tenant, m.Database, strings.Join(before, ", ")))
 	}
