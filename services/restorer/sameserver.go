@@ -19,30 +19,51 @@ const resolveTimeout = 2 * time.Second
 // own Chroma raise its fence and take its safety snapshot, or an alias
 // would let two rollbacks write one database at once, unfenced.
 func sameServer(ctx context.Context, a, b string) bool {
-	if a == b {
-		return true
+	sa, okA := parseServer(a)
+	sb, okB := parseServer(b)
+	return a == b || okA && okB && sa.same(ctx, sb)
+}
+
+// server is a URL as sameServer compares it; its host's addresses are
+// looked up once, when a comparison first needs them.
+type server struct {
+	scheme, port, path, host string
+	ips                      []net.IP
+	resolved                 bool
+}
+
+func parseServer(raw string) (*server, bool) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, false
 	}
-	ua, errA := url.Parse(a)
-	ub, errB := url.Parse(b)
-	if errA != nil || errB != nil || ua.Scheme != ub.Scheme || urlPort(ua) != urlPort(ub) ||
-		strings.TrimRight(ua.EscapedPath(), "/") != strings.TrimRight(ub.EscapedPath(), "/") {
+	return &server{scheme: u.Scheme, port: urlPort(u), path: strings.TrimRight(u.EscapedPath(), "/"), host: strings.ToLower(u.Hostname())}, true
+}
+
+func (a *server) same(ctx context.Context, b *server) bool {
+	if a.scheme != b.scheme || a.port != b.port || a.path != b.path {
 		return false
 	}
-	ha, hb := strings.ToLower(ua.Hostname()), strings.ToLower(ub.Hostname())
-	if ha == hb {
+	if a.host == b.host {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
-	defer cancel()
-	ipsA, ipsB := resolveHost(ctx, ha), resolveHost(ctx, hb)
-	for _, x := range ipsA {
-		for _, y := range ipsB {
+	for _, x := range a.addrs(ctx) {
+		for _, y := range b.addrs(ctx) {
 			if x.Equal(y) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+func (s *server) addrs(ctx context.Context) []net.IP {
+	if !s.resolved {
+		ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+		s.ips, s.resolved = resolveHost(ctx, s.host), true
+		cancel()
+	}
+	return s.ips
 }
 
 // urlPort is u's port, or its scheme's default.

@@ -217,13 +217,22 @@ func (s *Service) targetClient(raw string) (*chroma.Client, string, *apiError) {
 	if err != nil {
 		return nil, "", badRequest("chroma_url", "chroma_url: %v", err)
 	}
+	// u's addresses are looked up once for all the comparisons.
 	ctx := context.Background()
-	if sameServer(ctx, u, s.ownURL) {
+	us, ok := parseServer(u)
+	if !ok {
+		return nil, "", badRequest("chroma_url", "chroma_url %s is not a URL", u)
+	}
+	if own, ok := parseServer(s.ownURL); u == s.ownURL || ok && us.same(ctx, own) {
 		return s.chroma, s.ownURL, nil
 	}
 	canon := ""
 	for _, a := range s.cfg.AllowedChromaURLs {
-		if n, err := normalizeURL(a); a != "*" && err == nil && sameServer(ctx, u, n) {
+		n, err := normalizeURL(a)
+		if a == "*" || err != nil {
+			continue
+		}
+		if as, ok := parseServer(n); n == u || ok && us.same(ctx, as) {
 			canon = n
 			break
 		}
