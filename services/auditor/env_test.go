@@ -2,7 +2,6 @@ package auditor
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -28,34 +27,18 @@ func startAuditor(t *testing.T, n *testenv.NATS, cfg Config) (svc *Service, stop
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
-	svc, err := New(cfg, n.Connect(t), subj, testLogger(t))
+	nc := n.Connect(t)
+	svc, err := New(cfg, nc, subj, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
+	stop = testenv.RunService(t, "auditor", nc, svc, true)
 	select {
 	case <-svc.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("auditor stopped before serving: %v", err)
 	case <-time.After(30 * time.Second):
-		cancel()
+		stop() // reports Run's error, if it stopped
 		t.Fatal("auditor not ready after 30s")
 	}
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("auditor Run: %v", err)
-		}
-	}
-	t.Cleanup(stop)
 	return svc, stop
 }
 
